@@ -1,0 +1,8 @@
+//! sallyport: plain `ssh`, `scp` and `sftp` into EC2 instances through AWS Systems Manager.
+//!
+//! Data flows one way through the layers: `cli` resolves settings, `aws` starts a session,
+//! `transport` drives [`proto::channel`] over the websocket, and a `session` kind moves
+//! bytes between the channel and the user. Nothing below `transport` knows about AWS;
+//! nothing in `proto` knows about tokio.
+
+pub mod proto;

@@ -1,0 +1,540 @@
+//! One end of a data channel: sequencing, acknowledgements, the reorder buffer,
+//! retransmission and the send window (PROTOCOL.md §6). Sans-IO.
+//!
+//! Call order, for a driver:
+//! 1. feed every websocket binary frame to [`Channel::handle_frame`];
+//! 2. queue outgoing payloads with [`Channel::send`] (only while [`Channel::window_available`]
+//!    is non-zero for bulk data: that is the back-pressure);
+//! 3. when the clock reaches [`Channel::poll_timeout`], call [`Channel::handle_timeout`];
+//! 4. after each of the above, drain [`Channel::poll_transmit`] (frames to write) and
+//!    [`Channel::poll_event`] (in-order payloads and control events).
+//!
+//! The same type plays either end ([`Role`]); the resend rules are a setting so that the
+//! testbed can reproduce the real agent's (head of line only, one check per 100 ms tick)
+//! while our client resends every overdue message, each at most once per RTO.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::message::{DecodeError, Message, MessageType, flags};
+use super::payload::{Acknowledge, ChannelClosed, PayloadType};
+use super::rtt::RttEstimator;
+
+/// Which end of the channel this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sends `input_stream_data`, receives `output_stream_data`.
+    Client,
+    /// Sends `output_stream_data` (SYN on sequence 0), receives `input_stream_data`.
+    Agent,
+}
+
+impl Role {
+    fn sends(self) -> MessageType {
+        match self {
+            Role::Client => MessageType::InputStreamData,
+            Role::Agent => MessageType::OutputStreamData,
+        }
+    }
+    fn receives(self) -> MessageType {
+        match self {
+            Role::Client => MessageType::OutputStreamData,
+            Role::Agent => MessageType::InputStreamData,
+        }
+    }
+}
+
+/// When unacknowledged messages are sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResendPolicy {
+    /// Every message whose RTO has passed since it was last sent, each at most once per RTO.
+    AllOverdue,
+    /// The real peers' scheduler: every `tick`, only the oldest unacked message, if overdue.
+    HeadOfLine { tick: Duration },
+}
+
+/// What happens to a message sent while `send_window` messages are unacknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep it (the driver is expected to respect [`Channel::window_available`]).
+    Keep,
+    /// The agent's rule: send it once, never store it for retransmission.
+    SendUnstored,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    pub role: Role,
+    /// Largest stream payload [`Channel::send_data`] puts in one message.
+    pub max_payload: usize,
+    /// Unacknowledged messages beyond which [`Channel::window_available`] is zero.
+    pub send_window: usize,
+    pub overflow: Overflow,
+    /// Out-of-order messages held; beyond it they are dropped unacknowledged.
+    pub reorder_capacity: usize,
+    pub resend: ResendPolicy,
+    /// Give up when unacknowledged data has seen no acknowledgement for this long.
+    pub stall_timeout: Option<Duration>,
+}
+
+impl ChannelConfig {
+    /// Our client: 1 KiB messages as the agent expects, 4096 in flight (4 MiB, well under
+    /// the agent's 100 000-message buffer), every overdue message resent.
+    pub fn client() -> Self {
+        ChannelConfig {
+            role: Role::Client,
+            max_payload: 1024,
+            send_window: 4096,
+            overflow: Overflow::Keep,
+            reorder_capacity: 10_000,
+            resend: ResendPolicy::AllOverdue,
+            stall_timeout: Some(Duration::from_secs(300)),
+        }
+    }
+
+    /// amazon-ssm-agent's constants and rules (PROTOCOL.md §6, §12).
+    pub fn agent() -> Self {
+        ChannelConfig {
+            role: Role::Agent,
+            max_payload: 1024,
+            send_window: 100_000,
+            overflow: Overflow::SendUnstored,
+            reorder_capacity: 100_000,
+            resend: ResendPolicy::HeadOfLine {
+                tick: Duration::from_millis(100),
+            },
+            stall_timeout: None,
+        }
+    }
+}
+
+/// A payload delivered in sequence order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub payload_type: u32,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelEvent {
+    Message(Incoming),
+    /// MGS ended the session; `output` is its explanation (may be empty).
+    Closed(ChannelClosed),
+    /// `pause_publication` (true) / `start_publication` (false) from the relay.
+    Publication {
+        paused: bool,
+    },
+}
+
+/// The peer broke the protocol or stopped answering.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("malformed message from the peer: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("malformed acknowledge from the peer: {0}")]
+    BadAck(String),
+    #[error("peer sent a negative sequence number ({0})")]
+    NegativeSequence(i64),
+    #[error("no acknowledgement from the peer for {0:?} while data was waiting")]
+    Stalled(Duration),
+}
+
+/// With no acknowledgement at all for this long, stop resending the whole window every RTO
+/// and probe with the oldest message only, until the peer acknowledges something again.
+/// (A dead or reconnecting relay should not receive the window again and again.)
+pub const PROBE_AFTER: Duration = Duration::from_secs(2);
+
+/// Timers, one table: the driver only ever sees the earliest deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    Resend,
+    Stall,
+}
+
+struct Outgoing {
+    frame: Vec<u8>,
+    first_sent: Instant,
+    last_sent: Instant,
+    sent_count: u32,
+}
+
+/// Wall-clock milliseconds for CreatedDate, derived from the `now` the caller passes.
+struct WallClock {
+    origin: Instant,
+    origin_ms: u64,
+}
+
+impl WallClock {
+    fn ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin).as_millis();
+        self.origin_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+            .max(1)
+    }
+}
+
+/// Distinct version-4 MessageIds from one random seed.
+struct IdGen {
+    state: u128,
+}
+
+impl IdGen {
+    fn next(&mut self) -> Uuid {
+        // Weyl sequence: distinct for 2^128 steps; version/variant bits set by the builder.
+        self.state = self
+            .state
+            .wrapping_add(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        uuid::Builder::from_random_bytes(self.state.to_be_bytes()).into_uuid()
+    }
+}
+
+pub struct Channel {
+    config: ChannelConfig,
+    clock: WallClock,
+    ids: IdGen,
+    rtt: RttEstimator,
+    next_seq: i64,
+    unacked: BTreeMap<i64, Outgoing>,
+    /// (seq, last_sent) in send order; entries go stale when acked or resent.
+    resend_queue: VecDeque<(i64, Instant)>,
+    next_tick: Option<Instant>,
+    last_progress: Instant,
+    expected: i64,
+    reorder: BTreeMap<i64, Incoming>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<ChannelEvent>,
+    stats: ChannelStats,
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub sent: u64,
+    pub resent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub dropped_out_of_window: u64,
+}
+
+impl Channel {
+    /// `now` and `wall_ms` are the same moment on the monotonic and the wall clock;
+    /// `seed` makes MessageIds (pass randomness in production, a constant in tests).
+    pub fn new(config: ChannelConfig, now: Instant, wall_ms: u64, seed: u128) -> Channel {
+        Channel {
+            config,
+            clock: WallClock {
+                origin: now,
+                origin_ms: wall_ms,
+            },
+            ids: IdGen { state: seed },
+            rtt: RttEstimator::default(),
+            next_seq: 0,
+            unacked: BTreeMap::new(),
+            resend_queue: VecDeque::new(),
+            next_tick: None,
+            last_progress: now,
+            expected: 0,
+            reorder: BTreeMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ChannelStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ChannelConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &ChannelStats {
+        &self.stats
+    }
+
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// Messages that may still be sent before the window is full.
+    pub fn window_available(&self) -> usize {
+        self.config.send_window.saturating_sub(self.unacked.len())
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Sends `data` as Output messages of at most `max_payload` bytes. Empty input sends
+    /// nothing (the agent cannot even encode an empty payload, PROTOCOL.md §3.6).
+    pub fn send_data(&mut self, now: Instant, data: &[u8]) {
+        for chunk in data.chunks(self.config.max_payload.max(1)) {
+            self.send(now, PayloadType::Output, chunk.to_vec());
+        }
+    }
+
+    /// Sends one sequenced stream message.
+    pub fn send(&mut self, now: Instant, payload_type: PayloadType, payload: Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let msg = Message {
+            message_type: self.config.role.sends(),
+            schema_version: 1,
+            created_date: self.clock.ms(now),
+            sequence_number: seq,
+            flags: if seq == 0 && self.config.role == Role::Agent {
+                flags::SYN
+            } else {
+                0
+            },
+            message_id: self.ids.next(),
+            payload_type: payload_type as u32,
+            payload,
+        };
+        let frame = msg.encode();
+        self.stats.sent += 1;
+        if self.unacked.len() >= self.config.send_window
+            && self.config.overflow == Overflow::SendUnstored
+        {
+            self.transmit.push_back(frame);
+            return;
+        }
+        if self.unacked.is_empty() {
+            // Nothing was outstanding: a quiet period is not a stall.
+            self.last_progress = now;
+        }
+        self.transmit.push_back(frame.clone());
+        self.unacked.insert(
+            seq,
+            Outgoing {
+                frame,
+                first_sent: now,
+                last_sent: now,
+                sent_count: 1,
+            },
+        );
+        self.resend_queue.push_back((seq, now));
+        if self.next_tick.is_none()
+            && let ResendPolicy::HeadOfLine { tick } = self.config.resend
+        {
+            self.next_tick = Some(now + tick);
+        }
+    }
+
+    /// Handles one websocket binary (or text) frame from the peer.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ChannelError> {
+        let msg = Message::decode(frame)?;
+        match &msg.message_type {
+            MessageType::Acknowledge => self.on_ack(now, &msg.payload),
+            t if *t == self.config.role.receives() => self.on_stream(now, msg),
+            MessageType::ChannelClosed => {
+                // Lenient: the text is informative; a malformed one still ends the session.
+                let closed = serde_json::from_slice(&msg.payload).unwrap_or_default();
+                self.events.push_back(ChannelEvent::Closed(closed));
+                Ok(())
+            }
+            MessageType::PausePublication => {
+                self.events
+                    .push_back(ChannelEvent::Publication { paused: true });
+                Ok(())
+            }
+            MessageType::StartPublication => {
+                self.events
+                    .push_back(ChannelEvent::Publication { paused: false });
+                Ok(())
+            }
+            other => {
+                // The plugin logs "Invalid message type" and carries on; so do we.
+                tracing::debug!(message_type = other.as_str(), "ignoring message");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, payload: &[u8]) -> Result<(), ChannelError> {
+        let ack: Acknowledge =
+            serde_json::from_slice(payload).map_err(|e| ChannelError::BadAck(e.to_string()))?;
+        // Senders match acks by sequence number only (PROTOCOL.md §3.8).
+        if let Some(out) = self
+            .unacked
+            .remove(&ack.acknowledged_message_sequence_number)
+        {
+            if out.sent_count == 1 {
+                self.rtt
+                    .on_sample(now.saturating_duration_since(out.first_sent));
+            }
+            self.last_progress = now;
+        }
+        Ok(())
+    }
+
+    fn on_stream(&mut self, now: Instant, msg: Message) -> Result<(), ChannelError> {
+        let seq = msg.sequence_number;
+        if seq < 0 {
+            return Err(ChannelError::NegativeSequence(seq));
+        }
+        self.stats.received += 1;
+        let incoming = Incoming {
+            payload_type: msg.payload_type,
+            payload: msg.payload,
+        };
+        if seq < self.expected {
+            // Our ack was lost: acknowledge again so the peer stops resending.
+            self.stats.duplicates += 1;
+            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
+        } else if seq == self.expected {
+            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
+            self.events.push_back(ChannelEvent::Message(incoming));
+            self.expected += 1;
+            while let Some(next) = self.reorder.remove(&self.expected) {
+                self.events.push_back(ChannelEvent::Message(next));
+                self.expected += 1;
+            }
+        } else if (seq - self.expected) as u64 <= self.config.reorder_capacity as u64
+            && (self.reorder.len() < self.config.reorder_capacity
+                || self.reorder.contains_key(&seq))
+        {
+            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
+            self.reorder.entry(seq).or_insert(incoming);
+        } else {
+            // No room: drop without an ack; the sender will retransmit.
+            self.stats.dropped_out_of_window += 1;
+        }
+        Ok(())
+    }
+
+    fn queue_ack(&mut self, now: Instant, acked_type: &MessageType, id: Uuid, seq: i64) {
+        let ack = Acknowledge {
+            acknowledged_message_type: acked_type.as_str().to_owned(),
+            acknowledged_message_id: id,
+            acknowledged_message_sequence_number: seq,
+            is_sequential_message: true,
+        };
+        let msg = Message {
+            message_type: MessageType::Acknowledge,
+            schema_version: 1,
+            created_date: self.clock.ms(now),
+            sequence_number: 0,
+            flags: flags::ACK,
+            message_id: self.ids.next(),
+            payload_type: PayloadType::Undefined as u32,
+            payload: serde_json::to_vec(&ack).unwrap_or_default(),
+        };
+        self.transmit.push_back(msg.encode());
+    }
+
+    /// The earliest moment [`Channel::handle_timeout`] has work to do.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [Timer::Resend, Timer::Stall]
+            .into_iter()
+            .filter_map(|t| self.deadline(t))
+            .min()
+    }
+
+    fn deadline(&mut self, timer: Timer) -> Option<Instant> {
+        if self.unacked.is_empty() {
+            return None;
+        }
+        match timer {
+            Timer::Resend => match self.config.resend {
+                ResendPolicy::AllOverdue if self.probing(self.last_progress + PROBE_AFTER) => {
+                    let last = self.unacked.values().next()?.last_sent;
+                    Some(last + self.rtt.rto())
+                }
+                ResendPolicy::AllOverdue => {
+                    self.drop_stale_queue_head();
+                    let (_, last) = self.resend_queue.front()?;
+                    Some(*last + self.rtt.rto())
+                }
+                ResendPolicy::HeadOfLine { .. } => self.next_tick,
+            },
+            Timer::Stall => self.config.stall_timeout.map(|t| self.last_progress + t),
+        }
+    }
+
+    fn drop_stale_queue_head(&mut self) {
+        while let Some(&(seq, at)) = self.resend_queue.front() {
+            match self.unacked.get(&seq) {
+                Some(out) if out.last_sent == at => break,
+                _ => {
+                    self.resend_queue.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Resends what is overdue; fails if the peer has stalled past `stall_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ChannelError> {
+        if let (Some(limit), false) = (self.config.stall_timeout, self.unacked.is_empty())
+            && now.saturating_duration_since(self.last_progress) >= limit
+        {
+            return Err(ChannelError::Stalled(limit));
+        }
+        let rto = self.rtt.rto();
+        match self.config.resend {
+            ResendPolicy::AllOverdue if self.probing(now) => {
+                let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
+                if let Some((seq, last)) = head
+                    && now >= last + rto
+                {
+                    self.resend(now, seq);
+                }
+            }
+            ResendPolicy::AllOverdue => loop {
+                self.drop_stale_queue_head();
+                let Some(&(seq, last)) = self.resend_queue.front() else {
+                    break;
+                };
+                if now < last + rto {
+                    break;
+                }
+                self.resend_queue.pop_front();
+                self.resend(now, seq);
+            },
+            ResendPolicy::HeadOfLine { tick } => {
+                while let Some(t) = self.next_tick.filter(|t| *t <= now) {
+                    self.next_tick = Some(t + tick);
+                    let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
+                    if let Some((seq, last)) = head
+                        && now.saturating_duration_since(last) > rto
+                    {
+                        self.resend(now, seq);
+                    }
+                }
+                if self.unacked.is_empty() {
+                    self.next_tick = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True once data has waited [`PROBE_AFTER`] without any acknowledgement by `now`.
+    fn probing(&self, now: Instant) -> bool {
+        !self.unacked.is_empty() && now.saturating_duration_since(self.last_progress) >= PROBE_AFTER
+    }
+
+    fn resend(&mut self, now: Instant, seq: i64) {
+        if let Some(out) = self.unacked.get_mut(&seq) {
+            out.last_sent = now;
+            out.sent_count = out.sent_count.saturating_add(1);
+            self.transmit.push_back(out.frame.clone());
+            self.resend_queue.push_back((seq, now));
+            self.stats.resent += 1;
+        }
+    }
+
+    /// The next frame to write to the websocket.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next in-order payload or control event.
+    pub fn poll_event(&mut self) -> Option<ChannelEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+#[path = "channel_tests.rs"]
+mod tests;

@@ -1,0 +1,346 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::proto::message::Message;
+use crate::proto::sim::{Link, Rng};
+
+const WALL: u64 = 1_700_000_000_000;
+
+fn client(now: Instant) -> Channel {
+    Channel::new(ChannelConfig::client(), now, WALL, 1)
+}
+
+fn agent(now: Instant) -> Channel {
+    Channel::new(ChannelConfig::agent(), now, WALL, 2)
+}
+
+fn drain(ch: &mut Channel) -> Vec<Message> {
+    std::iter::from_fn(|| ch.poll_transmit())
+        .map(|f| Message::decode(&f).unwrap())
+        .collect()
+}
+
+fn data_events(ch: &mut Channel) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ch.poll_event())
+        .filter_map(|e| match e {
+            ChannelEvent::Message(m) => Some(m.payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn agent_marks_seq_zero_syn_and_client_sends_plain() {
+    let t0 = Instant::now();
+    let mut a = agent(t0);
+    a.send_data(t0, b"hello");
+    a.send_data(t0, b"again");
+    let sent = drain(&mut a);
+    assert_eq!(sent[0].flags, flags::SYN);
+    assert_eq!(sent[1].flags, 0);
+    assert_eq!(sent[0].message_type, MessageType::OutputStreamData);
+    let mut c = client(t0);
+    c.send_data(t0, b"x");
+    let sent = drain(&mut c);
+    assert_eq!(sent[0].flags, 0);
+    assert_eq!(sent[0].message_type, MessageType::InputStreamData);
+    assert_eq!(sent[0].created_date, WALL);
+}
+
+#[test]
+fn delivers_in_order_and_acks_each_message() {
+    let t0 = Instant::now();
+    let (mut a, mut c) = (agent(t0), client(t0));
+    a.send_data(t0, &[7u8; 2500]);
+    let frames: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(frames.len(), 3, "2500 bytes are three 1 KiB messages");
+    for f in frames.iter().rev() {
+        c.handle_frame(t0, f).unwrap();
+    }
+    let acks = drain(&mut c);
+    assert_eq!(acks.len(), 3);
+    assert!(
+        acks.iter()
+            .all(|m| m.message_type == MessageType::Acknowledge && m.flags == flags::ACK)
+    );
+    let got = data_events(&mut c);
+    assert_eq!(
+        got.iter().map(Vec::len).collect::<Vec<_>>(),
+        [1024, 1024, 452]
+    );
+    for ack in acks {
+        a.handle_frame(t0 + Duration::from_millis(30), &ack.encode())
+            .unwrap();
+    }
+    assert_eq!(a.unacked(), 0);
+}
+
+#[test]
+fn duplicates_are_reacked_but_delivered_once() {
+    let t0 = Instant::now();
+    let (mut a, mut c) = (agent(t0), client(t0));
+    a.send_data(t0, b"once");
+    let f = a.poll_transmit().unwrap();
+    c.handle_frame(t0, &f).unwrap();
+    c.handle_frame(t0, &f).unwrap();
+    c.handle_frame(t0, &f).unwrap();
+    assert_eq!(drain(&mut c).len(), 3, "every copy is acknowledged");
+    assert_eq!(data_events(&mut c), vec![b"once".to_vec()]);
+    assert_eq!(c.stats().duplicates, 2);
+}
+
+#[test]
+fn karn_rule_ignores_samples_from_retransmissions() {
+    let t0 = Instant::now();
+    let (mut a, mut c) = (agent(t0), client(t0));
+    c.send_data(t0, b"a");
+    let f = c.poll_transmit().unwrap();
+    // No ack: after the initial 200 ms RTO it is resent.
+    c.handle_timeout(t0 + Duration::from_millis(200)).unwrap();
+    assert!(c.poll_transmit().is_some());
+    a.handle_frame(t0, &f).unwrap();
+    let ack = a.poll_transmit().unwrap();
+    c.handle_frame(t0 + Duration::from_millis(900), &ack)
+        .unwrap();
+    assert_eq!(c.rtt().srtt(), crate::proto::rtt::INITIAL_SRTT);
+    // A clean sample does move it.
+    c.send_data(t0 + Duration::from_secs(1), b"b");
+    let f = c.poll_transmit().unwrap();
+    a.handle_frame(t0, &f).unwrap();
+    let ack = a.poll_transmit().unwrap();
+    c.handle_frame(t0 + Duration::from_millis(1040), &ack)
+        .unwrap();
+    assert!(c.rtt().srtt() < crate::proto::rtt::INITIAL_SRTT);
+}
+
+#[test]
+fn client_resends_every_overdue_message_once_per_rto() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    for i in 0..5u8 {
+        c.send_data(t0 + Duration::from_millis(i as u64), &[i]);
+    }
+    assert_eq!(drain(&mut c).len(), 5);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_millis(200)));
+    c.handle_timeout(t0 + Duration::from_millis(199)).unwrap();
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(t0 + Duration::from_millis(205)).unwrap();
+    let resent: Vec<_> = drain(&mut c).iter().map(|m| m.sequence_number).collect();
+    assert_eq!(
+        resent,
+        [0, 1, 2, 3, 4],
+        "all overdue messages, not only the head"
+    );
+    // Not again until another RTO has passed since the resend.
+    c.handle_timeout(t0 + Duration::from_millis(300)).unwrap();
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(t0 + Duration::from_millis(405)).unwrap();
+    assert_eq!(drain(&mut c).len(), 5);
+}
+
+#[test]
+fn agent_policy_resends_only_the_head_per_tick() {
+    let t0 = Instant::now();
+    let mut a = agent(t0);
+    for i in 0..3u8 {
+        a.send_data(t0, &[i]);
+    }
+    drain(&mut a);
+    // Ticks at 100 ms and 200 ms: nothing is overdue yet (RTO 200 ms, strictly greater).
+    a.handle_timeout(t0 + Duration::from_millis(200)).unwrap();
+    assert!(drain(&mut a).is_empty());
+    a.handle_timeout(t0 + Duration::from_millis(300)).unwrap();
+    let resent: Vec<_> = drain(&mut a).iter().map(|m| m.sequence_number).collect();
+    assert_eq!(resent, [0]);
+}
+
+#[test]
+fn agent_overflow_sends_but_never_resends() {
+    let t0 = Instant::now();
+    let mut cfg = ChannelConfig::agent();
+    cfg.send_window = 2;
+    let mut a = Channel::new(cfg, t0, WALL, 3);
+    for i in 0..3u8 {
+        a.send_data(t0, &[i]);
+    }
+    assert_eq!(drain(&mut a).len(), 3);
+    assert_eq!(a.unacked(), 2);
+}
+
+#[test]
+fn window_closes_and_a_silent_peer_is_a_stall() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    let mut now = t0;
+    while c.window_available() > 0 {
+        c.send_data(now, &[0u8; 1024]);
+    }
+    assert_eq!(c.unacked(), 4096);
+    drain(&mut c);
+    // Resends are bounded: each message at most once per RTO (which stays <= 1 s).
+    let mut resent = 0;
+    let mut timeouts = 0;
+    loop {
+        let Some(t) = c.poll_timeout() else { break };
+        now = t;
+        timeouts += 1;
+        match c.handle_timeout(now) {
+            Ok(()) => resent += std::iter::from_fn(|| c.poll_transmit()).count(),
+            Err(ChannelError::Stalled(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(timeouts < 10_000, "timer loop did not end");
+    }
+    let elapsed = now - t0;
+    assert!(elapsed >= Duration::from_secs(300) && elapsed < Duration::from_secs(302));
+    // Whole-window resends only during the first PROBE_AFTER, then one probe per RTO.
+    assert!(resent <= 4096 * 11 + 300 * 5, "{resent} resends");
+    assert!(resent >= 4096 * 9, "{resent} resends");
+    assert_eq!(c.unacked(), 4096, "nothing evicted");
+}
+
+#[test]
+fn an_ack_after_probing_resumes_full_resends() {
+    let t0 = Instant::now();
+    let (mut c, mut a) = (client(t0), agent(t0));
+    for i in 0..3u8 {
+        c.send_data(t0, &[i]);
+    }
+    let first = c.poll_transmit().unwrap();
+    drain(&mut c);
+    // Silent for 3 s: by then only the head is being probed.
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(3) {
+        now = c.poll_timeout().unwrap();
+        c.handle_timeout(now).unwrap();
+        drain(&mut c);
+    }
+    let t = now + Duration::from_millis(300);
+    c.handle_timeout(t).unwrap();
+    assert_eq!(
+        drain(&mut c)
+            .iter()
+            .map(|m| m.sequence_number)
+            .collect::<Vec<_>>(),
+        [0]
+    );
+    // The peer comes back and acks seq 0: the rest go out at once on the next timeout.
+    a.handle_frame(t, &first).unwrap();
+    c.handle_frame(t, &a.poll_transmit().unwrap()).unwrap();
+    c.handle_timeout(t + Duration::from_millis(1)).unwrap();
+    let resent: Vec<_> = drain(&mut c).iter().map(|m| m.sequence_number).collect();
+    assert_eq!(resent, [1, 2]);
+}
+
+#[test]
+fn negative_sequence_is_a_protocol_error() {
+    let t0 = Instant::now();
+    let mut a = agent(t0);
+    a.send_data(t0, b"x");
+    let mut m = Message::decode(&a.poll_transmit().unwrap()).unwrap();
+    m.sequence_number = -1;
+    let mut c = client(t0);
+    assert!(matches!(
+        c.handle_frame(t0, &m.encode()),
+        Err(ChannelError::NegativeSequence(-1))
+    ));
+}
+
+#[test]
+fn far_future_sequence_is_dropped_unacked() {
+    let t0 = Instant::now();
+    let mut a = agent(t0);
+    a.send_data(t0, b"x");
+    let mut m = Message::decode(&a.poll_transmit().unwrap()).unwrap();
+    m.sequence_number = i64::MAX;
+    let mut c = client(t0);
+    c.handle_frame(t0, &m.encode()).unwrap();
+    assert!(c.poll_transmit().is_none());
+    assert_eq!(c.stats().dropped_out_of_window, 1);
+}
+
+/// Moves `size` bytes each way between a client and an agent-rules peer over links with
+/// the given impairments, in virtual time; returns the virtual time it took.
+fn transfer(size: usize, loss: f64, dup: f64, reorder: f64, seed: u64) -> Duration {
+    let t0 = Instant::now();
+    let mut rng = Rng::new(seed);
+    let up = rng.bytes(size);
+    let down = rng.bytes(size);
+    let (mut c, mut a) = (client(t0), agent(t0));
+    let delay = Duration::from_millis(20);
+    let mut c2a = Link::impaired(seed ^ 1, delay, loss, dup, reorder);
+    let mut a2c = Link::impaired(seed ^ 2, delay, loss, dup, reorder);
+    let (mut up_sent, mut down_sent) = (0, 0);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    let mut now = t0;
+    for step in 0.. {
+        assert!(step < 2_000_000, "simulation did not converge");
+        // Application writes, respecting the client's window; the agent writes freely.
+        while up_sent < up.len() && c.window_available() > 0 {
+            let end = (up_sent + 1024).min(up.len());
+            c.send_data(now, &up[up_sent..end]);
+            up_sent = end;
+        }
+        if down_sent < down.len() {
+            let end = (down_sent + 64 * 1024).min(down.len());
+            a.send_data(now, &down[down_sent..end]);
+            down_sent = end;
+        }
+        while let Some(f) = c.poll_transmit() {
+            c2a.send(now, f);
+        }
+        while let Some(f) = a.poll_transmit() {
+            a2c.send(now, f);
+        }
+        for f in a2c.take_due(now) {
+            c.handle_frame(now, &f).unwrap();
+        }
+        for f in c2a.take_due(now) {
+            a.handle_frame(now, &f).unwrap();
+        }
+        got_down.extend(data_events(&mut c).concat());
+        got_up.extend(data_events(&mut a).concat());
+        c.handle_timeout(now).unwrap();
+        a.handle_timeout(now).unwrap();
+        let done =
+            got_up.len() == size && got_down.len() == size && c.unacked() == 0 && a.unacked() == 0;
+        if done {
+            break;
+        }
+        let next = [
+            c.poll_timeout(),
+            a.poll_timeout(),
+            c2a.next_arrival(),
+            a2c.next_arrival(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let pending_writes = up_sent < up.len() && c.window_available() > 0;
+        now = match next {
+            Some(t) if !pending_writes => t.max(now),
+            _ => now + Duration::from_micros(100),
+        };
+    }
+    assert!(got_up == up, "client->agent bytes differ");
+    assert!(got_down == down, "agent->client bytes differ");
+    now - t0
+}
+
+#[test]
+fn one_megabyte_each_way_over_a_clean_link() {
+    let took = transfer(1 << 20, 0.0, 0.0, 0.0, 7);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn one_megabyte_each_way_with_loss_duplication_and_reordering() {
+    for seed in [11, 12, 13] {
+        transfer(1 << 20, 0.05, 0.05, 0.05, seed);
+    }
+}
+
+#[test]
+fn heavy_loss_still_completes() {
+    transfer(128 * 1024, 0.3, 0.1, 0.2, 99);
+}

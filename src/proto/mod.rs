@@ -1,0 +1,16 @@
+//! The Session Manager data-channel protocol, sans-IO.
+//!
+//! Nothing here does IO, spawns tasks or reads a clock: callers pass `now` in and take
+//! frames and events out. That keeps every rule testable in virtual time.
+
+pub mod channel;
+pub mod client;
+pub mod handshake;
+pub mod message;
+pub mod payload;
+pub mod rtt;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod test_captures;

@@ -1,0 +1,23 @@
+//! `sallyport-testbed`: a local stand-in for the AWS side of Session Manager.
+//!
+//! Picture: a client (sallyport, or AWS's own session-manager-plugin) calls the SSM JSON API
+//! served by [`api`] (`StartSession`, `TerminateSession`), gets a `StreamUrl` that points back at
+//! this server, and opens a websocket there. The [`relay`] plays the Message Gateway Service
+//! (opening text frame, token check, added network delay) and hands the data channel to
+//! [`agent`], which behaves like amazon-ssm-agent's session code: handshake, sequencing, acks,
+//! resends, 1 KiB chunks with a 1 ms pause, and a TCP connection to the address that plays the
+//! instance (usually a test sshd on 127.0.0.1).
+//!
+//! Where the real service's behaviour is unknown, the code says so in a comment.
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod delay_proxy;
+pub mod relay;
+pub mod server;
+pub mod sigv4;
+pub mod state;
+
+pub use config::{InstanceConfig, TestbedConfig};
+pub use server::Testbed;

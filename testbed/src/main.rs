@@ -1,0 +1,294 @@
+//! `sallyport-testbed`: run the local Session Manager stand-in, or a latency-adding TCP relay.
+//!
+//! `serve` prints `KEY=VALUE` lines on stdout (the environment that points an AWS SDK at the
+//! testbed) and then serves until SIGINT/SIGTERM. Logs go to stderr (`-v`, or `RUST_LOG`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sallyport_testbed::agent::AgentSettings;
+use sallyport_testbed::config::{InstanceConfig, TestbedConfig, load_instances};
+use sallyport_testbed::{Testbed, delay_proxy, server};
+
+#[derive(Parser)]
+#[command(name = "sallyport-testbed", version, about)]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the fake SSM API, relay and agent on a loopback address.
+    Serve(ServeArgs),
+    /// Relay TCP connections to ADDR, delaying each direction by half of --rtt.
+    DelayProxy(DelayProxyArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Loopback address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// TOML file of [[instance]] tables (see instances.example.toml).
+    #[arg(
+        long,
+        required_unless_present = "ssh_target",
+        conflicts_with = "ssh_target"
+    )]
+    instances: Option<PathBuf>,
+    /// Shortcut: one instance whose port 22 is this address (e.g. a test sshd).
+    #[arg(long, value_name = "ADDR")]
+    ssh_target: Option<SocketAddr>,
+    /// Round-trip time the relay adds, e.g. 40ms (half each way).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    rtt: Duration,
+    /// Bytes the agent reads from the instance-side socket per message.
+    #[arg(long, default_value_t = AgentSettings::default().chunk_size)]
+    chunk_size: usize,
+    /// Pause after each data message the agent sends, e.g. 1ms.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pace: Duration,
+    /// Region the testbed claims to be; requests must be signed for it.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(Args)]
+struct DelayProxyArgs {
+    /// Loopback address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Round-trip time to add, e.g. 40ms.
+    #[arg(long, value_parser = parse_duration)]
+    rtt: Duration,
+    /// Where to relay connections (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the tokio runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::DelayProxy(args) => delay(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("sallyport-testbed: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    server::ensure_loopback(args.listen)?;
+    anyhow::ensure!(args.chunk_size > 0, "--chunk-size must be at least 1");
+    let instances = match (&args.instances, args.ssh_target) {
+        (Some(path), _) => load_instances(path)?,
+        (None, Some(addr)) => vec![InstanceConfig::ssh_shortcut(addr)],
+        (None, None) => anyhow::bail!("give --instances FILE or --ssh-target ADDR"),
+    };
+    let mut config = TestbedConfig::new(args.listen, instances);
+    config.region = args.region;
+    config.rtt = args.rtt;
+    config.agent = AgentSettings {
+        chunk_size: args.chunk_size,
+        pace: args.pace,
+    };
+    let testbed = Testbed::start(config).await?;
+    let lines: String = testbed
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    print_flush(&lines)?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    testbed.shutdown();
+    Ok(())
+}
+
+async fn delay(args: DelayProxyArgs) -> anyhow::Result<()> {
+    let listener = delay_proxy::bind(args.listen).await?;
+    print_flush(&format!("LISTEN={}\n", listener.local_addr()?))?;
+    tokio::select! {
+        r = delay_proxy::serve(listener, args.to, args.rtt) => r,
+        r = wait_for_signal() => r,
+    }
+}
+
+fn print_flush(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `0`, or a number with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`. Fractions are allowed
+/// (`1.5s`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("'{s}' has no unit: write e.g. 40ms, 1s or 250us"))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' does not start with a number"))?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{s}' (use ns, us, ms, s or m)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{s}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("0", Duration::ZERO),
+            ("40ms", Duration::from_millis(40)),
+            ("1s", Duration::from_secs(1)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("0ms", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "40", "ms", "40 ms", "4x", "-1s", "1..2s", "1e3ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "sallyport-testbed",
+            "serve",
+            "--ssh-target",
+            "127.0.0.1:2222",
+            "--rtt",
+            "40ms",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.rtt, Duration::from_millis(40));
+        assert_eq!(args.pace, Duration::from_millis(1));
+        assert_eq!(args.chunk_size, 1024);
+        // One of --instances / --ssh-target is required, not both.
+        assert!(Cli::try_parse_from(["sallyport-testbed", "serve"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "serve",
+                "--instances",
+                "f",
+                "--ssh-target",
+                "127.0.0.1:22"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn example_instances_file_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("instances.example.toml");
+        let instances = load_instances(&path).unwrap();
+        assert_eq!(instances.len(), 2);
+        assert_eq!(instances[0].dial_target(22), "127.0.0.1:2222");
+        assert_eq!(
+            instances[0].tags.get("Name").map(String::as_str),
+            Some("web-1")
+        );
+        assert_eq!(instances[1].ping_status, "ConnectionLost");
+    }
+
+    #[test]
+    fn bad_instances_file_names_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("testbed-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(
+            &path,
+            "[[instance]]\nid = \"i-0123456789abcdef0\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", load_instances(&path).unwrap_err());
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        std::fs::write(&path, "[[instance]\n").unwrap();
+        let err = format!("{:#}", load_instances(&path).unwrap_err());
+        assert!(err.contains("line 1"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,311 @@
+//! The one loopback listener: the SSM JSON API on `POST /` and the data-channel websockets on
+//! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::Rng as _;
+use rand::distr::Alphanumeric;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::config::{InstanceConfig, TestbedConfig};
+use crate::state::Sessions;
+
+/// The access key ID every testbed hands out; the secret is random per start.
+pub const ACCESS_KEY_ID: &str = "AKIASALLYPORTTESTBED";
+/// The caller name that prefixes session IDs (AWS uses the IAM user or role session name).
+pub const CALLER: &str = "sallyport-testbed";
+const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
+
+/// Refuses anything but a loopback address: the testbed is never a network service.
+pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "refusing to listen on {addr}: the testbed only listens on loopback addresses \
+         (127.0.0.1 or [::1])"
+    );
+    Ok(())
+}
+
+/// What the API handlers and the websocket route share.
+pub struct AppState {
+    pub config: Arc<TestbedConfig>,
+    pub sessions: Arc<Sessions>,
+    /// The address actually bound (the port is known only after binding to port 0).
+    pub local_addr: SocketAddr,
+    /// Prefix of generated session IDs.
+    pub caller: String,
+    /// Access key ID -> secret access key.
+    credentials: Mutex<HashMap<String, String>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl AppState {
+    pub fn new(config: TestbedConfig, local_addr: SocketAddr) -> Self {
+        AppState {
+            config: Arc::new(config),
+            sessions: Arc::new(Sessions::default()),
+            local_addr,
+            caller: CALLER.to_owned(),
+            credentials: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
+        self.creds()
+            .insert(access_key_id.to_owned(), secret_access_key.to_owned());
+    }
+
+    pub fn secret_for(&self, access_key_id: &str) -> Option<String> {
+        self.creds().get(access_key_id).cloned()
+    }
+
+    pub fn instance(&self, id: &str) -> Option<&InstanceConfig> {
+        self.config.instances.iter().find(|i| i.id == id)
+    }
+
+    /// Spawns a task that `shutdown` will abort (connections, websockets, the accept loop).
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!("testbed task panicked: {e}");
+            }
+        }
+        tasks.spawn(fut);
+    }
+
+    fn abort_all(&self) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+    }
+
+    fn creds(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.credentials.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running testbed. Dropping it stops the listener and every connection it accepted.
+pub struct Testbed {
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+    pub addr: SocketAddr,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+    pub instance_ids: Vec<String>,
+    state: Arc<AppState>,
+}
+
+impl Testbed {
+    /// Binds `config.listen` (must be loopback) and serves in the background.
+    pub async fn start(config: TestbedConfig) -> anyhow::Result<Testbed> {
+        ensure_loopback(config.listen)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr().context("listener has no address")?;
+        let secret: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
+        let region = config.region.clone();
+        let instance_ids = config.instances.iter().map(|i| i.id.clone()).collect();
+        let state = Arc::new(AppState::new(config, addr));
+        state.add_credentials(ACCESS_KEY_ID, &secret);
+        state.spawn(accept_loop(listener, state.clone()));
+        tracing::info!(%addr, "testbed listening");
+        Ok(Testbed {
+            endpoint: format!("http://{addr}"),
+            addr,
+            access_key_id: ACCESS_KEY_ID.to_owned(),
+            secret_access_key: secret,
+            region,
+            instance_ids,
+            state,
+        })
+    }
+
+    /// The variables that point an AWS SDK (and sallyport) at this testbed.
+    /// `SALLYPORT_TESTBED_INSTANCE` repeats, once per instance.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), self.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                self.secret_access_key.clone(),
+            ),
+            ("AWS_REGION".to_owned(), self.region.clone()),
+        ];
+        for id in &self.instance_ids {
+            env.push(("SALLYPORT_TESTBED_INSTANCE".to_owned(), id.clone()));
+        }
+        env
+    }
+
+    pub fn sessions(&self) -> Arc<Sessions> {
+        self.state.sessions.clone()
+    }
+
+    pub fn config(&self) -> Arc<TestbedConfig> {
+        self.state.config.clone()
+    }
+
+    /// Accepts another key pair (e.g. to test credential refresh).
+    pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
+        self.state.add_credentials(access_key_id, secret_access_key);
+    }
+
+    /// Stops accepting and aborts every open connection and data channel.
+    pub fn shutdown(&self) {
+        self.state.abort_all();
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Typically EMFILE; back off instead of spinning.
+                tracing::warn!("testbed accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        state.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| route(st.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "testbed connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn route(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path();
+    let resp = if req.method() == Method::POST && path == "/" {
+        crate::api::handle(&state, req).await
+    } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
+    {
+        let id = id.to_owned();
+        data_channel(&state, req, &id)
+    } else {
+        text(StatusCode::NOT_FOUND, "not found")
+    };
+    Ok(resp)
+}
+
+/// Accepts the websocket upgrade and hands the stream to the relay.
+fn data_channel(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+    id: &str,
+) -> Response<Full<Bytes>> {
+    let Some(record) = state.sessions.get(id) else {
+        return text(StatusCode::NOT_FOUND, "no such session");
+    };
+    // The role parameter is what both the plugin and the agent send; whether MGS insists on it
+    // is unknown: the testbed does, so a client that drops the query string is caught here.
+    let role_ok = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p == "role=publish_subscribe");
+    if !role_ok {
+        return text(StatusCode::BAD_REQUEST, "missing role=publish_subscribe");
+    }
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let upgrade =
+        has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket");
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (true, true, Some(key)) = (upgrade, version_ok, headers.get(header::SEC_WEBSOCKET_KEY))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a websocket upgrade (version 13)",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = state.config.clone();
+    let session_id = id.to_owned();
+    state.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%session_id, "websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        if let Err(e) = crate::relay::serve_data_channel(ws, record, config).await {
+            tracing::debug!(%session_id, "data channel ended: {e:#}");
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

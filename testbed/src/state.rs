@@ -1,0 +1,71 @@
+//! Sessions the fake SSM API has started, shared between the API and the relay.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::config::InstanceConfig;
+
+/// One session as `StartSession` created it.
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub session_id: String,
+    /// The `TokenValue` a client must present in its opening text frame.
+    pub token: String,
+    pub instance: InstanceConfig,
+    pub document: String,
+    /// StartSession `Parameters` as sent (name -> list of values).
+    pub parameters: BTreeMap<String, Vec<String>>,
+}
+
+impl SessionRecord {
+    /// The `portNumber` parameter, or the document's default (22 for AWS-StartSSHSession).
+    pub fn port_number(&self) -> Option<u16> {
+        match self.parameters.get("portNumber").and_then(|v| v.first()) {
+            Some(p) => p.parse().ok(),
+            None => Some(22),
+        }
+    }
+}
+
+/// Live and terminated sessions.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<HashMap<String, Arc<SessionRecord>>>,
+    terminated: Mutex<Vec<String>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, rec: SessionRecord) -> Arc<SessionRecord> {
+        let rec = Arc::new(rec);
+        self.lock().insert(rec.session_id.clone(), rec.clone());
+        rec
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<SessionRecord>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Removes a session; returns whether it existed.
+    pub fn terminate(&self, id: &str) -> bool {
+        let existed = self.lock().remove(id).is_some();
+        if existed {
+            self.terminated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.to_owned());
+        }
+        existed
+    }
+
+    pub fn is_terminated(&self, id: &str) -> bool {
+        self.terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|t| t == id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SessionRecord>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
