@@ -5,4 +5,9 @@
 //! bytes between the channel and the user. Nothing below `transport` knows about AWS;
 //! nothing in `proto` knows about tokio.
 
+pub mod aws;
+pub mod cli;
+pub mod error;
 pub mod proto;
+pub mod session;
+pub mod transport;

@@ -180,8 +180,7 @@ fn window_closes_and_a_silent_peer_is_a_stall() {
     // Resends are bounded: each message at most once per RTO (which stays <= 1 s).
     let mut resent = 0;
     let mut timeouts = 0;
-    loop {
-        let Some(t) = c.poll_timeout() else { break };
+    while let Some(t) = c.poll_timeout() {
         now = t;
         timeouts += 1;
         match c.handle_timeout(now) {

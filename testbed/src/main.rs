@@ -3,7 +3,7 @@
 //! `serve` prints `KEY=VALUE` lines on stdout (the environment that points an AWS SDK at the
 //! testbed) and then serves until SIGINT/SIGTERM. Logs go to stderr (`-v`, or `RUST_LOG`).
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,
+        ..AgentSettings::default()
     };
     let testbed = Testbed::start(config).await?;
     let lines: String = testbed
@@ -172,6 +173,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -275,6 +275,7 @@ fn data_channel(
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = state.config.clone();
+    let sessions = state.sessions.clone();
     let session_id = id.to_owned();
     state.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -285,7 +286,7 @@ fn data_channel(
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        if let Err(e) = crate::relay::serve_data_channel(ws, record, config).await {
+        if let Err(e) = crate::relay::serve_data_channel(ws, record, config, sessions).await {
             tracing::debug!(%session_id, "data channel ended: {e:#}");
         }
     });
@@ -308,4 +309,183 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    use aws_sdk_ssm::error::ProvideErrorMetadata as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    const ONLINE: &str = crate::config::DEFAULT_INSTANCE_ID;
+    const LOST: &str = "i-0fedcba9876543210";
+
+    async fn testbed() -> Testbed {
+        let online = InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap());
+        let mut lost = online.clone();
+        (lost.id, lost.ping_status) = (LOST.to_owned(), "ConnectionLost".to_owned());
+        let config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![online, lost]);
+        Testbed::start(config).await.unwrap()
+    }
+
+    fn client(tb: &Testbed, akid: &str, secret: &str) -> aws_sdk_ssm::Client {
+        let conf = aws_sdk_ssm::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(tb.region.clone()))
+            .endpoint_url(&tb.endpoint)
+            .credentials_provider(Credentials::new(akid, secret, None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_ssm::Client::from_conf(conf)
+    }
+
+    #[tokio::test]
+    async fn aws_sdk_signs_and_reads_our_errors() {
+        let tb = testbed().await;
+        let ssm = client(&tb, &tb.access_key_id, &tb.secret_access_key);
+        let start = |target: &str| ssm.start_session().target(target);
+        let port = ("portNumber", vec!["22".to_owned()]);
+        let ssh = start(ONLINE).document_name("AWS-StartSSHSession");
+        let out = ssh.parameters(port.0, port.1).send().await.unwrap();
+        let id = out.session_id().unwrap();
+        assert_eq!(tb.sessions().get(id).unwrap().port_number(), Some(22));
+        let url = out.stream_url().unwrap();
+        assert!(url.starts_with(&format!("ws://{}/v1/data-channel/{id}?", tb.addr)));
+
+        let err = start(LOST).send().await.unwrap_err();
+        assert_eq!(err.code(), Some("TargetNotConnected"));
+        assert_eq!(err.message(), Some("i-0fedcba9876543210 is not connected."));
+        assert!(err.into_service_error().is_target_not_connected());
+        let err = start(ONLINE).document_name("Nope-Doc").send().await;
+        assert!(err.unwrap_err().into_service_error().is_invalid_document());
+        let err = start("web-1").send().await.unwrap_err();
+        assert_eq!(err.code(), Some("ValidationException"));
+
+        let terminate = |c: &aws_sdk_ssm::Client| c.terminate_session().session_id(id).send();
+        let done = terminate(&ssm).await.unwrap();
+        assert_eq!(done.session_id(), Some(id));
+        assert!(tb.sessions().is_terminated(id));
+        let wrong = client(&tb, &tb.access_key_id, "not-the-secret");
+        let err = terminate(&wrong).await.unwrap_err();
+        assert_eq!(err.code(), Some("InvalidSignatureException"));
+        let stranger = client(&tb, "AKIAOTHER", "x");
+        let err = terminate(&stranger).await.unwrap_err();
+        assert_eq!(err.code(), Some("UnrecognizedClientException"));
+        tb.add_credentials("AKIAOTHER", "x");
+        assert!(terminate(&stranger).await.is_ok());
+    }
+
+    /// One HTTP/1.1 exchange on a fresh connection, signed if `sign`; the response as text.
+    async fn raw(tb: &Testbed, method: &str, path: &str, body: &str, sign: bool) -> String {
+        let (parts, ()) = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", tb.addr.to_string())
+            .header("x-amz-date", "20260101T000000Z")
+            .header("x-amz-target", "AmazonSSM.StartSession")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (akid, secret) = (&tb.access_key_id, &tb.secret_access_key);
+        let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+        for (n, v) in &parts.headers {
+            req.push_str(&format!("{n}: {}\r\n", v.to_str().unwrap()));
+        }
+        if sign {
+            let a = crate::sigv4::authorization_header(
+                &parts,
+                body.as_bytes(),
+                akid,
+                secret,
+                &tb.region,
+                "ssm",
+            );
+            req.push_str(&format!("authorization: {a}\r\n"));
+        }
+        req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        let mut s = tokio::net::TcpStream::connect(tb.addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn raw_http_error_shape_and_routes() {
+        let tb = testbed().await;
+        let body = format!(r#"{{"Target":"{LOST}"}}"#);
+        let resp = raw(&tb, "POST", "/", &body, true).await;
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
+        let want_headers = [
+            "content-type: application/x-amz-json-1.1",
+            "x-amzn-requestid: ",
+        ];
+        for h in want_headers
+            .iter()
+            .chain(&["x-amzn-errortype: TargetNotConnected"])
+        {
+            assert!(resp.contains(h), "{h} missing in {resp}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let message = "i-0fedcba9876543210 is not connected.";
+        let want = serde_json::json!({"__type": "TargetNotConnected", "Message": message});
+        assert_eq!(json, want);
+
+        let resp = raw(&tb, "POST", "/", &body, false).await;
+        assert!(resp.starts_with("HTTP/1.1 403 "), "{resp}");
+        assert!(resp.contains(r#""__type":"MissingAuthenticationTokenException""#));
+        let resp = raw(&tb, "GET", "/elsewhere", "", false).await;
+        assert!(resp.starts_with("HTTP/1.1 404 "), "{resp}");
+    }
+
+    #[tokio::test]
+    async fn data_channel_websocket_upgrade() {
+        use tokio_tungstenite::{connect_async, tungstenite::Error as WsError};
+        let tb = testbed().await;
+        let ssm = client(&tb, &tb.access_key_id, &tb.secret_access_key);
+        let out = ssm.start_session().target(ONLINE).send().await.unwrap();
+        let url = out.stream_url().unwrap();
+        let (_ws, resp) = connect_async(url).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+        let status = |r: Result<_, WsError>| match r {
+            Err(WsError::Http(resp)) => resp.status(),
+            other => panic!("expected an HTTP refusal, got {other:?}"),
+        };
+        let unknown = format!(
+            "ws://{}/v1/data-channel/x-1?role=publish_subscribe",
+            tb.addr
+        );
+        assert_eq!(
+            status(connect_async(unknown).await.map(drop)),
+            StatusCode::NOT_FOUND
+        );
+        let no_role = url.split('?').next().unwrap();
+        assert_eq!(
+            status(connect_async(no_role).await.map(drop)),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn env_and_loopback_only() {
+        let tb = testbed().await;
+        let s = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let want = vec![
+            s("AWS_ENDPOINT_URL", &format!("http://{}", tb.addr)),
+            s("AWS_ACCESS_KEY_ID", "AKIASALLYPORTTESTBED"),
+            s("AWS_SECRET_ACCESS_KEY", &tb.secret_access_key),
+            s("AWS_REGION", "us-east-1"),
+            s("SALLYPORT_TESTBED_INSTANCE", ONLINE),
+            s("SALLYPORT_TESTBED_INSTANCE", LOST),
+        ];
+        assert_eq!(tb.env(), want);
+        assert_eq!(tb.secret_access_key.len(), 40);
+
+        let public = TestbedConfig::new("0.0.0.0:0".parse().unwrap(), vec![]);
+        let err = Testbed::start(public).await.err().unwrap();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
 }

@@ -1,0 +1,149 @@
+//! AWS failures, sorted by what the user can do about them.
+
+use std::error::Error as StdError;
+
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    NoRegion,
+    /// No credentials found, or they are expired / not recognised.
+    Credentials,
+    AccessDenied,
+    /// The agent on the target is not connected (or the target does not exist).
+    TargetNotConnected,
+    /// The target string is not a valid target.
+    InvalidTarget,
+    Throttled,
+    /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
+    Unreachable,
+    /// Any other service error.
+    Service,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AwsError {
+    pub kind: AwsErrorKind,
+    /// The service's error code, when there is one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(kind: AwsErrorKind, message: impl Into<String>) -> AwsError {
+        AwsError {
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies an SDK error from `operation`.
+    pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> AwsError
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+        R: std::fmt::Debug,
+    {
+        let chain = error_chain(&err);
+        match &err {
+            SdkError::ServiceError(service) => {
+                let inner = service.err();
+                let code = inner.code().unwrap_or("Unknown").to_owned();
+                let text = inner.message().unwrap_or_default().to_owned();
+                AwsError {
+                    kind: kind_for_code(&code),
+                    message: if text.is_empty() {
+                        format!("{operation} failed: {code}")
+                    } else {
+                        format!("{operation} failed: {code}: {text}")
+                    },
+                    code: Some(code),
+                }
+            }
+            _ if mentions_credentials(&chain) => AwsError::new(
+                AwsErrorKind::Credentials,
+                format!("{operation} failed: no usable AWS credentials ({chain})"),
+            ),
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => AwsError::new(
+                AwsErrorKind::Unreachable,
+                format!("{operation} failed: could not reach the endpoint ({chain})"),
+            ),
+            _ => AwsError::new(
+                AwsErrorKind::Service,
+                format!("{operation} failed: {chain}"),
+            ),
+        }
+    }
+}
+
+fn kind_for_code(code: &str) -> AwsErrorKind {
+    match code {
+        "TargetNotConnected" => AwsErrorKind::TargetNotConnected,
+        "InvalidTarget" | "InvalidInstanceId" | "ValidationException" => {
+            AwsErrorKind::InvalidTarget
+        }
+        "AccessDeniedException" | "AccessDenied" => AwsErrorKind::AccessDenied,
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "MissingAuthenticationTokenException"
+        | "IncompleteSignatureException" => AwsErrorKind::Credentials,
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
+            AwsErrorKind::Throttled
+        }
+        _ => AwsErrorKind::Service,
+    }
+}
+
+fn mentions_credentials(chain: &str) -> bool {
+    let lower = chain.to_ascii_lowercase();
+    lower.contains("credential") || lower.contains("no identity")
+}
+
+/// "outer: inner: innermost", the whole `source()` chain on one line.
+fn error_chain(err: &dyn StdError) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if parts.last() != Some(&s) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_kinds() {
+        assert_eq!(
+            kind_for_code("TargetNotConnected"),
+            AwsErrorKind::TargetNotConnected
+        );
+        assert_eq!(
+            kind_for_code("AccessDeniedException"),
+            AwsErrorKind::AccessDenied
+        );
+        assert_eq!(
+            kind_for_code("UnrecognizedClientException"),
+            AwsErrorKind::Credentials
+        );
+        assert_eq!(
+            kind_for_code("ExpiredTokenException"),
+            AwsErrorKind::Credentials
+        );
+        assert_eq!(
+            kind_for_code("ThrottlingException"),
+            AwsErrorKind::Throttled
+        );
+        assert_eq!(kind_for_code("InvalidDocument"), AwsErrorKind::Service);
+    }
+}

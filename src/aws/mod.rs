@@ -1,0 +1,42 @@
+//! The control plane, on the official SDK: shared configuration and the SSM calls.
+//! Errors are classified here so the CLI can say one clear sentence for each.
+
+mod error;
+mod ssm;
+
+pub use error::{AwsError, AwsErrorKind};
+pub use ssm::{SessionDocument, Ssm, StartedSession};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Control-plane settings after the CLI resolved them.
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    /// Overrides every service's endpoint (the SDK also reads `AWS_ENDPOINT_URL[_SSM]`).
+    pub endpoint_url: Option<String>,
+}
+
+/// Loads configuration through the SDK's default chain (environment, shared files,
+/// profiles, SSO, roles, credential_process, web identity, container and instance roles).
+pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(p) = &settings.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &settings.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(u) = &settings.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    let config = loader.load().await;
+    if config.region().is_none() {
+        return Err(AwsError::new(
+            AwsErrorKind::NoRegion,
+            "no AWS region is configured",
+        ));
+    }
+    Ok(config)
+}

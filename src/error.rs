@@ -1,0 +1,127 @@
+//! One clear sentence and a distinct exit code for every way a command can fail.
+//!
+//! | code | meaning |
+//! |---:|---|
+//! | 0 | success |
+//! | 1 | unexpected internal error |
+//! | 2 | bad command line (clap) |
+//! | 3 | no usable AWS credentials, or they were rejected / expired |
+//! | 4 | access denied by IAM |
+//! | 5 | target not connected, unknown, or not a valid target |
+//! | 6 | AWS endpoint or data channel unreachable / refused |
+//! | 7 | the remote side broke the protocol or stopped answering |
+//! | 8 | the instance refused the connection to the destination port |
+//! | 9 | other AWS error (throttling, service error) or missing region |
+//! | 10 | local IO failed (stdin/stdout) |
+
+use crate::aws::{AwsError, AwsErrorKind};
+use crate::transport::{ConnectError, DriveError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Internal = 1,
+    Credentials = 3,
+    AccessDenied = 4,
+    Target = 5,
+    Unreachable = 6,
+    Protocol = 7,
+    PortRefused = 8,
+    Aws = 9,
+    LocalIo = 10,
+}
+
+/// A failure as the user will read it: what happened, then what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn aws(e: AwsError, target: &str) -> Failure {
+        let (code, hint) = match e.kind {
+            AwsErrorKind::NoRegion => (
+                ExitCode::Aws,
+                "pass --region, set AWS_REGION, or set `region` in your AWS profile".to_owned(),
+            ),
+            AwsErrorKind::Credentials => (
+                ExitCode::Credentials,
+                "check your AWS credentials: `aws sso login` for SSO profiles, or set AWS_PROFILE / AWS_ACCESS_KEY_ID".to_owned(),
+            ),
+            AwsErrorKind::AccessDenied => (
+                ExitCode::AccessDenied,
+                format!("your IAM identity needs ssm:StartSession on {target} and on the session document"),
+            ),
+            AwsErrorKind::TargetNotConnected => (
+                ExitCode::Target,
+                format!("check that {target} exists in this account and region, is running, and that its SSM agent is online"),
+            ),
+            AwsErrorKind::InvalidTarget => (
+                ExitCode::Target,
+                "targets are instance IDs such as i-0123456789abcdef0 or managed-node IDs (mi-…)".to_owned(),
+            ),
+            AwsErrorKind::Throttled => (
+                ExitCode::Aws,
+                "AWS is throttling requests; try again in a few seconds".to_owned(),
+            ),
+            AwsErrorKind::Unreachable => (
+                ExitCode::Unreachable,
+                "check your network, proxy settings and any --endpoint-url / AWS_ENDPOINT_URL".to_owned(),
+            ),
+            AwsErrorKind::Service => (ExitCode::Aws, String::new()),
+        };
+        Failure::new(code, with_hint(&e.message, &hint))
+    }
+
+    pub fn connect(e: ConnectError) -> Failure {
+        let code = match e {
+            ConnectError::Insecure(_) | ConnectError::BadUrl(_) => ExitCode::Protocol,
+            _ => ExitCode::Unreachable,
+        };
+        Failure::new(
+            code,
+            with_hint(
+                &e.to_string(),
+                "the session was started but its data channel (ssmmessages) could not be opened; check that your network allows it",
+            ),
+        )
+    }
+
+    pub fn drive(e: DriveError, target: &str, port: u16) -> Failure {
+        match e {
+            DriveError::PortRefused => Failure::new(
+                ExitCode::PortRefused,
+                format!(
+                    "{target} refused the connection to port {port}: is a server (sshd) listening there?"
+                ),
+            ),
+            DriveError::Input(_) | DriveError::Output(_) => {
+                Failure::new(ExitCode::LocalIo, e.to_string())
+            }
+            DriveError::Socket(_) | DriveError::UnexpectedClose { .. } => {
+                Failure::new(ExitCode::Unreachable, e.to_string())
+            }
+            DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
+                Failure::new(ExitCode::Protocol, e.to_string())
+            }
+        }
+    }
+}
+
+fn with_hint(what: &str, hint: &str) -> String {
+    let what = what.trim_end().trim_end_matches('.');
+    if hint.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {hint}")
+    }
+}

@@ -1,0 +1,75 @@
+//! `sallyport proxy`: an ssh ProxyCommand over an `AWS-StartSSHSession` session.
+//!
+//! Stdout carries only bytes from the remote port: no banner, no log lines.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::aws::{SessionDocument, Ssm};
+use crate::proto::client::ClientSession;
+use crate::transport::{self, DriveOptions, Outcome};
+
+use crate::error::Failure;
+
+/// How long to give TerminateSession when we leave.
+const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
+
+pub struct ProxyRequest {
+    pub target: String,
+    pub port: u16,
+}
+
+/// Runs the proxy until ssh closes stdin or the remote side ends.
+pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
+    let started = ssm
+        .start_session(&req.target, &SessionDocument::Ssh { port: req.port })
+        .await
+        .map_err(|e| Failure::aws(e, &req.target))?;
+    tracing::debug!(session_id = started.session_id, "session started");
+    let result = stream(&started, req).await;
+    // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
+    // them keeps the console's session history honest.
+    match tokio::time::timeout(TERMINATE_BUDGET, ssm.terminate_session(&started.session_id)).await {
+        Ok(Ok(())) => tracing::debug!("session terminated"),
+        Ok(Err(e)) => tracing::debug!("TerminateSession failed: {e}"),
+        Err(_) => tracing::debug!("TerminateSession timed out"),
+    }
+    result
+}
+
+async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Result<(), Failure> {
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let mut ws = transport::connect(&started.stream_url, &started.token, &client_id)
+        .await
+        .map_err(Failure::connect)?;
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let now = tokio::time::Instant::now().into_std();
+    let mut session = ClientSession::with_defaults(now, wall_ms, uuid::Uuid::new_v4().as_u128());
+    let outcome = transport::drive_stream(
+        &mut ws,
+        &mut session,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        &DriveOptions::default(),
+    )
+    .await;
+    let _ = futures_util::SinkExt::close(&mut ws).await;
+    match outcome.map_err(|e| Failure::drive(e, &req.target, req.port))? {
+        Outcome::InputClosed | Outcome::OutputClosed => Ok(()),
+        Outcome::InputClosedUnacked { unacked } => {
+            tracing::warn!(
+                unacked,
+                "input ended but the agent did not acknowledge the last messages"
+            );
+            Ok(())
+        }
+        Outcome::ClosedByService { output } => {
+            if !output.is_empty() {
+                eprintln!("sallyport: {}: {output}", started.session_id);
+            }
+            Ok(())
+        }
+    }
+}
