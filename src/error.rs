@@ -13,6 +13,7 @@
 //! | 8 | the instance refused the connection to the destination port |
 //! | 9 | other AWS error (throttling, service error) or missing region |
 //! | 10 | local IO failed (stdin/stdout) |
+//! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::transport::{ConnectError, DriveError};
@@ -29,6 +30,7 @@ pub enum ExitCode {
     PortRefused = 8,
     Aws = 9,
     LocalIo = 10,
+    Interrupted = 130,
 }
 
 /// A failure as the user will read it: what happened, then what to do.

@@ -58,7 +58,8 @@ fn report(f: Failure) -> std::process::ExitCode {
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
+        // Our warnings only: dependencies' chatter would land in the user's ssh session.
+        0 => "error,sallyport=warn",
         1 => "info,sallyport=debug",
         _ => "debug",
     };

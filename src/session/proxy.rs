@@ -8,7 +8,7 @@ use crate::aws::{SessionDocument, Ssm};
 use crate::proto::client::ClientSession;
 use crate::transport::{self, DriveOptions, Outcome};
 
-use crate::error::Failure;
+use crate::error::{ExitCode, Failure};
 
 /// How long to give TerminateSession when we leave.
 const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
@@ -47,15 +47,32 @@ async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Res
         .unwrap_or(1);
     let now = tokio::time::Instant::now().into_std();
     let mut session = ClientSession::with_defaults(now, wall_ms, uuid::Uuid::new_v4().as_u128());
-    let outcome = transport::drive_stream(
-        &mut ws,
-        &mut session,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        &DriveOptions::default(),
-    )
-    .await;
+    let opts = DriveOptions::default();
+    let ended = {
+        let drive = transport::drive_stream(
+            &mut ws,
+            &mut session,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            &opts,
+        );
+        tokio::select! {
+            r = drive => Ok(r),
+            sig = stop_signal() => Err(sig),
+        }
+    };
     let _ = futures_util::SinkExt::close(&mut ws).await;
+    let outcome = match ended {
+        Ok(outcome) => outcome,
+        // ssh sends SIGHUP to its ProxyCommand when it is done: a normal end.
+        Err("SIGHUP") => return Ok(()),
+        Err(sig) => {
+            return Err(Failure::new(
+                ExitCode::Interrupted,
+                format!("interrupted ({sig})"),
+            ));
+        }
+    };
     match outcome.map_err(|e| Failure::drive(e, &req.target, req.port))? {
         Outcome::InputClosed | Outcome::OutputClosed => Ok(()),
         Outcome::InputClosedUnacked { unacked } => {
@@ -71,5 +88,22 @@ async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Res
             }
             Ok(())
         }
+    }
+}
+
+/// Resolves with the name of the first SIGHUP, SIGINT or SIGTERM.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = hup.recv() => "SIGHUP",
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }

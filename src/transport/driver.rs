@@ -17,8 +17,13 @@ pub struct DriveOptions {
     pub ping_interval: Duration,
     /// How long the agent may take to complete the handshake.
     pub handshake_timeout: Duration,
-    /// After local input ends, how long to wait for the agent to acknowledge what we sent.
+    /// After local input ends, how long at most to wait for the agent to acknowledge what
+    /// we sent and for the remote side to finish sending.
     pub drain_timeout: Duration,
+    /// After local input ends and all is acknowledged, remote output is still delivered
+    /// until the remote side has been quiet this long (there is no half-close on the
+    /// channel, so quiet is the only sign that it has flushed).
+    pub linger: Duration,
 }
 
 impl Default for DriveOptions {
@@ -28,6 +33,7 @@ impl Default for DriveOptions {
             // The agent itself gives up after 15 s per step (PROTOCOL.md §5.2).
             handshake_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(300),
         }
     }
 }
@@ -96,6 +102,7 @@ where
     let mut ping = tokio::time::interval_at(started + opts.ping_interval, opts.ping_interval);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut input_closed_at: Option<TokioInstant> = None;
+    let mut last_remote_data = started;
     loop {
         let mut wrote = false;
         while let Some(frame) = session.poll_transmit() {
@@ -137,10 +144,17 @@ where
                 }
             }
         }
-        if delivered && let Err(e) = output.flush().await {
-            return local_output_gone(e);
+        if delivered {
+            last_remote_data = TokioInstant::now();
+            if let Err(e) = output.flush().await {
+                return local_output_gone(e);
+            }
         }
-        if input_closed_at.is_some() && session.unacked() == 0 {
+        // Input over and acknowledged: leave once the remote side has been quiet a while.
+        let linger_until = input_closed_at
+            .filter(|_| session.unacked() == 0)
+            .map(|closed| closed.max(last_remote_data) + opts.linger);
+        if linger_until.is_some_and(|t| t <= TokioInstant::now()) {
             return Ok(Outcome::InputClosed);
         }
         let timer = session.poll_timeout().map(TokioInstant::from_std);
@@ -184,8 +198,12 @@ where
             _ = sleep_until(handshake_deadline), if !session.is_established() => {
                 return Err(DriveError::HandshakeTimeout(opts.handshake_timeout));
             }
+            _ = sleep_until(linger_until.unwrap_or(started)), if linger_until.is_some() => {}
             _ = sleep_until(drain_deadline.unwrap_or(started)), if drain_deadline.is_some() => {
-                return Ok(Outcome::InputClosedUnacked { unacked: session.unacked() });
+                return Ok(match session.unacked() {
+                    0 => Outcome::InputClosed,
+                    unacked => Outcome::InputClosedUnacked { unacked },
+                });
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod delay_proxy;
 pub mod relay;
 pub mod server;
 pub mod sigv4;
+pub mod sshd;
 pub mod state;
 
 pub use config::{InstanceConfig, TestbedConfig};

@@ -1,0 +1,214 @@
+//! One fixture per test: its own temp dir, sshd, and testbed. Every child process runs
+//! under a deadline and is killed if it overruns; everything is torn down on drop.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sallyport_testbed::sshd::{TempDir, TestSshd};
+use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
+
+pub const SALLYPORT: &str = env!("CARGO_BIN_EXE_sallyport");
+
+pub struct Fixture {
+    // Field order is drop order: testbed and runtime before sshd, temp dir last.
+    pub testbed: Testbed,
+    /// Serves the testbed while the test thread blocks on child processes.
+    _runtime: tokio::runtime::Runtime,
+    pub sshd: TestSshd,
+    pub instance: String,
+    dir: TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = TempDir::new("sallyport-e2e").expect("temp dir");
+        let sshd = TestSshd::start(dir.path()).expect("start sshd");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = TestbedConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![InstanceConfig::ssh_shortcut(sshd.addr)],
+        );
+        let testbed = runtime
+            .block_on(Testbed::start(config))
+            .expect("start testbed");
+        let instance = testbed.instance_ids[0].clone();
+        Fixture {
+            testbed,
+            _runtime: runtime,
+            sshd,
+            instance,
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Environment for sallyport: the testbed's endpoint and keys, nothing from the
+    /// developer's own AWS setup.
+    pub fn aws_env(&self, cmd: &mut Command) {
+        for var in [
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL_SSM",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in self.testbed.env() {
+            if k.starts_with("AWS_") {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.path("aws-config-absent"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path("aws-credentials-absent"),
+            )
+            .env("AWS_MAX_ATTEMPTS", "1");
+    }
+
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(self.sshd.client_options())
+            .arg("-o")
+            .arg(format!("ProxyCommand={SALLYPORT} proxy %h --port %p"));
+        self.aws_env(&mut cmd);
+        cmd
+    }
+
+    /// `ssh` to the testbed instance through sallyport; append the remote command.
+    pub fn ssh(&self) -> Command {
+        self.ssh_to(&self.instance)
+    }
+
+    /// `ssh` to any instance ID through sallyport.
+    pub fn ssh_to(&self, instance: &str) -> Command {
+        let mut cmd = self.client("ssh");
+        cmd.arg(format!("root@{instance}"));
+        cmd
+    }
+
+    /// `scp` through sallyport (`-O` selects the legacy protocol).
+    pub fn scp(&self, legacy: bool) -> Command {
+        let mut cmd = self.client("scp");
+        if legacy {
+            cmd.arg("-O");
+        }
+        cmd
+    }
+
+    pub fn sftp(&self) -> Command {
+        self.client("sftp")
+    }
+
+    /// `sallyport proxy` itself, with the testbed's environment.
+    pub fn proxy(&self, target: &str) -> Command {
+        let mut cmd = Command::new(SALLYPORT);
+        cmd.args(["proxy", target, "--port", "22"]);
+        self.aws_env(&mut cmd);
+        cmd
+    }
+
+    pub fn remote(&self, name: &str) -> String {
+        format!("root@{}:{}", self.instance, self.path(name).display())
+    }
+}
+
+/// Runs `cmd` with `stdin` bytes, killing it if it overruns `limit`.
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err_t.join().unwrap_or_default();
+            panic!(
+                "{:?} did not finish within {limit:?}; stderr: {}",
+                cmd.get_program(),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Asserts success, showing stderr otherwise.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("{:x}", Sha256::digest(bytes))
+}

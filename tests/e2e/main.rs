@@ -1,0 +1,6 @@
+//! End-to-end tests: real OpenSSH `ssh`, `scp` and `sftp` through `sallyport proxy`,
+//! against the testbed (in process) and a throw-away sshd on 127.0.0.1 per test.
+//! They need root and openssh-server/openssh-client (`.ci/run` installs them).
+
+mod harness;
+mod proxy;
