@@ -14,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod delay_proxy;
+pub mod demo;
 pub mod relay;
 pub mod server;
 pub mod sigv4;

@@ -30,6 +30,9 @@ enum Command {
     Serve(ServeArgs),
     /// Relay TCP connections to ADDR, delaying each direction by half of --rtt.
     DelayProxy(DelayProxyArgs),
+    /// Run real ssh and scp through `sallyport proxy` against a throw-away sshd and this
+    /// testbed, and say what happened (needs root and openssh-server).
+    Demo(DemoArgs),
 }
 
 #[derive(Args)]
@@ -74,6 +77,16 @@ struct DelayProxyArgs {
     to: String,
 }
 
+#[derive(Args)]
+struct DemoArgs {
+    /// The sallyport binary to use (default: next to this executable).
+    #[arg(long)]
+    sallyport: Option<std::path::PathBuf>,
+    /// Size of the file copied with scp, in MB.
+    #[arg(long, default_value_t = 2)]
+    size_mb: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -88,6 +101,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::DelayProxy(args) => delay(args).await,
+            Command::Demo(args) => {
+                let bin = sallyport_testbed::demo::find_sallyport(args.sallyport)?;
+                sallyport_testbed::demo::run(&bin, args.size_mb).await
+            }
         }
     });
     match result {
