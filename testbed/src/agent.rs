@@ -66,7 +66,7 @@ pub struct AgentIo {
     pub to_client: mpsc::UnboundedSender<AgentOut>,
 }
 
-/// The version the agent reports; the agent's handshake gates nothing else here.
+/// The channel, shared by the input loop, the output pump and the resend timer.
 type Shared = Arc<Mutex<Channel>>;
 
 fn now() -> std::time::Instant {
@@ -82,6 +82,36 @@ fn flush(ch: &mut Channel, out: &mpsc::UnboundedSender<AgentOut>) {
     while let Some(f) = ch.poll_transmit() {
         let _ = out.send(AgentOut::Frame(f));
     }
+}
+
+/// Sends one sequenced message now.
+fn send_now(
+    ch: &Shared,
+    out: &mpsc::UnboundedSender<AgentOut>,
+    kind: PayloadType,
+    payload: Vec<u8>,
+) {
+    let mut c = lock(ch);
+    c.send(now(), kind, payload);
+    flush(&mut c, out);
+}
+
+/// Feeds one client frame to the channel (acks go out at once) and returns what it
+/// delivered in order. Invalid messages are logged and ignored, as the agent does.
+fn feed(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>, frame: &[u8]) -> Vec<ChannelEvent> {
+    let mut c = lock(ch);
+    if let Err(e) = c.handle_frame(now(), frame) {
+        tracing::debug!("agent ignored a message: {e}");
+    }
+    flush(&mut c, out);
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+/// Resends what the agent's scheduler would resend by now.
+fn on_timer(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>) {
+    let mut c = lock(ch);
+    let _ = c.handle_timeout(now());
+    flush(&mut c, out);
 }
 
 /// Runs one Port session (basic mode, stream to `portNumber`) to its end.
@@ -115,48 +145,40 @@ pub async fn run_port_session(
             })?,
         }],
     };
-    {
-        let mut c = lock(&ch);
-        c.send(
-            now(),
-            PayloadType::HandshakeRequest,
-            serde_json::to_vec(&request)?,
-        );
-        flush(&mut c, &io.to_client);
-    }
+    send_now(
+        &ch,
+        &io.to_client,
+        PayloadType::HandshakeRequest,
+        serde_json::to_vec(&request)?,
+    );
     if let Err(why) = await_handshake(&ch, &mut io, &settings).await {
         let _ = io.to_client.send(AgentOut::Close {
             output: why.clone(),
         });
         anyhow::bail!(why);
     }
-    {
-        let done = HandshakeComplete {
-            handshake_time_to_complete: started.elapsed().as_nanos() as i64,
-            customer_message: String::new(),
-        };
-        let mut c = lock(&ch);
-        c.send(
-            now(),
-            PayloadType::HandshakeComplete,
-            serde_json::to_vec(&done)?,
-        );
-        flush(&mut c, &io.to_client);
-    }
+    let done = HandshakeComplete {
+        handshake_time_to_complete: started.elapsed().as_nanos() as i64,
+        customer_message: String::new(),
+    };
+    send_now(
+        &ch,
+        &io.to_client,
+        PayloadType::HandshakeComplete,
+        serde_json::to_vec(&done)?,
+    );
     let target = session.instance.dial_target(port);
     let stream = match TcpStream::connect(&target).await {
         Ok(s) => s,
         Err(e) => {
             // What the real agent sends when a basic-mode dial fails is not documented; we
             // send the mux mode's ConnectToPortError flag, then end the session.
-            let mut c = lock(&ch);
-            c.send(
-                now(),
+            send_now(
+                &ch,
+                &io.to_client,
                 PayloadType::Flag,
                 PayloadFlag::ConnectToPortError.encode(),
             );
-            flush(&mut c, &io.to_client);
-            drop(c);
             let output = format!("Unable to start port session: dial tcp {target}: {e}");
             let _ = io.to_client.send(AgentOut::Close { output });
             return Ok(());
@@ -184,24 +206,12 @@ pub async fn run_port_session(
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { break String::new() };
-                let events = {
-                    let mut c = lock(&ch);
-                    if let Err(e) = c.handle_frame(now(), &frame) {
-                        // The agent logs invalid messages and carries on.
-                        tracing::debug!("agent ignored a message: {e}");
-                    }
-                    flush(&mut c, &io.to_client);
-                    std::iter::from_fn(|| c.poll_event()).collect::<Vec<_>>()
-                };
+                let events = feed(&ch, &io.to_client, &frame);
                 if let Some(reason) = apply_client_events(events, &mut tcp_w).await {
                     break reason;
                 }
             }
-            _ = sleep_opt(deadline) => {
-                let mut c = lock(&ch);
-                let _ = c.handle_timeout(now());
-                flush(&mut c, &io.to_client);
-            }
+            _ = sleep_opt(deadline) => on_timer(&ch, &io.to_client),
             _ = sent.notified() => {}
             _ = eof_rx.recv(), if remote_eof_at.is_none() => {
                 remote_eof_at = Some(Instant::now());
@@ -235,15 +245,7 @@ async fn await_handshake(
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { return Err("client went away".into()) };
-                let events = {
-                    let mut c = lock(ch);
-                    if let Err(e) = c.handle_frame(now(), &frame) {
-                        tracing::debug!("agent ignored a message: {e}");
-                    }
-                    flush(&mut c, &io.to_client);
-                    std::iter::from_fn(|| c.poll_event()).collect::<Vec<_>>()
-                };
-                for ev in events {
+                for ev in feed(ch, &io.to_client, &frame) {
                     let ChannelEvent::Message(m) = ev else { continue };
                     if m.payload_type != PayloadType::HandshakeResponse as u32 {
                         continue;
@@ -264,11 +266,7 @@ async fn await_handshake(
                     return Ok(());
                 }
             }
-            _ = sleep_opt(deadline) => {
-                let mut c = lock(ch);
-                let _ = c.handle_timeout(now());
-                flush(&mut c, &io.to_client);
-            }
+            _ = sleep_opt(deadline) => on_timer(ch, &io.to_client),
             _ = tokio::time::sleep_until(give_up) => {
                 return Err("Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into());
             }

@@ -2,5 +2,6 @@
 //! against the testbed (in process) and a throw-away sshd on 127.0.0.1 per test.
 //! They need root and openssh-server/openssh-client (`.ci/run` installs them).
 
+mod fidelity;
 mod harness;
 mod proxy;
