@@ -6,6 +6,19 @@
 #   benches/throughput.sh [--size-mb N] [--rtt 40ms] [--ceiling-mb N] [--latency-runs N]
 #                         [--no-build] [--strict] [--keep-tmp]
 #
+#   --size-mb N       size of the random file, MB = 10^6 bytes (default 50; fractions allowed).
+#                     Downloads through the testbed run at ~0.5 MB/s, so the default takes
+#                     ~4 minutes in all; --size-mb 5 takes ~35 s.
+#   --rtt D           round-trip time added on both paths, e.g. 40ms, 0, 0.1s (default 40ms)
+#   --ceiling-mb N    file size for the pacing-ceiling download (default: --size-mb)
+#   --latency-runs N  `ssh true` runs per path for the latency median (default 5)
+#   --no-build        use the existing release binaries ($CARGO_TARGET_DIR or the
+#                     workspace's target dir) instead of running cargo build first
+#   --strict          exit 2 when a target (below) is missed
+#   --keep-tmp        keep the temp dir (logs, keys, sshd_config) for inspection
+#
+# The report (Markdown) goes to stdout; progress and per-run samples go to stderr.
+#
 # Topology (everything on 127.0.0.1; one throwaway sshd, started by this script):
 #
 #   via sallyport:  scp --ProxyCommand--> sallyport proxy --ws--> testbed serve --rtt R --> sshd
@@ -56,7 +69,7 @@ STRICT=0
 KEEP_TMP=0
 
 usage() {
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^# Topology/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
 die() {
@@ -104,6 +117,7 @@ RUN_START=$(date +%s.%N)
 TMP=
 PIDS=()        # long-running helpers (testbeds, delay proxy)
 FG_PID=        # the bounded foreground command currently running, if any
+SSHD_PID=      # the test sshd (it daemonizes; read from its pid file)
 
 cleanup() {
     local rc=$?
@@ -116,8 +130,8 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null
     done
-    if [[ -n $TMP && -s $TMP/sshd.pid ]]; then
-        kill -TERM "$(cat "$TMP/sshd.pid")" 2>/dev/null
+    if [[ -n $SSHD_PID ]]; then
+        kill -TERM "$SSHD_PID" 2>/dev/null
     fi
     # Give everything up to 5 s to go, then SIGKILL whatever is left.
     local deadline=$((SECONDS + 5))
@@ -126,10 +140,9 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    if [[ -n $TMP && -s $TMP/sshd.pid ]]; then
-        pid=$(cat "$TMP/sshd.pid")
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
+    if [[ -n $SSHD_PID ]]; then
+        while kill -0 "$SSHD_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$SSHD_PID" 2>/dev/null
     fi
     if ((rc != 0)) && [[ -n $TMP && -d $TMP ]]; then
         echo "throughput.sh: failed (exit $rc); last lines of the logs:" >&2
@@ -155,12 +168,14 @@ trap 'exit 143' TERM
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sallyport-bench.XXXXXX")
 
-# Runs "$@" with a time limit of $1 seconds, in the background so that signals reach our
-# traps at once; returns its exit status (124 on timeout).
+# bounded SECS LOG CMD...: runs CMD with a time limit, stdin from /dev/null and output
+# appended to LOG, in the background so that signals reach our traps at once; returns its
+# exit status (124 on timeout). (The redirections are on the command, not on this function:
+# a trap firing while the function runs would otherwise write into LOG.)
 bounded() {
-    local secs=$1
-    shift
-    timeout --kill-after=5 "$secs" "$@" &
+    local secs=$1 log=$2
+    shift 2
+    timeout --kill-after=5 "$secs" "$@" </dev/null >>"$log" 2>&1 &
     FG_PID=$!
     local rc=0
     wait "$FG_PID" || rc=$?
@@ -180,16 +195,6 @@ wait_for_line() {
             die "process $pid exited before printing $prefix (see $file and its .log)"
         fi
         ((SECONDS < deadline)) || die "timed out after ${secs}s waiting for '$prefix' in $file"
-        sleep 0.05
-    done
-}
-
-# Waits up to $2 seconds for a TCP listener on 127.0.0.1:$1.
-wait_for_port() {
-    local port=$1 secs=$2
-    local deadline=$((SECONDS + secs))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        ((SECONDS < deadline)) || die "nothing listens on 127.0.0.1:$port after ${secs}s"
         sleep 0.05
     done
 }
@@ -257,8 +262,12 @@ StrictModes no
 PidFile $TMP/sshd.pid
 Subsystem sftp internal-sftp
 EOF
+        # sshd binds before it daemonizes, so success here means it is listening.
         if "$SSHD" -f "$TMP/sshd_config" -E "$TMP/sshd.log"; then
-            wait_for_port "$SSHD_PORT" 10
+            wait_for_line "$TMP/sshd.log" 10 "Server listening on 127.0.0.1 port $SSHD_PORT"
+            wait_for_line "$TMP/sshd.pid" 10 ""
+            SSHD_PID=$(cat "$TMP/sshd.pid")
+            [[ $SSHD_PID =~ ^[0-9]+$ ]] || die "bad sshd pid file: $SSHD_PID"
             return 0
         fi
         echo "sshd failed to start on port $SSHD_PORT (attempt $attempt)" >&2
@@ -274,8 +283,10 @@ start_sshd
 # with its KEY=VALUE lines.
 start_testbed() {
     local name=$1 rtt=$2
+    # --chunk-size and --pace are the defaults (the real agent's), spelled out because the
+    # ceiling described at the top depends on them.
     "$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" --rtt "$rtt" \
-        >"$TMP/testbed-$name.env" 2>"$TMP/testbed-$name.log" &
+        --chunk-size 1024 --pace 1ms >"$TMP/testbed-$name.env" 2>"$TMP/testbed-$name.log" &
     PIDS+=("$!")
     wait_for_line "$TMP/testbed-$name.env" 15 SALLYPORT_TESTBED_INSTANCE= "$!"
 }
@@ -313,7 +324,7 @@ SSH_OPTS=(
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=30
 )
-PROXY_OPTS=(-o "ProxyCommand=exec $(printf '%q' "$SALLYPORT") proxy %h --port %p")
+PROXY_OPTS=(-o "ProxyCommand=$(printf '%q' "$SALLYPORT") proxy %h --port %p")
 
 # argv_for PATH TOOL: sets ARGV to the command line that starts TOOL (ssh or scp) on PATH,
 # and DEST to the user@host to give it. PATH is one of
@@ -378,7 +389,7 @@ timed_scp() {
         from=$DEST:$remote to=$local_file
     fi
     t0=$(now)
-    bounded "$limit" "${ARGV[@]}" -q "$from" "$to" </dev/null >>"$TMP/scp.log" 2>&1 ||
+    bounded "$limit" "$TMP/scp.log" "${ARGV[@]}" -q "$from" "$to" ||
         die "scp $from -> $to failed or timed out (limit ${limit}s); see scp.log"
     t1=$(now)
     ELAPSED=$(calc 6 "$t1 - $t0")
@@ -432,7 +443,7 @@ timed_ssh() {
     argv_for "$path" ssh
     for ((i = 0; i < LATENCY_RUNS; i++)); do
         t0=$(now)
-        bounded 60 "${ARGV[@]}" "$DEST" true </dev/null >>"$TMP/ssh.log" 2>&1 ||
+        bounded 60 "$TMP/ssh.log" "${ARGV[@]}" "$DEST" true ||
             die "ssh $DEST true ($path) failed or timed out; see ssh.log"
         t1=$(now)
         samples+=("$(calc 3 "($t1 - $t0) * 1000")")
