@@ -13,6 +13,9 @@
 //! | 8 | the instance refused the connection to the destination port |
 //! | 9 | other AWS error (throttling, service error) or missing region |
 //! | 10 | local IO failed (stdin/stdout) |
+//! | 11 | the data channel dropped and the service says the session has ended |
+//! | 12 | the target matches several managed nodes (pass an ID, or `--pick first`) |
+//! | 13 | the config file cannot be read or is invalid |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
 use crate::aws::{AwsError, AwsErrorKind};
@@ -30,6 +33,9 @@ pub enum ExitCode {
     PortRefused = 8,
     Aws = 9,
     LocalIo = 10,
+    SessionEnded = 11,
+    Ambiguous = 12,
+    Config = 13,
     Interrupted = 130,
 }
 
@@ -50,10 +56,10 @@ impl Failure {
     }
 
     pub fn aws(e: AwsError, target: &str) -> Failure {
-        let (code, hint) = match e.kind {
+        let (code, default_hint) = match e.kind {
             AwsErrorKind::NoRegion => (
                 ExitCode::Aws,
-                "pass --region, set AWS_REGION, or set `region` in your AWS profile".to_owned(),
+                "pass --region, set AWS_REGION, or set `region` in your AWS profile or in sallyport's config file".to_owned(),
             ),
             AwsErrorKind::Credentials => (
                 ExitCode::Credentials,
@@ -81,7 +87,8 @@ impl Failure {
             ),
             AwsErrorKind::Service => (ExitCode::Aws, String::new()),
         };
-        Failure::new(code, with_hint(&e.message, &hint))
+        let hint = e.hint.as_deref().unwrap_or(&default_hint);
+        Failure::new(code, with_hint(&e.message, hint))
     }
 
     pub fn connect(e: ConnectError) -> Failure {
@@ -109,9 +116,10 @@ impl Failure {
             DriveError::Input(_) | DriveError::Output(_) => {
                 Failure::new(ExitCode::LocalIo, e.to_string())
             }
-            DriveError::Socket(_) | DriveError::UnexpectedClose { .. } => {
-                Failure::new(ExitCode::Unreachable, e.to_string())
+            DriveError::Link(crate::transport::LinkError::SessionGone { .. }) => {
+                Failure::new(ExitCode::SessionEnded, e.to_string())
             }
+            DriveError::Link(_) => Failure::new(ExitCode::Unreachable, e.to_string()),
             DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
                 Failure::new(ExitCode::Protocol, e.to_string())
             }

@@ -7,7 +7,9 @@
 
 pub mod aws;
 pub mod cli;
+pub mod config_file;
 pub mod error;
 pub mod proto;
 pub mod session;
+pub mod target;
 pub mod transport;

@@ -4,7 +4,9 @@ use clap::Parser;
 use sallyport::cli::args::{Cli, Command};
 use sallyport::cli::settings;
 use sallyport::error::{ExitCode, Failure};
+use sallyport::session::exec::{self, ExecRequest};
 use sallyport::session::proxy::{self, ProxyRequest};
+use sallyport::{config_file, target};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -22,31 +24,67 @@ fn main() -> std::process::ExitCode {
             ));
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let result = runtime.block_on(run(cli));
+    // Do not wait for tokio's blocking stdin reader: after an error ssh may still hold our
+    // stdin open, and a runtime drop would wait for that read forever.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
         Err(f) => report(f),
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let aws = settings::aws_settings(&cli.global);
+/// Runs the command; `Ok` holds the exit code (the remote one for `exec`).
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
+    let env = |k: &str| std::env::var(k).ok();
     match cli.command {
         Command::Proxy(args) => {
-            let target = settings::target(&args.target)?;
-            let config = sallyport::aws::load(&aws)
+            let s = settings::for_target(&cli.global, &file, &args.target, &env)?;
+            let config = sallyport::aws::load(&s.aws)
                 .await
-                .map_err(|e| Failure::aws(e, &target))?;
+                .map_err(|e| Failure::aws(e, &args.target))?;
+            let found = target::find(&s, &config).await?;
             let ssm = sallyport::aws::Ssm::new(&config);
-            proxy::run(
-                &ssm,
-                &ProxyRequest {
-                    target,
-                    port: args.port,
-                },
-            )
-            .await
+            let req = ProxyRequest {
+                target: found.id.clone(),
+                port: args.port,
+                start: found.start_options(&s),
+                link: args.connection.link_options(),
+            };
+            let result = proxy::run(&ssm, &req).await;
+            found.settle(&result);
+            result.map(|()| 0)
+        }
+        Command::Exec(args) => {
+            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let req = ExecRequest {
+                target: found.id.clone(),
+                command: exec::command_line(&args.command),
+                document: args.document,
+                start: found.start_options(&s),
+                link: args.connection.link_options(),
+            };
+            let result = exec::run(&ssm, &req).await;
+            found.settle(&result);
+            result
         }
     }
+}
+
+/// Settings, SDK configuration and target lookup, as `proxy` does them.
+async fn resolve(
+    global: &sallyport::cli::args::GlobalArgs,
+    file: &config_file::ConfigFile,
+    raw_target: &str,
+) -> Result<(sallyport::aws::Ssm, target::Found, settings::TargetSettings), Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let s = settings::for_target(global, file, raw_target, &env)?;
+    let config = sallyport::aws::load(&s.aws)
+        .await
+        .map_err(|e| Failure::aws(e, raw_target))?;
+    let found = target::find(&s, &config).await?;
+    Ok((sallyport::aws::Ssm::new(&config), found, s))
 }
 
 fn report(f: Failure) -> std::process::ExitCode {

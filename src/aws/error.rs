@@ -28,6 +28,9 @@ pub struct AwsError {
     /// The service's error code, when there is one.
     pub code: Option<String>,
     pub message: String,
+    /// What the user can do about it, when the code that saw the error knows better than
+    /// the generic advice for its kind (see [`crate::error::Failure::aws`]).
+    pub hint: Option<String>,
 }
 
 impl AwsError {
@@ -36,7 +39,13 @@ impl AwsError {
             kind,
             code: None,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> AwsError {
+        self.hint = Some(hint.into());
+        self
     }
 
     /// Classifies an SDK error from `operation`.
@@ -59,6 +68,7 @@ impl AwsError {
                         format!("{operation} failed: {code}: {text}")
                     },
                     code: Some(code),
+                    hint: None,
                 }
             }
             _ if mentions_credentials(&chain) => AwsError::new(

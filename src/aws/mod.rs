@@ -1,16 +1,21 @@
-//! The control plane, on the official SDK: shared configuration and the SSM calls.
-//! Errors are classified here so the CLI can say one clear sentence for each.
+//! The control plane, on the official SDK: shared configuration, the SSM calls, target
+//! lookup ([`Instances`]) and retries ([`start_session`]). Errors are classified here so the
+//! CLI can say one clear sentence for each.
 
 mod error;
+mod instances;
+mod retry;
 mod ssm;
 
 pub use error::{AwsError, AwsErrorKind};
+pub use instances::{Instances, NodeFilter, NodeInfo, ago};
+pub use retry::{StartOptions, advise, retry_throttled, start_session};
 pub use ssm::{SessionDocument, Ssm, StartedSession};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 /// Control-plane settings after the CLI resolved them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     pub profile: Option<String>,
     pub region: Option<String>,
@@ -32,7 +37,8 @@ pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
         loader = loader.endpoint_url(u);
     }
     let config = loader.load().await;
-    if config.region().is_none() {
+    // AWS_REGION="" reads as a region named "", which only fails later and obscurely.
+    if config.region().is_none_or(|r| r.as_ref().trim().is_empty()) {
         return Err(AwsError::new(
             AwsErrorKind::NoRegion,
             "no AWS region is configured",

@@ -1,8 +1,12 @@
-//! SSM session calls: StartSession and TerminateSession.
+//! SSM session calls: StartSession, ResumeSession and TerminateSession.
 
 use aws_config::SdkConfig;
 
-use super::AwsError;
+use std::future::Future;
+use std::pin::Pin;
+
+use super::{AwsError, AwsErrorKind};
+use crate::transport::{Resume, ResumeError, Resumed};
 
 /// A session as StartSession returned it. The token is a credential: never log it.
 #[derive(Clone)]
@@ -26,8 +30,72 @@ impl std::fmt::Debug for StartedSession {
 pub enum SessionDocument {
     /// `AWS-StartSSHSession` to `portNumber` (an ssh ProxyCommand stream).
     Ssh { port: u16 },
+    /// `AWS-StartPortForwardingSession`: a local listener to `portNumber` on the target.
+    PortForward { port: u16, local_port: u16 },
+    /// `AWS-StartPortForwardingSessionToRemoteHost`: the target dials `host:portNumber`.
+    PortForwardToHost {
+        host: String,
+        port: u16,
+        local_port: u16,
+    },
+    /// `AWS-StartNonInteractiveCommand` running `command` (NonInteractiveCommands).
+    NonInteractiveCommand { command: String },
+    /// `AWS-StartInteractiveCommand` running `command` on a pty (InteractiveCommands).
+    InteractiveCommand { command: String },
+    /// Any document by name with its parameters; no name means the service's default
+    /// shell document (`SSM-SessionManagerRunShell`, Standard_Stream).
+    Named {
+        name: Option<String>,
+        parameters: std::collections::BTreeMap<String, Vec<String>>,
+    },
 }
 
+impl SessionDocument {
+    /// The document name StartSession is given (`None`: the service's default).
+    pub fn name(&self) -> Option<&str> {
+        Some(match self {
+            SessionDocument::Ssh { .. } => "AWS-StartSSHSession",
+            SessionDocument::PortForward { .. } => "AWS-StartPortForwardingSession",
+            SessionDocument::PortForwardToHost { .. } => {
+                "AWS-StartPortForwardingSessionToRemoteHost"
+            }
+            SessionDocument::NonInteractiveCommand { .. } => "AWS-StartNonInteractiveCommand",
+            SessionDocument::InteractiveCommand { .. } => "AWS-StartInteractiveCommand",
+            SessionDocument::Named { name, .. } => return name.as_deref(),
+        })
+    }
+
+    /// StartSession `Parameters` (name -> list of values).
+    pub fn parameters(&self) -> Vec<(String, Vec<String>)> {
+        let one = |k: &str, v: String| (k.to_owned(), vec![v]);
+        match self {
+            SessionDocument::Ssh { port } => vec![one("portNumber", port.to_string())],
+            SessionDocument::PortForward { port, local_port } => vec![
+                one("portNumber", port.to_string()),
+                one("localPortNumber", local_port.to_string()),
+            ],
+            SessionDocument::PortForwardToHost {
+                host,
+                port,
+                local_port,
+            } => vec![
+                one("host", host.clone()),
+                one("portNumber", port.to_string()),
+                one("localPortNumber", local_port.to_string()),
+            ],
+            SessionDocument::NonInteractiveCommand { command }
+            | SessionDocument::InteractiveCommand { command } => {
+                vec![one("command", command.clone())]
+            }
+            SessionDocument::Named { parameters, .. } => parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Ssm {
     client: aws_sdk_ssm::Client,
 }
@@ -45,12 +113,11 @@ impl Ssm {
         document: &SessionDocument,
     ) -> Result<StartedSession, AwsError> {
         let mut req = self.client.start_session().target(target);
-        match document {
-            SessionDocument::Ssh { port } => {
-                req = req
-                    .document_name("AWS-StartSSHSession")
-                    .parameters("portNumber", vec![port.to_string()]);
-            }
+        if let Some(name) = document.name() {
+            req = req.document_name(name);
+        }
+        for (name, values) in document.parameters() {
+            req = req.parameters(name, values);
         }
         let out = req
             .send()
@@ -58,7 +125,7 @@ impl Ssm {
             .map_err(|e| AwsError::from_sdk("StartSession", e))?;
         let missing = |what: &str| {
             AwsError::new(
-                super::AwsErrorKind::Service,
+                AwsErrorKind::Service,
                 format!("StartSession returned no {what}"),
             )
         };
@@ -66,6 +133,35 @@ impl Ssm {
             session_id: out.session_id.ok_or_else(|| missing("SessionId"))?,
             token: out.token_value.ok_or_else(|| missing("TokenValue"))?,
             stream_url: out.stream_url.ok_or_else(|| missing("StreamUrl"))?,
+        })
+    }
+
+    /// ResumeSession. `Ok(None)` when the service says the session cannot be resumed
+    /// (null TokenValue, or it no longer exists). The SDK client fetches credentials from
+    /// its provider for every call, so SSO and role credentials are fresh here even hours
+    /// into a session (the plugin's stale-credential 403 cannot happen).
+    pub async fn resume_session(&self, session_id: &str) -> Result<Option<Resumed>, AwsError> {
+        let out = match self
+            .client
+            .resume_session()
+            .session_id(session_id)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let e = AwsError::from_sdk("ResumeSession", e);
+                if e.code.as_deref() == Some("DoesNotExistException") {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        Ok(match (out.token_value, out.stream_url) {
+            (Some(token), Some(stream_url)) if !token.is_empty() => {
+                Some(Resumed { token, stream_url })
+            }
+            _ => None,
         })
     }
 
@@ -77,5 +173,26 @@ impl Ssm {
             .await
             .map_err(|e| AwsError::from_sdk("TerminateSession", e))?;
         Ok(())
+    }
+}
+
+impl Resume for Ssm {
+    fn resume<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Resumed>, ResumeError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.resume_session(session_id)
+                .await
+                .map_err(|e| ResumeError {
+                    permanent: matches!(
+                        e.kind,
+                        AwsErrorKind::Credentials
+                            | AwsErrorKind::AccessDenied
+                            | AwsErrorKind::InvalidTarget
+                    ),
+                    message: e.message,
+                })
+        })
     }
 }

@@ -137,6 +137,8 @@ pub enum ChannelError {
     BadAck(String),
     #[error("peer sent a negative sequence number ({0})")]
     NegativeSequence(i64),
+    #[error("peer sent sequence number {got}, impossibly far beyond the expected {expected}")]
+    FarSequence { got: i64, expected: i64 },
     #[error("no acknowledgement from the peer for {0:?} while data was waiting")]
     Stalled(Duration),
 }
@@ -145,6 +147,10 @@ pub enum ChannelError {
 /// and probe with the oldest message only, until the peer acknowledges something again.
 /// (A dead or reconnecting relay should not receive the window again and again.)
 pub const PROBE_AFTER: Duration = Duration::from_secs(2);
+
+/// No real peer can be this far ahead: the agent's whole outgoing buffer is 100 000
+/// messages (PROTOCOL.md §6.4).
+const FAR_SEQUENCE: i64 = 1_000_000;
 
 /// Timers, one table: the driver only ever sees the earliest deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +212,9 @@ pub struct Channel {
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
+    /// The relay asked us to stop publishing (`pause_publication`); like the agent, we
+    /// send no new data and no resends until `start_publication`, an ack or stream data.
+    paused: bool,
 }
 
 /// Counters for diagnostics and tests.
@@ -240,6 +249,7 @@ impl Channel {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: ChannelStats::default(),
+            paused: false,
         }
     }
 
@@ -255,9 +265,17 @@ impl Channel {
         &self.rtt
     }
 
-    /// Messages that may still be sent before the window is full.
+    /// Messages that may still be sent before the window is full (none while paused).
     pub fn window_available(&self) -> usize {
+        if self.paused {
+            return 0;
+        }
         self.config.send_window.saturating_sub(self.unacked.len())
+    }
+
+    /// True between `pause_publication` and whatever lifts it.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Messages sent and not yet acknowledged.
@@ -334,11 +352,13 @@ impl Channel {
                 Ok(())
             }
             MessageType::PausePublication => {
+                self.paused = true;
                 self.events
                     .push_back(ChannelEvent::Publication { paused: true });
                 Ok(())
             }
             MessageType::StartPublication => {
+                self.paused = false;
                 self.events
                     .push_back(ChannelEvent::Publication { paused: false });
                 Ok(())
@@ -354,6 +374,7 @@ impl Channel {
     fn on_ack(&mut self, now: Instant, payload: &[u8]) -> Result<(), ChannelError> {
         let ack: Acknowledge =
             serde_json::from_slice(payload).map_err(|e| ChannelError::BadAck(e.to_string()))?;
+        self.paused = false;
         // Senders match acks by sequence number only (PROTOCOL.md §3.8).
         if let Some(out) = self
             .unacked
@@ -373,7 +394,14 @@ impl Channel {
         if seq < 0 {
             return Err(ChannelError::NegativeSequence(seq));
         }
+        if seq - self.expected > FAR_SEQUENCE {
+            return Err(ChannelError::FarSequence {
+                got: seq,
+                expected: self.expected,
+            });
+        }
         self.stats.received += 1;
+        self.paused = false;
         let incoming = Incoming {
             payload_type: msg.payload_type,
             payload: msg.payload,
@@ -436,6 +464,7 @@ impl Channel {
             return None;
         }
         match timer {
+            Timer::Resend if self.paused => None,
             Timer::Resend => match self.config.resend {
                 ResendPolicy::AllOverdue if self.probing(self.last_progress + PROBE_AFTER) => {
                     let last = self.unacked.values().next()?.last_sent;
@@ -471,6 +500,9 @@ impl Channel {
             return Err(ChannelError::Stalled(limit));
         }
         let rto = self.rtt.rto();
+        if self.paused {
+            return Ok(());
+        }
         match self.config.resend {
             ResendPolicy::AllOverdue if self.probing(now) => {
                 let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
@@ -507,6 +539,18 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// The transport was replaced (websocket resumed): everything unacknowledged may have
+    /// been lost with the old connection, so send it all again now, and restart the
+    /// stall clock. Sequence state is untouched: nothing is lost or delivered twice.
+    pub fn on_reconnect(&mut self, now: Instant) {
+        self.last_progress = now;
+        self.resend_queue.clear();
+        let seqs: Vec<i64> = self.unacked.keys().copied().collect();
+        for seq in seqs {
+            self.resend(now, seq);
+        }
     }
 
     /// True once data has waited [`PROBE_AFTER`] without any acknowledgement by `now`.

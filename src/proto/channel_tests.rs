@@ -246,16 +246,30 @@ fn negative_sequence_is_a_protocol_error() {
 }
 
 #[test]
-fn far_future_sequence_is_dropped_unacked() {
+fn beyond_the_reorder_buffer_is_dropped_unacked() {
+    let t0 = Instant::now();
+    let mut a = agent(t0);
+    a.send_data(t0, b"x");
+    let mut m = Message::decode(&a.poll_transmit().unwrap()).unwrap();
+    m.sequence_number = 50_000;
+    let mut c = client(t0);
+    c.handle_frame(t0, &m.encode()).unwrap();
+    assert!(c.poll_transmit().is_none());
+    assert_eq!(c.stats().dropped_out_of_window, 1);
+}
+
+#[test]
+fn impossibly_far_sequence_is_a_protocol_error() {
     let t0 = Instant::now();
     let mut a = agent(t0);
     a.send_data(t0, b"x");
     let mut m = Message::decode(&a.poll_transmit().unwrap()).unwrap();
     m.sequence_number = i64::MAX;
     let mut c = client(t0);
-    c.handle_frame(t0, &m.encode()).unwrap();
-    assert!(c.poll_transmit().is_none());
-    assert_eq!(c.stats().dropped_out_of_window, 1);
+    assert!(matches!(
+        c.handle_frame(t0, &m.encode()),
+        Err(ChannelError::FarSequence { .. })
+    ));
 }
 
 /// Moves `size` bytes each way between a client and an agent-rules peer over links with
@@ -342,4 +356,82 @@ fn one_megabyte_each_way_with_loss_duplication_and_reordering() {
 #[test]
 fn heavy_loss_still_completes() {
     transfer(128 * 1024, 0.3, 0.1, 0.2, 99);
+}
+
+#[test]
+fn reconnect_resends_everything_in_flight_and_nothing_twice_to_the_app() {
+    let t0 = Instant::now();
+    let (mut c, mut a) = (client(t0), agent(t0));
+    for i in 0..4u8 {
+        c.send_data(t0, &[i]);
+    }
+    // The first two reach the agent; the connection dies with the other two in flight.
+    let frames: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    for f in &frames[..2] {
+        a.handle_frame(t0, f).unwrap();
+    }
+    let acks: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    drop(acks); // lost with the old websocket too
+    let t1 = t0 + Duration::from_millis(50);
+    c.on_reconnect(t1);
+    let resent = drain(&mut c);
+    assert_eq!(
+        resent.iter().map(|m| m.sequence_number).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    for m in &resent {
+        a.handle_frame(t1, &m.encode()).unwrap();
+    }
+    assert_eq!(
+        data_events(&mut a),
+        vec![vec![0], vec![1], vec![2], vec![3]]
+    );
+    for ack in std::iter::from_fn(|| a.poll_transmit()) {
+        c.handle_frame(t1, &ack).unwrap();
+    }
+    assert_eq!(c.unacked(), 0);
+}
+
+fn publication(kind: MessageType) -> Vec<u8> {
+    Message {
+        message_type: kind,
+        schema_version: 1,
+        created_date: 1,
+        sequence_number: 0,
+        flags: 0,
+        message_id: uuid::Uuid::from_u128(9),
+        payload_type: 0,
+        payload: Vec::new(),
+    }
+    .encode()
+}
+
+#[test]
+fn pause_publication_stops_new_data_and_resends_until_lifted() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.send_data(t0, b"in flight");
+    drain(&mut c);
+    c.handle_frame(t0, &publication(MessageType::PausePublication))
+        .unwrap();
+    assert!(c.is_paused());
+    assert_eq!(c.window_available(), 0);
+    c.handle_timeout(t0 + Duration::from_secs(1)).unwrap();
+    assert!(drain(&mut c).is_empty(), "no resends while paused");
+    c.handle_frame(t0, &publication(MessageType::StartPublication))
+        .unwrap();
+    assert!(!c.is_paused());
+    c.handle_timeout(t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(drain(&mut c).len(), 1, "the overdue message goes out again");
+}
+
+#[test]
+fn any_stream_data_or_ack_also_lifts_a_pause() {
+    let t0 = Instant::now();
+    let (mut c, mut a) = (client(t0), agent(t0));
+    c.handle_frame(t0, &publication(MessageType::PausePublication))
+        .unwrap();
+    a.send_data(t0, b"x");
+    c.handle_frame(t0, &a.poll_transmit().unwrap()).unwrap();
+    assert!(!c.is_paused());
 }

@@ -219,6 +219,11 @@ impl ClientSession {
         self.channel.unacked()
     }
 
+    /// See [`Channel::on_reconnect`].
+    pub fn on_reconnect(&mut self, now: Instant) {
+        self.channel.on_reconnect(now);
+    }
+
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.channel.poll_timeout()
     }

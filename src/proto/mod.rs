@@ -7,6 +7,8 @@ pub mod channel;
 pub mod client;
 pub mod handshake;
 pub mod message;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod ops;
 pub mod payload;
 pub mod rtt;
 

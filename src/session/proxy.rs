@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aws::{SessionDocument, Ssm};
 use crate::proto::client::ClientSession;
-use crate::transport::{self, DriveOptions, Outcome};
+use std::sync::Arc;
+
+use crate::transport::{self, DriveOptions, Link, LinkOptions, LinkTarget, Outcome};
 
 use crate::error::{ExitCode, Failure};
 
@@ -16,16 +18,20 @@ const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
 pub struct ProxyRequest {
     pub target: String,
     pub port: u16,
+    /// Retries (`--wait`, throttling) and error advice for StartSession.
+    pub start: crate::aws::StartOptions,
+    /// Keep-alive and resume settings for the data channel.
+    pub link: LinkOptions,
 }
 
 /// Runs the proxy until ssh closes stdin or the remote side ends.
 pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
-    let started = ssm
-        .start_session(&req.target, &SessionDocument::Ssh { port: req.port })
+    let document = SessionDocument::Ssh { port: req.port };
+    let started = crate::aws::start_session(ssm, &req.target, &document, &req.start)
         .await
         .map_err(|e| Failure::aws(e, &req.target))?;
     tracing::debug!(session_id = started.session_id, "session started");
-    let result = stream(&started, req).await;
+    let result = stream(ssm, &started, req).await;
     // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
     // them keeps the console's session history honest.
     match tokio::time::timeout(TERMINATE_BUDGET, ssm.terminate_session(&started.session_id)).await {
@@ -36,11 +42,24 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     result
 }
 
-async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Result<(), Failure> {
-    let client_id = uuid::Uuid::new_v4().to_string();
-    let mut ws = transport::connect(&started.stream_url, &started.token, &client_id)
-        .await
-        .map_err(Failure::connect)?;
+async fn stream(
+    ssm: &Ssm,
+    started: &crate::aws::StartedSession,
+    req: &ProxyRequest,
+) -> Result<(), Failure> {
+    let target = LinkTarget {
+        session_id: started.session_id.clone(),
+        client_id: uuid::Uuid::new_v4().to_string(),
+        resumer: Some(Arc::new(ssm.clone())),
+    };
+    let mut link = Link::open(
+        &started.stream_url,
+        &started.token,
+        target,
+        req.link.clone(),
+    )
+    .await
+    .map_err(Failure::connect)?;
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -50,7 +69,7 @@ async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Res
     let opts = DriveOptions::default();
     let ended = {
         let drive = transport::drive_stream(
-            &mut ws,
+            &mut link,
             &mut session,
             tokio::io::stdin(),
             tokio::io::stdout(),
@@ -61,7 +80,7 @@ async fn stream(started: &crate::aws::StartedSession, req: &ProxyRequest) -> Res
             sig = stop_signal() => Err(sig),
         }
     };
-    let _ = futures_util::SinkExt::close(&mut ws).await;
+    link.close().await;
     let outcome = match ended {
         Ok(outcome) => outcome,
         // ssh sends SIGHUP to its ProxyCommand when it is done: a normal end.

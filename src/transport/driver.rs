@@ -2,19 +2,15 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant as TokioInstant, sleep_until};
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::proto::client::{ClientError, ClientEvent, ClientSession};
 
-use super::DataChannelSocket;
+use super::{Link, LinkError, LinkEvent};
 
 #[derive(Clone, Debug)]
 pub struct DriveOptions {
-    /// Websocket ping interval (the plugin's is 5 min; a shorter one keeps NAT state fresh).
-    pub ping_interval: Duration,
     /// How long the agent may take to complete the handshake.
     pub handshake_timeout: Duration,
     /// After local input ends, how long at most to wait for the agent to acknowledge what
@@ -29,7 +25,6 @@ pub struct DriveOptions {
 impl Default for DriveOptions {
     fn default() -> Self {
         DriveOptions {
-            ping_interval: Duration::from_secs(60),
             // The agent itself gives up after 15 s per step (PROTOCOL.md §5.2).
             handshake_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
@@ -55,10 +50,8 @@ pub enum Outcome {
 pub enum DriveError {
     #[error(transparent)]
     Protocol(#[from] ClientError),
-    #[error("the data channel failed: {0}")]
-    Socket(#[from] tungstenite::Error),
-    #[error("the data channel closed unexpectedly{}", close_text(.code, .reason))]
-    UnexpectedClose { code: Option<u16>, reason: String },
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error("the agent did not complete the session handshake within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("the agent could not connect to the destination port on the instance")]
@@ -67,14 +60,6 @@ pub enum DriveError {
     Input(std::io::Error),
     #[error("writing local output failed: {0}")]
     Output(std::io::Error),
-}
-
-fn close_text(code: &Option<u16>, reason: &str) -> String {
-    match (code, reason.is_empty()) {
-        (Some(c), true) => format!(" (close code {c})"),
-        (Some(c), false) => format!(" (close code {c}: {reason})"),
-        (None, _) => String::new(),
-    }
 }
 
 fn now() -> std::time::Instant {
@@ -87,7 +72,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Pipes `input` into the session and the session's output into `output` until one side
 /// ends. Never writes anything but remote bytes to `output`.
 pub async fn drive_stream<R, W>(
-    ws: &mut DataChannelSocket,
+    link: &mut Link,
     session: &mut ClientSession,
     mut input: R,
     mut output: W,
@@ -99,18 +84,12 @@ where
 {
     let started = TokioInstant::now();
     let handshake_deadline = started + opts.handshake_timeout;
-    let mut ping = tokio::time::interval_at(started + opts.ping_interval, opts.ping_interval);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut input_closed_at: Option<TokioInstant> = None;
     let mut last_remote_data = started;
     loop {
-        let mut wrote = false;
         while let Some(frame) = session.poll_transmit() {
-            ws.feed(WsMessage::binary(frame)).await?;
-            wrote = true;
-        }
-        if wrote {
-            ws.flush().await?;
+            link.send(frame);
         }
         let mut delivered = false;
         while let Some(ev) = session.poll_event() {
@@ -167,20 +146,16 @@ where
         let drain_deadline = input_closed_at.map(|t| t + opts.drain_timeout);
         tokio::select! {
             biased;
-            frame = ws.next() => match frame {
-                Some(Ok(WsMessage::Binary(bytes))) => session.handle_frame(now(), &bytes)?,
-                // The plugin feeds text frames to the same parser.
-                Some(Ok(WsMessage::Text(text))) => session.handle_frame(now(), text.as_bytes())?,
-                Some(Ok(WsMessage::Ping(_))) => ws.flush().await?,
-                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-                Some(Ok(WsMessage::Close(frame))) => {
-                    return Err(DriveError::UnexpectedClose {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    });
+            event = link.recv() => match event {
+                Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
+                Some(LinkEvent::Reconnected { attempt, after }) => {
+                    tracing::debug!(attempt, ?after, "resending what was in flight");
+                    session.on_reconnect(now());
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(DriveError::UnexpectedClose { code: None, reason: String::new() }),
+                Some(LinkEvent::Failed(e)) => return Err(e.into()),
+                None => {
+                    return Err(LinkError::NotResumable { cause: "the link task ended".into() }.into());
+                }
             },
             _ = sleep_until(timer.unwrap_or(started)), if timer.is_some() => {
                 session.handle_timeout(now())?;
@@ -192,9 +167,6 @@ where
                     .map_err(|e| DriveError::Input(std::io::Error::other(e)))?,
                 Err(e) => return Err(DriveError::Input(e)),
             },
-            _ = ping.tick() => {
-                ws.send(WsMessage::Ping(b"keepalive".to_vec().into())).await?;
-            }
             _ = sleep_until(handshake_deadline), if !session.is_established() => {
                 return Err(DriveError::HandshakeTimeout(opts.handshake_timeout));
             }

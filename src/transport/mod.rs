@@ -1,12 +1,15 @@
 //! The tokio driver: a websocket to the Message Gateway Service on one side, a
 //! [`ClientSession`](crate::proto::client::ClientSession) on the other.
 //!
-//! The driver is deliberately thin: it moves frames between the socket and the sans-IO
-//! core, tells the core the time, and moves payload bytes between the core and a local
-//! byte stream (stdin/stdout for `proxy`). Every protocol decision lives in `proto`.
+//! [`Link`] owns the websocket in a background task (pings, dead-connection detection,
+//! resume after a drop); drivers such as [`drive_stream`] move frames between the link
+//! and the sans-IO core and payload bytes between the core and local IO. Every protocol
+//! decision lives in `proto`.
 
 mod connect;
 mod driver;
+mod link;
 
 pub use connect::{ConnectError, DataChannelSocket, connect};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
+pub use link::{Link, LinkError, LinkEvent, LinkOptions, LinkTarget, Resume, ResumeError, Resumed};

@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::server::AppState;
-use crate::sigv4::{self, AuthError};
-use crate::state::SessionRecord;
+use crate::config::InstanceConfig;
+use crate::server::{ACCOUNT_ID, AppState, CALLER};
+use crate::sigv4::AuthError;
+use crate::state::{ApiCall, SessionRecord};
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "AmazonSSM.";
@@ -49,7 +50,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(modeled: bool, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(modeled: bool, code: &'static str, message: impl Into<String>) -> Self {
         let (status, message) = (StatusCode::BAD_REQUEST, message.into());
         ApiError {
             status,
@@ -59,15 +60,15 @@ impl ApiError {
         }
     }
 
-    fn frontend(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn frontend(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(false, code, message)
     }
 
-    fn modeled(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn modeled(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(true, code, message)
     }
 
-    fn validation(message: impl Into<String>) -> Self {
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::frontend(
             "ValidationException",
             format!("1 validation error detected: {}", message.into()),
@@ -117,14 +118,27 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
 
 /// Signature check, then [`dispatch`].
 pub fn handle_parts(state: &AppState, parts: &Parts, body: &[u8]) -> Response<Full<Bytes>> {
-    let region = &state.config.region;
     let target = parts
         .headers
         .get("x-amz-target")
-        .and_then(|v| v.to_str().ok());
-    let result = sigv4::verify(parts, body, region, SIGNING_NAME, |k| state.secret_for(k))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let result = state
+        .authenticate(parts, body, SIGNING_NAME)
         .map_err(ApiError::from)
-        .and_then(|_| dispatch(state, target.unwrap_or(""), body));
+        .and_then(|(access_key_id, cred)| {
+            let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
+            let start_target = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("Target")?.as_str().map(str::to_owned));
+            state.record_call(ApiCall {
+                service: SIGNING_NAME,
+                operation: operation.to_owned(),
+                access_key_id,
+                target: start_target,
+            });
+            dispatch_as(state, &cred.arn, target, body)
+        });
     match result {
         Ok(value) => respond(StatusCode::OK, &value, None),
         Err(e) => {
@@ -134,13 +148,30 @@ pub fn handle_parts(state: &AppState, parts: &Parts, body: &[u8]) -> Response<Fu
     }
 }
 
-/// Runs one operation named by `X-Amz-Target` on a JSON body (no signature check).
+/// Runs one operation named by `X-Amz-Target` on a JSON body (no signature check), as the
+/// testbed's IAM user.
 pub fn dispatch(state: &AppState, target: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let caller = format!("arn:aws:iam::{ACCOUNT_ID}:user/{CALLER}");
+    dispatch_as(state, &caller, target, body)
+}
+
+/// [`dispatch`] for the caller `caller_arn` (named in access-denied messages).
+pub fn dispatch_as(
+    state: &AppState,
+    caller_arn: &str,
+    target: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
     tracing::debug!(operation, "SSM API call");
     match operation {
-        "StartSession" => reply(start_session(state, parse(body)?)?),
+        "StartSession" => reply(start_session(state, caller_arn, parse(body)?)?),
         "TerminateSession" => reply(terminate_session(state, parse(body)?)?),
+        "DescribeInstanceInformation" => reply(crate::describe::describe_instance_information(
+            state,
+            parse(body)?,
+        )?),
+        "ResumeSession" => reply(resume_session(state, parse(body)?)?),
         _ => Err(ApiError::frontend(
             "UnknownOperationException",
             format!("Unknown operation '{target}'."),
@@ -167,6 +198,7 @@ pub struct StartSessionResponse {
 
 fn start_session(
     state: &AppState,
+    caller_arn: &str,
     req: StartSessionRequest,
 ) -> Result<StartSessionResponse, ApiError> {
     let target = required(req.target, "target")?;
@@ -194,7 +226,13 @@ fn start_session(
     let not_connected =
         || ApiError::modeled("TargetNotConnected", format!("{target} is not connected."));
     let instance = state.instance(&target).ok_or_else(not_connected)?;
-    if instance.ping_status != "Online" {
+    if instance.access_denied {
+        return Err(access_denied(state, caller_arn, instance));
+    }
+    if state.count_start(&target) < instance.throttle_first {
+        return Err(ApiError::frontend("ThrottlingException", "Rate exceeded"));
+    }
+    if crate::describe::ping_status(state, instance) != "Online" {
         return Err(not_connected());
     }
     let session_id = format!("{}-{:017x}", state.caller, random_bits(68));
@@ -217,6 +255,25 @@ fn start_session(
         token_value: token,
         stream_url,
     })
+}
+
+/// What IAM answers a caller without `ssm:StartSession` on the instance (the text follows
+/// AWS's "no identity-based policy allows" form).
+fn access_denied(state: &AppState, caller_arn: &str, instance: &InstanceConfig) -> ApiError {
+    let region = &state.config.region;
+    let id = &instance.id;
+    let resource = if id.starts_with("mi-") {
+        format!("arn:aws:ssm:{region}:{ACCOUNT_ID}:managed-instance/{id}")
+    } else {
+        format!("arn:aws:ec2:{region}:{ACCOUNT_ID}:instance/{id}")
+    };
+    ApiError::modeled(
+        "AccessDeniedException",
+        format!(
+            "User: {caller_arn} is not authorized to perform: ssm:StartSession on resource: \
+             {resource} because no identity-based policy allows the ssm:StartSession action"
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -242,6 +299,57 @@ fn terminate_session(
     let existed = state.sessions.terminate(&session_id);
     tracing::info!(%session_id, existed, "session terminated");
     Ok(TerminateSessionResponse { session_id })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResumeSessionRequest {
+    pub session_id: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResumeSessionResponse {
+    pub session_id: String,
+    /// Null when the session cannot be resumed (the plugin then reports a timeout).
+    pub token_value: Option<String>,
+    pub stream_url: Option<String>,
+}
+
+/// ResumeSession: a fresh token (the old one stops working) and a StreamUrl with a new
+/// cell number, as the 2026 plugin expects; a terminated or unknown session gets a null
+/// TokenValue (PROTOCOL.md §1.1, §2.4).
+fn resume_session(
+    state: &AppState,
+    req: ResumeSessionRequest,
+) -> Result<ResumeSessionResponse, ApiError> {
+    let session_id = required(req.session_id, "sessionId")?;
+    check_len("sessionId", &session_id, 1, 96)?;
+    if let Some(refusal) = state.config.faults.resume_refusal(&session_id) {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            ..ApiError::modeled("AccessDeniedException", refusal)
+        });
+    }
+    let token = random_text(200);
+    let Some(_) = state.sessions.resume(&session_id, token.clone()) else {
+        return Ok(ResumeSessionResponse {
+            session_id,
+            token_value: None,
+            stream_url: None,
+        });
+    };
+    let stream_url = format!(
+        "ws://{}/v1/data-channel/{session_id}?role=publish_subscribe&cell-number={}",
+        state.local_addr,
+        random_text(96)
+    );
+    tracing::info!(%session_id, "session resumed");
+    Ok(ResumeSessionResponse {
+        session_id,
+        token_value: Some(token),
+        stream_url: Some(stream_url),
+    })
 }
 
 /// The document's short name, defaulting to `SSM-SessionManagerRunShell`. An ARN is reduced
@@ -274,6 +382,11 @@ fn document_name(name: Option<String>) -> Result<String, ApiError> {
     }
 }
 
+/// `^(i|mi)-[0-9a-f]{8,17}$`: an instance or managed-node ID.
+pub(crate) fn well_formed_id(t: &str) -> bool {
+    !t.starts_with("ecs:") && well_formed_target(t)
+}
+
 /// `^(i|mi)-[0-9a-f]{8,17}$`, or an ECS target (`ecs:…`, which the testbed never has).
 fn well_formed_target(t: &str) -> bool {
     if t.starts_with("ecs:") {
@@ -285,7 +398,7 @@ fn well_formed_target(t: &str) -> bool {
     })
 }
 
-fn required(v: Option<String>, field: &str) -> Result<String, ApiError> {
+pub(crate) fn required(v: Option<String>, field: &str) -> Result<String, ApiError> {
     v.ok_or_else(|| {
         ApiError::validation(format!(
             "Value null at '{field}' failed to satisfy constraint: Member must not be null"
@@ -307,7 +420,7 @@ fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiErro
     )))
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // The SDKs send `{}` for an operation without input; an empty body is treated the same.
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
@@ -322,7 +435,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn reply<T: Serialize>(resp: T) -> Result<Value, ApiError> {
+pub(crate) fn reply<T: Serialize>(resp: T) -> Result<Value, ApiError> {
     serde_json::to_value(resp).map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         ..ApiError::modeled("InternalServerError", e.to_string())
@@ -364,7 +477,7 @@ fn respond(status: StatusCode, body: &Value, error_type: Option<&str>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{InstanceConfig, TestbedConfig};
+    use crate::config::TestbedConfig;
     use crate::server::ACCESS_KEY_ID;
 
     const ONLINE: &str = "i-0123456789abcdef0";

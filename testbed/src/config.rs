@@ -36,6 +36,33 @@ pub struct InstanceConfig {
     /// The version the agent reports in its handshake.
     #[serde(default = "default_agent_version")]
     pub agent_version: String,
+    /// SSM `IPAddress`. Default: `172.31.X.Y`, X and Y from the ID's last hex digits.
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// SSM `ComputerName`. Default: EC2's default host name for the IP
+    /// (`ip-172-31-X-Y.ec2.internal`).
+    #[serde(default)]
+    pub computer_name: Option<String>,
+    /// SSM `Name`: only on-premises nodes (`mi-…`) have one. Default: none.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long before the testbed started the agent last pinged, in seconds. Default: 0 for
+    /// an `Online` instance, 1800 otherwise.
+    #[serde(default)]
+    pub last_ping_ago_secs: Option<u64>,
+    /// Fault: for this many seconds after the testbed starts, StartSession answers
+    /// `TargetNotConnected` and DescribeInstanceInformation says `ConnectionLost` (an agent
+    /// that is still coming up after a boot). Default 0.
+    #[serde(default)]
+    pub not_connected_for_secs: u64,
+    /// Fault: StartSession to this instance answers `AccessDeniedException`, as IAM does for
+    /// a caller without `ssm:StartSession` on it. Default false.
+    #[serde(default)]
+    pub access_denied: bool,
+    /// Fault: the first N StartSession calls to this instance answer `ThrottlingException`.
+    /// Default 0.
+    #[serde(default)]
+    pub throttle_first: u32,
 }
 
 fn default_host() -> String {
@@ -63,6 +90,68 @@ impl InstanceConfig {
             ping_status: default_ping_status(),
             platform: default_platform(),
             agent_version: default_agent_version(),
+            ip_address: None,
+            computer_name: None,
+            name: None,
+            last_ping_ago_secs: None,
+            not_connected_for_secs: 0,
+            access_denied: false,
+            throttle_first: 0,
+        }
+    }
+
+    /// A plain online instance with this ID and no ports (for API-only tests).
+    pub fn named(id: &str, name: &str) -> Self {
+        let mut i = InstanceConfig::ssh_shortcut(SocketAddr::from(([127, 0, 0, 1], 22)));
+        i.id = id.to_owned();
+        i.ports.clear();
+        i.tags = BTreeMap::from([("Name".to_owned(), name.to_owned())]);
+        i
+    }
+
+    /// SSM `IPAddress`: the configured one, else `172.31.X.Y` from the ID.
+    pub fn ip_address(&self) -> String {
+        if let Some(ip) = &self.ip_address {
+            return ip.clone();
+        }
+        let hex: Vec<u8> = (self.id.bytes().rev())
+            .filter_map(|b| char::from(b).to_digit(16).map(|d| d as u8))
+            .take(3)
+            .collect();
+        let digit = |i: usize| hex.get(i).copied().unwrap_or(0);
+        let (x, y) = (digit(2), digit(1) * 16 + digit(0));
+        format!("172.31.{x}.{}", y.max(1))
+    }
+
+    /// SSM `ComputerName`: the configured one, else EC2's default host name for the IP.
+    pub fn computer_name(&self) -> String {
+        match &self.computer_name {
+            Some(n) => n.clone(),
+            None => format!(
+                "ip-{}.ec2.internal",
+                self.ip_address().replace(['.', ':'], "-")
+            ),
+        }
+    }
+
+    /// SSM `ResourceType`: `EC2Instance` for `i-…`, `ManagedInstance` for `mi-…`.
+    pub fn resource_type(&self) -> &'static str {
+        if self.id.starts_with("mi-") {
+            "ManagedInstance"
+        } else {
+            "EC2Instance"
+        }
+    }
+
+    /// SSM `PlatformType` from the platform name.
+    pub fn platform_type(&self) -> &'static str {
+        let p = self.platform.to_ascii_lowercase();
+        if p.contains("windows") {
+            "Windows"
+        } else if p.contains("mac") {
+            "MacOS"
+        } else {
+            "Linux"
         }
     }
 
@@ -85,6 +174,8 @@ pub struct TestbedConfig {
     pub agent: AgentSettings,
     /// Round-trip time added by the relay: half of it each way, per message.
     pub rtt: Duration,
+    /// Faults the relay injects (none by default).
+    pub faults: crate::faults::FaultPlan,
 }
 
 impl TestbedConfig {
@@ -95,6 +186,7 @@ impl TestbedConfig {
             instances,
             agent: AgentSettings::default(),
             rtt: Duration::ZERO,
+            faults: crate::faults::FaultPlan::default(),
         }
     }
 }

@@ -11,15 +11,22 @@
 //! Where the real service's behaviour is unknown, the code says so in a comment.
 
 pub mod agent;
+pub mod agent_exec;
+pub mod agent_port;
+pub mod agent_port_mux;
+pub mod agent_shell;
 pub mod api;
 pub mod config;
 pub mod delay_proxy;
 pub mod demo;
+pub mod describe;
+pub mod faults;
 pub mod relay;
 pub mod server;
 pub mod sigv4;
 pub mod sshd;
 pub mod state;
+pub mod sts;
 
 pub use config::{InstanceConfig, TestbedConfig};
 pub use server::Testbed;

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the fake SSM API, relay and agent on a loopback address.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Relay TCP connections to ADDR, delaying each direction by half of --rtt.
     DelayProxy(DelayProxyArgs),
     /// Run real ssh and scp through `sallyport proxy` against a throw-away sshd and this
@@ -62,6 +62,80 @@ struct ServeArgs {
     /// Region the testbed claims to be; requests must be signed for it.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// Faults the relay injects (see testbed/src/faults.rs).
+#[derive(Args)]
+struct FaultArgs {
+    /// Close every client websocket this long after it opens (code 1000), like the
+    /// service's recycle; clients must ResumeSession.
+    #[arg(long, value_parser = parse_duration)]
+    recycle_every: Option<Duration>,
+    /// Probability of losing a message, each direction (e.g. 0.01).
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Probability of duplicating a message, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Probability of holding a message back behind the next one, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Answer ResumeSession with 403 AccessDenied.
+    #[arg(long)]
+    refuse_resume: bool,
+    /// Send one malformed frame after the handshake: short, wrong-header-length,
+    /// wrong-digest, absurd-length, unknown-type, negative-sequence, far-sequence, huge-json.
+    #[arg(long, value_parser = parse_hostile)]
+    hostile: Option<sallyport_testbed::faults::Hostile>,
+    /// Send pause_publication at AFTER, start_publication DURATION later (e.g. 2s+3s).
+    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
+    pause: Option<sallyport_testbed::faults::Window>,
+    /// The relay goes silent (no reads, no pongs, no writes) at AFTER for DURATION.
+    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
+    vanish: Option<sallyport_testbed::faults::Window>,
+    /// The agent freezes at AFTER for DURATION.
+    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
+    stall: Option<sallyport_testbed::faults::Window>,
+    /// End sessions after this long without client input (the service's idle timeout).
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// End sessions this long after they start.
+    #[arg(long, value_parser = parse_duration)]
+    max_duration: Option<Duration>,
+}
+
+fn parse_window(s: &str) -> Result<sallyport_testbed::faults::Window, String> {
+    sallyport_testbed::faults::Window::parse(s, |d| parse_duration(d).map_err(|e| e.to_string()))
+}
+
+fn parse_hostile(s: &str) -> Result<sallyport_testbed::faults::Hostile, String> {
+    sallyport_testbed::faults::Hostile::parse(s)
+        .ok_or_else(|| format!("unknown hostile frame kind {s:?}"))
+}
+
+impl FaultArgs {
+    fn plan(&self) -> sallyport_testbed::faults::FaultPlan {
+        let imp = sallyport_testbed::faults::Impairment {
+            drop: self.drop,
+            duplicate: self.duplicate,
+            reorder: self.reorder,
+        };
+        sallyport_testbed::faults::FaultPlan {
+            recycle_every: self.recycle_every,
+            to_client: imp,
+            to_agent: imp,
+            refuse_resume: self.refuse_resume,
+            hostile: self.hostile,
+            pause: self.pause,
+            vanish: self.vanish,
+            stall: self.stall,
+            idle_timeout: self.idle_timeout,
+            max_duration: self.max_duration,
+            seed: 1,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -99,7 +173,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::DelayProxy(args) => delay(args).await,
             Command::Demo(args) => {
                 let bin = sallyport_testbed::demo::find_sallyport(args.sallyport)?;
@@ -129,6 +203,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = TestbedConfig::new(args.listen, instances);
     config.region = args.region;
     config.rtt = args.rtt;
+    config.faults = args.faults.plan();
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,

@@ -1,8 +1,15 @@
-//! The Message Gateway Service end of the data-channel websocket: checks the client's
-//! opening frame, carries frames between the client and the agent with the configured
-//! network delay, and ends the session with `channel_closed` as the service does.
+//! The Message Gateway Service end of the data-channel websocket.
+//!
+//! One agent runs per session for as long as the session lives; client websockets come
+//! and go (drops, the service's recycles, ResumeSession). Each websocket is checked
+//! (opening text frame with the current token), then carries frames between the client
+//! and the agent with the configured delay and faults. A newer websocket for the same
+//! session replaces the older one. Agent messages produced while no client websocket is
+//! attached are dropped: whether the real service buffers them is unverified (PROTOCOL.md
+//! §13), and dropping is the harsher case (the agent must retransmit).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -18,10 +25,103 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::agent::{self, AgentIo, AgentOut};
 use crate::config::TestbedConfig;
+use crate::faults::Impairer;
 use crate::state::{SessionRecord, Sessions};
 
 /// How long a client may take to send its opening text frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The live agents, by session ID.
+#[derive(Default)]
+pub struct Hub {
+    agents: Mutex<HashMap<String, Arc<AgentHandle>>>,
+}
+
+struct AgentHandle {
+    /// When the session's agent started; fault windows count from here.
+    started: Instant,
+    /// Last client stream input, for the idle timeout.
+    last_input: Mutex<Instant>,
+    agent_task: Mutex<Option<tokio::task::AbortHandle>>,
+    to_agent: mpsc::UnboundedSender<Vec<u8>>,
+    /// Where agent output goes: the attached websocket's queue, if any.
+    attached: Mutex<Option<mpsc::UnboundedSender<AgentOut>>>,
+    /// Set once the agent has ended the session (its channel_closed text).
+    ended: Mutex<Option<String>>,
+}
+
+impl Hub {
+    fn attach(
+        &self,
+        session: &Arc<SessionRecord>,
+        config: &Arc<TestbedConfig>,
+    ) -> (Arc<AgentHandle>, mpsc::UnboundedReceiver<AgentOut>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = agents
+            .entry(session.session_id.clone())
+            .or_insert_with(|| spawn_agent(session.clone(), config))
+            .clone();
+        // A newer websocket replaces the older one (whose queue then ends).
+        *handle.attached.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        (handle, rx)
+    }
+
+    /// The session is over: stop its agent (closing its TCP connection) and forget it.
+    fn forget(&self, session_id: &str) {
+        let handle = self
+            .agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session_id);
+        if let Some(task) = handle.and_then(|h| {
+            h.agent_task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        }) {
+            task.abort();
+        }
+    }
+}
+
+fn spawn_agent(session: Arc<SessionRecord>, config: &TestbedConfig) -> Arc<AgentHandle> {
+    let (to_agent, from_client) = mpsc::unbounded_channel();
+    let (to_client, mut from_agent) = mpsc::unbounded_channel();
+    let handle = Arc::new(AgentHandle {
+        started: Instant::now(),
+        last_input: Mutex::new(Instant::now()),
+        agent_task: Mutex::new(None),
+        to_agent,
+        attached: Mutex::new(None),
+        ended: Mutex::new(None),
+    });
+    let task = tokio::spawn(agent::run(
+        session,
+        config.agent.clone(),
+        AgentIo {
+            from_client,
+            to_client,
+        },
+    ));
+    *handle.agent_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
+    // Forward agent output to whichever websocket is attached; drop it when none is.
+    let h = handle.clone();
+    tokio::spawn(async move {
+        while let Some(out) = from_agent.recv().await {
+            if let AgentOut::Close { output } = &out {
+                *h.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(output.clone());
+            }
+            let attached = h.attached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(tx) = attached {
+                let _ = tx.send(out);
+            }
+        }
+        let mut ended = h.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.get_or_insert_with(String::new);
+    });
+    handle
+}
 
 /// Serves one accepted data-channel websocket for `session` until it closes.
 pub async fn serve_data_channel<S>(
@@ -29,11 +129,14 @@ pub async fn serve_data_channel<S>(
     session: Arc<SessionRecord>,
     config: Arc<TestbedConfig>,
     sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
 ) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Err(why) = check_opening_frame(&mut ws, &session).await {
+    // The token may have been replaced by ResumeSession since the upgrade was accepted.
+    let current = sessions.get(&session.session_id).unwrap_or(session);
+    if let Err(why) = check_opening_frame(&mut ws, &current).await {
         let close = CloseFrame {
             code: CloseCode::Policy,
             reason: why.clone().into(),
@@ -41,53 +144,186 @@ where
         let _ = ws.close(Some(close)).await;
         anyhow::bail!("refused data channel: {why}");
     }
-    let one_way = config.rtt / 2;
-    let (to_agent_tx, to_agent_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let (from_agent_tx, from_agent_rx) = mpsc::unbounded_channel::<AgentOut>();
-    let delayed_to_agent = delay_line(to_agent_rx, one_way);
-    let mut delayed_to_client = delay_line(from_agent_rx, one_way);
-    let agent_task = tokio::spawn(agent::run_port_session(
-        session.clone(),
-        config.agent.clone(),
-        AgentIo {
-            from_client: delayed_to_agent,
-            to_client: from_agent_tx,
-        },
-    ));
+    let session = current;
+    let (handle, from_agent) = hub.attach(&session, &config);
+    let already_ended = handle
+        .ended
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (mut sink, mut stream) = ws.split();
+    if let Some(output) = already_ended {
+        send_channel_closed(&mut sink, &session.session_id, &output).await?;
+        hub.forget(&session.session_id);
+        let _ = sink.close().await;
+        return Ok(());
+    }
+    let one_way = config.rtt / 2;
+    let faults = &config.faults;
+    let seed = faults.seed ^ rand::random::<u64>();
+    let mut to_agent_imp = Impairer::new(faults.to_agent, seed);
+    let mut to_client_imp = Impairer::new(faults.to_client, seed.rotate_left(17));
+    let (delay_tx, delayed_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let mut delayed_to_agent = delay_line(delayed_rx, one_way);
+    let mut delayed_to_client = delay_line(from_agent, one_way);
+    let recycle_at = faults.recycle_every.map(|d| Instant::now() + d);
+    let mut hostile = faults.hostile;
     let mut terminated_check = tokio::time::interval(Duration::from_millis(200));
+    let base = handle.started;
+    let at =
+        |w: Option<crate::faults::Window>| w.map(|w| (base + w.after, base + w.after + w.lasts));
+    let now = Instant::now();
+    // Windows already over when this websocket opened do not happen again.
+    let live = |w: Option<(Instant, Instant)>| w.filter(|(_, end)| *end > now);
+    let mut pause = live(at(faults.pause));
+    let mut pause_sent = false;
+    // A vanish swallows the websockets open when it begins, not the ones a resume opens.
+    let mut vanish = at(faults.vanish).filter(|(start, _)| *start > now);
+    let stall = live(at(faults.stall));
+    let mut held_to_agent: Vec<Vec<u8>> = Vec::new();
+    let mut held_to_client: Vec<Vec<u8>> = Vec::new();
+    let stalled = |t: Instant| stall.is_some_and(|(s, e)| t >= s && t < e);
+    let max_end = faults.max_duration.map(|d| base + d);
     let result = loop {
+        let idle_end = faults
+            .idle_timeout
+            .map(|d| *handle.last_input.lock().unwrap_or_else(|e| e.into_inner()) + d);
+        let pause_next = pause.map(|(s, e)| if pause_sent { e } else { s });
+        let end_text = |t: Instant| {
+            if max_end.is_some_and(|m| t >= m) {
+                crate::faults::MAX_DURATION_TEXT
+            } else {
+                crate::faults::IDLE_TEXT
+            }
+        };
         tokio::select! {
+            _ = sleep_opt(vanish.map(|(s, _)| s)) => {
+                // A black hole: no reads (so no pongs), no writes, then carry on.
+                let (_, end) = vanish.take().unwrap_or((base, base));
+                tokio::time::sleep_until(end).await;
+                while delayed_to_client.try_recv().is_ok() {}
+            }
+            _ = sleep_opt(pause_next) => {
+                let kind = if pause_sent {
+                    pause = None;
+                    MessageType::StartPublication
+                } else {
+                    pause_sent = true;
+                    MessageType::PausePublication
+                };
+                sink.send(WsMessage::binary(publication_frame(kind))).await?;
+            }
+            _ = sleep_opt(stall.map(|(_, e)| e).filter(|e| *e > Instant::now() && !(held_to_agent.is_empty() && held_to_client.is_empty()))) => {
+                for f in held_to_agent.drain(..) { let _ = handle.to_agent.send(f); }
+                for f in held_to_client.drain(..) { sink.send(WsMessage::binary(f)).await?; }
+            }
+            _ = sleep_opt([idle_end, max_end].into_iter().flatten().min()) => {
+                let text = end_text(Instant::now());
+                send_channel_closed(&mut sink, &session.session_id, text).await?;
+                hub.forget(&session.session_id);
+                break Ok(());
+            }
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Binary(b))) => { let _ = to_agent_tx.send(b.to_vec()); }
-                Some(Ok(WsMessage::Text(t))) => { let _ = to_agent_tx.send(t.as_bytes().to_vec()); }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    if is_client_input(&b) {
+                        *handle.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    }
+                    for f in to_agent_imp.apply(b.to_vec()) { let _ = delay_tx.send(f); }
+                }
+                Some(Ok(WsMessage::Text(t))) => { let _ = delay_tx.send(t.as_bytes().to_vec()); }
+                // The client left; the agent stays for a resume.
                 Some(Ok(WsMessage::Close(_))) | None => break Ok(()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(e.into()),
             },
+            Some(f) = delayed_to_agent.recv() => {
+                if stalled(Instant::now()) {
+                    held_to_agent.push(f);
+                } else {
+                    let _ = handle.to_agent.send(f);
+                }
+            }
             out = delayed_to_client.recv() => match out {
-                Some(AgentOut::Frame(f)) => sink.send(WsMessage::binary(f)).await?,
+                Some(AgentOut::Frame(f)) => {
+                    if let Some(h) = hostile.filter(|_| is_after_handshake(&f)) {
+                        hostile = None;
+                        if let Ok(base) = Message::decode(&f) {
+                            sink.send(WsMessage::binary(h.frame(&base))).await?;
+                        }
+                    }
+                    for f in to_client_imp.apply(f) {
+                        if stalled(Instant::now()) {
+                            held_to_client.push(f);
+                        } else {
+                            sink.send(WsMessage::binary(f)).await?;
+                        }
+                    }
+                }
                 Some(AgentOut::Close { output }) => {
                     send_channel_closed(&mut sink, &session.session_id, &output).await?;
+                    hub.forget(&session.session_id);
                     break Ok(());
                 }
-                // The agent is gone without a word: the service would close the channel.
-                None => {
-                    send_channel_closed(&mut sink, &session.session_id, "").await?;
-                    break Ok(());
-                }
+                // A newer websocket took over this session.
+                None => break Ok(()),
             },
+            _ = sleep_opt(recycle_at) => {
+                // The service's periodic recycle: a normal close; the client must resume.
+                let close = CloseFrame { code: CloseCode::Normal, reason: "recycle".into() };
+                let _ = sink.send(WsMessage::Close(Some(close))).await;
+                break Ok(());
+            }
             _ = terminated_check.tick() => {
                 if sessions.is_terminated(&session.session_id) {
                     send_channel_closed(&mut sink, &session.session_id, "").await?;
+                    hub.forget(&session.session_id);
                     break Ok(());
                 }
             }
         }
     };
-    agent_task.abort();
     let _ = sink.close().await;
     result
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `pause_publication` / `start_publication`. What the service puts in these headers is
+/// unverified (PROTOCOL.md §4; the plugin skips validating them): we send a well-formed
+/// header with an empty payload.
+fn publication_frame(kind: MessageType) -> Vec<u8> {
+    Message {
+        message_type: kind,
+        schema_version: 1,
+        created_date: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1),
+        sequence_number: 0,
+        flags: 0,
+        message_id: uuid::Uuid::new_v4(),
+        payload_type: 0,
+        payload: Vec::new(),
+    }
+    .encode()
+}
+
+/// Client stream data (not an acknowledge): what counts as activity for the idle timeout.
+fn is_client_input(frame: &[u8]) -> bool {
+    frame
+        .get(4..36)
+        .is_some_and(|t| t.starts_with(b"input_stream_data"))
+}
+
+/// Output data (not the handshake): where a hostile frame does the most harm.
+fn is_after_handshake(frame: &[u8]) -> bool {
+    Message::decode(frame)
+        .is_ok_and(|m| m.message_type == MessageType::OutputStreamData && m.payload_type == 1)
 }
 
 async fn check_opening_frame<S>(

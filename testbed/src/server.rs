@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use http_body_util::Full;
@@ -23,10 +23,13 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::config::{InstanceConfig, TestbedConfig};
-use crate::state::Sessions;
+use crate::sigv4::AuthError;
+use crate::state::{ApiCall, Sessions};
 
 /// The access key ID every testbed hands out; the secret is random per start.
 pub const ACCESS_KEY_ID: &str = "AKIASALLYPORTTESTBED";
+/// The AWS account the testbed plays.
+pub const ACCOUNT_ID: &str = "123456789012";
 /// The caller name that prefixes session IDs (AWS uses the IAM user or role session name).
 pub const CALLER: &str = "sallyport-testbed";
 const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
@@ -49,9 +52,29 @@ pub struct AppState {
     pub local_addr: SocketAddr,
     /// Prefix of generated session IDs.
     pub caller: String,
-    /// Access key ID -> secret access key.
-    credentials: Mutex<HashMap<String, String>>,
+    /// The relay's live agents, one per session.
+    pub hub: Arc<crate::relay::Hub>,
+    /// Access key ID -> what the key is.
+    credentials: Mutex<HashMap<String, Credential>>,
+    /// When the testbed started: `not_connected_for_secs` counts from here.
+    pub started: Instant,
+    /// StartSession calls per instance ID (for `throttle_first`).
+    start_calls: Mutex<HashMap<String, u32>>,
+    /// Every API call that passed the signature check, in order.
+    calls: Mutex<Vec<ApiCall>>,
     tasks: Mutex<JoinSet<()>>,
+}
+
+/// A key pair the testbed accepts.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub secret: String,
+    /// Temporary keys (from STS) must come with this `X-Amz-Security-Token`.
+    pub session_token: Option<String>,
+    /// Requests signed with an expired key get `ExpiredTokenException`.
+    pub expired: bool,
+    /// Who the key belongs to, as IAM names it in access-denied messages.
+    pub arn: String,
 }
 
 impl AppState {
@@ -61,18 +84,90 @@ impl AppState {
             sessions: Arc::new(Sessions::default()),
             local_addr,
             caller: CALLER.to_owned(),
+            hub: Arc::default(),
             credentials: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            start_calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
             tasks: Mutex::new(JoinSet::new()),
         }
     }
 
+    /// Accepts a long-term key pair of the testbed's IAM user.
     pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
-        self.creds()
-            .insert(access_key_id.to_owned(), secret_access_key.to_owned());
+        let arn = format!("arn:aws:iam::{ACCOUNT_ID}:user/{CALLER}");
+        self.add_credential(
+            access_key_id,
+            Credential {
+                secret: secret_access_key.to_owned(),
+                session_token: None,
+                expired: false,
+                arn,
+            },
+        );
+    }
+
+    pub fn add_credential(&self, access_key_id: &str, credential: Credential) {
+        self.creds().insert(access_key_id.to_owned(), credential);
+    }
+
+    pub fn credential(&self, access_key_id: &str) -> Option<Credential> {
+        self.creds().get(access_key_id).cloned()
     }
 
     pub fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.creds().get(access_key_id).cloned()
+        self.credential(access_key_id).map(|c| c.secret)
+    }
+
+    /// Checks the SigV4 signature for `service`, then the key's expiry and session token.
+    pub fn authenticate(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: &[u8],
+        service: &str,
+    ) -> Result<(String, Credential), AuthError> {
+        let region = &self.config.region;
+        let akid = crate::sigv4::verify(parts, body, region, service, |k| self.secret_for(k))?;
+        let cred = self
+            .credential(&akid)
+            .ok_or_else(AuthError::unknown_access_key)?;
+        if cred.expired {
+            return Err(AuthError::expired());
+        }
+        if let Some(token) = &cred.session_token {
+            let sent = parts.headers.get("x-amz-security-token");
+            if sent.map(|v| v.as_bytes()) != Some(token.as_bytes()) {
+                return Err(AuthError::unknown_access_key());
+            }
+        }
+        Ok((akid, cred))
+    }
+
+    /// Marks a key as expired; returns whether the testbed knew it.
+    pub fn expire_credentials(&self, access_key_id: &str) -> bool {
+        self.creds()
+            .get_mut(access_key_id)
+            .map(|c| c.expired = true)
+            .is_some()
+    }
+
+    /// Counts a StartSession call to `instance_id`; returns how many there were before.
+    pub fn count_start(&self, instance_id: &str) -> u32 {
+        let mut calls = self.start_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let n = calls.entry(instance_id.to_owned()).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+
+    pub fn record_call(&self, call: ApiCall) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn instance(&self, id: &str) -> Option<&InstanceConfig> {
@@ -99,7 +194,7 @@ impl AppState {
             .abort_all();
     }
 
-    fn creds(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn creds(&self) -> std::sync::MutexGuard<'_, HashMap<String, Credential>> {
         self.credentials.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -177,6 +272,16 @@ impl Testbed {
         self.state.add_credentials(access_key_id, secret_access_key);
     }
 
+    /// From now on, requests signed with this key get `ExpiredTokenException`.
+    pub fn expire_credentials(&self, access_key_id: &str) -> bool {
+        self.state.expire_credentials(access_key_id)
+    }
+
+    /// Every API call (SSM and STS) that passed the signature check, in order.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.state.calls()
+    }
+
     /// Stops accepting and aborts every open connection and data channel.
     pub fn shutdown(&self) {
         self.state.abort_all();
@@ -219,7 +324,14 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
-    let resp = if req.method() == Method::POST && path == "/" {
+    let form = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    let resp = if req.method() == Method::POST && path == "/" && form {
+        // The AWS Query protocol: STS.
+        crate::sts::handle(&state, req).await
+    } else if req.method() == Method::POST && path == "/" {
         crate::api::handle(&state, req).await
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
     {
@@ -276,6 +388,7 @@ fn data_channel(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = state.config.clone();
     let sessions = state.sessions.clone();
+    let hub = state.hub.clone();
     let session_id = id.to_owned();
     state.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -286,7 +399,7 @@ fn data_channel(
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        if let Err(e) = crate::relay::serve_data_channel(ws, record, config, sessions).await {
+        if let Err(e) = crate::relay::serve_data_channel(ws, record, config, sessions, hub).await {
             tracing::debug!(%session_id, "data channel ended: {e:#}");
         }
     });

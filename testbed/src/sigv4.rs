@@ -55,6 +55,13 @@ impl AuthError {
         Self::new(400, "UnrecognizedClientException", message)
     }
 
+    /// A temporary key past its expiry (or one the testbed was told to expire); the text is
+    /// what AWS answers.
+    pub fn expired() -> Self {
+        let message = "The security token included in the request is expired";
+        Self::new(400, "ExpiredTokenException", message)
+    }
+
     /// Well-formed, known key, but the wrong scope or signature.
     pub fn invalid_signature(message: impl Into<String>) -> Self {
         Self::new(403, "InvalidSignatureException", message)
@@ -344,7 +351,7 @@ fn uri_encode(bytes: &[u8]) -> String {
 
 /// Query decoding as `application/x-www-form-urlencoded` (`+` is a space); a bad `%`
 /// escape is kept literally.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub fn percent_decode(s: &str) -> Vec<u8> {
     let (b, mut out, mut i) = (s.as_bytes(), Vec::with_capacity(s.len()), 0);
     while let Some(&c) = b.get(i) {
         let escaped = b

@@ -32,10 +32,13 @@ impl SessionRecord {
 pub struct Sessions {
     inner: Mutex<HashMap<String, Arc<SessionRecord>>>,
     terminated: Mutex<Vec<String>>,
+    /// Every token ever issued (StartSession and ResumeSession), for leak checks in tests.
+    issued: Mutex<Vec<String>>,
 }
 
 impl Sessions {
     pub fn insert(&self, rec: SessionRecord) -> Arc<SessionRecord> {
+        self.remember(&rec.token);
         let rec = Arc::new(rec);
         self.lock().insert(rec.session_id.clone(), rec.clone());
         rec
@@ -43,6 +46,34 @@ impl Sessions {
 
     pub fn get(&self, id: &str) -> Option<Arc<SessionRecord>> {
         self.lock().get(id).cloned()
+    }
+
+    /// Every token issued so far.
+    pub fn all_tokens(&self) -> Vec<String> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, token: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token.to_owned());
+    }
+
+    /// Gives a live session a new token (ResumeSession); `None` if it is not live.
+    pub fn resume(&self, id: &str, token: String) -> Option<Arc<SessionRecord>> {
+        self.remember(&token);
+        let mut map = self.lock();
+        let old = map.get(id)?;
+        let rec = Arc::new(SessionRecord {
+            token,
+            ..SessionRecord::clone(old)
+        });
+        map.insert(id.to_owned(), rec.clone());
+        Some(rec)
     }
 
     /// Removes a session; returns whether it existed.
@@ -68,4 +99,17 @@ impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SessionRecord>>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// One API call the testbed answered (after its signature check), for tests to inspect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiCall {
+    /// `ssm` or `sts`.
+    pub service: &'static str,
+    /// e.g. `StartSession`, `DescribeInstanceInformation`, `AssumeRole`.
+    pub operation: String,
+    /// The access key ID that signed the call.
+    pub access_key_id: String,
+    /// StartSession's `Target`.
+    pub target: Option<String>,
 }

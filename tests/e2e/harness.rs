@@ -23,6 +23,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        Fixture::with_config(|_| {})
+    }
+
+    /// A fixture whose testbed configuration `adjust` may change (faults, delay, agent).
+    pub fn with_config(adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
         let dir = TempDir::new("sallyport-e2e").expect("temp dir");
         let sshd = TestSshd::start(dir.path()).expect("start sshd");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,10 +35,11 @@ impl Fixture {
             .enable_all()
             .build()
             .expect("runtime");
-        let config = TestbedConfig::new(
+        let mut config = TestbedConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             vec![InstanceConfig::ssh_shortcut(sshd.addr)],
         );
+        adjust(&mut config);
         let testbed = runtime
             .block_on(Testbed::start(config))
             .expect("start testbed");
@@ -73,21 +79,34 @@ impl Fixture {
                 cmd.env(k, v);
             }
         }
+        // Empty files, not absent ones: the SDK warns about an absent overridden path.
+        for name in ["aws-config", "aws-credentials"] {
+            let _ = std::fs::write(self.path(name), "");
+        }
         cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.path("aws-config-absent"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.path("aws-credentials-absent"),
-            )
+            .env("AWS_CONFIG_FILE", self.path("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("aws-credentials"))
             .env("AWS_MAX_ATTEMPTS", "1");
     }
 
     fn client(&self, program: &str) -> Command {
+        self.client_with(program, "")
+    }
+
+    /// An OpenSSH client whose ProxyCommand is `sallyport proxy %h --port %p EXTRA`.
+    fn client_with(&self, program: &str, extra: &str) -> Command {
         let mut cmd = Command::new(program);
-        cmd.args(self.sshd.client_options())
-            .arg("-o")
-            .arg(format!("ProxyCommand={SALLYPORT} proxy %h --port %p"));
+        cmd.args(self.sshd.client_options()).arg("-o").arg(format!(
+            "ProxyCommand={SALLYPORT} proxy %h --port %p {extra}"
+        ));
         self.aws_env(&mut cmd);
+        cmd
+    }
+
+    /// `ssh` to the instance with extra `sallyport proxy` options.
+    pub fn ssh_with(&self, proxy_options: &str) -> Command {
+        let mut cmd = self.client_with("ssh", proxy_options);
+        cmd.arg(format!("root@{}", self.instance));
         cmd
     }
 

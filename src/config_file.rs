@@ -1,0 +1,288 @@
+//! The config file, `~/.config/sallyport/config.toml` (`$XDG_CONFIG_HOME` is honoured;
+//! `--config FILE` or `SALLYPORT_CONFIG` point elsewhere): defaults for the AWS settings, the
+//! same per AWS profile, and target aliases.
+//!
+//! ```toml
+//! profile = "dev"                     # defaults, below flags and environment variables
+//! region = "eu-west-1"
+//! endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+//!
+//! [profiles.research]                 # applied when the profile in use is "research"
+//! region = "us-east-2"
+//!
+//! [alias]
+//! jupyter = "i-0123456789abcdef0"     # any target: ID, Name tag value, tag:K=V, IP, host name
+//! notebook = { tag = "Name=jupyter-alice", profile = "research" }
+//! db = { target = "db-1", region = "eu-central-1" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the config file could not be used; one sentence naming the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The config file as read; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// Where it was read from (`None`: there was none).
+    pub path: Option<PathBuf>,
+    pub defaults: Defaults,
+    /// `[profiles.NAME]`: defaults that apply when the AWS profile in use is NAME.
+    pub profiles: BTreeMap<String, Defaults>,
+    pub aliases: BTreeMap<String, Alias>,
+}
+
+/// AWS settings a config file may default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// An alias: a target and, optionally, where to look for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// Any target form except another alias: an ID, `tag:Key=Value`, a Name, an IP.
+    pub target: String,
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    profile: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    profiles: BTreeMap<String, RawProfile>,
+    #[serde(default)]
+    alias: BTreeMap<String, RawAlias>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAlias {
+    Target(String),
+    Table(BTreeMap<String, String>),
+}
+
+/// The default location: `$XDG_CONFIG_HOME/sallyport/config.toml`.
+pub fn default_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("sallyport").join("config.toml"))
+}
+
+/// Reads `explicit` (from `--config` or `SALLYPORT_CONFIG`; it must exist), else the default
+/// file if there is one.
+pub fn load(explicit: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => match default_path() {
+            Some(p) => (p, false),
+            None => return Ok(ConfigFile::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok(ConfigFile::default());
+        }
+        Err(e) => {
+            let next = if must_exist {
+                "fix the path given by --config or SALLYPORT_CONFIG"
+            } else {
+                "fix its permissions or remove it"
+            };
+            return Err(ConfigError(format!(
+                "cannot read the config file {}: {e}; {next}",
+                path.display()
+            )));
+        }
+    };
+    parse(&text, &path)
+}
+
+/// Parses and checks a config file's text; `path` is only for messages.
+pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+    let bad = |what: String| ConfigError(format!("invalid config file {}: {what}", path.display()));
+    // toml's message names the line and column and quotes the offending line.
+    let raw: RawFile = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_owned()))?;
+    let defaults = Defaults {
+        profile: raw.profile,
+        region: raw.region,
+        endpoint_url: raw.endpoint_url,
+    };
+    check_defaults(&defaults, "").map_err(bad)?;
+    let mut profiles = BTreeMap::new();
+    for (name, p) in raw.profiles {
+        let d = Defaults {
+            profile: None,
+            region: p.region,
+            endpoint_url: p.endpoint_url,
+        };
+        check_defaults(&d, &format!("[profiles.{name}] ")).map_err(bad)?;
+        profiles.insert(name, d);
+    }
+    let mut aliases = BTreeMap::new();
+    for (name, a) in raw.alias {
+        let alias = alias(&name, a).map_err(bad)?;
+        aliases.insert(name, alias);
+    }
+    Ok(ConfigFile {
+        path: Some(path.to_path_buf()),
+        defaults,
+        profiles,
+        aliases,
+    })
+}
+
+fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {
+    for (key, v) in [("profile", &d.profile), ("region", &d.region)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(format!("{prefix}`{key}` is empty"));
+        }
+    }
+    if let Some(u) = &d.endpoint_url {
+        check_url(u).map_err(|e| format!("{prefix}`endpoint_url` {e}"))?;
+    }
+    Ok(())
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    if u.starts_with("https://") || u.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{u:?} must start with https:// (or http:// for a local testbed)"
+        ))
+    }
+}
+
+fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
+    if name.trim().is_empty() {
+        return Err("an alias name is empty".to_owned());
+    }
+    let mut table = match raw {
+        RawAlias::Target(t) => BTreeMap::from([("target".to_owned(), t)]),
+        RawAlias::Table(t) => t,
+    };
+    let target = match (table.remove("target"), table.remove("tag")) {
+        (Some(t), None) => t,
+        (None, Some(tag)) => match tag.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => format!("tag:{k}={v}"),
+            _ => {
+                return Err(format!(
+                    "alias {name:?}: `tag` must be \"Key=Value\", e.g. \"Name=web-1\", not {tag:?}"
+                ));
+            }
+        },
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "alias {name:?} has both `target` and `tag`; keep one"
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "alias {name:?} needs `target = \"…\"` or `tag = \"Key=Value\"`"
+            ));
+        }
+    };
+    if target.trim().is_empty() {
+        return Err(format!("alias {name:?} has an empty target"));
+    }
+    let alias = Alias {
+        target,
+        profile: table.remove("profile"),
+        region: table.remove("region"),
+        endpoint_url: table.remove("endpoint_url"),
+    };
+    if let Some(u) = &alias.endpoint_url {
+        check_url(u).map_err(|e| format!("alias {name:?}: `endpoint_url` {e}"))?;
+    }
+    if let Some(unknown) = table.keys().next() {
+        return Err(format!(
+            "alias {name:?} has an unknown key `{unknown}` (known: target, tag, profile, region, \
+             endpoint_url)"
+        ));
+    }
+    Ok(alias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<ConfigFile, ConfigError> {
+        parse(text, Path::new("/cfg.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = r#"
+            profile = "dev"
+            region = "eu-west-1"
+            endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+            [profiles.research]
+            region = "us-east-2"
+            [alias]
+            jupyter = "i-0123456789abcdef0"
+            notebook = { tag = "Name=jupyter-alice", profile = "research" }
+            db = { target = "db-1", region = "eu-central-1" }
+        "#;
+        let c = p(text).unwrap();
+        assert_eq!(c.defaults.profile.as_deref(), Some("dev"));
+        assert_eq!(c.profiles["research"].region.as_deref(), Some("us-east-2"));
+        assert_eq!(c.aliases["jupyter"].target, "i-0123456789abcdef0");
+        let nb = &c.aliases["notebook"];
+        assert_eq!(nb.target, "tag:Name=jupyter-alice");
+        assert_eq!(nb.profile.as_deref(), Some("research"));
+        assert_eq!(c.aliases["db"].region.as_deref(), Some("eu-central-1"));
+        assert_eq!(p("").unwrap().aliases.len(), 0);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("regoin = \"x\"", "unknown field `regoin`"),
+            ("[alias]\na = { tag = \"Name\" }", "must be \"Key=Value\""),
+            ("[alias]\na = { profile = \"p\" }", "needs `target"),
+            ("[alias]\na = { target = \"x\", tag = \"a=b\" }", "both"),
+            (
+                "[alias]\na = { target = \"x\", zone = \"b\" }",
+                "unknown key `zone`",
+            ),
+            (
+                "endpoint_url = \"vpce.example\"",
+                "must start with https://",
+            ),
+            ("region = \"\"", "`region` is empty"),
+            ("[alias]\na = 5", "invalid config file /cfg.toml"),
+            ("profile = ", "invalid config file /cfg.toml"),
+        ];
+        for (text, want) in cases {
+            let e = p(text).unwrap_err().0;
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("/cfg.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn explicit_path_must_exist_default_may_not() {
+        let e = load(Some(Path::new("/nonexistent/sallyport.toml"))).unwrap_err();
+        assert!(e.0.contains("cannot read the config file"), "{}", e.0);
+    }
+}

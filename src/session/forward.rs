@@ -1,0 +1,481 @@
+//! `sallyport forward`: local ports to ports on the target (`AWS-StartPortForwardingSession`)
+//! or to hosts the target can reach (`...ToRemoteHost`), one session per SPEC, all in one
+//! process; and with `-D` a SOCKS5 server ([`super::socks`]).
+//!
+//! Messages go to stderr only: one line per forward once its session is up
+//! (`forwarding 127.0.0.1:58888 -> i-0abc:8888`). Ctrl-C (or SIGTERM, SIGHUP) ends every
+//! forward cleanly: the TerminateSession flag, then the TerminateSession API; exit 0.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::aws::{SessionDocument, StartOptions, Ssm};
+use crate::error::{ExitCode, Failure};
+use crate::proto::client::{ClientEvent, ClientSession};
+use crate::proto::handshake::SessionParams;
+use crate::proto::payload::PayloadFlag;
+use crate::transport::{DriveError, Link, LinkOptions};
+
+use super::forward_driver::{Driver, Ended, Incoming, Mode};
+use super::lifecycle::{self, Signals, now, sleep_opt};
+
+/// Where the remote end of a forward is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Remote {
+    /// A port on the target itself.
+    Port(u16),
+    /// `host:port` as the target resolves and reaches it.
+    Host { host: String, port: u16 },
+}
+
+/// One `[bind:]local:remote_port` or `[bind:]local:host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardSpec {
+    pub bind: IpAddr,
+    /// 0 for an ephemeral port.
+    pub local_port: u16,
+    pub remote: Remote,
+}
+
+impl std::str::FromStr for ForwardSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts = split_spec(s)?;
+        let port = |p: &str| -> Result<u16, String> {
+            p.parse()
+                .map_err(|_| format!("{p:?} in {s:?} is not a port number (0-65535)"))
+        };
+        let remote_port = |p: &str| -> Result<u16, String> {
+            match port(p)? {
+                0 => Err(format!("the remote port in {s:?} cannot be 0")),
+                n => Ok(n),
+            }
+        };
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let spec = match parts.as_slice() {
+            [p] => ForwardSpec {
+                bind: localhost,
+                local_port: remote_port(p)?,
+                remote: Remote::Port(remote_port(p)?),
+            },
+            [l, r] => ForwardSpec {
+                bind: localhost,
+                local_port: port(l)?,
+                remote: Remote::Port(remote_port(r)?),
+            },
+            [a, b, c] if a.parse::<u16>().is_ok() => ForwardSpec {
+                bind: localhost,
+                local_port: port(a)?,
+                remote: host_remote(b, remote_port(c)?, s)?,
+            },
+            [a, b, c] => ForwardSpec {
+                bind: parse_bind(a)?,
+                local_port: port(b)?,
+                remote: Remote::Port(remote_port(c)?),
+            },
+            [a, b, c, d] => ForwardSpec {
+                bind: parse_bind(a)?,
+                local_port: port(b)?,
+                remote: host_remote(c, remote_port(d)?, s)?,
+            },
+            _ => {
+                return Err(format!(
+                    "{s:?} is not [bind:]local:remote_port or [bind:]local:host:port"
+                ));
+            }
+        };
+        Ok(spec)
+    }
+}
+
+fn host_remote(host: &str, port: u16, spec: &str) -> Result<Remote, String> {
+    if host.is_empty() {
+        return Err(format!("the remote host in {spec:?} is empty"));
+    }
+    Ok(Remote::Host {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// `127.0.0.1`, `::1`, `0.0.0.0`, `localhost`, `*` (all IPv4 addresses).
+pub fn parse_bind(b: &str) -> Result<IpAddr, String> {
+    match b {
+        "localhost" | "" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "*" => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        _ => b
+            .parse()
+            .map_err(|_| format!("bind address {b:?} is not an IP address or localhost")),
+    }
+}
+
+/// Splits on `:` outside `[...]`, dropping the brackets (`[::1]:80:[fd00::1]:80`).
+fn split_spec(s: &str) -> Result<Vec<String>, String> {
+    let mut parts = vec![String::new()];
+    let mut in_brackets = false;
+    for c in s.chars() {
+        match c {
+            '[' if !in_brackets => in_brackets = true,
+            ']' if in_brackets => in_brackets = false,
+            ':' if !in_brackets => parts.push(String::new()),
+            c => {
+                if let Some(last) = parts.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    if in_brackets {
+        return Err(format!("unbalanced [ in {s:?}"));
+    }
+    Ok(parts)
+}
+
+impl ForwardSpec {
+    pub fn document(&self, local_port: u16) -> SessionDocument {
+        match &self.remote {
+            Remote::Port(port) => SessionDocument::PortForward {
+                port: *port,
+                local_port,
+            },
+            Remote::Host { host, port } => SessionDocument::PortForwardToHost {
+                host: host.clone(),
+                port: *port,
+                local_port,
+            },
+        }
+    }
+}
+
+/// `i-0abc:8888`, or `db.internal:5432 via i-0abc`.
+pub fn describe_remote(target: &str, remote: &Remote) -> String {
+    match remote {
+        Remote::Port(p) => format!("{target}:{p}"),
+        Remote::Host { host, port } if host.contains(':') => {
+            format!("[{host}]:{port} via {target}")
+        }
+        Remote::Host { host, port } => format!("{host}:{port} via {target}"),
+    }
+}
+
+pub struct ForwardRequest {
+    pub target: String,
+    pub specs: Vec<ForwardSpec>,
+    /// `-D [bind:]port`: a SOCKS5 server.
+    pub socks: Option<SocketAddr>,
+    /// Open `http://127.0.0.1:<port>/` of the first forward in a browser.
+    pub open: bool,
+    pub start: StartOptions,
+    pub link: LinkOptions,
+}
+
+/// What every forward of one command shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub ssm: Ssm,
+    pub target: String,
+    pub start: StartOptions,
+    pub link: LinkOptions,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Runs every forward until Ctrl-C or until all have ended; returns the exit code.
+pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
+    let mut listeners = Vec::new();
+    for spec in &req.specs {
+        listeners.push(bind(SocketAddr::new(spec.bind, spec.local_port)).await?);
+    }
+    let socks_listener = match req.socks {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Shared {
+        ssm: ssm.clone(),
+        target: req.target.clone(),
+        start: req.start.clone(),
+        link: req.link.clone(),
+        stop,
+    };
+    let mut tasks = JoinSet::new();
+    for (i, (spec, listener)) in req.specs.iter().zip(listeners).enumerate() {
+        let open = req.open && i == 0;
+        tasks.spawn(forward_listener(shared.clone(), spec.clone(), listener, open));
+    }
+    if let Some(l) = socks_listener {
+        tasks.spawn(super::socks::serve(shared.clone(), l));
+    }
+    let mut signals = Signals::new();
+    let mut first_failure: Option<ExitCode> = None;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            sig = signals.recv(), if !stopping => {
+                tracing::debug!(signal = sig.name(), "stopping the forwards");
+                eprintln!("sallyport: {}: ending the sessions", sig.name());
+                stopping = true;
+                let _ = stop_tx.send(true);
+            }
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(f))) => {
+                    eprintln!("sallyport: {}", f.message);
+                    first_failure.get_or_insert(f.code);
+                }
+                Some(Err(e)) => {
+                    eprintln!("sallyport: a forward failed: {e}");
+                    first_failure.get_or_insert(ExitCode::Internal);
+                }
+            },
+        }
+    }
+    Ok(first_failure.map_or(0, |c| c as u8))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot listen on {addr}: {e}"),
+        )
+    })
+}
+
+/// One SPEC: its session, its listener, until stopped or failed.
+async fn forward_listener(
+    shared: Shared,
+    spec: ForwardSpec,
+    listener: TcpListener,
+    open: bool,
+) -> Result<(), Failure> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("listener: {e}")))?;
+    let label = describe_remote(&shared.target, &spec.remote);
+    let announce = move |mode: &Mode| {
+        eprintln!("forwarding {local} -> {label}");
+        tracing::debug!(mode = mode.name(), "forward up");
+        if open {
+            open_browser(local.port());
+        }
+    };
+    let document = spec.document(local.port());
+    one_session(
+        &shared,
+        &document,
+        describe_remote(&shared.target, &spec.remote),
+        Incoming::Listener(listener),
+        announce,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Starts a port session for `document`, waits for its handshake, calls `announce`,
+/// then carries `incoming` connections until stopped, failed, or out of connections.
+pub async fn one_session(
+    shared: &Shared,
+    document: &SessionDocument,
+    label: String,
+    incoming: Incoming,
+    announce: impl FnOnce(&Mode),
+) -> Result<Ended, Failure> {
+    let mut stop = shared.stop.clone();
+    let mut opened = tokio::select! {
+        o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
+        _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+    };
+    let result = async {
+        let params = established(&mut opened.link, &mut opened.session, &label, &mut stop).await?;
+        let Some(params) = params else {
+            return Ok(Ended::Stopped);
+        };
+        let mode = Mode::for_session(&params);
+        announce(&mode);
+        Driver {
+            link: &mut opened.link,
+            session: &mut opened.session,
+            mode,
+            incoming,
+            label: label.clone(),
+            stop,
+        }
+        .run()
+        .await
+    }
+    .await;
+    if opened.session.is_established() && !matches!(result, Err(ref f) if f.code == ExitCode::SessionEnded) {
+        end_politely(&mut opened.link, &mut opened.session).await;
+    }
+    opened.link.close().await;
+    lifecycle::terminate(&shared.ssm, &opened.started.session_id).await;
+    result
+}
+
+/// Waits for the handshake; `None` if asked to stop first.
+async fn established(
+    link: &mut Link,
+    session: &mut ClientSession,
+    label: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<SessionParams>, Failure> {
+    let deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
+    loop {
+        lifecycle::flush(session, link);
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ClientEvent::Established {
+                    params,
+                    customer_message,
+                } => {
+                    if !customer_message.is_empty() {
+                        eprintln!("{customer_message}");
+                    }
+                    return Ok(Some(params));
+                }
+                ClientEvent::Closed { output } => {
+                    return Err(Failure::new(
+                        ExitCode::SessionEnded,
+                        format!("{label}: {output}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+            event = link.recv() => lifecycle::on_link_event(session, event)
+                .map_err(|e| Failure::drive(e, label, 0))?,
+            _ = sleep_opt(timer) => session.handle_timeout(now()).map_err(lifecycle::protocol_failure)?,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Failure::drive(
+                    DriveError::HandshakeTimeout(lifecycle::HANDSHAKE_TIMEOUT), label, 0));
+            }
+        }
+    }
+}
+
+/// The TerminateSession flag, and a moment for the agent to acknowledge it.
+async fn end_politely(link: &mut Link, session: &mut ClientSession) {
+    if session.send_flag(now(), PayloadFlag::TerminateSession).is_err() {
+        return;
+    }
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+    while session.unacked() > 0 {
+        lifecycle::flush(session, link);
+        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            event = link.recv() => {
+                if lifecycle::on_link_event(session, event).is_err() {
+                    return;
+                }
+                while session.poll_event().is_some() {}
+            }
+            _ = sleep_opt(timer) => {
+                if session.handle_timeout(now()).is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(give_up) => return,
+        }
+    }
+    lifecycle::flush(session, link);
+}
+
+/// Opens `http://127.0.0.1:<port>/` with the desktop's opener; failure is a warning.
+fn open_browser(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/");
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    match std::process::Command::new(opener)
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            // Reap it without blocking the forward.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+        Err(e) => eprintln!("sallyport: warning: could not open {url} with {opener}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(s: &str) -> ForwardSpec {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn specs_parse_like_ssh_dash_l() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            spec("58888:8888"),
+            ForwardSpec {
+                bind: lo,
+                local_port: 58888,
+                remote: Remote::Port(8888)
+            }
+        );
+        assert_eq!(spec("8888").local_port, 8888);
+        assert_eq!(spec("0:80").local_port, 0);
+        assert_eq!(
+            spec("5432:db.internal:5432").remote,
+            Remote::Host {
+                host: "db.internal".into(),
+                port: 5432
+            }
+        );
+        let s = spec("0.0.0.0:8080:80");
+        assert_eq!(s.bind, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(s.remote, Remote::Port(80));
+        let s = spec("[::1]:8080:[fd00::5]:80");
+        assert_eq!(s.bind, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            s.remote,
+            Remote::Host {
+                host: "fd00::5".into(),
+                port: 80
+            }
+        );
+        assert_eq!(spec("localhost:1:2").bind, lo);
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        for bad in ["", "x:80", "80:0", "1:2:3:4:5", "nohost:1:2", "[::1:80:80", "70000:80"] {
+            assert!(bad.parse::<ForwardSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn remotes_are_described_for_the_user() {
+        assert_eq!(describe_remote("i-0abc", &Remote::Port(8888)), "i-0abc:8888");
+        assert_eq!(
+            describe_remote(
+                "i-0abc",
+                &Remote::Host {
+                    host: "::1".into(),
+                    port: 80
+                }
+            ),
+            "[::1]:80 via i-0abc"
+        );
+    }
+}

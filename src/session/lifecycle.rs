@@ -1,0 +1,207 @@
+//! The steps every session kind shares: StartSession, opening the data channel, the
+//! client end of the protocol, stop signals, and TerminateSession at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
+use crate::error::{ExitCode, Failure};
+use crate::proto::client::{ClientError, ClientSession};
+use crate::transport::{DriveError, Link, LinkOptions, LinkTarget};
+
+/// How long to give TerminateSession when we leave.
+pub const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
+
+/// How long the agent may take to complete the handshake (it gives up after 15 s per
+/// step itself, PROTOCOL.md §5.2).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A started session with its data channel open and a fresh client end.
+pub struct Opened {
+    pub started: StartedSession,
+    pub link: Link,
+    pub session: ClientSession,
+}
+
+/// StartSession (with the retries and advice of `start`), then the data channel.
+/// On a failure after StartSession the session is terminated before returning.
+pub async fn open(
+    ssm: &Ssm,
+    target: &str,
+    document: &SessionDocument,
+    start: &StartOptions,
+    link_options: &LinkOptions,
+) -> Result<Opened, Failure> {
+    let started = crate::aws::start_session(ssm, target, document, start)
+        .await
+        .map_err(|e| Failure::aws(e, target))?;
+    tracing::debug!(
+        session_id = started.session_id,
+        document = document.name().unwrap_or("(default)"),
+        "session started"
+    );
+    let link_target = LinkTarget {
+        session_id: started.session_id.clone(),
+        client_id: uuid::Uuid::new_v4().to_string(),
+        resumer: Some(Arc::new(ssm.clone())),
+    };
+    let link = match Link::open(
+        &started.stream_url,
+        &started.token,
+        link_target,
+        link_options.clone(),
+    )
+    .await
+    {
+        Ok(link) => link,
+        Err(e) => {
+            terminate(ssm, &started.session_id).await;
+            return Err(Failure::connect(e));
+        }
+    };
+    Ok(Opened {
+        started,
+        link,
+        session: new_client_session(),
+    })
+}
+
+/// A client end with our defaults, seeded from fresh randomness.
+pub fn new_client_session() -> ClientSession {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    ClientSession::with_defaults(now(), wall_ms, uuid::Uuid::new_v4().as_u128())
+}
+
+/// Best-effort TerminateSession, bounded by [`TERMINATE_BUDGET`].
+pub async fn terminate(ssm: &Ssm, session_id: &str) {
+    match tokio::time::timeout(TERMINATE_BUDGET, ssm.terminate_session(session_id)).await {
+        Ok(Ok(())) => tracing::debug!(session_id, "session terminated"),
+        Ok(Err(e)) => tracing::debug!(session_id, "TerminateSession failed: {e}"),
+        Err(_) => tracing::debug!(session_id, "TerminateSession timed out"),
+    }
+}
+
+/// The monotonic clock as the sans-IO core wants it (tokio's, so paused time works).
+pub fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A protocol or link failure during a session, as the user reads it.
+pub fn protocol_failure(e: ClientError) -> Failure {
+    Failure::drive(DriveError::Protocol(e), "", 0)
+}
+
+/// A stop request from the user or the system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    Hangup,
+    Interrupt,
+    Quit,
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Hangup => "SIGHUP",
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// What ending on this signal exits with.
+    pub fn failure(self) -> Failure {
+        Failure::new(
+            ExitCode::Interrupted,
+            format!("interrupted ({})", self.name()),
+        )
+    }
+}
+
+/// Listens for SIGHUP, SIGINT, SIGQUIT and SIGTERM for as long as it lives.
+pub struct Signals {
+    hup: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    quit: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            hup: signal(SignalKind::hangup()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            quit: signal(SignalKind::quit()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal. Cancel-safe.
+    pub async fn recv(&mut self) -> StopSignal {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.hup) => StopSignal::Hangup,
+            _ = one(&mut self.int) => StopSignal::Interrupt,
+            _ = one(&mut self.quit) => StopSignal::Quit,
+            _ = one(&mut self.term) => StopSignal::Terminate,
+        }
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds one link event to the client end. `Err` when the link is over.
+pub fn on_link_event(
+    session: &mut ClientSession,
+    event: Option<crate::transport::LinkEvent>,
+) -> Result<(), DriveError> {
+    use crate::transport::{LinkError, LinkEvent};
+    match event {
+        Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
+        Some(LinkEvent::Reconnected { attempt, after }) => {
+            tracing::debug!(attempt, ?after, "resending what was in flight");
+            session.on_reconnect(now());
+        }
+        Some(LinkEvent::Failed(e)) => return Err(e.into()),
+        None => {
+            return Err(LinkError::NotResumable {
+                cause: "the link task ended".into(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Sends whatever the client end has queued.
+pub fn flush(session: &mut ClientSession, link: &Link) {
+    while let Some(frame) = session.poll_transmit() {
+        link.send(frame);
+    }
+}

@@ -1,0 +1,510 @@
+//! What the user typed as a target -> one instance ID.
+//!
+//! Forms, tried in this order: an instance or managed-node ID (`i-…`, `mi-…`: used as is,
+//! no API call), an alias from the config file (resolved in [`crate::cli::settings`]),
+//! `tag:Key=Value`, an IP address, and otherwise a name: the `Name` tag first, then the
+//! node's computer name (full or its first label) or on-premises name. Lookups go through
+//! SSM `DescribeInstanceInformation` ([`Instances`]) and are cached briefly on disk
+//! ([`cache`]). No match: say so and suggest close names. Several: list them and fail,
+//! unless `--pick first`.
+
+pub mod cache;
+mod suggest;
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use crate::aws::{Instances, NodeFilter, NodeInfo};
+use crate::error::{ExitCode, Failure};
+
+/// A parsed target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spec {
+    /// `i-…` or `mi-…`, lower-cased.
+    Id(String),
+    Tag {
+        key: String,
+        value: String,
+    },
+    Ip(IpAddr),
+    /// A `Name` tag value, computer name or on-premises node name.
+    Name(String),
+}
+
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spec::Id(id) => f.write_str(id),
+            Spec::Tag { key, value } => write!(f, "tag:{key}={value}"),
+            Spec::Ip(ip) => write!(f, "{ip}"),
+            Spec::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Parses a target as typed. ssh passes `%h` as typed but may add a trailing dot.
+pub fn parse(raw: &str) -> Result<Spec, Failure> {
+    let t = raw.trim().trim_end_matches('.');
+    if t.is_empty() {
+        return Err(Failure::new(
+            ExitCode::Target,
+            "the target is empty; give an instance ID (i-…), a Name tag value, tag:Key=Value, an IP address or an alias",
+        ));
+    }
+    let lower = t.to_ascii_lowercase();
+    if is_instance_id(&lower) {
+        return Ok(Spec::Id(lower));
+    }
+    if lower.starts_with("tag:") {
+        let rest = &t[4..];
+        return match rest.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Spec::Tag {
+                key: k.to_owned(),
+                value: v.to_owned(),
+            }),
+            _ => Err(Failure::new(
+                ExitCode::Target,
+                format!(
+                    "{raw:?} is not a tag target; write it as tag:Key=Value, e.g. tag:Name=web-1"
+                ),
+            )),
+        };
+    }
+    if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse() {
+        return Ok(Spec::Ip(ip));
+    }
+    Ok(Spec::Name(t.to_owned()))
+}
+
+/// `^(i|mi)-[0-9a-f]{8,17}$`.
+pub fn is_instance_id(t: &str) -> bool {
+    ["i-", "mi-"].iter().any(|p| {
+        t.strip_prefix(p).is_some_and(|hex| {
+            (8..=17).contains(&hex.len())
+                && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    })
+}
+
+/// How to look targets up.
+pub struct Resolver<'a> {
+    pub instances: &'a Instances,
+    /// Take the best of several matches instead of failing (`--pick first`).
+    pub pick_first: bool,
+    /// Alias names from the config file, offered as suggestions.
+    pub aliases: Vec<String>,
+    /// For messages.
+    pub region: String,
+    /// The AWS profile in use, for advice such as `aws sso login --profile X`.
+    pub profile: Option<String>,
+    pub cache: Option<cache::Cache>,
+    /// The cache key's context: profile, region, endpoint, access key ID.
+    pub cache_scope: String,
+}
+
+/// The outcome of a lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: String,
+    /// Set when the ID came from the on-disk cache (so a failure can drop the entry).
+    pub cache_key: Option<String>,
+    pub from_cache: bool,
+}
+
+impl Resolver<'_> {
+    pub async fn resolve(&self, spec: &Spec) -> Result<Resolved, Failure> {
+        let key = cache::key(&self.cache_scope, &spec.to_string());
+        if let Spec::Id(id) = spec {
+            return Ok(Resolved {
+                id: id.clone(),
+                cache_key: None,
+                from_cache: false,
+            });
+        }
+        if let Some(id) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            tracing::debug!(%spec, %id, "target from cache");
+            return Ok(Resolved {
+                id,
+                cache_key: Some(key),
+                from_cache: true,
+            });
+        }
+        let (matches, everyone) = self.lookup(spec).await?;
+        let unique = matches.len() == 1;
+        let node = self.choose(spec, matches, everyone.as_deref())?;
+        tracing::debug!(%spec, id = node.id, "target resolved");
+        // A `--pick first` choice is not cached: without the flag the next run must say
+        // that the target is ambiguous.
+        if let (Some(c), true) = (&self.cache, unique) {
+            c.put(&key, &node.id);
+        }
+        Ok(Resolved {
+            id: node.id,
+            cache_key: Some(key),
+            from_cache: false,
+        })
+    }
+
+    /// The matching nodes, and (when it was fetched) the full list for suggestions.
+    async fn lookup(&self, spec: &Spec) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), Failure> {
+        let describe = |f: NodeFilter| async move {
+            self.instances.describe(&f).await.map_err(|e| {
+                let e = crate::aws::advise(e, self.profile.as_deref());
+                Failure::aws(e, &spec.to_string())
+            })
+        };
+        Ok(match spec {
+            Spec::Id(id) => (describe(NodeFilter::Ids(vec![id.clone()])).await?, None),
+            Spec::Tag { key, value } => {
+                let f = NodeFilter::Tag {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                (describe(f).await?, None)
+            }
+            Spec::Ip(ip) => {
+                let all = describe(NodeFilter::All).await?;
+                let m = all
+                    .iter()
+                    .filter(|n| {
+                        n.ip_address
+                            .as_deref()
+                            .and_then(|a| a.parse::<IpAddr>().ok())
+                            .is_some_and(|a| a == *ip)
+                    })
+                    .cloned()
+                    .collect();
+                (m, Some(all))
+            }
+            Spec::Name(name) => {
+                let f = NodeFilter::Tag {
+                    key: "Name".to_owned(),
+                    value: name.clone(),
+                };
+                let tagged = describe(f).await?;
+                if !tagged.is_empty() {
+                    return Ok((tagged, None));
+                }
+                let all = describe(NodeFilter::All).await?;
+                let m = all
+                    .iter()
+                    .filter(|n| name_matches(n, name))
+                    .cloned()
+                    .collect();
+                (m, Some(all))
+            }
+        })
+    }
+
+    fn choose(
+        &self,
+        spec: &Spec,
+        mut matches: Vec<NodeInfo>,
+        everyone: Option<&[NodeInfo]>,
+    ) -> Result<NodeInfo, Failure> {
+        // Online first, then the most recently seen, then by ID: the order of the listing
+        // and what `--pick first` takes.
+        matches.sort_by(|a, b| {
+            (b.is_online(), b.last_ping, &a.id).cmp(&(a.is_online(), a.last_ping, &b.id))
+        });
+        matches.dedup_by(|a, b| a.id == b.id);
+        match matches.len() {
+            0 => Err(self.no_match(spec, everyone)),
+            1 => Ok(matches.remove(0)),
+            n if self.pick_first => {
+                tracing::info!(
+                    "{spec} matches {n} managed nodes; --pick first takes {}",
+                    matches[0].id
+                );
+                Ok(matches.remove(0))
+            }
+            n => Err(Failure::new(
+                ExitCode::Ambiguous,
+                format!(
+                    "{:?} matches {n} managed nodes in {}; use one of these IDs, or pass --pick first to take the first:\n{}",
+                    spec.to_string(),
+                    self.region,
+                    table(spec, &matches)
+                ),
+            )),
+        }
+    }
+
+    fn no_match(&self, spec: &Spec, everyone: Option<&[NodeInfo]>) -> Failure {
+        let region = &self.region;
+        let message = match spec {
+            Spec::Tag { key, value } => format!(
+                "no managed node in {region} has the tag {key}={value}; tag keys and values are case-sensitive, so check the spelling, --profile and --region"
+            ),
+            Spec::Ip(ip) => format!(
+                "no managed node in {region} has the IP address {ip}; check the address, --profile and --region"
+            ),
+            Spec::Id(id) => format!("SSM does not know {id} in {region}"),
+            Spec::Name(name) => {
+                let mut candidates: Vec<(String, &str)> =
+                    self.aliases.iter().map(|a| (a.clone(), "alias")).collect();
+                for n in everyone.unwrap_or_default() {
+                    if let Some(c) = &n.computer_name {
+                        candidates.push((c.clone(), "host name"));
+                        if let Some((short, _)) = c.split_once('.') {
+                            candidates.push((short.to_owned(), "host name"));
+                        }
+                    }
+                    if let Some(nm) = &n.name {
+                        candidates.push((nm.clone(), "node name"));
+                    }
+                }
+                let close = suggest::closest(name, &candidates, 3);
+                let hint = if close.is_empty() {
+                    "check the spelling (Name tags are case-sensitive, and ssh lower-cases host names), --profile and --region".to_owned()
+                } else {
+                    let list: Vec<String> = close
+                        .iter()
+                        .map(|(c, kind)| format!("{c} ({kind})"))
+                        .collect();
+                    format!("did you mean {}?", list.join(", or "))
+                };
+                format!(
+                    "{name:?} is not an instance ID, and no alias, Name tag, IP address or host name in {region} matches it; {hint}"
+                )
+            }
+        };
+        Failure::new(ExitCode::Target, message)
+    }
+}
+
+/// A target resolved for a command: the ID, and what later steps need.
+pub struct Found {
+    pub id: String,
+    pub instances: Instances,
+    cache: Option<(cache::Cache, String)>,
+}
+
+/// Resolves `settings.target` with the SDK configuration `config` (loaded for
+/// `settings.aws`).
+pub async fn find(
+    settings: &crate::cli::settings::TargetSettings,
+    config: &aws_config::SdkConfig,
+) -> Result<Found, Failure> {
+    let mut instances = Instances::new(config);
+    if let Some(w) = settings.wait {
+        instances.throttle_budget = w;
+    }
+    let cache = cache::Cache::new();
+    let resolver = Resolver {
+        instances: &instances,
+        pick_first: settings.pick_first,
+        aliases: settings.aliases.clone(),
+        region: config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "this region".to_owned()),
+        profile: settings.aws.profile.clone(),
+        cache: cache.clone(),
+        cache_scope: settings.cache_scope.clone(),
+    };
+    let resolved = resolver.resolve(&settings.target).await?;
+    if let Some(alias) = &settings.alias {
+        tracing::debug!(alias, id = resolved.id, "alias resolved");
+    }
+    Ok(Found {
+        id: resolved.id,
+        cache: cache.zip(resolved.cache_key),
+        instances,
+    })
+}
+
+impl Found {
+    /// How StartSession should be retried and explained for this target.
+    pub fn start_options(
+        &self,
+        settings: &crate::cli::settings::TargetSettings,
+    ) -> crate::aws::StartOptions {
+        crate::aws::StartOptions {
+            wait: settings.wait,
+            instances: Some(self.instances.clone()),
+            profile: settings.aws.profile.clone(),
+        }
+    }
+
+    /// Forgets a cached lookup whose ID the service refused as a target.
+    pub fn settle<T>(&self, result: &Result<T, Failure>) {
+        if let (Err(f), Some((c, key))) = (result, &self.cache)
+            && f.code == ExitCode::Target
+        {
+            c.remove(key);
+        }
+    }
+}
+
+/// A node's computer name (full, or its first label) or on-premises name, ignoring case.
+fn name_matches(n: &NodeInfo, name: &str) -> bool {
+    let eq = |s: &str| s.eq_ignore_ascii_case(name);
+    n.computer_name
+        .as_deref()
+        .is_some_and(|c| eq(c) || c.split('.').next().is_some_and(eq))
+        || n.name.as_deref().is_some_and(eq)
+}
+
+/// The listing for an ambiguous target: ID, name, IP, ping status, last seen.
+fn table(spec: &Spec, nodes: &[NodeInfo]) -> String {
+    let now = SystemTime::now();
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let tag_name = match spec {
+        Spec::Name(n) => Some(n.as_str()),
+        Spec::Tag { key, value } if key == "Name" => Some(value.as_str()),
+        _ => None,
+    };
+    let rows: Vec<[String; 5]> = nodes
+        .iter()
+        .map(|n| {
+            let name = (n.name.as_deref().or(tag_name))
+                .or(n.computer_name.as_deref())
+                .unwrap_or("-");
+            let seen = match n.last_ping {
+                Some(t) if !n.is_online() => {
+                    format!(
+                        "last seen {}",
+                        crate::aws::ago(now_secs.saturating_sub(t).max(0) as u64)
+                    )
+                }
+                _ => String::new(),
+            };
+            [
+                n.id.clone(),
+                name.to_owned(),
+                n.ip_address.clone().unwrap_or_else(|| "-".to_owned()),
+                n.ping_status.clone(),
+                seen,
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "IP", "STATUS", ""].map(str::to_owned);
+    let all: Vec<&[String; 5]> = std::iter::once(&header).chain(rows.iter()).collect();
+    let width = |col: usize| all.iter().map(|r| r[col].len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    all.iter()
+        .map(|r| {
+            let mut line = String::from("  ");
+            for (c, w) in widths.iter().enumerate() {
+                line.push_str(&format!("{:<w$}  ", r[c], w = w));
+            }
+            line.push_str(&r[4]);
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_are_told_apart() {
+        let id = |s: &str| Spec::Id(s.to_owned());
+        assert_eq!(
+            parse("i-0123456789abcdef0").unwrap(),
+            id("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            parse("I-0123456789ABCDEF0.").unwrap(),
+            id("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            parse("mi-0123456789abcdef0").unwrap(),
+            id("mi-0123456789abcdef0")
+        );
+        assert_eq!(parse("i-12345678").unwrap(), id("i-12345678"));
+        assert_eq!(
+            parse("tag:Team=Red Ops").unwrap(),
+            Spec::Tag {
+                key: "Team".into(),
+                value: "Red Ops".into()
+            }
+        );
+        assert_eq!(
+            parse("TAG:Name=a=b").unwrap(),
+            Spec::Tag {
+                key: "Name".into(),
+                value: "a=b".into()
+            }
+        );
+        assert_eq!(
+            parse("10.0.1.7").unwrap(),
+            Spec::Ip("10.0.1.7".parse().unwrap())
+        );
+        assert_eq!(
+            parse("[fd00::7]").unwrap(),
+            Spec::Ip("fd00::7".parse().unwrap())
+        );
+        for name in [
+            "web-1",
+            "i-xyz",
+            "i-0123456789abcdef0123",
+            "Web Server",
+            "ip-10-0-1-7",
+        ] {
+            assert_eq!(parse(name).unwrap(), Spec::Name(name.to_owned()), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_targets_say_how_to_write_them() {
+        for bad in ["", "  ", "tag:", "tag:Name", "tag:=x", "tag:Name="] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.code, ExitCode::Target, "{bad:?}");
+            assert!(
+                e.message.contains("tag:Key=Value") || e.message.contains("empty"),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    fn node(id: &str, status: &str, host: &str) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            ping_status: status.into(),
+            last_ping: Some(1_700_000_000),
+            ip_address: Some("10.0.0.1".into()),
+            computer_name: Some(host.into()),
+            name: None,
+            platform: None,
+            agent_version: None,
+        }
+    }
+
+    #[test]
+    fn names_match_host_names_by_label() {
+        let n = node("i-1", "Online", "Web-1.ec2.internal");
+        assert!(name_matches(&n, "web-1"));
+        assert!(name_matches(&n, "web-1.ec2.internal"));
+        assert!(!name_matches(&n, "web"));
+    }
+
+    #[test]
+    fn listing_has_every_column() {
+        let nodes = [
+            node("i-0aaaaaaaaaaaaaaaa", "Online", "a.internal"),
+            node("i-0bbbbbbbbbbbbbbbb", "ConnectionLost", "b.internal"),
+        ];
+        let t = table(&Spec::Name("web".into()), &nodes);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0].contains("ID") && lines[0].contains("STATUS"),
+            "{t}"
+        );
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            ["i-0aaaaaaaaaaaaaaaa", "web", "10.0.0.1", "Online"],
+            "{t}"
+        );
+        assert!(lines[2].contains("ConnectionLost  last seen"), "{t}");
+    }
+}

@@ -1,0 +1,348 @@
+//! A data-channel link that survives websocket loss: a background task owns the
+//! websocket, answers pings, sends keep-alives, and on a drop or a service recycle calls
+//! `ResumeSession` (through [`Resume`]) and redials, without the session noticing beyond
+//! a [`LinkEvent::Reconnected`]. Drivers talk to it through cancel-safe channel methods,
+//! so they can `select!` on [`Link::recv`] next to their timers and local IO.
+//!
+//! Sequence numbers, the reorder buffer and unacknowledged messages live in the
+//! [`ClientSession`](crate::proto::client::ClientSession), not here, so nothing is lost
+//! or repeated across a reconnect: the driver calls `on_reconnect` and the channel
+//! resends what was in flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::connect::{ConnectError, DataChannelSocket, connect};
+
+/// Fresh connection details from `ResumeSession`.
+#[derive(Clone)]
+pub struct Resumed {
+    pub token: String,
+    pub stream_url: String,
+}
+
+/// Why a resume attempt failed.
+#[derive(Debug, Clone)]
+pub struct ResumeError {
+    pub message: String,
+    /// True when retrying cannot help (access denied, session unknown).
+    pub permanent: bool,
+}
+
+/// Calls `ResumeSession`. `Ok(None)` means the service says the session is gone.
+pub trait Resume: Send + Sync + 'static {
+    fn resume<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Resumed>, ResumeError>> + Send + 'a>>;
+}
+
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// Websocket ping interval.
+    pub ping_interval: Duration,
+    /// With nothing received (not even a pong) for this long, the connection is dead.
+    pub dead_after: Duration,
+    /// How long to keep trying to resume after a drop before giving up.
+    pub resume_budget: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            // The agent pings every 54 s and expects a pong within 60 s; the plugin every
+            // 5 min. 20 s keeps NAT state fresh and finds a dead path within ~a minute.
+            ping_interval: Duration::from_secs(20),
+            dead_after: Duration::from_secs(50),
+            resume_budget: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A websocket message (binary or text) from the service.
+    Frame(Vec<u8>),
+    /// The websocket was replaced after a drop; unacknowledged messages must be resent.
+    Reconnected { attempt: u32, after: Duration },
+    /// The link is over and will not come back.
+    Failed(LinkError),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("the data channel was lost ({cause}) and the session could not be resumed: {last}")]
+    ResumeFailed { cause: String, last: String },
+    #[error("the data channel was lost ({cause}) and this session kind cannot be resumed")]
+    NotResumable { cause: String },
+    #[error("the data channel was lost ({cause}) and the service says the session has ended")]
+    SessionGone { cause: String },
+    #[error("the data channel closed after the session ended{0}")]
+    ClosedAfterEnd(String),
+}
+
+/// The driver's end of a link. Dropping it closes the websocket.
+pub struct Link {
+    events: mpsc::Receiver<LinkEvent>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Who the link is for.
+pub struct LinkTarget {
+    pub session_id: String,
+    pub client_id: String,
+    pub resumer: Option<Arc<dyn Resume>>,
+}
+
+impl Link {
+    /// Opens the first websocket and starts the link task.
+    pub async fn open(
+        stream_url: &str,
+        token: &str,
+        target: LinkTarget,
+        opts: LinkOptions,
+    ) -> Result<Link, ConnectError> {
+        let ws = connect(stream_url, token, &target.client_id).await?;
+        Ok(Link::start(ws, target, opts))
+    }
+
+    /// Starts the link task over an already open websocket.
+    pub fn start(ws: DataChannelSocket, target: LinkTarget, opts: LinkOptions) -> Link {
+        let (ev_tx, events) = mpsc::channel(1024);
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(ws, target, opts, out_rx, ev_tx));
+        Link { events, out, task }
+    }
+
+    /// Queues a frame. Frames queued while the link is reconnecting are dropped: the
+    /// channel resends what matters after [`LinkEvent::Reconnected`].
+    pub fn send(&self, frame: Vec<u8>) {
+        let _ = self.out.send(frame);
+    }
+
+    /// The next event; `None` once the link task has ended. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
+    }
+
+    /// Closes the websocket politely and waits (briefly) for the task to end.
+    pub async fn close(self) {
+        drop(self.out);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// Why one websocket stopped carrying the session.
+enum Ended {
+    /// The driver dropped its end: close and stop.
+    DriverGone,
+    /// The driver is gone or the session ended: nothing to resume.
+    EventsClosed,
+    Lost(String),
+}
+
+async fn run(
+    mut ws: DataChannelSocket,
+    target: LinkTarget,
+    opts: LinkOptions,
+    mut out_rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    ev_tx: mpsc::Sender<LinkEvent>,
+) {
+    let mut session_over = false;
+    loop {
+        let ended = carry(&mut ws, &opts, &mut out_rx, &ev_tx, &mut session_over).await;
+        let cause = match ended {
+            Ended::DriverGone | Ended::EventsClosed => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                return;
+            }
+            Ended::Lost(cause) => cause,
+        };
+        if session_over {
+            let _ = ev_tx
+                .send(LinkEvent::Failed(LinkError::ClosedAfterEnd(String::new())))
+                .await;
+            return;
+        }
+        tracing::info!(
+            session_id = target.session_id,
+            "data channel lost: {cause}; resuming"
+        );
+        let Some(resumer) = target.resumer.clone() else {
+            let _ = ev_tx
+                .send(LinkEvent::Failed(LinkError::NotResumable { cause }))
+                .await;
+            return;
+        };
+        match reconnect(&target, resumer.as_ref(), &opts, &cause, &mut out_rx).await {
+            Ok((new_ws, attempt, after)) => {
+                ws = new_ws;
+                tracing::info!(attempt, ?after, "data channel resumed");
+                if ev_tx
+                    .send(LinkEvent::Reconnected { attempt, after })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = ev_tx.send(LinkEvent::Failed(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Moves frames both ways over one websocket until it fails or the driver leaves.
+async fn carry(
+    ws: &mut DataChannelSocket,
+    opts: &LinkOptions,
+    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    ev_tx: &mpsc::Sender<LinkEvent>,
+    session_over: &mut bool,
+) -> Ended {
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + opts.ping_interval, opts.ping_interval);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            frame = out_rx.recv() => {
+                let Some(frame) = frame else { return Ended::DriverGone };
+                if let Err(e) = ws.feed(WsMessage::binary(frame)).await {
+                    return Ended::Lost(e.to_string());
+                }
+                // Batch whatever else is queued into one flush.
+                while let Ok(more) = out_rx.try_recv() {
+                    if let Err(e) = ws.feed(WsMessage::binary(more)).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+                if let Err(e) = ws.flush().await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            msg = ws.next() => {
+                last_heard = Instant::now();
+                let bytes = match msg {
+                    Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                    // The plugin feeds text frames to the same parser.
+                    Some(Ok(WsMessage::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(WsMessage::Ping(_))) => {
+                        if let Err(e) = ws.flush().await {
+                            return Ended::Lost(e.to_string());
+                        }
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        let what = match frame {
+                            Some(f) => format!("closed by the service, code {}{}", u16::from(f.code),
+                                if f.reason.is_empty() { String::new() } else { format!(": {}", f.reason) }),
+                            None => "closed by the service".to_owned(),
+                        };
+                        return Ended::Lost(what);
+                    }
+                    Some(Err(e)) => return Ended::Lost(e.to_string()),
+                    None => return Ended::Lost("connection closed".to_owned()),
+                };
+                if is_channel_closed(&bytes) {
+                    *session_over = true;
+                }
+                if ev_tx.send(LinkEvent::Frame(bytes)).await.is_err() {
+                    return Ended::EventsClosed;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= opts.dead_after {
+                    return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
+                }
+                if let Err(e) = ws.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The header's MessageType field says `channel_closed` (PROTOCOL.md §3.1).
+fn is_channel_closed(frame: &[u8]) -> bool {
+    frame
+        .get(4..36)
+        .is_some_and(|t| t.starts_with(b"channel_closed"))
+}
+
+/// ResumeSession + redial with exponential backoff and jitter inside the budget.
+async fn reconnect(
+    target: &LinkTarget,
+    resumer: &dyn Resume,
+    opts: &LinkOptions,
+    cause: &str,
+    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+) -> Result<(DataChannelSocket, u32, Duration), LinkError> {
+    let started = Instant::now();
+    let deadline = started + opts.resume_budget;
+    let mut delay = Duration::from_millis(100 + jitter_ms(100));
+    let mut last = String::from("no attempt made");
+    for attempt in 1u32.. {
+        // Frames queued meanwhile would go to a dead socket; the channel resends them.
+        while out_rx.try_recv().is_ok() {}
+        match resumer.resume(&target.session_id).await {
+            Ok(Some(r)) => match connect(&r.stream_url, &r.token, &target.client_id).await {
+                Ok(ws) => return Ok((ws, attempt, started.elapsed())),
+                Err(e) => last = e.to_string(),
+            },
+            Ok(None) => {
+                return Err(LinkError::SessionGone {
+                    cause: cause.to_owned(),
+                });
+            }
+            Err(e) if e.permanent => {
+                return Err(LinkError::ResumeFailed {
+                    cause: cause.to_owned(),
+                    last: e.message,
+                });
+            }
+            Err(e) => last = e.message,
+        }
+        tracing::debug!(attempt, "resume failed: {last}; retrying in {delay:?}");
+        if Instant::now() + delay >= deadline {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5)) + Duration::from_millis(jitter_ms(250));
+    }
+    Err(LinkError::ResumeFailed {
+        cause: cause.to_owned(),
+        last,
+    })
+}
+
+/// A few random milliseconds, so many clients do not retry in lockstep.
+fn jitter_ms(max: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() as u64) % max.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_channel_closed_frames_by_header() {
+        let mut frame = vec![0u8; 120];
+        frame[4..36].copy_from_slice(format!("{:<32}", "channel_closed").as_bytes());
+        assert!(is_channel_closed(&frame));
+        frame[4..36].copy_from_slice(format!("{:<32}", "output_stream_data").as_bytes());
+        assert!(!is_channel_closed(&frame));
+        assert!(!is_channel_closed(&[1, 2, 3]));
+    }
+}

@@ -1,0 +1,258 @@
+//! Sessions survive what the real service and networks do to them: websocket recycles,
+//! loss, duplication, reordering; and hostile frames end them cleanly.
+
+use std::time::{Duration, Instant};
+
+use sallyport_testbed::faults::{FaultPlan, Hostile, Impairment};
+
+use crate::harness::{Fixture, ok, random_bytes, run, sha256_file};
+
+fn impaired(p: f64) -> Impairment {
+    Impairment {
+        drop: p,
+        duplicate: p,
+        reorder: p,
+    }
+}
+
+/// 200 MB up through a relay that recycles the websocket every 5 s and loses,
+/// duplicates and reorders 1 % of messages each way; then a download under the same
+/// faults. Byte-exact, no hang; wall time printed.
+#[test]
+fn soak_scp_through_recycles_and_loss() {
+    let f = Fixture::with_config(|c| {
+        c.faults = FaultPlan {
+            recycle_every: Some(Duration::from_secs(5)),
+            to_client: impaired(0.01),
+            to_agent: impaired(0.01),
+            seed: 7,
+            ..FaultPlan::default()
+        };
+    });
+    let local = f.path("soak.bin");
+    std::fs::write(&local, random_bytes(200_000_000, 77)).unwrap();
+    let t = Instant::now();
+    ok(&run(
+        f.scp(false).arg(&local).arg(f.remote("soak-up.bin")),
+        None,
+        Duration::from_secs(900),
+    ));
+    let up = t.elapsed();
+    assert_eq!(sha256_file(&f.path("soak-up.bin")), sha256_file(&local));
+    std::fs::remove_file(f.path("soak-up.bin")).unwrap();
+    // Downloads run at the agent's pace, so a smaller file the other way.
+    let remote = f.path("soak-src.bin");
+    std::fs::write(&remote, random_bytes(4_000_000, 78)).unwrap();
+    let t = Instant::now();
+    ok(&run(
+        f.scp(false)
+            .arg(f.remote("soak-src.bin"))
+            .arg(f.path("soak-down.bin")),
+        None,
+        Duration::from_secs(600),
+    ));
+    let down = t.elapsed();
+    assert_eq!(sha256_file(&f.path("soak-down.bin")), sha256_file(&remote));
+    eprintln!(
+        "soak: 200 MB up in {up:.1?}, 4 MB down in {down:.1?} (recycle 5 s, 1 % loss/dup/reorder)"
+    );
+}
+
+/// An interactive-style session that lives through three recycles sees every line, in order.
+#[test]
+fn ssh_session_survives_three_recycles() {
+    let f = Fixture::with_config(|c| {
+        c.faults.recycle_every = Some(Duration::from_millis(1500));
+    });
+    let out = run(
+        f.ssh()
+            .arg("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line-$i; sleep 0.5; done"),
+        None,
+        Duration::from_secs(60),
+    );
+    let expected: String = (1..=12).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(ok(&out), expected);
+}
+
+/// Typing into a session across recycles: what goes up arrives once, in order.
+#[test]
+fn input_across_recycles_arrives_exactly_once() {
+    let f = Fixture::with_config(|c| {
+        c.faults.recycle_every = Some(Duration::from_millis(700));
+    });
+    let input: Vec<u8> = (0..4000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    // Slow the sender down so the transfer spans several recycles.
+    let script =
+        "while read -r l; do echo \"$l\"; case $l in *00) sleep 0.3;; esac; done | sha256sum";
+    let out = run(f.ssh().arg(script), Some(&input), Duration::from_secs(90));
+    let expect = {
+        use sha2::{Digest, Sha256};
+        format!("{:x}  -\n", Sha256::digest(&input))
+    };
+    assert_eq!(ok(&out), expect);
+}
+
+#[test]
+fn refused_resume_is_a_clear_error() {
+    let f = Fixture::with_config(|c| {
+        c.faults.recycle_every = Some(Duration::from_millis(800));
+        c.faults.refuse_resume = true;
+    });
+    let started = Instant::now();
+    let out = run(
+        f.ssh().arg("sleep 5; echo never"),
+        None,
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("could not be resumed"), "{stderr}");
+    assert!(
+        stderr.contains("ssm:ResumeSession"),
+        "names the IAM action: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gives up promptly when refused"
+    );
+}
+
+/// Each malformed frame ends `sallyport proxy` with one clear line and a non-zero exit,
+/// never a panic or a hang, and nothing but remote bytes on stdout. Unknown message types
+/// are ignored, as the plugin does, so that session simply works.
+#[test]
+fn hostile_frames_end_the_session_cleanly() {
+    for kind in Hostile::ALL {
+        let f = Fixture::with_config(|c| c.faults.hostile = Some(kind));
+        let t = Instant::now();
+        let out = run(
+            &mut f.proxy(&f.instance),
+            Some(b"SSH-2.0-sallyport_test\r\n"),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{kind:?}: {stderr}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{kind:?} took {:?}",
+            t.elapsed()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.is_empty() || stdout.starts_with("SSH-2.0-"),
+            "{kind:?}: stdout {stdout:?}"
+        );
+        if kind == Hostile::UnknownType {
+            assert_eq!(out.status.code(), Some(0), "{kind:?}: {stderr}");
+            assert!(
+                stdout.starts_with("SSH-2.0-OpenSSH"),
+                "{kind:?} session still works"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(7), "{kind:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{kind:?}: one line: {stderr}");
+            assert!(stderr.starts_with("sallyport: "), "{kind:?}: {stderr}");
+        }
+    }
+}
+
+fn window(after_ms: u64, lasts_ms: u64) -> Option<sallyport_testbed::faults::Window> {
+    Some(sallyport_testbed::faults::Window {
+        after: Duration::from_millis(after_ms),
+        lasts: Duration::from_millis(lasts_ms),
+    })
+}
+
+const LINES: &str = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; sleep 0.4; done";
+
+fn ten_lines() -> String {
+    (1..=10).map(|i| format!("line-{i}\n")).collect()
+}
+
+/// pause_publication then start_publication: the session carries on, nothing lost.
+#[test]
+fn session_carries_on_through_a_publication_pause() {
+    let f = Fixture::with_config(|c| c.faults.pause = window(1000, 1500));
+    let out = run(f.ssh().arg(LINES), None, Duration::from_secs(60));
+    assert_eq!(ok(&out), ten_lines());
+}
+
+/// The relay goes silent without closing: keep-alives go unanswered, the link declares
+/// the connection dead, resumes, and the session completes.
+#[test]
+fn a_silent_relay_is_detected_and_the_session_resumed() {
+    let f = Fixture::with_config(|c| c.faults.vanish = window(1200, 30_000));
+    let t = Instant::now();
+    let out = run(
+        f.ssh_with("--keepalive 300ms --dead-after 1500ms")
+            .arg(LINES),
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(ok(&out), ten_lines());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+/// The agent freezes for 2 s: the client probes, then everything flows again.
+#[test]
+fn a_stalled_agent_recovers() {
+    let f = Fixture::with_config(|c| c.faults.stall = window(1000, 2000));
+    let out = run(f.ssh().arg(LINES), None, Duration::from_secs(60));
+    assert_eq!(ok(&out), ten_lines());
+}
+
+/// The service's idle timeout ends the session with its text on stderr.
+#[test]
+fn idle_timeout_ends_the_session_with_the_services_words() {
+    let f = Fixture::with_config(|c| c.faults.idle_timeout = Some(Duration::from_millis(1500)));
+    let t = Instant::now();
+    let out = run(f.ssh().arg("sleep 20"), None, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Your session timed out due to inactivity and has been terminated."),
+        "{stderr}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn max_duration_ends_the_session() {
+    let f = Fixture::with_config(|c| c.faults.max_duration = Some(Duration::from_secs(2)));
+    let out = run(f.ssh().arg("sleep 20"), None, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("maximum session duration"), "{stderr}");
+}
+
+/// At -vv, through resumes, neither the session token nor the secret key is logged.
+#[test]
+fn secrets_never_reach_the_logs() {
+    let f = Fixture::with_config(|c| c.faults.recycle_every = Some(Duration::from_millis(600)));
+    let mut cmd = f.proxy(&f.instance);
+    cmd.arg("-vv");
+    let out = run(
+        &mut cmd,
+        Some(b"SSH-2.0-sallyport_test\r\n"),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("session started"),
+        "-vv logs something: {stderr}"
+    );
+    let secret = f.testbed.secret_access_key.clone();
+    assert!(!stderr.contains(&secret), "secret key in logs");
+    // Every token the testbed issued for this session (StartSession and any resume).
+    for token in f.testbed.sessions().all_tokens() {
+        assert!(!stderr.contains(&token), "session token in logs");
+    }
+}
