@@ -16,6 +16,7 @@
 //! | 11 | the data channel dropped and the service says the session has ended |
 //! | 12 | the target matches several managed nodes (pass an ID, or `--pick first`) |
 //! | 13 | the config file cannot be read or is invalid |
+//! | 14 | this computer's clock is more than 5 minutes off AWS's |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
 use crate::aws::{AwsError, AwsErrorKind};
@@ -36,6 +37,7 @@ pub enum ExitCode {
     SessionEnded = 11,
     Ambiguous = 12,
     Config = 13,
+    ClockSkew = 14,
     Interrupted = 130,
 }
 
@@ -85,6 +87,10 @@ impl Failure {
                 ExitCode::Unreachable,
                 "check your network, proxy settings and any --endpoint-url / AWS_ENDPOINT_URL".to_owned(),
             ),
+            AwsErrorKind::ClockSkew => (
+                ExitCode::ClockSkew,
+                "this computer's clock is more than 5 minutes off; AWS refuses such requests: sync the clock (e.g. `sudo timedatectl set-ntp true`) and try again".to_owned(),
+            ),
             AwsErrorKind::Service => (ExitCode::Aws, String::new()),
         };
         let hint = e.hint.as_deref().unwrap_or(&default_hint);
@@ -119,7 +125,24 @@ impl Failure {
             DriveError::Link(crate::transport::LinkError::SessionGone { .. }) => {
                 Failure::new(ExitCode::SessionEnded, e.to_string())
             }
+            DriveError::Link(crate::transport::LinkError::ResumeFailed {
+                credentials: true,
+                ..
+            }) => Failure::new(
+                ExitCode::Credentials,
+                with_hint(
+                    &e.to_string(),
+                    "your AWS credentials expired or were revoked during the session and could not be refreshed; use a refreshable source (an SSO profile, a role, credential_process) or log in again",
+                ),
+            ),
             DriveError::Link(_) => Failure::new(ExitCode::Unreachable, e.to_string()),
+            // KMS refused or failed: the AWS error says which permission is missing.
+            DriveError::DataKey(inner) => match inner.downcast::<AwsError>() {
+                Ok(aws) => Failure::aws(*aws, target),
+                Err(other) => {
+                    Failure::new(ExitCode::Protocol, DriveError::DataKey(other).to_string())
+                }
+            },
             DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
                 Failure::new(ExitCode::Protocol, e.to_string())
             }

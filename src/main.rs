@@ -5,7 +5,9 @@ use sallyport::cli::args::{Cli, Command};
 use sallyport::cli::settings;
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
+use sallyport::session::forward::{self, ForwardRequest};
 use sallyport::session::proxy::{self, ProxyRequest};
+use sallyport::session::shell::{self, ShellRequest};
 use sallyport::{config_file, target};
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +68,35 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 link: args.connection.link_options(),
             };
             let result = exec::run(&ssm, &req).await;
+            found.settle(&result);
+            result
+        }
+        Command::Forward(args) => {
+            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let req = ForwardRequest {
+                target: found.id.clone(),
+                specs: args.specs,
+                socks: args.socks,
+                open: args.open,
+                start: found.start_options(&s),
+                link: args.connection.link_options(),
+            };
+            forward::run(&ssm, &req).await
+        }
+        Command::Shell(args) => {
+            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for (k, v) in args.parameters {
+                parameters.entry(k).or_default().push(v);
+            }
+            let req = ShellRequest {
+                target: found.id.clone(),
+                document: args.document,
+                parameters,
+                start: found.start_options(&s),
+                link: args.connection.link_options(),
+            };
+            let result = shell::run(&ssm, &req).await;
             found.settle(&result);
             result
         }

@@ -15,6 +15,8 @@ pub enum AwsErrorKind {
     /// The target string is not a valid target.
     InvalidTarget,
     Throttled,
+    /// The request's signing time is more than 5 minutes off the service's clock.
+    ClockSkew,
     /// The endpoint could not be reached (DNS, TCP, TLS, timeout).
     Unreachable,
     /// Any other service error.
@@ -61,7 +63,11 @@ impl AwsError {
                 let code = inner.code().unwrap_or("Unknown").to_owned();
                 let text = inner.message().unwrap_or_default().to_owned();
                 AwsError {
-                    kind: kind_for_code(&code),
+                    kind: if is_clock_skew(&text) {
+                        AwsErrorKind::ClockSkew
+                    } else {
+                        kind_for_code(&code)
+                    },
                     message: if text.is_empty() {
                         format!("{operation} failed: {code}")
                     } else {
@@ -85,6 +91,12 @@ impl AwsError {
             ),
         }
     }
+}
+
+/// AWS answers a request signed too far from its own clock with InvalidSignatureException
+/// and one of these texts (the SigV4 5-minute rule).
+fn is_clock_skew(message: &str) -> bool {
+    message.starts_with("Signature expired") || message.starts_with("Signature not yet current")
 }
 
 fn kind_for_code(code: &str) -> AwsErrorKind {
@@ -131,6 +143,19 @@ fn error_chain(err: &dyn StdError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_skew_is_recognised_by_its_text() {
+        assert!(is_clock_skew(
+            "Signature expired: 20261123T010000Z is now earlier than 20261123T010500Z (20261123T011000Z - 5 min.)"
+        ));
+        assert!(is_clock_skew(
+            "Signature not yet current: 20261123T013000Z is still later than 20261123T011500Z (20261123T011000Z + 5 min.)"
+        ));
+        assert!(!is_clock_skew(
+            "The request signature we calculated does not match"
+        ));
+    }
 
     #[test]
     fn codes_map_to_kinds() {

@@ -4,11 +4,13 @@
 
 mod error;
 mod instances;
+mod kms;
 mod retry;
 mod ssm;
 
 pub use error::{AwsError, AwsErrorKind};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
+pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};
 pub use retry::{StartOptions, advise, retry_throttled, start_session};
 pub use ssm::{SessionDocument, Ssm, StartedSession};
 

@@ -98,12 +98,15 @@ impl SessionDocument {
 #[derive(Clone)]
 pub struct Ssm {
     client: aws_sdk_ssm::Client,
+    /// For KMS-encrypted sessions (see `Ssm::kms` in kms.rs).
+    pub(super) kms_client: aws_sdk_kms::Client,
 }
 
 impl Ssm {
     pub fn new(config: &SdkConfig) -> Ssm {
         Ssm {
             client: aws_sdk_ssm::Client::new(config),
+            kms_client: aws_sdk_kms::Client::new(config),
         }
     }
 
@@ -191,6 +194,7 @@ impl Resume for Ssm {
                             | AwsErrorKind::AccessDenied
                             | AwsErrorKind::InvalidTarget
                     ),
+                    credentials: e.kind == AwsErrorKind::Credentials,
                     message: e.message,
                 })
         })

@@ -56,6 +56,51 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Run one command on the target: its stdout, stderr and exit code become ours.
     Exec(ExecArgs),
+    /// Forward local ports to ports on the target or to hosts it reaches; -D for SOCKS5.
+    Forward(ForwardArgs),
+    /// A Session Manager shell on the target (or another session document).
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The target, in any form `proxy` accepts.
+    pub target: String,
+    /// Session document (default: the service's, SSM-SessionManagerRunShell), e.g.
+    /// AWS-StartInteractiveCommand.
+    #[arg(long, value_name = "NAME")]
+    pub document: Option<String>,
+    /// A document parameter, NAME=VALUE; repeat for more (or for a list's values).
+    #[arg(long = "parameter", value_name = "NAME=VALUE",
+          value_parser = crate::session::shell::parse_parameter)]
+    pub parameters: Vec<(String, String)>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "SPEC is [bind:]local:remote_port (a port on the target) or \
+[bind:]local:host:port (a host the target reaches); local 0 picks a free port; bind \
+defaults to 127.0.0.1.\n\nExamples:\n  sallyport forward i-0abc 58888:8888 --open\n  \
+sallyport forward web-1 5432:db.internal:5432 0:6379\n  sallyport forward web-1 -D 1080"
+)]
+pub struct ForwardArgs {
+    /// The target, in any form `proxy` accepts.
+    pub target: String,
+    /// One session per SPEC, all in this process.
+    #[arg(value_name = "SPEC", required_unless_present = "socks",
+          value_parser = |s: &str| s.parse::<crate::session::forward::ForwardSpec>())]
+    pub specs: Vec<crate::session::forward::ForwardSpec>,
+    /// A SOCKS5 server on [bind:]port whose connections leave from the target.
+    #[arg(short = 'D', long = "socks", value_name = "[BIND:]PORT",
+          value_parser = crate::session::forward::parse_socks_addr)]
+    pub socks: Option<std::net::SocketAddr>,
+    /// Open http://127.0.0.1:<port>/ of the first SPEC in the browser once it is up.
+    #[arg(long)]
+    pub open: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,22 @@
 //! The client end of a session: the handshake on top of a [`Channel`], and payload types
 //! turned into events a session kind can act on. Sans-IO, same call order as [`Channel`].
+//!
+//! KMS-encrypted sessions (PROTOCOL.md §5.4) add one step for the driver: after feeding
+//! frames, check [`ClientSession::poll_data_key_request`]; when it yields a request, call
+//! KMS `GenerateDataKey` and hand the result to [`ClientSession::provide_data_key`] (or
+//! report the failure with [`ClientSession::kms_failed`]). From then on the session seals
+//! the Output it sends before it enters the channel (so retransmissions resend identical
+//! bytes) and opens the agent's Output, StdErr and ExitCode after reordering.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::channel::{Channel, ChannelConfig, ChannelError, ChannelEvent, Incoming};
-use super::handshake::{AwaitingComplete, AwaitingRequest, HandshakeError, SessionParams};
+use super::channel::{Channel, ChannelConfig, ChannelError, ChannelEvent, Incoming, Role};
+use super::crypto::{CryptoError, SessionCipher, is_encrypted};
+use super::handshake::{
+    AwaitingChallenge, AwaitingComplete, AwaitingDataKey, AwaitingRequest, HandshakeError,
+    Requested, SessionParams,
+};
 use super::payload::{PayloadFlag, PayloadType, SizeData};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +46,35 @@ pub enum ClientError {
     Handshake(#[from] HandshakeError),
     #[error("the agent broke the protocol: {0}")]
     Protocol(String),
+    #[error("a {kind:?} payload from the agent could not be decrypted: {source}")]
+    Decrypt {
+        kind: PayloadType,
+        #[source]
+        source: CryptoError,
+    },
+}
+
+/// The agent wants this session encrypted: get a data key from KMS (`GenerateDataKey`,
+/// `NumberOfBytes` 64, encryption context `aws:ssm:SessionId` and `aws:ssm:TargetId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeyRequest {
+    /// The key ID or ARN the agent named.
+    pub key_id: String,
+}
+
+/// [`ClientSession::provide_data_key`] without a pending request: a bug in the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session is not waiting for a KMS data key")]
+pub struct NotAwaitingDataKey;
+
+/// Why [`ClientSession::provide_data_key`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvideKeyError {
+    #[error(transparent)]
+    NotAwaiting(NotAwaitingDataKey),
+    /// The key was unusable; the agent has been told and the session cannot go on.
+    #[error(transparent)]
+    Failed(ClientError),
 }
 
 /// Sending before the session is established is a bug in the caller, not the peer.
@@ -44,6 +84,8 @@ pub struct NotEstablished;
 
 enum State {
     AwaitingRequest(AwaitingRequest),
+    AwaitingDataKey(AwaitingDataKey),
+    AwaitingChallenge(AwaitingChallenge),
     AwaitingComplete(AwaitingComplete),
     Established,
     /// A transition failed; the error was returned and the session is unusable.
@@ -54,6 +96,12 @@ pub struct ClientSession {
     channel: Channel,
     state: State,
     events: VecDeque<ClientEvent>,
+    /// Set once an encrypted session is established.
+    cipher: Option<SessionCipher>,
+    /// A data-key request not yet taken by the driver.
+    key_request: Option<DataKeyRequest>,
+    /// Starts the nonce counter of an encrypted session.
+    nonce_seed: u128,
 }
 
 impl ClientSession {
@@ -62,12 +110,91 @@ impl ClientSession {
             channel,
             state: State::AwaitingRequest(AwaitingRequest::default()),
             events: VecDeque::new(),
+            cipher: None,
+            key_request: None,
+            nonce_seed: 0,
         }
     }
 
+    /// Where the nonce counter starts if the session turns out to be encrypted. Pass fresh
+    /// randomness in production (a nonce must never repeat under one key).
+    pub fn with_nonce_seed(mut self, seed: u128) -> ClientSession {
+        self.nonce_seed = seed;
+        self
+    }
+
     /// A client session with our default channel settings.
+    /// `seed` also seeds the nonce counter of an encrypted session (mixed, so nonces and
+    /// MessageIds do not share bits).
     pub fn with_defaults(now: Instant, wall_ms: u64, seed: u128) -> ClientSession {
         ClientSession::new(Channel::new(ChannelConfig::client(), now, wall_ms, seed))
+            .with_nonce_seed(seed.rotate_left(64) ^ 0x6b6d_735f_6e6f_6e63_655f_7365_6564_0001)
+    }
+
+    /// True once the session is established with KMS encryption.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// True while the handshake waits for [`ClientSession::provide_data_key`].
+    pub fn is_waiting_for_data_key(&self) -> bool {
+        matches!(self.state, State::AwaitingDataKey(_))
+    }
+
+    /// The agent asked for KMS encryption: yields the request once. The handshake waits
+    /// until [`ClientSession::provide_data_key`] or [`ClientSession::kms_failed`].
+    pub fn poll_data_key_request(&mut self) -> Option<DataKeyRequest> {
+        self.key_request.take()
+    }
+
+    /// KMS answered: sends the HandshakeResponse carrying `ciphertext_blob`; the
+    /// 64-byte `plaintext_key` keys the session. A key of the wrong size fails the
+    /// handshake (and tells the agent).
+    pub fn provide_data_key(
+        &mut self,
+        now: Instant,
+        ciphertext_blob: &[u8],
+        plaintext_key: &[u8],
+    ) -> Result<(), ProvideKeyError> {
+        let waiting = match std::mem::replace(&mut self.state, State::Failed) {
+            State::AwaitingDataKey(w) => w,
+            other => {
+                self.state = other;
+                return Err(ProvideKeyError::NotAwaiting(NotAwaitingDataKey));
+            }
+        };
+        self.key_request = None;
+        match waiting.on_data_key(ciphertext_blob, plaintext_key, self.nonce_seed) {
+            Ok((next, response)) => {
+                self.channel
+                    .send(now, PayloadType::HandshakeResponse, response);
+                self.state = State::AwaitingChallenge(next);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.channel
+                    .send(now, PayloadType::HandshakeResponse, refusal.response);
+                Err(ProvideKeyError::Failed(refusal.error.into()))
+            }
+        }
+    }
+
+    /// KMS could not provide a key: tells the agent the KMS action failed with `reason`
+    /// and returns the error that ends the session.
+    pub fn kms_failed(&mut self, now: Instant, reason: &str) -> ClientError {
+        self.key_request = None;
+        match std::mem::replace(&mut self.state, State::Failed) {
+            State::AwaitingDataKey(w) => {
+                let refusal = w.refuse(reason.to_owned());
+                self.channel
+                    .send(now, PayloadType::HandshakeResponse, refusal.response);
+                refusal.error.into()
+            }
+            other => {
+                self.state = other;
+                HandshakeError::Kms(reason.to_owned()).into()
+            }
+        }
     }
 
     pub fn channel(&self) -> &Channel {
@@ -105,21 +232,33 @@ impl ClientSession {
         };
         match (kind, std::mem::replace(&mut self.state, State::Failed)) {
             (PayloadType::HandshakeRequest, State::AwaitingRequest(s)) => {
-                let (next, response) = s.on_request(&m.payload)?;
+                match s.on_request(&m.payload)? {
+                    Requested::Respond(next, response) => {
+                        self.channel
+                            .send(now, PayloadType::HandshakeResponse, response);
+                        self.state = State::AwaitingComplete(next);
+                    }
+                    Requested::NeedDataKey(waiting) => {
+                        self.key_request = Some(DataKeyRequest {
+                            key_id: waiting.key_id().to_owned(),
+                        });
+                        self.state = State::AwaitingDataKey(waiting);
+                    }
+                }
+            }
+            (PayloadType::EncChallengeRequest, State::AwaitingChallenge(s)) => {
+                let (next, response) = s.on_challenge(&m.payload)?;
                 self.channel
-                    .send(now, PayloadType::HandshakeResponse, response);
+                    .send(now, PayloadType::EncChallengeResponse, response);
                 self.state = State::AwaitingComplete(next);
             }
-            (PayloadType::HandshakeComplete, State::AwaitingComplete(s)) => {
-                let done = s.on_complete(&m.payload)?;
-                self.events.push_back(ClientEvent::Established {
-                    params: done.params,
-                    customer_message: done.customer_message,
-                });
-                self.state = State::Established;
+            (PayloadType::HandshakeComplete, State::AwaitingChallenge(s)) => {
+                // An agent that skips the challenge still encrypts: keep the key.
+                tracing::debug!("the agent completed the handshake without a challenge");
+                self.complete(s.into_awaiting_complete(), &m.payload)?;
             }
-            (PayloadType::EncChallengeRequest, _) => {
-                return Err(HandshakeError::KmsUnsupported(String::new()).into());
+            (PayloadType::HandshakeComplete, State::AwaitingComplete(s)) => {
+                self.complete(s, &m.payload)?;
             }
             (PayloadType::Output, State::AwaitingRequest(_)) => {
                 // Shell sessions without KMS have no handshake: the agent just streams
@@ -142,6 +281,8 @@ impl ClientSession {
             (kind, other) => {
                 let expecting = match other {
                     State::AwaitingRequest(_) => "a handshake request",
+                    State::AwaitingDataKey(_) => "a KMS data key",
+                    State::AwaitingChallenge(_) => "an encryption challenge",
                     State::AwaitingComplete(_) => "the handshake to complete",
                     _ => "nothing",
                 };
@@ -153,11 +294,28 @@ impl ClientSession {
         Ok(())
     }
 
+    fn complete(&mut self, s: AwaitingComplete, payload: &[u8]) -> Result<(), ClientError> {
+        let done = s.on_complete(payload)?;
+        self.cipher = done.cipher;
+        self.events.push_back(ClientEvent::Established {
+            params: done.params,
+            customer_message: done.customer_message,
+        });
+        self.state = State::Established;
+        Ok(())
+    }
+
     fn on_stream_payload(
         &mut self,
         kind: PayloadType,
         payload: Vec<u8>,
     ) -> Result<(), ClientError> {
+        let payload = match &self.cipher {
+            Some(c) if is_encrypted(Role::Agent, kind) => c
+                .open(&payload)
+                .map_err(|source| ClientError::Decrypt { kind, source })?,
+            _ => payload,
+        };
         match kind {
             PayloadType::Output => self.events.push_back(ClientEvent::Data(payload)),
             PayloadType::StdErr => self.events.push_back(ClientEvent::StdErr(payload)),
@@ -184,12 +342,26 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Queues stream bytes (chunked into Output messages).
+    /// Queues stream bytes (chunked into Output messages; each chunk sealed first in an
+    /// encrypted session, so it grows by [`crate::proto::crypto::OVERHEAD`] bytes, as the
+    /// plugin's do).
     pub fn send_data(&mut self, now: Instant, data: &[u8]) -> Result<(), NotEstablished> {
         if !self.is_established() {
             return Err(NotEstablished);
         }
-        self.channel.send_data(now, data);
+        match &mut self.cipher {
+            None => self.channel.send_data(now, data),
+            Some(cipher) => {
+                let max = self.channel.config().max_payload.max(1);
+                for chunk in data.chunks(max) {
+                    match cipher.seal(chunk) {
+                        Ok(sealed) => self.channel.send(now, PayloadType::Output, sealed),
+                        // Only for inputs of tens of gigabytes; never from a chunk.
+                        Err(e) => tracing::error!("dropping data that could not be encrypted: {e}"),
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -154,3 +154,234 @@ fn out_of_place_handshake_messages_are_protocol_errors() {
         "{err}"
     );
 }
+
+mod kms {
+    use super::*;
+    use crate::proto::channel::Role;
+    use crate::proto::crypto::{OVERHEAD, SessionCipher};
+    use crate::proto::payload::{EncChallenge, HandshakeResponse, KmsEncryptionResult};
+
+    const KMS_REQ: &[u8] = br#"{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Standard_Stream","Properties":null}},{"ActionType":"KMSEncryption","ActionParameters":{"KMSKeyId":"alias/ssm","Challenge":"c2l4dGVlbiBieXRlcyEhIQ=="}}]}"#;
+
+    fn data_key() -> Vec<u8> {
+        (0u8..64).map(|b| b.wrapping_mul(37)).collect()
+    }
+
+    /// Non-ack frames the client sent, decoded.
+    fn sent(c: &mut ClientSession) -> Vec<Message> {
+        std::iter::from_fn(|| c.poll_transmit())
+            .map(|f| Message::decode(&f).unwrap())
+            .filter(|m| m.message_type != MessageType::Acknowledge)
+            .collect()
+    }
+
+    /// Runs the handshake as a scripted agent; returns the client and the agent's cipher.
+    fn encrypted_session(now: Instant) -> (ClientSession, SessionCipher) {
+        let mut c = ClientSession::with_defaults(now, 1, 3);
+        c.handle_frame(now, &agent_frame(0, PayloadType::HandshakeRequest, KMS_REQ))
+            .unwrap();
+        assert!(
+            sent(&mut c).is_empty(),
+            "nothing but the ack before the key"
+        );
+        assert_eq!(
+            c.poll_data_key_request(),
+            Some(DataKeyRequest {
+                key_id: "alias/ssm".into()
+            })
+        );
+        assert_eq!(c.poll_data_key_request(), None, "asked once");
+        assert!(c.is_waiting_for_data_key());
+        assert!(matches!(c.send_data(now, b"x"), Err(NotEstablished)));
+        c.provide_data_key(now, b"the-blob", &data_key()).unwrap();
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload_type, PayloadType::HandshakeResponse as u32);
+        let resp: HandshakeResponse = serde_json::from_slice(&out[0].payload).unwrap();
+        let kms = &resp.processed_client_actions[1];
+        assert_eq!(
+            (kms.action_type.as_str(), kms.action_status),
+            ("KMSEncryption", 1)
+        );
+        let result: KmsEncryptionResult =
+            serde_json::from_value(kms.action_result.clone()).unwrap();
+        assert_eq!(result.kms_cipher_text_key, b"the-blob");
+
+        let mut agent = SessionCipher::new(Role::Agent, &data_key(), 77).unwrap();
+        let secret: Vec<u8> = (0..64).map(|i| i * 3).collect();
+        let challenge = serde_json::to_vec(&EncChallenge {
+            challenge: agent.seal(&secret).unwrap(),
+        })
+        .unwrap();
+        c.handle_frame(
+            now,
+            &agent_frame(1, PayloadType::EncChallengeRequest, &challenge),
+        )
+        .unwrap();
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].payload_type,
+            PayloadType::EncChallengeResponse as u32
+        );
+        let answer: EncChallenge = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(agent.open(&answer.challenge).unwrap(), secret);
+        assert!(!c.is_established());
+        c.handle_frame(
+            now,
+            &agent_frame(
+                2,
+                PayloadType::HandshakeComplete,
+                br#"{"HandshakeTimeToComplete":5,"CustomerMessage":"This session is encrypted using AWS KMS."}"#,
+            ),
+        )
+        .unwrap();
+        assert!(c.is_established() && c.is_encrypted());
+        assert!(matches!(
+            events(&mut c).as_slice(),
+            [ClientEvent::Established { customer_message, .. }] if customer_message.contains("KMS")
+        ));
+        (c, agent)
+    }
+
+    #[test]
+    fn encrypted_session_round_trips_and_hides_the_bytes() {
+        let now = Instant::now();
+        let (mut c, mut agent) = encrypted_session(now);
+        // Agent -> client, out of order: opened after reordering.
+        let f3 = agent.seal(b"hello ").unwrap();
+        let f4 = agent.seal(b"oops").unwrap();
+        let f5 = agent.seal(b"EXIT_CODE: 4").unwrap();
+        let f6 = agent.seal(b"world").unwrap();
+        c.handle_frame(now, &agent_frame(4, PayloadType::StdErr, &f4))
+            .unwrap();
+        c.handle_frame(now, &agent_frame(6, PayloadType::Output, &f6))
+            .unwrap();
+        assert!(events(&mut c).is_empty());
+        c.handle_frame(now, &agent_frame(3, PayloadType::Output, &f3))
+            .unwrap();
+        c.handle_frame(now, &agent_frame(5, PayloadType::ExitCode, &f5))
+            .unwrap();
+        assert_eq!(
+            events(&mut c),
+            [
+                ClientEvent::Data(b"hello ".to_vec()),
+                ClientEvent::StdErr(b"oops".to_vec()),
+                ClientEvent::ExitCode(4),
+                ClientEvent::Data(b"world".to_vec()),
+            ]
+        );
+        // Flags are plaintext both ways.
+        c.handle_frame(now, &agent_frame(7, PayloadType::Flag, &[0, 0, 0, 3]))
+            .unwrap();
+        assert_eq!(events(&mut c), [ClientEvent::PortConnectError]);
+
+        // Client -> agent: every Output chunk sealed, Size and Flag left alone.
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        c.send_data(now, &data).unwrap();
+        c.send_size(now, SizeData { cols: 80, rows: 24 }).unwrap();
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 4);
+        let mut got = Vec::new();
+        for m in &out[..3] {
+            assert_eq!(m.payload_type, PayloadType::Output as u32);
+            assert!(m.payload.len() <= 1024 + OVERHEAD);
+            assert!(
+                !m.payload
+                    .windows(16)
+                    .any(|w| data.windows(16).any(|d| d == w))
+            );
+            got.extend(agent.open(&m.payload).unwrap());
+        }
+        assert_eq!(got, data);
+        assert_eq!(out[3].payload, br#"{"cols":80,"rows":24}"#);
+
+        // A retransmission resends the very same sealed bytes.
+        let later = now + Duration::from_secs(1);
+        c.handle_timeout(later).unwrap();
+        let resent = sent(&mut c);
+        let mut matched = 0;
+        for r in &resent {
+            if let Some(orig) = out.iter().find(|m| m.sequence_number == r.sequence_number) {
+                assert_eq!(r.payload, orig.payload);
+                matched += 1;
+            }
+        }
+        assert_eq!(
+            matched,
+            out.len(),
+            "every unacknowledged message resent unchanged"
+        );
+    }
+
+    #[test]
+    fn tampered_or_plaintext_output_fails_the_session() {
+        let now = Instant::now();
+        let (mut c, mut agent) = encrypted_session(now);
+        let mut sealed = agent.seal(b"data").unwrap();
+        sealed[14] ^= 1;
+        let err = c
+            .handle_frame(now, &agent_frame(3, PayloadType::Output, &sealed))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Decrypt {
+                    kind: PayloadType::Output,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let (mut c, _) = encrypted_session(now);
+        let err = c
+            .handle_frame(now, &agent_frame(3, PayloadType::Output, b"plain"))
+            .unwrap_err();
+        assert!(err.to_string().contains("could not be decrypted"), "{err}");
+    }
+
+    #[test]
+    fn kms_failure_tells_the_agent_and_ends_the_handshake() {
+        let now = Instant::now();
+        let mut c = ClientSession::with_defaults(now, 1, 3);
+        assert!(matches!(
+            c.provide_data_key(now, b"b", &data_key()),
+            Err(ProvideKeyError::NotAwaiting(_))
+        ));
+        c.handle_frame(now, &agent_frame(0, PayloadType::HandshakeRequest, KMS_REQ))
+            .unwrap();
+        let err = c.kms_failed(now, "GenerateDataKey failed: AccessDeniedException");
+        assert!(err.to_string().contains("requires KMS encryption"), "{err}");
+        let out = sent(&mut c);
+        let resp: HandshakeResponse = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(resp.processed_client_actions[1].action_status, 2);
+        assert!(!c.is_waiting_for_data_key());
+
+        // An unusable key: the agent is told too.
+        let mut c = ClientSession::with_defaults(now, 1, 3);
+        c.handle_frame(now, &agent_frame(0, PayloadType::HandshakeRequest, KMS_REQ))
+            .unwrap();
+        let err = c.provide_data_key(now, b"b", &[1; 16]).unwrap_err();
+        assert!(err.to_string().contains("16 bytes"), "{err}");
+        let resp: HandshakeResponse = serde_json::from_slice(&sent(&mut c)[0].payload).unwrap();
+        assert_eq!(resp.processed_client_actions[1].action_status, 2);
+    }
+
+    #[test]
+    fn a_challenge_before_the_key_is_a_protocol_error() {
+        let now = Instant::now();
+        let mut c = ClientSession::with_defaults(now, 1, 3);
+        c.handle_frame(now, &agent_frame(0, PayloadType::HandshakeRequest, KMS_REQ))
+            .unwrap();
+        let err = c
+            .handle_frame(
+                now,
+                &agent_frame(1, PayloadType::EncChallengeRequest, b"{}"),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("waiting for a KMS data key"),
+            "{err}"
+        );
+    }
+}

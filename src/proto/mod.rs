@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod crypto;
 pub mod handshake;
 pub mod message;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -122,6 +122,24 @@ pub struct KmsEncryptionRequest {
     pub challenge: String,
 }
 
+/// ActionResult of a successful `KMSEncryption` action: the data key as KMS encrypted it,
+/// for the agent to decrypt. Go marshals `[]byte` as base64 and a nil slice as `null`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KmsEncryptionResult {
+    #[serde(rename = "KMSCipherTextKey", with = "base64_bytes")]
+    pub kms_cipher_text_key: Vec<u8>,
+    #[serde(rename = "KMSCipherTextHash", default, with = "base64_opt")]
+    pub kms_cipher_text_hash: Option<Vec<u8>>,
+}
+
+/// EncChallengeRequest and EncChallengeResponse: `{"Challenge":"<base64>"}`, the bytes
+/// encrypted with the sender's session key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncChallenge {
+    #[serde(rename = "Challenge", with = "base64_bytes")]
+    pub challenge: Vec<u8>,
+}
+
 /// ActionStatus values.
 pub mod action_status {
     pub const SUCCESS: i32 = 1;
@@ -197,6 +215,47 @@ pub struct OpenDataChannelInput {
     pub client_version: String,
 }
 
+/// `[]byte` as Go's `encoding/json` writes it: standard base64 with padding.
+pub mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        // Go decodes `null` into a nil slice.
+        let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A nil-able `[]byte`: `null` when absent.
+mod base64_opt {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => STANDARD
+                .decode(text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 /// UUIDs in JSON are lower-case and hyphenated.
 mod uuid_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -263,6 +322,30 @@ mod tests {
         assert_eq!(st.properties["portNumber"], "52983");
         // Serialising it back gives the agent's bytes.
         assert_eq!(serde_json::to_string(&req).unwrap(), text);
+    }
+
+    #[test]
+    fn kms_result_and_challenge_json_as_go_writes_them() {
+        let r = KmsEncryptionResult {
+            kms_cipher_text_key: b"blob".to_vec(),
+            kms_cipher_text_hash: None,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"KMSCipherTextKey":"YmxvYg==","KMSCipherTextHash":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<KmsEncryptionResult>(&json).unwrap(),
+            r
+        );
+        let c = EncChallenge {
+            challenge: vec![0xff, 0, 1],
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"Challenge":"/wAB"}"#);
+        assert_eq!(serde_json::from_str::<EncChallenge>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<EncChallenge>(r#"{"Challenge":"not base64!"}"#).is_err());
     }
 
     #[test]

@@ -68,6 +68,7 @@ async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
                 ClientEvent::ExitCode(code) => {
                     // Everything the command printed came before its exit code.
                     let _ = stdout.flush().await;
+                    let _ = stderr.flush().await;
                     return Ok(exit_status(code));
                 }
                 ClientEvent::Established {
@@ -79,6 +80,7 @@ async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
                 }
                 ClientEvent::Closed { output } => {
                     let _ = stdout.flush().await;
+                    let _ = stderr.flush().await;
                     if output.is_empty() {
                         eprintln!(
                             "sallyport: the session ended without an exit code (does the \

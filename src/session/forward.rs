@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::aws::{SessionDocument, StartOptions, Ssm};
+use crate::aws::{SessionDocument, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientEvent, ClientSession};
 use crate::proto::handshake::SessionParams;
@@ -205,7 +205,12 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
     let mut tasks = JoinSet::new();
     for (i, (spec, listener)) in req.specs.iter().zip(listeners).enumerate() {
         let open = req.open && i == 0;
-        tasks.spawn(forward_listener(shared.clone(), spec.clone(), listener, open));
+        tasks.spawn(forward_listener(
+            shared.clone(),
+            spec.clone(),
+            listener,
+            open,
+        ));
     }
     if let Some(l) = socks_listener {
         tasks.spawn(super::socks::serve(shared.clone(), l));
@@ -239,12 +244,9 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        Failure::new(
-            ExitCode::LocalIo,
-            format!("cannot listen on {addr}: {e}"),
-        )
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot listen on {addr}: {e}")))
 }
 
 /// One SPEC: its session, its listener, until stopped or failed.
@@ -289,7 +291,7 @@ pub async fn one_session(
     let mut stop = shared.stop.clone();
     let mut opened = tokio::select! {
         o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
-        _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+        _ = super::lifecycle::stopped(&mut stop) => return Ok(Ended::Stopped),
     };
     let result = async {
         let params = established(&mut opened.link, &mut opened.session, &label, &mut stop).await?;
@@ -310,7 +312,9 @@ pub async fn one_session(
         .await
     }
     .await;
-    if opened.session.is_established() && !matches!(result, Err(ref f) if f.code == ExitCode::SessionEnded) {
+    if opened.session.is_established()
+        && !matches!(result, Err(ref f) if f.code == ExitCode::SessionEnded)
+    {
         end_politely(&mut opened.link, &mut opened.session).await;
     }
     opened.link.close().await;
@@ -350,7 +354,7 @@ async fn established(
         }
         let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(None),
+            _ = super::lifecycle::stopped(stop) => return Ok(None),
             event = link.recv() => lifecycle::on_link_event(session, event)
                 .map_err(|e| Failure::drive(e, label, 0))?,
             _ = sleep_opt(timer) => session.handle_timeout(now()).map_err(lifecycle::protocol_failure)?,
@@ -364,7 +368,10 @@ async fn established(
 
 /// The TerminateSession flag, and a moment for the agent to acknowledge it.
 async fn end_politely(link: &mut Link, session: &mut ClientSession) {
-    if session.send_flag(now(), PayloadFlag::TerminateSession).is_err() {
+    if session
+        .send_flag(now(), PayloadFlag::TerminateSession)
+        .is_err()
+    {
         return;
     }
     let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -459,14 +466,25 @@ mod tests {
 
     #[test]
     fn bad_specs_say_why() {
-        for bad in ["", "x:80", "80:0", "1:2:3:4:5", "nohost:1:2", "[::1:80:80", "70000:80"] {
+        for bad in [
+            "",
+            "x:80",
+            "80:0",
+            "1:2:3:4:5",
+            "nohost:1:2",
+            "[::1:80:80",
+            "70000:80",
+        ] {
             assert!(bad.parse::<ForwardSpec>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn remotes_are_described_for_the_user() {
-        assert_eq!(describe_remote("i-0abc", &Remote::Port(8888)), "i-0abc:8888");
+        assert_eq!(
+            describe_remote("i-0abc", &Remote::Port(8888)),
+            "i-0abc:8888"
+        );
         assert_eq!(
             describe_remote(
                 "i-0abc",
@@ -477,5 +495,37 @@ mod tests {
             ),
             "[::1]:80 via i-0abc"
         );
+    }
+}
+
+/// `-D [bind:]port`: where the SOCKS server listens (127.0.0.1 by default).
+pub fn parse_socks_addr(s: &str) -> Result<SocketAddr, String> {
+    let parts = split_spec(s)?;
+    let (bind, port) = match parts.as_slice() {
+        [p] => (IpAddr::V4(Ipv4Addr::LOCALHOST), p.as_str()),
+        [b, p] => (parse_bind(b)?, p.as_str()),
+        _ => return Err(format!("{s:?} is not [bind:]port")),
+    };
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {s:?} is not a port number"))?;
+    Ok(SocketAddr::new(bind, port))
+}
+
+#[cfg(test)]
+mod socks_addr_tests {
+    use super::*;
+
+    #[test]
+    fn socks_addresses_parse() {
+        assert_eq!(
+            parse_socks_addr("1080").unwrap(),
+            "127.0.0.1:1080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_socks_addr("[::1]:1080").unwrap(),
+            "[::1]:1080".parse().unwrap()
+        );
+        assert!(parse_socks_addr("x").is_err());
     }
 }

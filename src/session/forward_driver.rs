@@ -66,11 +66,11 @@ impl Mode {
     /// The plugin's rule: smux for `LocalPortForwarding` when the agent is newer than
     /// 3.0.196.0; smux keep-alive only for agents up to 3.1.1511.0.
     pub fn for_session(params: &SessionParams) -> Mode {
-        let forwarding = params.properties.get("type").and_then(|t| t.as_str())
-            == Some("LocalPortForwarding");
+        let forwarding =
+            params.properties.get("type").and_then(|t| t.as_str()) == Some("LocalPortForwarding");
         if forwarding && version_newer_than(&params.agent_version, "3.0.196.0") {
-            let keepalive = (!version_newer_than(&params.agent_version, "3.1.1511.0"))
-                .then(KeepAlive::default);
+            let keepalive =
+                (!version_newer_than(&params.agent_version, "3.1.1511.0")).then(KeepAlive::default);
             Mode::Mux(Mux::new(Role::Client, keepalive, now()))
         } else {
             Mode::Basic { current: None }
@@ -240,9 +240,7 @@ impl Driver<'_> {
                         && let Some(id) = current.take()
                     {
                         conns.remove(&id);
-                        let _ = self
-                            .session
-                            .send_flag(now(), PayloadFlag::DisconnectToPort);
+                        let _ = self.session.send_flag(now(), PayloadFlag::DisconnectToPort);
                     }
                 }
                 ClientEvent::Closed { output } => {
@@ -286,9 +284,7 @@ impl Driver<'_> {
                 if *current == Some(id) {
                     *current = None;
                     conns.remove(&id);
-                    let _ = self
-                        .session
-                        .send_flag(now(), PayloadFlag::DisconnectToPort);
+                    let _ = self.session.send_flag(now(), PayloadFlag::DisconnectToPort);
                 }
             }
         }
@@ -335,7 +331,10 @@ mod tests {
             Mode::for_session(&params("3.3.987", Some("LocalPortForwarding"))).name(),
             "basic"
         );
-        assert_eq!(Mode::for_session(&params("3.3.987.0", None)).name(), "basic");
+        assert_eq!(
+            Mode::for_session(&params("3.3.987.0", None)).name(),
+            "basic"
+        );
     }
 
     #[test]

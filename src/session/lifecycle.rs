@@ -205,3 +205,15 @@ pub fn flush(session: &mut ClientSession, link: &Link) {
         link.send(frame);
     }
 }
+
+/// Resolves once `stop` is true (or its sender is gone: nothing will stop us then).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}

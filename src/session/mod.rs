@@ -1,7 +1,15 @@
 //! What runs over a data channel: `proxy` pipes stdin/stdout for an ssh ProxyCommand,
-//! `exec` runs one command with separate streams and its exit code.
+//! `exec` runs one command with separate streams and its exit code, `forward` carries
+//! local TCP connections (listeners, or a SOCKS5 server) over port sessions, `shell` runs
+//! an interactive shell on a raw local terminal.
 
 pub mod exec;
+pub mod forward;
+pub mod forward_conn;
+pub mod forward_driver;
 pub mod lifecycle;
 pub mod proxy;
+pub mod shell;
 pub mod smux;
+pub mod socks;
+pub mod terminal;

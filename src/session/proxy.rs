@@ -66,7 +66,12 @@ async fn stream(
         .unwrap_or(1);
     let now = tokio::time::Instant::now().into_std();
     let mut session = ClientSession::with_defaults(now, wall_ms, uuid::Uuid::new_v4().as_u128());
-    let opts = DriveOptions::default();
+    // Port sessions are never encrypted by the agent (PROTOCOL.md §5.1), but answer a KMS
+    // request anyway should a document ever make one.
+    let opts = DriveOptions {
+        data_keys: Some(ssm.data_keys(&started.session_id, &req.target)),
+        ..DriveOptions::default()
+    };
     let ended = {
         let drive = transport::drive_stream(
             &mut link,

@@ -1,5 +1,6 @@
 //! The event loop joining a websocket, a [`ClientSession`] and a local byte stream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -7,7 +8,7 @@ use tokio::time::{Instant as TokioInstant, sleep_until};
 
 use crate::proto::client::{ClientError, ClientEvent, ClientSession};
 
-use super::{Link, LinkError, LinkEvent};
+use super::{DataKeyError, DataKeyProvider, Link, LinkError, LinkEvent, answer_data_key_request};
 
 #[derive(Clone, Debug)]
 pub struct DriveOptions {
@@ -20,6 +21,9 @@ pub struct DriveOptions {
     /// until the remote side has been quiet this long (there is no half-close on the
     /// channel, so quiet is the only sign that it has flushed).
     pub linger: Duration,
+    /// Where data keys come from when the agent demands KMS encryption (None: such
+    /// sessions fail with a clear error). Port sessions are never encrypted.
+    pub data_keys: Option<Arc<dyn DataKeyProvider>>,
 }
 
 impl Default for DriveOptions {
@@ -29,6 +33,7 @@ impl Default for DriveOptions {
             handshake_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(300),
+            data_keys: None,
         }
     }
 }
@@ -56,6 +61,10 @@ pub enum DriveError {
     HandshakeTimeout(Duration),
     #[error("the agent could not connect to the destination port on the instance")]
     PortRefused,
+    #[error(
+        "the target requires KMS encryption for this session, but no data key could be had: {0}"
+    )]
+    DataKey(DataKeyError),
     #[error("reading local input failed: {0}")]
     Input(std::io::Error),
     #[error("writing local output failed: {0}")]
@@ -88,9 +97,11 @@ where
     let mut input_closed_at: Option<TokioInstant> = None;
     let mut last_remote_data = started;
     loop {
+        let keyed = answer_data_key_request(session, opts.data_keys.as_deref()).await;
         while let Some(frame) = session.poll_transmit() {
             link.send(frame);
         }
+        keyed?;
         let mut delivered = false;
         while let Some(ev) = session.poll_event() {
             match ev {

@@ -34,6 +34,8 @@ pub struct ResumeError {
     pub message: String,
     /// True when retrying cannot help (access denied, session unknown).
     pub permanent: bool,
+    /// The credentials were refused or expired (the user can fix that).
+    pub credentials: bool,
 }
 
 /// Calls `ResumeSession`. `Ok(None)` means the service says the session is gone.
@@ -79,7 +81,12 @@ pub enum LinkEvent {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
     #[error("the data channel was lost ({cause}) and the session could not be resumed: {last}")]
-    ResumeFailed { cause: String, last: String },
+    ResumeFailed {
+        cause: String,
+        last: String,
+        /// The last failure was a refused or expired credential.
+        credentials: bool,
+    },
     #[error("the data channel was lost ({cause}) and this session kind cannot be resumed")]
     NotResumable { cause: String },
     #[error("the data channel was lost ({cause}) and the service says the session has ended")]
@@ -293,13 +300,17 @@ async fn reconnect(
     let deadline = started + opts.resume_budget;
     let mut delay = Duration::from_millis(100 + jitter_ms(100));
     let mut last = String::from("no attempt made");
+    let mut credentials = false;
     for attempt in 1u32.. {
         // Frames queued meanwhile would go to a dead socket; the channel resends them.
         while out_rx.try_recv().is_ok() {}
         match resumer.resume(&target.session_id).await {
             Ok(Some(r)) => match connect(&r.stream_url, &r.token, &target.client_id).await {
                 Ok(ws) => return Ok((ws, attempt, started.elapsed())),
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    last = e.to_string();
+                    credentials = false;
+                }
             },
             Ok(None) => {
                 return Err(LinkError::SessionGone {
@@ -310,9 +321,13 @@ async fn reconnect(
                 return Err(LinkError::ResumeFailed {
                     cause: cause.to_owned(),
                     last: e.message,
+                    credentials: e.credentials,
                 });
             }
-            Err(e) => last = e.message,
+            Err(e) => {
+                last = e.message;
+                credentials = e.credentials;
+            }
         }
         tracing::debug!(attempt, "resume failed: {last}; retrying in {delay:?}");
         if Instant::now() + delay >= deadline {
@@ -324,6 +339,7 @@ async fn reconnect(
     Err(LinkError::ResumeFailed {
         cause: cause.to_owned(),
         last,
+        credentials,
     })
 }
 

@@ -7,9 +7,11 @@
 //! decision lives in `proto`.
 
 mod connect;
+mod data_key;
 mod driver;
 mod link;
 
 pub use connect::{ConnectError, DataChannelSocket, connect};
+pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
 pub use link::{Link, LinkError, LinkEvent, LinkOptions, LinkTarget, Resume, ResumeError, Resumed};

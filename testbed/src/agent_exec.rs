@@ -15,6 +15,7 @@
 use std::process::Stdio;
 use std::sync::Arc;
 
+use rustix::process::{Pid, Signal, kill_process};
 use sallyport::proto::channel::ChannelEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -152,8 +153,8 @@ fn apply_input(events: Vec<ChannelEvent>, pid: Option<u32>) -> bool {
             Some(PayloadType::Output) => {
                 for b in &m.payload {
                     let sig = match b {
-                        0x03 => "-INT",
-                        0x1c => "-QUIT",
+                        0x03 => Signal::INT,
+                        0x1c => Signal::QUIT,
                         _ => continue,
                     };
                     if let Some(pid) = pid {
@@ -172,14 +173,11 @@ fn apply_input(events: Vec<ChannelEvent>, pid: Option<u32>) -> bool {
     false
 }
 
-/// Sends a signal with kill(1): the testbed forbids unsafe code and needs no libc crate.
-pub(crate) fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// Sends `sig` to process `pid`.
+pub(crate) fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, sig);
+    }
 }
 
 /// Reads one output pipe the agent's way: at most `chunk_size` per message, then `pace`.

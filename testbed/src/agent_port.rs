@@ -1,7 +1,8 @@
 //! The agent's Port plugin (PROTOCOL.md §7): `AWS-StartSSHSession` (no `type`: one
 //! stream to `portNumber`, EOF ends the session) and the port-forwarding documents
 //! (`type: LocalPortForwarding`), in basic or smux mode by the client's version (§7.1):
-//! smux when ClientVersion ≥ 1.1.70, basic otherwise.
+//! smux when ClientVersion ≥ 1.1.70, basic otherwise; an instance configured with an
+//! agent version up to 3.0.196.0 plays an agent from before smux, basic only.
 //!
 //! Before dialing a remote host the agent refuses addresses on its deny list (the
 //! instance metadata service and friends, §7.5) with "Forwarding to IP address … is
@@ -143,7 +144,9 @@ pub async fn run(
         return Ok(());
     }
     let target = spec.dial_target(&session);
-    if compare_versions(&client_version, MUX_CLIENT_VERSION).is_ge() {
+    // Agents up to 3.0.196.0 predate smux (the plugin's own threshold): basic only.
+    let agent_has_mux = compare_versions(&session.instance.agent_version, "3.0.196.0").is_gt();
+    if agent_has_mux && compare_versions(&client_version, MUX_CLIENT_VERSION).is_ge() {
         crate::agent_port_mux::run(ch, &session, &client_version, target, settings, io).await
     } else {
         run_basic(ch, target, settings, io).await

@@ -63,6 +63,11 @@ pub struct InstanceConfig {
     /// Default 0.
     #[serde(default)]
     pub throttle_first: u32,
+    /// KMS key (ID, ARN or alias) the account's Session Manager preferences name: the agent
+    /// then demands KMS encryption for Standard_Stream and command sessions (never for port
+    /// sessions, as on the real agent). Default: none.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 fn default_host() -> String {
@@ -97,6 +102,7 @@ impl InstanceConfig {
             not_connected_for_secs: 0,
             access_denied: false,
             throttle_first: 0,
+            kms_key_id: None,
         }
     }
 
@@ -176,6 +182,9 @@ pub struct TestbedConfig {
     pub rtt: Duration,
     /// Faults the relay injects (none by default).
     pub faults: crate::faults::FaultPlan,
+    /// How far the testbed's clock is from this machine's, in seconds (requests signed more
+    /// than 5 minutes off the testbed's clock are refused, as AWS does).
+    pub clock_offset_secs: i64,
 }
 
 impl TestbedConfig {
@@ -187,6 +196,7 @@ impl TestbedConfig {
             agent: AgentSettings::default(),
             rtt: Duration::ZERO,
             faults: crate::faults::FaultPlan::default(),
+            clock_offset_secs: 0,
         }
     }
 }

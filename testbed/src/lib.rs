@@ -12,15 +12,18 @@
 
 pub mod agent;
 pub mod agent_exec;
+pub mod agent_kms;
 pub mod agent_port;
 pub mod agent_port_mux;
 pub mod agent_shell;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod delay_proxy;
 pub mod demo;
 pub mod describe;
 pub mod faults;
+pub mod kms;
 pub mod relay;
 pub mod server;
 pub mod sigv4;

@@ -54,6 +54,8 @@ pub struct AppState {
     pub caller: String,
     /// The relay's live agents, one per session.
     pub hub: Arc<crate::relay::Hub>,
+    /// The KMS API's keys (`TrentService.*`).
+    pub kms: Arc<crate::kms::KmsState>,
     /// Access key ID -> what the key is.
     credentials: Mutex<HashMap<String, Credential>>,
     /// When the testbed started: `not_connected_for_secs` counts from here.
@@ -79,7 +81,13 @@ pub struct Credential {
 
 impl AppState {
     pub fn new(config: TestbedConfig, local_addr: SocketAddr) -> Self {
+        let kms_keys = config
+            .instances
+            .iter()
+            .filter_map(|i| i.kms_key_id.as_deref());
+        let kms = Arc::new(crate::kms::KmsState::new(&config.region, kms_keys));
         AppState {
+            kms,
             config: Arc::new(config),
             sessions: Arc::new(Sessions::default()),
             local_addr,
@@ -128,6 +136,15 @@ impl AppState {
     ) -> Result<(String, Credential), AuthError> {
         let region = &self.config.region;
         let akid = crate::sigv4::verify(parts, body, region, service, |k| self.secret_for(k))?;
+        let signed = parts
+            .headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::clock::parse_amz_date);
+        let now = crate::clock::now_secs(self.config.clock_offset_secs);
+        if let Some(why) = signed.and_then(|t| crate::clock::skew_error(t, now)) {
+            return Err(AuthError::clock_skew(why));
+        }
         let cred = self
             .credential(&akid)
             .ok_or_else(AuthError::unknown_access_key)?;
@@ -267,6 +284,11 @@ impl Testbed {
         self.state.config.clone()
     }
 
+    /// The KMS the API serves (for an in-process agent end that decrypts data keys).
+    pub fn kms(&self) -> Arc<crate::kms::KmsState> {
+        self.state.kms.clone()
+    }
+
     /// Accepts another key pair (e.g. to test credential refresh).
     pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
         self.state.add_credentials(access_key_id, secret_access_key);
@@ -328,9 +350,16 @@ async fn route(
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
     });
+    let kms = req.headers().get("x-amz-target").is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(crate::kms::TARGET_PREFIX.as_bytes())
+    });
     let resp = if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
         crate::sts::handle(&state, req).await
+    } else if req.method() == Method::POST && path == "/" && kms {
+        // JSON 1.1 like SSM, told apart by X-Amz-Target.
+        crate::kms::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" {
         crate::api::handle(&state, req).await
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
@@ -495,7 +524,11 @@ mod tests {
             .method(method)
             .uri(path)
             .header("host", tb.addr.to_string())
-            .header("x-amz-date", "20260101T000000Z")
+            // Now: requests signed more than 5 minutes off are refused, as by AWS.
+            .header(
+                "x-amz-date",
+                crate::clock::format_amz_date(crate::clock::now_secs(0)),
+            )
             .header("x-amz-target", "AmazonSSM.StartSession")
             .body(())
             .unwrap()

@@ -57,6 +57,11 @@ impl AuthError {
 
     /// A temporary key past its expiry (or one the testbed was told to expire); the text is
     /// what AWS answers.
+    /// The signing time is more than 5 minutes off the service's clock.
+    pub fn clock_skew(message: String) -> Self {
+        Self::new(400, "InvalidSignatureException", message)
+    }
+
     pub fn expired() -> Self {
         let message = "The security token included in the request is expired";
         Self::new(400, "ExpiredTokenException", message)

@@ -33,6 +33,14 @@ struct Bed {
 
 impl Bed {
     fn new(instances: impl FnOnce(SocketAddr) -> Vec<InstanceConfig>) -> Bed {
+        Bed::with(instances, |_| {})
+    }
+
+    /// A bed whose testbed configuration `adjust` may change (e.g. its clock).
+    fn with(
+        instances: impl FnOnce(SocketAddr) -> Vec<InstanceConfig>,
+        adjust: impl FnOnce(&mut TestbedConfig),
+    ) -> Bed {
         let dir = TempDir::new("sallyport-cp").expect("temp dir");
         let sshd = TestSshd::start(dir.path()).expect("start sshd");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +48,8 @@ impl Bed {
             .enable_all()
             .build()
             .expect("runtime");
-        let config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), instances(sshd.addr));
+        let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), instances(sshd.addr));
+        adjust(&mut config);
         let testbed = runtime
             .block_on(Testbed::start(config))
             .expect("start testbed");
@@ -73,37 +82,7 @@ impl Bed {
     fn proxy(&self, target: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(SALLYPORT);
         cmd.args(args).args(["proxy", target, "--port", "22"]);
-        for var in [
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_DEFAULT_REGION",
-            "AWS_ENDPOINT_URL_SSM",
-            "AWS_ENDPOINT_URL_STS",
-            "AWS_ROLE_ARN",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "SALLYPORT_CONFIG",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in self.testbed.env() {
-            if k.starts_with("AWS_") {
-                cmd.env(k, v);
-            }
-        }
-        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.path("aws-config-absent"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.path("aws-credentials-absent"),
-            )
-            // The SDK's own retries off: what is retried here is retried by sallyport.
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
-            .env("XDG_CACHE_HOME", self.path("xdg-cache"));
+        crate::harness::hermetic_env(&mut cmd, &self.testbed, &self.path(""));
         cmd
     }
 
@@ -543,4 +522,28 @@ fn assume_role_chain_reaches_the_testbed_through_sts() {
 
     let out = bed.run(&mut profile_cmd("elsewhere"));
     fails(&out, 3, &["AccessDenied"]);
+}
+
+/// Our clock 15 minutes behind the service's: AWS's 5-minute rule refuses the request; the
+/// message says so and how to fix it (exit 14), before any session starts.
+#[test]
+fn clock_skew_is_named_with_the_fix() {
+    let bed = Bed::with(fleet, |c| c.clock_offset_secs = 900);
+    let out = bed.run(&mut bed.proxy(WEB1, &[]));
+    fails(&out, 14, &["Signature expired", "clock", "timedatectl"]);
+    let ahead = Bed::with(fleet, |c| c.clock_offset_secs = -900);
+    let out = ahead.run(&mut ahead.proxy(WEB1, &[]));
+    fails(&out, 14, &["Signature not yet current", "clock"]);
+}
+
+/// No credentials anywhere (environment, files, roles, metadata): exit 3, no API call.
+#[test]
+fn no_credentials_at_all_says_where_they_come_from() {
+    let bed = Bed::new(fleet);
+    let mut cmd = bed.proxy(WEB1, &[]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = bed.run(&mut cmd);
+    fails(&out, 3, &["no usable AWS credentials", "AWS_PROFILE"]);
+    assert!(bed.testbed.calls().is_empty());
 }

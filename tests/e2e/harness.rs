@@ -60,33 +60,7 @@ impl Fixture {
     /// Environment for sallyport: the testbed's endpoint and keys, nothing from the
     /// developer's own AWS setup.
     pub fn aws_env(&self, cmd: &mut Command) {
-        for var in [
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_DEFAULT_REGION",
-            "AWS_ENDPOINT_URL_SSM",
-            "AWS_ROLE_ARN",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in self.testbed.env() {
-            if k.starts_with("AWS_") {
-                cmd.env(k, v);
-            }
-        }
-        // Empty files, not absent ones: the SDK warns about an absent overridden path.
-        for name in ["aws-config", "aws-credentials"] {
-            let _ = std::fs::write(self.path(name), "");
-        }
-        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.path("aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("aws-credentials"))
-            .env("AWS_MAX_ATTEMPTS", "1");
+        hermetic_env(cmd, &self.testbed, self.dir.path());
     }
 
     fn client(&self, program: &str) -> Command {
@@ -146,6 +120,46 @@ impl Fixture {
     pub fn remote(&self, name: &str) -> String {
         format!("root@{}:{}", self.instance, self.path(name).display())
     }
+}
+
+/// Points `cmd` at `testbed` and keeps it away from the developer's own AWS, sallyport
+/// and XDG setup: config and cache live in `dir`.
+pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL_SSM",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "SALLYPORT_CONFIG",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in testbed.env() {
+        if k.starts_with("AWS_") {
+            cmd.env(k, v);
+        }
+    }
+    // Empty files, not absent ones: the SDK warns about an absent overridden path.
+    for name in ["aws-config-empty", "aws-credentials-empty"] {
+        let _ = std::fs::write(dir.join(name), "");
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("aws-config-empty"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("aws-credentials-empty"),
+        )
+        // The SDK's own retries off: what is retried here is retried by sallyport.
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
 }
 
 /// Runs `cmd` with `stdin` bytes, killing it if it overruns `limit`.

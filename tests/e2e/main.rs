@@ -4,7 +4,10 @@
 
 mod control_plane;
 mod fidelity;
+mod forward;
 mod harness;
+mod kms;
 mod proxy;
 mod resilience;
+mod rotation;
 mod shell;

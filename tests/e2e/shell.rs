@@ -85,3 +85,255 @@ fn exec_session_is_terminated_afterwards() {
         "{calls:?}"
     );
 }
+
+/// A pty pair for the shell test: the test holds the master (the "user's terminal
+/// emulator") and keeps a slave descriptor to read the terminal settings back.
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+}
+
+impl Pty {
+    fn open(rows: u16, cols: u16) -> Pty {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = rustix::fs::open(
+            name.as_c_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open the pty slave");
+        let pty = Pty {
+            master: master.into(),
+            slave: slave.into(),
+        };
+        pty.resize(rows, cols);
+        pty
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.master, ws).expect("resize");
+    }
+
+    /// The terminal settings, as text that compares every field.
+    fn settings(&self) -> String {
+        let t = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            t.input_modes, t.output_modes, t.control_modes, t.local_modes, t.special_codes
+        )
+    }
+
+    fn is_raw(&self) -> bool {
+        let t = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        !t.local_modes.contains(rustix::termios::LocalModes::ICANON)
+            && !t.local_modes.contains(rustix::termios::LocalModes::ECHO)
+    }
+}
+
+/// Everything the master has read so far, filled by a thread.
+struct Screen(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Screen {
+    fn start(master: std::fs::File) -> Screen {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut master = master;
+            let mut chunk = [0u8; 4096];
+            // Ends with EIO once every slave descriptor is closed, or at process exit.
+            while let Ok(n) = master.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Screen(buf)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+#[test]
+fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_terminal() {
+    use std::io::Write;
+    let f = Fixture::new();
+    let pty = Pty::open(30, 100);
+    let before = pty.settings();
+    assert!(!pty.is_raw());
+    // `setsid --ctty`: sallyport gets the pty as its controlling terminal, as in a real
+    // terminal window, so resizing sends it SIGWINCH.
+    let mut cmd = Command::new("setsid");
+    cmd.args(["--ctty", SALLYPORT, "shell", &f.instance]);
+    f.aws_env(&mut cmd);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn sallyport shell");
+    let screen = Screen::start(pty.master.try_clone().unwrap());
+    let mut keys = pty.master.try_clone().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pty.is_raw() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The quotes keep the typed command from matching what it prints.
+        keys.write_all(b"echo hello-'from'-the-shell; stty size\r")
+            .unwrap();
+        assert!(
+            screen.wait_for("hello-from-the-shell", Duration::from_secs(20)),
+            "no command output; screen:\n{}",
+            screen.text()
+        );
+        assert!(pty.is_raw(), "the local terminal is raw during the session");
+        assert!(
+            screen.wait_for("30 100", Duration::from_secs(10)),
+            "initial size not sent; screen:\n{}",
+            screen.text()
+        );
+        pty.resize(40, 120);
+        let mut resized = false;
+        for _ in 0..20 {
+            keys.write_all(b"stty size\r").unwrap();
+            if screen.wait_for("40 120", Duration::from_millis(500)) {
+                resized = true;
+                break;
+            }
+        }
+        assert!(resized, "resize not seen; screen:\n{}", screen.text());
+        // Ctrl-C reaches the remote shell and interrupts the command there.
+        keys.write_all(b"sleep 30\r").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        keys.write_all(b"\x03").unwrap();
+        keys.write_all(b"echo after-'inter'rupt\r").unwrap();
+        assert!(
+            screen.wait_for("after-interrupt", Duration::from_secs(10)),
+            "Ctrl-C did not interrupt the remote sleep; screen:\n{}",
+            screen.text()
+        );
+        keys.write_all(b"exit\r").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sallyport shell did not exit; screen:\n{}",
+                screen.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = match result {
+        Ok(s) => s,
+        Err(p) => std::panic::resume_unwind(p),
+    };
+    assert_eq!(status.code(), Some(0), "screen:\n{}", screen.text());
+    assert_eq!(pty.settings(), before, "terminal settings restored");
+}
+
+#[test]
+fn shell_runs_another_document_with_parameters() {
+    let f = Fixture::new();
+    let out = run(
+        &mut sallyport(
+            &f,
+            &[
+                "shell",
+                &f.instance,
+                "--document",
+                "AWS-StartInteractiveCommand",
+                "--parameter",
+                "command=echo interactive-'command'-ran",
+            ],
+        ),
+        None,
+        QUICK,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("interactive-command-ran"), "{stdout}");
+}
+
+#[test]
+fn exec_passes_ctrl_c_to_the_remote_command() {
+    use std::io::{BufRead, BufReader, Read};
+    let f = Fixture::new();
+    let mut cmd = sallyport(
+        &f,
+        &[
+            "exec",
+            &f.instance,
+            "--",
+            // The agent signals the shell itself, which runs its trap between two sleeps.
+            "trap 'echo trapped; exit 5' INT; echo ready; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+        ],
+    );
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = out.read_line(&mut first);
+        let _ = tx.send(first);
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let first = rx.recv_timeout(QUICK).unwrap_or_default();
+    assert_eq!(first, "ready\n");
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + QUICK;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sallyport exec did not end after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest = rx.recv_timeout(QUICK).unwrap_or_default();
+    assert_eq!(rest, "trapped\n");
+    assert_eq!(status.code(), Some(5));
+}
