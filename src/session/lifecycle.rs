@@ -177,27 +177,7 @@ pub async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Feeds one link event to the client end. `Err` when the link is over.
-pub fn on_link_event(
-    session: &mut ClientSession,
-    event: Option<crate::transport::LinkEvent>,
-) -> Result<(), DriveError> {
-    use crate::transport::{LinkError, LinkEvent};
-    match event {
-        Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
-        Some(LinkEvent::Reconnected { attempt, after }) => {
-            tracing::debug!(attempt, ?after, "resending what was in flight");
-            session.on_reconnect(now());
-        }
-        Some(LinkEvent::Failed(e)) => return Err(e.into()),
-        None => {
-            return Err(LinkError::NotResumable {
-                cause: "the link task ended".into(),
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
+pub use crate::transport::handle_link_event as on_link_event;
 
 /// Sends whatever the client end has queued.
 pub fn flush(session: &mut ClientSession, link: &Link) {

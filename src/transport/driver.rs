@@ -157,17 +157,7 @@ where
         let drain_deadline = input_closed_at.map(|t| t + opts.drain_timeout);
         tokio::select! {
             biased;
-            event = link.recv() => match event {
-                Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
-                Some(LinkEvent::Reconnected { attempt, after }) => {
-                    tracing::debug!(attempt, ?after, "resending what was in flight");
-                    session.on_reconnect(now());
-                }
-                Some(LinkEvent::Failed(e)) => return Err(e.into()),
-                None => {
-                    return Err(LinkError::NotResumable { cause: "the link task ended".into() }.into());
-                }
-            },
+            event = link.recv() => handle_link_event(session, event)?,
             _ = sleep_until(timer.unwrap_or(started)), if timer.is_some() => {
                 session.handle_timeout(now())?;
             }
@@ -190,6 +180,29 @@ where
             }
         }
     }
+}
+
+/// Feeds one link event to the client end: frames to the core, a reconnect as "resend
+/// what was in flight". `Err` when the link is over.
+pub fn handle_link_event(
+    session: &mut ClientSession,
+    event: Option<LinkEvent>,
+) -> Result<(), DriveError> {
+    match event {
+        Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
+        Some(LinkEvent::Reconnected { attempt, after }) => {
+            tracing::debug!(attempt, ?after, "resending what was in flight");
+            session.on_reconnect(now());
+        }
+        Some(LinkEvent::Failed(e)) => return Err(e.into()),
+        None => {
+            return Err(LinkError::NotResumable {
+                cause: "the link task ended".into(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn local_output_gone(e: std::io::Error) -> Result<Outcome, DriveError> {

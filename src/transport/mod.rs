@@ -13,5 +13,5 @@ mod link;
 
 pub use connect::{ConnectError, DataChannelSocket, connect};
 pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
-pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
+pub use driver::{DriveError, DriveOptions, Outcome, drive_stream, handle_link_event};
 pub use link::{Link, LinkError, LinkEvent, LinkOptions, LinkTarget, Resume, ResumeError, Resumed};

@@ -26,11 +26,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent, Role};
 use sallyport::proto::crypto::{SessionCipher, is_encrypted};
-use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{
-    ChannelClosed, EncChallenge, HandshakeComplete, HandshakeRequest, HandshakeResponse,
-    KmsEncryptionRequest, KmsEncryptionResult, PayloadType, RequestedClientAction,
-    SessionTypeRequest, action_status,
+    EncChallenge, HandshakeComplete, HandshakeRequest, HandshakeResponse, KmsEncryptionRequest,
+    KmsEncryptionResult, PayloadType, RequestedClientAction, SessionTypeRequest, action_status,
 };
 
 use crate::kms::KmsState;
@@ -318,31 +316,7 @@ impl EncryptedAgent {
     fn fail(&mut self, why: String) {
         self.phase = Phase::Failed;
         self.failure = Some(why.clone());
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
-        let id = uuid::Uuid::new_v4();
-        let body = ChannelClosed {
-            message_id: id.to_string(),
-            created_date: now_ms.to_string(),
-            destination_id: self.session_id.clone(),
-            session_id: self.session_id.clone(),
-            message_type: "channel_closed".to_owned(),
-            schema_version: 1,
-            output: why,
-        };
-        let msg = Message {
-            message_type: MessageType::ChannelClosed,
-            schema_version: 1,
-            created_date: now_ms,
-            sequence_number: 0,
-            flags: 0,
-            message_id: id,
-            payload_type: 0,
-            payload: serde_json::to_vec(&body).unwrap_or_default(),
-        };
-        self.closed_frame = Some(msg.encode());
+        self.closed_frame = Some(crate::relay::channel_closed_frame(&self.session_id, &why));
     }
 
     /// Sends a payload of `kind`, sealed when the agent encrypts that type, in chunks of

@@ -352,11 +352,7 @@ where
 /// `channel_closed` as the service sends it when a session ends. The JSON fields are the
 /// plugin's (PROTOCOL.md §4); header sequence number, flags and payload type are not
 /// documented anywhere we could read, so they are a guess (0, 0, 0).
-async fn send_channel_closed<S>(sink: &mut S, session_id: &str, output: &str) -> anyhow::Result<()>
-where
-    S: futures_util::Sink<WsMessage> + Unpin,
-    S::Error: std::error::Error + Send + Sync + 'static,
-{
+pub(crate) fn channel_closed_frame(session_id: &str, output: &str) -> Vec<u8> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -371,7 +367,7 @@ where
         schema_version: 1,
         output: output.to_owned(),
     };
-    let msg = Message {
+    Message {
         message_type: MessageType::ChannelClosed,
         schema_version: 1,
         created_date: now_ms,
@@ -379,9 +375,18 @@ where
         flags: 0,
         message_id: id,
         payload_type: 0,
-        payload: serde_json::to_vec(&body)?,
-    };
-    sink.send(WsMessage::binary(msg.encode())).await?;
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+    .encode()
+}
+
+async fn send_channel_closed<S>(sink: &mut S, session_id: &str, output: &str) -> anyhow::Result<()>
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    sink.send(WsMessage::binary(channel_closed_frame(session_id, output)))
+        .await?;
     Ok(())
 }
 
