@@ -60,7 +60,7 @@ async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
     let handshake_deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
     let mut interrupts = 0u32;
     loop {
-        lifecycle::flush(session, link);
+        lifecycle::answer_data_key(&*opened.data_keys, session, link).await?;
         while let Some(ev) = session.poll_event() {
             match ev {
                 ClientEvent::Data(bytes) => write(&mut stdout, &bytes).await?,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientError, ClientSession};
-use crate::transport::{DriveError, Link, LinkOptions, LinkTarget};
+use crate::transport::{DataKeyProvider, DriveError, Link, LinkOptions, LinkTarget};
 
 /// How long to give TerminateSession when we leave.
 pub const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
@@ -21,6 +21,8 @@ pub struct Opened {
     pub started: StartedSession,
     pub link: Link,
     pub session: ClientSession,
+    /// KMS data keys, should the agent ask for an encrypted session.
+    pub data_keys: Arc<dyn DataKeyProvider>,
 }
 
 /// StartSession (with the retries and advice of `start`), then the data channel.
@@ -60,6 +62,7 @@ pub async fn open(
         }
     };
     Ok(Opened {
+        data_keys: ssm.data_keys(&started.session_id, target),
         started,
         link,
         session: new_client_session(),
@@ -178,6 +181,18 @@ pub async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 
 /// Feeds one link event to the client end. `Err` when the link is over.
 pub use crate::transport::handle_link_event as on_link_event;
+
+/// Answers the agent's request for a KMS data key, if it made one, then sends what that
+/// queued. `Err` (already told to the agent) when no key could be had.
+pub async fn answer_data_key(
+    opened_keys: &dyn DataKeyProvider,
+    session: &mut ClientSession,
+    link: &Link,
+) -> Result<(), Failure> {
+    let keyed = crate::transport::answer_data_key_request(session, Some(opened_keys)).await;
+    flush(session, link);
+    keyed.map_err(|e| Failure::drive(e, "", 0))
+}
 
 /// Sends whatever the client end has queued.
 pub fn flush(session: &mut ClientSession, link: &Link) {

@@ -84,7 +84,7 @@ async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Fail
     let mut last_size = None;
     let handshake_deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
     loop {
-        lifecycle::flush(session, link);
+        lifecycle::answer_data_key(&*opened.data_keys, session, link).await?;
         let mut wrote = false;
         while let Some(ev) = session.poll_event() {
             match ev {

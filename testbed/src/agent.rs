@@ -23,7 +23,8 @@ use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent};
+use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent, Role};
+use sallyport::proto::crypto::{SessionCipher, is_encrypted};
 use sallyport::proto::payload::{
     HandshakeComplete, HandshakeRequest, HandshakeResponse, PayloadType, RequestedClientAction,
     SessionTypeRequest, action_status,
@@ -32,6 +33,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::kms::KmsState;
 use crate::state::SessionRecord;
 
 /// How the agent behaves; the defaults are the real agent's (PROTOCOL.md §6.6, §14).
@@ -68,16 +70,83 @@ pub enum AgentOut {
 pub struct AgentIo {
     pub from_client: mpsc::UnboundedReceiver<Vec<u8>>,
     pub to_client: mpsc::UnboundedSender<AgentOut>,
+    /// The testbed's KMS, for instances with a `kms_key_id` (PROTOCOL.md §5.4).
+    pub kms: Option<Arc<KmsState>>,
+}
+
+/// The agent's channel and, once a KMS handshake succeeded, its session cipher: stream
+/// payloads of the encrypted types are sealed on the way out and opened on the way in.
+pub struct AgentChannel {
+    channel: Channel,
+    cipher: Option<SessionCipher>,
+}
+
+impl std::ops::Deref for AgentChannel {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+impl std::ops::DerefMut for AgentChannel {
+    fn deref_mut(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+}
+
+impl AgentChannel {
+    /// Sends one payload, sealed if the agent encrypts its type.
+    pub(crate) fn send_payload(&mut self, kind: PayloadType, payload: Vec<u8>) {
+        let payload = match &mut self.cipher {
+            Some(c) if is_encrypted(Role::Agent, kind) => match c.seal(&payload) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::debug!("agent could not seal a payload: {e}");
+                    return;
+                }
+            },
+            _ => payload,
+        };
+        self.channel.send(now(), kind, payload);
+    }
+
+    /// Opens the client's encrypted payloads; ones that do not open are dropped.
+    fn open_events(&self, events: Vec<ChannelEvent>) -> Vec<ChannelEvent> {
+        let Some(cipher) = &self.cipher else {
+            return events;
+        };
+        events
+            .into_iter()
+            .filter_map(|ev| match ev {
+                ChannelEvent::Message(mut m)
+                    if PayloadType::from_u32(m.payload_type)
+                        .is_some_and(|k| is_encrypted(Role::Client, k)) =>
+                {
+                    match cipher.open(&m.payload) {
+                        Ok(plain) => {
+                            m.payload = plain;
+                            Some(ChannelEvent::Message(m))
+                        }
+                        Err(e) => {
+                            tracing::debug!("agent dropped a payload that did not decrypt: {e}");
+                            None
+                        }
+                    }
+                }
+                other => Some(other),
+            })
+            .collect()
+    }
 }
 
 /// The channel, shared by the input loop, the output pumps and the resend timer.
-pub(crate) type Shared = Arc<Mutex<Channel>>;
+pub type Shared = Arc<Mutex<AgentChannel>>;
 
 pub(crate) fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-pub(crate) fn lock(ch: &Shared) -> std::sync::MutexGuard<'_, Channel> {
+pub(crate) fn lock(ch: &Shared) -> std::sync::MutexGuard<'_, AgentChannel> {
     ch.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -89,12 +158,10 @@ pub(crate) fn new_channel(settings: &AgentSettings) -> Shared {
         .unwrap_or(1);
     let mut config = ChannelConfig::agent();
     config.max_payload = settings.chunk_size.max(1);
-    Arc::new(Mutex::new(Channel::new(
-        config,
-        now(),
-        wall_ms,
-        rand::random(),
-    )))
+    Arc::new(Mutex::new(AgentChannel {
+        channel: Channel::new(config, now(), wall_ms, rand::random()),
+        cipher: None,
+    }))
 }
 
 /// Sends whatever the channel has queued.
@@ -112,14 +179,21 @@ pub(crate) fn send_now(
     payload: Vec<u8>,
 ) {
     let mut c = lock(ch);
-    c.send(now(), kind, payload);
+    c.send_payload(kind, payload);
     flush(&mut c, out);
 }
 
 /// Sends stream bytes as Output messages of at most the chunk size, now.
 pub(crate) fn send_data_now(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>, data: &[u8]) {
     let mut c = lock(ch);
-    c.send_data(now(), data);
+    if c.cipher.is_some() {
+        // The agent encrypts each chunk it read (PROTOCOL.md §5.4).
+        for chunk in data.chunks(c.config().max_payload.max(1)) {
+            c.send_payload(PayloadType::Output, chunk.to_vec());
+        }
+    } else {
+        c.send_data(now(), data);
+    }
     flush(&mut c, out);
 }
 
@@ -135,7 +209,8 @@ pub(crate) fn feed(
         tracing::debug!("agent ignored a message: {e}");
     }
     flush(&mut c, out);
-    std::iter::from_fn(|| c.poll_event()).collect()
+    let events = std::iter::from_fn(|| c.poll_event()).collect();
+    c.open_events(events)
 }
 
 /// Resends what the agent's scheduler would resend by now.
@@ -190,9 +265,29 @@ pub async fn run(
     }
 }
 
+/// What an encrypted session needs to know (PROTOCOL.md §5.4).
+pub(crate) struct KmsRequest {
+    pub state: Arc<KmsState>,
+    pub key_id: String,
+    pub session_id: String,
+    pub target: String,
+}
+
+/// KMS for this session: when its instance has a `kms_key_id` and the testbed has a KMS.
+/// (Callers skip it for Port sessions, which the agent never encrypts.)
+pub(crate) fn kms_request(session: &SessionRecord, io: &AgentIo) -> Option<KmsRequest> {
+    Some(KmsRequest {
+        state: io.kms.clone()?,
+        key_id: session.instance.kms_key_id.clone()?,
+        session_id: session.session_id.clone(),
+        target: session.instance.id.clone(),
+    })
+}
+
 /// The handshake (PROTOCOL.md §5.2): HandshakeRequest for `session_type` with
-/// `properties`, the client's response, HandshakeComplete. Returns the client's version.
-/// On failure the session is closed with the agent's text and the error returned.
+/// `properties` (plus the KMSEncryption action when `kms` is given), the client's
+/// response, the encryption challenge when encrypting, HandshakeComplete. Returns the
+/// client's version. On failure the session is closed with the agent's text.
 pub(crate) async fn handshake(
     ch: &Shared,
     io: &mut AgentIo,
@@ -200,17 +295,23 @@ pub(crate) async fn handshake(
     agent_version: &str,
     session_type: &str,
     properties: Value,
+    kms: Option<KmsRequest>,
 ) -> anyhow::Result<String> {
     let started = Instant::now();
+    let mut actions = vec![RequestedClientAction {
+        action_type: "SessionType".to_owned(),
+        action_parameters: serde_json::to_value(SessionTypeRequest {
+            session_type: session_type.to_owned(),
+            properties,
+        })?,
+    }];
+    if let Some(k) = &kms {
+        let challenge: [u8; 16] = rand::random();
+        actions.push(crate::agent_kms::kms_action(&k.key_id, &challenge));
+    }
     let request = HandshakeRequest {
         agent_version: agent_version.to_owned(),
-        requested_client_actions: vec![RequestedClientAction {
-            action_type: "SessionType".to_owned(),
-            action_parameters: serde_json::to_value(SessionTypeRequest {
-                session_type: session_type.to_owned(),
-                properties,
-            })?,
-        }],
+        requested_client_actions: actions,
     };
     send_now(
         ch,
@@ -218,7 +319,42 @@ pub(crate) async fn handshake(
         PayloadType::HandshakeRequest,
         serde_json::to_vec(&request)?,
     );
-    let client_version = match await_handshake(ch, io, settings).await {
+    let outcome = async {
+        let payload = await_payload(ch, io, settings, PayloadType::HandshakeResponse).await?;
+        let resp: HandshakeResponse = serde_json::from_slice(&payload)
+            .map_err(|e| format!("invalid handshake response: {e}"))?;
+        if let Some(a) = resp
+            .processed_client_actions
+            .iter()
+            .find(|a| a.action_status != action_status::SUCCESS)
+        {
+            return Err(format!(
+                "client failed action {}: {}",
+                a.action_type, a.error
+            ));
+        }
+        tracing::debug!(client_version = resp.client_version, "handshake response");
+        let mut message = String::new();
+        if let Some(k) = &kms {
+            let mut cipher = crate::agent_kms::accept_data_key(
+                &k.state,
+                &k.key_id,
+                &resp,
+                &k.session_id,
+                &k.target,
+                rand::random(),
+            )?;
+            let (challenge, request) = crate::agent_kms::Challenge::new(&mut cipher)?;
+            send_now(ch, &io.to_client, PayloadType::EncChallengeRequest, request);
+            let answer = await_payload(ch, io, settings, PayloadType::EncChallengeResponse).await?;
+            challenge.verify(&cipher, &answer)?;
+            lock(ch).cipher = Some(cipher);
+            message = crate::agent_kms::KMS_NOTICE.to_owned();
+        }
+        Ok((resp.client_version, message))
+    }
+    .await;
+    let (client_version, customer_message) = match outcome {
         Ok(v) => v,
         Err(why) => {
             let _ = io.to_client.send(AgentOut::Close {
@@ -229,7 +365,7 @@ pub(crate) async fn handshake(
     };
     let done = HandshakeComplete {
         handshake_time_to_complete: started.elapsed().as_nanos() as i64,
-        customer_message: String::new(),
+        customer_message,
     };
     send_now(
         ch,
@@ -240,41 +376,33 @@ pub(crate) async fn handshake(
     Ok(client_version)
 }
 
-/// Waits for a successful HandshakeResponse, acknowledging (and dropping) anything else.
-async fn await_handshake(
+/// Waits for the client's next payload of `kind`, acknowledging (and dropping) anything
+/// else, as the agent does until the handshake is complete (each step: 15 s).
+async fn await_payload(
     ch: &Shared,
     io: &mut AgentIo,
     settings: &AgentSettings,
-) -> Result<String, String> {
+    kind: PayloadType,
+) -> Result<Vec<u8>, String> {
     let give_up = Instant::now() + settings.handshake_timeout;
     loop {
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { return Err("client went away".into()) };
                 for ev in feed(ch, &io.to_client, &frame) {
-                    let ChannelEvent::Message(m) = ev else { continue };
-                    if m.payload_type != PayloadType::HandshakeResponse as u32 {
-                        continue;
+                    if let ChannelEvent::Message(m) = ev
+                        && m.payload_type == kind as u32
+                    {
+                        return Ok(m.payload);
                     }
-                    let resp: HandshakeResponse = serde_json::from_slice(&m.payload)
-                        .map_err(|e| format!("invalid handshake response: {e}"))?;
-                    let failed = resp
-                        .processed_client_actions
-                        .iter()
-                        .find(|a| a.action_status != action_status::SUCCESS);
-                    if let Some(a) = failed {
-                        return Err(format!(
-                            "client failed action {}: {}",
-                            a.action_type, a.error
-                        ));
-                    }
-                    tracing::debug!(client_version = resp.client_version, "handshake response");
-                    return Ok(resp.client_version);
                 }
             }
             _ = sleep_opt(next_timer(ch)) => on_timer(ch, &io.to_client),
             _ = tokio::time::sleep_until(give_up) => {
-                return Err("Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into());
+                return Err(match kind {
+                    PayloadType::EncChallengeResponse => "Timed out waiting for encryption challenge.".into(),
+                    _ => "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into(),
+                });
             }
         }
     }

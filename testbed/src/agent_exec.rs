@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{
     AgentIo, AgentOut, AgentSettings, Shared, feed, finish, handshake, lock, new_channel,
-    next_timer, now, on_timer, send_now, sleep_opt,
+    next_timer, on_timer, send_now, sleep_opt,
 };
 use crate::state::SessionRecord;
 
@@ -43,6 +43,7 @@ pub async fn run(
     mut io: AgentIo,
 ) -> anyhow::Result<()> {
     let ch = new_channel(&settings);
+    let kms = crate::agent::kms_request(&session, &io);
     handshake(
         &ch,
         &mut io,
@@ -51,6 +52,7 @@ pub async fn run(
         "NonInteractiveCommands",
         // Properties are null for the shell-family plugins (PROTOCOL.md §5.3).
         serde_json::Value::Null,
+        kms,
     )
     .await?;
     let command = command_parameter(&session);
@@ -196,7 +198,8 @@ async fn pump<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let mut c = lock(&ch);
-                c.send(now(), kind, buf[..n].to_vec());
+                // Sealed when the session is KMS-encrypted (Output and StdErr both are).
+                c.send_payload(kind, buf[..n].to_vec());
                 crate::agent::flush(&mut c, &out);
             }
         }

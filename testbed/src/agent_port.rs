@@ -131,6 +131,8 @@ pub async fn run(
         &session.instance.agent_version,
         "Port",
         spec.properties(),
+        // Port sessions are never encrypted, whatever the instance's KMS setting.
+        None,
     )
     .await?;
     if !spec.forwarding {

@@ -54,6 +54,24 @@ pub async fn run(
     let ch = crate::agent::new_channel(&settings);
     let command = (session.document == "AWS-StartInteractiveCommand")
         .then(|| crate::agent_exec::command_parameter(&session));
+    // Shells have no handshake unless KMS encryption is on (PROTOCOL.md §5.1).
+    if let Some(kms) = crate::agent::kms_request(&session, &io) {
+        let session_type = if command.is_some() {
+            "InteractiveCommands"
+        } else {
+            "Standard_Stream"
+        };
+        crate::agent::handshake(
+            &ch,
+            &mut io,
+            &settings,
+            &session.instance.agent_version,
+            session_type,
+            serde_json::Value::Null,
+            Some(kms),
+        )
+        .await?;
+    }
     let (
         Pty {
             reader,

@@ -35,6 +35,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Hub {
     agents: Mutex<HashMap<String, Arc<AgentHandle>>>,
+    /// The testbed's KMS, for agents of instances that demand encryption.
+    kms: Option<Arc<crate::kms::KmsState>>,
 }
 
 struct AgentHandle {
@@ -51,6 +53,13 @@ struct AgentHandle {
 }
 
 impl Hub {
+    pub fn with_kms(kms: Arc<crate::kms::KmsState>) -> Hub {
+        Hub {
+            kms: Some(kms),
+            ..Hub::default()
+        }
+    }
+
     fn attach(
         &self,
         session: &Arc<SessionRecord>,
@@ -60,7 +69,7 @@ impl Hub {
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
         let handle = agents
             .entry(session.session_id.clone())
-            .or_insert_with(|| spawn_agent(session.clone(), config))
+            .or_insert_with(|| spawn_agent(session.clone(), config, self.kms.clone()))
             .clone();
         // A newer websocket replaces the older one (whose queue then ends).
         *handle.attached.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
@@ -85,7 +94,11 @@ impl Hub {
     }
 }
 
-fn spawn_agent(session: Arc<SessionRecord>, config: &TestbedConfig) -> Arc<AgentHandle> {
+fn spawn_agent(
+    session: Arc<SessionRecord>,
+    config: &TestbedConfig,
+    kms: Option<Arc<crate::kms::KmsState>>,
+) -> Arc<AgentHandle> {
     let (to_agent, from_client) = mpsc::unbounded_channel();
     let (to_client, mut from_agent) = mpsc::unbounded_channel();
     let handle = Arc::new(AgentHandle {
@@ -102,6 +115,7 @@ fn spawn_agent(session: Arc<SessionRecord>, config: &TestbedConfig) -> Arc<Agent
         AgentIo {
             from_client,
             to_client,
+            kms,
         },
     ));
     *handle.agent_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());

@@ -87,12 +87,12 @@ impl AppState {
             .filter_map(|i| i.kms_key_id.as_deref());
         let kms = Arc::new(crate::kms::KmsState::new(&config.region, kms_keys));
         AppState {
+            hub: Arc::new(crate::relay::Hub::with_kms(kms.clone())),
             kms,
             config: Arc::new(config),
             sessions: Arc::new(Sessions::default()),
             local_addr,
             caller: CALLER.to_owned(),
-            hub: Arc::default(),
             credentials: Mutex::new(HashMap::new()),
             started: Instant::now(),
             start_calls: Mutex::new(HashMap::new()),

@@ -327,3 +327,70 @@ async fn an_unknown_key_fails_with_advice_and_tells_the_agent() {
     let why = agent.failure().unwrap_or_default();
     assert!(why.contains("client failed action KMSEncryption"), "{why}");
 }
+
+fn sallyport_cmd(f: &Fixture, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(crate::harness::SALLYPORT);
+    cmd.args(args);
+    f.aws_env(&mut cmd);
+    cmd
+}
+
+/// Over the real websocket path: the testbed's agent demands KMS for a command session,
+/// sallyport gets a data key from the testbed's KMS, and output, stderr and the exit code
+/// (all encrypted by the agent) come back intact.
+#[test]
+fn exec_on_a_kms_instance_is_encrypted_end_to_end() {
+    let f = Fixture::with_config(|c| c.instances[0].kms_key_id = Some(KEY.into()));
+    let out = run(
+        &mut sallyport_cmd(
+            &f,
+            &[
+                "exec",
+                &f.instance,
+                "--",
+                "sh",
+                "-c",
+                "echo secret-out; echo err >&2; exit 4",
+            ],
+        ),
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret-out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    assert_eq!(out.status.code(), Some(4));
+    let asked = f
+        .testbed
+        .calls()
+        .iter()
+        .any(|c| c.operation == "GenerateDataKey");
+    assert!(
+        asked,
+        "sallyport fetched a data key: {:?}",
+        f.testbed.calls()
+    );
+}
+
+/// An interactive command on a KMS instance: the notice is shown and the output arrives.
+#[test]
+fn interactive_command_on_a_kms_instance_shows_the_notice() {
+    let f = Fixture::with_config(|c| c.instances[0].kms_key_id = Some(KEY.into()));
+    let out = run(
+        &mut sallyport_cmd(
+            &f,
+            &[
+                "shell",
+                &f.instance,
+                "--document",
+                "AWS-StartInteractiveCommand",
+                "--parameter",
+                "command=echo encrypted-shell-ran",
+            ],
+        ),
+        None,
+        Duration::from_secs(60),
+    );
+    let stdout = ok(&out);
+    assert!(stdout.contains(KMS_NOTICE), "{stdout}");
+    assert!(stdout.contains("encrypted-shell-ran"), "{stdout}");
+}
