@@ -165,12 +165,8 @@ async fn run(
 ) {
     let mut session_over = false;
     loop {
-        let ended = carry(&mut ws, &opts, &mut out_rx, &ev_tx, &mut session_over).await;
-        let cause = match ended {
-            Ended::DriverGone | Ended::EventsClosed => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                return;
-            }
+        let cause = match carry(ws, &opts, &mut out_rx, &ev_tx, &mut session_over).await {
+            Ended::DriverGone | Ended::EventsClosed => return,
             Ended::Lost(cause) => cause,
         };
         if session_over {
@@ -210,75 +206,108 @@ async fn run(
 }
 
 /// Moves frames both ways over one websocket until it fails or the driver leaves.
+///
+/// Reading and writing run concurrently: a write blocked on a full socket (say, the
+/// window resent after a resume) must never stop us reading, or two peers that both
+/// wait for the other to read deadlock.
 async fn carry(
-    ws: &mut DataChannelSocket,
+    ws: DataChannelSocket,
     opts: &LinkOptions,
     out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
     ev_tx: &mpsc::Sender<LinkEvent>,
     session_over: &mut bool,
 ) -> Ended {
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + opts.ping_interval, opts.ping_interval);
-    let mut last_heard = Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            frame = out_rx.recv() => {
-                let Some(frame) = frame else { return Ended::DriverGone };
-                if let Err(e) = ws.feed(WsMessage::binary(frame)).await {
-                    return Ended::Lost(e.to_string());
-                }
-                // Batch whatever else is queued into one flush.
-                while let Ok(more) = out_rx.try_recv() {
-                    if let Err(e) = ws.feed(WsMessage::binary(more)).await {
+    let (mut sink, mut stream) = ws.split();
+    let last_heard = std::sync::Mutex::new(Instant::now());
+    let heard = || *last_heard.lock().unwrap_or_else(|e| e.into_inner());
+    // A ping from the service: the pong tungstenite queued goes out on the next flush.
+    let pinged = tokio::sync::Notify::new();
+    let writer = async {
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + opts.ping_interval, opts.ping_interval);
+        loop {
+            tokio::select! {
+                biased;
+                frame = out_rx.recv() => {
+                    let Some(frame) = frame else { return Ended::DriverGone };
+                    if let Err(e) = sink.feed(WsMessage::binary(frame)).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                    // Batch whatever else is queued into one flush.
+                    while let Ok(more) = out_rx.try_recv() {
+                        if let Err(e) = sink.feed(WsMessage::binary(more)).await {
+                            return Ended::Lost(e.to_string());
+                        }
+                    }
+                    if let Err(e) = sink.flush().await {
                         return Ended::Lost(e.to_string());
                     }
                 }
-                if let Err(e) = ws.flush().await {
-                    return Ended::Lost(e.to_string());
-                }
-            }
-            msg = ws.next() => {
-                last_heard = Instant::now();
-                let bytes = match msg {
-                    Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
-                    // The plugin feeds text frames to the same parser.
-                    Some(Ok(WsMessage::Text(t))) => t.as_bytes().to_vec(),
-                    Some(Ok(WsMessage::Ping(_))) => {
-                        if let Err(e) = ws.flush().await {
-                            return Ended::Lost(e.to_string());
-                        }
-                        continue;
+                _ = pinged.notified() => {
+                    if let Err(e) = sink.flush().await {
+                        return Ended::Lost(e.to_string());
                     }
-                    Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        let what = match frame {
-                            Some(f) => format!("closed by the service, code {}{}", u16::from(f.code),
-                                if f.reason.is_empty() { String::new() } else { format!(": {}", f.reason) }),
-                            None => "closed by the service".to_owned(),
-                        };
-                        return Ended::Lost(what);
+                }
+                _ = ping.tick() => {
+                    if heard().elapsed() >= opts.dead_after {
+                        return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
                     }
-                    Some(Err(e)) => return Ended::Lost(e.to_string()),
-                    None => return Ended::Lost("connection closed".to_owned()),
-                };
-                if is_channel_closed(&bytes) {
-                    *session_over = true;
-                }
-                if ev_tx.send(LinkEvent::Frame(bytes)).await.is_err() {
-                    return Ended::EventsClosed;
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= opts.dead_after {
-                    return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
-                }
-                if let Err(e) = ws.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
-                    return Ended::Lost(e.to_string());
+                    if let Err(e) = sink.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
+                        return Ended::Lost(e.to_string());
+                    }
                 }
             }
         }
+    };
+    let reader = async {
+        loop {
+            let msg = stream.next().await;
+            *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            let bytes = match msg {
+                Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                // The plugin feeds text frames to the same parser.
+                Some(Ok(WsMessage::Text(t))) => t.as_bytes().to_vec(),
+                Some(Ok(WsMessage::Ping(_))) => {
+                    pinged.notify_one();
+                    continue;
+                }
+                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let what = match frame {
+                        Some(f) => format!(
+                            "closed by the service, code {}{}",
+                            u16::from(f.code),
+                            if f.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", f.reason)
+                            }
+                        ),
+                        None => "closed by the service".to_owned(),
+                    };
+                    return Ended::Lost(what);
+                }
+                Some(Err(e)) => return Ended::Lost(e.to_string()),
+                None => return Ended::Lost("connection closed".to_owned()),
+            };
+            if is_channel_closed(&bytes) {
+                *session_over = true;
+            }
+            if ev_tx.send(LinkEvent::Frame(bytes)).await.is_err() {
+                return Ended::EventsClosed;
+            }
+        }
+    };
+    let ended = tokio::select! {
+        e = writer => e,
+        e = reader => e,
+    };
+    if matches!(ended, Ended::DriverGone | Ended::EventsClosed)
+        && let Ok(mut ws) = sink.reunite(stream)
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
+    ended
 }
 
 /// The header's MessageType field says `channel_closed` (PROTOCOL.md §3.1).
