@@ -26,8 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent, Role};
 use sallyport::proto::crypto::{SessionCipher, is_encrypted};
 use sallyport::proto::payload::{
-    HandshakeComplete, HandshakeRequest, HandshakeResponse, PayloadType, RequestedClientAction,
-    SessionTypeRequest, action_status,
+    HandshakeComplete, HandshakeRequest, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -321,18 +320,7 @@ pub(crate) async fn handshake(
     );
     let outcome = async {
         let payload = await_payload(ch, io, settings, PayloadType::HandshakeResponse).await?;
-        let resp: HandshakeResponse = serde_json::from_slice(&payload)
-            .map_err(|e| format!("invalid handshake response: {e}"))?;
-        if let Some(a) = resp
-            .processed_client_actions
-            .iter()
-            .find(|a| a.action_status != action_status::SUCCESS)
-        {
-            return Err(format!(
-                "client failed action {}: {}",
-                a.action_type, a.error
-            ));
-        }
+        let resp = crate::agent_kms::parse_handshake_response(&payload)?;
         tracing::debug!(client_version = resp.client_version, "handshake response");
         let mut message = String::new();
         if let Some(k) = &kms {
@@ -351,7 +339,7 @@ pub(crate) async fn handshake(
             lock(ch).cipher = Some(cipher);
             message = crate::agent_kms::KMS_NOTICE.to_owned();
         }
-        Ok((resp.client_version, message))
+        Ok::<_, String>((resp.client_version, message))
     }
     .await;
     let (client_version, customer_message) = match outcome {

@@ -57,6 +57,23 @@ pub fn encryption_context(session_id: &str, target: &str) -> BTreeMap<String, St
 }
 
 /// Reads the client's KMS answer from its HandshakeResponse and decrypts the data key with
+/// The client's HandshakeResponse; the agent fails the session if any action failed.
+pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse, String> {
+    let resp: HandshakeResponse =
+        serde_json::from_slice(payload).map_err(|e| format!("invalid handshake response: {e}"))?;
+    if let Some(a) = resp
+        .processed_client_actions
+        .iter()
+        .find(|a| a.action_status != action_status::SUCCESS)
+    {
+        return Err(format!(
+            "client failed action {}: {}",
+            a.action_type, a.error
+        ));
+    }
+    Ok(resp)
+}
+
 /// KMS: the agent's cipher, or the text the agent ends the session with.
 pub fn accept_data_key(
     kms: &KmsState,
@@ -247,18 +264,7 @@ impl EncryptedAgent {
         let kind = PayloadType::from_u32(kind);
         match (self.phase, kind) {
             (Phase::AwaitingResponse, Some(PayloadType::HandshakeResponse)) => {
-                let resp: HandshakeResponse = serde_json::from_slice(payload)
-                    .map_err(|e| format!("invalid handshake response: {e}"))?;
-                if let Some(a) = resp
-                    .processed_client_actions
-                    .iter()
-                    .find(|a| a.action_status != action_status::SUCCESS)
-                {
-                    return Err(format!(
-                        "client failed action {}: {}",
-                        a.action_type, a.error
-                    ));
-                }
+                let resp = parse_handshake_response(payload)?;
                 let mut cipher = accept_data_key(
                     &self.kms,
                     &self.key_id,
