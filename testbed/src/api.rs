@@ -136,6 +136,8 @@ pub fn handle_parts(state: &AppState, parts: &Parts, body: &[u8]) -> Response<Fu
                 operation: operation.to_owned(),
                 access_key_id,
                 target: start_target,
+                os_user: None,
+                ssh_public_key: None,
             });
             dispatch_as(state, &cred.arn, target, body)
         });

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -68,6 +69,16 @@ pub struct InstanceConfig {
     /// sessions, as on the real agent). Default: none.
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    /// EC2 instance state, as EC2 Instance Connect sees it: `running`, `pending`, `stopping`,
+    /// `stopped`, `shutting-down` or `terminated`. Only `running` takes pushed keys. Default:
+    /// `running` when `ping_status` is `Online`, else `stopped` (an agent that stopped
+    /// pinging most often belongs to a stopped instance).
+    #[serde(default)]
+    pub ec2_state: Option<String>,
+    /// Fault: `SendSSHPublicKey` to this instance answers `AccessDeniedException`, as IAM does
+    /// for a caller without `ec2-instance-connect:SendSSHPublicKey` on it. Default false.
+    #[serde(default)]
+    pub instance_connect_denied: bool,
 }
 
 fn default_host() -> String {
@@ -103,6 +114,8 @@ impl InstanceConfig {
             access_denied: false,
             throttle_first: 0,
             kms_key_id: None,
+            ec2_state: None,
+            instance_connect_denied: false,
         }
     }
 
@@ -161,6 +174,16 @@ impl InstanceConfig {
         }
     }
 
+    /// The EC2 state: the configured one, else `running` for an `Online` agent and
+    /// `stopped` otherwise.
+    pub fn ec2_state(&self) -> &str {
+        match &self.ec2_state {
+            Some(s) => s,
+            None if self.ping_status == "Online" => "running",
+            None => "stopped",
+        }
+    }
+
     /// Where a session to this instance's `port` connects.
     pub fn dial_target(&self, port: u16) -> String {
         match self.ports.get(&port) {
@@ -183,8 +206,12 @@ pub struct TestbedConfig {
     /// Faults the relay injects (none by default).
     pub faults: crate::faults::FaultPlan,
     /// How far the testbed's clock is from this machine's, in seconds (requests signed more
-    /// than 5 minutes off the testbed's clock are refused, as AWS does).
+    /// than 5 minutes off the testbed's clock are refused, as AWS does). Also the time
+    /// EC2 Instance Connect stamps on pushed keys.
     pub clock_offset_secs: i64,
+    /// Where `SendSSHPublicKey` records pushed keys, for `sallyport-testbed authorized-keys`
+    /// (see [`crate::eic_keys`]). None: `Testbed::start` makes a temporary directory.
+    pub eic_state_dir: Option<PathBuf>,
 }
 
 impl TestbedConfig {
@@ -197,6 +224,7 @@ impl TestbedConfig {
             rtt: Duration::ZERO,
             faults: crate::faults::FaultPlan::default(),
             clock_offset_secs: 0,
+            eic_state_dir: None,
         }
     }
 }

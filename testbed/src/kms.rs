@@ -248,6 +248,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
                 operation: operation.to_owned(),
                 access_key_id,
                 target: None,
+                os_user: None,
+                ssh_public_key: None,
             });
             dispatch(&state.kms, operation, &body)
         });

@@ -22,6 +22,8 @@ pub mod config;
 pub mod delay_proxy;
 pub mod demo;
 pub mod describe;
+pub mod eic;
+pub mod eic_keys;
 pub mod faults;
 pub mod kms;
 pub mod relay;

@@ -33,6 +33,31 @@ enum Command {
     /// Run real ssh and scp through `sallyport proxy` against a throw-away sshd and this
     /// testbed, and say what happened (needs root and openssh-server).
     Demo(DemoArgs),
+    /// The instance side of EC2 Instance Connect, for sshd's
+    /// `AuthorizedKeysCommand … %u %f`: print the keys pushed for USER less than 60 s ago.
+    AuthorizedKeys(AuthorizedKeysArgs),
+}
+
+#[derive(Args)]
+struct AuthorizedKeysArgs {
+    /// The key store `serve --eic-state` (or the Testbed's `eic_state_dir()`) writes.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// Only keys pushed to this instance ID.
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// Seconds to add to this machine's clock (the instance's clock skew).
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        value_name = "SECS"
+    )]
+    clock_offset: i64,
+    /// The user sshd is authenticating (`%u`).
+    user: String,
+    /// Only the key with this fingerprint (`%f`, `SHA256:…`).
+    fingerprint: Option<String>,
 }
 
 #[derive(Args)]
@@ -62,6 +87,10 @@ struct ServeArgs {
     /// Region the testbed claims to be; requests must be signed for it.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Where EC2 Instance Connect records pushed keys, for `authorized-keys --state DIR`
+    /// (default: a temporary directory, printed as SALLYPORT_TESTBED_EIC_STATE).
+    #[arg(long, value_name = "DIR")]
+    eic_state: Option<PathBuf>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -164,6 +193,13 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Command::AuthorizedKeys(args) = &cli.command {
+        // sshd runs this for every key offered: no runtime, nothing on stdout but keys.
+        return match authorized_keys(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,12 +215,27 @@ fn main() -> ExitCode {
                 let bin = sallyport_testbed::demo::find_sallyport(args.sallyport)?;
                 sallyport_testbed::demo::run(&bin, args.size_mb).await
             }
+            Command::AuthorizedKeys(args) => authorized_keys(&args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+fn authorized_keys(args: &AuthorizedKeysArgs) -> anyhow::Result<()> {
+    let now = sallyport_testbed::clock::now_secs(args.clock_offset);
+    let keys = sallyport_testbed::eic_keys::authorized_keys(
+        &args.state,
+        &args.user,
+        args.instance.as_deref(),
+        args.fingerprint.as_deref(),
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("reading the key store {}: {e}", args.state.display()))?;
+    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    print_flush(&text)
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
@@ -204,17 +255,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.region = args.region;
     config.rtt = args.rtt;
     config.faults = args.faults.plan();
+    config.eic_state_dir = args.eic_state;
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,
         ..AgentSettings::default()
     };
     let testbed = Testbed::start(config).await?;
-    let lines: String = testbed
+    let mut lines: String = testbed
         .env()
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
+    lines.push_str(&format!(
+        "SALLYPORT_TESTBED_EIC_STATE={}\n",
+        testbed.eic_state_dir().display()
+    ));
     print_flush(&lines)?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
@@ -352,6 +408,48 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn authorized_keys_cli() {
+        let parse = |args: &[&str]| {
+            let all = ["sallyport-testbed", "authorized-keys"].iter().chain(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::AuthorizedKeys(a)) => Ok(a),
+                Ok(_) => panic!("expected authorized-keys"),
+                Err(e) => Err(e),
+            }
+        };
+        let a = parse(&["--state", "/s", "root"]).unwrap();
+        assert_eq!(a.state, PathBuf::from("/s"));
+        assert_eq!(
+            (a.user.as_str(), a.fingerprint, a.instance),
+            ("root", None, None)
+        );
+        assert_eq!(a.clock_offset, 0);
+        let a = parse(&[
+            "--state",
+            "/s",
+            "--instance",
+            "i-0123456789abcdef0",
+            "--clock-offset",
+            "-30",
+            "--",
+            "ec2-user",
+            "SHA256:abc",
+        ])
+        .unwrap();
+        assert_eq!(a.clock_offset, -30);
+        assert_eq!(a.instance.as_deref(), Some("i-0123456789abcdef0"));
+        assert_eq!(a.fingerprint.as_deref(), Some("SHA256:abc"));
+        assert_eq!(
+            parse(&["--state", "/s", "--clock-offset=45", "u"])
+                .unwrap()
+                .clock_offset,
+            45
+        );
+        assert!(parse(&["root"]).is_err());
+        assert!(parse(&["--state", "/s"]).is_err());
     }
 
     #[test]

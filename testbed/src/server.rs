@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct AppState {
     pub hub: Arc<crate::relay::Hub>,
     /// The KMS API's keys (`TrentService.*`).
     pub kms: Arc<crate::kms::KmsState>,
+    /// Where EC2 Instance Connect records pushed keys (`AWSEC2InstanceConnectService.*`).
+    pub eic: Arc<crate::eic_keys::KeyStore>,
     /// Access key ID -> what the key is.
     credentials: Mutex<HashMap<String, Credential>>,
     /// When the testbed started: `not_connected_for_secs` counts from here.
@@ -86,9 +89,15 @@ impl AppState {
             .iter()
             .filter_map(|i| i.kms_key_id.as_deref());
         let kms = Arc::new(crate::kms::KmsState::new(&config.region, kms_keys));
+        // `Testbed::start` always sets a directory; this default only serves states built
+        // directly (unit tests), and nothing is created there until a key is pushed.
+        let eic_dir = config.eic_state_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("sallyport-eic-{}", uuid::Uuid::new_v4()))
+        });
         AppState {
             hub: Arc::new(crate::relay::Hub::with_kms(kms.clone())),
             kms,
+            eic: Arc::new(crate::eic_keys::KeyStore::new(eic_dir)),
             config: Arc::new(config),
             sessions: Arc::new(Sessions::default()),
             local_addr,
@@ -226,12 +235,24 @@ pub struct Testbed {
     pub region: String,
     pub instance_ids: Vec<String>,
     state: Arc<AppState>,
+    /// The EC2 Instance Connect key store when `eic_state_dir` was not given; removed on drop.
+    _eic_temp: Option<crate::sshd::TempDir>,
 }
 
 impl Testbed {
     /// Binds `config.listen` (must be loopback) and serves in the background.
-    pub async fn start(config: TestbedConfig) -> anyhow::Result<Testbed> {
+    pub async fn start(mut config: TestbedConfig) -> anyhow::Result<Testbed> {
         ensure_loopback(config.listen)?;
+        let eic_temp = match config.eic_state_dir {
+            Some(_) => None,
+            None => {
+                let dir = crate::sshd::TempDir::new("sallyport-eic")?;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("chmod 0700 {}", dir.path().display()))?;
+                config.eic_state_dir = Some(dir.path().to_owned());
+                Some(dir)
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -255,6 +276,7 @@ impl Testbed {
             region,
             instance_ids,
             state,
+            _eic_temp: eic_temp,
         })
     }
 
@@ -289,6 +311,20 @@ impl Testbed {
         self.state.kms.clone()
     }
 
+    /// The directory where `SendSSHPublicKey` records pushed keys: what
+    /// `sallyport-testbed authorized-keys --state DIR` (and an Instance Connect sshd from
+    /// [`crate::sshd::SshdOptions`]) reads.
+    pub fn eic_state_dir(&self) -> std::path::PathBuf {
+        self.state.eic.dir().to_owned()
+    }
+
+    /// Moves every key pushed so far `secs` seconds into the past (e.g. 61: the keys have
+    /// expired). Keys pushed later are not affected.
+    pub fn age_pushed_keys(&self, secs: u64) -> anyhow::Result<()> {
+        let secs = i64::try_from(secs).context("age too large")?;
+        self.state.eic.age(secs)
+    }
+
     /// Accepts another key pair (e.g. to test credential refresh).
     pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
         self.state.add_credentials(access_key_id, secret_access_key);
@@ -299,7 +335,8 @@ impl Testbed {
         self.state.expire_credentials(access_key_id)
     }
 
-    /// Every API call (SSM and STS) that passed the signature check, in order.
+    /// Every API call (SSM, STS, KMS, EC2 Instance Connect) that passed the signature check,
+    /// in order.
     pub fn calls(&self) -> Vec<ApiCall> {
         self.state.calls()
     }
@@ -350,16 +387,21 @@ async fn route(
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
     });
-    let kms = req.headers().get("x-amz-target").is_some_and(|v| {
-        v.as_bytes()
-            .starts_with(crate::kms::TARGET_PREFIX.as_bytes())
-    });
+    let amz_target = |prefix: &str| {
+        req.headers()
+            .get("x-amz-target")
+            .is_some_and(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+    };
+    let kms = amz_target(crate::kms::TARGET_PREFIX);
+    let eic = amz_target(crate::eic::TARGET_PREFIX);
     let resp = if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
         crate::sts::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" && kms {
         // JSON 1.1 like SSM, told apart by X-Amz-Target.
         crate::kms::handle(&state, req).await
+    } else if req.method() == Method::POST && path == "/" && eic {
+        crate::eic::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" {
         crate::api::handle(&state, req).await
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))

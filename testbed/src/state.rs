@@ -104,12 +104,16 @@ impl Sessions {
 /// One API call the testbed answered (after its signature check), for tests to inspect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiCall {
-    /// `ssm` or `sts`.
+    /// `ssm`, `sts`, `kms` or `ec2-instance-connect`.
     pub service: &'static str,
     /// e.g. `StartSession`, `DescribeInstanceInformation`, `AssumeRole`.
     pub operation: String,
     /// The access key ID that signed the call.
     pub access_key_id: String,
-    /// StartSession's `Target`.
+    /// StartSession's `Target`; SendSSHPublicKey's `InstanceId`.
     pub target: Option<String>,
+    /// SendSSHPublicKey's `InstanceOSUser`.
+    pub os_user: Option<String>,
+    /// SendSSHPublicKey's `SSHPublicKey`, as sent.
+    pub ssh_public_key: Option<String>,
 }

@@ -73,6 +73,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
                 operation: action.to_owned(),
                 access_key_id: akid,
                 target: None,
+                os_user: None,
+                ssh_public_key: None,
             });
             match action {
                 "AssumeRole" => assume_role(state, &cred, &form),
