@@ -43,6 +43,8 @@ pub struct Defaults {
     pub profile: Option<String>,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The OS user `sallyport ssh/scp/sftp` log in as when none is given.
+    pub user: Option<String>,
 }
 
 /// An alias: a target and, optionally, where to look for it.
@@ -53,6 +55,8 @@ pub struct Alias {
     pub profile: Option<String>,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The OS user to log in as on this target.
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +65,7 @@ struct RawFile {
     profile: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    user: Option<String>,
     #[serde(default)]
     profiles: BTreeMap<String, RawProfile>,
     #[serde(default)]
@@ -72,6 +77,7 @@ struct RawFile {
 struct RawProfile {
     region: Option<String>,
     endpoint_url: Option<String>,
+    user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +131,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         profile: raw.profile,
         region: raw.region,
         endpoint_url: raw.endpoint_url,
+        user: raw.user,
     };
     check_defaults(&defaults, "").map_err(bad)?;
     let mut profiles = BTreeMap::new();
@@ -133,6 +140,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             profile: None,
             region: p.region,
             endpoint_url: p.endpoint_url,
+            user: p.user,
         };
         check_defaults(&d, &format!("[profiles.{name}] ")).map_err(bad)?;
         profiles.insert(name, d);
@@ -151,7 +159,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
 }
 
 fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {
-    for (key, v) in [("profile", &d.profile), ("region", &d.region)] {
+    for (key, v) in [
+        ("profile", &d.profile),
+        ("region", &d.region),
+        ("user", &d.user),
+    ] {
         if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
             return Err(format!("{prefix}`{key}` is empty"));
         }
@@ -209,6 +221,7 @@ fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
         profile: table.remove("profile"),
         region: table.remove("region"),
         endpoint_url: table.remove("endpoint_url"),
+        user: table.remove("user"),
     };
     if let Some(u) = &alias.endpoint_url {
         check_url(u).map_err(|e| format!("alias {name:?}: `endpoint_url` {e}"))?;
@@ -216,7 +229,7 @@ fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
     if let Some(unknown) = table.keys().next() {
         return Err(format!(
             "alias {name:?} has an unknown key `{unknown}` (known: target, tag, profile, region, \
-             endpoint_url)"
+             endpoint_url, user)"
         ));
     }
     Ok(alias)

@@ -17,6 +17,9 @@
 //! | 12 | the target matches several managed nodes (pass an ID, or `--pick first`) |
 //! | 13 | the config file cannot be read or is invalid |
 //! | 14 | this computer's clock is more than 5 minutes off AWS's |
+//! | 15 | the SSH host key is unknown under `--strict-host-key-checking=yes`, changed, or revoked |
+//! | 16 | the instance refused SSH authentication (the pushed key, or the OS user) |
+//! | 17 | `scp`/`sftp`: a file could not be copied or a command failed on the server (missing, permission denied, disk full) |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
 use crate::aws::{AwsError, AwsErrorKind};
@@ -26,6 +29,7 @@ use crate::transport::{ConnectError, DriveError};
 #[repr(u8)]
 pub enum ExitCode {
     Internal = 1,
+    Usage = 2,
     Credentials = 3,
     AccessDenied = 4,
     Target = 5,
@@ -38,6 +42,9 @@ pub enum ExitCode {
     Ambiguous = 12,
     Config = 13,
     ClockSkew = 14,
+    HostKey = 15,
+    AuthRefused = 16,
+    RemoteFile = 17,
     Interrupted = 130,
 }
 

@@ -11,5 +11,6 @@ pub mod config_file;
 pub mod error;
 pub mod proto;
 pub mod session;
+pub mod ssh;
 pub mod target;
 pub mod transport;

@@ -6,9 +6,9 @@ use sallyport::cli::settings;
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
 use sallyport::session::forward::{self, ForwardRequest};
-use sallyport::session::proxy::{self, ProxyRequest};
+use sallyport::session::proxy::{self, ProxyRequest, PushKey};
 use sallyport::session::shell::{self, ShellRequest};
-use sallyport::{config_file, target};
+use sallyport::{config_file, ssh, target};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -48,11 +48,22 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .map_err(|e| Failure::aws(e, &args.target))?;
             let found = target::find(&s, &config).await?;
             let ssm = sallyport::aws::Ssm::new(&config);
+            let push = match (args.push_key, &args.user) {
+                (true, Some(user)) => Some(PushKey {
+                    eic: sallyport::aws::InstanceConnect::new(&config),
+                    user: user.clone(),
+                    public_key: proxy::key_to_push(args.ephemeral, args.identity.as_deref())
+                        .await?,
+                    profile: s.aws.profile.clone(),
+                }),
+                _ => None,
+            };
             let req = ProxyRequest {
                 target: found.id.clone(),
                 port: args.port,
                 start: found.start_options(&s),
                 link: args.connection.link_options(),
+                push,
             };
             let result = proxy::run(&ssm, &req).await;
             found.settle(&result);
@@ -100,6 +111,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             found.settle(&result);
             result
         }
+        Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
+        Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
+        Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
     }
 }
 

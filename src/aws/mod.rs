@@ -2,12 +2,14 @@
 //! lookup ([`Instances`]) and retries ([`start_session`]). Errors are classified here so the
 //! CLI can say one clear sentence for each.
 
+mod eic;
 mod error;
 mod instances;
 mod kms;
 mod retry;
 mod ssm;
 
+pub use eic::{InstanceConnect, KEY_VALIDITY};
 pub use error::{AwsError, AwsErrorKind};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};

@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
     name = "sallyport",
     version,
     about = "ssh, scp and sftp into EC2 instances through AWS Systems Manager, without the AWS CLI or session-manager-plugin",
-    after_help = "In ~/.ssh/config:\n\n  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p\n"
+    after_help = "In ~/.ssh/config:\n\n  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p\n\n\
+With keys pushed through EC2 Instance Connect (nothing installed on the instance):\n\n  \
+Host i-*\n      ProxyCommand sallyport proxy %h --port %p --user %r --push-key --ephemeral\n"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -60,6 +62,86 @@ pub enum Command {
     Forward(ForwardArgs),
     /// A Session Manager shell on the target (or another session document).
     Shell(ShellArgs),
+    /// SSH to the target as an OS user with a key pushed through EC2 Instance Connect: a
+    /// shell on a pty, or one command. No key on disk, no ssh client needed.
+    Ssh(SshArgs),
+    /// Copy files to or from the target over SFTP, like scp: `target:path` on one side.
+    Scp(ScpArgs),
+    /// An SFTP prompt on the target (ls, cd, get, put, …), or a batch file with -b.
+    Sftp(SftpArgs),
+}
+
+/// How the embedded SSH client logs in and checks the host.
+#[derive(Debug, Clone, Args)]
+pub struct SshClientArgs {
+    /// The OS user to log in as (also `user@target`); default: the config file's `user`,
+    /// else a guess from the platform (ec2-user on Amazon Linux, ubuntu on Ubuntu).
+    #[arg(short = 'l', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// The port sshd listens on, on the instance.
+    #[arg(long = "ssh-port", value_name = "PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+    /// known_hosts file to check and record host keys in (default ~/.ssh/known_hosts),
+    /// under the instance ID as host name.
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<std::path::PathBuf>,
+    /// yes: refuse hosts not in known_hosts; accept-new: record them (default); no: also
+    /// connect despite a changed key.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "accept-new")]
+    pub strict_host_key_checking: crate::ssh::known_hosts::Strictness,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// `[user@]target`, the target in any form `proxy` accepts.
+    pub destination: String,
+    /// A command to run instead of a shell; several words are joined with spaces, as ssh
+    /// does (the remote shell parses them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+    /// Read nothing from stdin (ssh -n).
+    #[arg(short = 'n')]
+    pub stdin_null: bool,
+    #[command(flatten)]
+    pub client: SshClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  sallyport scp report.csv i-0abc:/tmp/\n  \
+sallyport scp -r ubuntu@web-1:logs ./logs\n  sallyport scp -p a b i-0abc:")]
+pub struct ScpArgs {
+    /// Sources then the destination; the remote side is `[user@]target:path`.
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
+    pub operands: Vec<String>,
+    /// Copy directories recursively.
+    #[arg(short = 'r')]
+    pub recursive: bool,
+    /// Keep modification times, access times and modes.
+    #[arg(short = 'p')]
+    pub preserve: bool,
+    /// No progress bars.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub client: SshClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SftpArgs {
+    /// `[user@]target`, the target in any form `proxy` accepts.
+    pub destination: String,
+    /// Read commands from FILE (`-` for stdin) and stop at the first that fails, unless it
+    /// is prefixed with `-`.
+    #[arg(short = 'b', value_name = "FILE")]
+    pub batch: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub client: SshClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +208,26 @@ pub struct ProxyArgs {
     /// Port on the target; ssh passes it as %p.
     #[arg(long, short, default_value_t = 22)]
     pub port: u16,
+    /// Push a public key through EC2 Instance Connect first (valid 60 s), for the OS user
+    /// given by --user: the `.pub` of -i, else ~/.ssh/id_ed25519.pub or id_rsa.pub.
+    #[arg(long)]
+    pub push_key: bool,
+    /// With --push-key: make an Ed25519 key in memory, add it to the ssh-agent
+    /// (SSH_AUTH_SOCK) for 60 s and push that; no key file is needed or written.
+    #[arg(long, requires = "push_key")]
+    pub ephemeral: bool,
+    /// The OS user the key is pushed for; ssh passes it as %r.
+    #[arg(long, value_name = "USER", required_if_eq("push_key", "true"))]
+    pub user: Option<String>,
+    /// With --push-key: the key ssh will offer (its `.pub` is pushed), as ssh's -i.
+    #[arg(
+        short = 'i',
+        long,
+        value_name = "FILE",
+        requires = "push_key",
+        conflicts_with = "ephemeral"
+    )]
+    pub identity: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }

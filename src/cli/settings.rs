@@ -33,6 +33,9 @@ pub struct TargetSettings {
     pub aliases: Vec<String>,
     /// Identifies the AWS context for the lookup cache: profile, region, endpoint, key ID.
     pub cache_scope: String,
+    /// The OS user from the config file (alias > `[profiles.P]` > top level), for
+    /// `ssh/scp/sftp` when the command line names none.
+    pub user: Option<String>,
 }
 
 /// AWS settings from flags alone (no config file, no target).
@@ -100,6 +103,9 @@ pub fn for_target(
                     .or_else(|| file.defaults.endpoint_url.clone())
             }
         });
+    let user = a(|a| &a.user)
+        .or_else(|| per_profile.and_then(|p| p.user.clone()))
+        .or_else(|| file.defaults.user.clone());
     let effective = |v: &Option<String>, keys: &[&str]| {
         v.clone()
             .or_else(|| keys.iter().find_map(|k| env(k)))
@@ -124,6 +130,7 @@ pub fn for_target(
         wait: g.wait,
         aliases: file.aliases.keys().cloned().collect(),
         cache_scope,
+        user,
     })
 }
 

@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod shell;
 pub mod smux;
 pub mod socks;
+pub mod stream;
 pub mod terminal;

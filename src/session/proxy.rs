@@ -22,14 +22,58 @@ pub struct ProxyRequest {
     pub start: crate::aws::StartOptions,
     /// Keep-alive and resume settings for the data channel.
     pub link: LinkOptions,
+    /// A key to push through EC2 Instance Connect while the session starts.
+    pub push: Option<PushKey>,
+}
+
+/// `--push-key`: a public key line for an OS user, pushed with this client.
+pub struct PushKey {
+    pub eic: crate::aws::InstanceConnect,
+    pub user: String,
+    pub public_key: String,
+    /// For advice on credential errors.
+    pub profile: Option<String>,
+}
+
+/// The key `--push-key` pushes: `--ephemeral` makes one and adds it to the ssh-agent for
+/// the key's 60 s validity; otherwise the public half of the key ssh will offer.
+pub async fn key_to_push(
+    ephemeral: bool,
+    identity: Option<&std::path::Path>,
+) -> Result<String, Failure> {
+    if ephemeral {
+        let key = crate::ssh::keys::ephemeral()?;
+        crate::ssh::keys::add_to_agent(&key, crate::aws::KEY_VALIDITY).await?;
+        crate::ssh::keys::public_line(&key)
+    } else {
+        let (path, line) =
+            crate::ssh::keys::default_public_key(identity, dirs::home_dir().as_deref())?;
+        tracing::debug!(path = %path.display(), "pushing this public key");
+        Ok(line)
+    }
 }
 
 /// Runs the proxy until ssh closes stdin or the remote side ends.
 pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     let document = SessionDocument::Ssh { port: req.port };
-    let started = crate::aws::start_session(ssm, &req.target, &document, &req.start)
-        .await
-        .map_err(|e| Failure::aws(e, &req.target))?;
+    let start = crate::aws::start_session(ssm, &req.target, &document, &req.start);
+    // Both are needed only when ssh authenticates: run them side by side.
+    let push = async {
+        match &req.push {
+            Some(p) => {
+                p.eic
+                    .send_ssh_public_key(&req.target, &p.user, &p.public_key, p.profile.as_deref())
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let (started, pushed) = tokio::join!(start, push);
+    let started = started.map_err(|e| Failure::aws(e, &req.target))?;
+    if let Err(e) = pushed {
+        crate::session::lifecycle::terminate(ssm, &started.session_id).await;
+        return Err(Failure::aws(e, &req.target));
+    }
     tracing::debug!(session_id = started.session_id, "session started");
     let result = stream(ssm, &started, req).await;
     // Best effort: the plugin leaves SSH sessions to time out on the service side; ending

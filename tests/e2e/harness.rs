@@ -6,10 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sallyport_testbed::sshd::{TempDir, TestSshd};
+use sallyport_testbed::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 pub const SALLYPORT: &str = env!("CARGO_BIN_EXE_sallyport");
+
+/// The testbed's binary, for sshd's AuthorizedKeysCommand: built next to ours by
+/// `cargo test --workspace` (the testbed's own integration tests need it).
+pub fn testbed_bin() -> PathBuf {
+    let path = Path::new(SALLYPORT).with_file_name("sallyport-testbed");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with --workspace, or `cargo build -p sallyport-testbed`",
+        path.display()
+    );
+    path
+}
 
 pub struct Fixture {
     // Field order is drop order: testbed and runtime before sshd, temp dir last.
@@ -28,8 +40,27 @@ impl Fixture {
 
     /// A fixture whose testbed configuration `adjust` may change (faults, delay, agent).
     pub fn with_config(adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
+        Fixture::build(false, adjust)
+    }
+
+    /// A fixture whose sshd has no authorized_keys at all: it accepts only keys pushed
+    /// through the testbed's Instance Connect API in the last 60 s, via
+    /// `sallyport-testbed authorized-keys` as its AuthorizedKeysCommand.
+    pub fn instance_connect() -> Fixture {
+        Fixture::build(true, |_| {})
+    }
+
+    fn build(instance_connect: bool, adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
         let dir = TempDir::new("sallyport-e2e").expect("temp dir");
-        let sshd = TestSshd::start(dir.path()).expect("start sshd");
+        let eic_state = dir.path().join("eic-state");
+        let mut options = SshdOptions::default();
+        if instance_connect {
+            options.instance_connect = Some(InstanceConnect::new(testbed_bin(), &eic_state));
+        }
+        let sshd = TestSshd::start_with(dir.path(), &options).expect("start sshd");
+        for sub in ["home", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("home and tmp dirs");
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -39,6 +70,7 @@ impl Fixture {
             "127.0.0.1:0".parse().unwrap(),
             vec![InstanceConfig::ssh_shortcut(sshd.addr)],
         );
+        config.eic_state_dir = Some(eic_state);
         adjust(&mut config);
         let testbed = runtime
             .block_on(Testbed::start(config))
@@ -117,6 +149,28 @@ impl Fixture {
         cmd
     }
 
+    /// `sallyport ARGS` with the testbed's environment, HOME and TMPDIR in the fixture's
+    /// directory (`home()`, `tmp()`), and no ssh-agent.
+    pub fn sallyport(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(SALLYPORT);
+        cmd.args(args);
+        self.aws_env(&mut cmd);
+        cmd.env("HOME", self.home())
+            .env("TMPDIR", self.tmp())
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    /// The HOME sallyport commands run with (empty at the start).
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    /// The TMPDIR sallyport commands run with (empty at the start).
+    pub fn tmp(&self) -> PathBuf {
+        self.path("tmp")
+    }
+
     pub fn remote(&self, name: &str) -> String {
         format!("root@{}:{}", self.instance, self.path(name).display())
     }
@@ -132,6 +186,7 @@ pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
         "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL_SSM",
         "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT",
         "AWS_ROLE_ARN",
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",

@@ -6,6 +6,7 @@ mod control_plane;
 mod fidelity;
 mod forward;
 mod harness;
+mod instance_connect;
 mod kms;
 mod proxy;
 mod resilience;

@@ -88,13 +88,13 @@ fn exec_session_is_terminated_afterwards() {
 
 /// A pty pair for the shell test: the test holds the master (the "user's terminal
 /// emulator") and keeps a slave descriptor to read the terminal settings back.
-struct Pty {
-    master: std::fs::File,
-    slave: std::fs::File,
+pub(crate) struct Pty {
+    pub(crate) master: std::fs::File,
+    pub(crate) slave: std::fs::File,
 }
 
 impl Pty {
-    fn open(rows: u16, cols: u16) -> Pty {
+    pub(crate) fn open(rows: u16, cols: u16) -> Pty {
         use rustix::fs::{Mode, OFlags};
         use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
         let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
@@ -115,7 +115,7 @@ impl Pty {
         pty
     }
 
-    fn resize(&self, rows: u16, cols: u16) {
+    pub(crate) fn resize(&self, rows: u16, cols: u16) {
         let ws = rustix::termios::Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -126,7 +126,7 @@ impl Pty {
     }
 
     /// The terminal settings, as text that compares every field.
-    fn settings(&self) -> String {
+    pub(crate) fn settings(&self) -> String {
         let t = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
         format!(
             "{:?} {:?} {:?} {:?} {:?}",
@@ -134,7 +134,7 @@ impl Pty {
         )
     }
 
-    fn is_raw(&self) -> bool {
+    pub(crate) fn is_raw(&self) -> bool {
         let t = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
         !t.local_modes.contains(rustix::termios::LocalModes::ICANON)
             && !t.local_modes.contains(rustix::termios::LocalModes::ECHO)
@@ -142,10 +142,10 @@ impl Pty {
 }
 
 /// Everything the master has read so far, filled by a thread.
-struct Screen(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct Screen(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Screen {
-    fn start(master: std::fs::File) -> Screen {
+    pub(crate) fn start(master: std::fs::File) -> Screen {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let b = buf.clone();
         std::thread::spawn(move || {
@@ -163,11 +163,11 @@ impl Screen {
         Screen(buf)
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
-    fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+    pub(crate) fn wait_for(&self, needle: &str, limit: Duration) -> bool {
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             if self.text().contains(needle) {

@@ -1,0 +1,159 @@
+//! A port session as a local byte stream: one end of an in-memory pipe is handed to
+//! whoever speaks the remote port's protocol (the embedded SSH client), the other end is
+//! driven over the data channel by [`crate::transport::drive_stream`], exactly as `proxy`
+//! drives stdin/stdout. Resume, keep-alive, KMS and flow control come with it.
+
+use std::time::Duration;
+
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
+
+use crate::aws::{SessionDocument, Ssm, StartOptions};
+use crate::error::Failure;
+use crate::transport::{self, DriveOptions, LinkOptions, Outcome};
+
+use super::lifecycle;
+
+/// Bytes buffered in each direction of the pipe. The data channel's own window (4 MiB)
+/// is the real limit; this only decouples the two tasks.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// How long [`PortStream::finish`] waits for the driver to deliver the last bytes.
+const FINISH_BUDGET: Duration = Duration::from_secs(12);
+
+/// An open port session whose bytes flow through [`PortStream::io`].
+pub struct PortStream {
+    /// Read what the remote port sends, write what it should receive. Dropping it (or
+    /// shutting down its write half) ends the session's input.
+    pub io: DuplexStream,
+    /// The session ID, for messages.
+    pub session_id: String,
+    driver: JoinHandle<Result<Outcome, Failure>>,
+    ssm: Ssm,
+    target: String,
+    port: u16,
+}
+
+impl PortStream {
+    /// StartSession (`AWS-StartSSHSession` to `port`) and the data channel, then a driver
+    /// task pumping the pipe. The returned stream is usable at once: bytes written before
+    /// the agent's handshake completes wait in the pipe and the channel's window.
+    pub async fn open(
+        ssm: &Ssm,
+        target: &str,
+        port: u16,
+        start: &StartOptions,
+        link: &LinkOptions,
+    ) -> Result<PortStream, Failure> {
+        let document = SessionDocument::Ssh { port };
+        let opened = lifecycle::open(ssm, target, &document, start, link).await?;
+        let (local, remote) = tokio::io::duplex(PIPE_BUFFER);
+        let session_id = opened.started.session_id.clone();
+        let opts = DriveOptions {
+            data_keys: Some(opened.data_keys.clone()),
+            ..DriveOptions::default()
+        };
+        let (target_owned, port_owned) = (target.to_owned(), port);
+        let driver = tokio::spawn(async move {
+            let lifecycle::Opened {
+                mut link,
+                mut session,
+                ..
+            } = opened;
+            let (reader, writer) = tokio::io::split(remote);
+            let result =
+                transport::drive_stream(&mut link, &mut session, reader, writer, &opts).await;
+            link.close().await;
+            result.map_err(|e| Failure::drive(e, &target_owned, port_owned))
+        });
+        Ok(PortStream {
+            io: local,
+            session_id,
+            driver,
+            ssm: ssm.clone(),
+            target: target.to_owned(),
+            port,
+        })
+    }
+
+    /// Splits off the pipe (for a protocol client that takes ownership of its stream);
+    /// the rest ends the session later with [`SessionGuard::finish`].
+    pub fn into_parts(self) -> (DuplexStream, SessionGuard) {
+        (
+            self.io,
+            SessionGuard {
+                session_id: self.session_id,
+                driver: Some(self.driver),
+                ssm: self.ssm,
+                target: self.target,
+                port: self.port,
+            },
+        )
+    }
+}
+
+/// What is left of a [`PortStream`] once its pipe is handed over: the driver and the
+/// session to terminate.
+pub struct SessionGuard {
+    pub session_id: String,
+    driver: Option<JoinHandle<Result<Outcome, Failure>>>,
+    ssm: Ssm,
+    target: String,
+    port: u16,
+}
+
+impl SessionGuard {
+    /// If the driver already failed, its failure: a better explanation than whatever the
+    /// protocol client saw (an unexpected end of stream). Waits up to `grace` for it.
+    pub async fn failure(&mut self, grace: Duration) -> Option<Failure> {
+        let driver = self.driver.as_mut()?;
+        let result = tokio::time::timeout(grace, driver).await.ok()?;
+        self.driver = None;
+        match result {
+            Ok(Ok(outcome)) => explain_end(&outcome, &self.target, self.port),
+            Ok(Err(f)) => Some(f),
+            Err(join) => Some(Failure::new(
+                crate::error::ExitCode::Internal,
+                format!("the session driver stopped: {join}"),
+            )),
+        }
+    }
+
+    /// Waits (bounded) for the driver to deliver what was written and the agent to
+    /// acknowledge it, then terminates the session. The pipe must have been dropped or
+    /// shut down first, or this waits out its budget.
+    pub async fn finish(mut self) {
+        if let Some(driver) = self.driver.take() {
+            match tokio::time::timeout(FINISH_BUDGET, driver).await {
+                Ok(Ok(Ok(outcome))) => tracing::debug!(?outcome, "session stream ended"),
+                Ok(Ok(Err(f))) => tracing::debug!("session stream ended: {}", f.message),
+                Ok(Err(e)) => tracing::debug!("session driver: {e}"),
+                Err(_) => tracing::debug!("session driver did not finish in time"),
+            }
+        }
+        lifecycle::terminate(&self.ssm, &self.session_id).await;
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+}
+
+/// A clean end of the stream that still explains an early end of the protocol on top.
+fn explain_end(outcome: &Outcome, target: &str, port: u16) -> Option<Failure> {
+    match outcome {
+        Outcome::ClosedByService { output } => Some(Failure::new(
+            crate::error::ExitCode::SessionEnded,
+            if output.is_empty() {
+                format!("the service closed the session to {target} port {port}")
+            } else {
+                format!("the service closed the session to {target} port {port}: {output}")
+            },
+        )),
+        _ => None,
+    }
+}

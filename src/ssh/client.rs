@@ -1,0 +1,207 @@
+//! One SSH connection over a Session Manager port session: an Ed25519 key made in memory
+//! is pushed through Instance Connect while the session starts (concurrently, so the push
+//! adds no round trip), the host key is checked against known_hosts, and the key
+//! authenticates once and is dropped.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+
+use crate::aws::{InstanceConnect, Ssm, StartOptions};
+use crate::error::{ExitCode, Failure};
+use crate::session::stream::{PortStream, SessionGuard};
+use crate::transport::LinkOptions;
+
+use super::keys;
+use super::known_hosts::{HostKey, HostKeyPolicy};
+
+/// How long the SSH handshake (version exchange, key exchange) may take once the
+/// session is open.
+const SSH_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long to let the SSH session wind down (disconnect, last bytes) at the end.
+const CLOSE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Who to log in as, and how the connection is made and checked.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    pub user: String,
+    /// The user was guessed from the platform: say so if authentication fails.
+    pub user_guessed: bool,
+    /// The port sshd listens on, on the instance.
+    pub port: u16,
+    pub host_keys: HostKeyPolicy,
+    pub start: StartOptions,
+    pub link: LinkOptions,
+}
+
+/// An authenticated SSH connection and the session it runs over.
+pub struct Connection {
+    pub handle: Handle<Verifier>,
+    guard: SessionGuard,
+}
+
+/// The russh handler: checks the host key, remembers why it refused one.
+pub struct Verifier {
+    policy: HostKeyPolicy,
+    refusal: Arc<Mutex<Option<Failure>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let verdict = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                HostKey::from_public(key).and_then(|k| self.policy.check(&k))
+            }
+            PublicKeyOrCertificate::Certificate(_) => Err(Failure::new(
+                ExitCode::HostKey,
+                "the server presented a host certificate; sallyport checks plain host keys only",
+            )),
+        };
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(f) => {
+                if let Ok(mut slot) = self.refusal.lock() {
+                    *slot = Some(f);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Starts the session and pushes a fresh key at the same time, then runs SSH over the
+/// session and authenticates as `opts.user`.
+pub async fn connect(
+    ssm: &Ssm,
+    eic: &InstanceConnect,
+    target: &str,
+    profile: Option<&str>,
+    opts: &SshOptions,
+) -> Result<Connection, Failure> {
+    let key = keys::ephemeral()?;
+    let line = keys::public_line(&key)?;
+    let push = eic.send_ssh_public_key(target, &opts.user, &line, profile);
+    let open = PortStream::open(ssm, target, opts.port, &opts.start, &opts.link);
+    let (pushed, stream) = tokio::join!(push, open);
+    let stream = stream?;
+    let (io, mut guard) = stream.into_parts();
+    if let Err(e) = pushed {
+        drop(io);
+        guard.finish().await;
+        return Err(Failure::aws(e, target));
+    }
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        policy: opts.host_keys.clone(),
+        refusal: refusal.clone(),
+    };
+    let config = Arc::new(client::Config {
+        // The data channel has its own keep-alive and resume; SSH-level timeouts would
+        // only cut sessions that the channel is busy bringing back.
+        inactivity_timeout: None,
+        ..client::Config::default()
+    });
+    let connected = tokio::time::timeout(
+        SSH_HANDSHAKE_TIMEOUT,
+        client::connect_stream(config, io, verifier),
+    )
+    .await;
+    let mut handle = match connected {
+        Ok(Ok(h)) => h,
+        failed => {
+            let refused = refusal.lock().ok().and_then(|mut r| r.take());
+            let f = match refused {
+                Some(f) => f,
+                None => match guard.failure(Duration::from_secs(2)).await {
+                    Some(f) => f,
+                    None => match failed {
+                        Ok(Err(e)) => Failure::new(
+                            ExitCode::Protocol,
+                            format!("SSH with {target} failed: {e}"),
+                        ),
+                        _ => Failure::new(
+                            ExitCode::Protocol,
+                            format!(
+                                "{target} did not complete the SSH handshake within {} s",
+                                SSH_HANDSHAKE_TIMEOUT.as_secs()
+                            ),
+                        ),
+                    },
+                },
+            };
+            guard.finish().await;
+            return Err(f);
+        }
+    };
+    let auth = handle
+        .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        .await;
+    let refused = match auth {
+        Ok(r) if r.success() => None,
+        Ok(_) => Some(auth_refused(target, opts)),
+        Err(e) => Some(match guard.failure(Duration::from_secs(2)).await {
+            Some(f) => f,
+            None => Failure::new(
+                ExitCode::Protocol,
+                format!("SSH authentication with {target} failed: {e}"),
+            ),
+        }),
+    };
+    let connection = Connection { handle, guard };
+    if let Some(f) = refused {
+        connection.close().await;
+        return Err(f);
+    }
+    tracing::debug!(user = opts.user, "SSH authenticated");
+    Ok(connection)
+}
+
+fn auth_refused(target: &str, opts: &SshOptions) -> Failure {
+    let user = &opts.user;
+    let guessed = if opts.user_guessed {
+        format!(
+            " ({user:?} was guessed from the platform: pass user@{target} or --user if the \
+             instance uses another)"
+        )
+    } else {
+        String::new()
+    };
+    Failure::new(
+        ExitCode::AuthRefused,
+        format!(
+            "{target} refused the key pushed through EC2 Instance Connect for user \
+             {user:?}{guessed}; check that the user exists on the instance and that the \
+             instance runs the EC2 Instance Connect package (sshd's AuthorizedKeysCommand; \
+             Amazon Linux 2023 and Ubuntu 20.04+ AMIs have it)"
+        ),
+    )
+}
+
+impl Connection {
+    /// Says goodbye, lets SSH and the data channel deliver what is left, and ends the
+    /// session.
+    pub async fn close(self) {
+        let Connection { handle, guard } = self;
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        if tokio::time::timeout(CLOSE_BUDGET, handle).await.is_err() {
+            tracing::debug!("SSH session did not wind down in time");
+        }
+        guard.finish().await;
+    }
+
+    /// The data channel's own failure, if it had one (a better message than SSH's
+    /// "disconnected").
+    pub async fn link_failure(&mut self) -> Option<Failure> {
+        self.guard.failure(Duration::from_millis(500)).await
+    }
+}

@@ -1,0 +1,209 @@
+//! Test fixture: OpenSSH's real `sftp-server` as a child process, an [`SftpSession`] on
+//! its stdio (optionally through a pipe that delays each direction), and temporary
+//! directories that clean up after themselves.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use russh_sftp::client::{Config, SftpSession};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const SERVERS: [&str; 3] = [
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/sftp-server",
+];
+
+/// Every await in the tests is bounded by this.
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);
+
+pub(crate) struct Server {
+    pub sftp: SftpSession,
+    child: Child,
+}
+
+impl Server {
+    /// Ends sftp-server, as a dropped connection would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill sftp-server");
+    }
+}
+
+/// Starts sftp-server (umask 022, start directory `start`) and an SFTP session on it with
+/// `config`; `delay` is added to each direction. `None` (with the reason printed) if this
+/// machine has no sftp-server.
+pub(crate) async fn start(start: &Path, config: Config, delay: Option<Duration>) -> Option<Server> {
+    let Some(program) = SERVERS.iter().find(|p| Path::new(p).exists()) else {
+        eprintln!("skipped: no sftp-server at {SERVERS:?}");
+        return None;
+    };
+    let mut child = Command::new(program)
+        .args(["-u", "022", "-d"])
+        .arg(start)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sftp-server");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let session = async {
+        match delay {
+            None => SftpSession::new_with_config(tokio::io::join(stdout, stdin), config).await,
+            Some(d) => SftpSession::new_with_config(delayed(stdout, stdin, d), config).await,
+        }
+    };
+    let sftp = tokio::time::timeout(LIMIT, session)
+        .await
+        .expect("SFTP init timed out")
+        .expect("SFTP init");
+    Some(Server { sftp, child })
+}
+
+/// A stream to the server whose bytes each take `delay` to arrive, either way.
+fn delayed<R, W>(from_server: R, to_server: W, delay: Duration) -> tokio::io::DuplexStream
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, near) = tokio::io::duplex(1 << 20);
+    let (near_read, near_write) = tokio::io::split(near);
+    tokio::spawn(pump(near_read, to_server, delay));
+    tokio::spawn(pump(from_server, near_write, delay));
+    client
+}
+
+async fn pump<R, W>(mut from: R, mut to: W, delay: Duration)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, data)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+/// A fresh directory under the system temp dir, removed (with everything in it) on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("sallyport-{tag}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&path).expect("create temp dir");
+        // Canonical, so paths compare with what sftp-server reports.
+        TempDir(path.canonicalize().expect("canonicalize temp dir"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as the remote side sees it (the server runs on this machine).
+    pub fn remote(&self, rel: &str) -> String {
+        let base = self.0.to_str().expect("UTF-8 temp path");
+        if rel.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}/{rel}")
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        make_writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_writable(dir: &Path) {
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}
+
+/// This process's umask, found by creating a probe file (the umask is process-wide:
+/// reading it with umask(2) would change it for a moment).
+pub(crate) fn local_umask(dir: &Path) -> u32 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(format!(".umask-probe-{}", uuid::Uuid::new_v4()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o777)
+        .open(&probe)
+        .expect("probe file");
+    let mode = std::fs::metadata(&probe)
+        .expect("probe")
+        .permissions()
+        .mode()
+        & 0o777;
+    std::fs::remove_file(&probe).expect("remove probe");
+    !mode & 0o777
+}
+
+pub(crate) fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) {
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub(crate) fn make_dir(path: &Path, mode: u32) {
+    std::fs::create_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Deterministic bytes (xorshift), fast enough for tens of MB.
+pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,300 @@
+//! `sallyport ssh`: a shell on a pty (raw mode, resize, `~.`), or one command with its
+//! stdout, stderr and exit status kept apart, over an authenticated [`Connection`].
+
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use russh::ChannelMsg;
+use russh::client::Msg;
+use russh::{ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::error::{ExitCode, Failure};
+use crate::session::lifecycle::Signals;
+use crate::session::terminal::{FALLBACK_SIZE, RawMode, window_size};
+
+use super::client::Connection;
+
+/// What OpenSSH's ssh exits with when the remote side gives no status (or a signal).
+pub const NO_STATUS: u8 = 255;
+
+const READ_CHUNK: usize = 32 * 1024;
+
+/// Runs `command` (or a login shell on a pty when `command` is `None`); the remote exit
+/// status is the result. `stdin_null` is ssh's `-n`.
+pub async fn run(
+    mut conn: Connection,
+    command: Option<String>,
+    stdin_null: bool,
+) -> Result<u8, Failure> {
+    let result = session(&mut conn, command, stdin_null).await;
+    let result = match result {
+        Err(f) if f.code == ExitCode::Protocol => Err(conn.link_failure().await.unwrap_or(f)),
+        other => other,
+    };
+    conn.close().await;
+    result
+}
+
+async fn session(
+    conn: &mut Connection,
+    command: Option<String>,
+    stdin_null: bool,
+) -> Result<u8, Failure> {
+    let lost = |e: russh::Error| {
+        Failure::new(
+            ExitCode::Protocol,
+            format!("the SSH connection failed: {e}"),
+        )
+    };
+    let channel = conn.handle.channel_open_session().await.map_err(lost)?;
+    let tty = command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if command.is_none() {
+        let size = window_size().unwrap_or(FALLBACK_SIZE);
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
+        channel
+            .request_pty(true, &term, size.cols, size.rows, 0, 0, &[])
+            .await
+            .map_err(lost)?;
+    }
+    // LANG and friends, as OpenSSH sends them by default (sshd accepts what AcceptEnv lists).
+    for var in ["LANG", "LC_ALL", "LC_CTYPE"] {
+        if let Ok(v) = std::env::var(var) {
+            let _ = channel.set_env(false, var, v).await;
+        }
+    }
+    match &command {
+        Some(c) => channel.exec(true, c.as_bytes()).await.map_err(lost)?,
+        None => channel.request_shell(true).await.map_err(lost)?,
+    }
+    let raw = if tty {
+        RawMode::enter().map_err(|e| {
+            Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot put the terminal in raw mode: {e}"),
+            )
+        })?
+    } else {
+        None
+    };
+    let (reader, writer) = channel.split();
+    let writer = Arc::new(writer);
+    let escaped = Arc::new(Notify::new());
+    let input = if stdin_null {
+        let w = writer.clone();
+        let _ = w.eof().await;
+        None
+    } else {
+        let task = pump_stdin(writer.clone(), raw.is_some(), escaped.clone());
+        Some(tokio::spawn(task))
+    };
+    let status = tokio::select! {
+        s = pump_output(reader, writer.clone(), command.is_none()) => s,
+        // `~.`: the connection is dropped at once, with ssh's status for that.
+        _ = escaped.notified() => Ok(NO_STATUS),
+    };
+    if let Some(task) = input {
+        task.abort();
+    }
+    drop(raw);
+    status
+}
+
+/// Local input to the channel; in raw mode through the `~` escape filter. Ends the channel
+/// input at EOF.
+async fn pump_stdin(writer: Arc<ChannelWriteHalf<Msg>>, escapes: bool, escaped: Arc<Notify>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut filter = EscapeFilter::default();
+    loop {
+        let n = match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let (bytes, action) = if escapes {
+            filter.feed(&buf[..n])
+        } else {
+            (buf[..n].to_vec(), None)
+        };
+        if !bytes.is_empty() && writer.data_bytes(bytes).await.is_err() {
+            return;
+        }
+        match action {
+            Some(Escape::Disconnect) => {
+                let mut err = tokio::io::stderr();
+                let _ = err.write_all(b"\r\nConnection closed (~.).\r\n").await;
+                escaped.notify_one();
+                return;
+            }
+            Some(Escape::Help) => {
+                let mut err = tokio::io::stderr();
+                let _ = err
+                    .write_all(
+                        b"\r\nSupported escape sequences:\r\n ~.  - terminate connection\r\n \
+                          ~?  - this message\r\n ~~  - send the escape character by typing it \
+                          twice\r\n(Note that escapes are only recognized immediately after \
+                          newline.)\r\n",
+                    )
+                    .await;
+            }
+            None => {}
+        }
+    }
+    let _ = writer.eof().await;
+}
+
+/// Remote output to stdout/stderr until the channel closes; window changes and signals
+/// meanwhile. The exit status is the result.
+async fn pump_output(
+    mut reader: ChannelReadHalf,
+    writer: Arc<ChannelWriteHalf<Msg>>,
+    pty: bool,
+) -> Result<u8, Failure> {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut winch = signal(SignalKind::window_change()).ok();
+    let mut signals = Signals::new();
+    let mut status: Option<u8> = None;
+    let mut last_size = window_size();
+    let local = |e: std::io::Error| {
+        Failure::new(ExitCode::LocalIo, format!("writing the output failed: {e}"))
+    };
+    loop {
+        tokio::select! {
+            msg = reader.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.write_all(&data).await.map_err(local)?;
+                    stdout.flush().await.map_err(local)?;
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    stderr.write_all(&data).await.map_err(local)?;
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    status = Some((exit_status & 0xff) as u8);
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
+                    let detail = if error_message.is_empty() { String::new() } else { format!(": {error_message}") };
+                    eprintln!("sallyport: the remote command was killed by signal {signal_name:?}{detail}");
+                    status = Some(NO_STATUS);
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            _ = recv_opt(&mut winch), if pty => {
+                let size = window_size();
+                if size != last_size {
+                    let s = size.unwrap_or(FALLBACK_SIZE);
+                    let _ = writer.window_change(s.cols, s.rows, 0, 0).await;
+                    last_size = size;
+                }
+            }
+            sig = signals.recv() => {
+                // In raw mode keys arrive as bytes; a signal here came from outside.
+                return Err(sig.failure());
+            }
+        }
+    }
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
+    match status {
+        Some(s) => Ok(s),
+        None => Err(Failure::new(
+            ExitCode::Protocol,
+            "the SSH channel closed without an exit status",
+        )),
+    }
+}
+
+async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// An escape typed after a newline, as OpenSSH's `~` sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `~.`: close the connection.
+    Disconnect,
+    /// `~?`: list the escapes.
+    Help,
+}
+
+/// OpenSSH's escape rule: `~` right after a newline (or at the start) is held; the next
+/// byte decides: `.` disconnects, `?` shows help, `~` sends one `~`, anything else sends
+/// both.
+#[derive(Debug, Clone)]
+pub struct EscapeFilter {
+    at_line_start: bool,
+    pending: bool,
+}
+
+impl Default for EscapeFilter {
+    fn default() -> Self {
+        EscapeFilter {
+            at_line_start: true,
+            pending: false,
+        }
+    }
+}
+
+impl EscapeFilter {
+    /// The bytes to send, and the first escape seen (input after it is dropped).
+    pub fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Option<Escape>) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if self.pending {
+                self.pending = false;
+                match b {
+                    b'.' => return (out, Some(Escape::Disconnect)),
+                    b'?' => {
+                        self.at_line_start = true;
+                        return (out, Some(Escape::Help));
+                    }
+                    b'~' => {
+                        out.push(b'~');
+                        self.at_line_start = false;
+                        continue;
+                    }
+                    _ => out.push(b'~'),
+                }
+            } else if self.at_line_start && b == b'~' {
+                self.pending = true;
+                continue;
+            }
+            out.push(b);
+            self.at_line_start = b == b'\r' || b == b'\n';
+        }
+        (out, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_only_after_a_newline() {
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(b"~."), (vec![], Some(Escape::Disconnect)));
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(b"a~.b"), (b"a~.b".to_vec(), None));
+        assert_eq!(f.feed(b"\r~"), (b"\r".to_vec(), None), "held");
+        assert_eq!(f.feed(b"."), (vec![], Some(Escape::Disconnect)));
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(b"~~x"), (b"~x".to_vec(), None));
+        assert_eq!(f.feed(b"\n~x"), (b"\n~x".to_vec(), None));
+        assert_eq!(f.feed(b"\n~?"), (b"\n".to_vec(), Some(Escape::Help)));
+        assert_eq!(
+            f.feed(b"~."),
+            (vec![], Some(Escape::Disconnect)),
+            "after help"
+        );
+    }
+}

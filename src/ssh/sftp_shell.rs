@@ -1,0 +1,800 @@
+//! `sallyport sftp`: OpenSSH sftp's command interpreter over an [`SftpSession`].
+//!
+//! Lines are split like OpenSSH's sftp: whitespace separates words; `'…'` and `"…"` quote
+//! (a backslash escapes only the closing quote, or `\\` within double quotes); outside
+//! quotes a backslash escapes any character. `*`, `?` and `[…]` glob for `ls`, `get`,
+//! `put`, `rm` and `chmod` unless quoted or escaped. Empty lines and `#` comments are
+//! skipped. A `-` before a command ignores its failure, `@` does not echo it.
+//!
+//! Batch mode (`sftp -b`) echoes each command as `sftp> cmd` and stops at the first
+//! failing command (exit 1). Otherwise failures are reported and the session goes on
+//! (exit 0); input that is not a terminal is echoed like batch input. Command output goes
+//! to `out`, problems to `err`, progress bars (`get`/`put`) to the process's stderr.
+//! `ls` prints one name per line; `ls -l` times are UTC.
+
+use std::path::{Path, PathBuf};
+
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, FileType};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{ExitCode, Failure};
+use crate::ssh::transfer::{
+    self, CopyOptions, CopyPlan, Direction, Problem, escape_glob, printable, remote_join,
+    resolve_remote, session_failure, sftp_problem,
+};
+
+/// How the session runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShellOptions {
+    /// `-b`: stop at the first failing command (exit 1) unless it starts with `-`.
+    pub batch: bool,
+    /// A person types the commands: print the `sftp> ` prompt and do not echo.
+    pub interactive: bool,
+    /// Progress bars for `get`/`put` on stderr (the caller checks for a terminal).
+    pub progress: bool,
+}
+
+/// Runs commands from `input` until EOF or `exit`/`quit`/`bye`; `Ok` is the exit code.
+/// `Err` only when the SFTP session is lost or `out`/`err` cannot be written.
+pub async fn run<R, W, E>(
+    sftp: &SftpSession,
+    mut input: R,
+    opts: &ShellOptions,
+    out: &mut W,
+    err: &mut E,
+) -> Result<u8, Failure>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let home = sftp
+        .canonicalize(".")
+        .await
+        .map_err(|e| session_failure(&e))?;
+    let lcwd = std::env::current_dir().map_err(|e| {
+        Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot read the current directory: {e}"),
+        )
+    })?;
+    let mut shell = Shell {
+        sftp,
+        cwd: home.clone(),
+        home,
+        lcwd,
+        opts: *opts,
+    };
+    let mut raw = Vec::new();
+    loop {
+        if opts.interactive {
+            write(out, b"sftp> ").await?;
+        }
+        raw.clear();
+        let n = input
+            .read_until(b'\n', &mut raw)
+            .await
+            .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot read commands: {e}")))?;
+        if n == 0 {
+            if opts.interactive {
+                write(out, b"\n").await?;
+            }
+            return Ok(0);
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
+        let mut cmd = line.trim_start();
+        if cmd.is_empty() || cmd.starts_with('#') {
+            continue;
+        }
+        let (mut ignore_errors, mut quiet) = (false, false);
+        loop {
+            if let Some(rest) = cmd.strip_prefix('-') {
+                ignore_errors = true;
+                cmd = rest;
+            } else if let Some(rest) = cmd.strip_prefix('@') {
+                quiet = true;
+                cmd = rest;
+            } else {
+                break;
+            }
+        }
+        if !opts.interactive && !quiet {
+            write(out, format!("sftp> {cmd}\n").as_bytes()).await?;
+        }
+        let result = match split_line(cmd) {
+            Ok(args) if args.is_empty() => continue,
+            Ok(args) => shell.dispatch(&args, out, err).await,
+            Err(message) => Err(Problem::Item(Failure::new(ExitCode::Internal, message))),
+        };
+        match result {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Quit) => return Ok(0),
+            Err(Problem::Fatal(f)) => return Err(f),
+            Err(Problem::Item(f)) => {
+                write(err, format!("{}\n", f.message).as_bytes()).await?;
+                if opts.batch && !ignore_errors {
+                    return Ok(1);
+                }
+            }
+        }
+    }
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), Failure> {
+    let result = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    result
+        .await
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot write output: {e}")))
+}
+
+/// One word of a command line: as typed, and as a glob pattern (what was quoted or
+/// escaped is quoted for [`transfer::remote_glob`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    pub pattern: String,
+}
+
+/// Splits a command line into words, OpenSSH sftp style.
+pub fn split_line(line: &str) -> Result<Vec<Word>, String> {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut words = Vec::new();
+    let mut word: Option<Word> = None;
+    let mut quote = Quote::None;
+    let mut chars = line.chars().peekable();
+    fn push(word: &mut Option<Word>, c: char, literal: bool) {
+        let w = word.get_or_insert_with(|| Word {
+            text: String::new(),
+            pattern: String::new(),
+        });
+        w.text.push(c);
+        if literal && matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            w.pattern.push('\\');
+        }
+        w.pattern.push(c);
+    }
+    while let Some(c) = chars.next() {
+        match (&quote, c) {
+            (Quote::None, c) if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            (Quote::None, '\'') => {
+                quote = Quote::Single;
+                word.get_or_insert_with(|| Word {
+                    text: String::new(),
+                    pattern: String::new(),
+                });
+            }
+            (Quote::None, '"') => {
+                quote = Quote::Double;
+                word.get_or_insert_with(|| Word {
+                    text: String::new(),
+                    pattern: String::new(),
+                });
+            }
+            (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
+            (Quote::None, '\\') => match chars.next() {
+                Some(next) => push(&mut word, next, true),
+                None => return Err("Trailing backslash".to_owned()),
+            },
+            (Quote::Single, '\\') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                push(&mut word, '\'', true);
+            }
+            (Quote::Double, '\\') if matches!(chars.peek(), Some('"') | Some('\\')) => {
+                let next = chars.next().unwrap_or('\\');
+                push(&mut word, next, true);
+            }
+            (Quote::None, c) => push(&mut word, c, false),
+            (_, c) => push(&mut word, c, true),
+        }
+    }
+    if quote != Quote::None {
+        return Err("Unterminated quoted argument".to_owned());
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+type CmdResult = Result<Flow, Problem>;
+
+fn fail(message: String) -> Problem {
+    Problem::Item(Failure::new(transfer::REMOTE_FILE_ERROR, message))
+}
+
+fn local_fail(message: String) -> Problem {
+    Problem::Item(Failure::new(ExitCode::LocalIo, message))
+}
+
+/// Splits leading `-xyz` flags from the operands; `allowed` lists the flag letters.
+fn flags<'a>(cmd: &str, args: &'a [Word], allowed: &str) -> Result<(String, &'a [Word]), Problem> {
+    let mut set = String::new();
+    let mut i = 0;
+    while let Some(w) = args.get(i) {
+        if w.text == "--" {
+            i += 1;
+            break;
+        }
+        let Some(letters) = w.text.strip_prefix('-') else {
+            break;
+        };
+        if letters.is_empty() {
+            break;
+        }
+        for c in letters.chars() {
+            if !allowed.contains(c) {
+                return Err(fail(format!("{cmd}: unknown option -{c}")));
+            }
+            set.push(c);
+        }
+        i += 1;
+    }
+    Ok((set, &args[i..]))
+}
+
+fn operands<'a>(
+    cmd: &str,
+    args: &'a [Word],
+    min: usize,
+    max: usize,
+) -> Result<&'a [Word], Problem> {
+    if args.len() < min {
+        return Err(fail(format!("{cmd}: missing argument (see help)")));
+    }
+    if args.len() > max {
+        return Err(fail(format!("{cmd}: too many arguments (see help)")));
+    }
+    Ok(args)
+}
+
+const HELP: &str = "\
+Available commands:
+bye                                Quit sftp
+cd [path]                          Change remote directory to 'path' (default: home)
+chmod mode path                    Change permissions of file 'path' to 'mode'
+exit                               Quit sftp
+get [-pr] remote [local]           Download file
+help                               Display this help text
+lcd [path]                         Change local directory to 'path'
+lls [-la] [path]                   Display local directory listing
+lpwd                               Print local working directory
+ls [-la] [path]                    Display remote directory listing
+mkdir path                         Create remote directory
+put [-pr] local [remote]           Upload file
+pwd                                Display remote working directory
+quit                               Quit sftp
+rename oldpath newpath             Rename remote file
+rm path                            Delete remote file
+rmdir path                         Remove remote directory
+?                                  Synonym for help
+";
+
+struct Shell<'a> {
+    sftp: &'a SftpSession,
+    cwd: String,
+    home: String,
+    lcwd: PathBuf,
+    opts: ShellOptions,
+}
+
+impl Shell<'_> {
+    async fn dispatch<W, E>(&mut self, args: &[Word], out: &mut W, err: &mut E) -> CmdResult
+    where
+        W: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let (cmd, rest) = (args[0].text.as_str(), &args[1..]);
+        if cmd.starts_with('!') {
+            return Err(fail("shell escapes (!) are not supported".to_owned()));
+        }
+        let text = match cmd {
+            "bye" | "exit" | "quit" => return Ok(Flow::Quit),
+            "help" | "?" => HELP.to_owned(),
+            "pwd" => {
+                operands(cmd, rest, 0, 0)?;
+                format!("Remote working directory: {}\n", printable(&self.cwd))
+            }
+            "lpwd" => {
+                operands(cmd, rest, 0, 0)?;
+                format!(
+                    "Local working directory: {}\n",
+                    printable(&self.lcwd.to_string_lossy())
+                )
+            }
+            "cd" => {
+                let ops = operands(cmd, rest, 0, 1)?;
+                self.cd(ops.first()).await?;
+                String::new()
+            }
+            "lcd" => {
+                let ops = operands(cmd, rest, 0, 1)?;
+                self.lcd(ops.first())?;
+                String::new()
+            }
+            "ls" | "dir" => {
+                let (flags, ops) = flags(cmd, rest, "la1")?;
+                let ops = operands(cmd, ops, 0, 1)?;
+                self.ls(ops.first(), flags.contains('l'), flags.contains('a'))
+                    .await?
+            }
+            "lls" => {
+                let (flags, ops) = flags(cmd, rest, "la1")?;
+                let ops = operands(cmd, ops, 0, 1)?;
+                self.lls(ops.first(), flags.contains('l'), flags.contains('a'))?
+            }
+            "mkdir" => {
+                let ops = operands(cmd, rest, 1, 1)?;
+                let path = self.remote(&ops[0]).await?;
+                self.sftp
+                    .create_dir(path.as_str())
+                    .await
+                    .map_err(|e| in_cmd(cmd, sftp_problem(&path, &e)))?;
+                String::new()
+            }
+            "rmdir" => {
+                let ops = operands(cmd, rest, 1, 1)?;
+                let path = self.remote(&ops[0]).await?;
+                self.sftp
+                    .remove_dir(path.as_str())
+                    .await
+                    .map_err(|e| in_cmd(cmd, sftp_problem(&path, &e)))?;
+                String::new()
+            }
+            "rm" => {
+                let ops = operands(cmd, rest, 1, 1)?;
+                for path in self.remote_matches(&ops[0]).await? {
+                    write(out, format!("Removing {}\n", printable(&path)).as_bytes())
+                        .await
+                        .map_err(Problem::Fatal)?;
+                    self.sftp
+                        .remove_file(path.as_str())
+                        .await
+                        .map_err(|e| in_cmd(cmd, sftp_problem(&path, &e)))?;
+                }
+                String::new()
+            }
+            "rename" => {
+                let ops = operands(cmd, rest, 2, 2)?;
+                let from = self.remote(&ops[0]).await?;
+                let to = self.remote(&ops[1]).await?;
+                self.sftp
+                    .rename(from.as_str(), to.as_str())
+                    .await
+                    .map_err(|e| in_cmd(cmd, sftp_problem(&from, &e)))?;
+                String::new()
+            }
+            "chmod" => {
+                let ops = operands(cmd, rest, 2, 2)?;
+                let mode = u32::from_str_radix(&ops[0].text, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "chmod: {}: not an octal mode",
+                            printable(&ops[0].text)
+                        ))
+                    })?;
+                for path in self.remote_matches(&ops[1]).await? {
+                    write(
+                        out,
+                        format!("Changing mode on {}\n", printable(&path)).as_bytes(),
+                    )
+                    .await
+                    .map_err(Problem::Fatal)?;
+                    let attrs = FileAttributes {
+                        permissions: Some(mode),
+                        ..FileAttributes::default()
+                    };
+                    self.sftp
+                        .set_metadata(path.as_str(), attrs)
+                        .await
+                        .map_err(|e| in_cmd(cmd, sftp_problem(&path, &e)))?;
+                }
+                String::new()
+            }
+            "get" => {
+                let (flags, ops) = flags(cmd, rest, "prRP")?;
+                let ops = operands(cmd, ops, 1, 2)?;
+                self.get(ops, &flags, out, err).await?;
+                String::new()
+            }
+            "put" => {
+                let (flags, ops) = flags(cmd, rest, "prRP")?;
+                let ops = operands(cmd, ops, 1, 2)?;
+                self.put(ops, &flags, out, err).await?;
+                String::new()
+            }
+            _ => {
+                return Err(fail(format!(
+                    "{}: invalid command (see help)",
+                    printable(cmd)
+                )));
+            }
+        };
+        write(out, text.as_bytes()).await.map_err(Problem::Fatal)?;
+        Ok(Flow::Continue)
+    }
+
+    /// A remote word as an absolute path (no globbing).
+    async fn remote(&self, word: &Word) -> Result<String, Problem> {
+        resolve_remote(self.sftp, &self.cwd, &word.text, false).await
+    }
+
+    /// A remote word's glob matches, as absolute paths (the word itself if none).
+    async fn remote_matches(&self, word: &Word) -> Result<Vec<String>, Problem> {
+        let pattern = resolve_remote(self.sftp, &self.cwd, &word.pattern, true).await?;
+        transfer::remote_glob(self.sftp, &pattern)
+            .await
+            .map_err(|e| Problem::Fatal(session_failure(&e)))
+    }
+
+    fn local(&self, text: &str) -> PathBuf {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        match (text, text.strip_prefix("~/"), home) {
+            ("~", _, Some(home)) => home,
+            (_, Some(rest), Some(home)) => home.join(rest),
+            _ => self.lcwd.join(text),
+        }
+    }
+
+    async fn cd(&mut self, word: Option<&Word>) -> Result<(), Problem> {
+        let path = match word {
+            Some(w) => self.remote(w).await?,
+            None => self.home.clone(),
+        };
+        let canonical = self
+            .sftp
+            .canonicalize(path.as_str())
+            .await
+            .map_err(|e| in_cmd("cd", sftp_problem(&path, &e)))?;
+        let attrs = self
+            .sftp
+            .metadata(canonical.as_str())
+            .await
+            .map_err(|e| in_cmd("cd", sftp_problem(&canonical, &e)))?;
+        if !attrs.is_dir() {
+            return Err(fail(format!(
+                "cd: {}: not a directory",
+                printable(&canonical)
+            )));
+        }
+        self.cwd = canonical;
+        Ok(())
+    }
+
+    fn lcd(&mut self, word: Option<&Word>) -> Result<(), Problem> {
+        let path = match word {
+            Some(w) => self.local(&w.text),
+            None => self.local("~"),
+        };
+        let shown = printable(&path.to_string_lossy()).into_owned();
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| local_fail(format!("lcd: {shown}: {e}")))?;
+        if !canonical.is_dir() {
+            return Err(local_fail(format!("lcd: {shown}: not a directory")));
+        }
+        self.lcwd = canonical;
+        Ok(())
+    }
+
+    /// How a path is shown: relative to the working directory when under it.
+    fn shown(&self, path: &str) -> String {
+        let prefix = if self.cwd.ends_with('/') {
+            self.cwd.clone()
+        } else {
+            format!("{}/", self.cwd)
+        };
+        printable(path.strip_prefix(&prefix).unwrap_or(path)).into_owned()
+    }
+
+    async fn ls(&self, word: Option<&Word>, long: bool, all: bool) -> Result<String, Problem> {
+        let mut text = String::new();
+        let targets = match word {
+            Some(w) => self.remote_matches(w).await?,
+            None => vec![self.cwd.clone()],
+        };
+        let several = targets.len() > 1;
+        for target in targets {
+            let attrs = self
+                .sftp
+                .metadata(target.as_str())
+                .await
+                .map_err(|e| in_cmd("ls", sftp_problem(&target, &e)))?;
+            // The prefix names are shown with: none for the working directory.
+            let prefix = match word {
+                None => String::new(),
+                Some(_) => self.shown(&target),
+            };
+            if several || !attrs.is_dir() {
+                text.push_str(&entry_line(&prefix, &attrs, long));
+                continue;
+            }
+            let entries = self
+                .sftp
+                .read_dir(target.as_str())
+                .await
+                .map_err(|e| in_cmd("ls", sftp_problem(&target, &e)))?;
+            let mut entries: Vec<(String, FileAttributes)> = entries
+                .map(|e| (e.file_name(), e.metadata()))
+                .filter(|(n, _)| all || !n.starts_with('.'))
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, attrs) in entries {
+                let shown = if prefix.is_empty() {
+                    printable(&name).into_owned()
+                } else {
+                    remote_join(&prefix, &printable(&name))
+                };
+                text.push_str(&entry_line(&shown, &attrs, long));
+            }
+        }
+        Ok(text)
+    }
+
+    fn lls(&self, word: Option<&Word>, long: bool, all: bool) -> Result<String, Problem> {
+        let dir = match word {
+            Some(w) => self.local(&w.text),
+            None => self.lcwd.clone(),
+        };
+        let shown = printable(&dir.to_string_lossy()).into_owned();
+        let meta = std::fs::metadata(&dir).map_err(|e| local_fail(format!("lls: {shown}: {e}")))?;
+        if !meta.is_dir() {
+            let name = word.map_or(shown.clone(), |w| printable(&w.text).into_owned());
+            return Ok(entry_line(&name, &local_attrs(&meta), long));
+        }
+        let rd = std::fs::read_dir(&dir).map_err(|e| local_fail(format!("lls: {shown}: {e}")))?;
+        let mut entries: Vec<(String, FileAttributes)> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let meta = std::fs::symlink_metadata(e.path()).ok()?;
+                Some((name, local_attrs(&meta)))
+            })
+            .filter(|(n, _)| all || !n.starts_with('.'))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries
+            .iter()
+            .map(|(n, a)| entry_line(&printable(n), a, long))
+            .collect())
+    }
+
+    fn copy_options(&self, flags: &str) -> CopyOptions {
+        CopyOptions {
+            recursive: flags.contains('r') || flags.contains('R'),
+            preserve: flags.contains('p') || flags.contains('P'),
+            progress: self.opts.progress,
+        }
+    }
+
+    async fn get<W, E>(
+        &self,
+        ops: &[Word],
+        flags: &str,
+        out: &mut W,
+        err: &mut E,
+    ) -> Result<(), Problem>
+    where
+        W: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let sources = self.remote_matches(&ops[0]).await?;
+        let dest = match ops.get(1) {
+            Some(w) => self.local(&w.text),
+            None => self.lcwd.clone(),
+        };
+        let dest_is_dir = dest.is_dir();
+        for src in &sources {
+            let to = match (dest_is_dir, transfer::remote_basename(src)) {
+                (true, Some(name)) => dest.join(name),
+                _ => dest.clone(),
+            };
+            let line = format!(
+                "Fetching {} to {}\n",
+                printable(src),
+                printable(&to.to_string_lossy())
+            );
+            write(out, line.as_bytes()).await.map_err(Problem::Fatal)?;
+        }
+        let plan = CopyPlan {
+            direction: Direction::Download,
+            sources: sources.iter().map(|s| escape_glob(s)).collect(),
+            destination: path_string(&dest)?,
+        };
+        self.transfer(&plan, flags, err).await
+    }
+
+    async fn put<W, E>(
+        &self,
+        ops: &[Word],
+        flags: &str,
+        out: &mut W,
+        err: &mut E,
+    ) -> Result<(), Problem>
+    where
+        W: AsyncWrite + Unpin,
+        E: AsyncWrite + Unpin,
+    {
+        let pattern = if ops[0].text.starts_with('/') {
+            ops[0].pattern.clone()
+        } else if ops[0].text == "~" || ops[0].text.starts_with("~/") {
+            escape_glob(&path_string(&self.local(&ops[0].text))?)
+        } else {
+            let base = escape_glob(&path_string(&self.lcwd)?);
+            remote_join(&base, &ops[0].pattern)
+        };
+        let sources = transfer::local_glob(&pattern);
+        let dest = match ops.get(1) {
+            Some(w) => self.remote(w).await?,
+            None => self.cwd.clone(),
+        };
+        let dest_is_dir = self
+            .sftp
+            .metadata(dest.as_str())
+            .await
+            .is_ok_and(|a| a.is_dir());
+        for src in &sources {
+            let to = match (dest_is_dir, transfer::remote_basename(src)) {
+                (true, Some(name)) => remote_join(&dest, name),
+                _ => dest.clone(),
+            };
+            let line = format!("Uploading {} to {}\n", printable(src), printable(&to));
+            write(out, line.as_bytes()).await.map_err(Problem::Fatal)?;
+        }
+        let plan = CopyPlan {
+            direction: Direction::Upload,
+            sources,
+            destination: dest,
+        };
+        self.transfer(&plan, flags, err).await
+    }
+
+    async fn transfer<E: AsyncWrite + Unpin>(
+        &self,
+        plan: &CopyPlan,
+        flags: &str,
+        err: &mut E,
+    ) -> Result<(), Problem> {
+        let mut reports = Vec::new();
+        let mut report = |f: &Failure| reports.push(f.message.clone());
+        let opts = self.copy_options(flags);
+        let result = transfer::copy_collect(self.sftp, plan, &opts, &mut report).await;
+        // The last problem is the command's failure; any before it go to `err` here.
+        let last = reports.pop();
+        for r in reports {
+            write(err, format!("{r}\n").as_bytes())
+                .await
+                .map_err(Problem::Fatal)?;
+        }
+        match result {
+            Err(f) if f.code == ExitCode::Protocol => Err(Problem::Fatal(f)),
+            Err(f) => Err(Problem::Item(f)),
+            Ok(outcome) => match (outcome.first_code, last) {
+                (Some(code), Some(last)) => Err(Problem::Item(Failure::new(code, last))),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// Prefixes an item problem's message with the command's name.
+fn in_cmd(cmd: &str, p: Problem) -> Problem {
+    match p {
+        Problem::Item(f) => Problem::Item(Failure::new(f.code, format!("{cmd}: {}", f.message))),
+        fatal => fatal,
+    }
+}
+
+fn path_string(path: &Path) -> Result<String, Problem> {
+    path.to_str().map(str::to_owned).ok_or_else(|| {
+        local_fail(format!(
+            "{}: the path is not UTF-8",
+            printable(&path.to_string_lossy())
+        ))
+    })
+}
+
+fn local_attrs(meta: &std::fs::Metadata) -> FileAttributes {
+    use std::os::unix::fs::MetadataExt;
+    FileAttributes {
+        size: Some(meta.len()),
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
+        permissions: Some(meta.mode()),
+        atime: u32::try_from(meta.atime()).ok(),
+        mtime: u32::try_from(meta.mtime()).ok(),
+        ..FileAttributes::default()
+    }
+}
+
+fn entry_line(name: &str, attrs: &FileAttributes, long: bool) -> String {
+    if !long {
+        return format!("{name}\n");
+    }
+    format!(
+        "{} {:<8} {:<8} {:>12} {} {name}\n",
+        mode_string(attrs),
+        attrs.uid.map_or("?".to_owned(), |u| u.to_string()),
+        attrs.gid.map_or("?".to_owned(), |g| g.to_string()),
+        attrs.size.unwrap_or(0),
+        attrs
+            .mtime
+            .map_or("?".to_owned(), |t| date_string(i64::from(t))),
+    )
+}
+
+/// `ls -l`'s mode column, e.g. `drwxr-x---`.
+pub fn mode_string(attrs: &FileAttributes) -> String {
+    let mode = attrs.permissions.unwrap_or(0);
+    let kind = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o010000 => 'p',
+        0o140000 => 's',
+        _ => match attrs.file_type() {
+            FileType::Dir => 'd',
+            FileType::Symlink => 'l',
+            _ => '-',
+        },
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for (shift, special, special_char) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 0o7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let exec = bits & 1 != 0;
+        s.push(match (mode & special != 0, exec) {
+            (true, true) => special_char,
+            (true, false) => special_char.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+pub fn date_string(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+#[path = "sftp_shell_tests.rs"]
+mod tests;
