@@ -146,16 +146,7 @@ impl Signals {
 
     /// The next signal. Cancel-safe.
     pub async fn recv(&mut self) -> StopSignal {
-        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    if s.recv().await.is_none() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        }
+        let one = recv_signal;
         tokio::select! {
             _ = one(&mut self.hup) => StopSignal::Hangup,
             _ = one(&mut self.int) => StopSignal::Interrupt,
@@ -168,6 +159,19 @@ impl Signals {
 impl Default for Signals {
     fn default() -> Self {
         Signals::new()
+    }
+}
+
+/// The next delivery of `s`; never, when there is no such listener (it could not be
+/// installed) or it has closed. Cancel-safe.
+pub async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -131,14 +131,14 @@ async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Fail
                 return Err(Failure::drive(
                     DriveError::HandshakeTimeout(lifecycle::HANDSHAKE_TIMEOUT), "", 0));
             }
-            _ = recv_opt(&mut winch) => {
+            _ = lifecycle::recv_signal(&mut winch) => {
                 let size = window_size().unwrap_or(FALLBACK_SIZE);
                 if established && last_size != Some(size) {
                     let _ = session.send_size(now(), size);
                     last_size = Some(size);
                 }
             }
-            _ = recv_opt(&mut tstp) => {
+            _ = lifecycle::recv_signal(&mut tstp) => {
                 if established {
                     let _ = session.send_data(now(), &[0x1a]);
                 }
@@ -167,17 +167,6 @@ async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Fail
                 }
             },
         }
-    }
-}
-
-async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            if s.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{ExitCode, Failure};
-use crate::session::lifecycle::Signals;
+use crate::session::lifecycle::{Signals, recv_signal};
 use crate::session::terminal::{FALLBACK_SIZE, RawMode, window_size};
 
 use super::client::Connection;
@@ -21,8 +21,8 @@ pub const NO_STATUS: u8 = 255;
 
 const READ_CHUNK: usize = 32 * 1024;
 
-/// Runs `command` (or a login shell on a pty when `command` is `None`); the remote exit
-/// status is the result. `stdin_null` is ssh's `-n`.
+/// Runs `command`, or a login shell when `command` is `None` (on a pty when stdin is a
+/// terminal); the remote exit status is the result. `stdin_null` is ssh's `-n`.
 pub async fn run(
     mut conn: Connection,
     command: Option<String>,
@@ -49,8 +49,10 @@ async fn session(
         )
     };
     let channel = conn.handle.channel_open_session().await.map_err(lost)?;
+    // As OpenSSH: a pty for a shell when stdin is a terminal, none for a command or
+    // piped input (`echo ls | sallyport ssh host` runs a shell reading a pipe).
     let tty = command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
-    if command.is_none() {
+    if tty {
         let size = window_size().unwrap_or(FALLBACK_SIZE);
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
         channel
@@ -90,7 +92,7 @@ async fn session(
         Some(tokio::spawn(task))
     };
     let status = tokio::select! {
-        s = pump_output(reader, writer.clone(), command.is_none()) => s,
+        s = pump_output(reader, writer.clone(), tty) => s,
         // `~.`: the connection is dropped at once, with ssh's status for that.
         _ = escaped.notified() => Ok(NO_STATUS),
     };
@@ -181,7 +183,7 @@ async fn pump_output(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            _ = recv_opt(&mut winch), if pty => {
+            _ = recv_signal(&mut winch), if pty => {
                 let size = window_size();
                 if size != last_size {
                     let s = size.unwrap_or(FALLBACK_SIZE);
@@ -203,17 +205,6 @@ async fn pump_output(
             ExitCode::Protocol,
             "the SSH channel closed without an exit status",
         )),
-    }
-}
-
-async fn recv_opt(s: &mut Option<tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            if s.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -289,6 +289,26 @@ fn system_time(secs: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::from(secs))
 }
 
+/// Sets the permission bits and the access and modification times (seconds) of an open
+/// local file or directory, each only when given.
+fn set_attributes(
+    file: &std::fs::File,
+    mode: Option<u32>,
+    times: Option<(u32, u32)>,
+) -> io::Result<()> {
+    if let Some(mode) = mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some((atime, mtime)) = times {
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(system_time(atime))
+                .set_modified(system_time(mtime)),
+        )?;
+    }
+    Ok(())
+}
+
 /// What a finished directory still needs: its final mode and, with `-p`, its times.
 struct DirFinish<P> {
     path: P,
@@ -893,25 +913,15 @@ impl Copier<'_> {
             let file = sink.into_std().await;
             let times = attrs.atime.zip(attrs.mtime);
             let local_owned = local.to_owned();
-            tokio::task::spawn_blocking(move || {
-                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-                if let Some((atime, mtime)) = times {
-                    file.set_times(
-                        std::fs::FileTimes::new()
-                            .set_accessed(system_time(atime))
-                            .set_modified(system_time(mtime)),
-                    )?;
-                }
-                Ok::<(), io::Error>(())
-            })
-            .await
-            .map_err(|e| {
-                item(
-                    ExitCode::LocalIo,
-                    format!("{}: {e}", printable(&local_owned.to_string_lossy())),
-                )
-            })?
-            .map_err(|e| local_problem(local, &e))?;
+            tokio::task::spawn_blocking(move || set_attributes(&file, Some(mode), times))
+                .await
+                .map_err(|e| {
+                    item(
+                        ExitCode::LocalIo,
+                        format!("{}: {e}", printable(&local_owned.to_string_lossy())),
+                    )
+                })?
+                .map_err(|e| local_problem(local, &e))?;
         }
         if let Some(bar) = bar {
             bar.finish();
@@ -1011,17 +1021,7 @@ impl Copier<'_> {
         }
         let path = f.path.clone();
         tokio::task::spawn_blocking(move || {
-            if let Some(mode) = f.mode {
-                std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(mode))?;
-            }
-            if let Some((atime, mtime)) = f.times {
-                std::fs::File::open(&f.path)?.set_times(
-                    std::fs::FileTimes::new()
-                        .set_accessed(system_time(atime))
-                        .set_modified(system_time(mtime)),
-                )?;
-            }
-            Ok::<(), io::Error>(())
+            set_attributes(&std::fs::File::open(&f.path)?, f.mode, f.times)
         })
         .await
         .map_err(|e| {

@@ -25,7 +25,8 @@ use crate::state::{ApiCall, SessionRecord};
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "AmazonSSM.";
 const SIGNING_NAME: &str = "ssm";
-/// Far above any real SSM request; only guards memory.
+/// The largest request body the JSON 1.1 APIs (SSM, KMS, Instance Connect) read: far
+/// above any real request; only guards memory.
 const MAX_BODY: usize = 1 << 20;
 pub const DEFAULT_DOCUMENT: &str = "SSM-SessionManagerRunShell";
 /// The AWS-owned session documents the testbed knows.
@@ -97,11 +98,22 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Reads the body (bounded) and answers one API request.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A JSON 1.1 request read whole: its head, its body (at most `MAX_BODY` bytes) and its
+/// `X-Amz-Target`. `Err` is the AWS-shaped answer for a body that cannot be read.
+pub async fn read_json11(
+    req: Request<Incoming>,
+) -> Result<(Parts, Bytes, String), Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
     match Limited::new(body, MAX_BODY).collect().await {
-        Ok(body) => handle_parts(state, &parts, &body.to_bytes()),
+        Ok(body) => {
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            Ok((parts, body.to_bytes(), target))
+        }
         Err(e) => {
             let too_large = e.is::<http_body_util::LengthLimitError>();
             let status = if too_large {
@@ -111,8 +123,16 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
             };
             let err =
                 ApiError::frontend("SerializationException", format!("cannot read body: {e}"));
-            error_response(&ApiError { status, ..err })
+            Err(error_response(&ApiError { status, ..err }))
         }
+    }
+}
+
+/// Reads the body (bounded) and answers one API request.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match read_json11(req).await {
+        Ok((parts, body, _)) => handle_parts(state, &parts, &body),
+        Err(response) => response,
     }
 }
 

@@ -1,7 +1,10 @@
 //! `sallyport-testbed demo`: sallyport's main job, end to end, with no AWS account.
 //!
-//! Starts a throw-away sshd on 127.0.0.1 and the testbed in front of it, then runs real
-//! `ssh` and `scp` with `ProxyCommand sallyport proxy %h --port %p` and says what happened.
+//! Starts a throw-away sshd on 127.0.0.1 that has no authorized_keys at all (it takes only
+//! keys pushed through the testbed's EC2 Instance Connect API, as an instance with the EIC
+//! package does) and the testbed in front of it, then runs real `ssh` and `scp` with
+//! `ProxyCommand sallyport proxy %h --port %p --user %r --push-key -i KEY`, and
+//! sallyport's own `ssh` and `scp` (in-memory key), and says what happened.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{InstanceConfig, TestbedConfig};
 use crate::server::Testbed;
-use crate::sshd::{TempDir, TestSshd};
+use crate::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 
 /// Finds the `sallyport` binary: the given path, else next to this executable.
 pub fn find_sallyport(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -32,11 +35,17 @@ pub fn find_sallyport(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
     let dir = TempDir::new("sallyport-demo")?;
-    let sshd = TestSshd::start(dir.path()).context("starting a throw-away sshd")?;
-    let config = TestbedConfig::new(
+    let eic_state = dir.path().join("eic-state");
+    let options = SshdOptions {
+        instance_connect: Some(InstanceConnect::new(std::env::current_exe()?, &eic_state)),
+        ..SshdOptions::default()
+    };
+    let sshd = TestSshd::start_with(dir.path(), &options).context("starting a throw-away sshd")?;
+    let mut config = TestbedConfig::new(
         "127.0.0.1:0".parse()?,
         vec![InstanceConfig::ssh_shortcut(sshd.addr)],
     );
+    config.eic_state_dir = Some(eic_state);
     let testbed = Testbed::start(config).await?;
     let instance = testbed.instance_ids[0].clone();
     println!("sallyport demo: no AWS account involved, everything on 127.0.0.1");
@@ -45,21 +54,19 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
         testbed.endpoint
     );
     println!(
-        "  instance {instance} plays an OpenSSH server at {}",
+        "  instance {instance} plays an OpenSSH server at {} with no authorized_keys: it takes",
         sshd.addr
     );
+    println!("  only keys pushed through EC2 Instance Connect in the last 60 s");
     println!(
-        "  ssh_config: ProxyCommand {} proxy %h --port %p\n",
+        "  ssh_config: ProxyCommand {} proxy %h --port %p --user %r --push-key -i KEY\n",
         sallyport.display()
     );
 
     let dir_path = dir.path().to_owned();
-    let client = |program: &str| {
-        let mut cmd = Command::new(program);
-        cmd.args(sshd.client_options()).arg("-o").arg(format!(
-            "ProxyCommand={} proxy %h --port %p",
-            sallyport.display()
-        ));
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home)?;
+    let aws_env = |cmd: &mut Command| {
         for (k, v) in testbed.env() {
             if k.starts_with("AWS_") {
                 cmd.env(k, v);
@@ -75,7 +82,26 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_ENDPOINT_URL_SSM")
+            .env_remove("AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT")
+            .env_remove("SSH_AUTH_SOCK")
+            .env("HOME", &home);
+    };
+    let client = |program: &str| {
+        let mut cmd = Command::new(program);
+        cmd.args(sshd.client_options()).arg("-o").arg(format!(
+            "ProxyCommand={} proxy %h --port %p --user %r --push-key -i {}",
+            sallyport.display(),
+            sshd.user_key.display()
+        ));
+        aws_env(&mut cmd);
+        cmd
+    };
+    let own = |args: &[&str]| {
+        let mut cmd = Command::new(sallyport);
+        cmd.args(args);
+        aws_env(&mut cmd);
         cmd
     };
 
@@ -145,10 +171,70 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
         bail!("sha256 mismatch: sent {a}, instance has {b}, got back {c}");
     }
     println!("  sha256 identical on all three copies: {}", &a[..16]);
+
+    println!("\nNow without an ssh client or any key file: sallyport's own SSH client, with an");
+    println!("Ed25519 key made in memory and pushed through Instance Connect:");
+    let dest = format!("root@{instance}");
+    let t = Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        own(&[
+            "ssh",
+            &dest,
+            "echo \"hello again from $(hostname)\"; exit 3",
+        ])
+        .stdin(Stdio::null())
+        .output()
+    })?;
+    if out.status.code() != Some(3) {
+        bail!(
+            "sallyport ssh failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!(
+        "$ sallyport ssh {dest} 'echo hello again …; exit 3'   ({:.2} s, exit status {})",
+        t.elapsed().as_secs_f64(),
+        out.status.code().unwrap_or(-1)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("  {line}");
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("  (stderr) {line}");
+    }
+    let own_dst = dir.path().join("own-scp.bin");
+    let remote_src = format!("{dest}:{}", up_dst.display());
+    let t = Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        own(&["scp", &remote_src, &own_dst.display().to_string()])
+            .stdin(Stdio::null())
+            .output()
+    })?;
+    if !out.status.success() {
+        bail!(
+            "sallyport scp failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if digest(&own_dst)? != a {
+        bail!("sha256 mismatch after sallyport scp");
+    }
+    println!(
+        "$ sallyport scp {dest}:…/on-the-instance.bin .   {secs:.2} s, {:.2} MB/s, sha256 identical",
+        size as f64 / 1e6 / secs
+    );
     println!(
         "\nDownloads run at the agent's pace (1 KiB per message, 1 ms apart), as on the real service."
     );
     println!("Everything worked. To use sallyport with AWS, put this in ~/.ssh/config:\n");
     println!("  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p");
+    println!(
+        "\nor, to log in with a key pushed through EC2 Instance Connect (nothing on the instance):\n"
+    );
+    println!(
+        "  Host i-*\n      ProxyCommand sallyport proxy %h --port %p --user %r --push-key --ephemeral"
+    );
     Ok(())
 }

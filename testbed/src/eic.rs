@@ -16,7 +16,7 @@
 //! As on AWS, the OS user is not checked against the instance's accounts: a push for a user
 //! that does not exist succeeds, and the ssh login then fails.
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -31,7 +31,6 @@ use crate::state::ApiCall;
 
 pub const TARGET_PREFIX: &str = "AWSEC2InstanceConnectService.";
 pub const SIGNING_NAME: &str = "ec2-instance-connect";
-const MAX_BODY: usize = 64 * 1024;
 
 /// The service model's `InstanceOSUser` pattern (both alternatives).
 pub const OS_USER_PATTERN: &str = r"(^[A-Za-z_][A-Za-z0-9\@\._-]{0,30}[A-Za-z0-9\$_-]?$)|(^(?=.{2,32}$)[0-9]{1,32}[A-Za-z\@\._-][A-Za-z0-9\@\._-]*[A-Za-z0-9\$_-]?$)";
@@ -51,22 +50,10 @@ struct SendSshPublicKeyRequest {
 
 /// Reads the body (bounded), checks the signature for `ec2-instance-connect`, answers.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(&ApiError::frontend(
-                "SerializationException",
-                format!("cannot read body: {e}"),
-            ));
-        }
+    let (parts, body, target) = match crate::api::read_json11(req).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
     let request_id = uuid::Uuid::new_v4().to_string();
     let result = state
         .authenticate(&parts, &body, SIGNING_NAME)

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
@@ -29,7 +29,6 @@ use crate::state::ApiCall;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
 const SIGNING_NAME: &str = "kms";
-const MAX_BODY: usize = 64 * 1024;
 const BLOB_VERSION: u8 = 1;
 
 /// The testbed's KMS: its master key and the keys it knows.
@@ -222,22 +221,10 @@ struct DecryptRequest {
 
 /// Reads the body (bounded), checks the signature for `kms`, answers the operation.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(&ApiError::frontend(
-                "SerializationException",
-                format!("cannot read body: {e}"),
-            ));
-        }
+    let (parts, body, target) = match crate::api::read_json11(req).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
     let result = state
         .authenticate(&parts, &body, SIGNING_NAME)
         .map_err(ApiError::from)

@@ -50,6 +50,11 @@ impl Fixture {
         Fixture::build(true, |_| {})
     }
 
+    /// [`Fixture::instance_connect`] with a testbed configuration `adjust` may change.
+    pub fn instance_connect_with(adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
+        Fixture::build(true, adjust)
+    }
+
     fn build(instance_connect: bool, adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
         let dir = TempDir::new("sallyport-e2e").expect("temp dir");
         let eic_state = dir.path().join("eic-state");

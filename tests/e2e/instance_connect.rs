@@ -458,10 +458,7 @@ fn sallyport_ssh_shell_on_a_pty_resizes_and_returns_the_exit_status() {
     let fx = Fixture::instance_connect();
     let dest = format!("root@{}", fx.instance);
     let (status, screen, before, after) = on_a_pty(&fx, &["ssh", &dest], |pty, screen, keys| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !pty.is_raw() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pty.wait_raw(Duration::from_secs(20));
         assert!(pty.is_raw(), "raw mode during the session");
         keys.write_all(b"echo on-'the'-pty; tty; stty size\r")
             .unwrap();
@@ -479,16 +476,12 @@ fn sallyport_ssh_shell_on_a_pty_resizes_and_returns_the_exit_status() {
             "initial size; screen:\n{}",
             screen.text()
         );
-        pty.resize(40, 120);
-        let mut resized = false;
-        for _ in 0..20 {
-            keys.write_all(b"stty size\r").unwrap();
-            if screen.wait_for("40 120", Duration::from_millis(500)) {
-                resized = true;
-                break;
-            }
-        }
-        assert!(resized, "resize not seen; screen:\n{}", screen.text());
+        assert!(
+            pty.resize_and_check(screen, keys, 40, 120),
+            "resize not seen; screen:
+{}",
+            screen.text()
+        );
         keys.write_all(b"exit 3\r").unwrap();
     });
     assert_eq!(status.code(), Some(3), "screen:\n{screen}");
@@ -502,10 +495,7 @@ fn tilde_dot_after_a_newline_disconnects() {
     let fx = Fixture::instance_connect();
     let dest = format!("root@{}", fx.instance);
     let (status, screen, before, after) = on_a_pty(&fx, &["ssh", &dest], |pty, screen, keys| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !pty.is_raw() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pty.wait_raw(Duration::from_secs(20));
         keys.write_all(b"echo ready-'to'-go\r").unwrap();
         assert!(screen.wait_for("ready-to-go", Duration::from_secs(20)));
         // Mid-line `~.` is ordinary text; after Enter it is the escape.
@@ -739,4 +729,48 @@ fn sallyport_sftp_batch_file() {
     assert!(!out.status.success());
     assert!(!work.join("after").exists(), "the batch stopped");
     assert_no_private_keys(&fx);
+}
+
+/// The embedded client rides out websocket recycles like the proxy does: the session
+/// stream under russh is resumed, nothing lost or repeated.
+#[test]
+fn sallyport_ssh_and_scp_survive_websocket_recycles() {
+    let fx = Fixture::instance_connect_with(|c| {
+        c.faults.recycle_every = Some(Duration::from_millis(1500));
+    });
+    let dest = format!("root@{}", fx.instance);
+    let out = run(
+        &mut fx.sallyport(&[
+            "ssh",
+            &dest,
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; sleep 0.5; done",
+        ]),
+        None,
+        LIMIT,
+    );
+    let expected: String = (1..=10).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(ok(&out), expected);
+    let src = fx.path("up.bin");
+    std::fs::write(&src, crate::harness::random_bytes(30_000_000, 9)).unwrap();
+    let remote = format!("root@{}:{}", fx.instance, fx.path("up-copy.bin").display());
+    let out = run(
+        &mut fx.sallyport(&["scp", src.to_str().unwrap(), &remote]),
+        None,
+        Duration::from_secs(240),
+    );
+    ok(&out);
+    assert_eq!(
+        crate::harness::sha256_file(&fx.path("up-copy.bin")),
+        crate::harness::sha256_file(&src)
+    );
+    let resumes = fx
+        .testbed
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "ResumeSession")
+        .count();
+    assert!(
+        resumes >= 2,
+        "the websocket was recycled and resumed ({resumes})"
+    );
 }

@@ -134,6 +134,33 @@ impl Pty {
         )
     }
 
+    /// Waits up to `limit` for the program on the pty to put it in raw mode.
+    pub(crate) fn wait_raw(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.is_raw() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.is_raw()
+    }
+
+    /// Resizes the terminal, then types `stty size` until the remote shell reports the
+    /// new size (SIGWINCH is asynchronous); false if it never does.
+    pub(crate) fn resize_and_check(
+        &self,
+        screen: &Screen,
+        keys: &mut std::fs::File,
+        rows: u16,
+        cols: u16,
+    ) -> bool {
+        use std::io::Write;
+        self.resize(rows, cols);
+        let expected = format!("{rows} {cols}");
+        (0..20).any(|_| {
+            keys.write_all(b"stty size\r").unwrap();
+            screen.wait_for(&expected, Duration::from_millis(500))
+        })
+    }
+
     pub(crate) fn is_raw(&self) -> bool {
         let t = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
         !t.local_modes.contains(rustix::termios::LocalModes::ICANON)
@@ -198,10 +225,7 @@ fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_term
     let screen = Screen::start(pty.master.try_clone().unwrap());
     let mut keys = pty.master.try_clone().unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !pty.is_raw() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pty.wait_raw(Duration::from_secs(20));
         // The quotes keep the typed command from matching what it prints.
         keys.write_all(b"echo hello-'from'-the-shell; stty size\r")
             .unwrap();
@@ -216,16 +240,11 @@ fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_term
             "initial size not sent; screen:\n{}",
             screen.text()
         );
-        pty.resize(40, 120);
-        let mut resized = false;
-        for _ in 0..20 {
-            keys.write_all(b"stty size\r").unwrap();
-            if screen.wait_for("40 120", Duration::from_millis(500)) {
-                resized = true;
-                break;
-            }
-        }
-        assert!(resized, "resize not seen; screen:\n{}", screen.text());
+        assert!(
+            pty.resize_and_check(&screen, &mut keys, 40, 120),
+            "resize not seen; screen:\n{}",
+            screen.text()
+        );
         // Ctrl-C reaches the remote shell and interrupts the command there.
         keys.write_all(b"sleep 30\r").unwrap();
         std::thread::sleep(Duration::from_millis(300));
