@@ -107,6 +107,13 @@ pub async fn connect(
         // The data channel has its own keep-alive and resume; SSH-level timeouts would
         // only cut sessions that the channel is busy bringing back.
         inactivity_timeout: None,
+        // russh's session loop stops reading the connection (and so stops taking our
+        // session's bytes, which stalls the data channel's driver) while a channel's
+        // message queue is full. SFTP keeps up to ~4 MiB of read responses in flight
+        // (transfer::sftp_config) and sshd sends them in packets of 16-32 KiB: 1024 slots
+        // hold all of them even at 4 KiB a packet, where russh's default 100 do not. The
+        // memory is bounded by the bytes in flight, not by the slot count.
+        channel_buffer_size: 1024,
         ..client::Config::default()
     });
     let connected = tokio::time::timeout(

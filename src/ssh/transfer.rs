@@ -221,7 +221,15 @@ pub(crate) fn sftp_problem(path: &str, e: &SftpError) -> Problem {
 
 /// The failure for a lost or broken SFTP session.
 pub(crate) fn session_failure(e: &SftpError) -> Failure {
-    Failure::new(ExitCode::Protocol, format!("the SFTP session failed: {e}"))
+    let message = match e {
+        SftpError::Timeout => format!(
+            "the SFTP server did not answer a request within {} s; the connection to the \
+             instance is stalled (run with -v to see the data channel's reconnects)",
+            sftp_config().request_timeout_secs
+        ),
+        other => format!("the SFTP session failed: {other}"),
+    };
+    Failure::new(ExitCode::Protocol, message)
 }
 
 /// A failed read or write on a remote [`File`]: russh-sftp wraps its own errors in the

@@ -596,7 +596,8 @@ fn sallyport_scp_copies_20_mb_both_ways() {
     let back = fx.path("back.bin");
     let remote_file = format!("root@{}:{}", fx.instance, up.display());
     let out = run(
-        &mut fx.sallyport(&["scp", &remote_file, back.to_str().unwrap()]),
+        // -v: should this ever fail, the data channel's story is in the panic message.
+        &mut fx.sallyport(&["-v", "scp", &remote_file, back.to_str().unwrap()]),
         None,
         Duration::from_secs(240),
     );
