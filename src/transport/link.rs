@@ -220,6 +220,10 @@ async fn carry(
     let (mut sink, mut stream) = ws.split();
     let last_heard = std::sync::Mutex::new(Instant::now());
     let heard = || *last_heard.lock().unwrap_or_else(|e| e.into_inner());
+    // While the reader waits for the driver to take a frame (a slow local consumer: a
+    // paused pipe, a busy disk), it reads nothing: that is our back-pressure, not the
+    // service's silence, and must not count towards `dead_after`.
+    let delivering = std::sync::atomic::AtomicBool::new(false);
     // A ping from the service: the pong tungstenite queued goes out on the next flush.
     let pinged = tokio::sync::Notify::new();
     let writer = async {
@@ -249,7 +253,8 @@ async fn carry(
                     }
                 }
                 _ = ping.tick() => {
-                    if heard().elapsed() >= opts.dead_after {
+                    let waiting_on_us = delivering.load(std::sync::atomic::Ordering::SeqCst);
+                    if !waiting_on_us && heard().elapsed() >= opts.dead_after {
                         return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
                     }
                     if let Err(e) = sink.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
@@ -293,7 +298,12 @@ async fn carry(
             if is_channel_closed(&bytes) {
                 *session_over = true;
             }
-            if ev_tx.send(LinkEvent::Frame(bytes)).await.is_err() {
+            delivering.store(true, std::sync::atomic::Ordering::SeqCst);
+            let delivered = ev_tx.send(LinkEvent::Frame(bytes)).await;
+            // The silence clock restarts when we are ready to read again.
+            *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            delivering.store(false, std::sync::atomic::Ordering::SeqCst);
+            if delivered.is_err() {
                 return Ended::EventsClosed;
             }
         }

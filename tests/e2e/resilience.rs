@@ -18,6 +18,15 @@ fn impaired(p: f64) -> Impairment {
 /// 200 MB up through a relay that recycles the websocket every 5 s and loses,
 /// duplicates and reorders 1 % of messages each way; then a download under the same
 /// faults. Byte-exact, no hang; wall time printed.
+///
+/// The wall time is bimodal: 14-160 s in most runs, 380-760 s in some (4 of 7 runs on
+/// 2026-11-23), with the test process at 8-11 GB. Profiling a slow run shows the
+/// testbed hashing frames: on loopback the client's RTO is tens of ms, so while the
+/// agent is blocked writing to sshd the client resends its whole window every RTO, the
+/// relay queues the duplicates without bound and the agent's backlog grows. A resend
+/// floor/backoff in `proto::channel` (AllOverdue) is the likely fix; the first attempt
+/// slowed the simulated loss tests, so it is left for a careful change. Hence the long
+/// limit below: the test is about correctness, not speed.
 #[test]
 fn soak_scp_through_recycles_and_loss() {
     let f = Fixture::with_config(|c| {
@@ -35,7 +44,7 @@ fn soak_scp_through_recycles_and_loss() {
     ok(&run(
         f.scp(false).arg(&local).arg(f.remote("soak-up.bin")),
         None,
-        Duration::from_secs(900),
+        Duration::from_secs(1800),
     ));
     let up = t.elapsed();
     assert_eq!(sha256_file(&f.path("soak-up.bin")), sha256_file(&local));
@@ -307,4 +316,67 @@ fn port_forward_survives_recycles_with_a_download_in_flight() {
         "{}",
         fwd.stderr()
     );
+}
+
+/// A local reader that stops reading for a while is back-pressure, not a dead link:
+/// with `--dead-after 1500ms` and stdout unread for 10 s, the session carries on without
+/// a resume and every byte arrives. (Before the fix the link declared itself dead after
+/// 1.5 s of its own back-pressure and resumed.)
+#[test]
+fn a_paused_local_reader_is_not_a_dead_link() {
+    use std::io::{Read, Write};
+    let f = Fixture::new();
+    let payload = random_bytes(3_000_000, 31);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = payload.clone();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(&served).unwrap();
+        // Hold the connection while the client reads; the thread is not joined and ends
+        // on this timeout.
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let _ = conn.read(&mut [0u8; 1]);
+    });
+    let stderr_path = f.path("proxy-stderr.log");
+    let mut cmd = std::process::Command::new(crate::harness::SALLYPORT);
+    cmd.args(["proxy", &f.instance, "--port", &port.to_string()])
+        .args(["--keepalive", "300ms", "--dead-after", "1500ms", "-v"]);
+    f.aws_env(&mut cmd);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let mut child = cmd.spawn().expect("spawn sallyport proxy");
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().unwrap();
+    // The local reader pauses well past --dead-after while the remote side keeps sending.
+    std::thread::sleep(Duration::from_secs(10));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = vec![0u8; 3_000_000];
+        let r = stdout.read_exact(&mut got).map(|()| got);
+        let _ = tx.send(r);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let got = got
+        .expect("timed out reading the proxy's output")
+        .unwrap_or_else(|e| panic!("reading the proxy's output: {e}; stderr: {stderr}"));
+    assert!(got == payload, "bytes differ; stderr: {stderr}");
+    assert!(!stderr.contains("data channel lost"), "{stderr}");
+    let resumes = f
+        .testbed
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "ResumeSession")
+        .count();
+    assert_eq!(resumes, 0, "{stderr}");
 }
