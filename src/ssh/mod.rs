@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod glob;
 pub mod keys;
 pub mod known_hosts;
 pub mod remote;

@@ -19,9 +19,10 @@ use russh_sftp::protocol::{FileAttributes, FileType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{ExitCode, Failure};
+use crate::ssh::glob::{self, escape_glob};
 use crate::ssh::transfer::{
-    self, CopyOptions, CopyPlan, Direction, Problem, escape_glob, printable, remote_join,
-    resolve_remote, session_failure, sftp_problem,
+    self, CopyOptions, CopyPlan, Direction, Problem, printable, remote_join, resolve_remote,
+    session_failure, sftp_problem,
 };
 
 /// How the session runs.
@@ -133,7 +134,7 @@ async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), Fai
 }
 
 /// One word of a command line: as typed, and as a glob pattern (what was quoted or
-/// escaped is quoted for [`transfer::remote_glob`]).
+/// escaped is quoted for [`glob::remote_glob`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Word {
     pub text: String,
@@ -440,7 +441,7 @@ impl Shell<'_> {
     /// A remote word's glob matches, as absolute paths (the word itself if none).
     async fn remote_matches(&self, word: &Word) -> Result<Vec<String>, Problem> {
         let pattern = resolve_remote(self.sftp, &self.cwd, &word.pattern, true).await?;
-        transfer::remote_glob(self.sftp, &pattern)
+        glob::remote_glob(self.sftp, &pattern)
             .await
             .map_err(|e| Problem::Fatal(session_failure(&e)))
     }
@@ -641,7 +642,7 @@ impl Shell<'_> {
             let base = escape_glob(&path_string(&self.lcwd)?);
             remote_join(&base, &ops[0].pattern)
         };
-        let sources = transfer::local_glob(&pattern);
+        let sources = glob::local_glob(&pattern).await;
         let dest = match ops.get(1) {
             Some(w) => self.remote(w).await?,
             None => self.cwd.clone(),

@@ -533,27 +533,6 @@ async fn a_lost_session_ends_the_copy_at_once() {
 }
 
 #[test]
-fn globs_match_like_a_shell() {
-    assert!(glob_match("*.txt", "a.txt"));
-    assert!(!glob_match("*.txt", ".hidden.txt"));
-    assert!(glob_match(".*", ".hidden"));
-    assert!(glob_match("a?c", "abc"));
-    assert!(!glob_match("a?c", "ac"));
-    assert!(glob_match("[a-c]x", "bx"));
-    assert!(!glob_match("[!a-c]x", "bx"));
-    assert!(glob_match("[]]", "]"));
-    assert!(glob_match("a\\*", "a*"));
-    assert!(!glob_match("a\\*", "ab"));
-    assert!(glob_match("*日本*", "é 日本.txt"));
-    assert!(glob_match("a*b*c", "aXXbYYc"));
-    assert!(!glob_match("a*b*c", "aXXbYY"));
-    assert!(glob_match("[", "["));
-    assert!(has_glob("a*") && !has_glob("a\\*") && !has_glob("plain"));
-    assert_eq!(unescape_glob(&escape_glob("a*b[c]\\d")), "a*b[c]\\d");
-    assert!(glob_match(&escape_glob("x[1]*"), "x[1]*"));
-}
-
-#[test]
 fn remote_paths_join_with_one_slash() {
     assert_eq!(remote_join("/a", "b"), "/a/b");
     assert_eq!(remote_join("/a/", "b c"), "/a/b c");

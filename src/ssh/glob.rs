@@ -1,0 +1,256 @@
+//! Shell-style patterns for `scp` and `sftp` sources, as OpenSSH's scp (SFTP mode) and
+//! sftp expand them: `*`, `?`, `[…]` (with `!` negation and ranges), a backslash quotes
+//! the next character; names starting with `.` match only an explicit `.`.
+
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+
+use super::transfer::{is_plain_name, remote_join};
+
+/// Whether `pattern` has an unquoted `*`, `?` or `[`.
+pub fn has_glob(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Drops the backslashes that quote characters in a pattern.
+pub fn unescape_glob(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            out.push(chars.next().unwrap_or('\\'));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Quotes the characters a pattern treats specially, so `text` matches only itself.
+pub fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Shell-style match of one name against one pattern component. A leading '.' in the
+/// name must be matched by a literal '.'.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') && !pattern.starts_with("\\.") {
+        return false;
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    match_from(&p, &n)
+}
+
+fn match_from(p: &[char], n: &[char]) -> bool {
+    let (mut pi, mut ni) = (0, 0);
+    // Where to resume after the last '*': (pattern index after it, name index it took).
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = match p.get(pi) {
+            Some('*') => {
+                star = Some((pi + 1, ni));
+                pi += 1;
+                continue;
+            }
+            Some('?') => Some(pi + 1),
+            Some('[') => match match_class(&p[pi..], n[ni]) {
+                Some((true, len)) => Some(pi + len),
+                Some((false, _)) => None,
+                // An unclosed '[' is a literal.
+                None => (n[ni] == '[').then_some(pi + 1),
+            },
+            Some('\\') if pi + 1 < p.len() => (p[pi + 1] == n[ni]).then_some(pi + 2),
+            Some(&c) => (c == n[ni]).then_some(pi + 1),
+            None => None,
+        };
+        match step {
+            Some(next) => {
+                pi = next;
+                ni += 1;
+            }
+            None => match star {
+                Some((sp, sn)) => {
+                    pi = sp;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches `c` against the class at the start of `p` (`[…]`); returns whether it matched
+/// and the class's length, or `None` if the class is not closed.
+fn match_class(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(p.get(i), Some('!') | Some('^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let mut lo = *p.get(i)?;
+        if lo == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if lo == '\\' {
+            i += 1;
+            lo = *p.get(i)?;
+        }
+        i += 1;
+        let mut hi = lo;
+        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|&h| h != ']') {
+            hi = p[i + 1];
+            i += 2;
+            if hi == '\\' {
+                hi = *p.get(i)?;
+                i += 1;
+            }
+        }
+        if lo <= c && c <= hi {
+            matched = true;
+        }
+    }
+}
+
+/// Expands a remote pattern into the paths that exist, sorted; a pattern without
+/// wildcards, or one that matches nothing, comes back unquoted as the only path. Only
+/// a lost session is an error.
+pub async fn remote_glob(sftp: &SftpSession, pattern: &str) -> Result<Vec<String>, SftpError> {
+    expand(pattern, async |dir: &str| match sftp.read_dir(dir).await {
+        Ok(entries) => Ok(Some(
+            entries
+                .map(|e| e.file_name())
+                .filter(|n| is_plain_name(n))
+                .collect(),
+        )),
+        // Missing or unreadable: no matches there.
+        Err(SftpError::Status(_)) => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
+/// Expands a local pattern like [`remote_glob`] (names that are not UTF-8 are left out).
+pub async fn local_glob(pattern: &str) -> Vec<String> {
+    let expanded = expand(pattern, async |dir: &str| {
+        Ok::<_, std::convert::Infallible>(std::fs::read_dir(dir).ok().map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        }))
+    })
+    .await;
+    let Ok(paths) = expanded;
+    paths
+}
+
+/// The walk both expansions share, one path component at a time: `list(dir)` gives the
+/// names in a directory (`None`: it cannot be listed, so nothing matches there).
+async fn expand<E>(
+    pattern: &str,
+    mut list: impl AsyncFnMut(&str) -> Result<Option<Vec<String>>, E>,
+) -> Result<Vec<String>, E> {
+    if !has_glob(pattern) {
+        return Ok(vec![unescape_glob(pattern)]);
+    }
+    let absolute = pattern.starts_with('/');
+    let mut bases = vec![if absolute {
+        "/".to_owned()
+    } else {
+        String::new()
+    }];
+    for component in pattern.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        if has_glob(component) {
+            for base in &bases {
+                let dir = if base.is_empty() { "." } else { base.as_str() };
+                let Some(names) = list(dir).await? else {
+                    continue;
+                };
+                let mut names: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| glob_match(component, n))
+                    .collect();
+                names.sort();
+                next.extend(names.iter().map(|n| remote_join(base, n)));
+            }
+        } else {
+            let literal = unescape_glob(component);
+            next.extend(bases.iter().map(|b| remote_join(b, &literal)));
+        }
+        bases = next;
+        if bases.is_empty() {
+            break;
+        }
+    }
+    if bases.is_empty() {
+        return Ok(vec![unescape_glob(pattern)]);
+    }
+    Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", ".hidden.txt"));
+        assert!(glob_match(".*", ".hidden"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("[a-c]x", "bx"));
+        assert!(!glob_match("[!a-c]x", "bx"));
+        assert!(glob_match("[]]", "]"));
+        assert!(glob_match("a\\*", "a*"));
+        assert!(!glob_match("a\\*", "ab"));
+        assert!(glob_match("*日本*", "é 日本.txt"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("[", "["));
+        assert!(has_glob("a*") && !has_glob("a\\*") && !has_glob("plain"));
+        assert_eq!(unescape_glob(&escape_glob("a*b[c]\\d")), "a*b[c]\\d");
+        assert!(glob_match(&escape_glob("x[1]*"), "x[1]*"));
+    }
+
+    #[tokio::test]
+    async fn local_patterns_expand_sorted_and_fall_back_to_the_pattern() {
+        let dir = std::env::temp_dir().join(format!("sp-glob-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for name in ["b.txt", "a.txt", ".hidden.txt", "c.log", "sub/d.txt"] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let base = escape_glob(dir.to_str().unwrap());
+        let got = local_glob(&format!("{base}/*.txt")).await;
+        assert_eq!(got, [format!("{base}/a.txt"), format!("{base}/b.txt")]);
+        let got = local_glob(&format!("{base}/*/*.txt")).await;
+        assert_eq!(got, [format!("{base}/sub/d.txt")]);
+        let none = format!("{base}/*.none");
+        assert_eq!(local_glob(&none).await, vec![none]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,377 @@
+//! Remote sources (patterns) to a local destination: files, and trees with `-r`.
+
+use super::*;
+
+impl Copier<'_> {
+    pub(super) async fn download(
+        &mut self,
+        sources: &[String],
+        destination: &str,
+    ) -> Result<(), Failure> {
+        let dest = PathBuf::from(destination);
+        let dest_is_dir = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir());
+        if sources.len() > 1 && !dest_is_dir {
+            return Err(Failure::new(
+                ExitCode::LocalIo,
+                format!(
+                    "{}: not a directory (several sources need a directory destination)",
+                    printable(destination)
+                ),
+            ));
+        }
+        for pattern in sources {
+            let step = self.remote_path(pattern, true).await;
+            let Some(pattern_abs) = self.absorb(step)? else {
+                continue;
+            };
+            let paths = match remote_glob(self.sftp, &pattern_abs).await {
+                Ok(p) => p,
+                Err(e) => return Err(session_failure(&e)),
+            };
+            if paths.len() > 1 && !dest_is_dir {
+                self.note(&Failure::new(
+                    ExitCode::LocalIo,
+                    format!(
+                        "{}: matches {} files but {} is not a directory",
+                        printable(pattern),
+                        paths.len(),
+                        printable(destination)
+                    ),
+                ));
+                continue;
+            }
+            for path in paths {
+                self.download_one(&path, &dest, dest_is_dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn download_one(
+        &mut self,
+        path: &str,
+        dest: &Path,
+        dest_is_dir: bool,
+    ) -> Result<(), Failure> {
+        let attrs = match self.sftp.metadata(path).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.absorb::<()>(Err(sftp_problem(path, &e)))?;
+                return Ok(());
+            }
+        };
+        let local = match (dest_is_dir, remote_basename(path)) {
+            (true, Some(name)) => dest.join(name),
+            _ => dest.to_owned(),
+        };
+        match attrs.file_type() {
+            FileType::Dir if !self.opts.recursive => {
+                self.note(&Failure::new(
+                    REMOTE_FILE_ERROR,
+                    format!("{}: is a directory (use -r)", printable(path)),
+                ));
+            }
+            FileType::Dir => {
+                let canonical = match self.sftp.canonicalize(path).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.absorb::<()>(Err(sftp_problem(path, &e)))?;
+                        return Ok(());
+                    }
+                };
+                self.download_tree(DownWork::Dir {
+                    remote: path.to_owned(),
+                    canonical,
+                    local,
+                    attrs,
+                    ancestors: Vec::new(),
+                })
+                .await?;
+            }
+            FileType::File => {
+                let step = self.download_file(path, &local, &attrs).await;
+                self.absorb(step)?;
+            }
+            _ => self.note(&Failure::new(
+                REMOTE_FILE_ERROR,
+                format!("{}: not a regular file", printable(path)),
+            )),
+        }
+        Ok(())
+    }
+
+    async fn download_file(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        attrs: &FileAttributes,
+    ) -> Step<()> {
+        let mode = attrs.permissions.map_or(0o666, |m| m & 0o777);
+        let mut source = self
+            .sftp
+            .open(remote)
+            .await
+            .map_err(|e| sftp_problem(remote, &e))?;
+        let mut sink = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode | 0o200)
+            .open(local)
+            .await
+            .map_err(|e| local_problem(local, &e))?;
+        let name = remote_basename(remote).unwrap_or(remote).to_owned();
+        let bar = self.bar(attrs.len(), &name);
+        let result = self
+            .pump_down(&mut source, &mut sink, remote, local, bar.as_ref())
+            .await;
+        // Closing a file we only read cannot fail in a way that matters: do not wait.
+        drop(source);
+        let n = match result {
+            Ok(n) => n,
+            Err(p) => {
+                if let Some(bar) = bar {
+                    bar.abandon();
+                }
+                return Err(p);
+            }
+        };
+        if self.opts.preserve {
+            let file = sink.into_std().await;
+            let times = attrs.atime.zip(attrs.mtime);
+            let local_owned = local.to_owned();
+            tokio::task::spawn_blocking(move || set_attributes(&file, Some(mode), times))
+                .await
+                .map_err(|e| {
+                    item(
+                        ExitCode::LocalIo,
+                        format!("{}: {e}", printable(&local_owned.to_string_lossy())),
+                    )
+                })?
+                .map_err(|e| local_problem(local, &e))?;
+        }
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(())
+    }
+
+    async fn pump_down(
+        &mut self,
+        source: &mut File,
+        sink: &mut tokio::fs::File,
+        remote: &str,
+        local: &Path,
+        bar: Option<&ProgressBar>,
+    ) -> Step<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = source
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| remote_io_problem(remote, &e))?;
+            if n == 0 {
+                break;
+            }
+            sink.write_all(&self.buf[..n])
+                .await
+                .map_err(|e| local_problem(local, &e))?;
+            total += n as u64;
+            if let Some(bar) = bar {
+                bar.inc(n as u64);
+            }
+        }
+        sink.flush().await.map_err(|e| local_problem(local, &e))?;
+        Ok(total)
+    }
+
+    /// Creates (or reuses) a local directory; returns what it needs once filled.
+    async fn make_local_dir(
+        &self,
+        local: &Path,
+        attrs: &FileAttributes,
+    ) -> Step<DirFinish<PathBuf>> {
+        let mode = attrs.permissions.map_or(0o755, |m| m & 0o777);
+        let times = if self.opts.preserve {
+            attrs.atime.zip(attrs.mtime)
+        } else {
+            None
+        };
+        match tokio::fs::DirBuilder::new()
+            .mode(mode | 0o700)
+            .create(local)
+            .await
+        {
+            Ok(()) => {
+                // The umask took some bits: keep only those the source has too.
+                let created = tokio::fs::metadata(local)
+                    .await
+                    .map_err(|e| local_problem(local, &e))?
+                    .mode()
+                    & 0o777;
+                let wanted = if self.opts.preserve {
+                    mode
+                } else {
+                    mode & created
+                };
+                Ok(DirFinish {
+                    path: local.to_owned(),
+                    mode: (wanted != created).then_some(wanted),
+                    times,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match tokio::fs::metadata(local).await {
+                    Ok(m) if m.is_dir() => Ok(DirFinish {
+                        path: local.to_owned(),
+                        mode: self.opts.preserve.then_some(mode),
+                        times,
+                    }),
+                    _ => Err(item(
+                        ExitCode::LocalIo,
+                        format!(
+                            "{}: exists and is not a directory",
+                            printable(&local.to_string_lossy())
+                        ),
+                    )),
+                }
+            }
+            Err(e) => Err(local_problem(local, &e)),
+        }
+    }
+
+    async fn finish_local_dir(f: DirFinish<PathBuf>) -> Step<()> {
+        if f.mode.is_none() && f.times.is_none() {
+            return Ok(());
+        }
+        let path = f.path.clone();
+        tokio::task::spawn_blocking(move || {
+            set_attributes(&std::fs::File::open(&f.path)?, f.mode, f.times)
+        })
+        .await
+        .map_err(|e| {
+            item(
+                ExitCode::LocalIo,
+                format!("{}: {e}", printable(&path.to_string_lossy())),
+            )
+        })?
+        .map_err(|e| local_problem(&path, &e))
+    }
+
+    async fn download_tree(&mut self, root: DownWork) -> Result<(), Failure> {
+        let mut stack = vec![root];
+        while let Some(work) = stack.pop() {
+            match work {
+                DownWork::Finish(f) => {
+                    let step = Self::finish_local_dir(f).await;
+                    self.absorb(step)?;
+                }
+                DownWork::File {
+                    remote,
+                    local,
+                    attrs,
+                } => {
+                    let step = self.download_file(&remote, &local, &attrs).await;
+                    self.absorb(step)?;
+                }
+                DownWork::Dir {
+                    remote,
+                    canonical,
+                    local,
+                    attrs,
+                    mut ancestors,
+                } => {
+                    if ancestors.contains(&canonical) {
+                        self.note(&Failure::new(
+                            REMOTE_FILE_ERROR,
+                            format!(
+                                "{}: directory loop (a symlink to an ancestor), skipped",
+                                printable(&remote)
+                            ),
+                        ));
+                        continue;
+                    }
+                    ancestors.push(canonical.clone());
+                    let entries = match self.sftp.read_dir(remote.as_str()).await {
+                        Ok(rd) => rd,
+                        Err(e) => {
+                            self.absorb::<()>(Err(sftp_problem(&remote, &e)))?;
+                            continue;
+                        }
+                    };
+                    let mut entries: Vec<(String, FileAttributes)> =
+                        entries.map(|e| (e.file_name(), e.metadata())).collect();
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    let step = self.make_local_dir(&local, &attrs).await;
+                    let Some(finish) = self.absorb(step)? else {
+                        continue;
+                    };
+                    self.stats.dirs += 1;
+                    stack.push(DownWork::Finish(finish));
+                    let mut children = Vec::with_capacity(entries.len());
+                    for (name, attrs) in entries {
+                        if !is_plain_name(&name) {
+                            self.note(&Failure::new(
+                                REMOTE_FILE_ERROR,
+                                format!(
+                                    "{}: the server listed an invalid name {:?}; skipped",
+                                    printable(&remote),
+                                    name
+                                ),
+                            ));
+                            continue;
+                        }
+                        let child_remote = remote_join(&remote, &name);
+                        let child_local = local.join(&name);
+                        let (attrs, canonical) = if attrs.file_type() == FileType::Symlink {
+                            // Follow the link: its target decides.
+                            match self.sftp.metadata(child_remote.as_str()).await {
+                                Ok(a) if a.is_dir() => {
+                                    match self.sftp.canonicalize(child_remote.as_str()).await {
+                                        Ok(c) => (a, c),
+                                        Err(e) => {
+                                            self.absorb::<()>(Err(sftp_problem(
+                                                &child_remote,
+                                                &e,
+                                            )))?;
+                                            continue;
+                                        }
+                                    }
+                                }
+                                Ok(a) => (a, String::new()),
+                                Err(e) => {
+                                    self.absorb::<()>(Err(sftp_problem(&child_remote, &e)))?;
+                                    continue;
+                                }
+                            }
+                        } else {
+                            (attrs, remote_join(&canonical, &name))
+                        };
+                        match attrs.file_type() {
+                            FileType::Dir => children.push(DownWork::Dir {
+                                remote: child_remote,
+                                canonical,
+                                local: child_local,
+                                attrs,
+                                ancestors: ancestors.clone(),
+                            }),
+                            FileType::File => children.push(DownWork::File {
+                                remote: child_remote,
+                                local: child_local,
+                                attrs,
+                            }),
+                            _ => self.note(&Failure::new(
+                                REMOTE_FILE_ERROR,
+                                format!("{}: not a regular file", printable(&child_remote)),
+                            )),
+                        }
+                    }
+                    stack.extend(children.into_iter().rev());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,361 @@
+//! Local sources to a remote destination: files, and trees with `-r`.
+
+use super::*;
+
+impl Copier<'_> {
+    pub(super) async fn upload(
+        &mut self,
+        sources: &[String],
+        destination: &str,
+    ) -> Result<(), Failure> {
+        let step = self.remote_path(destination, false).await;
+        let Some(dest) = self.absorb(step)? else {
+            return Ok(());
+        };
+        let dest_is_dir = match self.sftp.metadata(dest.as_str()).await {
+            Ok(a) => a.is_dir(),
+            Err(SftpError::Status(_)) => false,
+            Err(e) => return Err(session_failure(&e)),
+        };
+        if sources.len() > 1 && !dest_is_dir {
+            return Err(Failure::new(
+                REMOTE_FILE_ERROR,
+                format!(
+                    "{}: not a directory (several sources need a directory destination)",
+                    printable(destination)
+                ),
+            ));
+        }
+        for src in sources {
+            let local = PathBuf::from(src);
+            let meta = match tokio::fs::metadata(&local).await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.absorb::<()>(Err(local_problem(&local, &e)))?;
+                    continue;
+                }
+            };
+            let target = match (dest_is_dir, local_basename(&local)) {
+                (true, Some(name)) => remote_join(&dest, &name),
+                _ => dest.clone(),
+            };
+            if meta.is_dir() {
+                if !self.opts.recursive {
+                    self.note(&Failure::new(
+                        ExitCode::LocalIo,
+                        format!("{}: is a directory (use -r)", printable(src)),
+                    ));
+                    continue;
+                }
+                self.upload_tree(local, target, meta).await?;
+            } else if meta.is_file() {
+                let step = self.upload_file(&local, &meta, &target).await;
+                self.absorb(step)?;
+            } else {
+                self.note(&Failure::new(
+                    ExitCode::LocalIo,
+                    format!("{}: not a regular file", printable(src)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload_file(
+        &mut self,
+        local: &Path,
+        meta: &std::fs::Metadata,
+        remote: &str,
+    ) -> Step<()> {
+        let mode = meta.mode() & 0o777;
+        let mut source = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| local_problem(local, &e))?;
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::default()
+        };
+        let mut sink = self
+            .sftp
+            .open_with_flags_and_attributes(
+                remote,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                attrs,
+            )
+            .await
+            .map_err(|e| sftp_problem(remote, &e))?;
+        let name = local_basename(local).unwrap_or_else(|| remote.to_owned());
+        let bar = self.bar(meta.len(), &name);
+        let result = self
+            .pump_up(&mut source, &mut sink, local, remote, bar.as_ref())
+            .await;
+        let result = match result {
+            // Waits for every write's status, then the close's.
+            Ok(n) => sink
+                .shutdown()
+                .await
+                .map(|()| n)
+                .map_err(|e| remote_io_problem(remote, &e)),
+            Err(p) => Err(p),
+        };
+        drop(sink);
+        let n = match result {
+            Ok(n) => n,
+            Err(p) => {
+                if let Some(bar) = bar {
+                    bar.abandon();
+                }
+                return Err(p);
+            }
+        };
+        if self.opts.preserve {
+            let attrs = FileAttributes {
+                permissions: Some(mode),
+                atime: unix_time(meta.accessed()),
+                mtime: unix_time(meta.modified()),
+                ..FileAttributes::default()
+            };
+            self.sftp
+                .set_metadata(remote, attrs)
+                .await
+                .map_err(|e| sftp_problem(remote, &e))?;
+        }
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(())
+    }
+
+    async fn pump_up(
+        &mut self,
+        source: &mut tokio::fs::File,
+        sink: &mut File,
+        local: &Path,
+        remote: &str,
+        bar: Option<&ProgressBar>,
+    ) -> Step<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = source
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| local_problem(local, &e))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            sink.write_all(&self.buf[..n])
+                .await
+                .map_err(|e| remote_io_problem(remote, &e))?;
+            total += n as u64;
+            if let Some(bar) = bar {
+                bar.inc(n as u64);
+            }
+        }
+    }
+
+    /// Creates (or reuses) a remote directory; returns what it needs once filled.
+    async fn make_remote_dir(
+        &mut self,
+        remote: &str,
+        mode: u32,
+        meta: &std::fs::Metadata,
+    ) -> Step<DirFinish<String>> {
+        let times = self.opts.preserve.then(|| {
+            (
+                unix_time(meta.accessed()).unwrap_or(0),
+                unix_time(meta.modified()).unwrap_or(0),
+            )
+        });
+        match self.sftp.create_dir(remote).await {
+            Ok(()) => {
+                // sftp-server created it 0777 minus its umask: keep those of the source's
+                // bits the umask allows, and stay writable until the contents are in.
+                let created = self
+                    .sftp
+                    .metadata(remote)
+                    .await
+                    .map_err(|e| sftp_problem(remote, &e))?
+                    .permissions
+                    .unwrap_or(0o755)
+                    & 0o777;
+                let wanted = if self.opts.preserve {
+                    mode
+                } else {
+                    mode & created
+                };
+                let interim = wanted | 0o700;
+                if interim != created {
+                    self.set_remote_mode(remote, interim).await?;
+                }
+                Ok(DirFinish {
+                    path: remote.to_owned(),
+                    mode: (wanted != interim || self.opts.preserve).then_some(wanted),
+                    times,
+                })
+            }
+            Err(e @ SftpError::Status(_)) => match self.sftp.metadata(remote).await {
+                Ok(a) if a.is_dir() => Ok(DirFinish {
+                    path: remote.to_owned(),
+                    mode: self.opts.preserve.then_some(mode),
+                    times,
+                }),
+                Ok(_) => Err(item(
+                    REMOTE_FILE_ERROR,
+                    format!("{}: exists and is not a directory", printable(remote)),
+                )),
+                Err(SftpError::Status(_)) => Err(sftp_problem(remote, &e)),
+                Err(other) => Err(sftp_problem(remote, &other)),
+            },
+            Err(e) => Err(sftp_problem(remote, &e)),
+        }
+    }
+
+    async fn set_remote_mode(&self, remote: &str, mode: u32) -> Step<()> {
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::default()
+        };
+        self.sftp
+            .set_metadata(remote, attrs)
+            .await
+            .map_err(|e| sftp_problem(remote, &e))
+    }
+
+    async fn finish_remote_dir(&self, f: &DirFinish<String>) -> Step<()> {
+        if f.mode.is_none() && f.times.is_none() {
+            return Ok(());
+        }
+        let (atime, mtime) = match f.times {
+            Some((a, m)) => (Some(a), Some(m)),
+            None => (None, None),
+        };
+        let attrs = FileAttributes {
+            permissions: f.mode,
+            atime,
+            mtime,
+            ..FileAttributes::default()
+        };
+        self.sftp
+            .set_metadata(f.path.as_str(), attrs)
+            .await
+            .map_err(|e| sftp_problem(&f.path, &e))
+    }
+
+    async fn upload_tree(
+        &mut self,
+        local: PathBuf,
+        remote: String,
+        meta: std::fs::Metadata,
+    ) -> Result<(), Failure> {
+        let mut stack = vec![UpWork::Dir {
+            local,
+            remote,
+            meta,
+            ancestors: Vec::new(),
+        }];
+        while let Some(work) = stack.pop() {
+            match work {
+                UpWork::Finish(f) => {
+                    let step = self.finish_remote_dir(&f).await;
+                    self.absorb(step)?;
+                }
+                UpWork::Entry {
+                    local,
+                    remote,
+                    ancestors,
+                } => {
+                    // Follows symlinks, as scp does on upload.
+                    let meta = match tokio::fs::metadata(&local).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.absorb::<()>(Err(local_problem(&local, &e)))?;
+                            continue;
+                        }
+                    };
+                    if meta.is_dir() {
+                        stack.push(UpWork::Dir {
+                            local,
+                            remote,
+                            meta,
+                            ancestors,
+                        });
+                    } else if meta.is_file() {
+                        let step = self.upload_file(&local, &meta, &remote).await;
+                        self.absorb(step)?;
+                    } else {
+                        self.note(&Failure::new(
+                            ExitCode::LocalIo,
+                            format!(
+                                "{}: not a regular file",
+                                printable(&local.to_string_lossy())
+                            ),
+                        ));
+                    }
+                }
+                UpWork::Dir {
+                    local,
+                    remote,
+                    meta,
+                    mut ancestors,
+                } => {
+                    let id = (meta.dev(), meta.ino());
+                    if ancestors.contains(&id) {
+                        self.note(&Failure::new(
+                            ExitCode::LocalIo,
+                            format!(
+                                "{}: directory loop (a symlink to an ancestor), skipped",
+                                printable(&local.to_string_lossy())
+                            ),
+                        ));
+                        continue;
+                    }
+                    ancestors.push(id);
+                    let step = self.list_local(&local).await;
+                    let Some(names) = self.absorb(step)? else {
+                        continue;
+                    };
+                    let step = self
+                        .make_remote_dir(&remote, meta.mode() & 0o777, &meta)
+                        .await;
+                    let Some(finish) = self.absorb(step)? else {
+                        continue;
+                    };
+                    self.stats.dirs += 1;
+                    stack.push(UpWork::Finish(finish));
+                    for name in names.into_iter().rev() {
+                        let Some(text) = name.to_str() else {
+                            self.note(&Failure::new(
+                                ExitCode::LocalIo,
+                                format!(
+                                    "{}: the name is not UTF-8, which SFTP cannot carry; skipped",
+                                    printable(&local.join(&name).to_string_lossy())
+                                ),
+                            ));
+                            continue;
+                        };
+                        stack.push(UpWork::Entry {
+                            remote: remote_join(&remote, text),
+                            local: local.join(&name),
+                            ancestors: ancestors.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_local(&self, dir: &Path) -> Step<Vec<std::ffi::OsString>> {
+        let mut rd = tokio::fs::read_dir(dir)
+            .await
+            .map_err(|e| local_problem(dir, &e))?;
+        let mut names = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(|e| local_problem(dir, &e))? {
+            names.push(entry.file_name());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
