@@ -2,18 +2,12 @@
 //!
 //! Stdout carries only bytes from the remote port: no banner, no log lines.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use crate::aws::{SessionDocument, Ssm};
-use crate::proto::client::ClientSession;
 use std::sync::Arc;
 
 use crate::transport::{self, DriveOptions, Link, LinkOptions, LinkTarget, Outcome};
 
 use crate::error::{ExitCode, Failure};
-
-/// How long to give TerminateSession when we leave.
-const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
 
 pub struct ProxyRequest {
     pub target: String,
@@ -78,11 +72,7 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     let result = stream(ssm, &started, req).await;
     // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
     // them keeps the console's session history honest.
-    match tokio::time::timeout(TERMINATE_BUDGET, ssm.terminate_session(&started.session_id)).await {
-        Ok(Ok(())) => tracing::debug!("session terminated"),
-        Ok(Err(e)) => tracing::debug!("TerminateSession failed: {e}"),
-        Err(_) => tracing::debug!("TerminateSession timed out"),
-    }
+    crate::session::lifecycle::terminate(ssm, &started.session_id).await;
     result
 }
 
@@ -104,12 +94,7 @@ async fn stream(
     )
     .await
     .map_err(Failure::connect)?;
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
-    let now = tokio::time::Instant::now().into_std();
-    let mut session = ClientSession::with_defaults(now, wall_ms, uuid::Uuid::new_v4().as_u128());
+    let mut session = crate::session::lifecycle::new_client_session();
     // Port sessions are never encrypted by the agent (PROTOCOL.md §5.1), but answer a KMS
     // request anyway should a document ever make one.
     let opts = DriveOptions {

@@ -21,30 +21,21 @@ const PIPE_BUFFER: usize = 256 * 1024;
 /// How long [`PortStream::finish`] waits for the driver to deliver the last bytes.
 const FINISH_BUDGET: Duration = Duration::from_secs(12);
 
-/// An open port session whose bytes flow through [`PortStream::io`].
-pub struct PortStream {
-    /// Read what the remote port sends, write what it should receive. Dropping it (or
-    /// shutting down its write half) ends the session's input.
-    pub io: DuplexStream,
-    /// The session ID, for messages.
-    pub session_id: String,
-    driver: JoinHandle<Result<Outcome, Failure>>,
-    ssm: Ssm,
-    target: String,
-    port: u16,
-}
+/// Opens port sessions as in-memory streams.
+pub struct PortStream;
 
 impl PortStream {
     /// StartSession (`AWS-StartSSHSession` to `port`) and the data channel, then a driver
-    /// task pumping the pipe. The returned stream is usable at once: bytes written before
-    /// the agent's handshake completes wait in the pipe and the channel's window.
+    /// task pumping the pipe. Returns the pipe's near end, usable at once (bytes written
+    /// before the agent's handshake completes wait in the pipe and the channel's window;
+    /// dropping it ends the session's input), and the guard that ends the session.
     pub async fn open(
         ssm: &Ssm,
         target: &str,
         port: u16,
         start: &StartOptions,
         link: &LinkOptions,
-    ) -> Result<PortStream, Failure> {
+    ) -> Result<(DuplexStream, SessionGuard), Failure> {
         let document = SessionDocument::Ssh { port };
         let opened = lifecycle::open(ssm, target, &document, start, link).await?;
         let (local, remote) = tokio::io::duplex(PIPE_BUFFER);
@@ -53,7 +44,7 @@ impl PortStream {
             data_keys: Some(opened.data_keys.clone()),
             ..DriveOptions::default()
         };
-        let (target_owned, port_owned) = (target.to_owned(), port);
+        let target_owned = target.to_owned();
         let driver = tokio::spawn(async move {
             let lifecycle::Opened {
                 mut link,
@@ -64,36 +55,20 @@ impl PortStream {
             let result =
                 transport::drive_stream(&mut link, &mut session, reader, writer, &opts).await;
             link.close().await;
-            result.map_err(|e| Failure::drive(e, &target_owned, port_owned))
+            result.map_err(|e| Failure::drive(e, &target_owned, port))
         });
-        Ok(PortStream {
-            io: local,
+        let guard = SessionGuard {
             session_id,
-            driver,
+            driver: Some(driver),
             ssm: ssm.clone(),
             target: target.to_owned(),
             port,
-        })
-    }
-
-    /// Splits off the pipe (for a protocol client that takes ownership of its stream);
-    /// the rest ends the session later with [`SessionGuard::finish`].
-    pub fn into_parts(self) -> (DuplexStream, SessionGuard) {
-        (
-            self.io,
-            SessionGuard {
-                session_id: self.session_id,
-                driver: Some(self.driver),
-                ssm: self.ssm,
-                target: self.target,
-                port: self.port,
-            },
-        )
+        };
+        Ok((local, guard))
     }
 }
 
-/// What is left of a [`PortStream`] once its pipe is handed over: the driver and the
-/// session to terminate.
+/// The driver of a [`PortStream`] and the session to terminate at the end.
 pub struct SessionGuard {
     pub session_id: String,
     driver: Option<JoinHandle<Result<Outcome, Failure>>>,

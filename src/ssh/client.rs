@@ -91,8 +91,7 @@ pub async fn connect(
     let push = eic.send_ssh_public_key(target, &opts.user, &line, profile);
     let open = PortStream::open(ssm, target, opts.port, &opts.start, &opts.link);
     let (pushed, stream) = tokio::join!(push, open);
-    let stream = stream?;
-    let (io, mut guard) = stream.into_parts();
+    let (io, mut guard) = stream?;
     if let Err(e) = pushed {
         drop(io);
         guard.finish().await;
