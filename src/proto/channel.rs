@@ -11,15 +11,26 @@
 //!
 //! The same type plays either end ([`Role`]); the resend rules are a setting so that the
 //! testbed can reproduce the real agent's (head of line only, one check per 100 ms tick)
-//! while our client resends every overdue message, each at most once per RTO.
+//! while our client runs loss detection, a probe timeout with backoff
+//! ([`super::recovery`]) and a congestion window ([`super::congestion`]): it transmits,
+//! new or resent, only while fewer than a window's worth of messages are in flight, and
+//! [`Channel::window_available`] tells the driver how much local input to read.
+//!
+//! Bounds (house rule 5): unacknowledged messages at most `send_window` (plus the few of
+//! one `send_data` call); the reorder buffer at most `reorder_capacity` messages and
+//! `reorder_max_bytes` bytes (beyond either, messages are dropped unacknowledged and the
+//! peer resends them); queued frames and events are drained by the driver after every
+//! call.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::congestion::Congestion;
 use super::message::{DecodeError, Message, MessageType, flags};
 use super::payload::{Acknowledge, ChannelClosed, PayloadType};
+use super::recovery::Recovery;
 use super::rtt::RttEstimator;
 
 /// Which end of the channel this is.
@@ -49,8 +60,9 @@ impl Role {
 /// When unacknowledged messages are sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResendPolicy {
-    /// Every message whose RTO has passed since it was last sent, each at most once per RTO.
-    AllOverdue,
+    /// Our client's: loss detection from later acks, a backed-off probe timeout for the
+    /// tail, and a congestion window over everything it transmits.
+    Recovery,
     /// The real peers' scheduler: every `tick`, only the oldest unacked message, if overdue.
     HeadOfLine { tick: Duration },
 }
@@ -74,14 +86,17 @@ pub struct ChannelConfig {
     pub overflow: Overflow,
     /// Out-of-order messages held; beyond it they are dropped unacknowledged.
     pub reorder_capacity: usize,
+    /// Payload bytes the reorder buffer may hold; beyond it, the same.
+    pub reorder_max_bytes: usize,
     pub resend: ResendPolicy,
     /// Give up when unacknowledged data has seen no acknowledgement for this long.
     pub stall_timeout: Option<Duration>,
 }
 
 impl ChannelConfig {
-    /// Our client: 1 KiB messages as the agent expects, 4096 in flight (4 MiB, well under
-    /// the agent's 100 000-message buffer), every overdue message resent.
+    /// Our client: 1 KiB messages as the agent expects, at most 4096 unacknowledged (4 MiB,
+    /// well under the agent's 100 000-message buffer) and fewer when the congestion window
+    /// says so; 10 000 out-of-order messages or 16 MiB held, whichever comes first.
     pub fn client() -> Self {
         ChannelConfig {
             role: Role::Client,
@@ -89,7 +104,8 @@ impl ChannelConfig {
             send_window: 4096,
             overflow: Overflow::Keep,
             reorder_capacity: 10_000,
-            resend: ResendPolicy::AllOverdue,
+            reorder_max_bytes: 16 << 20,
+            resend: ResendPolicy::Recovery,
             stall_timeout: Some(Duration::from_secs(300)),
         }
     }
@@ -102,6 +118,8 @@ impl ChannelConfig {
             send_window: 100_000,
             overflow: Overflow::SendUnstored,
             reorder_capacity: 100_000,
+            // The agent counts messages only; at its 1 KiB chunks that is ~100 MB.
+            reorder_max_bytes: usize::MAX,
             resend: ResendPolicy::HeadOfLine {
                 tick: Duration::from_millis(100),
             },
@@ -143,11 +161,6 @@ pub enum ChannelError {
     Stalled(Duration),
 }
 
-/// With no acknowledgement at all for this long, stop resending the whole window every RTO
-/// and probe with the oldest message only, until the peer acknowledges something again.
-/// (A dead or reconnecting relay should not receive the window again and again.)
-pub const PROBE_AFTER: Duration = Duration::from_secs(2);
-
 /// No real peer can be this far ahead: the agent's whole outgoing buffer is 100 000
 /// messages (PROTOCOL.md §6.4).
 const FAR_SEQUENCE: i64 = 1_000_000;
@@ -155,8 +168,24 @@ const FAR_SEQUENCE: i64 = 1_000_000;
 /// Timers, one table: the driver only ever sees the earliest deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
-    Resend,
+    /// Agent policy: the next 100 ms resend tick.
+    Tick,
+    /// Client: the time threshold of loss detection.
+    Loss,
+    /// Client: the probe timeout.
+    Probe,
     Stall,
+}
+
+/// Where an unacknowledged message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Queued behind the congestion window, never transmitted.
+    Unsent,
+    /// Transmitted; the number identifies the transmission to [`Recovery`].
+    InFlight(u64),
+    /// Declared lost; waiting for room in the window to go out again.
+    Lost,
 }
 
 struct Outgoing {
@@ -164,6 +193,7 @@ struct Outgoing {
     first_sent: Instant,
     last_sent: Instant,
     sent_count: u32,
+    state: State,
 }
 
 /// Wall-clock milliseconds for CreatedDate, derived from the `now` the caller passes.
@@ -203,12 +233,19 @@ pub struct Channel {
     rtt: RttEstimator,
     next_seq: i64,
     unacked: BTreeMap<i64, Outgoing>,
-    /// (seq, last_sent) in send order; entries go stale when acked or resent.
-    resend_queue: VecDeque<(i64, Instant)>,
+    /// Client: transmissions in flight, loss detection, probe timeout.
+    recovery: Recovery,
+    congestion: Congestion,
+    /// Client: sequence numbers declared lost, resent lowest first.
+    lost: BTreeSet<i64>,
+    /// Client: sequence numbers not yet transmitted, in order.
+    unsent: VecDeque<i64>,
+    /// Agent: the next resend tick.
     next_tick: Option<Instant>,
     last_progress: Instant,
     expected: i64,
     reorder: BTreeMap<i64, Incoming>,
+    reorder_bytes: usize,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
@@ -220,8 +257,19 @@ pub struct Channel {
 /// Counters for diagnostics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelStats {
+    /// Stream messages made ([`Channel::send`] calls).
     pub sent: u64,
+    /// Transmissions of a message after its first.
     pub resent: u64,
+    /// Messages declared lost by loss detection (client).
+    pub lost: u64,
+    /// Probe-timeout expiries (client).
+    pub probes: u64,
+    /// Lost messages whose ack arrived before they were resent.
+    pub spurious_losses: u64,
+    /// Transmissions made while the flight was already at the congestion window (never,
+    /// by construction: the property tests check it).
+    pub over_window: u64,
     pub received: u64,
     pub duplicates: u64,
     pub dropped_out_of_window: u64,
@@ -232,6 +280,7 @@ impl Channel {
     /// `seed` makes MessageIds (pass randomness in production, a constant in tests).
     pub fn new(config: ChannelConfig, now: Instant, wall_ms: u64, seed: u128) -> Channel {
         Channel {
+            congestion: Congestion::new(config.send_window),
             config,
             clock: WallClock {
                 origin: now,
@@ -241,11 +290,14 @@ impl Channel {
             rtt: RttEstimator::default(),
             next_seq: 0,
             unacked: BTreeMap::new(),
-            resend_queue: VecDeque::new(),
+            recovery: Recovery::default(),
+            lost: BTreeSet::new(),
+            unsent: VecDeque::new(),
             next_tick: None,
             last_progress: now,
             expected: 0,
             reorder: BTreeMap::new(),
+            reorder_bytes: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: ChannelStats::default(),
@@ -265,12 +317,26 @@ impl Channel {
         &self.rtt
     }
 
+    pub fn congestion(&self) -> &Congestion {
+        &self.congestion
+    }
+
+    fn controlled(&self) -> bool {
+        self.config.resend == ResendPolicy::Recovery
+    }
+
     /// Messages that may still be sent before the window is full (none while paused).
+    /// For the client this is also what the congestion window has room for.
     pub fn window_available(&self) -> usize {
         if self.paused {
             return 0;
         }
-        self.config.send_window.saturating_sub(self.unacked.len())
+        let window = self.config.send_window.saturating_sub(self.unacked.len());
+        if !self.controlled() {
+            return window;
+        }
+        let queued = self.recovery.in_flight() + self.lost.len() + self.unsent.len();
+        window.min(self.congestion.window().saturating_sub(queued))
     }
 
     /// True between `pause_publication` and whatever lifts it.
@@ -283,6 +349,16 @@ impl Channel {
         self.unacked.len()
     }
 
+    /// Client: transmissions in flight (neither acked nor declared lost).
+    pub fn in_flight(&self) -> usize {
+        self.recovery.in_flight()
+    }
+
+    /// Payload bytes held in the reorder buffer.
+    pub fn reorder_bytes(&self) -> usize {
+        self.reorder_bytes
+    }
+
     /// Sends `data` as Output messages of at most `max_payload` bytes. Empty input sends
     /// nothing (the agent cannot even encode an empty payload, PROTOCOL.md §3.6).
     pub fn send_data(&mut self, now: Instant, data: &[u8]) {
@@ -291,7 +367,8 @@ impl Channel {
         }
     }
 
-    /// Sends one sequenced stream message.
+    /// Sends one sequenced stream message (the client's waits for room in the congestion
+    /// window; control messages are never refused, so they may wait behind data).
     pub fn send(&mut self, now: Instant, payload_type: PayloadType, payload: Vec<u8>) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -321,6 +398,21 @@ impl Channel {
             // Nothing was outstanding: a quiet period is not a stall.
             self.last_progress = now;
         }
+        if self.controlled() {
+            self.unacked.insert(
+                seq,
+                Outgoing {
+                    frame,
+                    first_sent: now,
+                    last_sent: now,
+                    sent_count: 0,
+                    state: State::Unsent,
+                },
+            );
+            self.unsent.push_back(seq);
+            self.fill(now);
+            return;
+        }
         self.transmit.push_back(frame.clone());
         self.unacked.insert(
             seq,
@@ -329,14 +421,52 @@ impl Channel {
                 first_sent: now,
                 last_sent: now,
                 sent_count: 1,
+                state: State::InFlight(0),
             },
         );
-        self.resend_queue.push_back((seq, now));
         if self.next_tick.is_none()
             && let ResendPolicy::HeadOfLine { tick } = self.config.resend
         {
             self.next_tick = Some(now + tick);
         }
+    }
+
+    /// Client: transmits lost messages, then new ones, while the congestion window has
+    /// room and the relay has not paused us.
+    fn fill(&mut self, now: Instant) {
+        while !self.paused && self.recovery.in_flight() < self.congestion.window() {
+            let next = match self.lost.pop_first() {
+                Some(seq) => seq,
+                None => match self.unsent.pop_front() {
+                    Some(seq) => seq,
+                    None => break,
+                },
+            };
+            self.transmit_now(now, next, false);
+        }
+    }
+
+    /// Client: puts one transmission of `seq` on the wire. `probe` transmissions may go
+    /// beyond the congestion window.
+    fn transmit_now(&mut self, now: Instant, seq: i64, probe: bool) {
+        let Some(out) = self.unacked.get_mut(&seq) else {
+            return;
+        };
+        if !probe && self.recovery.in_flight() >= self.congestion.window() {
+            self.stats.over_window += 1;
+        }
+        if let State::InFlight(tx) = out.state {
+            self.recovery.forget(tx);
+        }
+        if out.sent_count == 0 {
+            out.first_sent = now;
+        } else {
+            self.stats.resent += 1;
+        }
+        out.sent_count = out.sent_count.saturating_add(1);
+        out.last_sent = now;
+        out.state = State::InFlight(self.recovery.on_sent(now, seq));
+        self.transmit.push_back(out.frame.clone());
     }
 
     /// Handles one websocket binary (or text) frame from the peer.
@@ -358,7 +488,7 @@ impl Channel {
                 Ok(())
             }
             MessageType::StartPublication => {
-                self.paused = false;
+                self.unpause(now);
                 self.events
                     .push_back(ChannelEvent::Publication { paused: false });
                 Ok(())
@@ -371,22 +501,67 @@ impl Channel {
         }
     }
 
+    /// Lifts a pause: the time spent paused was not the peer's silence.
+    fn unpause(&mut self, now: Instant) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.last_progress = now;
+        if self.controlled() {
+            self.recovery.restart_timer(now);
+            self.fill(now);
+        }
+    }
+
     fn on_ack(&mut self, now: Instant, payload: &[u8]) -> Result<(), ChannelError> {
         let ack: Acknowledge =
             serde_json::from_slice(payload).map_err(|e| ChannelError::BadAck(e.to_string()))?;
-        self.paused = false;
+        self.unpause(now);
         // Senders match acks by sequence number only (PROTOCOL.md §3.8).
-        if let Some(out) = self
-            .unacked
-            .remove(&ack.acknowledged_message_sequence_number)
-        {
-            if out.sent_count == 1 {
-                self.rtt
-                    .on_sample(now.saturating_duration_since(out.first_sent));
+        let seq = ack.acknowledged_message_sequence_number;
+        let Some(out) = self.unacked.remove(&seq) else {
+            return Ok(());
+        };
+        self.last_progress = now;
+        let sample = (out.sent_count == 1).then(|| now.saturating_duration_since(out.first_sent));
+        if !self.controlled() {
+            if let Some(r) = sample {
+                self.rtt.on_sample(r);
             }
-            self.last_progress = now;
+            return Ok(());
         }
+        match out.state {
+            State::InFlight(tx) => {
+                if let Some(r) = sample {
+                    self.rtt.on_sample(r);
+                }
+                self.recovery.on_acked(now, tx);
+                self.congestion.on_ack(now, out.last_sent, sample);
+            }
+            State::Lost => {
+                // It arrived after all (reordered, or the ack was late): no resend needed.
+                self.stats.spurious_losses += 1;
+                self.lost.remove(&seq);
+            }
+            // A peer acking what it was never sent: ignore (the queue entry goes stale).
+            State::Unsent => self.unsent.retain(|s| *s != seq),
+        }
+        self.detect_lost(now);
+        self.fill(now);
         Ok(())
+    }
+
+    /// Client: moves what the acks prove lost to the resend set.
+    fn detect_lost(&mut self, now: Instant) {
+        for sent in self.recovery.detect_lost(now, &self.rtt) {
+            if let Some(out) = self.unacked.get_mut(&sent.seq) {
+                out.state = State::Lost;
+                self.lost.insert(sent.seq);
+                self.stats.lost += 1;
+                self.congestion.on_loss(now, sent.at);
+            }
+        }
     }
 
     fn on_stream(&mut self, now: Instant, msg: Message) -> Result<(), ChannelError> {
@@ -401,7 +576,7 @@ impl Channel {
             });
         }
         self.stats.received += 1;
-        self.paused = false;
+        self.unpause(now);
         let incoming = Incoming {
             payload_type: msg.payload_type,
             payload: msg.payload,
@@ -415,15 +590,19 @@ impl Channel {
             self.events.push_back(ChannelEvent::Message(incoming));
             self.expected += 1;
             while let Some(next) = self.reorder.remove(&self.expected) {
+                self.reorder_bytes -= next.payload.len();
                 self.events.push_back(ChannelEvent::Message(next));
                 self.expected += 1;
             }
+        } else if self.reorder.contains_key(&seq) {
+            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
         } else if (seq - self.expected) as u64 <= self.config.reorder_capacity as u64
-            && (self.reorder.len() < self.config.reorder_capacity
-                || self.reorder.contains_key(&seq))
+            && self.reorder.len() < self.config.reorder_capacity
+            && self.reorder_bytes + incoming.payload.len() <= self.config.reorder_max_bytes
         {
             self.queue_ack(now, &msg.message_type, msg.message_id, seq);
-            self.reorder.entry(seq).or_insert(incoming);
+            self.reorder_bytes += incoming.payload.len();
+            self.reorder.insert(seq, incoming);
         } else {
             // No room: drop without an ack; the sender will retransmit.
             self.stats.dropped_out_of_window += 1;
@@ -453,84 +632,55 @@ impl Channel {
 
     /// The earliest moment [`Channel::handle_timeout`] has work to do.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        [Timer::Resend, Timer::Stall]
+        [Timer::Tick, Timer::Loss, Timer::Probe, Timer::Stall]
             .into_iter()
             .filter_map(|t| self.deadline(t))
             .min()
     }
 
-    fn deadline(&mut self, timer: Timer) -> Option<Instant> {
+    fn deadline(&self, timer: Timer) -> Option<Instant> {
         if self.unacked.is_empty() {
             return None;
         }
         match timer {
-            Timer::Resend if self.paused => None,
-            Timer::Resend => match self.config.resend {
-                ResendPolicy::AllOverdue if self.probing(self.last_progress + PROBE_AFTER) => {
-                    let last = self.unacked.values().next()?.last_sent;
-                    Some(last + self.rtt.rto())
-                }
-                ResendPolicy::AllOverdue => {
-                    self.drop_stale_queue_head();
-                    let (_, last) = self.resend_queue.front()?;
-                    Some(*last + self.rtt.rto())
-                }
-                ResendPolicy::HeadOfLine { .. } => self.next_tick,
-            },
+            // While paused nothing may be sent, and the silence is the relay's request.
+            _ if self.paused => None,
+            Timer::Tick => self.next_tick,
+            Timer::Loss => self.recovery.loss_deadline(),
+            Timer::Probe => self.recovery.pto_deadline(&self.rtt),
             Timer::Stall => self.config.stall_timeout.map(|t| self.last_progress + t),
         }
     }
 
-    fn drop_stale_queue_head(&mut self) {
-        while let Some(&(seq, at)) = self.resend_queue.front() {
-            match self.unacked.get(&seq) {
-                Some(out) if out.last_sent == at => break,
-                _ => {
-                    self.resend_queue.pop_front();
-                }
-            }
-        }
-    }
-
-    /// Resends what is overdue; fails if the peer has stalled past `stall_timeout`.
+    /// Resends what is due; fails if the peer has stalled past `stall_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ChannelError> {
-        if let (Some(limit), false) = (self.config.stall_timeout, self.unacked.is_empty())
-            && now.saturating_duration_since(self.last_progress) >= limit
-        {
-            return Err(ChannelError::Stalled(limit));
-        }
-        let rto = self.rtt.rto();
         if self.paused {
             return Ok(());
         }
+        if let Some(limit) = self.config.stall_timeout
+            && self.deadline(Timer::Stall).is_some_and(|t| now >= t)
+        {
+            return Err(ChannelError::Stalled(limit));
+        }
         match self.config.resend {
-            ResendPolicy::AllOverdue if self.probing(now) => {
-                let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
-                if let Some((seq, last)) = head
-                    && now >= last + rto
-                {
-                    self.resend(now, seq);
+            ResendPolicy::Recovery => {
+                if self.deadline(Timer::Loss).is_some_and(|t| now >= t) {
+                    self.detect_lost(now);
                 }
+                if self.deadline(Timer::Probe).is_some_and(|t| now >= t) {
+                    self.on_probe_timeout(now);
+                }
+                self.fill(now);
             }
-            ResendPolicy::AllOverdue => loop {
-                self.drop_stale_queue_head();
-                let Some(&(seq, last)) = self.resend_queue.front() else {
-                    break;
-                };
-                if now < last + rto {
-                    break;
-                }
-                self.resend_queue.pop_front();
-                self.resend(now, seq);
-            },
             ResendPolicy::HeadOfLine { tick } => {
+                let rto = self.rtt.rto();
                 while let Some(t) = self.next_tick.filter(|t| *t <= now) {
                     self.next_tick = Some(t + tick);
                     let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
                     if let Some((seq, last)) = head
                         && now.saturating_duration_since(last) > rto
                     {
-                        self.resend(now, seq);
+                        self.resend_head(now, seq);
                     }
                 }
                 if self.unacked.is_empty() {
@@ -541,30 +691,55 @@ impl Channel {
         Ok(())
     }
 
-    /// The transport was replaced (websocket resumed): everything unacknowledged may have
-    /// been lost with the old connection, so send it all again now, and restart the
-    /// stall clock. Sequence state is untouched: nothing is lost or delivered twice.
-    pub fn on_reconnect(&mut self, now: Instant) {
-        self.last_progress = now;
-        self.resend_queue.clear();
-        let seqs: Vec<i64> = self.unacked.keys().copied().collect();
-        for seq in seqs {
-            self.resend(now, seq);
+    /// Client: nothing acked for a probe timeout. Back off and resend the oldest
+    /// unacknowledged message, so the peer (if it is there) answers and loss detection
+    /// can take over.
+    fn on_probe_timeout(&mut self, now: Instant) {
+        self.stats.probes += 1;
+        if self.recovery.on_pto(now) {
+            self.congestion.on_persistent_congestion(now);
+        }
+        let head = self
+            .unacked
+            .iter()
+            .find(|(_, o)| o.state != State::Unsent)
+            .map(|(s, _)| *s);
+        if let Some(seq) = head {
+            self.lost.remove(&seq);
+            self.transmit_now(now, seq, true);
         }
     }
 
-    /// True once data has waited [`PROBE_AFTER`] without any acknowledgement by `now`.
-    fn probing(&self, now: Instant) -> bool {
-        !self.unacked.is_empty() && now.saturating_duration_since(self.last_progress) >= PROBE_AFTER
-    }
-
-    fn resend(&mut self, now: Instant, seq: i64) {
+    /// Agent policy: one more transmission of the head of line.
+    fn resend_head(&mut self, now: Instant, seq: i64) {
         if let Some(out) = self.unacked.get_mut(&seq) {
             out.last_sent = now;
             out.sent_count = out.sent_count.saturating_add(1);
             self.transmit.push_back(out.frame.clone());
-            self.resend_queue.push_back((seq, now));
             self.stats.resent += 1;
+        }
+    }
+
+    /// The transport was replaced (websocket resumed): everything in flight may have been
+    /// lost with the old connection. The client counts it all lost and resends it as a
+    /// fresh congestion window allows; the agent policy sends it all again now. The stall
+    /// clock restarts. Sequence state is untouched: nothing is lost or delivered twice.
+    pub fn on_reconnect(&mut self, now: Instant) {
+        self.last_progress = now;
+        if self.controlled() {
+            for sent in self.recovery.take_all() {
+                if let Some(out) = self.unacked.get_mut(&sent.seq) {
+                    out.state = State::Lost;
+                    self.lost.insert(sent.seq);
+                }
+            }
+            self.congestion.on_reconnect(now);
+            self.fill(now);
+            return;
+        }
+        let seqs: Vec<i64> = self.unacked.keys().copied().collect();
+        for seq in seqs {
+            self.resend_head(now, seq);
         }
     }
 

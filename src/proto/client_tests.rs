@@ -296,9 +296,9 @@ mod kms {
         assert_eq!(got, data);
         assert_eq!(out[3].payload, br#"{"cols":80,"rows":24}"#);
 
-        // A retransmission resends the very same sealed bytes.
+        // A retransmission resends the very same sealed bytes (a resume resends all).
         let later = now + Duration::from_secs(1);
-        c.handle_timeout(later).unwrap();
+        c.on_reconnect(later);
         let resent = sent(&mut c);
         let mut matched = 0;
         for r in &resent {

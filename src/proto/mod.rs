@@ -5,14 +5,18 @@
 
 pub mod channel;
 pub mod client;
+pub mod congestion;
 pub mod crypto;
 pub mod handshake;
 pub mod message;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod ops;
 pub mod payload;
+pub mod recovery;
 pub mod rtt;
 
+#[cfg(test)]
+mod bottleneck_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

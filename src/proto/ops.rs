@@ -6,8 +6,9 @@
 //! - no input makes anything panic; errors come back as `Err`;
 //! - without corruption, no frame is refused, and what each side delivers is always a
 //!   prefix of what the other side sent (nothing lost, repeated or reordered);
-//! - the client never has more than its window unacknowledged, and the reorder buffers
-//!   stay within their capacity;
+//! - the client never has more than its window unacknowledged, never transmits (new or
+//!   resent) beyond its congestion window except one probe per probe timeout, and the
+//!   reorder buffers stay within their byte bounds;
 //! - after the sequence, with a clean link and time passing, everything arrives.
 
 use std::collections::VecDeque;
@@ -37,6 +38,8 @@ pub fn run(data: &[u8]) {
     let t0 = Instant::now();
     let mut small_client = ChannelConfig::client();
     small_client.send_window = 64;
+    // Small enough that the operations reach it.
+    small_client.reorder_max_bytes = 8 * 1024;
     let mut c = Side {
         ch: Channel::new(small_client, t0, 1_700_000_000_000, 1),
         sent: Vec::new(),
@@ -177,6 +180,14 @@ fn pump(side: &mut Side, q: &mut VecDeque<Vec<u8>>) {
 fn check(c: &Side, a: &Side, corrupted: bool) {
     // One send may overshoot the window by the messages of a single chunk (at most 3 here).
     assert!(c.ch.unacked() <= c.ch.config().send_window + 3);
+    assert_eq!(
+        c.ch.stats().over_window,
+        0,
+        "a transmission beyond the window"
+    );
+    for side in [c, a] {
+        assert!(side.ch.reorder_bytes() <= side.ch.config().reorder_max_bytes);
+    }
     if !corrupted {
         assert!(
             c.sent.starts_with(&a.got),

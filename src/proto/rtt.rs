@@ -3,7 +3,9 @@
 //! RFC 6298 arithmetic: `RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|`, `SRTT = 7/8 SRTT + 1/8 R`,
 //! `RTO = SRTT + max(G, 4 RTTVAR)` with G = 10 ms and a 1 s cap. Unlike the plugin, callers
 //! feed only samples from messages sent once (Karn's rule), so a retransmission that is
-//! acked late cannot inflate or shrink the estimate.
+//! acked late cannot inflate or shrink the estimate. The 1 s cap is the agent's; our
+//! client's probe timeout ([`super::recovery`]) is computed from SRTT and RTTVAR with its
+//! own floor, cap and backoff, so samples can never get stuck behind a too-short timer.
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ pub struct RttEstimator {
     srtt: Duration,
     rttvar: Duration,
     rto: Duration,
+    latest: Duration,
 }
 
 impl Default for RttEstimator {
@@ -25,12 +28,14 @@ impl Default for RttEstimator {
             srtt: INITIAL_SRTT,
             rttvar: Duration::ZERO,
             rto: INITIAL_RTO,
+            latest: INITIAL_SRTT,
         }
     }
 }
 
 impl RttEstimator {
     pub fn on_sample(&mut self, r: Duration) {
+        self.latest = r;
         let diff = self.srtt.abs_diff(r);
         self.rttvar = self.rttvar * 3 / 4 + diff / 4;
         self.srtt = self.srtt * 7 / 8 + r / 8;
@@ -43,6 +48,15 @@ impl RttEstimator {
 
     pub fn srtt(&self) -> Duration {
         self.srtt
+    }
+
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// The most recent sample (SRTT's initial value before the first).
+    pub fn latest(&self) -> Duration {
+        self.latest
     }
 }
 

@@ -1,6 +1,9 @@
 //! Test-only: a lossy, duplicating, reordering, delaying link in virtual time, and a tiny
-//! deterministic PRNG. Each impairment is one field (quinn's `tests/util.rs` idea).
+//! deterministic PRNG. Each impairment is one field (quinn's `tests/util.rs` idea). A link
+//! can also be a bottleneck: a serialisation rate and a bounded queue in front of it
+//! (tail drop when full), and a silent spell during which it drops everything.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// xorshift64*: deterministic and good enough to pick which frames to drop.
@@ -36,11 +39,25 @@ pub struct Link {
     /// Probability that a frame is held back by up to `reorder_spread` extra delay.
     pub reorder: f64,
     pub reorder_spread: Duration,
+    /// Bottleneck: bytes per second the link serialises (whole frames), if limited.
+    pub rate: Option<u64>,
+    /// Bottleneck: frames waiting for the wire at most; beyond it, tail drop.
+    pub queue_limit: usize,
+    /// Everything sent in this span of time is dropped.
+    pub silent: Option<(Instant, Instant)>,
     rng: Rng,
     in_flight: Vec<(Instant, u64, Vec<u8>)>,
+    /// Departure times of frames still waiting for the wire (bottleneck only).
+    queue: VecDeque<Instant>,
     order: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Frames dropped because the bottleneck's queue was full.
+    pub overflowed: u64,
+    /// When frames were sent while silent.
+    pub silenced: Vec<Instant>,
+    /// The most frames the bottleneck's queue ever held.
+    pub max_queued: usize,
 }
 
 impl Link {
@@ -51,12 +68,37 @@ impl Link {
             duplicate: 0.0,
             reorder: 0.0,
             reorder_spread: delay * 3,
+            rate: None,
+            queue_limit: usize::MAX,
+            silent: None,
             rng: Rng::new(seed),
             in_flight: Vec::new(),
+            queue: VecDeque::new(),
             order: 0,
             delivered: 0,
             dropped: 0,
+            overflowed: 0,
+            silenced: Vec::new(),
+            max_queued: 0,
         }
+    }
+
+    /// A link that serialises `rate` bytes per second behind a queue of `queue_limit`
+    /// frames, then adds `delay`.
+    pub fn bottleneck(seed: u64, delay: Duration, rate: u64, queue_limit: usize) -> Link {
+        Link {
+            rate: Some(rate),
+            queue_limit,
+            ..Link::new(seed, delay)
+        }
+    }
+
+    /// When the last queued frame leaves for the wire (`now` when nothing waits).
+    fn wire_free(&mut self, now: Instant) -> Instant {
+        while self.queue.front().is_some_and(|t| *t <= now) {
+            self.queue.pop_front();
+        }
+        self.queue.back().copied().unwrap_or(now).max(now)
     }
 
     pub fn impaired(seed: u64, delay: Duration, loss: f64, duplicate: f64, reorder: f64) -> Link {
@@ -69,9 +111,28 @@ impl Link {
     }
 
     pub fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        if self
+            .silent
+            .is_some_and(|(from, to)| now >= from && now < to)
+        {
+            self.silenced.push(now);
+            return;
+        }
         if self.rng.chance(self.loss) {
             self.dropped += 1;
             return;
+        }
+        let mut depart = now;
+        if let Some(rate) = self.rate {
+            let free = self.wire_free(now);
+            if self.queue.len() >= self.queue_limit {
+                self.overflowed += 1;
+                return;
+            }
+            let serialise = Duration::from_nanos(frame.len() as u64 * 1_000_000_000 / rate.max(1));
+            depart = free + serialise;
+            self.queue.push_back(depart);
+            self.max_queued = self.max_queued.max(self.queue.len());
         }
         let copies = if self.rng.chance(self.duplicate) {
             2
@@ -79,7 +140,7 @@ impl Link {
             1
         };
         for _ in 0..copies {
-            let mut at = now + self.delay;
+            let mut at = depart + self.delay;
             if self.rng.chance(self.reorder) {
                 let spread = self.reorder_spread.as_micros().max(1) as u64;
                 at += Duration::from_micros(self.rng.below(spread));

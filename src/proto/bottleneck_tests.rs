@@ -1,0 +1,208 @@
+//! The client's loss recovery and congestion control against simulated bottlenecks, in
+//! virtual time: a rate-limited link with a bounded queue (tail drop), a deep queue that
+//! never drops (a buffering relay), and a peer that goes silent. The agent end runs the
+//! agent's own rules (`ChannelConfig::agent`).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::channel::{Channel, ChannelConfig, ChannelEvent};
+use super::message::Message;
+use super::sim::{Link, Rng};
+
+const WALL: u64 = 1_700_000_000_000;
+const MS: Duration = Duration::from_millis(1);
+
+#[derive(Debug)]
+struct Report {
+    elapsed: Duration,
+    /// Bytes of first transmissions (whole frames), and of resends.
+    new_bytes: u64,
+    resent_bytes: u64,
+    probes: u64,
+    /// When the client first heard from the agent after the path's silence, and how many
+    /// payload bytes the agent still had to receive then.
+    first_heard_after_silence: Option<(Duration, usize)>,
+}
+
+/// Uploads `size` random bytes from a client to an agent over `c2a` (acks return over
+/// `a2c`) and reports how it went.
+fn upload(size: usize, mut c2a: Link, mut a2c: Link, seed: u64) -> (Report, Link) {
+    let t0 = Instant::now();
+    let data = Rng::new(seed).bytes(size);
+    let mut c = Channel::new(ChannelConfig::client(), t0, WALL, 1);
+    let mut a = Channel::new(ChannelConfig::agent(), t0, WALL, 2);
+    let mut seen = HashSet::new();
+    let (mut new_bytes, mut resent_bytes) = (0u64, 0u64);
+    let mut sent = 0;
+    let mut got = Vec::with_capacity(size);
+    let mut first_heard = None;
+    let silence_end = c2a.silent.map(|(_, end)| end);
+    let mut now = t0;
+    for step in 0u64.. {
+        assert!(step < 5_000_000, "simulation did not converge");
+        while sent < size && c.window_available() > 0 {
+            let end = (sent + 1024).min(size);
+            c.send_data(now, &data[sent..end]);
+            sent = end;
+        }
+        while let Some(f) = c.poll_transmit() {
+            let seq = Message::decode(&f).unwrap().sequence_number;
+            if seen.insert(seq) {
+                new_bytes += f.len() as u64;
+            } else {
+                resent_bytes += f.len() as u64;
+            }
+            c2a.send(now, f);
+        }
+        while let Some(f) = a.poll_transmit() {
+            a2c.send(now, f);
+        }
+        for f in a2c.take_due(now) {
+            if first_heard.is_none() && silence_end.is_some_and(|end| now >= end) {
+                first_heard = Some((now - t0, size - got.len()));
+            }
+            c.handle_frame(now, &f).unwrap();
+        }
+        for f in c2a.take_due(now) {
+            a.handle_frame(now, &f).unwrap();
+        }
+        while let Some(ev) = a.poll_event() {
+            if let ChannelEvent::Message(m) = ev {
+                got.extend(m.payload);
+            }
+        }
+        c.handle_timeout(now).unwrap();
+        a.handle_timeout(now).unwrap();
+        if got.len() == size && c.unacked() == 0 {
+            break;
+        }
+        let next = [
+            c.poll_timeout(),
+            a.poll_timeout(),
+            c2a.next_arrival(),
+            a2c.next_arrival(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let can_send = sent < size && c.window_available() > 0;
+        now = match next {
+            Some(t) if !can_send => t.max(now + Duration::from_micros(1)),
+            _ => now + Duration::from_micros(100),
+        };
+    }
+    assert!(got == data, "bytes differ");
+    let report = Report {
+        elapsed: now - t0,
+        new_bytes,
+        resent_bytes,
+        probes: c.stats().probes,
+        first_heard_after_silence: first_heard,
+    };
+    (report, c2a)
+}
+
+fn goodput_ratio(r: &Report, rate: u64) -> f64 {
+    r.new_bytes as f64 / r.elapsed.as_secs_f64() / rate as f64
+}
+
+#[test]
+fn a_clean_bottleneck_is_filled_without_needless_resends() {
+    const RATE: u64 = 1_000_000;
+    for (seed, queue) in [(1, 64), (2, 32), (3, 200)] {
+        let c2a = Link::bottleneck(seed, 20 * MS, RATE, queue);
+        let a2c = Link::new(seed ^ 9, 20 * MS);
+        let (r, link) = upload(4 << 20, c2a, a2c, seed);
+        let ratio = goodput_ratio(&r, RATE);
+        eprintln!(
+            "queue {queue}: goodput {ratio:.3}, {r:?}, overflowed {}",
+            link.overflowed
+        );
+        assert!(
+            ratio >= 0.9,
+            "queue {queue}: goodput {ratio:.3} of the bottleneck ({r:?})"
+        );
+        assert!(
+            r.resent_bytes * 20 <= r.new_bytes,
+            "queue {queue}: resent {} of {} bytes ({} overflowed)",
+            r.resent_bytes,
+            r.new_bytes,
+            link.overflowed
+        );
+    }
+}
+
+#[test]
+fn a_buffering_relay_is_not_flooded() {
+    // A queue that never drops (a relay or gateway that buffers): only the delay signal
+    // can tell the sender to slow down. The queue stays within a few tens of ms of data
+    // instead of the whole 4 MiB send window.
+    const RATE: u64 = 2_000_000;
+    let c2a = Link::bottleneck(5, 10 * MS, RATE, usize::MAX);
+    let a2c = Link::new(6, 10 * MS);
+    let (r, link) = upload(8 << 20, c2a, a2c, 5);
+    let ratio = goodput_ratio(&r, RATE);
+    eprintln!(
+        "deep queue: goodput {ratio:.3}, max queued {}, {r:?}",
+        link.max_queued
+    );
+    assert!(ratio >= 0.9, "{r:?}");
+    assert_eq!(r.resent_bytes, 0, "{r:?}");
+    // 2 MB/s for max(min RTT, 25 ms) of queueing is ~44 frames; slow start's last round
+    // overshoots it once.
+    assert!(
+        link.max_queued <= 200,
+        "queue reached {} frames",
+        link.max_queued
+    );
+}
+
+#[test]
+fn a_silent_peer_gets_a_few_probes_then_full_speed_again() {
+    const RATE: u64 = 1_000_000;
+    let t0 = Instant::now();
+    let silence = (t0 + 500 * MS, t0 + 10_500 * MS);
+    let mut c2a = Link::bottleneck(7, 20 * MS, RATE, 64);
+    let mut a2c = Link::new(8, 20 * MS);
+    c2a.silent = Some(silence);
+    a2c.silent = Some(silence);
+    // `upload` starts its own clock a moment later than t0; the silence is absolute.
+    let (r, link) = upload(3 << 20, c2a, a2c, 7);
+    // The window's worth already on its way when acks stopped is sent within the first
+    // round trip; after that only probes, backing off.
+    let later = link
+        .silenced
+        .iter()
+        .filter(|t| **t >= silence.0 + 200 * MS)
+        .count();
+    assert!(
+        later <= 8,
+        "{later} transmissions into the silence after its first 200 ms ({} in all)",
+        link.silenced.len()
+    );
+    assert!(link.silenced.len() <= 100, "{}", link.silenced.len());
+    assert!(r.probes <= 12, "{r:?}");
+    eprintln!("silence: {} sent into it, {r:?}", link.silenced.len());
+    let (heard, remaining) = r.first_heard_after_silence.expect("the peer came back");
+    // From the first ack after the silence, the rest goes at the bottleneck's rate
+    // after a few round trips of slow start.
+    let after = r.elapsed - heard;
+    let at_full_rate = Duration::from_secs_f64(remaining as f64 * 1.12 / RATE as f64);
+    assert!(
+        after <= at_full_rate + 400 * MS,
+        "{after:?} for the last {remaining} bytes ({r:?})"
+    );
+}
+
+#[test]
+fn loss_duplication_and_reordering_through_a_bottleneck_arrive_intact() {
+    for seed in [21, 22, 23] {
+        let mut c2a = Link::bottleneck(seed, 15 * MS, 2_000_000, 100);
+        c2a.loss = 0.05;
+        c2a.duplicate = 0.05;
+        c2a.reorder = 0.05;
+        let a2c = Link::impaired(seed ^ 3, 15 * MS, 0.05, 0.05, 0.05);
+        upload(1 << 20, c2a, a2c, seed);
+    }
+}
