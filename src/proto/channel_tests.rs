@@ -473,3 +473,21 @@ fn any_stream_data_or_ack_also_lifts_a_pause() {
     c.handle_frame(t0, &a.poll_transmit().unwrap()).unwrap();
     assert!(!c.is_paused());
 }
+
+#[test]
+fn a_pause_longer_than_the_stall_timeout_is_not_a_stall() {
+    let t0 = Instant::now();
+    let mut c = client(t0);
+    c.send_data(t0, b"in flight");
+    drain(&mut c);
+    c.handle_frame(t0, &publication(MessageType::PausePublication))
+        .unwrap();
+    assert_eq!(c.poll_timeout(), None, "no timer runs while paused");
+    let later = t0 + Duration::from_secs(400);
+    c.handle_timeout(later).unwrap();
+    c.handle_frame(later, &publication(MessageType::StartPublication))
+        .unwrap();
+    // The stall clock restarted when the pause was lifted: a probe, not an error.
+    c.handle_timeout(later + Duration::from_secs(1)).unwrap();
+    assert_eq!(drain(&mut c).len(), 1);
+}
