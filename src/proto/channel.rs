@@ -696,6 +696,15 @@ impl Channel {
     /// can take over.
     fn on_probe_timeout(&mut self, now: Instant) {
         self.stats.probes += 1;
+        tracing::debug!(
+            pto = ?self.recovery.pto(&self.rtt),
+            backoff = self.recovery.pto_count(),
+            in_flight = self.recovery.in_flight(),
+            window = self.congestion.window(),
+            unacked = self.unacked.len(),
+            stats = ?self.stats,
+            "probe timeout"
+        );
         if self.recovery.on_pto(now) {
             self.congestion.on_persistent_congestion(now);
         }
@@ -727,6 +736,14 @@ impl Channel {
     pub fn on_reconnect(&mut self, now: Instant) {
         self.last_progress = now;
         if self.controlled() {
+            tracing::debug!(
+                in_flight = self.recovery.in_flight(),
+                window = self.congestion.window(),
+                unacked = self.unacked.len(),
+                srtt = ?self.rtt.srtt(),
+                stats = ?self.stats,
+                "resending what was in flight"
+            );
             for sent in self.recovery.take_all() {
                 if let Some(out) = self.unacked.get_mut(&sent.seq) {
                     out.state = State::Lost;

@@ -104,11 +104,13 @@ impl Fixture {
         self.client_with(program, "")
     }
 
-    /// An OpenSSH client whose ProxyCommand is `sallyport proxy %h --port %p EXTRA`.
+    /// An OpenSSH client whose ProxyCommand is `sallyport proxy %h --port %p EXTRA`, plus
+    /// `$SALLYPORT_E2E_PROXY_ARGS` when set (e.g. `-vv` to see a failing test's story).
     fn client_with(&self, program: &str, extra: &str) -> Command {
         let mut cmd = Command::new(program);
+        let debug = std::env::var("SALLYPORT_E2E_PROXY_ARGS").unwrap_or_default();
         cmd.args(self.sshd.client_options()).arg("-o").arg(format!(
-            "ProxyCommand={SALLYPORT} proxy %h --port %p {extra}"
+            "ProxyCommand={SALLYPORT} proxy %h --port %p {extra} {debug}"
         ));
         self.aws_env(&mut cmd);
         cmd
