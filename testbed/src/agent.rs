@@ -29,9 +29,9 @@ use sallyport::proto::payload::{
     HandshakeComplete, HandshakeRequest, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::agent_link::{AgentInbox, ToClient};
 use crate::kms::KmsState;
 use crate::state::SessionRecord;
 
@@ -44,6 +44,10 @@ pub struct AgentSettings {
     pub pace: Duration,
     /// How long the agent waits for each handshake step before failing the session.
     pub handshake_timeout: Duration,
+    /// `--instance-write-rate`: bytes per second the instance side takes client data at
+    /// (port connections and the shell's pty), after a 16 KiB burst; `None`: as fast as it
+    /// reads. See [`crate::write_rate`].
+    pub instance_write_rate: Option<u64>,
 }
 
 impl Default for AgentSettings {
@@ -52,6 +56,7 @@ impl Default for AgentSettings {
             chunk_size: 1024,
             pace: Duration::from_millis(1),
             handshake_timeout: Duration::from_secs(15),
+            instance_write_rate: None,
         }
     }
 }
@@ -66,9 +71,10 @@ pub enum AgentOut {
     },
 }
 
+/// The agent's queues to and from the relay (see [`crate::agent_link`]).
 pub struct AgentIo {
-    pub from_client: mpsc::UnboundedReceiver<Vec<u8>>,
-    pub to_client: mpsc::UnboundedSender<AgentOut>,
+    pub from_client: AgentInbox,
+    pub to_client: ToClient,
     /// The testbed's KMS, for instances with a `kms_key_id` (PROTOCOL.md §5.4).
     pub kms: Option<Arc<KmsState>>,
 }
@@ -164,26 +170,21 @@ pub(crate) fn new_channel(settings: &AgentSettings) -> Shared {
 }
 
 /// Sends whatever the channel has queued.
-pub(crate) fn flush(ch: &mut Channel, out: &mpsc::UnboundedSender<AgentOut>) {
+pub(crate) fn flush(ch: &mut Channel, out: &ToClient) {
     while let Some(f) = ch.poll_transmit() {
         let _ = out.send(AgentOut::Frame(f));
     }
 }
 
 /// Sends one sequenced message now.
-pub(crate) fn send_now(
-    ch: &Shared,
-    out: &mpsc::UnboundedSender<AgentOut>,
-    kind: PayloadType,
-    payload: Vec<u8>,
-) {
+pub(crate) fn send_now(ch: &Shared, out: &ToClient, kind: PayloadType, payload: Vec<u8>) {
     let mut c = lock(ch);
     c.send_payload(kind, payload);
     flush(&mut c, out);
 }
 
 /// Sends stream bytes as Output messages of at most the chunk size, now.
-pub(crate) fn send_data_now(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>, data: &[u8]) {
+pub(crate) fn send_data_now(ch: &Shared, out: &ToClient, data: &[u8]) {
     let mut c = lock(ch);
     if c.cipher.is_some() {
         // The agent encrypts each chunk it read (PROTOCOL.md §5.4).
@@ -198,22 +199,41 @@ pub(crate) fn send_data_now(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>, 
 
 /// Feeds one client frame to the channel (acks go out at once) and returns what it
 /// delivered in order. Invalid messages are logged and ignored, as the agent does.
-pub(crate) fn feed(
-    ch: &Shared,
-    out: &mpsc::UnboundedSender<AgentOut>,
-    frame: &[u8],
-) -> Vec<ChannelEvent> {
+pub(crate) fn feed(ch: &Shared, out: &ToClient, frame: &[u8]) -> Vec<ChannelEvent> {
+    let (events, replies) = feed_held(ch, frame);
+    replies.send(out);
+    events
+}
+
+/// What the channel answered to a client frame (its acks), held back until the handler
+/// of the message is done.
+#[must_use = "the acks must be sent"]
+pub(crate) struct Replies(Vec<Vec<u8>>);
+
+impl Replies {
+    pub(crate) fn send(self, out: &ToClient) {
+        for f in self.0 {
+            let _ = out.send(AgentOut::Frame(f));
+        }
+    }
+}
+
+/// [`feed`], holding the acks back. The agent acknowledges an in-order message only after
+/// its handler succeeded (PROTOCOL.md §6.2): a caller whose handler writes to the instance
+/// sends the replies once the first delivered message is written. (Messages delivered
+/// after it came from the reorder buffer and were acknowledged when they arrived.)
+pub(crate) fn feed_held(ch: &Shared, frame: &[u8]) -> (Vec<ChannelEvent>, Replies) {
     let mut c = lock(ch);
     if let Err(e) = c.handle_frame(now(), frame) {
         tracing::debug!("agent ignored a message: {e}");
     }
-    flush(&mut c, out);
+    let replies = Replies(std::iter::from_fn(|| c.poll_transmit()).collect());
     let events = std::iter::from_fn(|| c.poll_event()).collect();
-    c.open_events(events)
+    (c.open_events(events), replies)
 }
 
 /// Resends what the agent's scheduler would resend by now.
-pub(crate) fn on_timer(ch: &Shared, out: &mpsc::UnboundedSender<AgentOut>) {
+pub(crate) fn on_timer(ch: &Shared, out: &ToClient) {
     let mut c = lock(ch);
     let _ = c.handle_timeout(now());
     flush(&mut c, out);

@@ -187,13 +187,15 @@ async fn pump<R: AsyncRead + Unpin>(
     mut from: R,
     kind: PayloadType,
     ch: Shared,
-    out: mpsc::UnboundedSender<AgentOut>,
+    out: crate::agent_link::ToClient,
     settings: AgentSettings,
     sent: Arc<Notify>,
     done: mpsc::Sender<()>,
 ) {
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
     loop {
+        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        out.ready().await;
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {

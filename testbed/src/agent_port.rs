@@ -10,8 +10,9 @@
 //!
 //! Basic mode: one TCP connection at a time; client Output is written to it (dialing it
 //! first if there is none); DisconnectToPort closes it, and the next Output redials.
-//! Client Output payloads are written to TCP before they are processed further, so a
-//! slow destination back-pressures the channel as it does on the agent.
+//! Client Output payloads are written to TCP before the next client frame is taken, and
+//! acknowledged after the write, so a slow destination (or `--instance-write-rate`,
+//! [`crate::write_rate`]) back-pressures the channel as it does on the agent.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,10 +28,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentIo, AgentOut, AgentSettings, Shared, compare_versions, feed, finish, handshake, lock,
-    new_channel, next_timer, now, on_timer, send_now, sleep_opt,
+    AgentIo, AgentOut, AgentSettings, Replies, Shared, compare_versions, feed_held, finish,
+    handshake, lock, new_channel, next_timer, now, on_timer, send_now, sleep_opt,
 };
+use crate::agent_link::ToClient;
 use crate::state::SessionRecord;
+use crate::write_rate::{InstanceRate, write_instance};
 
 /// The agent's default deny list (AGT `agent/appconfig/constants.go`). The VPC's
 /// reserved addresses, which it also refuses, do not exist here.
@@ -194,6 +197,7 @@ async fn run_stream(
         eof_tx,
     ));
     let mut remote_eof_at: Option<Instant> = None;
+    let rate = InstanceRate::new(settings.instance_write_rate);
     let end = loop {
         let deadline = next_timer(&ch);
         let drained = remote_eof_at.is_some() && lock(&ch).unacked() == 0;
@@ -203,8 +207,9 @@ async fn run_stream(
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { break String::new() };
-                let events = feed(&ch, &io.to_client, &frame);
-                if let Some(reason) = write_stream_events(events, &mut tcp_w).await {
+                let (events, replies) = feed_held(&ch, &frame);
+                let to = Instance { w: &mut tcp_w, rate: &rate, ch: &ch, out: &io.to_client };
+                if let Some(reason) = write_stream_events(events, replies, to).await {
                     break reason;
                 }
             }
@@ -223,22 +228,43 @@ async fn run_stream(
     Ok(())
 }
 
+/// Where client data goes: the instance-side socket, at the session's rate, with the
+/// channel's timer kept while a write blocks.
+struct Instance<'a> {
+    w: &'a mut OwnedWriteHalf,
+    rate: &'a InstanceRate,
+    ch: &'a Shared,
+    out: &'a ToClient,
+}
+
+impl Instance<'_> {
+    async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        write_instance(self.w, data, self.rate, self.ch, self.out).await
+    }
+}
+
 /// Writes client data to the destination; returns a reason when the session must end.
+/// The acks go out once the first message is handled (none if its write failed).
 async fn write_stream_events(
     events: Vec<ChannelEvent>,
-    tcp_w: &mut OwnedWriteHalf,
+    replies: Replies,
+    mut to: Instance<'_>,
 ) -> Option<String> {
+    let mut replies = Some(replies);
     for ev in events {
         let ChannelEvent::Message(m) = ev else {
             continue;
         };
         match PayloadType::from_u32(m.payload_type) {
-            Some(PayloadType::Output) if tcp_w.write_all(&m.payload).await.is_err() => {
+            Some(PayloadType::Output) if to.write(&m.payload).await.is_err() => {
                 return Some(String::new());
             }
             Some(PayloadType::Flag) => match PayloadFlag::decode(&m.payload) {
                 Some(PayloadFlag::TerminateSession) | Some(PayloadFlag::DisconnectToPort) => {
                     // SSH (no `type`) sessions end when the local side disconnects.
+                    if let Some(r) = replies.take() {
+                        r.send(to.out);
+                    }
                     return Some(String::new());
                 }
                 _ => {}
@@ -246,6 +272,12 @@ async fn write_stream_events(
             // Handshake leftovers and Size are meaningless for a port stream.
             _ => {}
         }
+        if let Some(r) = replies.take() {
+            r.send(to.out);
+        }
+    }
+    if let Some(r) = replies.take() {
+        r.send(to.out);
     }
     None
 }
@@ -275,11 +307,14 @@ async fn run_basic(
     let (eof_tx, mut eof_rx) = mpsc::channel::<u64>(4);
     let mut conn: Option<BasicConn> = None;
     let mut generation = 0u64;
+    let rate = InstanceRate::new(settings.instance_write_rate);
     'session: loop {
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { break 'session };
-                for ev in feed(&ch, &io.to_client, &frame) {
+                let (events, replies) = feed_held(&ch, &frame);
+                let mut replies = Some(replies);
+                for ev in events {
                     let ChannelEvent::Message(m) = ev else { continue };
                     match PayloadType::from_u32(m.payload_type) {
                         Some(PayloadType::Output) => {
@@ -288,7 +323,7 @@ async fn run_basic(
                                 conn = dial_basic(&ch, &io, &target, &settings, &sent, &eof_tx, generation).await;
                             }
                             let Some(c) = conn.as_mut() else { continue };
-                            if c.write.write_all(&m.payload).await.is_err()
+                            if write_instance(&mut c.write, &m.payload, &rate, &ch, &io.to_client).await.is_err()
                                 && let Some(c) = conn.take()
                             {
                                 c.close().await;
@@ -300,11 +335,23 @@ async fn run_basic(
                                     c.close().await;
                                 }
                             }
-                            Some(PayloadFlag::TerminateSession) => break 'session,
+                            Some(PayloadFlag::TerminateSession) => {
+                                if let Some(r) = replies.take() {
+                                    r.send(&io.to_client);
+                                }
+                                break 'session;
+                            }
                             _ => {}
                         },
                         _ => {}
                     }
+                    // The handler is done: acknowledge (PROTOCOL.md §6.2).
+                    if let Some(r) = replies.take() {
+                        r.send(&io.to_client);
+                    }
+                }
+                if let Some(r) = replies.take() {
+                    r.send(&io.to_client);
                 }
             }
             _ = sleep_opt(next_timer(&ch)) => on_timer(&ch, &io.to_client),
@@ -375,13 +422,15 @@ async fn pump_output(
     mut tcp_r: OwnedReadHalf,
     generation: u64,
     ch: Shared,
-    out: mpsc::UnboundedSender<AgentOut>,
+    out: crate::agent_link::ToClient,
     settings: AgentSettings,
     sent: Arc<Notify>,
     eof: mpsc::Sender<u64>,
 ) {
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
     loop {
+        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        out.ready().await;
         match tcp_r.read(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = eof.send(generation).await;

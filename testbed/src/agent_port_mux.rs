@@ -8,6 +8,13 @@
 //! with no regard to frame boundaries, one every `pace`, as the agent's bridge reads its
 //! smux socket. Keep-alive NOPs (and the 30 s dead-peer rule) are on only for agents up to
 //! 3.1.1511.0 or clients up to 1.2.331.0, as on the agent.
+//!
+//! Back-pressure, as smux v1 gives it: stream data waits in the session's receive buffer
+//! until its destination takes it (at `--instance-write-rate` if set, one schedule for
+//! the session, [`crate::write_rate`]). The buffer holds [`RECEIVE_BUFFER`] bytes (smux's
+//! MaxReceiveBuffer); when it is full the agent stops reading client frames and holds
+//! back the acknowledgement of the last one until there is room again, as the agent's
+//! handler blocks writing into a smux session that stopped reading (PROTOCOL.md §6.4, §6.6).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,23 +27,41 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{
-    AgentIo, AgentSettings, Shared, compare_versions, feed, finish, next_timer, now, on_timer,
-    send_data_now, send_now, sleep_opt,
+    AgentIo, AgentSettings, Replies, Shared, compare_versions, feed_held, finish, next_timer, now,
+    on_timer, send_data_now, send_now, sleep_opt,
 };
+use crate::backlog::{Backlog, Token};
 use crate::state::SessionRecord;
+use crate::write_rate::{InstanceRate, write_rated};
 
 /// Smux bytes queued for the pacer beyond which destination reads wait.
 const OUTBOX_LIMIT: usize = 256 * 1024;
 /// Bytes read from a destination socket at once (io.Copy's buffer).
 const READ_SIZE: usize = 32 * 1024;
+/// Client stream data not yet written to its destination beyond which the agent stops
+/// reading client frames (smux v1 MaxReceiveBuffer, PROTOCOL.md §14).
+pub const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Client stream data on its way to a destination, holding its bytes in the receive buffer.
+type Pending = (Vec<u8>, Token);
 
 enum StreamConn {
     /// Dialing; client data waits here.
-    Dialing(Vec<u8>),
+    Dialing(Vec<Pending>),
     Connected {
-        to_tcp: mpsc::UnboundedSender<Vec<u8>>,
+        to_tcp: mpsc::UnboundedSender<Pending>,
         reader: tokio::task::JoinHandle<()>,
     },
+}
+
+/// What the mux needs to hand client data to destinations.
+struct Destinations {
+    streams: HashMap<u32, StreamConn>,
+    target: String,
+    dial_tx: mpsc::UnboundedSender<(u32, std::io::Result<TcpStream>)>,
+    /// The receive buffer: bytes accepted from the client and not yet written.
+    received: Arc<Backlog>,
+    rate: InstanceRate,
 }
 
 enum TcpEvent {
@@ -92,16 +117,32 @@ pub async fn run(
     ));
     let (dial_tx, mut dial_rx) = mpsc::unbounded_channel::<(u32, std::io::Result<TcpStream>)>();
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(16);
-    let mut streams: HashMap<u32, StreamConn> = HashMap::new();
+    let mut dest = Destinations {
+        streams: HashMap::new(),
+        target,
+        dial_tx,
+        received: Backlog::new(),
+        rate: InstanceRate::new(settings.instance_write_rate),
+    };
+    let received = dest.received.clone();
+    // The acks of the frame that filled the receive buffer, sent when there is room.
+    let mut held: Option<Replies> = None;
     let end = 'session: loop {
         if let Some(bytes) = mux.poll_transmit() {
             outbox.push(bytes);
         }
+        let room = received.held() < RECEIVE_BUFFER;
+        if room && let Some(r) = held.take() {
+            r.send(&io.to_client);
+        }
         let mux_timer = mux.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            frame = io.from_client.recv() => {
+            _ = received.wait_below(RECEIVE_BUFFER), if !room => {}
+            frame = io.from_client.recv(), if room => {
                 let Some(frame) = frame else { break 'session String::new() };
-                for ev in feed(&ch, &io.to_client, &frame) {
+                let (events, replies) = feed_held(&ch, &frame);
+                held = Some(replies);
+                for ev in events {
                     let ChannelEvent::Message(m) = ev else { continue };
                     match PayloadType::from_u32(m.payload_type) {
                         Some(PayloadType::Output) => {
@@ -118,20 +159,20 @@ pub async fn run(
                     }
                 }
                 while let Some(ev) = mux.poll_event() {
-                    on_mux_event(ev, &mut mux, &mut streams, &target, &dial_tx);
+                    dest.on_mux_event(ev, &mut mux);
                 }
             }
             Some((id, result)) = dial_rx.recv() => {
-                let Some(StreamConn::Dialing(pending)) = streams.remove(&id) else {
+                let Some(StreamConn::Dialing(pending)) = dest.streams.remove(&id) else {
                     continue; // closed while dialing
                 };
                 match result {
                     Ok(tcp) => {
-                        let conn = connected(id, tcp, pending, tcp_tx.clone());
-                        streams.insert(id, conn);
+                        let conn = connected(id, tcp, pending, tcp_tx.clone(), dest.rate.clone());
+                        dest.streams.insert(id, conn);
                     }
                     Err(e) => {
-                        tracing::debug!("agent: dial {target} failed: {e}");
+                        tracing::debug!("agent: dial {} failed: {e}", dest.target);
                         send_now(&ch, &io.to_client, PayloadType::Flag,
                             PayloadFlag::ConnectToPortError.encode());
                         mux.close(id);
@@ -144,7 +185,7 @@ pub async fn run(
                 }
                 TcpEvent::Eof(id) => {
                     mux.close(id);
-                    if let Some(StreamConn::Connected { reader, .. }) = streams.remove(&id) {
+                    if let Some(StreamConn::Connected { reader, .. }) = dest.streams.remove(&id) {
                         reader.abort();
                     }
                 }
@@ -158,7 +199,10 @@ pub async fn run(
             _ = sent.notified() => {}
         }
     };
-    for (_, s) in streams.drain() {
+    if let Some(r) = held.take() {
+        r.send(&io.to_client);
+    }
+    for (_, s) in dest.streams.drain() {
         if let StreamConn::Connected { reader, .. } = s {
             reader.abort();
         }
@@ -171,34 +215,33 @@ pub async fn run(
     Ok(())
 }
 
-fn on_mux_event(
-    ev: MuxEvent,
-    mux: &mut Mux,
-    streams: &mut HashMap<u32, StreamConn>,
-    target: &str,
-    dial_tx: &mpsc::UnboundedSender<(u32, std::io::Result<TcpStream>)>,
-) {
-    match ev {
-        MuxEvent::Accepted(id) => {
-            streams.insert(id, StreamConn::Dialing(Vec::new()));
-            let (target, tx) = (target.to_owned(), dial_tx.clone());
-            tokio::spawn(async move {
-                let r = TcpStream::connect(&target).await;
-                let _ = tx.send((id, r));
-            });
-        }
-        MuxEvent::Data(id, data) => match streams.get_mut(&id) {
-            Some(StreamConn::Dialing(pending)) => pending.extend_from_slice(&data),
-            Some(StreamConn::Connected { to_tcp, .. }) => {
-                let _ = to_tcp.send(data);
+impl Destinations {
+    fn on_mux_event(&mut self, ev: MuxEvent, mux: &mut Mux) {
+        match ev {
+            MuxEvent::Accepted(id) => {
+                self.streams.insert(id, StreamConn::Dialing(Vec::new()));
+                let (target, tx) = (self.target.clone(), self.dial_tx.clone());
+                tokio::spawn(async move {
+                    let r = TcpStream::connect(&target).await;
+                    let _ = tx.send((id, r));
+                });
             }
-            None => {}
-        },
-        MuxEvent::Finished(id) => {
-            // The client closed: close the destination connection and our side too.
-            mux.close(id);
-            if let Some(StreamConn::Connected { reader, .. }) = streams.remove(&id) {
-                reader.abort();
+            MuxEvent::Data(id, data) => {
+                let token = self.received.hold(data.len());
+                match self.streams.get_mut(&id) {
+                    Some(StreamConn::Dialing(pending)) => pending.push((data, token)),
+                    Some(StreamConn::Connected { to_tcp, .. }) => {
+                        let _ = to_tcp.send((data, token));
+                    }
+                    None => {}
+                }
+            }
+            MuxEvent::Finished(id) => {
+                // The client closed: close the destination connection and our side too.
+                mux.close(id);
+                if let Some(StreamConn::Connected { reader, .. }) = self.streams.remove(&id) {
+                    reader.abort();
+                }
             }
         }
     }
@@ -208,18 +251,20 @@ fn on_mux_event(
 fn connected(
     id: u32,
     tcp: TcpStream,
-    pending: Vec<u8>,
+    pending: Vec<Pending>,
     events: mpsc::Sender<TcpEvent>,
+    rate: InstanceRate,
 ) -> StreamConn {
     let _ = tcp.set_nodelay(true);
     let (mut r, mut w) = tcp.into_split();
-    let (to_tcp, mut from_client) = mpsc::unbounded_channel::<Vec<u8>>();
-    if !pending.is_empty() {
-        let _ = to_tcp.send(pending);
+    let (to_tcp, mut from_client) = mpsc::unbounded_channel::<Pending>();
+    for p in pending {
+        let _ = to_tcp.send(p);
     }
     tokio::spawn(async move {
-        while let Some(data) = from_client.recv().await {
-            if w.write_all(&data).await.is_err() {
+        // Each piece leaves the receive buffer (its token dropped) once written.
+        while let Some((data, _token)) = from_client.recv().await {
+            if write_rated(&mut w, &data, &rate).await.is_err() {
                 break;
             }
         }
@@ -250,12 +295,13 @@ fn connected(
 async fn pace_out(
     outbox: Arc<Outbox>,
     ch: Shared,
-    out: mpsc::UnboundedSender<crate::agent::AgentOut>,
+    out: crate::agent_link::ToClient,
     settings: AgentSettings,
     sent: Arc<Notify>,
 ) {
     let chunk = settings.chunk_size.max(1);
     loop {
+        out.ready().await;
         let data = outbox.take(chunk);
         if data.is_empty() {
             outbox.ready.notified().await;

@@ -8,6 +8,8 @@
 //! incomplete UTF-8 sequence at the end held back for the next message, each message
 //! followed by a `pace` sleep; Size payloads resize the pty; when the shell exits the
 //! outgoing buffer is drained and the session ends (Terminating -> channel_closed).
+//! Keystrokes are written to the pty before the next client frame is taken and
+//! acknowledged after the write, at `--instance-write-rate` if set ([`crate::write_rate`]).
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -20,16 +22,17 @@ use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
 use sallyport::proto::channel::ChannelEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType, SizeData};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{
-    AgentIo, AgentOut, AgentSettings, Shared, feed, finish, next_timer, on_timer, send_data_now,
-    sleep_opt,
+    AgentIo, AgentOut, AgentSettings, Shared, feed_held, finish, next_timer, on_timer,
+    send_data_now, sleep_opt,
 };
 use crate::state::SessionRecord;
+use crate::write_rate::{InstanceRate, write_instance};
 
 /// The agent's pty writer sleeps this long before its first read.
 const FIRST_READ_DELAY: Duration = Duration::from_secs(1);
@@ -99,11 +102,16 @@ pub async fn run(
         eof_tx,
     ));
     let mut exited_at: Option<tokio::time::Instant> = None;
+    let rate = InstanceRate::new(settings.instance_write_rate);
     let terminated = loop {
         tokio::select! {
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { break true };
-                if apply_input(feed(&ch, &io.to_client, &frame), &mut writer, &control).await {
+                let (events, replies) = feed_held(&ch, &frame);
+                let mut pty = PtyInput { writer: &mut writer, control: &control, rate: &rate };
+                let ended = apply_input(events, &mut pty, &ch, &io).await;
+                replies.send(&io.to_client);
+                if ended {
                     break true;
                 }
             }
@@ -176,18 +184,33 @@ fn spawn_on_pty(command: Option<&str>) -> std::io::Result<(Pty, Child)> {
     Ok((pty, child))
 }
 
+/// Where client input goes.
+struct PtyInput<'a> {
+    writer: &'a mut pipe::Sender,
+    control: &'a OwnedFd,
+    rate: &'a InstanceRate,
+}
+
 /// Keystrokes to the pty, Size to its window size; true when the client ends the session.
+/// The caller acknowledges after this (the agent acks once its handler is done; a frame
+/// that also released buffered messages is acked after those too, a small difference).
 async fn apply_input(
     events: Vec<ChannelEvent>,
-    writer: &mut pipe::Sender,
-    control: &OwnedFd,
+    pty: &mut PtyInput<'_>,
+    ch: &Shared,
+    io: &AgentIo,
 ) -> bool {
+    let control = pty.control;
     for ev in events {
         let ChannelEvent::Message(m) = ev else {
             continue;
         };
         match PayloadType::from_u32(m.payload_type) {
-            Some(PayloadType::Output) if writer.write_all(&m.payload).await.is_err() => {
+            Some(PayloadType::Output)
+                if write_instance(pty.writer, &m.payload, pty.rate, ch, &io.to_client)
+                    .await
+                    .is_err() =>
+            {
                 return true;
             }
             Some(PayloadType::Size) => match serde_json::from_slice::<SizeData>(&m.payload) {
@@ -238,7 +261,7 @@ pub fn incomplete_utf8_tail(data: &[u8]) -> usize {
 async fn pump(
     mut pty: pipe::Receiver,
     ch: Shared,
-    out: mpsc::UnboundedSender<AgentOut>,
+    out: crate::agent_link::ToClient,
     settings: AgentSettings,
     sent: Arc<Notify>,
     eof: mpsc::Sender<()>,
@@ -248,6 +271,7 @@ async fn pump(
     let mut held: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; chunk];
     loop {
+        out.ready().await;
         let room = chunk - held.len();
         // EIO once the shell and everything it started have closed the pty.
         let n = match pty.read(&mut buf[..room]).await {

@@ -1,5 +1,6 @@
 //! Fault injection for the relay: the ways the real service and networks misbehave
-//! (PROTOCOL.md §2.4, §6, issue 6), one field each, all off by default.
+//! (PROTOCOL.md §2.4, §6, issue 6), one field each, all off by default. A slow instance
+//! (`--instance-write-rate`) is the agent's: [`crate::agent::AgentSettings`].
 
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct FaultPlan {
     pub hostile: Option<Hostile>,
     /// Seed for the impairment dice (runs are reproducible).
     pub seed: u64,
+    /// `--relay-queue`: messages the relay holds in flight per direction before it stops
+    /// reading from the sender; `None`: [`crate::relay::DEFAULT_QUEUE`]. See [`crate::relay`].
+    pub relay_queue: Option<usize>,
 }
 
 /// A stretch of time measured from the start of the session.

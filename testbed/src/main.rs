@@ -1,7 +1,14 @@
 //! `sallyport-testbed`: run the local Session Manager stand-in, or a latency-adding TCP relay.
 //!
 //! `serve` prints `KEY=VALUE` lines on stdout (the environment that points an AWS SDK at the
-//! testbed) and then serves until SIGINT/SIGTERM. Logs go to stderr (`-v`, or `RUST_LOG`).
+//! testbed) and then serves until SIGINT/SIGTERM. Logs go to stderr (`-v`, or `RUST_LOG`),
+//! and so does one line per session that ends, with its stream data and retransmission
+//! counts (also at `GET /testbed/stats` on the listen address).
+//!
+//! Faults are flags of `serve`; among them, for proving a client's congestion control:
+//! `--instance-write-rate BYTES_PER_SEC` (the instance takes client data that fast, and
+//! the agent reads and acknowledges no faster) and `--relay-queue MESSAGES` (the relay
+//! holds that many messages per direction, then stops reading from the sender).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -84,6 +91,12 @@ struct ServeArgs {
     /// Pause after each data message the agent sends, e.g. 1ms.
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pace: Duration,
+    /// A slow instance: the agent writes client data to the instance side (port
+    /// connections, the shell's pty) at most this fast, after a 16 KiB burst. While a write
+    /// waits, the agent reads and acknowledges no further client messages, as the real
+    /// agent does. Default: no limit.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
+    instance_write_rate: Option<u64>,
     /// Region the testbed claims to be; requests must be signed for it.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -133,6 +146,31 @@ struct FaultArgs {
     /// End sessions this long after they start.
     #[arg(long, value_parser = parse_duration)]
     max_duration: Option<Duration>,
+    /// Messages the relay holds in flight per direction (delay line and agent queue
+    /// included); when full it stops reading from the sender, as a full TCP path does,
+    /// and never drops. Default: 100000 (the agent's own buffer size).
+    #[arg(long, value_name = "MESSAGES", value_parser = parse_queue)]
+    relay_queue: Option<usize>,
+}
+
+/// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
+fn parse_positive(s: &str, unit: &str, units: &str, example: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err(format!("must be at least 1 {unit}")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "'{s}' is not a whole number of {units} (e.g. {example})"
+        )),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    parse_positive(s, "byte per second", "bytes per second", "2000000")
+}
+
+fn parse_queue(s: &str) -> Result<usize, String> {
+    let n = parse_positive(s, "message", "messages", "256")?;
+    usize::try_from(n).map_err(|_| format!("'{s}' is too large"))
 }
 
 fn parse_window(s: &str) -> Result<sallyport_testbed::faults::Window, String> {
@@ -163,6 +201,7 @@ impl FaultArgs {
             idle_timeout: self.idle_timeout,
             max_duration: self.max_duration,
             seed: 1,
+            relay_queue: self.relay_queue,
         }
     }
 }
@@ -259,6 +298,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,
+        instance_write_rate: args.instance_write_rate,
         ..AgentSettings::default()
     };
     let testbed = Testbed::start(config).await?;
@@ -395,6 +435,42 @@ mod tests {
         assert_eq!(args.rtt, Duration::from_millis(40));
         assert_eq!(args.pace, Duration::from_millis(1));
         assert_eq!(args.chunk_size, 1024);
+        assert_eq!(args.instance_write_rate, None);
+        assert_eq!(args.faults.relay_queue, None);
+        let cli = Cli::try_parse_from([
+            "sallyport-testbed",
+            "serve",
+            "--ssh-target",
+            "127.0.0.1:2222",
+            "--instance-write-rate",
+            "2000000",
+            "--relay-queue",
+            "256",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.instance_write_rate, Some(2_000_000));
+        assert_eq!(args.faults.plan().relay_queue, Some(256));
+        let refused = |flag: &str, value: &str| {
+            let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", flag, value];
+            match Cli::try_parse_from(argv) {
+                Ok(_) => panic!("{flag} {value} should be refused"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let e = refused("--instance-write-rate", "0");
+        assert!(e.contains("at least 1 byte per second"), "{e}");
+        let e = refused("--instance-write-rate", "2MB");
+        assert!(
+            e.contains("'2MB' is not a whole number of bytes per second"),
+            "{e}"
+        );
+        let e = refused("--relay-queue", "0");
+        assert!(e.contains("at least 1 message"), "{e}");
+        let e = refused("--relay-queue", "lots");
+        assert!(e.contains("'lots' is not a whole number of messages"), "{e}");
         // One of --instances / --ssh-target is required, not both.
         assert!(Cli::try_parse_from(["sallyport-testbed", "serve"]).is_err());
         assert!(

@@ -7,6 +7,21 @@
 //! session replaces the older one. Agent messages produced while no client websocket is
 //! attached are dropped: whether the real service buffers them is unverified (PROTOCOL.md
 //! §13), and dropping is the harsher case (the agent must retransmit).
+//!
+//! Queues. Each direction holds at most `--relay-queue` messages in flight inside the
+//! relay (default [`DEFAULT_QUEUE`], the agent's own buffer size): client to agent, from
+//! the websocket read through the delay line to the agent taking the frame from its inbox;
+//! agent to client, from taking the agent's output through the delay line to the
+//! websocket write. At the bound the relay stops reading from the sender, as a full TCP
+//! path would; it never drops for lack of room (the one exception: an extra copy made by
+//! `--duplicate`, or a frame `--reorder` held back, is dropped when there is no room for
+//! it). How much the real service buffers, and whether it ever drops, is unknown
+//! (PROTOCOL.md §13.6): the bound is a guess at its shape, not its size. The two
+//! directions run in separate tasks (reads in [`crate::relay_paths`], writes here), so a
+//! client that does not read never stops the relay reading it, and the other way round.
+//!
+//! Counts of the stream data each way ([`crate::data_stats`]) are kept per session and
+//! printed on stderr when the session ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,12 +39,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::agent::{self, AgentIo, AgentOut};
+use crate::agent_link::{self, InboxSender};
+use crate::backlog::Token;
 use crate::config::TestbedConfig;
+use crate::data_stats::{DataStats, SessionEntry, SessionStats, StatsBook};
 use crate::faults::Impairer;
+use crate::relay_paths::{ToAgentPlan, delay_line};
 use crate::state::{SessionRecord, Sessions};
 
 /// How long a client may take to send its opening text frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages the relay holds per direction without `--relay-queue`: the agent's own
+/// outgoing and incoming buffer size (PROTOCOL.md §6.4), so that the default is bounded
+/// but never the limit that matters.
+pub const DEFAULT_QUEUE: usize = 100_000;
 
 /// The live agents, by session ID.
 #[derive(Default)]
@@ -37,19 +61,27 @@ pub struct Hub {
     agents: Mutex<HashMap<String, Arc<AgentHandle>>>,
     /// The testbed's KMS, for agents of instances that demand encryption.
     kms: Option<Arc<crate::kms::KmsState>>,
+    /// Stream data counts of every session served.
+    stats: StatsBook,
 }
 
-struct AgentHandle {
+/// Agent output on its way to the client, holding its place in the relay's count.
+type Outbound = (AgentOut, Token);
+
+pub(crate) struct AgentHandle {
     /// When the session's agent started; fault windows count from here.
-    started: Instant,
+    pub(crate) started: Instant,
     /// Last client stream input, for the idle timeout.
-    last_input: Mutex<Instant>,
+    pub(crate) last_input: Mutex<Instant>,
     agent_task: Mutex<Option<tokio::task::AbortHandle>>,
-    to_agent: mpsc::UnboundedSender<Vec<u8>>,
+    pub(crate) to_agent: InboxSender,
     /// Where agent output goes: the attached websocket's queue, if any.
-    attached: Mutex<Option<mpsc::UnboundedSender<AgentOut>>>,
+    attached: Mutex<Option<mpsc::UnboundedSender<Outbound>>>,
     /// Set once the agent has ended the session (its channel_closed text).
     ended: Mutex<Option<String>>,
+    pub(crate) stats: Arc<SessionStats>,
+    /// Messages the relay holds at most, per direction.
+    pub(crate) queue: usize,
 }
 
 impl Hub {
@@ -60,16 +92,30 @@ impl Hub {
         }
     }
 
+    /// Every session's stream data counts so far, by session ID.
+    pub fn data_stats(&self) -> Vec<SessionEntry> {
+        self.stats.all()
+    }
+
+    /// One session's counts, live (with the relay's queue counts to wait on); made now
+    /// if the session has not been served yet.
+    pub fn session_stats(&self, session_id: &str) -> Arc<SessionStats> {
+        self.stats.live(session_id)
+    }
+
     fn attach(
         &self,
         session: &Arc<SessionRecord>,
         config: &Arc<TestbedConfig>,
-    ) -> (Arc<AgentHandle>, mpsc::UnboundedReceiver<AgentOut>) {
+    ) -> (Arc<AgentHandle>, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
         let handle = agents
             .entry(session.session_id.clone())
-            .or_insert_with(|| spawn_agent(session.clone(), config, self.kms.clone()))
+            .or_insert_with(|| {
+                let stats = self.stats.session(&session.session_id);
+                spawn_agent(session.clone(), config, self.kms.clone(), stats)
+            })
             .clone();
         // A newer websocket replaces the older one (whose queue then ends).
         *handle.attached.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
@@ -77,6 +123,7 @@ impl Hub {
     }
 
     /// The session is over: stop its agent (closing its TCP connection) and forget it.
+    /// Prints the session's counts on stderr, once.
     fn forget(&self, session_id: &str) {
         let handle = self
             .agents
@@ -91,16 +138,26 @@ impl Hub {
         }) {
             task.abort();
         }
+        if let Some(stats) = self.stats.end(session_id) {
+            print_ended(session_id, &stats);
+        }
     }
+}
+
+/// The one line a benchmark reads when a session ends (stderr, whatever the log level).
+fn print_ended(session_id: &str, stats: &DataStats) {
+    eprintln!("{}", crate::data_stats::ended_line(session_id, stats));
 }
 
 fn spawn_agent(
     session: Arc<SessionRecord>,
     config: &TestbedConfig,
     kms: Option<Arc<crate::kms::KmsState>>,
+    stats: Arc<SessionStats>,
 ) -> Arc<AgentHandle> {
-    let (to_agent, from_client) = mpsc::unbounded_channel();
-    let (to_client, mut from_agent) = mpsc::unbounded_channel();
+    let queue = config.faults.relay_queue.unwrap_or(DEFAULT_QUEUE).max(1);
+    let (to_agent, from_client) = agent_link::inbox();
+    let (to_client, mut from_agent) = agent_link::outbox(queue);
     let handle = Arc::new(AgentHandle {
         started: Instant::now(),
         last_input: Mutex::new(Instant::now()),
@@ -108,6 +165,8 @@ fn spawn_agent(
         to_agent,
         attached: Mutex::new(None),
         ended: Mutex::new(None),
+        stats,
+        queue,
     });
     let task = tokio::spawn(agent::run(
         session,
@@ -120,15 +179,25 @@ fn spawn_agent(
     ));
     *handle.agent_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
     // Forward agent output to whichever websocket is attached; drop it when none is.
+    // Takes from the agent only while the relay holds fewer than `queue` messages for the
+    // client: a client that does not read stops the agent's readers, not our memory.
     let h = handle.clone();
     tokio::spawn(async move {
-        while let Some(out) = from_agent.recv().await {
-            if let AgentOut::Close { output } = &out {
-                *h.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(output.clone());
+        let held = h.stats.to_client_held.clone();
+        loop {
+            held.wait_below(h.queue).await;
+            let Some(out) = from_agent.recv().await else {
+                break;
+            };
+            match &out {
+                AgentOut::Frame(f) => h.stats.agent_frame(f),
+                AgentOut::Close { output } => {
+                    *h.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(output.clone());
+                }
             }
             let attached = h.attached.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(tx) = attached {
-                let _ = tx.send(out);
+                let _ = tx.send((out, held.hold(1)));
             }
         }
         let mut ended = h.ended.lock().unwrap_or_else(|e| e.into_inner());
@@ -165,7 +234,7 @@ where
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
     if let Some(output) = already_ended {
         send_channel_closed(&mut sink, &session.session_id, &output).await?;
         hub.forget(&session.session_id);
@@ -175,10 +244,7 @@ where
     let one_way = config.rtt / 2;
     let faults = &config.faults;
     let seed = faults.seed ^ rand::random::<u64>();
-    let mut to_agent_imp = Impairer::new(faults.to_agent, seed);
     let mut to_client_imp = Impairer::new(faults.to_client, seed.rotate_left(17));
-    let (delay_tx, delayed_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let mut delayed_to_agent = delay_line(delayed_rx, one_way);
     let mut delayed_to_client = delay_line(from_agent, one_way);
     let recycle_at = faults.recycle_every.map(|d| Instant::now() + d);
     let mut hostile = faults.hostile;
@@ -194,8 +260,19 @@ where
     // A vanish swallows the websockets open when it begins, not the ones a resume opens.
     let mut vanish = at(faults.vanish).filter(|(start, _)| *start > now);
     let stall = live(at(faults.stall));
-    let mut held_to_agent: Vec<Vec<u8>> = Vec::new();
+    // Client -> agent runs in tasks of its own; dropping `reader` stops them.
+    let mut reader = crate::relay_paths::spawn_to_agent(
+        stream,
+        handle.clone(),
+        ToAgentPlan {
+            imp: Impairer::new(faults.to_agent, seed),
+            one_way,
+            vanish,
+            stall,
+        },
+    );
     let mut held_to_client: Vec<Vec<u8>> = Vec::new();
+    let mut held_tokens: Vec<Token> = Vec::new();
     let stalled = |t: Instant| stall.is_some_and(|(s, e)| t >= s && t < e);
     let max_end = faults.max_duration.map(|d| base + d);
     let result = loop {
@@ -212,7 +289,7 @@ where
         };
         tokio::select! {
             _ = sleep_opt(vanish.map(|(s, _)| s)) => {
-                // A black hole: no reads (so no pongs), no writes, then carry on.
+                // A black hole: no writes (the reader stops reading meanwhile), then carry on.
                 let (_, end) = vanish.take().unwrap_or((base, base));
                 tokio::time::sleep_until(end).await;
                 while delayed_to_client.try_recv().is_ok() {}
@@ -227,9 +304,9 @@ where
                 };
                 sink.send(WsMessage::binary(publication_frame(kind))).await?;
             }
-            _ = sleep_opt(stall.map(|(_, e)| e).filter(|e| *e > Instant::now() && !(held_to_agent.is_empty() && held_to_client.is_empty()))) => {
-                for f in held_to_agent.drain(..) { let _ = handle.to_agent.send(f); }
+            _ = sleep_opt(stall.map(|(_, e)| e).filter(|e| *e > Instant::now() && !held_to_client.is_empty())) => {
                 for f in held_to_client.drain(..) { sink.send(WsMessage::binary(f)).await?; }
+                held_tokens.clear();
             }
             _ = sleep_opt([idle_end, max_end].into_iter().flatten().min()) => {
                 let text = end_text(Instant::now());
@@ -237,28 +314,11 @@ where
                 hub.forget(&session.session_id);
                 break Ok(());
             }
-            frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Binary(b))) => {
-                    if is_client_input(&b) {
-                        *handle.last_input.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                    }
-                    for f in to_agent_imp.apply(b.to_vec()) { let _ = delay_tx.send(f); }
-                }
-                Some(Ok(WsMessage::Text(t))) => { let _ = delay_tx.send(t.as_bytes().to_vec()); }
-                // The client left; the agent stays for a resume.
-                Some(Ok(WsMessage::Close(_))) | None => break Ok(()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break Err(e.into()),
-            },
-            Some(f) = delayed_to_agent.recv() => {
-                if stalled(Instant::now()) {
-                    held_to_agent.push(f);
-                } else {
-                    let _ = handle.to_agent.send(f);
-                }
-            }
+            // The client left (close frame, end of stream or error); the agent stays for a
+            // resume.
+            done = reader.done() => break done,
             out = delayed_to_client.recv() => match out {
-                Some(AgentOut::Frame(f)) => {
+                Some((AgentOut::Frame(f), token)) => {
                     if let Some(h) = hostile.filter(|_| is_after_handshake(&f)) {
                         hostile = None;
                         if let Ok(base) = Message::decode(&f) {
@@ -272,8 +332,11 @@ where
                             sink.send(WsMessage::binary(f)).await?;
                         }
                     }
+                    if !held_to_client.is_empty() {
+                        held_tokens.push(token);
+                    }
                 }
-                Some(AgentOut::Close { output }) => {
+                Some((AgentOut::Close { output }, _)) => {
                     send_channel_closed(&mut sink, &session.session_id, &output).await?;
                     hub.forget(&session.session_id);
                     break Ok(());
@@ -296,6 +359,7 @@ where
             }
         }
     };
+    drop(reader);
     let _ = sink.close().await;
     result
 }
@@ -325,13 +389,6 @@ fn publication_frame(kind: MessageType) -> Vec<u8> {
         payload: Vec::new(),
     }
     .encode()
-}
-
-/// Client stream data (not an acknowledge): what counts as activity for the idle timeout.
-fn is_client_input(frame: &[u8]) -> bool {
-    frame
-        .get(4..36)
-        .is_some_and(|t| t.starts_with(b"input_stream_data"))
 }
 
 /// Output data (not the handshake): where a hostile frame does the most harm.
@@ -402,32 +459,4 @@ where
     sink.send(WsMessage::binary(channel_closed_frame(session_id, output)))
         .await?;
     Ok(())
-}
-
-/// Forwards items after `delay`, keeping their order (a fixed-latency link).
-fn delay_line<T: Send + 'static>(
-    mut rx: mpsc::UnboundedReceiver<T>,
-    delay: Duration,
-) -> mpsc::UnboundedReceiver<T> {
-    if delay.is_zero() {
-        return rx;
-    }
-    let (tx, out) = mpsc::unbounded_channel();
-    let (stamp_tx, mut stamped) = mpsc::unbounded_channel::<(Instant, T)>();
-    tokio::spawn(async move {
-        while let Some(item) = rx.recv().await {
-            if stamp_tx.send((Instant::now() + delay, item)).is_err() {
-                break;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some((due, item)) = stamped.recv().await {
-            tokio::time::sleep_until(due).await;
-            if tx.send(item).is_err() {
-                break;
-            }
-        }
-    });
-    out
 }

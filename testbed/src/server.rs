@@ -1,5 +1,6 @@
 //! The one loopback listener: the SSM JSON API on `POST /` and the data-channel websockets on
-//! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there.
+//! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there; and, for benchmarks,
+//! `GET /testbed/stats`: every session's stream data counts as JSON (see [`Testbed::data_stats`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,6 +25,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::config::{InstanceConfig, TestbedConfig};
+use crate::data_stats::{DataStats, SessionStats};
 use crate::sigv4::AuthError;
 use crate::state::{ApiCall, Sessions};
 
@@ -34,6 +36,8 @@ pub const ACCOUNT_ID: &str = "123456789012";
 /// The caller name that prefixes session IDs (AWS uses the IAM user or role session name).
 pub const CALLER: &str = "sallyport-testbed";
 const DATA_CHANNEL_PREFIX: &str = "/v1/data-channel/";
+/// Where benchmarks read the stream data counts.
+pub const STATS_PATH: &str = "/testbed/stats";
 
 /// Refuses anything but a loopback address: the testbed is never a network service.
 pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
@@ -341,6 +345,25 @@ impl Testbed {
         self.state.calls()
     }
 
+    /// Every session's stream data counts so far (client messages, distinct sequence
+    /// numbers, duplicates, bytes; the agent's the same; the relay's queue use), by session
+    /// ID. Sessions stay listed after they end. The same as `GET /testbed/stats`.
+    pub fn data_stats(&self) -> Vec<(String, DataStats)> {
+        self.state
+            .hub
+            .data_stats()
+            .into_iter()
+            .map(|e| (e.session_id, e.stats))
+            .collect()
+    }
+
+    /// One session's live counters, e.g. to wait for the relay's queue to fill
+    /// (`session_stats(id).to_agent_held.wait_for(n)`). Made now if the session has not
+    /// been served yet, so a test can take them before it connects.
+    pub fn session_stats(&self, session_id: &str) -> Arc<SessionStats> {
+        self.state.hub.session_stats(session_id)
+    }
+
     /// Stops accepting and aborts every open connection and data channel.
     pub fn shutdown(&self) {
         self.state.abort_all();
@@ -404,6 +427,8 @@ async fn route(
         crate::eic::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" {
         crate::api::handle(&state, req).await
+    } else if req.method() == Method::GET && path == STATS_PATH {
+        stats_json(&state)
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
     {
         let id = id.to_owned();
@@ -482,6 +507,18 @@ fn data_channel(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    resp
+}
+
+/// `{"sessions":[{"session_id":…,"ended":…,"client_messages":…,…}]}`, unsigned: the
+/// listener is loopback only and the counts are not secrets.
+fn stats_json(state: &AppState) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "sessions": state.hub.data_stats() });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

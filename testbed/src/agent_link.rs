@@ -1,0 +1,103 @@
+//! The two queues between the relay and the agent, bounded by [`Backlog`] counts.
+//!
+//! - Into the agent ([`AgentInbox`]): each client frame carries the relay's token, so the
+//!   relay's count of what it holds for the agent (delay line and this queue) drops only
+//!   when the agent takes the frame. The agent takes a frame only when it is done with
+//!   the previous one (see [`crate::write_rate`]), so a blocked agent fills the relay,
+//!   and the relay then stops reading the client's websocket (`--relay-queue`).
+//! - Out of the agent ([`ToClient`]): frames the relay has not yet taken. Sending never
+//!   blocks (acks and resends are made under the channel lock, from sync code); the output
+//!   pumps instead wait with [`ToClient::ready`] before they read more from the instance,
+//!   as the agent's readers block on a websocket that does not drain. Bound: the relay's
+//!   queue size in messages, plus the acks and resends made meanwhile (a few per
+//!   100 ms tick and per client message).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::agent::AgentOut;
+use crate::backlog::{Backlog, Token};
+
+/// A client frame on its way to the agent, with what it holds of the relay's count.
+pub type Inbound = (Vec<u8>, Option<Token>);
+
+/// The relay's end of the agent's inbox.
+pub type InboxSender = mpsc::UnboundedSender<Inbound>;
+
+/// Client frames for the agent. Taking one gives back its place in the relay's count.
+pub struct AgentInbox {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
+/// An inbox and the sender for it. Unbounded as a channel: the relay bounds it by
+/// waiting on its [`Backlog`] before it reads from the client.
+pub fn inbox() -> (InboxSender, AgentInbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, AgentInbox { rx })
+}
+
+impl AgentInbox {
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().await.map(|(frame, _token)| frame)
+    }
+
+    /// Frames waiting (for tests).
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// The agent's output queue to the relay.
+#[derive(Clone)]
+pub struct ToClient {
+    tx: mpsc::UnboundedSender<(AgentOut, Token)>,
+    queued: Arc<Backlog>,
+    limit: usize,
+}
+
+/// The relay's end of [`ToClient`].
+pub struct FromAgent {
+    rx: mpsc::UnboundedReceiver<(AgentOut, Token)>,
+}
+
+/// An output queue whose pumps wait once `limit` messages are queued.
+pub fn outbox(limit: usize) -> (ToClient, FromAgent) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let to = ToClient {
+        tx,
+        queued: Backlog::new(),
+        limit: limit.max(1),
+    };
+    (to, FromAgent { rx })
+}
+
+impl ToClient {
+    /// Queues `out` for the relay, never blocking.
+    pub fn send(&self, out: AgentOut) -> Result<(), mpsc::error::SendError<AgentOut>> {
+        let token = self.queued.hold(1);
+        self.tx
+            .send((out, token))
+            .map_err(|mpsc::error::SendError((out, _))| mpsc::error::SendError(out))
+    }
+
+    /// Returns once the relay has taken enough for a producer to read more data.
+    pub async fn ready(&self) {
+        self.queued.wait_below(self.limit).await;
+    }
+
+    /// Messages the relay has not taken yet.
+    pub fn queued(&self) -> usize {
+        self.queued.held()
+    }
+}
+
+impl FromAgent {
+    pub async fn recv(&mut self) -> Option<AgentOut> {
+        self.rx.recv().await.map(|(out, _token)| out)
+    }
+}
