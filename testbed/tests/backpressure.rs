@@ -135,7 +135,11 @@ async fn a_slow_instance_write_holds_back_the_agents_reading_and_acks() {
     for seq in 1..=16 {
         assert_eq!(next_ack(&mut from_agent).await, seq);
     }
-    assert!(Instant::now() - t0 < Duration::from_millis(10), "{:?}", Instant::now() - t0);
+    assert!(
+        Instant::now() - t0 < Duration::from_millis(10),
+        "{:?}",
+        Instant::now() - t0
+    );
     // Message 17 waits for the instance: no ack for it or anything after it, and the
     // agent has not even taken 18..20 from its inbox.
     let quiet = timeout(Duration::from_millis(900), next_ack(&mut from_agent)).await;

@@ -2,6 +2,7 @@
 //! against the testbed (in process) and a throw-away sshd on 127.0.0.1 per test.
 //! They need root and openssh-server/openssh-client (`.ci/run` installs them).
 
+mod congestion;
 mod control_plane;
 mod fidelity;
 mod forward;
