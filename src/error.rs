@@ -129,6 +129,10 @@ impl Failure {
             DriveError::Input(_) | DriveError::Output(_) => {
                 Failure::new(ExitCode::LocalIo, e.to_string())
             }
+            // The service broke the websocket protocol (an oversized message): its fault.
+            DriveError::Link(crate::transport::LinkError::PeerViolation { .. }) => {
+                Failure::new(ExitCode::Protocol, e.to_string())
+            }
             DriveError::Link(crate::transport::LinkError::SessionGone { .. }) => {
                 Failure::new(ExitCode::SessionEnded, e.to_string())
             }
