@@ -157,7 +157,17 @@ impl Failure {
             DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
                 Failure::new(ExitCode::Protocol, e.to_string())
             }
+            // Our end could not send (a sealing failure, or a bug): not the peer's fault.
+            DriveError::Send(_) => Failure::new(ExitCode::Internal, e.to_string()),
         }
+    }
+}
+
+/// An engine failure with no target or port to name (session kinds other than port
+/// streams).
+impl From<DriveError> for Failure {
+    fn from(e: DriveError) -> Failure {
+        Failure::drive(e, "", 0)
     }
 }
 

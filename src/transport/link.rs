@@ -9,6 +9,15 @@
 //! or repeated across a reconnect: the driver calls `on_reconnect` and the channel
 //! resends what was in flight.
 //!
+//! Bounds (house rule 5):
+//! - outbound: at most [`OUTBOUND_FRAMES`] frames wait for the websocket; when full,
+//!   [`Link::try_send`] hands the frame back and the driver keeps it (and the rest) in
+//!   the core until [`Link::next`] reports room. While reconnecting, queued frames are
+//!   dropped (the channel resends after [`LinkEvent::Reconnected`]).
+//! - inbound: at most [`INBOUND_EVENTS`] events wait for the driver, each a websocket
+//!   message of at most 1 MiB (`connect::MAX_MESSAGE_SIZE`; the service's are ~1.2 KB).
+//!   When full, the reader stops reading the websocket: back-pressure on the peer.
+//!
 //! Peer violations end the link, they are never a reason to resume: a message over the
 //! size limit is [`LinkError::PeerViolation`]. Reconnects are rate-limited: a websocket
 //! that dies within [`STABLE_AFTER`] of opening without delivering a single frame does not
@@ -84,6 +93,11 @@ pub enum LinkEvent {
     Failed(LinkError),
 }
 
+/// Frames the driver may queue for the websocket before [`Link::try_send`] pushes back:
+/// 512 frames, about 600 KB of 1 KiB messages (a quarter of the channel's send window).
+pub const OUTBOUND_FRAMES: usize = 512;
+/// Events the link task may queue for the driver before it stops reading the websocket.
+pub const INBOUND_EVENTS: usize = 256;
 /// A websocket that lived this long, or delivered a frame, was a working connection: the
 /// next drop starts a fresh resume budget. One that died sooner without a frame is a
 /// failed resume, counted against the budget of the outage it was meant to end.
@@ -118,8 +132,17 @@ pub enum LinkError {
 /// The driver's end of a link. Dropping it closes the websocket.
 pub struct Link {
     events: mpsc::Receiver<LinkEvent>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Link::next`] woke for.
+#[derive(Debug)]
+pub enum LinkWake {
+    /// A link event; `None` once the link task has ended.
+    Event(Option<LinkEvent>),
+    /// The outbound queue has room again (or the link is over).
+    Room,
 }
 
 /// Who the link is for.
@@ -143,16 +166,47 @@ impl Link {
 
     /// Starts the link task over an already open websocket.
     pub fn start(ws: DataChannelSocket, target: LinkTarget, opts: LinkOptions) -> Link {
-        let (ev_tx, events) = mpsc::channel(1024);
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
         let task = tokio::spawn(run(ws, target, opts, out_rx, ev_tx));
         Link { events, out, task }
     }
 
-    /// Queues a frame. Frames queued while the link is reconnecting are dropped: the
-    /// channel resends what matters after [`LinkEvent::Reconnected`].
-    pub fn send(&self, frame: Vec<u8>) {
-        let _ = self.out.send(frame);
+    /// A link whose task is the caller: the far ends of its two queues. For tests of
+    /// drivers, without a websocket.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Vec<u8>>) {
+        let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
+        let task = tokio::spawn(async {});
+        (Link { events, out, task }, ev_tx, out_rx)
+    }
+
+    /// Queues a frame, or hands it back when [`OUTBOUND_FRAMES`] are already queued (keep
+    /// it, and wait for room with [`Link::next`]). Frames queued while the link is
+    /// reconnecting are dropped: the channel resends what matters after
+    /// [`LinkEvent::Reconnected`]. Once the link is over, frames are dropped too; its
+    /// last event says why.
+    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        match self.out.try_send(frame) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(frame)) => Err(frame),
+        }
+    }
+
+    /// Free places in the outbound queue.
+    pub fn free(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// The next link event (only if `frames`) or outbound room (only if `room`),
+    /// whichever comes first; pending forever if neither is wanted. Cancel-safe.
+    pub async fn next(&mut self, frames: bool, room: bool) -> LinkWake {
+        tokio::select! {
+            event = self.events.recv(), if frames => LinkWake::Event(event),
+            _ = self.out.reserve(), if room => LinkWake::Room,
+            else => std::future::pending().await,
+        }
     }
 
     /// The next event; `None` once the link task has ended. Cancel-safe.
@@ -182,7 +236,7 @@ async fn run(
     mut ws: DataChannelSocket,
     target: LinkTarget,
     opts: LinkOptions,
-    mut out_rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut out_rx: mpsc::Receiver<Vec<u8>>,
     ev_tx: mpsc::Sender<LinkEvent>,
 ) {
     let mut session_over = false;
@@ -256,7 +310,7 @@ async fn run(
 }
 
 /// Drops whatever the driver queues until it goes away.
-async fn discard(out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn discard(out_rx: &mut mpsc::Receiver<Vec<u8>>) {
     while out_rx.recv().await.is_some() {}
 }
 
@@ -329,7 +383,7 @@ impl Outage {
 async fn carry(
     ws: DataChannelSocket,
     opts: &LinkOptions,
-    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    out_rx: &mut mpsc::Receiver<Vec<u8>>,
     ev_tx: &mpsc::Sender<LinkEvent>,
     session_over: &mut bool,
 ) -> Carried {
