@@ -105,10 +105,12 @@ pub enum Hostile {
     FarSequence,
     /// An acknowledge whose JSON is half a megabyte of garbage.
     HugeJson,
+    /// A well-formed message of about 5 MB, over any websocket message size limit.
+    Oversized,
 }
 
 impl Hostile {
-    pub const ALL: [Hostile; 8] = [
+    pub const ALL: [Hostile; 9] = [
         Hostile::Short,
         Hostile::WrongHeaderLength,
         Hostile::WrongDigest,
@@ -117,6 +119,7 @@ impl Hostile {
         Hostile::NegativeSequence,
         Hostile::FarSequence,
         Hostile::HugeJson,
+        Hostile::Oversized,
     ];
 
     pub fn parse(s: &str) -> Option<Hostile> {
@@ -133,6 +136,7 @@ impl Hostile {
             Hostile::NegativeSequence => "negative-sequence",
             Hostile::FarSequence => "far-sequence",
             Hostile::HugeJson => "huge-json",
+            Hostile::Oversized => "oversized",
         }
     }
 
@@ -167,6 +171,7 @@ impl Hostile {
                 ]
                 .concat();
             }
+            Hostile::Oversized => m.payload = vec![b'x'; 5 << 20],
         }
         m.encode()
     }
