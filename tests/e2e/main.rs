@@ -3,6 +3,7 @@
 //! They need root and openssh-server/openssh-client (`.ci/run` installs them).
 
 mod control_plane;
+mod engine;
 mod fidelity;
 mod forward;
 mod harness;
