@@ -12,6 +12,7 @@ pub mod message;
 pub mod ops;
 pub mod payload;
 pub mod rtt;
+pub mod smux;
 
 #[cfg(test)]
 mod sim;

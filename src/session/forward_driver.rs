@@ -25,7 +25,7 @@ use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, Ready}
 
 use super::forward_conn::{Backlog, ConnEvent, LocalConn};
 use super::lifecycle::{self, now};
-use super::smux::{KeepAlive, Mux, MuxEvent, Role};
+use crate::proto::smux::{KeepAlive, Mux, MuxEvent, Role};
 
 /// Remote bytes waiting for slow local readers (all connections together) beyond which
 /// we stop taking frames from the link (xtaci's MaxReceiveBuffer, where the plugin's smux
