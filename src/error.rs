@@ -129,6 +129,10 @@ impl Failure {
             DriveError::Input(_) | DriveError::Output(_) => {
                 Failure::new(ExitCode::LocalIo, e.to_string())
             }
+            // The service broke the websocket protocol (an oversized message): its fault.
+            DriveError::Link(crate::transport::LinkError::PeerViolation { .. }) => {
+                Failure::new(ExitCode::Protocol, e.to_string())
+            }
             DriveError::Link(crate::transport::LinkError::SessionGone { .. }) => {
                 Failure::new(ExitCode::SessionEnded, e.to_string())
             }
@@ -153,7 +157,17 @@ impl Failure {
             DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
                 Failure::new(ExitCode::Protocol, e.to_string())
             }
+            // Our end could not send (a sealing failure, or a bug): not the peer's fault.
+            DriveError::Send(_) => Failure::new(ExitCode::Internal, e.to_string()),
         }
+    }
+}
+
+/// An engine failure with no target or port to name (session kinds other than port
+/// streams).
+impl From<DriveError> for Failure {
+    fn from(e: DriveError) -> Failure {
+        Failure::drive(e, "", 0)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod payload;
 pub mod recovery;
 pub mod rtt;
+pub mod smux;
 
 #[cfg(test)]
 mod bottleneck_tests;

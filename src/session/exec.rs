@@ -7,14 +7,12 @@
 //! SIGINT (SIGQUIT) we get is passed on that way; a second one, or SIGTERM/SIGHUP, ends
 //! the session.
 
-use tokio::io::AsyncWriteExt;
-
 use crate::aws::{SessionDocument, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::ClientEvent;
-use crate::transport::DriveError;
+use crate::transport::{Cx, Engine, Kind, OutputId, Ready};
 
-use super::lifecycle::{self, Signals, StopSignal, sleep_opt};
+use super::lifecycle::{self, Signals, StopSignal};
 
 pub struct ExecRequest {
     pub target: String,
@@ -51,93 +49,107 @@ pub fn exit_status(code: i32) -> u8 {
 }
 
 async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
-    let session = &mut opened.session;
-    let link = &mut opened.link;
-    let session_id = opened.started.session_id.clone();
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
-    let mut signals = Signals::new();
-    let handshake_deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
-    let mut interrupts = 0u32;
-    loop {
-        lifecycle::answer_data_key(&*opened.data_keys, session, link).await?;
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                ClientEvent::Data(bytes) => write(&mut stdout, &bytes).await?,
-                ClientEvent::StdErr(bytes) => write(&mut stderr, &bytes).await?,
-                ClientEvent::ExitCode(code) => {
-                    // Everything the command printed came before its exit code.
-                    let _ = stdout.flush().await;
-                    let _ = stderr.flush().await;
-                    return Ok(exit_status(code));
-                }
-                ClientEvent::Established {
-                    customer_message, ..
-                } => {
-                    if !customer_message.is_empty() {
-                        eprintln!("{customer_message}");
-                    }
-                }
-                ClientEvent::Closed { output } => {
-                    let _ = stdout.flush().await;
-                    let _ = stderr.flush().await;
-                    if output.is_empty() {
-                        eprintln!(
-                            "sallyport: the session ended without an exit code (does the \
-                             document set separateOutputStream?)"
-                        );
-                        return Ok(0);
-                    }
-                    return Err(Failure::new(
-                        ExitCode::SessionEnded,
-                        format!("{session_id}: {output}"),
-                    ));
-                }
-                ClientEvent::PortConnectError => {}
-            }
-        }
-        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
-        let established = session.is_established();
-        tokio::select! {
-            biased;
-            event = link.recv() => lifecycle::on_link_event(session, event)
-                .map_err(|e| Failure::drive(e, "", 0))?,
-            _ = sleep_opt(timer) => session
-                .handle_timeout(lifecycle::now())
-                .map_err(lifecycle::protocol_failure)?,
-            _ = tokio::time::sleep_until(handshake_deadline), if !established => {
-                return Err(Failure::drive(
-                    DriveError::HandshakeTimeout(lifecycle::HANDSHAKE_TIMEOUT), "", 0));
-            }
-            sig = signals.recv() => {
-                let byte = match sig {
-                    StopSignal::Interrupt => 0x03,
-                    StopSignal::Quit => 0x1c,
-                    other => return Err(other.failure()),
-                };
-                interrupts += 1;
-                if interrupts > 1 || !established {
-                    return Err(sig.failure());
-                }
-                // The agent signals the command; we keep waiting for its exit code.
-                let _ = session.send_data(lifecycle::now(), &[byte]);
-            }
-        }
-    }
+    let options = lifecycle::engine_options(&opened.data_keys);
+    let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
+    let mut kind = Exec {
+        stdout: engine.output(tokio::io::stdout()),
+        stderr: engine.output(tokio::io::stderr()),
+        signals: Signals::new(),
+        interrupts: 0,
+        session_id: opened.started.session_id.clone(),
+    };
+    engine.run(&mut kind).await?
 }
 
-async fn write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), Failure> {
-    match w.write_all(bytes).await {
-        Ok(()) => Ok(()),
-        // Like a shell command whose reader went away (SIGPIPE).
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::new(
-            ExitCode::LocalIo,
-            "output closed (broken pipe)",
-        )),
-        Err(e) => Err(Failure::new(
-            ExitCode::LocalIo,
-            format!("writing local output failed: {e}"),
-        )),
+/// The exec session kind: remote stdout and stderr to ours, signals to the command.
+struct Exec {
+    stdout: OutputId,
+    stderr: OutputId,
+    signals: Signals,
+    interrupts: u32,
+    session_id: String,
+}
+
+impl Kind for Exec {
+    /// Ends after the engine wrote what was buffered, also on a failure the agent told.
+    type Done = Result<u8, Failure>;
+    type Error = Failure;
+    type Local = StopSignal;
+
+    fn on_event(
+        &mut self,
+        event: ClientEvent,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<Self::Done>, Failure> {
+        match event {
+            ClientEvent::Data(bytes) => cx.write(self.stdout, &bytes),
+            ClientEvent::StdErr(bytes) => cx.write(self.stderr, &bytes),
+            // Everything the command printed came before its exit code.
+            ClientEvent::ExitCode(code) => return Ok(Some(Ok(exit_status(code)))),
+            ClientEvent::Established {
+                customer_message, ..
+            } => {
+                if !customer_message.is_empty() {
+                    cx.write(self.stderr, format!("{customer_message}\n").as_bytes());
+                }
+            }
+            ClientEvent::Closed { output } if output.is_empty() => {
+                cx.write(
+                    self.stderr,
+                    b"sallyport: the session ended without an exit code (does the \
+                      document set separateOutputStream?)\n",
+                );
+                return Ok(Some(Ok(0)));
+            }
+            ClientEvent::Closed { output } => {
+                return Ok(Some(Err(Failure::new(
+                    ExitCode::SessionEnded,
+                    format!("{}: {output}", self.session_id),
+                ))));
+            }
+            ClientEvent::PortConnectError => {}
+        }
+        Ok(None)
+    }
+
+    fn local(&mut self, _ready: Ready) -> impl Future<Output = StopSignal> {
+        self.signals.recv()
+    }
+
+    fn on_local(
+        &mut self,
+        sig: StopSignal,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<Self::Done>, Failure> {
+        let byte = match sig {
+            StopSignal::Interrupt => 0x03,
+            StopSignal::Quit => 0x1c,
+            other => return Err(other.failure()),
+        };
+        self.interrupts += 1;
+        if self.interrupts > 1 || !cx.session().is_established() {
+            return Err(sig.failure());
+        }
+        // The agent signals the command; we keep waiting for its exit code.
+        cx.send_data(&[byte])?;
+        Ok(None)
+    }
+
+    fn on_output_error(
+        &mut self,
+        _output: OutputId,
+        e: std::io::Error,
+    ) -> Result<Option<Self::Done>, Failure> {
+        Err(match e.kind() {
+            // Like a shell command whose reader went away (SIGPIPE).
+            std::io::ErrorKind::BrokenPipe => {
+                Failure::new(ExitCode::LocalIo, "output closed (broken pipe)")
+            }
+            _ => Failure::new(
+                ExitCode::LocalIo,
+                format!("writing local output failed: {e}"),
+            ),
+        })
     }
 }
 

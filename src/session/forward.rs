@@ -16,12 +16,11 @@ use tokio::task::JoinSet;
 use crate::aws::{SessionDocument, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientEvent, ClientSession};
-use crate::proto::handshake::SessionParams;
 use crate::proto::payload::PayloadFlag;
-use crate::transport::{DriveError, Link, LinkOptions};
+use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, LinkOptions, Ready};
 
-use super::forward_driver::{Driver, Ended, Incoming, Mode};
-use super::lifecycle::{self, Signals, now, sleep_opt};
+use super::forward_driver::{Ended, Incoming, Mode};
+use super::lifecycle::{self, Signals, now};
 
 /// Where the remote end of a forward is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -293,24 +292,15 @@ pub async fn one_session(
         o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
         _ = super::lifecycle::stopped(&mut stop) => return Ok(Ended::Stopped),
     };
-    let result = async {
-        let params = established(&mut opened.link, &mut opened.session, &label, &mut stop).await?;
-        let Some(params) = params else {
-            return Ok(Ended::Stopped);
-        };
-        let mode = Mode::for_session(&params);
-        announce(&mode);
-        Driver {
-            link: &mut opened.link,
-            session: &mut opened.session,
-            mode,
-            incoming,
-            label: label.clone(),
-            stop,
-        }
-        .run()
-        .await
-    }
+    let result = super::forward_driver::carry(
+        &mut opened.link,
+        &mut opened.session,
+        lifecycle::engine_options(&opened.data_keys),
+        incoming,
+        &label,
+        stop,
+        announce,
+    )
     .await;
     if opened.session.is_established()
         && !matches!(result, Err(ref f) if f.code == ExitCode::SessionEnded)
@@ -322,49 +312,8 @@ pub async fn one_session(
     result
 }
 
-/// Waits for the handshake; `None` if asked to stop first.
-async fn established(
-    link: &mut Link,
-    session: &mut ClientSession,
-    label: &str,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Option<SessionParams>, Failure> {
-    let deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
-    loop {
-        lifecycle::flush(session, link);
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                ClientEvent::Established {
-                    params,
-                    customer_message,
-                } => {
-                    if !customer_message.is_empty() {
-                        eprintln!("{customer_message}");
-                    }
-                    return Ok(Some(params));
-                }
-                ClientEvent::Closed { output } => {
-                    return Err(Failure::new(
-                        ExitCode::SessionEnded,
-                        format!("{label}: {output}"),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            _ = super::lifecycle::stopped(stop) => return Ok(None),
-            event = link.recv() => lifecycle::on_link_event(session, event)
-                .map_err(|e| Failure::drive(e, label, 0))?,
-            _ = sleep_opt(timer) => session.handle_timeout(now()).map_err(lifecycle::protocol_failure)?,
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(Failure::drive(
-                    DriveError::HandshakeTimeout(lifecycle::HANDSHAKE_TIMEOUT), label, 0));
-            }
-        }
-    }
-}
+/// How long the agent gets to acknowledge the TerminateSession flag.
+const GOODBYE_BUDGET: Duration = Duration::from_secs(1);
 
 /// The TerminateSession flag, and a moment for the agent to acknowledge it.
 async fn end_politely(link: &mut Link, session: &mut ClientSession) {
@@ -374,26 +323,43 @@ async fn end_politely(link: &mut Link, session: &mut ClientSession) {
     {
         return;
     }
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
-    while session.unacked() > 0 {
-        lifecycle::flush(session, link);
-        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            event = link.recv() => {
-                if lifecycle::on_link_event(session, event).is_err() {
-                    return;
-                }
-                while session.poll_event().is_some() {}
-            }
-            _ = sleep_opt(timer) => {
-                if session.handle_timeout(now()).is_err() {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(give_up) => return,
-        }
+    let mut settle = Settle {
+        give_up: tokio::time::Instant::now() + GOODBYE_BUDGET,
+    };
+    let _ = Engine::new(link, session, EngineOptions::default())
+        .run(&mut settle)
+        .await;
+}
+
+/// Waits until everything sent is acknowledged (or a deadline), ignoring what arrives.
+struct Settle {
+    give_up: tokio::time::Instant,
+}
+
+impl Kind for Settle {
+    type Done = ();
+    type Error = DriveError;
+    type Local = ();
+
+    fn on_event(
+        &mut self,
+        _event: ClientEvent,
+        _cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<()>, DriveError> {
+        Ok(None)
     }
-    lifecycle::flush(session, link);
+
+    fn local(&mut self, _ready: Ready) -> impl Future<Output = ()> {
+        tokio::time::sleep_until(self.give_up)
+    }
+
+    fn on_local(&mut self, (): (), _cx: &mut Cx<'_, '_>) -> Result<Option<()>, DriveError> {
+        Ok(Some(()))
+    }
+
+    fn turn(&mut self, cx: &mut Cx<'_, '_>) -> Result<Option<()>, DriveError> {
+        Ok((cx.session().unacked() == 0).then_some(()))
+    }
 }
 
 /// Opens `http://127.0.0.1:<port>/` with the desktop's opener; failure is a warning.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Largest local read: one smux frame's worth is 32 KiB; half keeps turns short.
 const READ_SIZE: usize = 16 * 1024;
@@ -24,23 +24,47 @@ pub enum ConnEvent {
 }
 
 /// Bytes received from the remote side and not yet written to local sockets, across
-/// all connections of a forward: the driver stops reading the channel above a limit.
+/// all connections of a forward: the driver stops taking frames above a limit, and
+/// [`Backlog::below`] tells it when to start again. This is what bounds the (otherwise
+/// unbounded) per-connection queues.
 #[derive(Clone, Default, Debug)]
-pub struct Backlog(Arc<AtomicUsize>);
+pub struct Backlog(Arc<BacklogInner>);
+
+#[derive(Default, Debug)]
+struct BacklogInner {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
 
 impl Backlog {
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.bytes.load(Ordering::Relaxed)
     }
+
+    /// Resolves once fewer than `limit` bytes are waiting. Cancel-safe.
+    pub async fn below(&self, limit: usize) {
+        loop {
+            // Registered before the check, so a drain in between is not missed.
+            let drained = self.0.drained.notified();
+            if self.get() < limit {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     fn add(&self, n: usize) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.bytes.fetch_add(n, Ordering::Relaxed);
     }
+
     fn sub(&self, n: usize) {
         let _ = self
             .0
+            .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 Some(v.saturating_sub(n))
             });
+        self.0.drained.notify_waiters();
     }
 }
 
@@ -51,10 +75,12 @@ pub struct LocalConn {
 }
 
 impl LocalConn {
-    /// Starts the tasks for `tcp`, reporting as connection `id` on `events`.
+    /// Starts the tasks for `tcp`, reporting as connection `id` on `events`. `greeting`
+    /// (a SOCKS reply, or nothing) is written before any remote bytes.
     pub fn spawn(
         id: u32,
         tcp: TcpStream,
+        greeting: Vec<u8>,
         events: mpsc::Sender<ConnEvent>,
         backlog: Backlog,
     ) -> LocalConn {
@@ -64,20 +90,23 @@ impl LocalConn {
         let writer_events = events.clone();
         let writer_backlog = backlog.clone();
         tokio::spawn(async move {
-            while let Some(data) = queued.recv().await {
-                let n = data.len();
-                let ok = w.write_all(&data).await.is_ok();
-                writer_backlog.sub(n);
-                if !ok {
-                    let _ = writer_events.send(ConnEvent::WriteFailed(id)).await;
-                    queued.close();
-                    while let Some(rest) = queued.recv().await {
-                        writer_backlog.sub(rest.len());
-                    }
-                    return;
-                }
+            let mut ok = w.write_all(&greeting).await.is_ok();
+            while ok {
+                let Some(data) = queued.recv().await else {
+                    break;
+                };
+                ok = w.write_all(&data).await.is_ok();
+                writer_backlog.sub(data.len());
             }
-            let _ = w.shutdown().await;
+            if ok {
+                let _ = w.shutdown().await;
+                return;
+            }
+            let _ = writer_events.send(ConnEvent::WriteFailed(id)).await;
+            queued.close();
+            while let Some(rest) = queued.recv().await {
+                writer_backlog.sub(rest.len());
+            }
         });
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_SIZE];

@@ -1,14 +1,18 @@
-//! The event loop of one forward: local TCP connections on one side, one port session on
-//! the other, in smux mode (many connections at once, each a smux stream) or basic mode
+//! One forward as a session kind on the engine: local TCP connections on one side, one
+//! port session on the other, in smux mode (many connections at once, each a smux stream) or basic mode
 //! (one connection at a time, raw bytes, DisconnectToPort when it ends), PROTOCOL.md §7.
 //!
 //! Connections come from an [`Incoming`]: a listener, or a channel fed by the SOCKS
 //! server. A ConnectToPortError from the agent closes the one connection it concerns
 //! (in smux mode the agent's FIN does that) and is reported once; the forward goes on.
+//!
+//! Bounds: at most [`MAX_CONNECTIONS`] connections; local input is read only while the
+//! send window has [`WINDOW_RESERVE`] messages free and the link has room, one 16 KiB read
+//! at a time through a 64-event queue; remote output for local sockets is bounded by
+//! [`BACKLOG_LIMIT`] over all connections (see [`Backlog`]).
 
 use std::collections::HashMap;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -16,14 +20,16 @@ use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientEvent, ClientSession};
 use crate::proto::handshake::SessionParams;
 use crate::proto::payload::PayloadFlag;
-use crate::transport::{DriveError, Link};
+use crate::transport::engine::sleep_opt;
+use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, Ready};
 
 use super::forward_conn::{Backlog, ConnEvent, LocalConn};
-use super::lifecycle::{self, now, sleep_opt};
-use super::smux::{KeepAlive, Mux, MuxEvent, Role};
+use super::lifecycle::{self, now};
+use crate::proto::smux::{KeepAlive, Mux, MuxEvent, Role};
 
-/// Remote bytes waiting for slow local readers beyond which we stop reading the channel
-/// (xtaci's MaxReceiveBuffer, where the plugin's smux stops reading too).
+/// Remote bytes waiting for slow local readers (all connections together) beyond which
+/// we stop taking frames from the link (xtaci's MaxReceiveBuffer, where the plugin's smux
+/// stops reading too). It may be passed by what one frame releases from the core.
 const BACKLOG_LIMIT: usize = 4 * 1024 * 1024;
 /// Free send-window messages needed before more local data is taken (one local read is
 /// at most 16 messages).
@@ -110,190 +116,287 @@ pub enum Ended {
     IncomingClosed,
 }
 
-pub struct Driver<'a> {
-    pub link: &'a mut Link,
-    pub session: &'a mut ClientSession,
-    pub mode: Mode,
-    pub incoming: Incoming,
-    /// Names the forward in messages, e.g. `i-0abc:8888`.
-    pub label: String,
-    pub stop: watch::Receiver<bool>,
+/// Carries one forward's session: waits for the handshake, calls `announce` with the
+/// mode the agent's version selects, then carries `incoming` connections until stopped,
+/// failed, or out of connections.
+pub async fn carry(
+    link: &mut Link,
+    session: &mut ClientSession,
+    options: EngineOptions,
+    incoming: Incoming,
+    label: &str,
+    stop: watch::Receiver<bool>,
+    announce: impl FnOnce(&Mode),
+) -> Result<Ended, Failure> {
+    let (events_tx, events) = mpsc::channel::<ConnEvent>(64);
+    let mut kind = Forward {
+        mode: None,
+        announce: Some(announce),
+        incoming,
+        incoming_open: true,
+        label,
+        stop,
+        events_tx,
+        events,
+        backlog: Backlog::default(),
+        conns: HashMap::new(),
+        next_basic_id: 0,
+    };
+    Engine::new(link, session, options)
+        .run(&mut kind)
+        .await
+        .map_err(|e| match e {
+            Error::Drive(e) => {
+                let f = Failure::drive(e, label, 0);
+                Failure::new(f.code, format!("{label}: {}", f.message))
+            }
+            Error::Failure(f) => f,
+        })
 }
 
-impl Driver<'_> {
-    pub async fn run(mut self) -> Result<Ended, Failure> {
-        let (events_tx, mut events) = mpsc::channel::<ConnEvent>(64);
-        let backlog = Backlog::default();
-        let mut conns: HashMap<u32, LocalConn> = HashMap::new();
-        let mut next_basic_id = 0u32;
-        let mut incoming_open = true;
-        loop {
-            self.deliver(&mut conns)?;
-            if let Mode::Mux(mux) = &mut self.mode
-                && let Some(bytes) = mux.poll_transmit()
-            {
-                let _ = self.session.send_data(now(), &bytes);
-            }
-            lifecycle::flush(self.session, self.link);
-            let timer = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
-            let mux_timer = match &self.mode {
-                Mode::Mux(m) => m.poll_timeout().map(tokio::time::Instant::from_std),
-                Mode::Basic { .. } => None,
-            };
-            let can_accept = incoming_open
-                && match &self.mode {
-                    Mode::Mux(_) => conns.len() < MAX_CONNECTIONS,
-                    Mode::Basic { current } => current.is_none(),
-                };
-            let can_send = self.session.window_available() > WINDOW_RESERVE;
-            tokio::select! {
-                biased;
-                _ = self.stop.changed() => return Ok(Ended::Stopped),
-                event = self.link.recv(), if backlog.get() < BACKLOG_LIMIT => {
-                    lifecycle::on_link_event(self.session, event).map_err(|e| drive_failure(e, &self.label))?;
-                }
-                _ = sleep_opt(timer) => self
-                    .session
-                    .handle_timeout(now())
-                    .map_err(lifecycle::protocol_failure)?,
-                _ = sleep_opt(mux_timer) => {
-                    if let Mode::Mux(mux) = &mut self.mode {
-                        mux.handle_timeout(now()).map_err(|e| Failure::new(
-                            ExitCode::Protocol, format!("{}: {e}", self.label)))?;
-                    }
-                }
-                Some(ev) = events.recv(), if can_send => self.on_conn_event(ev, &mut conns),
-                next = self.incoming.next(), if can_accept => match next {
-                    None => {
-                        incoming_open = false;
-                        if conns.is_empty() {
-                            return Ok(Ended::IncomingClosed);
-                        }
-                    }
-                    Some((mut tcp, greeting)) => {
-                        if !greeting.is_empty() && tcp.write_all(&greeting).await.is_err() {
-                            continue;
-                        }
-                        let id = match &mut self.mode {
-                            Mode::Mux(mux) => mux.open(),
-                            Mode::Basic { current } => {
-                                next_basic_id = next_basic_id.wrapping_add(1);
-                                *current = Some(next_basic_id);
-                                next_basic_id
-                            }
-                        };
-                        tracing::debug!(id, label = self.label, "local connection accepted");
-                        conns.insert(id, LocalConn::spawn(id, tcp, events_tx.clone(), backlog.clone()));
-                    }
-                },
-            }
-            if !incoming_open && conns.is_empty() {
-                return Ok(Ended::IncomingClosed);
-            }
-        }
+/// The forward session kind.
+struct Forward<'l, A> {
+    /// Set once the session is established.
+    mode: Option<Mode>,
+    announce: Option<A>,
+    incoming: Incoming,
+    incoming_open: bool,
+    label: &'l str,
+    stop: watch::Receiver<bool>,
+    events_tx: mpsc::Sender<ConnEvent>,
+    events: mpsc::Receiver<ConnEvent>,
+    backlog: Backlog,
+    conns: HashMap<u32, LocalConn>,
+    next_basic_id: u32,
+}
+
+enum Error {
+    Drive(DriveError),
+    Failure(Failure),
+}
+
+impl From<DriveError> for Error {
+    fn from(e: DriveError) -> Error {
+        Error::Drive(e)
+    }
+}
+
+enum Local {
+    Stop,
+    Accepted(Option<(TcpStream, Vec<u8>)>),
+    Conn(ConnEvent),
+    MuxTimer,
+    /// Local connections took enough of the backlog: frames may be taken again.
+    BacklogDrained,
+}
+
+impl<A: FnOnce(&Mode)> Forward<'_, A> {
+    fn failure(&self, code: ExitCode, what: impl std::fmt::Display) -> Error {
+        Error::Failure(Failure::new(code, format!("{}: {what}", self.label)))
     }
 
-    /// Hands what the session delivered to local connections.
-    fn deliver(&mut self, conns: &mut HashMap<u32, LocalConn>) -> Result<(), Failure> {
-        while let Some(ev) = self.session.poll_event() {
-            match ev {
-                ClientEvent::Data(bytes) => match &mut self.mode {
-                    Mode::Mux(mux) => {
-                        mux.handle_input(now(), &bytes).map_err(|e| {
-                            Failure::new(ExitCode::Protocol, format!("{}: {e}", self.label))
-                        })?;
-                        while let Some(mev) = mux.poll_event() {
-                            match mev {
-                                MuxEvent::Data(id, data) => {
-                                    if let Some(c) = conns.get(&id) {
-                                        c.send(data);
-                                    }
-                                }
-                                MuxEvent::Finished(id) => {
-                                    // smux has no half-close: the stream is over.
-                                    mux.close(id);
-                                    conns.remove(&id);
-                                }
-                                // We never accept streams: refuse one the agent opens.
-                                MuxEvent::Accepted(id) => mux.close(id),
+    fn on_data(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
+        match &mut self.mode {
+            Some(Mode::Mux(mux)) => {
+                if let Err(e) = mux.handle_input(now(), &bytes) {
+                    return Err(self.failure(ExitCode::Protocol, e));
+                }
+                while let Some(mev) = mux.poll_event() {
+                    match mev {
+                        MuxEvent::Data(id, data) => {
+                            if let Some(c) = self.conns.get(&id) {
+                                c.send(data);
                             }
                         }
-                    }
-                    Mode::Basic { current } => {
-                        // Output for a connection that already ended is dropped, as the
-                        // plugin does.
-                        if let Some(c) = current.and_then(|id| conns.get(&id)) {
-                            c.send(bytes);
+                        MuxEvent::Finished(id) => {
+                            // smux has no half-close: the stream is over.
+                            mux.close(id);
+                            self.conns.remove(&id);
                         }
-                    }
-                },
-                ClientEvent::PortConnectError => {
-                    eprintln!(
-                        "sallyport: {}: the instance could not connect to the destination; \
-                         closed that connection",
-                        self.label
-                    );
-                    if let Mode::Basic { current } = &mut self.mode
-                        && let Some(id) = current.take()
-                    {
-                        conns.remove(&id);
-                        let _ = self.session.send_flag(now(), PayloadFlag::DisconnectToPort);
+                        // We never accept streams: refuse one the agent opens.
+                        MuxEvent::Accepted(id) => mux.close(id),
                     }
                 }
-                ClientEvent::Closed { output } => {
-                    let why = if output.is_empty() {
-                        "the service ended the session".to_owned()
-                    } else {
-                        output
-                    };
-                    return Err(Failure::new(
-                        ExitCode::SessionEnded,
-                        format!("{}: {why}", self.label),
-                    ));
-                }
-                ClientEvent::Established { .. }
-                | ClientEvent::StdErr(_)
-                | ClientEvent::ExitCode(_) => {}
             }
+            Some(Mode::Basic { current }) => {
+                // Output for a connection that already ended is dropped, as the plugin
+                // does.
+                if let Some(c) = current.and_then(|id| self.conns.get(&id)) {
+                    c.send(bytes);
+                }
+            }
+            None => tracing::debug!("dropping output before the handshake"),
         }
         Ok(())
     }
 
-    fn on_conn_event(&mut self, ev: ConnEvent, conns: &mut HashMap<u32, LocalConn>) {
+    fn on_accept(&mut self, tcp: TcpStream, greeting: Vec<u8>) {
+        let id = match &mut self.mode {
+            Some(Mode::Mux(mux)) => mux.open(),
+            Some(Mode::Basic { current }) => {
+                self.next_basic_id = self.next_basic_id.wrapping_add(1);
+                *current = Some(self.next_basic_id);
+                self.next_basic_id
+            }
+            None => return,
+        };
+        tracing::debug!(id, label = self.label, "local connection accepted");
+        let conn = LocalConn::spawn(
+            id,
+            tcp,
+            greeting,
+            self.events_tx.clone(),
+            self.backlog.clone(),
+        );
+        self.conns.insert(id, conn);
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent, cx: &mut Cx<'_, '_>) -> Result<(), Error> {
         match (&mut self.mode, ev) {
-            (Mode::Mux(mux), ConnEvent::Data(id, data)) => {
+            (Some(Mode::Mux(mux)), ConnEvent::Data(id, data)) => {
                 let _ = mux.write(id, &data);
             }
-            (Mode::Mux(mux), ConnEvent::Eof(id)) => {
+            (Some(Mode::Mux(mux)), ConnEvent::Eof(id)) => {
                 // Keep the connection for what the remote side still sends before its FIN.
                 mux.close(id);
             }
-            (Mode::Mux(mux), ConnEvent::WriteFailed(id)) => {
+            (Some(Mode::Mux(mux)), ConnEvent::WriteFailed(id)) => {
                 mux.close(id);
-                conns.remove(&id);
+                self.conns.remove(&id);
             }
-            (Mode::Basic { current }, ConnEvent::Data(id, data)) => {
+            (Some(Mode::Basic { current }), ConnEvent::Data(id, data)) => {
                 if *current == Some(id) {
-                    let _ = self.session.send_data(now(), &data);
+                    cx.send_data(&data)?;
                 }
             }
-            (Mode::Basic { current }, ConnEvent::Eof(id) | ConnEvent::WriteFailed(id)) => {
+            (Some(Mode::Basic { current }), ConnEvent::Eof(id) | ConnEvent::WriteFailed(id)) => {
                 if *current == Some(id) {
                     *current = None;
-                    conns.remove(&id);
-                    let _ = self.session.send_flag(now(), PayloadFlag::DisconnectToPort);
+                    self.conns.remove(&id);
+                    cx.send_flag(PayloadFlag::DisconnectToPort)?;
                 }
             }
+            (None, _) => {}
         }
+        Ok(())
     }
 }
 
-fn drive_failure(e: DriveError, label: &str) -> Failure {
-    let f = Failure::drive(e, label, 0);
-    Failure::new(f.code, format!("{label}: {}", f.message))
+impl<A: FnOnce(&Mode)> Kind for Forward<'_, A> {
+    type Done = Ended;
+    type Error = Error;
+    type Local = Local;
+
+    fn on_event(
+        &mut self,
+        event: ClientEvent,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<Ended>, Error> {
+        match event {
+            ClientEvent::Established {
+                params,
+                customer_message,
+            } => {
+                if !customer_message.is_empty() {
+                    eprintln!("{customer_message}");
+                }
+                let mode = Mode::for_session(&params);
+                if let Some(announce) = self.announce.take() {
+                    announce(&mode);
+                }
+                self.mode = Some(mode);
+            }
+            ClientEvent::Data(bytes) => self.on_data(bytes)?,
+            ClientEvent::PortConnectError => {
+                eprintln!(
+                    "sallyport: {}: the instance could not connect to the destination; \
+                     closed that connection",
+                    self.label
+                );
+                if let Some(Mode::Basic { current }) = &mut self.mode
+                    && let Some(id) = current.take()
+                {
+                    self.conns.remove(&id);
+                    cx.send_flag(PayloadFlag::DisconnectToPort)?;
+                }
+            }
+            ClientEvent::Closed { output } => {
+                let why = if output.is_empty() {
+                    "the service ended the session".to_owned()
+                } else {
+                    output
+                };
+                return Err(self.failure(ExitCode::SessionEnded, why));
+            }
+            ClientEvent::StdErr(_) | ClientEvent::ExitCode(_) => {}
+        }
+        Ok(None)
+    }
+
+    fn local(&mut self, ready: Ready) -> impl Future<Output = Local> {
+        let can_accept = self.incoming_open
+            && match &self.mode {
+                Some(Mode::Mux(_)) => self.conns.len() < MAX_CONNECTIONS,
+                Some(Mode::Basic { current }) => current.is_none(),
+                None => false,
+            };
+        let can_send = ready.can_send && ready.window > WINDOW_RESERVE;
+        let mux_timer = match &self.mode {
+            Some(Mode::Mux(m)) => m.poll_timeout().map(tokio::time::Instant::from_std),
+            _ => None,
+        };
+        let backlog_full = !self.takes_frames();
+        let Forward {
+            incoming,
+            stop,
+            events,
+            backlog,
+            ..
+        } = self;
+        async move {
+            tokio::select! {
+                () = lifecycle::stopped(stop) => Local::Stop,
+                next = incoming.next(), if can_accept => Local::Accepted(next),
+                Some(ev) = events.recv(), if can_send => Local::Conn(ev),
+                () = sleep_opt(mux_timer) => Local::MuxTimer,
+                () = backlog.below(BACKLOG_LIMIT), if backlog_full => Local::BacklogDrained,
+            }
+        }
+    }
+
+    fn on_local(&mut self, local: Local, cx: &mut Cx<'_, '_>) -> Result<Option<Ended>, Error> {
+        match local {
+            Local::Stop => return Ok(Some(Ended::Stopped)),
+            Local::Accepted(None) => self.incoming_open = false,
+            Local::Accepted(Some((tcp, greeting))) => self.on_accept(tcp, greeting),
+            Local::Conn(ev) => self.on_conn_event(ev, cx)?,
+            Local::MuxTimer => {
+                if let Some(Mode::Mux(mux)) = &mut self.mode
+                    && let Err(e) = mux.handle_timeout(now())
+                {
+                    return Err(self.failure(ExitCode::Protocol, e));
+                }
+            }
+            Local::BacklogDrained => {}
+        }
+        Ok(None)
+    }
+
+    fn takes_frames(&self) -> bool {
+        self.backlog.get() < BACKLOG_LIMIT
+    }
+
+    fn turn(&mut self, cx: &mut Cx<'_, '_>) -> Result<Option<Ended>, Error> {
+        if let Some(Mode::Mux(mux)) = &mut self.mode {
+            while let Some(bytes) = mux.poll_transmit() {
+                cx.send_data(&bytes)?;
+            }
+        }
+        if !self.incoming_open && self.conns.is_empty() {
+            return Ok(Some(Ended::IncomingClosed));
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
 use crate::error::{ExitCode, Failure};
-use crate::proto::client::{ClientError, ClientSession};
-use crate::transport::{DataKeyProvider, DriveError, Link, LinkOptions, LinkTarget};
+use crate::proto::client::ClientSession;
+use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTarget};
 
 /// How long to give TerminateSession when we leave.
 pub const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
@@ -92,11 +92,6 @@ pub fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// A protocol or link failure during a session, as the user reads it.
-pub fn protocol_failure(e: ClientError) -> Failure {
-    Failure::drive(DriveError::Protocol(e), "", 0)
-}
-
 /// A stop request from the user or the system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
@@ -175,33 +170,13 @@ pub async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
-pub async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Feeds one link event to the client end. `Err` when the link is over.
-pub use crate::transport::handle_link_event as on_link_event;
-
-/// Answers the agent's request for a KMS data key, if it made one, then sends what that
-/// queued. `Err` (already told to the agent) when no key could be had.
-pub async fn answer_data_key(
-    opened_keys: &dyn DataKeyProvider,
-    session: &mut ClientSession,
-    link: &Link,
-) -> Result<(), Failure> {
-    let keyed = crate::transport::answer_data_key_request(session, Some(opened_keys)).await;
-    flush(session, link);
-    keyed.map_err(|e| Failure::drive(e, "", 0))
-}
-
-/// Sends whatever the client end has queued.
-pub fn flush(session: &mut ClientSession, link: &Link) {
-    while let Some(frame) = session.poll_transmit() {
-        link.send(frame);
+/// Engine settings for a session opened with [`open`]: our handshake timeout, and KMS
+/// data keys should the agent ask for an encrypted session.
+pub fn engine_options(keys: &Arc<dyn DataKeyProvider>) -> EngineOptions {
+    EngineOptions {
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        data_keys: Some(keys.clone()),
+        ..EngineOptions::default()
     }
 }
 

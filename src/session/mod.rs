@@ -10,7 +10,10 @@ pub mod forward_driver;
 pub mod lifecycle;
 pub mod proxy;
 pub mod shell;
-pub mod smux;
 pub mod socks;
 pub mod stream;
 pub mod terminal;
+
+/// smux lives with the rest of the sans-IO protocol code now; this path stays for
+/// existing users (the testbed's agent).
+pub use crate::proto::smux;

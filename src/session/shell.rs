@@ -9,15 +9,16 @@
 
 use std::collections::BTreeMap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::aws::{SessionDocument, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::ClientEvent;
-use crate::transport::{DriveError, LinkOptions};
+use crate::proto::payload::SizeData;
+use crate::transport::{Cx, Engine, Kind, LinkOptions, OutputId, Ready};
 
-use super::lifecycle::{self, Signals, StopSignal, now, sleep_opt};
+use super::lifecycle::{self, Signals, StopSignal};
 use super::terminal::{FALLBACK_SIZE, RawMode, window_size};
 
 /// Bytes read from stdin per message, as the plugin reads them.
@@ -72,111 +73,150 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
 
 /// Carries the session; returns the service's closing text.
 async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Failure> {
-    let session = &mut opened.session;
-    let link = &mut opened.link;
-    let mut stdin = tokio::io::stdin();
-    let mut stdout = tokio::io::stdout();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut stdin_open = true;
-    let mut signals = Signals::new();
-    let mut winch = signal(SignalKind::window_change()).ok();
-    let mut tstp = signal(SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw())).ok();
-    let mut last_size = None;
-    let handshake_deadline = tokio::time::Instant::now() + lifecycle::HANDSHAKE_TIMEOUT;
-    loop {
-        lifecycle::answer_data_key(&*opened.data_keys, session, link).await?;
-        let mut wrote = false;
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                ClientEvent::Data(bytes) | ClientEvent::StdErr(bytes) => {
-                    write_out(&mut stdout, &bytes).await?;
-                    wrote = true;
+    let options = lifecycle::engine_options(&opened.data_keys);
+    let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
+    let mut kind = Shell {
+        stdout: engine.output(tokio::io::stdout()),
+        raw,
+        stdin: tokio::io::stdin(),
+        buf: vec![0u8; READ_CHUNK],
+        stdin_open: true,
+        signals: Signals::new(),
+        winch: signal(SignalKind::window_change()).ok(),
+        tstp: signal(SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw())).ok(),
+        last_size: None,
+    };
+    engine.run(&mut kind).await
+}
+
+/// The shell session kind: a raw terminal's keys up, the remote pty's output down.
+struct Shell {
+    stdout: OutputId,
+    /// The local terminal is raw: Ctrl-C and friends arrive as bytes, not signals.
+    raw: bool,
+    stdin: tokio::io::Stdin,
+    buf: Vec<u8>,
+    stdin_open: bool,
+    signals: Signals,
+    winch: Option<tokio::signal::unix::Signal>,
+    tstp: Option<tokio::signal::unix::Signal>,
+    last_size: Option<SizeData>,
+}
+
+enum ShellLocal {
+    Read(std::io::Result<usize>),
+    Resized,
+    Suspend,
+    Stop(StopSignal),
+}
+
+impl Kind for Shell {
+    type Done = String;
+    type Error = Failure;
+    type Local = ShellLocal;
+
+    fn on_event(
+        &mut self,
+        event: ClientEvent,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<String>, Failure> {
+        match event {
+            ClientEvent::Data(bytes) | ClientEvent::StdErr(bytes) => cx.write(self.stdout, &bytes),
+            ClientEvent::Established {
+                customer_message, ..
+            } => {
+                if !customer_message.is_empty() {
+                    cx.write(self.stdout, format!("{customer_message}\r\n").as_bytes());
                 }
-                ClientEvent::Established {
-                    customer_message, ..
-                } => {
-                    if !customer_message.is_empty() {
-                        let line = format!("{customer_message}\r\n");
-                        write_out(&mut stdout, line.as_bytes()).await?;
-                    }
-                    let size = window_size().unwrap_or(FALLBACK_SIZE);
-                    let _ = session.send_size(now(), size);
-                    last_size = Some(size);
-                }
-                ClientEvent::Closed { output } => {
-                    let _ = stdout.flush().await;
-                    return Ok(output);
-                }
-                ClientEvent::ExitCode(code) => {
-                    tracing::debug!(code, "the remote command exited");
-                }
-                ClientEvent::PortConnectError => {}
-            }
-        }
-        if wrote {
-            let _ = stdout.flush().await;
-        }
-        lifecycle::flush(session, link);
-        let timer = session.poll_timeout().map(tokio::time::Instant::from_std);
-        let established = session.is_established();
-        let can_read = stdin_open && established && session.window_available() > 0;
-        tokio::select! {
-            biased;
-            event = link.recv() => lifecycle::on_link_event(session, event)
-                .map_err(|e| Failure::drive(e, "", 0))?,
-            _ = sleep_opt(timer) => session
-                .handle_timeout(now())
-                .map_err(lifecycle::protocol_failure)?,
-            _ = tokio::time::sleep_until(handshake_deadline), if !established => {
-                return Err(Failure::drive(
-                    DriveError::HandshakeTimeout(lifecycle::HANDSHAKE_TIMEOUT), "", 0));
-            }
-            _ = lifecycle::recv_signal(&mut winch) => {
                 let size = window_size().unwrap_or(FALLBACK_SIZE);
-                if established && last_size != Some(size) {
-                    let _ = session.send_size(now(), size);
-                    last_size = Some(size);
+                cx.send_size(size)?;
+                self.last_size = Some(size);
+            }
+            ClientEvent::Closed { output } => return Ok(Some(output)),
+            ClientEvent::ExitCode(code) => tracing::debug!(code, "the remote command exited"),
+            ClientEvent::PortConnectError => {}
+        }
+        Ok(None)
+    }
+
+    fn local(&mut self, ready: Ready) -> impl Future<Output = ShellLocal> {
+        let can_read = self.stdin_open && ready.can_send;
+        let Shell {
+            stdin,
+            buf,
+            signals,
+            winch,
+            tstp,
+            ..
+        } = self;
+        async move {
+            tokio::select! {
+                () = lifecycle::recv_signal(winch) => ShellLocal::Resized,
+                () = lifecycle::recv_signal(tstp) => ShellLocal::Suspend,
+                sig = signals.recv() => ShellLocal::Stop(sig),
+                read = stdin.read(buf), if can_read => ShellLocal::Read(read),
+            }
+        }
+    }
+
+    fn on_local(
+        &mut self,
+        local: ShellLocal,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<String>, Failure> {
+        let established = cx.session().is_established();
+        match local {
+            ShellLocal::Resized => {
+                let size = window_size().unwrap_or(FALLBACK_SIZE);
+                if established && self.last_size != Some(size) {
+                    cx.send_size(size)?;
+                    self.last_size = Some(size);
                 }
             }
-            _ = lifecycle::recv_signal(&mut tstp) => {
+            ShellLocal::Suspend => {
                 if established {
-                    let _ = session.send_data(now(), &[0x1a]);
+                    cx.send_data(&[0x1a])?;
                 }
             }
-            sig = signals.recv() => {
+            ShellLocal::Stop(sig) => {
                 let byte = match sig {
                     StopSignal::Interrupt => 0x03,
                     StopSignal::Quit => 0x1c,
                     other => return Err(other.failure()),
                 };
                 if established {
-                    let _ = session.send_data(now(), &[byte]);
-                } else if !raw {
+                    cx.send_data(&[byte])?;
+                } else if !self.raw {
                     return Err(sig.failure());
                 }
             }
-            read = stdin.read(&mut buf), if can_read => match read {
-                Ok(0) => stdin_open = false,
-                Ok(n) => {
-                    // The plugin's quirk: a lone newline is sent as a carriage return.
-                    let data: &[u8] = if n == 1 && buf[0] == b'\n' { b"\r" } else { &buf[..n] };
-                    let _ = session.send_data(now(), data);
-                }
-                Err(e) => {
-                    return Err(Failure::new(ExitCode::LocalIo, format!("reading the terminal failed: {e}")));
-                }
-            },
+            ShellLocal::Read(Ok(0)) => self.stdin_open = false,
+            ShellLocal::Read(Ok(n)) => {
+                let data = self.buf.get(..n).unwrap_or_default();
+                // The plugin's quirk: a lone newline is sent as a carriage return.
+                let data: &[u8] = if data == b"\n" { b"\r" } else { data };
+                cx.send_data(data)?;
+            }
+            ShellLocal::Read(Err(e)) => {
+                return Err(Failure::new(
+                    ExitCode::LocalIo,
+                    format!("reading the terminal failed: {e}"),
+                ));
+            }
         }
+        Ok(None)
     }
-}
 
-async fn write_out(out: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), Failure> {
-    out.write_all(bytes).await.map_err(|e| {
-        Failure::new(
+    fn on_output_error(
+        &mut self,
+        _output: OutputId,
+        e: std::io::Error,
+    ) -> Result<Option<String>, Failure> {
+        Err(Failure::new(
             ExitCode::LocalIo,
             format!("writing the terminal failed: {e}"),
-        )
-    })
+        ))
+    }
 }
 
 #[cfg(test)]

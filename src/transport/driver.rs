@@ -1,14 +1,18 @@
-//! The event loop joining a websocket, a [`ClientSession`] and a local byte stream.
+//! A local byte stream (stdin/stdout, an in-memory pipe) as a session kind on the
+//! [`Engine`]: input goes to the session while the window allows, remote output to the
+//! engine's bounded output buffer, and the session ends when input has ended and the
+//! remote side has gone quiet, or when either side goes away.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant as TokioInstant, sleep_until};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
 
 use crate::proto::client::{ClientError, ClientEvent, ClientSession};
 
-use super::{DataKeyError, DataKeyProvider, Link, LinkError, LinkEvent, answer_data_key_request};
+use super::engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, sleep_opt};
+use super::{DataKeyError, DataKeyProvider, Link, LinkError};
 
 #[derive(Clone, Debug)]
 pub struct DriveOptions {
@@ -29,11 +33,20 @@ pub struct DriveOptions {
 impl Default for DriveOptions {
     fn default() -> Self {
         DriveOptions {
-            // The agent itself gives up after 15 s per step (PROTOCOL.md §5.2).
-            handshake_timeout: Duration::from_secs(30),
+            handshake_timeout: EngineOptions::default().handshake_timeout,
             drain_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(300),
             data_keys: None,
+        }
+    }
+}
+
+impl DriveOptions {
+    fn engine(&self) -> EngineOptions {
+        EngineOptions {
+            handshake_timeout: self.handshake_timeout,
+            data_keys: self.data_keys.clone(),
+            ..EngineOptions::default()
         }
     }
 }
@@ -69,13 +82,13 @@ pub enum DriveError {
     Input(std::io::Error),
     #[error("writing local output failed: {0}")]
     Output(std::io::Error),
+    /// The client end refused bytes to send (e.g. an encrypted session could not seal
+    /// them): the session ends rather than lose them.
+    #[error("could not send on the data channel ({0}); ended the session rather than lose data")]
+    Send(String),
 }
 
-fn now() -> std::time::Instant {
-    TokioInstant::now().into_std()
-}
-
-/// Largest local read per turn of the loop: 16 messages' worth.
+/// Largest local read per turn: 16 messages' worth.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Pipes `input` into the session and the session's output into `output` until one side
@@ -83,132 +96,129 @@ const READ_CHUNK: usize = 16 * 1024;
 pub async fn drive_stream<R, W>(
     link: &mut Link,
     session: &mut ClientSession,
-    mut input: R,
-    mut output: W,
+    input: R,
+    output: W,
     opts: &DriveOptions,
 ) -> Result<Outcome, DriveError>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + Send,
 {
-    let started = TokioInstant::now();
-    let handshake_deadline = started + opts.handshake_timeout;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut input_closed_at: Option<TokioInstant> = None;
-    let mut last_remote_data = started;
-    loop {
-        let keyed = answer_data_key_request(session, opts.data_keys.as_deref()).await;
-        while let Some(frame) = session.poll_transmit() {
-            link.send(frame);
-        }
-        keyed?;
-        let mut delivered = false;
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                ClientEvent::Data(bytes) => {
-                    if let Err(e) = output.write_all(&bytes).await {
-                        return local_output_gone(e);
-                    }
-                    delivered = true;
-                }
-                ClientEvent::Established {
-                    params,
-                    customer_message,
-                } => {
-                    tracing::debug!(
-                        session_type = params.session_type,
-                        agent_version = params.agent_version,
-                        "session established"
-                    );
-                    if !customer_message.is_empty() {
-                        tracing::info!("{customer_message}");
-                    }
-                }
-                ClientEvent::Closed { output: text } => {
-                    let _ = output.flush().await;
-                    return Ok(Outcome::ClosedByService { output: text });
-                }
-                ClientEvent::PortConnectError => return Err(DriveError::PortRefused),
-                ClientEvent::StdErr(_) | ClientEvent::ExitCode(_) => {
-                    tracing::debug!("ignoring command output in a stream session");
+    let mut engine = Engine::new(link, session, opts.engine());
+    let out = engine.output(output);
+    let mut kind = Stream {
+        input,
+        out,
+        buf: vec![0u8; READ_CHUNK],
+        input_closed_at: None,
+        last_remote_data: Instant::now(),
+        drain_timeout: opts.drain_timeout,
+        linger: opts.linger,
+    };
+    engine.run(&mut kind).await
+}
+
+/// The byte-stream session kind.
+struct Stream<R> {
+    input: R,
+    out: OutputId,
+    buf: Vec<u8>,
+    input_closed_at: Option<Instant>,
+    last_remote_data: Instant,
+    drain_timeout: Duration,
+    linger: Duration,
+}
+
+enum StreamLocal {
+    Read(std::io::Result<usize>),
+    /// Input over, all acknowledged, and the remote side quiet for `linger`.
+    Lingered,
+    /// Input over and `drain_timeout` passed.
+    Drained,
+}
+
+impl<R: AsyncRead + Unpin> Kind for Stream<R> {
+    type Done = Outcome;
+    type Error = DriveError;
+    type Local = StreamLocal;
+
+    fn on_event(
+        &mut self,
+        event: ClientEvent,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<Outcome>, DriveError> {
+        match event {
+            ClientEvent::Data(bytes) => {
+                cx.write(self.out, &bytes);
+                self.last_remote_data = Instant::now();
+            }
+            ClientEvent::Established {
+                customer_message, ..
+            } => {
+                if !customer_message.is_empty() {
+                    tracing::info!("{customer_message}");
                 }
             }
-        }
-        if delivered {
-            last_remote_data = TokioInstant::now();
-            if let Err(e) = output.flush().await {
-                return local_output_gone(e);
+            ClientEvent::Closed { output } => {
+                return Ok(Some(Outcome::ClosedByService { output }));
+            }
+            ClientEvent::PortConnectError => return Err(DriveError::PortRefused),
+            ClientEvent::StdErr(_) | ClientEvent::ExitCode(_) => {
+                tracing::debug!("ignoring command output in a stream session");
             }
         }
+        Ok(None)
+    }
+
+    fn local(&mut self, ready: Ready) -> impl Future<Output = StreamLocal> {
         // Input over and acknowledged: leave once the remote side has been quiet a while.
-        let linger_until = input_closed_at
-            .filter(|_| session.unacked() == 0)
-            .map(|closed| closed.max(last_remote_data) + opts.linger);
-        if linger_until.is_some_and(|t| t <= TokioInstant::now()) {
-            return Ok(Outcome::InputClosed);
+        let linger_until = self
+            .input_closed_at
+            .filter(|_| ready.unacked == 0)
+            .map(|closed| closed.max(self.last_remote_data) + self.linger);
+        let drain_deadline = self.input_closed_at.map(|t| t + self.drain_timeout);
+        let can_read = self.input_closed_at.is_none() && ready.can_send;
+        let len = ready.window.saturating_mul(1024).min(self.buf.len());
+        let input = &mut self.input;
+        let buf = &mut self.buf[..len];
+        async move {
+            tokio::select! {
+                read = input.read(buf), if can_read => StreamLocal::Read(read),
+                () = sleep_opt(linger_until) => StreamLocal::Lingered,
+                () = sleep_opt(drain_deadline) => StreamLocal::Drained,
+            }
         }
-        let timer = session.poll_timeout().map(TokioInstant::from_std);
-        let can_read =
-            input_closed_at.is_none() && session.is_established() && session.window_available() > 0;
-        let read_len = session
-            .window_available()
-            .saturating_mul(1024)
-            .min(buf.len());
-        let drain_deadline = input_closed_at.map(|t| t + opts.drain_timeout);
-        tokio::select! {
-            biased;
-            event = link.recv() => handle_link_event(session, event)?,
-            _ = sleep_until(timer.unwrap_or(started)), if timer.is_some() => {
-                session.handle_timeout(now())?;
-            }
-            read = input.read(&mut buf[..read_len]), if can_read => match read {
-                Ok(0) => input_closed_at = Some(TokioInstant::now()),
-                Ok(n) => session
-                    .send_data(now(), &buf[..n])
-                    .map_err(|e| DriveError::Input(std::io::Error::other(e)))?,
-                Err(e) => return Err(DriveError::Input(e)),
-            },
-            _ = sleep_until(handshake_deadline), if !session.is_established() => {
-                return Err(DriveError::HandshakeTimeout(opts.handshake_timeout));
-            }
-            _ = sleep_until(linger_until.unwrap_or(started)), if linger_until.is_some() => {}
-            _ = sleep_until(drain_deadline.unwrap_or(started)), if drain_deadline.is_some() => {
-                return Ok(match session.unacked() {
+    }
+
+    fn on_local(
+        &mut self,
+        local: StreamLocal,
+        cx: &mut Cx<'_, '_>,
+    ) -> Result<Option<Outcome>, DriveError> {
+        match local {
+            StreamLocal::Read(Ok(0)) => self.input_closed_at = Some(Instant::now()),
+            StreamLocal::Read(Ok(n)) => cx.send_data(self.buf.get(..n).unwrap_or_default())?,
+            StreamLocal::Read(Err(e)) => return Err(DriveError::Input(e)),
+            StreamLocal::Lingered => return Ok(Some(Outcome::InputClosed)),
+            StreamLocal::Drained => {
+                return Ok(Some(match cx.session().unacked() {
                     0 => Outcome::InputClosed,
                     unacked => Outcome::InputClosedUnacked { unacked },
-                });
+                }));
             }
         }
+        Ok(None)
     }
-}
 
-/// Feeds one link event to the client end: frames to the core, a reconnect as "resend
-/// what was in flight". `Err` when the link is over.
-pub fn handle_link_event(
-    session: &mut ClientSession,
-    event: Option<LinkEvent>,
-) -> Result<(), DriveError> {
-    match event {
-        Some(LinkEvent::Frame(bytes)) => session.handle_frame(now(), &bytes)?,
-        Some(LinkEvent::Reconnected { attempt, after }) => {
-            tracing::debug!(attempt, ?after, "resending what was in flight");
-            session.on_reconnect(now());
+    fn on_output_error(
+        &mut self,
+        _output: OutputId,
+        e: std::io::Error,
+    ) -> Result<Option<Outcome>, DriveError> {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(Some(Outcome::OutputClosed))
+        } else {
+            Err(DriveError::Output(e))
         }
-        Some(LinkEvent::Failed(e)) => return Err(e.into()),
-        None => {
-            return Err(LinkError::NotResumable {
-                cause: "the link task ended".into(),
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-fn local_output_gone(e: std::io::Error) -> Result<Outcome, DriveError> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(Outcome::OutputClosed)
-    } else {
-        Err(DriveError::Output(e))
     }
 }

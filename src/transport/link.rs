@@ -8,6 +8,21 @@
 //! [`ClientSession`](crate::proto::client::ClientSession), not here, so nothing is lost
 //! or repeated across a reconnect: the driver calls `on_reconnect` and the channel
 //! resends what was in flight.
+//!
+//! Bounds (house rule 5):
+//! - outbound: at most [`OUTBOUND_FRAMES`] frames wait for the websocket; when full,
+//!   [`Link::try_send`] hands the frame back and the driver keeps it (and the rest) in
+//!   the core until [`Link::next`] reports room. While reconnecting, queued frames are
+//!   dropped (the channel resends after [`LinkEvent::Reconnected`]).
+//! - inbound: at most [`INBOUND_EVENTS`] events wait for the driver, each a websocket
+//!   message of at most 1 MiB (`connect::MAX_MESSAGE_SIZE`; the service's are ~1.2 KB).
+//!   When full, the reader stops reading the websocket: back-pressure on the peer.
+//!
+//! Peer violations end the link, they are never a reason to resume: a message over the
+//! size limit is [`LinkError::PeerViolation`]. Reconnects are rate-limited: a websocket
+//! that dies within [`STABLE_AFTER`] of opening without delivering a single frame does not
+//! restart the resume budget or the backoff, so a peer that kills every new websocket at
+//! once exhausts `resume_budget` instead of looping.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +32,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::connect::{ConnectError, DataChannelSocket, connect};
 
@@ -78,8 +93,27 @@ pub enum LinkEvent {
     Failed(LinkError),
 }
 
+/// Frames the driver may queue for the websocket before [`Link::try_send`] pushes back:
+/// 512 frames, about 600 KB of 1 KiB messages (a quarter of the channel's send window).
+pub const OUTBOUND_FRAMES: usize = 512;
+/// Events the link task may queue for the driver before it stops reading the websocket.
+pub const INBOUND_EVENTS: usize = 256;
+/// A websocket that lived this long, or delivered a frame, was a working connection: the
+/// next drop starts a fresh resume budget. One that died sooner without a frame is a
+/// failed resume, counted against the budget of the outage it was meant to end.
+pub const STABLE_AFTER: Duration = Duration::from_secs(3);
+/// The first wait between resume attempts; it doubles (plus jitter) up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// No two redials start closer together than this, whatever the websockets did.
+const MIN_REDIAL_GAP: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
+    /// The service broke the websocket protocol (e.g. a message over the size limit):
+    /// its fault, and resuming would only get the same again.
+    #[error("the data channel broke the protocol ({detail}); the session was ended")]
+    PeerViolation { detail: String },
     #[error("the data channel was lost ({cause}) and the session could not be resumed: {last}")]
     ResumeFailed {
         cause: String,
@@ -98,8 +132,17 @@ pub enum LinkError {
 /// The driver's end of a link. Dropping it closes the websocket.
 pub struct Link {
     events: mpsc::Receiver<LinkEvent>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Link::next`] woke for.
+#[derive(Debug)]
+pub enum LinkWake {
+    /// A link event; `None` once the link task has ended.
+    Event(Option<LinkEvent>),
+    /// The outbound queue has room again (or the link is over).
+    Room,
 }
 
 /// Who the link is for.
@@ -123,16 +166,47 @@ impl Link {
 
     /// Starts the link task over an already open websocket.
     pub fn start(ws: DataChannelSocket, target: LinkTarget, opts: LinkOptions) -> Link {
-        let (ev_tx, events) = mpsc::channel(1024);
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
         let task = tokio::spawn(run(ws, target, opts, out_rx, ev_tx));
         Link { events, out, task }
     }
 
-    /// Queues a frame. Frames queued while the link is reconnecting are dropped: the
-    /// channel resends what matters after [`LinkEvent::Reconnected`].
-    pub fn send(&self, frame: Vec<u8>) {
-        let _ = self.out.send(frame);
+    /// A link whose task is the caller: the far ends of its two queues. For tests of
+    /// drivers, without a websocket.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Vec<u8>>) {
+        let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
+        let task = tokio::spawn(async {});
+        (Link { events, out, task }, ev_tx, out_rx)
+    }
+
+    /// Queues a frame, or hands it back when [`OUTBOUND_FRAMES`] are already queued (keep
+    /// it, and wait for room with [`Link::next`]). Frames queued while the link is
+    /// reconnecting are dropped: the channel resends what matters after
+    /// [`LinkEvent::Reconnected`]. Once the link is over, frames are dropped too; its
+    /// last event says why.
+    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        match self.out.try_send(frame) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(frame)) => Err(frame),
+        }
+    }
+
+    /// Free places in the outbound queue.
+    pub fn free(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// The next link event (only if `frames`) or outbound room (only if `room`),
+    /// whichever comes first; pending forever if neither is wanted. Cancel-safe.
+    pub async fn next(&mut self, frames: bool, room: bool) -> LinkWake {
+        tokio::select! {
+            event = self.events.recv(), if frames => LinkWake::Event(event),
+            _ = self.out.reserve(), if room => LinkWake::Room,
+            else => std::future::pending().await,
+        }
     }
 
     /// The next event; `None` once the link task has ended. Cancel-safe.
@@ -154,19 +228,31 @@ enum Ended {
     /// The driver is gone or the session ended: nothing to resume.
     EventsClosed,
     Lost(String),
+    /// The service broke the websocket protocol: end the session, do not resume.
+    Violation(String),
 }
 
 async fn run(
     mut ws: DataChannelSocket,
     target: LinkTarget,
     opts: LinkOptions,
-    mut out_rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut out_rx: mpsc::Receiver<Vec<u8>>,
     ev_tx: mpsc::Sender<LinkEvent>,
 ) {
     let mut session_over = false;
+    let mut outage: Option<Outage> = None;
     loop {
-        let cause = match carry(ws, &opts, &mut out_rx, &ev_tx, &mut session_over).await {
+        let opened = Instant::now();
+        let carried = carry(ws, &opts, &mut out_rx, &ev_tx, &mut session_over).await;
+        let cause = match carried.ended {
             Ended::DriverGone | Ended::EventsClosed => return,
+            Ended::Violation(detail) => {
+                tracing::debug!("the service broke the websocket protocol: {detail}");
+                let _ = ev_tx
+                    .send(LinkEvent::Failed(LinkError::PeerViolation { detail }))
+                    .await;
+                return;
+            }
             Ended::Lost(cause) => cause,
         };
         if session_over {
@@ -185,7 +271,25 @@ async fn run(
                 .await;
             return;
         };
-        match reconnect(&target, resumer.as_ref(), &opts, &cause, &mut out_rx).await {
+        // A websocket that worked ends the outage it was opened for; one that died at
+        // once is that outage going on.
+        let worked = carried.delivered > 0 || opened.elapsed() >= STABLE_AFTER;
+        let outage = match &mut outage {
+            Some(o) if !worked => {
+                o.failed_redial(&cause);
+                o
+            }
+            slot => {
+                let last_dial = slot.as_ref().and_then(|o| o.last_dial);
+                slot.insert(Outage::new(Instant::now(), opts.resume_budget, last_dial))
+            }
+        };
+        // Frames queued meanwhile would go to a dead socket; the channel resends them.
+        let attempt = tokio::select! {
+            r = reconnect(&target, resumer.as_ref(), &cause, outage) => r,
+            () = discard(&mut out_rx) => return,
+        };
+        match attempt {
             Ok((new_ws, attempt, after)) => {
                 ws = new_ws;
                 tracing::info!(attempt, ?after, "data channel resumed");
@@ -205,6 +309,72 @@ async fn run(
     }
 }
 
+/// Drops whatever the driver queues until it goes away.
+async fn discard(out_rx: &mut mpsc::Receiver<Vec<u8>>) {
+    while out_rx.recv().await.is_some() {}
+}
+
+/// One stretch without a working websocket: the resume budget runs from its start, and
+/// the backoff grows until a websocket works again.
+struct Outage {
+    began: Instant,
+    deadline: Instant,
+    /// The wait before the next attempt; `None` for "at once" (the first one).
+    next_wait: Option<Duration>,
+    last_dial: Option<Instant>,
+    attempts: u32,
+    /// The last failure, for the error when the budget runs out.
+    last: String,
+    credentials: bool,
+}
+
+impl Outage {
+    /// `last_dial`: when the previous outage last dialled (the redial rate limit spans
+    /// outages).
+    fn new(now: Instant, budget: Duration, last_dial: Option<Instant>) -> Outage {
+        Outage {
+            began: now,
+            deadline: now + budget,
+            next_wait: None,
+            last_dial,
+            attempts: 0,
+            last: String::from("no attempt made"),
+            credentials: false,
+        }
+    }
+
+    /// The websocket a resume gave us died at once: that resume failed.
+    fn failed_redial(&mut self, cause: &str) {
+        self.last = format!("the resumed data channel failed at once ({cause})");
+        self.credentials = false;
+        if self.next_wait.is_none() {
+            self.next_wait = Some(INITIAL_BACKOFF + Duration::from_millis(jitter_ms(100)));
+        }
+    }
+
+    /// Waits before the next attempt (the backoff, and never two dials closer than
+    /// [`MIN_REDIAL_GAP`]); `false` when that would pass the budget.
+    async fn wait_turn(&mut self) -> bool {
+        let mut at = Instant::now();
+        if let Some(wait) = self.next_wait {
+            at += wait;
+            self.next_wait =
+                Some((wait * 2).min(MAX_BACKOFF) + Duration::from_millis(jitter_ms(250)));
+        } else {
+            self.next_wait = Some(INITIAL_BACKOFF + Duration::from_millis(jitter_ms(100)));
+        }
+        if let Some(last) = self.last_dial {
+            at = at.max(last + MIN_REDIAL_GAP);
+        }
+        if at >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep_until(at).await;
+        self.last_dial = Some(Instant::now());
+        true
+    }
+}
+
 /// Moves frames both ways over one websocket until it fails or the driver leaves.
 ///
 /// Reading and writing run concurrently: a write blocked on a full socket (say, the
@@ -213,11 +383,12 @@ async fn run(
 async fn carry(
     ws: DataChannelSocket,
     opts: &LinkOptions,
-    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    out_rx: &mut mpsc::Receiver<Vec<u8>>,
     ev_tx: &mpsc::Sender<LinkEvent>,
     session_over: &mut bool,
-) -> Ended {
+) -> Carried {
     let (mut sink, mut stream) = ws.split();
+    let mut delivered = 0u64;
     let last_heard = std::sync::Mutex::new(Instant::now());
     let heard = || *last_heard.lock().unwrap_or_else(|e| e.into_inner());
     // While the reader waits for the driver to take a frame (a slow local consumer: a
@@ -292,6 +463,10 @@ async fn carry(
                     };
                     return Ended::Lost(what);
                 }
+                // A message or frame over the size limit: no genuine peer sends one.
+                Some(Err(e @ tungstenite::Error::Capacity(_))) => {
+                    return Ended::Violation(e.to_string());
+                }
                 Some(Err(e)) => return Ended::Lost(e.to_string()),
                 None => return Ended::Lost("connection closed".to_owned()),
             };
@@ -299,13 +474,14 @@ async fn carry(
                 *session_over = true;
             }
             delivering.store(true, std::sync::atomic::Ordering::SeqCst);
-            let delivered = ev_tx.send(LinkEvent::Frame(bytes)).await;
+            let sent = ev_tx.send(LinkEvent::Frame(bytes)).await;
             // The silence clock restarts when we are ready to read again.
             *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             delivering.store(false, std::sync::atomic::Ordering::SeqCst);
-            if delivered.is_err() {
+            if sent.is_err() {
                 return Ended::EventsClosed;
             }
+            delivered += 1;
         }
     };
     let ended = tokio::select! {
@@ -317,7 +493,13 @@ async fn carry(
     {
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
-    ended
+    Carried { ended, delivered }
+}
+
+/// How one websocket ended, and how many frames it delivered to the driver.
+struct Carried {
+    ended: Ended,
+    delivered: u64,
 }
 
 /// The header's MessageType field says `channel_closed` (PROTOCOL.md §3.1).
@@ -327,28 +509,22 @@ fn is_channel_closed(frame: &[u8]) -> bool {
         .is_some_and(|t| t.starts_with(b"channel_closed"))
 }
 
-/// ResumeSession + redial with exponential backoff and jitter inside the budget.
+/// ResumeSession + redial with exponential backoff and jitter inside the outage's budget.
 async fn reconnect(
     target: &LinkTarget,
     resumer: &dyn Resume,
-    opts: &LinkOptions,
     cause: &str,
-    out_rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    outage: &mut Outage,
 ) -> Result<(DataChannelSocket, u32, Duration), LinkError> {
-    let started = Instant::now();
-    let deadline = started + opts.resume_budget;
-    let mut delay = Duration::from_millis(100 + jitter_ms(100));
-    let mut last = String::from("no attempt made");
-    let mut credentials = false;
-    for attempt in 1u32.. {
-        // Frames queued meanwhile would go to a dead socket; the channel resends them.
-        while out_rx.try_recv().is_ok() {}
+    while outage.wait_turn().await {
+        outage.attempts += 1;
+        let attempt = outage.attempts;
         match resumer.resume(&target.session_id).await {
             Ok(Some(r)) => match connect(&r.stream_url, &r.token, &target.client_id).await {
-                Ok(ws) => return Ok((ws, attempt, started.elapsed())),
+                Ok(ws) => return Ok((ws, attempt, outage.began.elapsed())),
                 Err(e) => {
-                    last = e.to_string();
-                    credentials = false;
+                    outage.last = e.to_string();
+                    outage.credentials = false;
                 }
             },
             Ok(None) => {
@@ -364,21 +540,16 @@ async fn reconnect(
                 });
             }
             Err(e) => {
-                last = e.message;
-                credentials = e.credentials;
+                outage.last = e.message;
+                outage.credentials = e.credentials;
             }
         }
-        tracing::debug!(attempt, "resume failed: {last}; retrying in {delay:?}");
-        if Instant::now() + delay >= deadline {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5)) + Duration::from_millis(jitter_ms(250));
+        tracing::debug!(attempt, "resume failed: {}; retrying", outage.last);
     }
     Err(LinkError::ResumeFailed {
         cause: cause.to_owned(),
-        last,
-        credentials,
+        last: outage.last.clone(),
+        credentials: outage.credentials,
     })
 }
 
@@ -388,16 +559,5 @@ fn jitter_ms(max: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_channel_closed_frames_by_header() {
-        let mut frame = vec![0u8; 120];
-        frame[4..36].copy_from_slice(format!("{:<32}", "channel_closed").as_bytes());
-        assert!(is_channel_closed(&frame));
-        frame[4..36].copy_from_slice(format!("{:<32}", "output_stream_data").as_bytes());
-        assert!(!is_channel_closed(&frame));
-        assert!(!is_channel_closed(&[1, 2, 3]));
-    }
-}
+#[path = "link_tests.rs"]
+mod tests;

@@ -109,10 +109,12 @@ pub enum Hostile {
     FarSequence,
     /// An acknowledge whose JSON is half a megabyte of garbage.
     HugeJson,
+    /// A well-formed message of about 5 MB, over any websocket message size limit.
+    Oversized,
 }
 
 impl Hostile {
-    pub const ALL: [Hostile; 8] = [
+    pub const ALL: [Hostile; 9] = [
         Hostile::Short,
         Hostile::WrongHeaderLength,
         Hostile::WrongDigest,
@@ -121,6 +123,7 @@ impl Hostile {
         Hostile::NegativeSequence,
         Hostile::FarSequence,
         Hostile::HugeJson,
+        Hostile::Oversized,
     ];
 
     pub fn parse(s: &str) -> Option<Hostile> {
@@ -137,6 +140,7 @@ impl Hostile {
             Hostile::NegativeSequence => "negative-sequence",
             Hostile::FarSequence => "far-sequence",
             Hostile::HugeJson => "huge-json",
+            Hostile::Oversized => "oversized",
         }
     }
 
@@ -171,6 +175,7 @@ impl Hostile {
                 ]
                 .concat();
             }
+            Hostile::Oversized => m.payload = vec![b'x'; 5 << 20],
         }
         m.encode()
     }

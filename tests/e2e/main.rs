@@ -4,6 +4,7 @@
 
 mod congestion;
 mod control_plane;
+mod engine;
 mod fidelity;
 mod forward;
 mod harness;
