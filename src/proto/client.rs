@@ -96,6 +96,8 @@ pub struct ClientSession {
     channel: Channel,
     state: State,
     events: VecDeque<ClientEvent>,
+    /// Payload bytes of the Data and StdErr events waiting in `events`.
+    pending_bytes: usize,
     /// Set once an encrypted session is established.
     cipher: Option<SessionCipher>,
     /// A data-key request not yet taken by the driver.
@@ -110,6 +112,7 @@ impl ClientSession {
             channel,
             state: State::AwaitingRequest(AwaitingRequest::default()),
             events: VecDeque::new(),
+            pending_bytes: 0,
             cipher: None,
             key_request: None,
             nonce_seed: 0,
@@ -271,6 +274,7 @@ impl ClientSession {
                     },
                     customer_message: String::new(),
                 });
+                self.pending_bytes += m.payload.len();
                 self.events.push_back(ClientEvent::Data(m.payload));
                 self.state = State::Established;
             }
@@ -317,8 +321,14 @@ impl ClientSession {
             _ => payload,
         };
         match kind {
-            PayloadType::Output => self.events.push_back(ClientEvent::Data(payload)),
-            PayloadType::StdErr => self.events.push_back(ClientEvent::StdErr(payload)),
+            PayloadType::Output => {
+                self.pending_bytes += payload.len();
+                self.events.push_back(ClientEvent::Data(payload))
+            }
+            PayloadType::StdErr => {
+                self.pending_bytes += payload.len();
+                self.events.push_back(ClientEvent::StdErr(payload))
+            }
             PayloadType::ExitCode => {
                 let text = String::from_utf8_lossy(&payload);
                 let code = text
@@ -409,7 +419,18 @@ impl ClientSession {
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if let ClientEvent::Data(b) | ClientEvent::StdErr(b) = &event {
+            self.pending_bytes -= b.len();
+        }
+        Some(event)
+    }
+
+    /// Payload bytes delivered in order and not yet taken with [`Self::poll_event`]: a
+    /// driver whose local output is full may keep feeding frames (so acks for what it
+    /// sends keep arriving) while this stays under a bound of its choosing.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 }
 

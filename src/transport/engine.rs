@@ -17,6 +17,10 @@
 //!   frames from the link: the peer is held back by data we have not acknowledged, not
 //!   by our memory. (Events the core already decoded wait in the core, whose reorder
 //!   buffer is bounded by its own configuration.)
+//! - remote bytes the core has delivered while output is full: frames are still taken
+//!   until the core holds [`HOLD_BOUND`] (4 MiB) of them, so acks for our own sending
+//!   keep arriving through short output stalls (the congestion window needs them); past
+//!   it the engine stops reading the link, as above.
 //! - link outbound: the link's queue holds [`super::link::OUTBOUND_FRAMES`] frames. When
 //!   it is full the engine keeps one frame back, leaves the rest in the core, and reads
 //!   no local input ([`Ready::can_send`]) until it has room for [`INPUT_ROOM`] frames.
@@ -47,6 +51,12 @@ use super::{DataKeyProvider, DriveError, Link, LinkError, LinkEvent, answer_data
 /// Default bound on remote bytes waiting for local outputs (all outputs together).
 pub const OUTPUT_BOUND: usize = 1 << 20;
 
+/// While local output is full, frames are still taken from the link (so acks for what
+/// we send keep arriving and the congestion window keeps moving) until the core holds
+/// this many delivered-but-unwritten payload bytes; only then does the engine stop
+/// reading and the peer is held back.
+pub const HOLD_BOUND: usize = 4 << 20;
+
 /// Free places the link's outbound queue must have before local input is read: the
 /// frames of one 16 KiB read in 1 KiB messages.
 pub const INPUT_ROOM: usize = 16;
@@ -58,9 +68,12 @@ pub struct EngineOptions {
     /// Where data keys come from when the agent demands KMS encryption (None: such
     /// sessions fail with a clear error).
     pub data_keys: Option<Arc<dyn DataKeyProvider>>,
-    /// Remote bytes buffered for local outputs beyond which the engine stops taking
-    /// frames.
+    /// Remote bytes buffered for local outputs beyond which the engine stops handing
+    /// events over.
     pub output_bound: usize,
+    /// Delivered-but-unwritten bytes the core may hold while output is full before the
+    /// engine stops taking frames ([`HOLD_BOUND`]).
+    pub hold_bound: usize,
 }
 
 impl Default for EngineOptions {
@@ -70,6 +83,7 @@ impl Default for EngineOptions {
             handshake_timeout: Duration::from_secs(30),
             data_keys: None,
             output_bound: OUTPUT_BOUND,
+            hold_bound: HOLD_BOUND,
         }
     }
 }
@@ -242,7 +256,9 @@ impl<'a> Engine<'a> {
                     && self.link.free() >= INPUT_ROOM,
                 unacked: self.session.unacked(),
             };
-            let take_frames = self.outputs.buffered < bound && kind.takes_frames();
+            let take_frames = kind.takes_frames()
+                && (self.outputs.buffered < bound
+                    || self.session.pending_bytes() < self.opts.hold_bound);
             let timer = self.session.poll_timeout().map(Instant::from_std);
             let woke = tokio::select! {
                 event = self.link.next(take_frames, self.stash.is_some()) => Woke::Link(event),

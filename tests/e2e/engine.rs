@@ -103,6 +103,8 @@ fn an_oversized_message_ends_the_proxy_with_exit_7() {
 const PENDING: usize = 30_000_000;
 /// Local input sent while the reader is stalled.
 const UPLOAD: usize = 1_000_000;
+/// Bytes the remote side sends before the upload is complete.
+const FIRST_PART: usize = 2_000_000;
 /// How long the reader stalls.
 const STALL: Duration = Duration::from_secs(10);
 /// The proxy's peak RSS allowed while 30 MB wait for it: the engine holds at most its
@@ -124,6 +126,7 @@ fn a_stalled_reader_keeps_the_engine_going_with_bounded_memory() {
     let uploaded = Arc::new(std::sync::Mutex::new(Vec::new()));
     {
         let served = download.clone();
+        let received_by_reader = received.clone();
         let received = received.clone();
         let uploaded = uploaded.clone();
         std::thread::spawn(move || {
@@ -140,10 +143,19 @@ fn a_stalled_reader_keeps_the_engine_going_with_bounded_memory() {
                         break;
                     }
                     uploaded.lock().unwrap().extend_from_slice(&buf[..n]);
-                    received.fetch_add(n, Ordering::SeqCst);
+                    received_by_reader.fetch_add(n, Ordering::SeqCst);
                 }
             });
-            let _ = conn.write_all(&served);
+            // 2 MB first: more than the engine's output bound (1 MiB), less than what it
+            // keeps taking from the link while output is stalled (output bound + core
+            // hold bound, 5 MiB), so acks for the upload keep arriving. The rest once the
+            // upload is in: then the stall holds the agent back.
+            let _ = conn.write_all(&served[..FIRST_PART]);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while received.load(Ordering::SeqCst) < UPLOAD && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = conn.write_all(&served[FIRST_PART..]);
         });
     }
     let stderr_path = f.path("proxy-stderr.log");
