@@ -3,14 +3,20 @@
 //! `host:port` gets its own `AWS-StartPortForwardingSessionToRemoteHost` session, opened
 //! on first use and reused by later connections to it while it lives. Domain names are
 //! resolved by the target (curl's `--socks5-hostname`).
+//!
+//! Bounds: at most [`MAX_NEGOTIATING`] clients in the SOCKS handshake at once (more are
+//! closed at once), each for at most 10 s; at most [`MAX_SESSIONS`] destination sessions
+//! per process (a connection to a new destination beyond it gets "general failure");
+//! [`QUEUE`] connections waiting per destination.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::Failure;
@@ -22,6 +28,10 @@ use super::forward_driver::Incoming;
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections waiting for one destination's session.
 const QUEUE: usize = 256;
+/// SOCKS clients negotiating at once.
+const MAX_NEGOTIATING: usize = 256;
+/// Destinations (each its own Session Manager session) open at once per process.
+const MAX_SESSIONS: usize = 64;
 
 /// Reply codes (RFC 1928 §6).
 mod reply {
@@ -125,13 +135,19 @@ pub async fn serve(shared: Shared, listener: TcpListener) -> Result<(), Failure>
     let (req_tx, mut requests) = mpsc::channel::<(Remote, TcpStream)>(64);
     let mut routes: HashMap<Remote, mpsc::Sender<(TcpStream, Vec<u8>)>> = HashMap::new();
     let mut sessions = JoinSet::new();
+    let negotiating = Arc::new(Semaphore::new(MAX_NEGOTIATING));
     loop {
         tokio::select! {
             _ = super::lifecycle::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    let Ok(permit) = negotiating.clone().try_acquire_owned() else {
+                        tracing::warn!("{MAX_NEGOTIATING} SOCKS clients already negotiating; closing a new one");
+                        continue;
+                    };
                     let tx = req_tx.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let mut tcp = tcp;
                         match tokio::time::timeout(NEGOTIATE_TIMEOUT, negotiate(&mut tcp)).await {
                             Ok(Ok(remote)) => { let _ = tx.send((remote, tcp)).await; }
@@ -149,6 +165,15 @@ pub async fn serve(shared: Shared, listener: TcpListener) -> Result<(), Failure>
                 let live = routes.get(&remote).filter(|tx| !tx.is_closed());
                 let tx = match live {
                     Some(tx) => tx.clone(),
+                    None if sessions.len() >= MAX_SESSIONS => {
+                        tracing::warn!(
+                            "{MAX_SESSIONS} SOCKS destinations already have sessions; refusing {}",
+                            describe_remote(&shared.target, &remote)
+                        );
+                        let mut tcp = tcp;
+                        let _ = tcp.write_all(&reply_bytes(reply::GENERAL_FAILURE)).await;
+                        continue;
+                    }
                     None => {
                         let (tx, rx) = mpsc::channel(QUEUE);
                         routes.insert(remote.clone(), tx.clone());
