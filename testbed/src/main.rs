@@ -470,7 +470,10 @@ mod tests {
         let e = refused("--relay-queue", "0");
         assert!(e.contains("at least 1 message"), "{e}");
         let e = refused("--relay-queue", "lots");
-        assert!(e.contains("'lots' is not a whole number of messages"), "{e}");
+        assert!(
+            e.contains("'lots' is not a whole number of messages"),
+            "{e}"
+        );
         // One of --instances / --ssh-target is required, not both.
         assert!(Cli::try_parse_from(["sallyport-testbed", "serve"]).is_err());
         assert!(
