@@ -6,11 +6,11 @@
 //!   the previous one (see [`crate::write_rate`]), so a blocked agent fills the relay,
 //!   and the relay then stops reading the client's websocket (`--relay-queue`).
 //! - Out of the agent ([`ToClient`]): frames the relay has not yet taken. Sending never
-//!   blocks (acks and resends are made under the channel lock, from sync code); the output
-//!   pumps instead wait with [`ToClient::ready`] before they read more from the instance,
-//!   as the agent's readers block on a websocket that does not drain. Bound: the relay's
-//!   queue size in messages, plus the acks and resends made meanwhile (a few per
-//!   100 ms tick and per client message).
+//!   blocks (acks and resends are made under the channel lock, from sync code). Instead,
+//!   while `limit` messages wait, the output pumps read nothing more from the instance
+//!   ([`ToClient::ready`]) and the inbox hands the agent no further client frame, as the
+//!   agent's goroutines block on a websocket that does not drain. Bound: `limit` plus the
+//!   acks of one client frame and the resends of the wait (one per 100 ms tick).
 
 use std::sync::Arc;
 
@@ -28,17 +28,24 @@ pub type InboxSender = mpsc::UnboundedSender<Inbound>;
 /// Client frames for the agent. Taking one gives back its place in the relay's count.
 pub struct AgentInbox {
     rx: mpsc::UnboundedReceiver<Inbound>,
+    /// The agent's output queue: no frame is handed out while it is full.
+    out: ToClient,
 }
 
-/// An inbox and the sender for it. Unbounded as a channel: the relay bounds it by
-/// waiting on its [`Backlog`] before it reads from the client.
-pub fn inbox() -> (InboxSender, AgentInbox) {
+/// An inbox for the agent whose output goes to `out`, and the sender for it. Unbounded
+/// as a channel: the relay bounds it by waiting on its [`Backlog`] before it reads from
+/// the client.
+pub fn inbox(out: &ToClient) -> (InboxSender, AgentInbox) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (tx, AgentInbox { rx })
+    let out = out.clone();
+    (tx, AgentInbox { rx, out })
 }
 
 impl AgentInbox {
+    /// The next client frame, once the agent's output queue has room for its acks.
+    /// Cancel-safe (for `select!`): nothing is taken before the frame is returned.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.out.ready().await;
         self.rx.recv().await.map(|(frame, _token)| frame)
     }
 

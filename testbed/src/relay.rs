@@ -156,8 +156,8 @@ fn spawn_agent(
     stats: Arc<SessionStats>,
 ) -> Arc<AgentHandle> {
     let queue = config.faults.relay_queue.unwrap_or(DEFAULT_QUEUE).max(1);
-    let (to_agent, from_client) = agent_link::inbox();
     let (to_client, mut from_agent) = agent_link::outbox(queue);
+    let (to_agent, from_client) = agent_link::inbox(&to_client);
     let handle = Arc::new(AgentHandle {
         started: Instant::now(),
         last_input: Mutex::new(Instant::now()),

@@ -99,8 +99,8 @@ async fn a_slow_instance_write_holds_back_the_agents_reading_and_acks() {
         instance_write_rate: Some(1024),
         ..AgentSettings::default()
     };
-    let (to_agent, from_client) = agent_link::inbox();
     let (to_client, mut from_agent) = agent_link::outbox(100_000);
+    let (to_agent, from_client) = agent_link::inbox(&to_client);
     let io = AgentIo {
         from_client,
         to_client,
@@ -308,4 +308,63 @@ async fn http_get(tb: &Testbed, path: &str) -> String {
     assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
     assert!(resp.contains("content-type: application/json"), "{resp}");
     resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_fills_the_relay_to_its_bound_only() {
+    const QUEUE: usize = 16;
+    // The instance talks without end.
+    let instance_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = InstanceConfig::ssh_shortcut(instance_side.local_addr().unwrap());
+    let talker = tokio::spawn(async move {
+        let (mut s, _) = instance_side.accept().await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+    });
+    let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    config.faults.relay_queue = Some(QUEUE);
+    config.agent.pace = Duration::ZERO;
+    let tb = Testbed::start(config).await.unwrap();
+    let record = tb.sessions().insert(ssh_session("s-deaf", instance));
+    let url = format!(
+        "ws://{}/v1/data-channel/{}?role=publish_subscribe",
+        tb.addr, record.session_id
+    );
+    // A small receive buffer, so that the relay's writes stop soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(tb.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    ws.send(opening_frame(&record.token)).await.unwrap();
+    let handshake = timeout(PATIENCE, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let WsMessage::Binary(b) = m
+                && Message::decode(&b)
+                    .is_ok_and(|m| m.payload_type == PayloadType::HandshakeRequest as u32)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(handshake, Ok(true));
+    ws.send(WsMessage::binary(handshake_response()))
+        .await
+        .unwrap();
+    // From here on the client reads nothing.
+    let live = tb.session_stats("s-deaf");
+    timeout(PATIENCE, live.to_client_held.wait_for(QUEUE))
+        .await
+        .expect("the relay fills its queue for the client");
+    let s = live.snapshot();
+    assert_eq!(s.relay_peak_to_client, QUEUE as u64);
+    // What the agent sent is what the relay took: its queue, the relay's, and the
+    // websocket's buffers; the instance's endless output is not all read.
+    assert!(
+        s.agent_messages > 0 && s.agent_bytes < 64 * 1024 * 1024,
+        "{s:?}"
+    );
+    talker.abort();
+    drop(ws);
 }
