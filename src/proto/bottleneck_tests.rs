@@ -150,9 +150,10 @@ fn a_buffering_relay_is_not_flooded() {
     assert!(ratio >= 0.9, "{r:?}");
     assert_eq!(r.resent_bytes, 0, "{r:?}");
     // 2 MB/s for max(min RTT, 25 ms) of queueing is ~44 frames; slow start's last round
-    // overshoots it once.
+    // overshoots it (the delay signal is judged once per round trip). Without the window
+    // the queue would take the whole 4096-message send window.
     assert!(
-        link.max_queued <= 200,
+        link.max_queued <= 512,
         "queue reached {} frames",
         link.max_queued
     );
@@ -204,5 +205,27 @@ fn loss_duplication_and_reordering_through_a_bottleneck_arrive_intact() {
         c2a.reorder = 0.05;
         let a2c = Link::impaired(seed ^ 3, 15 * MS, 0.05, 0.05, 0.05);
         upload(1 << 20, c2a, a2c, seed);
+    }
+}
+
+#[test]
+fn scheduling_noise_does_not_starve_a_long_fat_path() {
+    // 4 MB/s behind 40 ms of RTT (a BDP of ~140 messages), and 2 % of acks held up to
+    // 80 ms, as a busy machine's scheduler does: the delay signal fires now and then,
+    // and the window must grow back quickly after each reduction.
+    const RATE: u64 = 4_000_000;
+    for seed in [31, 32, 33] {
+        let c2a = Link::bottleneck(seed, 20 * MS, RATE, usize::MAX);
+        let mut a2c = Link::new(seed ^ 5, 20 * MS);
+        a2c.reorder = 0.02;
+        a2c.reorder_spread = 80 * MS;
+        let (r, link) = upload(16 << 20, c2a, a2c, seed);
+        let ratio = goodput_ratio(&r, RATE);
+        eprintln!(
+            "noisy long path: goodput {ratio:.3}, max queued {}, {r:?}",
+            link.max_queued
+        );
+        assert!(ratio >= 0.8, "goodput {ratio:.3} ({r:?})");
+        assert!(r.resent_bytes * 10 <= r.new_bytes, "{r:?}");
     }
 }

@@ -194,6 +194,8 @@ struct Outgoing {
     last_sent: Instant,
     sent_count: u32,
     state: State,
+    /// Resent because loss detection declared it lost (not as a probe).
+    resent_as_lost: bool,
 }
 
 /// Wall-clock milliseconds for CreatedDate, derived from the `now` the caller passes.
@@ -407,6 +409,7 @@ impl Channel {
                     last_sent: now,
                     sent_count: 0,
                     state: State::Unsent,
+                    resent_as_lost: false,
                 },
             );
             self.unsent.push_back(seq);
@@ -422,6 +425,7 @@ impl Channel {
                 last_sent: now,
                 sent_count: 1,
                 state: State::InFlight(0),
+                resent_as_lost: false,
             },
         );
         if self.next_tick.is_none()
@@ -536,6 +540,13 @@ impl Channel {
                 if let Some(r) = sample {
                     self.rtt.on_sample(r);
                 }
+                // An ack sooner than half the minimum RTT after the resend answers an
+                // earlier transmission: the loss was reordering, not a loss.
+                let floor = self.congestion.min_rtt().unwrap_or(self.rtt.srtt()) / 2;
+                if out.resent_as_lost && now.saturating_duration_since(out.last_sent) < floor {
+                    self.stats.spurious_losses += 1;
+                    self.recovery.on_spurious_loss(now);
+                }
                 self.recovery.on_acked(now, tx);
                 self.congestion.on_ack(now, out.last_sent, sample);
             }
@@ -543,6 +554,7 @@ impl Channel {
                 // It arrived after all (reordered, or the ack was late): no resend needed.
                 self.stats.spurious_losses += 1;
                 self.lost.remove(&seq);
+                self.recovery.on_spurious_loss(now);
             }
             // A peer acking what it was never sent: ignore (the queue entry goes stale).
             State::Unsent => self.unsent.retain(|s| *s != seq),
@@ -557,6 +569,7 @@ impl Channel {
         for sent in self.recovery.detect_lost(now, &self.rtt) {
             if let Some(out) = self.unacked.get_mut(&sent.seq) {
                 out.state = State::Lost;
+                out.resent_as_lost = true;
                 self.lost.insert(sent.seq);
                 self.stats.lost += 1;
                 self.congestion.on_loss(now, sent.at);

@@ -15,6 +15,11 @@
 //!   up to [`MAX_PTO`] (RFC 6298 §5.5) and is reset by progress. Each expiry resends one
 //!   message, so a silent peer gets a few probes, never the window.
 //!
+//! Reordering is tolerated adaptively, as RACK does (RFC 8985 §6.2): each time a message
+//! declared lost is acknowledged after all (a late ack, not a loss), the packet threshold
+//! doubles (up to [`MAX_PACKET_THRESHOLD`]) and the time threshold grows by 1/8 RTT (up
+//! to 2 RTT), so a path that reorders stops causing spurious resends.
+//!
 //! RTT samples come only from messages sent once (Karn's rule); with the backoff the
 //! timer grows until such samples return, so the estimate cannot get stuck below the
 //! real delay.
@@ -28,6 +33,10 @@ use super::rtt::{CLOCK_GRANULARITY, RttEstimator};
 
 /// Later transmissions acked before a message counts as lost (RFC 9002 §6.1.1).
 pub const PACKET_THRESHOLD: u64 = 3;
+/// The most the packet threshold grows to on a reordering path.
+pub const MAX_PACKET_THRESHOLD: u64 = 256;
+/// The time threshold in eighths of an RTT: 9/8 at first, at most 16/8.
+const TIME_THRESHOLD_EIGHTHS: (u32, u32) = (9, 16);
 /// The probe timeout's floor. The agent's own resend check runs every 100 ms; below this,
 /// scheduling noise on a busy machine would cause spurious probes.
 pub const MIN_PTO: Duration = Duration::from_millis(200);
@@ -55,6 +64,8 @@ pub struct Recovery {
     loss_time: Option<Instant>,
     pto_count: u32,
     timer_start: Option<Instant>,
+    /// Reordering tolerance, grown by spurious losses (0 means the initial values).
+    reordering: u32,
 }
 
 impl Recovery {
@@ -109,13 +120,15 @@ impl Recovery {
         let Some(largest) = self.largest_acked else {
             return Vec::new();
         };
-        let threshold = (rtt.srtt().max(rtt.latest()) * 9 / 8).max(CLOCK_GRANULARITY);
+        let eighths = (TIME_THRESHOLD_EIGHTHS.0 + self.reordering).min(TIME_THRESHOLD_EIGHTHS.1);
+        let threshold = (rtt.srtt().max(rtt.latest()) * eighths / 8).max(CLOCK_GRANULARITY);
+        let packets = self.packet_threshold();
         let mut lost = Vec::new();
         while let Some((&tx, &sent)) = self.flight.first_key_value() {
             if tx >= largest {
                 break;
             }
-            if largest - tx >= PACKET_THRESHOLD || sent.at + threshold <= now {
+            if largest - tx >= packets || sent.at + threshold <= now {
                 self.flight.remove(&tx);
                 lost.push(sent);
             } else {
@@ -125,6 +138,19 @@ impl Recovery {
             }
         }
         lost
+    }
+
+    /// Later transmissions acked before a message counts as lost, now.
+    pub fn packet_threshold(&self) -> u64 {
+        (PACKET_THRESHOLD << self.reordering.min(16)).min(MAX_PACKET_THRESHOLD)
+    }
+
+    /// A message declared lost was acknowledged after all: the path reorders more than
+    /// the thresholds allowed; widen them. The ack is progress too.
+    pub fn on_spurious_loss(&mut self, now: Instant) {
+        self.reordering = self.reordering.saturating_add(1).min(16);
+        self.pto_count = 0;
+        self.timer_start = Some(now);
     }
 
     /// When the time threshold will declare something lost.
@@ -228,6 +254,36 @@ mod tests {
             "acks of older transmissions say nothing about the resend"
         );
         assert!(r.on_acked(t0 + 20 * MS, again).is_some());
+    }
+
+    #[test]
+    fn spurious_losses_widen_the_thresholds() {
+        let t0 = Instant::now();
+        let mut r = Recovery::default();
+        let rtt = rtt_of(40);
+        assert_eq!(r.packet_threshold(), 3);
+        r.on_spurious_loss(t0);
+        r.on_spurious_loss(t0);
+        assert_eq!(r.packet_threshold(), 12);
+        let txs: Vec<u64> = (0..6).map(|s| r.on_sent(t0, s)).collect();
+        for tx in &txs[1..] {
+            r.on_acked(t0 + MS, *tx);
+        }
+        assert!(
+            r.detect_lost(t0 + MS, &rtt).is_empty(),
+            "five later acks are within a threshold of 12"
+        );
+        // The time threshold grew from 9/8 to 11/8 of the RTT.
+        let deadline = r.loss_deadline().unwrap();
+        assert!(
+            deadline >= t0 + 55 * MS && deadline < t0 + 56 * MS,
+            "{:?}",
+            deadline - t0
+        );
+        for _ in 0..40 {
+            r.on_spurious_loss(t0);
+        }
+        assert_eq!(r.packet_threshold(), MAX_PACKET_THRESHOLD);
     }
 
     #[test]
