@@ -29,7 +29,9 @@
 //!
 //! Call order inside one turn: answer a data-key request (if any), flush frames, hand
 //! core events to the kind while output has room, [`Kind::turn`], flush frames, then
-//! wait for whichever source is ready first (fairly, not biased).
+//! wait for the first ready source in this order: the core's timer, local output, the
+//! link (plus up to [`LINK_BATCH`] events already waiting, each handed over at once),
+//! the handshake deadline, the kind's source.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -56,6 +58,9 @@ pub const OUTPUT_BOUND: usize = 1 << 20;
 /// this many delivered-but-unwritten payload bytes; only then does the engine stop
 /// reading and the peer is held back.
 pub const HOLD_BOUND: usize = 4 << 20;
+
+/// Link events taken in one go when they are waiting (no select in between).
+const LINK_BATCH: usize = 64;
 
 /// Free places the link's outbound queue must have before local input is read: the
 /// frames of one 16 KiB read in 1 KiB messages.
@@ -236,7 +241,6 @@ impl<'a> Engine<'a> {
     /// out first (errors ignored: the session is over).
     pub async fn run<K: Kind>(mut self, kind: &mut K) -> Result<K::Done, K::Error> {
         let handshake_deadline = Instant::now() + self.opts.handshake_timeout;
-        let bound = self.opts.output_bound;
         loop {
             let keyed = answer_data_key_request(self.session, self.opts.data_keys.as_deref()).await;
             self.flush_transmit();
@@ -247,30 +251,37 @@ impl<'a> Engine<'a> {
             self.flush_transmit();
             let established = self.session.is_established();
             let window = self.session.window_available();
+            let input_room = self.link.free() >= INPUT_ROOM;
             let ready = Ready {
                 established,
                 window,
-                can_send: established
-                    && window > 0
-                    && self.stash.is_none()
-                    && self.link.free() >= INPUT_ROOM,
+                can_send: established && window > 0 && self.stash.is_none() && input_room,
                 unacked: self.session.unacked(),
             };
-            let take_frames = kind.takes_frames()
-                && (self.outputs.buffered < bound
-                    || self.session.pending_bytes() < self.opts.hold_bound);
+            // Wake for room: to send the kept frame, or to read input again.
+            let room = if self.stash.is_some() {
+                1
+            } else if established && window > 0 && !input_room {
+                INPUT_ROOM
+            } else {
+                0
+            };
+            let take_frames = self.may_take_frames(kind);
             let timer = self.session.poll_timeout().map(Instant::from_std);
+            // Biased: due timers, then output (frees room), then the link (acks make
+            // window), and local sources last, as they add work.
             let woke = tokio::select! {
-                event = self.link.next(take_frames, self.stash.is_some()) => Woke::Link(event),
+                biased;
                 () = sleep_opt(timer) => Woke::Timer,
-                () = sleep_until(handshake_deadline), if !established => Woke::Handshake,
                 wrote = self.outputs.write_some(), if self.outputs.busy() => Woke::Wrote(wrote),
+                event = self.link.next(take_frames, room) => Woke::Link(event),
+                () = sleep_until(handshake_deadline), if !established => Woke::Handshake,
                 local = kind.local(ready) => Woke::Local(local),
             };
             let step = match woke {
                 Woke::Link(LinkWake::Event(event)) => {
                     handle_link_event(self.session, event)?;
-                    None
+                    self.take_waiting_frames(kind)?
                 }
                 Woke::Link(LinkWake::Room) => None,
                 Woke::Timer => {
@@ -300,6 +311,34 @@ impl<'a> Engine<'a> {
             session: self.session,
             outputs: &mut self.outputs,
         }
+    }
+
+    /// After one link event, the ones already waiting (up to [`LINK_BATCH`]), each
+    /// handed over at once: acks are processed before more local input is read, so the
+    /// peer's acks do not queue up behind our own sending.
+    /// Frames are taken while output has room, or while the core holds less than the
+    /// hold bound of delivered-but-unwritten bytes (see [`HOLD_BOUND`]).
+    fn may_take_frames<K: Kind>(&self, kind: &K) -> bool {
+        kind.takes_frames()
+            && (self.outputs.buffered < self.opts.output_bound
+                || self.session.pending_bytes() < self.opts.hold_bound)
+    }
+
+    fn take_waiting_frames<K: Kind>(&mut self, kind: &mut K) -> Result<Option<K::Done>, K::Error> {
+        for _ in 0..LINK_BATCH {
+            if let Some(done) = self.hand_over(kind)? {
+                return Ok(Some(done));
+            }
+            self.flush_transmit();
+            if !self.may_take_frames(kind) {
+                break;
+            }
+            let Some(event) = self.link.try_recv() else {
+                break;
+            };
+            handle_link_event(self.session, Some(event))?;
+        }
+        Ok(None)
     }
 
     /// Hands core events to the kind while local output has room, then its turn.

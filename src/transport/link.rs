@@ -199,14 +199,26 @@ impl Link {
         self.out.capacity()
     }
 
-    /// The next link event (only if `frames`) or outbound room (only if `room`),
-    /// whichever comes first; pending forever if neither is wanted. Cancel-safe.
-    pub async fn next(&mut self, frames: bool, room: bool) -> LinkWake {
+    /// The next link event (only if `frames`) or `room` free places in the outbound
+    /// queue (only if `room > 0`), whichever comes first; pending forever if neither is
+    /// wanted. Once the link is over, its last event. Cancel-safe.
+    pub async fn next(&mut self, frames: bool, room: usize) -> LinkWake {
+        let room = room.min(OUTBOUND_FRAMES);
         tokio::select! {
+            biased;
             event = self.events.recv(), if frames => LinkWake::Event(event),
-            _ = self.out.reserve(), if room => LinkWake::Room,
+            free = self.out.reserve_many(room), if room > 0 => match free {
+                Ok(_) => LinkWake::Room,
+                // The link task is gone: what it said last is the news.
+                Err(_) => LinkWake::Event(self.events.recv().await),
+            },
             else => std::future::pending().await,
         }
+    }
+
+    /// An event that is already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<LinkEvent> {
+        self.events.try_recv().ok()
     }
 
     /// The next event; `None` once the link task has ended. Cancel-safe.
