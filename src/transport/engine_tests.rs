@@ -166,6 +166,8 @@ async fn input_resumes_as_soon_as_the_link_has_room() {
     });
     let started = tokio::time::Instant::now();
     let mut seqs = std::collections::BTreeSet::new();
+    // The agent acknowledges what arrives, so the congestion window keeps opening.
+    let mut agent = Channel::new(ChannelConfig::agent(), now(), 1, 3);
     while seqs.len() < SENT {
         for _ in 0..8 {
             let Ok(frame) = from_engine.try_recv() else {
@@ -174,7 +176,11 @@ async fn input_resumes_as_soon_as_the_link_has_room() {
             let m = Message::decode(&frame).unwrap();
             if m.message_type == MessageType::InputStreamData {
                 seqs.insert(m.sequence_number);
+                agent.handle_frame(now(), &frame).unwrap();
             }
+        }
+        while let Some(ack) = agent.poll_transmit() {
+            to_engine.send(LinkEvent::Frame(ack)).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(
