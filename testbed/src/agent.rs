@@ -17,6 +17,11 @@
 //!   `pace` sleep (1 KiB and 1 ms by default: StreamDataPayloadSize and
 //!   `time.Sleep(time.Millisecond)`);
 //! - duplicates are re-acknowledged; no digest check is made on receive;
+//! - client input is handled one frame at a time on the input path: a port or shell
+//!   session writes the data to the instance before it takes the next frame, and acks an
+//!   in-order message once that write is done (`feed_held`; out-of-order messages are
+//!   acked on arrival), so a slow instance (`--instance-write-rate`) holds back the acks;
+//!   no frame is taken while the output queue to the relay is full ([`crate::agent_link`]);
 //! - at the end, the outgoing buffer is drained for at most 2 s before the session ends.
 
 use std::cmp::Ordering;

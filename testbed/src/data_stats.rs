@@ -14,10 +14,12 @@
 //! line the relay prints on stderr when a session ends.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sallyport::proto::message::{HEADER_LENGTH, HEADER_SIZE, MessageType, layout};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::backlog::Backlog;
 
@@ -109,6 +111,8 @@ pub struct SessionStats {
     agent: Mutex<Direction>,
     pub to_agent_held: Arc<Backlog>,
     pub to_client_held: Arc<Backlog>,
+    ended: AtomicBool,
+    ended_changed: Notify,
 }
 
 impl Default for SessionStats {
@@ -118,6 +122,8 @@ impl Default for SessionStats {
             agent: Mutex::default(),
             to_agent_held: Backlog::new(),
             to_client_held: Backlog::new(),
+            ended: AtomicBool::new(false),
+            ended_changed: Notify::new(),
         }
     }
 }
@@ -158,6 +164,30 @@ impl SessionStats {
         if let Some((seq, n)) = stream_data(frame, &MessageType::OutputStreamData) {
             lock(&self.agent).count(seq, n);
         }
+    }
+
+    /// Whether the session has ended (its counts are final).
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Returns once the session has ended.
+    pub async fn wait_ended(&self) {
+        loop {
+            let changed = self.ended_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_ended() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn set_ended(&self, ended: bool) -> bool {
+        let was = self.ended.swap(ended, Ordering::AcqRel);
+        self.ended_changed.notify_waiters();
+        was
     }
 
     pub fn snapshot(&self) -> DataStats {
@@ -208,7 +238,7 @@ pub fn ended_line(session_id: &str, s: &DataStats) -> String {
 /// the testbed ever served).
 #[derive(Debug, Default)]
 pub struct StatsBook {
-    sessions: Mutex<BTreeMap<String, (Arc<SessionStats>, bool)>>,
+    sessions: Mutex<BTreeMap<String, Arc<SessionStats>>>,
 }
 
 /// One session in [`StatsBook::all`] and in `GET /testbed/stats`.
@@ -221,44 +251,40 @@ pub struct SessionEntry {
 }
 
 impl StatsBook {
-    /// The counters of `session_id`, made on first use.
+    /// The counters of a session whose agent starts now (live again if an agent of the
+    /// same session ran before).
     pub fn session(&self, session_id: &str) -> Arc<SessionStats> {
-        let mut map = lock(&self.sessions);
-        let entry = map
-            .entry(session_id.to_owned())
-            .or_insert_with(|| (Arc::new(SessionStats::default()), false));
-        entry.1 = false;
-        entry.0.clone()
+        let stats = self.live(session_id);
+        stats.set_ended(false);
+        stats
     }
 
     /// Marks the session ended; returns its final counts the first time only.
     pub fn end(&self, session_id: &str) -> Option<DataStats> {
-        let mut map = lock(&self.sessions);
-        let entry = map.get_mut(session_id)?;
-        (!std::mem::replace(&mut entry.1, true)).then(|| entry.0.snapshot())
+        let stats = lock(&self.sessions).get(session_id)?.clone();
+        (!stats.set_ended(true)).then(|| stats.snapshot())
     }
 
     /// The live counters of `session_id`, made now if it has not been served yet (so a
     /// test can wait on them before it connects).
     pub fn live(&self, session_id: &str) -> Arc<SessionStats> {
-        let mut map = lock(&self.sessions);
-        let entry = map
+        lock(&self.sessions)
             .entry(session_id.to_owned())
-            .or_insert_with(|| (Arc::new(SessionStats::default()), false));
-        entry.0.clone()
+            .or_default()
+            .clone()
     }
 
     pub fn get(&self, session_id: &str) -> Option<DataStats> {
-        lock(&self.sessions).get(session_id).map(|e| e.0.snapshot())
+        lock(&self.sessions).get(session_id).map(|s| s.snapshot())
     }
 
     /// All sessions, by session ID.
     pub fn all(&self) -> Vec<SessionEntry> {
         lock(&self.sessions)
             .iter()
-            .map(|(id, (s, ended))| SessionEntry {
+            .map(|(id, s)| SessionEntry {
                 session_id: id.clone(),
-                ended: *ended,
+                ended: s.is_ended(),
                 stats: s.snapshot(),
             })
             .collect()

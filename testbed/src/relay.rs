@@ -62,7 +62,7 @@ pub struct Hub {
     /// The testbed's KMS, for agents of instances that demand encryption.
     kms: Option<Arc<crate::kms::KmsState>>,
     /// Stream data counts of every session served.
-    stats: StatsBook,
+    stats: Arc<StatsBook>,
 }
 
 /// Agent output on its way to the client, holding its place in the relay's count.
@@ -113,8 +113,12 @@ impl Hub {
         let handle = agents
             .entry(session.session_id.clone())
             .or_insert_with(|| {
-                let stats = self.stats.session(&session.session_id);
-                spawn_agent(session.clone(), config, self.kms.clone(), stats)
+                spawn_agent(
+                    session.clone(),
+                    config,
+                    self.kms.clone(),
+                    self.stats.clone(),
+                )
             })
             .clone();
         // A newer websocket replaces the older one (whose queue then ends).
@@ -153,8 +157,10 @@ fn spawn_agent(
     session: Arc<SessionRecord>,
     config: &TestbedConfig,
     kms: Option<Arc<crate::kms::KmsState>>,
-    stats: Arc<SessionStats>,
+    book: Arc<StatsBook>,
 ) -> Arc<AgentHandle> {
+    let session_id = session.session_id.clone();
+    let stats = book.session(&session_id);
     let queue = config.faults.relay_queue.unwrap_or(DEFAULT_QUEUE).max(1);
     let (to_client, mut from_agent) = agent_link::outbox(queue);
     let (to_agent, from_client) = agent_link::inbox(&to_client);
@@ -193,6 +199,10 @@ fn spawn_agent(
                 AgentOut::Frame(f) => h.stats.agent_frame(f),
                 AgentOut::Close { output } => {
                     *h.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(output.clone());
+                    // The session is over whether or not a client is there to hear it.
+                    if let Some(s) = book.end(&session_id) {
+                        print_ended(&session_id, &s);
+                    }
                 }
             }
             let attached = h.attached.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -200,8 +210,13 @@ fn spawn_agent(
                 let _ = tx.send((out, held.hold(1)));
             }
         }
-        let mut ended = h.ended.lock().unwrap_or_else(|e| e.into_inner());
-        ended.get_or_insert_with(String::new);
+        h.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(String::new);
+        if let Some(s) = book.end(&session_id) {
+            print_ended(&session_id, &s);
+        }
     });
     handle
 }

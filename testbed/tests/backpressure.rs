@@ -368,3 +368,85 @@ async fn a_client_that_does_not_read_fills_the_relay_to_its_bound_only() {
     talker.abort();
     drop(ws);
 }
+
+/// The acknowledge a client sends for agent message `m`.
+fn ack_for(m: &Message) -> WsMessage {
+    let ack = Acknowledge {
+        acknowledged_message_type: "output_stream_data".to_owned(),
+        acknowledged_message_id: m.message_id,
+        acknowledged_message_sequence_number: m.sequence_number,
+        is_sequential_message: true,
+    };
+    let frame = Message {
+        message_type: MessageType::Acknowledge,
+        schema_version: 1,
+        created_date: 1_700_000_000_000,
+        sequence_number: 0,
+        flags: 3,
+        message_id: uuid::Uuid::new_v4(),
+        payload_type: 0,
+        payload: serde_json::to_vec(&ack).unwrap(),
+    };
+    WsMessage::binary(frame.encode())
+}
+
+#[tokio::test]
+async fn a_session_that_ends_with_no_client_attached_has_final_counts() {
+    let instance_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = InstanceConfig::ssh_shortcut(instance_side.local_addr().unwrap());
+    let config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    let tb = Testbed::start(config).await.unwrap();
+    let record = tb.sessions().insert(ssh_session("s-gone", instance));
+    let url = format!(
+        "ws://{}/v1/data-channel/{}?role=publish_subscribe",
+        tb.addr, record.session_id
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(opening_frame(&record.token)).await.unwrap();
+    // The handshake, acknowledging the agent's messages so that it has nothing to drain.
+    let mut acked = 0;
+    while acked < 2 {
+        let Some(Ok(WsMessage::Binary(b))) = timeout(PATIENCE, ws.next()).await.unwrap() else {
+            continue;
+        };
+        let m = Message::decode(&b).unwrap();
+        if m.message_type != MessageType::OutputStreamData {
+            continue;
+        }
+        ws.send(ack_for(&m)).await.unwrap();
+        if m.payload_type == PayloadType::HandshakeRequest as u32 {
+            ws.send(WsMessage::binary(handshake_response()))
+                .await
+                .unwrap();
+        }
+        acked += 1;
+    }
+    let data = client_frame(1, PayloadType::Output, b"hello".to_vec());
+    ws.send(WsMessage::binary(data)).await.unwrap();
+    let (mut conn, _) = timeout(PATIENCE, instance_side.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got = [0u8; 5];
+    timeout(PATIENCE, conn.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"hello");
+    // The client leaves; then the instance closes the connection, which ends the session.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let live = tb.session_stats("s-gone");
+    assert!(!live.is_ended());
+    drop(conn);
+    timeout(PATIENCE, live.wait_ended())
+        .await
+        .expect("the session ends without a client");
+    let stats = tb.data_stats();
+    assert_eq!(stats.len(), 1);
+    let s = stats[0].1;
+    assert_eq!((s.client_messages, s.client_distinct), (2, 2));
+    let response_payload = handshake_response().len() - 120;
+    assert_eq!(s.client_bytes, (response_payload + 5) as u64);
+    assert_eq!(s.agent_messages, 2);
+}
