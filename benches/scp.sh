@@ -104,11 +104,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Test sshd: the script's own key in authorized_keys (OpenSSH paths), and keys pushed
 # through the testbed via AuthorizedKeysCommand (sallyport scp/ssh).
 
-mkdir -p /run/sshd "$TMP/remote" "$TMP/home" "$TMP/eic-state"
+mkdir -p "$TMP/home" "$TMP/eic-state"
 chmod 700 "$TMP/eic-state"
-ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$TMP/hostkey" >/dev/null
-ssh-keygen -q -t ed25519 -N '' -C bench-user -f "$TMP/userkey" >/dev/null
-cp "$TMP/userkey.pub" "$TMP/authorized_keys"
 # Written again with --instance once the testbed has said its instance ID; sshd reads it
 # (through /bin/sh, so its ownership checks apply to /bin/sh only) for every key offered.
 write_eic_script() {
@@ -124,39 +121,10 @@ write_eic_script() {
 }
 write_eic_script ""
 
-start_sshd() {
-    local attempt
-    for attempt in 1 2 3; do
-        SSHD_PORT=$(free_port)
-        cat >"$TMP/sshd_config" <<EOF
-ListenAddress 127.0.0.1
-Port $SSHD_PORT
-HostKey $TMP/hostkey
-AuthorizedKeysFile $TMP/authorized_keys
-AuthorizedKeysCommand /bin/sh $TMP/eic-keys.sh %u %f
+# Both the script's key (authorized_keys) and keys pushed through Instance Connect.
+start_sshd "AuthorizedKeysCommand /bin/sh $TMP/eic-keys.sh %u %f
 AuthorizedKeysCommandUser root
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $TMP/sshd.pid
-Subsystem sftp internal-sftp
-EOF
-        # sshd binds before it daemonizes, so success here means it is listening.
-        if "$SSHD" -f "$TMP/sshd_config" -E "$TMP/sshd.log"; then
-            wait_for_line "$TMP/sshd.log" 10 "Server listening on 127.0.0.1 port $SSHD_PORT"
-            wait_for_line "$TMP/sshd.pid" 10 ""
-            SSHD_PID=$(cat "$TMP/sshd.pid")
-            [[ $SSHD_PID =~ ^[0-9]+$ ]] || die "bad sshd pid file: $SSHD_PID"
-            return 0
-        fi
-        echo "sshd failed to start on port $SSHD_PORT (attempt $attempt)" >&2
-    done
-    die "could not start sshd; see $TMP/sshd.log"
-}
-start_sshd
+"
 
 # ---------------------------------------------------------------------------------------
 # Testbed and delay proxy.

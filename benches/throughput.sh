@@ -109,41 +109,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # ---------------------------------------------------------------------------------------
 # Test sshd.
 
-mkdir -p /run/sshd "$TMP/remote"
-ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$TMP/hostkey" >/dev/null
-ssh-keygen -q -t ed25519 -N '' -C bench-user -f "$TMP/userkey" >/dev/null
-cp "$TMP/userkey.pub" "$TMP/authorized_keys"
-
-start_sshd() {
-    local attempt
-    for attempt in 1 2 3; do
-        SSHD_PORT=$(free_port)
-        cat >"$TMP/sshd_config" <<EOF
-ListenAddress 127.0.0.1
-Port $SSHD_PORT
-HostKey $TMP/hostkey
-AuthorizedKeysFile $TMP/authorized_keys
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PidFile $TMP/sshd.pid
-Subsystem sftp internal-sftp
-EOF
-        # sshd binds before it daemonizes, so success here means it is listening.
-        if "$SSHD" -f "$TMP/sshd_config" -E "$TMP/sshd.log"; then
-            wait_for_line "$TMP/sshd.log" 10 "Server listening on 127.0.0.1 port $SSHD_PORT"
-            wait_for_line "$TMP/sshd.pid" 10 ""
-            SSHD_PID=$(cat "$TMP/sshd.pid")
-            [[ $SSHD_PID =~ ^[0-9]+$ ]] || die "bad sshd pid file: $SSHD_PID"
-            return 0
-        fi
-        echo "sshd failed to start on port $SSHD_PORT (attempt $attempt)" >&2
-    done
-    die "could not start sshd; see $TMP/sshd.log"
-}
 start_sshd
 
 # ---------------------------------------------------------------------------------------

@@ -198,6 +198,19 @@ struct Outgoing {
     resent_as_lost: bool,
 }
 
+impl Outgoing {
+    fn new(frame: Vec<u8>, now: Instant, sent_count: u32, state: State) -> Outgoing {
+        Outgoing {
+            frame,
+            first_sent: now,
+            last_sent: now,
+            sent_count,
+            state,
+            resent_as_lost: false,
+        }
+    }
+}
+
 /// Wall-clock milliseconds for CreatedDate, derived from the `now` the caller passes.
 struct WallClock {
     origin: Instant,
@@ -401,33 +414,16 @@ impl Channel {
             self.last_progress = now;
         }
         if self.controlled() {
-            self.unacked.insert(
-                seq,
-                Outgoing {
-                    frame,
-                    first_sent: now,
-                    last_sent: now,
-                    sent_count: 0,
-                    state: State::Unsent,
-                    resent_as_lost: false,
-                },
-            );
+            // Queued; `fill` transmits it when the congestion window has room.
+            let out = Outgoing::new(frame, now, 0, State::Unsent);
+            self.unacked.insert(seq, out);
             self.unsent.push_back(seq);
             self.fill(now);
             return;
         }
         self.transmit.push_back(frame.clone());
-        self.unacked.insert(
-            seq,
-            Outgoing {
-                frame,
-                first_sent: now,
-                last_sent: now,
-                sent_count: 1,
-                state: State::InFlight(0),
-                resent_as_lost: false,
-            },
-        );
+        let out = Outgoing::new(frame, now, 1, State::InFlight(0));
+        self.unacked.insert(seq, out);
         if self.next_tick.is_none()
             && let ResendPolicy::HeadOfLine { tick } = self.config.resend
         {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sallyport_testbed::faults::Hostile;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Fixture, SALLYPORT, random_bytes};
+use crate::harness::{Fixture, SALLYPORT, peak_rss_kib, random_bytes};
 
 /// Waits for `child` to exit, killing it after `limit` (and showing its stderr, written
 /// to `stderr`).
@@ -39,16 +39,6 @@ fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The peak resident set size of process `pid`, in KiB (VmHWM).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 /// A message over the websocket size limit (5 MB against 1 MiB) is a protocol violation:

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sallyport_testbed::faults::{FaultPlan, Hostile, Impairment};
 
-use crate::harness::{Fixture, ok, random_bytes, run, sha256_file};
+use crate::harness::{Fixture, ok, peak_rss_kib, random_bytes, run, sha256_file};
 
 fn impaired(p: f64) -> Impairment {
     Impairment {
@@ -59,7 +59,7 @@ fn soak_scp_through_recycles_and_loss() {
     ));
     let down = t.elapsed();
     assert_eq!(sha256_file(&f.path("soak-down.bin")), sha256_file(&remote));
-    let peak = peak_rss_bytes();
+    let peak = peak_rss_kib(std::process::id()) * 1024;
     eprintln!(
         "soak: 200 MB up in {up:.1?}, 4 MB down in {down:.1?} (recycle 5 s, 1 % loss/dup/reorder), \
          test process peak RSS {} MB",
@@ -70,17 +70,6 @@ fn soak_scp_through_recycles_and_loss() {
         "the test process (testbed in process) peaked at {} MB",
         peak / 1_000_000
     );
-}
-
-/// This process's peak resident set size (`VmHWM`).
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .expect("VmHWM in /proc/self/status")
 }
 
 /// An interactive-style session that lives through three recycles sees every line, in order.
