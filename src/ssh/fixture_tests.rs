@@ -38,7 +38,13 @@ impl Server {
 /// machine has no sftp-server.
 pub(crate) async fn start(start: &Path, config: Config, delay: Option<Duration>) -> Option<Server> {
     let Some(program) = SERVERS.iter().find(|p| Path::new(p).exists()) else {
-        eprintln!("skipped: no sftp-server at {SERVERS:?}");
+        // In CI a missing prerequisite is a failure, never a silent pass.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no sftp-server at {SERVERS:?}: install the Debian package openssh-sftp-server \
+             (`bash .ci/install-deps`)"
+        );
+        eprintln!("skipped: no sftp-server at {SERVERS:?} (install openssh-sftp-server)");
         return None;
     };
     let mut child = Command::new(program)

@@ -1,6 +1,7 @@
 //! EC2 Instance Connect end to end inside the testbed: keys pushed with the real SDK reach
 //! `sallyport-testbed authorized-keys`, and an Instance-Connect-only sshd lets the key in
-//! for 60 seconds only. The sshd test needs root and openssh-server (else it is skipped).
+//! for 60 seconds only. The sshd test needs root and openssh-server (else it is skipped;
+//! under `CI=true` it fails instead).
 
 use std::io::Read as _;
 use std::path::Path;
@@ -201,6 +202,11 @@ fn ssh_true(sshd: &TestSshd, extra: &[&str]) -> Output {
 #[test]
 fn instance_connect_only_sshd_takes_a_pushed_key_for_sixty_seconds() {
     if let Some(why) = sshd_unavailable() {
+        // In CI a missing prerequisite is a failure, never a silent pass.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {why} (`bash .ci/install-deps` installs openssh-server and openssh-client)"
+        );
         eprintln!(
             "skipping instance_connect_only_sshd_takes_a_pushed_key_for_sixty_seconds: {why}"
         );
