@@ -26,16 +26,16 @@
 
 use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent, Role};
-use sallyport::proto::crypto::{SessionCipher, is_encrypted};
 use sallyport::proto::payload::{
     HandshakeComplete, HandshakeRequest, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::agent_channel::{AgentDataChannel, AgentEvent};
+use crate::agent_cipher::{AgentCipher, agent_encrypts, client_encrypts};
 use crate::agent_link::{AgentInbox, ToClient};
 use crate::kms::KmsState;
 use crate::state::SessionRecord;
@@ -87,19 +87,19 @@ pub struct AgentIo {
 /// The agent's channel and, once a KMS handshake succeeded, its session cipher: stream
 /// payloads of the encrypted types are sealed on the way out and opened on the way in.
 pub struct AgentChannel {
-    channel: Channel,
-    cipher: Option<SessionCipher>,
+    channel: AgentDataChannel,
+    cipher: Option<AgentCipher>,
 }
 
 impl std::ops::Deref for AgentChannel {
-    type Target = Channel;
-    fn deref(&self) -> &Channel {
+    type Target = AgentDataChannel;
+    fn deref(&self) -> &AgentDataChannel {
         &self.channel
     }
 }
 
 impl std::ops::DerefMut for AgentChannel {
-    fn deref_mut(&mut self) -> &mut Channel {
+    fn deref_mut(&mut self) -> &mut AgentDataChannel {
         &mut self.channel
     }
 }
@@ -108,7 +108,7 @@ impl AgentChannel {
     /// Sends one payload, sealed if the agent encrypts its type.
     pub(crate) fn send_payload(&mut self, kind: PayloadType, payload: Vec<u8>) {
         let payload = match &mut self.cipher {
-            Some(c) if is_encrypted(Role::Agent, kind) => match c.seal(&payload) {
+            Some(c) if agent_encrypts(kind as u32) => match c.seal(&payload) {
                 Ok(sealed) => sealed,
                 Err(e) => {
                     tracing::debug!("agent could not seal a payload: {e}");
@@ -117,25 +117,22 @@ impl AgentChannel {
             },
             _ => payload,
         };
-        self.channel.send(now(), kind, payload);
+        self.channel.send(now(), kind as u32, payload);
     }
 
     /// Opens the client's encrypted payloads; ones that do not open are dropped.
-    fn open_events(&self, events: Vec<ChannelEvent>) -> Vec<ChannelEvent> {
+    fn open_events(&self, events: Vec<AgentEvent>) -> Vec<AgentEvent> {
         let Some(cipher) = &self.cipher else {
             return events;
         };
         events
             .into_iter()
             .filter_map(|ev| match ev {
-                ChannelEvent::Message(mut m)
-                    if PayloadType::from_u32(m.payload_type)
-                        .is_some_and(|k| is_encrypted(Role::Client, k)) =>
-                {
+                AgentEvent::Message(mut m) if client_encrypts(m.payload_type) => {
                     match cipher.open(&m.payload) {
                         Ok(plain) => {
                             m.payload = plain;
-                            Some(ChannelEvent::Message(m))
+                            Some(AgentEvent::Message(m))
                         }
                         Err(e) => {
                             tracing::debug!("agent dropped a payload that did not decrypt: {e}");
@@ -162,20 +159,14 @@ pub(crate) fn lock(ch: &Shared) -> std::sync::MutexGuard<'_, AgentChannel> {
 
 /// A fresh agent-side channel with the agent's rules and `settings.chunk_size` messages.
 pub(crate) fn new_channel(settings: &AgentSettings) -> Shared {
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
-    let mut config = ChannelConfig::agent();
-    config.max_payload = settings.chunk_size.max(1);
     Arc::new(Mutex::new(AgentChannel {
-        channel: Channel::new(config, now(), wall_ms, rand::random()),
+        channel: AgentDataChannel::new(settings.chunk_size, now()),
         cipher: None,
     }))
 }
 
 /// Sends whatever the channel has queued.
-pub(crate) fn flush(ch: &mut Channel, out: &ToClient) {
+pub(crate) fn flush(ch: &mut AgentDataChannel, out: &ToClient) {
     while let Some(f) = ch.poll_transmit() {
         let _ = out.send(AgentOut::Frame(f));
     }
@@ -193,7 +184,7 @@ pub(crate) fn send_data_now(ch: &Shared, out: &ToClient, data: &[u8]) {
     let mut c = lock(ch);
     if c.cipher.is_some() {
         // The agent encrypts each chunk it read (PROTOCOL.md §5.4).
-        for chunk in data.chunks(c.config().max_payload.max(1)) {
+        for chunk in data.chunks(c.max_payload()) {
             c.send_payload(PayloadType::Output, chunk.to_vec());
         }
     } else {
@@ -204,7 +195,7 @@ pub(crate) fn send_data_now(ch: &Shared, out: &ToClient, data: &[u8]) {
 
 /// Feeds one client frame to the channel (acks go out at once) and returns what it
 /// delivered in order. Invalid messages are logged and ignored, as the agent does.
-pub(crate) fn feed(ch: &Shared, out: &ToClient, frame: &[u8]) -> Vec<ChannelEvent> {
+pub(crate) fn feed(ch: &Shared, out: &ToClient, frame: &[u8]) -> Vec<AgentEvent> {
     let (events, replies) = feed_held(ch, frame);
     replies.send(out);
     events
@@ -227,7 +218,7 @@ impl Replies {
 /// its handler succeeded (PROTOCOL.md §6.2): a caller whose handler writes to the instance
 /// sends the replies once the first delivered message is written. (Messages delivered
 /// after it came from the reorder buffer and were acknowledged when they arrived.)
-pub(crate) fn feed_held(ch: &Shared, frame: &[u8]) -> (Vec<ChannelEvent>, Replies) {
+pub(crate) fn feed_held(ch: &Shared, frame: &[u8]) -> (Vec<AgentEvent>, Replies) {
     let mut c = lock(ch);
     if let Err(e) = c.handle_frame(now(), frame) {
         tracing::debug!("agent ignored a message: {e}");
@@ -240,7 +231,7 @@ pub(crate) fn feed_held(ch: &Shared, frame: &[u8]) -> (Vec<ChannelEvent>, Replie
 /// Resends what the agent's scheduler would resend by now.
 pub(crate) fn on_timer(ch: &Shared, out: &ToClient) {
     let mut c = lock(ch);
-    let _ = c.handle_timeout(now());
+    c.handle_timeout(now());
     flush(&mut c, out);
 }
 
@@ -403,7 +394,7 @@ async fn await_payload(
             frame = io.from_client.recv() => {
                 let Some(frame) = frame else { return Err("client went away".into()) };
                 for ev in feed(ch, &io.to_client, &frame) {
-                    if let ChannelEvent::Message(m) = ev
+                    if let AgentEvent::Message(m) = ev
                         && m.payload_type == kind as u32
                     {
                         return Ok(m.payload);

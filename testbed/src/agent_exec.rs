@@ -15,8 +15,8 @@
 use std::process::Stdio;
 use std::sync::Arc;
 
+use crate::agent_channel::AgentEvent;
 use rustix::process::{Pid, Signal, kill_process};
-use sallyport::proto::channel::ChannelEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
@@ -146,9 +146,9 @@ pub async fn run(
 
 /// Ctrl-C and Ctrl-\ bytes become signals for the command; all other input is dropped.
 /// Returns true when the client asked to end the session.
-fn apply_input(events: Vec<ChannelEvent>, pid: Option<u32>) -> bool {
+fn apply_input(events: Vec<AgentEvent>, pid: Option<u32>) -> bool {
     for ev in events {
-        let ChannelEvent::Message(m) = ev else {
+        let AgentEvent::Message(m) = ev else {
             continue;
         };
         match PayloadType::from_u32(m.payload_type) {

@@ -4,12 +4,12 @@
 //! 1. [`kms_action`]: the `KMSEncryption` action in the HandshakeRequest, with a random
 //!    16-byte challenge;
 //! 2. [`accept_data_key`]: the client's HandshakeResponse -> KMS `Decrypt` of its blob with
-//!    the `{aws:ssm:SessionId, aws:ssm:TargetId}` context -> the agent's [`SessionCipher`]
+//!    the `{aws:ssm:SessionId, aws:ssm:TargetId}` context -> the agent's [`AgentCipher`]
 //!    (counter nonces from a random start, as the agent's);
 //! 3. [`Challenge`]: 64 random bytes sealed with the agent's key as EncChallengeRequest; the
 //!    client's EncChallengeResponse must open with the client's key to the same bytes;
 //! 4. then Output, StdErr and ExitCode are sealed and client Output opened
-//!    ([`sallyport::proto::crypto::is_encrypted`]).
+//!    ([`crate::agent_cipher`], written apart from the client's cipher).
 //!
 //! [`EncryptedAgent`] runs all of it for one session as a sans-IO state machine (frames in,
 //! frames out), so a test can drive a client against it in memory; the websocket agents
@@ -20,12 +20,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sallyport::proto::channel::{Channel, ChannelConfig, ChannelEvent, Role};
-use sallyport::proto::crypto::{SessionCipher, is_encrypted};
+
+use crate::agent_channel::{AgentDataChannel, AgentEvent};
+use crate::agent_cipher::{AgentCipher, agent_encrypts};
 use sallyport::proto::payload::{
     EncChallenge, HandshakeComplete, HandshakeRequest, HandshakeResponse, KmsEncryptionRequest,
     KmsEncryptionResult, PayloadType, RequestedClientAction, SessionTypeRequest, action_status,
@@ -81,8 +82,8 @@ pub fn accept_data_key(
     response: &HandshakeResponse,
     session_id: &str,
     target: &str,
-    nonce_seed: u128,
-) -> Result<SessionCipher, String> {
+    nonce_start: [u32; 3],
+) -> Result<AgentCipher, String> {
     let action = response
         .processed_client_actions
         .iter()
@@ -103,7 +104,7 @@ pub fn accept_data_key(
             Some(key_id),
         )
         .map_err(|e| format!("Failed to decrypt the data key with KMS: {e}"))?;
-    SessionCipher::new(Role::Agent, &key, nonce_seed).map_err(|e| e.to_string())
+    AgentCipher::new(&key, nonce_start)
 }
 
 /// The challenge the agent sent and must get back.
@@ -114,7 +115,7 @@ pub struct Challenge {
 impl Challenge {
     /// 64 random bytes and the EncChallengeRequest payload carrying them, sealed with
     /// `cipher` (the agent's).
-    pub fn new(cipher: &mut SessionCipher) -> Result<(Challenge, Vec<u8>), String> {
+    pub fn new(cipher: &mut AgentCipher) -> Result<(Challenge, Vec<u8>), String> {
         let mut secret = [0u8; 64];
         secret.iter_mut().for_each(|b| *b = rand::random());
         let sealed = cipher.seal(&secret).map_err(|e| e.to_string())?;
@@ -124,7 +125,7 @@ impl Challenge {
     }
 
     /// Checks the client's EncChallengeResponse payload.
-    pub fn verify(&self, cipher: &SessionCipher, payload: &[u8]) -> Result<(), String> {
+    pub fn verify(&self, cipher: &AgentCipher, payload: &[u8]) -> Result<(), String> {
         let resp: EncChallenge = serde_json::from_slice(payload)
             .map_err(|e| format!("invalid encryption challenge response: {e}"))?;
         let plain = cipher
@@ -149,13 +150,13 @@ enum Phase {
 /// what [`EncryptedAgent::poll_transmit`] yields. On failure it yields a
 /// `channel_closed` frame with the reason, as the service would deliver it.
 pub struct EncryptedAgent {
-    channel: Channel,
+    channel: AgentDataChannel,
     kms: Arc<KmsState>,
     key_id: String,
     session_id: String,
     target: String,
     phase: Phase,
-    cipher: Option<SessionCipher>,
+    cipher: Option<AgentCipher>,
     challenge: Option<Challenge>,
     received: Vec<u8>,
     failure: Option<String>,
@@ -176,11 +177,7 @@ impl EncryptedAgent {
         session_type: &str,
         now: Instant,
     ) -> EncryptedAgent {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
-        let mut channel = Channel::new(ChannelConfig::agent(), now, wall_ms, rand::random());
+        let mut channel = AgentDataChannel::new(1024, now);
         let challenge: [u8; 16] = rand::random();
         let request = HandshakeRequest {
             agent_version: "3.3.987.0".to_owned(),
@@ -198,7 +195,7 @@ impl EncryptedAgent {
         };
         channel.send(
             now,
-            PayloadType::HandshakeRequest,
+            PayloadType::HandshakeRequest as u32,
             serde_json::to_vec(&request).unwrap_or_default(),
         );
         EncryptedAgent {
@@ -249,7 +246,7 @@ impl EncryptedAgent {
             tracing::debug!("agent ignored a message: {e}");
         }
         while let Some(ev) = self.channel.poll_event() {
-            let ChannelEvent::Message(m) = ev else {
+            let AgentEvent::Message(m) = ev else {
                 continue;
             };
             if let Err(why) = self.on_message(now, m.payload_type, &m.payload) {
@@ -275,14 +272,13 @@ impl EncryptedAgent {
                 )?;
                 let (challenge, request) = if self.wrong_challenge_key {
                     let other = rand::random::<[[u8; 32]; 2]>().concat();
-                    let mut wrong =
-                        SessionCipher::new(Role::Agent, &other, 0).map_err(|e| e.to_string())?;
+                    let mut wrong = AgentCipher::new(&other, [0; 3])?;
                     Challenge::new(&mut wrong)?
                 } else {
                     Challenge::new(&mut cipher)?
                 };
                 self.channel
-                    .send(now, PayloadType::EncChallengeRequest, request);
+                    .send(now, PayloadType::EncChallengeRequest as u32, request);
                 self.cipher = Some(cipher);
                 self.challenge = Some(challenge);
                 self.phase = Phase::AwaitingChallenge;
@@ -300,7 +296,7 @@ impl EncryptedAgent {
                 };
                 self.channel.send(
                     now,
-                    PayloadType::HandshakeComplete,
+                    PayloadType::HandshakeComplete as u32,
                     serde_json::to_vec(&done).unwrap_or_default(),
                 );
                 self.phase = Phase::Established;
@@ -332,13 +328,13 @@ impl EncryptedAgent {
             return Err("the handshake is not complete".into());
         }
         let cipher = self.cipher.as_mut().ok_or("no session key")?;
-        for chunk in data.chunks(self.channel.config().max_payload.max(1)) {
-            let payload = if is_encrypted(Role::Agent, kind) {
+        for chunk in data.chunks(self.channel.max_payload()) {
+            let payload = if agent_encrypts(kind as u32) {
                 cipher.seal(chunk).map_err(|e| e.to_string())?
             } else {
                 chunk.to_vec()
             };
-            self.channel.send(now, kind, payload);
+            self.channel.send(now, kind as u32, payload);
         }
         Ok(())
     }
@@ -348,7 +344,7 @@ impl EncryptedAgent {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = self.channel.handle_timeout(now);
+        self.channel.handle_timeout(now);
     }
 
     /// The next frame for the client (acks, stream data, then a channel_closed on failure).

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sallyport::proto::channel::ChannelEvent;
+use crate::agent_channel::AgentEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -246,13 +246,13 @@ impl Instance<'_> {
 /// Writes client data to the destination; returns a reason when the session must end.
 /// The acks go out once the first message is handled (none if its write failed).
 async fn write_stream_events(
-    events: Vec<ChannelEvent>,
+    events: Vec<AgentEvent>,
     replies: Replies,
     mut to: Instance<'_>,
 ) -> Option<String> {
     let mut replies = Some(replies);
     for ev in events {
-        let ChannelEvent::Message(m) = ev else {
+        let AgentEvent::Message(m) = ev else {
             continue;
         };
         match PayloadType::from_u32(m.payload_type) {
@@ -315,7 +315,7 @@ async fn run_basic(
                 let (events, replies) = feed_held(&ch, &frame);
                 let mut replies = Some(replies);
                 for ev in events {
-                    let ChannelEvent::Message(m) = ev else { continue };
+                    let AgentEvent::Message(m) = ev else { continue };
                     match PayloadType::from_u32(m.payload_type) {
                         Some(PayloadType::Output) => {
                             if conn.is_none() {

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use sallyport::proto::channel::ChannelEvent;
+use crate::agent_channel::AgentEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use sallyport::session::smux::{KeepAlive, Mux, MuxEvent, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -143,7 +143,7 @@ pub async fn run(
                 let (events, replies) = feed_held(&ch, &frame);
                 held = Some(replies);
                 for ev in events {
-                    let ChannelEvent::Message(m) = ev else { continue };
+                    let AgentEvent::Message(m) = ev else { continue };
                     match PayloadType::from_u32(m.payload_type) {
                         Some(PayloadType::Output) => {
                             if let Err(e) = mux.handle_input(now(), &m.payload) {

@@ -17,10 +17,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent_channel::AgentEvent;
 use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
-use sallyport::proto::channel::ChannelEvent;
 use sallyport::proto::payload::{PayloadFlag, PayloadType, SizeData};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
@@ -195,14 +195,14 @@ struct PtyInput<'a> {
 /// The caller acknowledges after this (the agent acks once its handler is done; a frame
 /// that also released buffered messages is acked after those too, a small difference).
 async fn apply_input(
-    events: Vec<ChannelEvent>,
+    events: Vec<AgentEvent>,
     pty: &mut PtyInput<'_>,
     ch: &Shared,
     io: &AgentIo,
 ) -> bool {
     let control = pty.control;
     for ev in events {
-        let ChannelEvent::Message(m) = ev else {
+        let AgentEvent::Message(m) = ev else {
             continue;
         };
         match PayloadType::from_u32(m.payload_type) {

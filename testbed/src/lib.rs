@@ -19,6 +19,8 @@
 //! Where the real service's behaviour is unknown, the code says so in a comment.
 
 pub mod agent;
+pub mod agent_channel;
+pub mod agent_cipher;
 pub mod agent_exec;
 pub mod agent_kms;
 pub mod agent_link;
