@@ -36,6 +36,11 @@ pub struct FaultPlan {
     /// `--relay-queue`: messages the relay holds in flight per direction before it stops
     /// reading from the sender; `None`: [`crate::relay::DEFAULT_QUEUE`]. See [`crate::relay`].
     pub relay_queue: Option<usize>,
+    /// `--relay-rate`: bytes per second each relay direction carries (a bottleneck link
+    /// of its own per direction); `None`: as fast as the machine goes.
+    pub relay_rate: Option<u64>,
+    /// `--jitter`: extra one-way delay per frame, uniform in 0..=jitter, order kept.
+    pub jitter: Duration,
 }
 
 /// A stretch of time measured from the start of the session.

@@ -151,6 +151,14 @@ struct FaultArgs {
     /// and never drops. Default: 100000 (the agent's own buffer size).
     #[arg(long, value_name = "MESSAGES", value_parser = parse_queue)]
     relay_queue: Option<usize>,
+    /// Bytes per second each relay direction carries (a bottleneck in each direction, on
+    /// top of --rtt); frames queue behind it up to --relay-queue.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
+    relay_rate: Option<u64>,
+    /// Extra one-way delay per frame, uniform between 0 and this (e.g. 5ms); frames
+    /// never overtake each other.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    jitter: Duration,
 }
 
 /// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
@@ -202,6 +210,8 @@ impl FaultArgs {
             max_duration: self.max_duration,
             seed: 1,
             relay_queue: self.relay_queue,
+            relay_rate: self.relay_rate,
+            jitter: self.jitter,
         }
     }
 }
@@ -446,6 +456,10 @@ mod tests {
             "2000000",
             "--relay-queue",
             "256",
+            "--relay-rate",
+            "500000",
+            "--jitter",
+            "5ms",
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -453,6 +467,8 @@ mod tests {
         };
         assert_eq!(args.instance_write_rate, Some(2_000_000));
         assert_eq!(args.faults.plan().relay_queue, Some(256));
+        assert_eq!(args.faults.plan().relay_rate, Some(500_000));
+        assert_eq!(args.faults.plan().jitter, Duration::from_millis(5));
         let refused = |flag: &str, value: &str| {
             let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", flag, value];
             match Cli::try_parse_from(argv) {

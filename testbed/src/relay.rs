@@ -44,7 +44,7 @@ use crate::backlog::Token;
 use crate::config::TestbedConfig;
 use crate::data_stats::{DataStats, SessionEntry, SessionStats, StatsBook};
 use crate::faults::Impairer;
-use crate::relay_paths::{ToAgentPlan, delay_line};
+use crate::relay_paths::{LinkShape, ToAgentPlan, delay_line};
 use crate::state::{SessionRecord, Sessions};
 
 /// How long a client may take to send its opening text frame.
@@ -260,7 +260,15 @@ where
     let faults = &config.faults;
     let seed = faults.seed ^ rand::random::<u64>();
     let mut to_client_imp = Impairer::new(faults.to_client, seed.rotate_left(17));
-    let mut delayed_to_client = delay_line(from_agent, one_way);
+    let link = LinkShape {
+        one_way,
+        rate: faults.relay_rate,
+        jitter: faults.jitter,
+    };
+    let mut delayed_to_client = delay_line(from_agent, link, |(out, _)| match out {
+        AgentOut::Frame(f) => f.len(),
+        AgentOut::Close { .. } => 0,
+    });
     let recycle_at = faults.recycle_every.map(|d| Instant::now() + d);
     let mut hostile = faults.hostile;
     let mut terminated_check = tokio::time::interval(Duration::from_millis(200));
@@ -281,7 +289,7 @@ where
         handle.clone(),
         ToAgentPlan {
             imp: Impairer::new(faults.to_agent, seed),
-            one_way,
+            link,
             vanish,
             stall,
         },
