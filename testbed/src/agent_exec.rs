@@ -182,7 +182,7 @@ pub(crate) fn signal(pid: u32, sig: Signal) {
     }
 }
 
-/// Reads one output pipe the agent's way: at most `chunk_size` per message, then `pace`.
+/// Reads one output pipe the agent's way: at most `chunk_size` per message, one per `pace`.
 async fn pump<R: AsyncRead + Unpin>(
     mut from: R,
     kind: PayloadType,
@@ -193,6 +193,7 @@ async fn pump<R: AsyncRead + Unpin>(
     done: mpsc::Sender<()>,
 ) {
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
+    let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
         // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
         out.ready().await;
@@ -206,9 +207,7 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         }
         sent.notify_one();
-        if !settings.pace.is_zero() {
-            tokio::time::sleep(settings.pace).await;
-        }
+        pacer.after_send().await;
     }
     let _ = done.send(()).await;
 }

@@ -417,7 +417,7 @@ async fn dial_basic(
 }
 
 /// Reads the destination socket the way the agent does: at most `chunk_size` bytes per
-/// message, then a `pace` sleep. Sends `generation` on `eof` when the socket ends.
+/// message, one message per `pace`. Sends `generation` on `eof` when the socket ends.
 async fn pump_output(
     mut tcp_r: OwnedReadHalf,
     generation: u64,
@@ -428,6 +428,7 @@ async fn pump_output(
     eof: mpsc::Sender<u64>,
 ) {
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
+    let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
         // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
         out.ready().await;
@@ -443,9 +444,7 @@ async fn pump_output(
             }
         }
         sent.notify_one();
-        if !settings.pace.is_zero() {
-            tokio::time::sleep(settings.pace).await;
-        }
+        pacer.after_send().await;
     }
 }
 

@@ -291,7 +291,7 @@ fn connected(
     StreamConn::Connected { to_tcp, reader }
 }
 
-/// Sends the smux byte stream: at most `chunk_size` bytes per message, then `pace`.
+/// Sends the smux byte stream: at most `chunk_size` bytes per message, one per `pace`.
 async fn pace_out(
     outbox: Arc<Outbox>,
     ch: Shared,
@@ -300,6 +300,7 @@ async fn pace_out(
     sent: Arc<Notify>,
 ) {
     let chunk = settings.chunk_size.max(1);
+    let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
         out.ready().await;
         let data = outbox.take(chunk);
@@ -309,8 +310,6 @@ async fn pace_out(
         }
         send_data_now(&ch, &out, &data);
         sent.notify_one();
-        if !settings.pace.is_zero() {
-            tokio::time::sleep(settings.pace).await;
-        }
+        pacer.after_send().await;
     }
 }

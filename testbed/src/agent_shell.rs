@@ -257,7 +257,7 @@ pub fn incomplete_utf8_tail(data: &[u8]) -> usize {
 }
 
 /// Reads the pty the agent's way: 1 s before the first read, then at most `chunk_size`
-/// bytes per message with incomplete UTF-8 held back, then `pace`.
+/// bytes per message with incomplete UTF-8 held back, one message per `pace`.
 async fn pump(
     mut pty: pipe::Receiver,
     ch: Shared,
@@ -270,6 +270,7 @@ async fn pump(
     let chunk = settings.chunk_size.max(4);
     let mut held: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; chunk];
+    let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
         out.ready().await;
         let room = chunk - held.len();
@@ -286,9 +287,7 @@ async fn pump(
         let ready: Vec<u8> = held.drain(..held.len() - keep).collect();
         send_data_now(&ch, &out, &ready);
         sent.notify_one();
-        if !settings.pace.is_zero() {
-            tokio::time::sleep(settings.pace).await;
-        }
+        pacer.after_send().await;
     }
     if !held.is_empty() {
         send_data_now(&ch, &out, &held);
