@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use sallyport::cli::args::{Cli, Command};
+use sallyport::cli::generate;
 use sallyport::cli::settings;
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
@@ -38,6 +39,25 @@ fn main() -> std::process::ExitCode {
 
 /// Runs the command; `Ok` holds the exit code (the remote one for `exec`).
 async fn run(cli: Cli) -> Result<u8, Failure> {
+    // Generated from the clap definitions alone: no config file, no AWS.
+    match &cli.command {
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            generate::completions(args.shell, &mut out);
+            return write_stdout(&out);
+        }
+        Command::Man { dir } => {
+            let n = generate::write_man_pages(dir).map_err(|e| {
+                Failure::new(
+                    ExitCode::LocalIo,
+                    format!("cannot write the man pages into {}: {e}", dir.display()),
+                )
+            })?;
+            eprintln!("sallyport: wrote {n} man pages into {}", dir.display());
+            return Ok(0);
+        }
+        _ => {}
+    }
     let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
     let env = |k: &str| std::env::var(k).ok();
     match cli.command {
@@ -114,6 +134,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
         Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
         Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
+        Command::Completions(_) | Command::Man { .. } => Ok(0), // answered above
     }
 }
 
@@ -130,6 +151,20 @@ async fn resolve(
         .map_err(|e| Failure::aws(e, raw_target))?;
     let found = target::find(&s, &config).await?;
     Ok((sallyport::aws::Ssm::new(&config), found, s))
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn write_stdout(bytes: &[u8]) -> Result<u8, Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot write to stdout: {e}"),
+        )),
+    }
 }
 
 fn report(f: Failure) -> std::process::ExitCode {
