@@ -1,9 +1,9 @@
 //! Parse arguments, run, map errors to exit codes; nothing else.
 
 use clap::Parser;
-use sallyport::cli::args::{Cli, Command};
+use sallyport::cli::args::{Cli, Command, ConfigCommand};
 use sallyport::cli::generate;
-use sallyport::cli::settings;
+use sallyport::cli::{settings, tools};
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
 use sallyport::session::forward::{self, ForwardRequest};
@@ -134,6 +134,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
         Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
         Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
+        Command::Config(ConfigCommand::Ssh(args)) => tools::config_ssh(&cli.global, &file, &args),
         Command::Completions(_) | Command::Man { .. } => Ok(0), // answered above
     }
 }

@@ -69,6 +69,9 @@ pub enum Command {
     Scp(ScpArgs),
     /// An SFTP prompt on the target (ls, cd, get, put, …), or a batch file with -b.
     Sftp(SftpArgs),
+    /// Configuration for other tools (`config ssh`: the ~/.ssh/config block).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script (e.g. `sallyport completions bash > /etc/bash_completion.d/sallyport`).
     Completions(CompletionsArgs),
     /// Write the man pages into DIR (`sallyport man contrib/man` regenerates the committed ones).

@@ -4,3 +4,4 @@
 pub mod args;
 pub mod generate;
 pub mod settings;
+pub mod tools;
