@@ -69,6 +69,8 @@ pub enum Command {
     Scp(ScpArgs),
     /// An SFTP prompt on the target (ls, cd, get, put, …), or a batch file with -b.
     Sftp(SftpArgs),
+    /// List the managed nodes Session Manager can reach: online first, with Name tags.
+    Ls(LsArgs),
     /// Configuration for other tools (`config ssh`: the ~/.ssh/config block).
     #[command(subcommand)]
     Config(ConfigCommand),

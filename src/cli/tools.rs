@@ -5,7 +5,63 @@ use crate::commands::ssh_config::{self, BlockSettings};
 use crate::config_file::ConfigFile;
 use crate::error::{ExitCode, Failure};
 
-use super::args::{GlobalArgs, SshConfigArgs};
+use super::args::{GlobalArgs, LsArgs, SshConfigArgs};
+use super::settings;
+
+/// Resolves settings for a command about the whole account rather than one target:
+/// flags, environment and config file as for a target, with an ID (never an alias) as
+/// the stand-in target.
+fn account_settings(
+    g: &GlobalArgs,
+    file: &ConfigFile,
+    first_target: Option<&str>,
+) -> Result<settings::TargetSettings, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    settings::for_target(g, file, first_target.unwrap_or("i-00000000"), &env)
+}
+
+/// `sallyport ls [TARGET…] [--json]`.
+pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    // An alias may bring its own profile and region: the first target's apply to all.
+    let s = account_settings(g, file, args.targets.first().map(String::as_str))?;
+    let forms = (args.targets.iter())
+        .map(|t| settings::for_target(g, file, t, &env).map(|s| s.target))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = crate::aws::load(&s.aws)
+        .await
+        .map_err(|e| Failure::aws(e, "the managed nodes"))?;
+    let listing = crate::commands::ls::list(&config, &forms)
+        .await
+        .map_err(|e| {
+            let e = crate::aws::advise(e, s.aws.profile.as_deref());
+            let e = match e.kind {
+                crate::aws::AwsErrorKind::AccessDenied if e.hint.is_none() => e.with_hint(
+                    "listing needs ssm:DescribeInstanceInformation (and tag:GetResources for Name tags)",
+                ),
+                _ => e,
+            };
+            Failure::aws(e, "the managed nodes")
+        })?;
+    match &listing.tags {
+        crate::commands::ls::Tags::Denied => eprintln!(
+            "sallyport: no permission to read Name tags (tag:GetResources); names shown only for on-premises nodes"
+        ),
+        crate::commands::ls::Tags::Failed(why) => {
+            eprintln!("sallyport: Name tags unavailable: {why}")
+        }
+        crate::commands::ls::Tags::Read(_) => {}
+    }
+    if args.json {
+        print!("{}", listing.json());
+    } else {
+        if listing.nodes.is_empty() {
+            eprintln!("sallyport: no managed node matches");
+        }
+        print!("{}", listing.table(std::time::SystemTime::now()));
+    }
+    Ok(0)
+}
 
 /// `sallyport config ssh [--push-key [--ephemeral]] [--install]`.
 pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Result<u8, Failure> {

@@ -76,3 +76,161 @@ fn config_ssh_install_works_with_real_ssh() {
         assert_eq!(out.trim(), "through-42", "{host}");
     }
 }
+
+const WEB1: &str = "i-0b00000000000001a";
+const WEB2: &str = "i-0b00000000000002a";
+const DB: &str = "i-0b00000000000003a";
+const RACK: &str = "mi-0b00000000000004a";
+const BARE: &str = "i-0b00000000000005a";
+
+/// Five nodes: two tagged web servers (the first reaches the test sshd), an offline
+/// database, an on-premises node, and an instance without a Name tag.
+fn five_nodes(config: &mut sallyport_testbed::TestbedConfig) {
+    let base = config.instances[0].clone();
+    let node = |id: &str, name: Option<&str>| {
+        let mut i = base.clone();
+        i.id = id.to_owned();
+        i.tags.clear();
+        if let Some(n) = name {
+            i.tags.insert("Name".into(), n.into());
+        }
+        i
+    };
+    let web1 = node(WEB1, Some("web-1"));
+    let mut web2 = node(WEB2, Some("web-2"));
+    web2.tags.insert("Team".into(), "red".into());
+    web2.platform = "Ubuntu".into();
+    web2.ip_address = Some("10.9.0.2".into());
+    let mut db = node(DB, Some("db-1"));
+    db.ping_status = "ConnectionLost".into();
+    let mut rack = node(RACK, None);
+    rack.name = Some("rack-7".into());
+    rack.computer_name = Some("rack7.dc.example".into());
+    let bare = node(BARE, None);
+    config.instances = vec![web1, web2, db, rack, bare];
+}
+
+fn ls(f: &Fixture, args: &[&str]) -> (String, String) {
+    let mut full = vec!["ls"];
+    full.extend_from_slice(args);
+    let out = run(&mut f.sallyport(&full), None, QUICK);
+    let stdout = ok(&out);
+    (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The first column of each row after the header.
+fn ids(table: &str) -> Vec<String> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.starts_with("ID "), "{table}");
+    lines
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn ls_lists_filters_and_prints_json() {
+    let f = Fixture::with_config(five_nodes);
+    let (table, _) = ls(&f, &[]);
+    let header = table.lines().next().unwrap();
+    for col in [
+        "ID",
+        "NAME",
+        "IP",
+        "PLATFORM",
+        "AGENT",
+        "STATUS",
+        "LAST SEEN",
+        "COMPUTER NAME",
+    ] {
+        assert!(header.contains(col), "{col}: {table}");
+    }
+    // Online first (named before unnamed), the offline node last.
+    assert_eq!(ids(&table), [RACK, WEB1, WEB2, BARE, DB], "{table}");
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        row(WEB2).contains(" web-2 ") && row(WEB2).contains("10.9.0.2"),
+        "{table}"
+    );
+    assert!(
+        row(WEB2).contains("Ubuntu") && row(WEB2).contains(" Online "),
+        "{table}"
+    );
+    assert!(
+        row(DB).contains("ConnectionLost") && row(DB).contains("minutes ago"),
+        "{table}"
+    );
+    assert!(
+        row(RACK).contains("rack-7") && row(RACK).contains("rack7.dc.example"),
+        "{table}"
+    );
+    assert!(row(BARE).split_whitespace().nth(1) == Some("-"), "{table}");
+
+    assert_eq!(ids(&ls(&f, &["web-*"]).0), [WEB1, WEB2]);
+    assert_eq!(ids(&ls(&f, &["tag:Team=red"]).0), [WEB2]);
+    assert_eq!(ids(&ls(&f, &["rack-?", DB]).0), [RACK, DB]);
+    assert_eq!(ids(&ls(&f, &["10.9.0.2"]).0), [WEB2]);
+    let (none, err) = ls(&f, &["nothing-*"]);
+    assert!(
+        ids(&none).is_empty() && err.contains("no managed node matches"),
+        "{err}"
+    );
+
+    let (json, _) = ls(&f, &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let web2 = rows.iter().find(|r| r["id"] == WEB2).unwrap();
+    for key in [
+        "name",
+        "name_tags_read",
+        "ip_address",
+        "platform",
+        "agent_version",
+        "ping_status",
+        "last_ping",
+        "computer_name",
+    ] {
+        assert!(web2.get(key).is_some(), "{key}: {web2}");
+    }
+    assert_eq!(web2["name"], "web-2");
+    assert_eq!(web2["name_tags_read"], true);
+    assert!(web2["last_ping"].is_i64());
+    let calls = f.testbed.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.service == "tagging" && c.operation == "GetResources"),
+        "Name tags come from the Tagging API"
+    );
+}
+
+#[test]
+fn ls_without_tag_permission_says_so() {
+    let f = Fixture::with_config(|c| {
+        five_nodes(c);
+        c.tagging_denied = true;
+    });
+    let (table, err) = ls(&f, &[]);
+    assert!(err.contains("no permission to read Name tags"), "{err}");
+    assert_eq!(ids(&table).len(), 5, "{table}");
+    for id in [WEB1, WEB2, DB, BARE] {
+        let row = table.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(row.contains("(no tag permission)"), "{table}");
+    }
+    let rack = table.lines().find(|l| l.starts_with(RACK)).unwrap();
+    assert!(rack.contains("rack-7"), "{table}");
+    // A plain name still filters, through SSM's tag filter.
+    assert_eq!(ids(&ls(&f, &["web-1"]).0), [WEB1]);
+    let (json, _) = ls(&f, &["--json", "db-1"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["id"], DB);
+    assert_eq!(rows[0]["name_tags_read"], false);
+    assert_eq!(rows[0]["name"], serde_json::Value::Null);
+}
