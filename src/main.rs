@@ -90,7 +90,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             result.map(|()| 0)
         }
         Command::Exec(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let raw = args.target.as_deref().unwrap_or_default();
+            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
             let req = ExecRequest {
                 target: found.id.clone(),
                 command: exec::command_line(&args.command),
@@ -115,7 +116,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             forward::run(&ssm, &req).await
         }
         Command::Shell(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let raw = args.target.as_deref().unwrap_or_default();
+            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
             let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
             for (k, v) in args.parameters {
                 parameters.entry(k).or_default().push(v);

@@ -156,8 +156,9 @@ pub struct SshClientArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
-    /// `[user@]target`, the target in any form `proxy` accepts.
-    pub destination: String,
+    /// `[user@]target`, the target in any form `proxy` accepts; none: pick an online node
+    /// on the terminal.
+    pub destination: Option<String>,
     /// A command to run instead of a shell; several words are joined with spaces, as ssh
     /// does (the remote shell parses them).
     #[arg(
@@ -207,8 +208,8 @@ pub struct SftpArgs {
 
 #[derive(Debug, Args)]
 pub struct ShellArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    pub target: Option<String>,
     /// Session document (default: the service's, SSM-SessionManagerRunShell), e.g.
     /// AWS-StartInteractiveCommand.
     #[arg(long, value_name = "NAME")]
@@ -248,8 +249,8 @@ pub struct ForwardArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    pub target: Option<String>,
     /// Session document to run the command with instead of AWS-StartNonInteractiveCommand
     /// (it must take a `command` parameter and set separateOutputStream for exit codes).
     #[arg(long, value_name = "NAME")]

@@ -119,6 +119,8 @@ fn admits(
     };
     match spec {
         Spec::Id(id) => n.id == *id,
+        // `sallyport ls ''`: every node that is online (what a picker offers).
+        Spec::Pick => n.is_online(),
         Spec::Ip(ip) => (n.ip_address.as_deref())
             .and_then(|a| a.parse::<IpAddr>().ok())
             .is_some_and(|a| a == *ip),

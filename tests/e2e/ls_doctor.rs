@@ -234,3 +234,119 @@ fn ls_without_tag_permission_says_so() {
     assert_eq!(rows[0]["name_tags_read"], false);
     assert_eq!(rows[0]["name"], serde_json::Value::Null);
 }
+
+const APP: [&str; 3] = [
+    "i-0c00000000000001a",
+    "i-0c00000000000002a",
+    "i-0c00000000000003a",
+];
+
+/// Three online instances all named `app`, each reaching the test sshd / this machine.
+fn three_apps(config: &mut sallyport_testbed::TestbedConfig) {
+    let base = config.instances[0].clone();
+    config.instances = (APP.iter().enumerate())
+        .map(|(k, id)| {
+            let mut i = base.clone();
+            i.id = (*id).to_owned();
+            i.tags = [("Name".to_owned(), "app".to_owned())].into();
+            i.ip_address = Some(format!("10.5.0.{}", k + 1));
+            i.computer_name = Some(format!("app-host-{}.internal", k + 1));
+            i
+        })
+        .collect();
+}
+
+fn started(f: &Fixture) -> Vec<String> {
+    (f.testbed.calls().into_iter())
+        .filter(|c| c.operation == "StartSession")
+        .filter_map(|c| c.target)
+        .collect()
+}
+
+/// Not on a terminal (a script, a ProxyCommand): an ambiguous target still fails with
+/// exit 12 and the table, and no target at all is a usage error; nothing waits for input.
+#[test]
+fn without_a_terminal_there_is_no_prompt() {
+    let f = Fixture::with_config(three_apps);
+    let out = run(
+        &mut f.sallyport(&["exec", "app", "--", "true"]),
+        None,
+        QUICK,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{err}");
+    for id in APP {
+        assert!(err.contains(id), "{err}");
+    }
+    let out = run(&mut f.sallyport(&["shell"]), None, QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no target given") && err.contains("sallyport ls"),
+        "{err}"
+    );
+    assert!(started(&f).is_empty());
+}
+
+/// On a real pty: the ambiguous target brings up the list, typing filters it, Enter
+/// picks, and the command runs on the picked node.
+#[test]
+fn picker_on_a_terminal_runs_on_the_picked_node() {
+    use crate::shell::{Pty, Screen};
+    use std::io::Write;
+    let f = Fixture::with_config(three_apps);
+    for (args, want) in [
+        (vec!["exec", "app", "--", "echo picked-$((40+2))"], APP[1]),
+        (vec!["exec", "--", "echo picked-$((40+2))"], APP[2]),
+    ] {
+        let pty = Pty::open(30, 120);
+        let mut cmd = std::process::Command::new("setsid");
+        cmd.arg("--ctty").arg(SALLYPORT).args(&args);
+        f.aws_env(&mut cmd);
+        cmd.stdin(pty.slave.try_clone().unwrap())
+            .stdout(pty.slave.try_clone().unwrap())
+            .stderr(pty.slave.try_clone().unwrap());
+        let mut child = cmd.spawn().expect("spawn sallyport exec");
+        let screen = Screen::start(pty.master.try_clone().unwrap());
+        let mut keys = pty.master.try_clone().unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(
+                screen.wait_for("type to filter", Duration::from_secs(30)),
+                "no picker; screen:\n{}",
+                screen.text()
+            );
+            // The ID's tail, typed: only one row matches it.
+            let filter = &want[want.len() - 5..];
+            keys.write_all(filter.as_bytes()).unwrap();
+            keys.write_all(b"\r").unwrap();
+            assert!(
+                screen.wait_for("picked-42", Duration::from_secs(30)),
+                "no command output; screen:\n{}",
+                screen.text()
+            );
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", screen.text());
+        assert_eq!(
+            started(&f).last().map(String::as_str),
+            Some(want),
+            "{args:?}"
+        );
+    }
+}
