@@ -4,7 +4,7 @@
 //! |---:|---|
 //! | 0 | success |
 //! | 1 | unexpected internal error |
-//! | 2 | bad command line (clap) |
+//! | 2 | bad command line (clap; also no target given and no terminal to pick one on) |
 //! | 3 | no usable AWS credentials, or they were rejected / expired |
 //! | 4 | access denied by IAM |
 //! | 5 | target not connected, unknown, or not a valid target |
@@ -14,7 +14,7 @@
 //! | 9 | other AWS error (throttling, service error) or missing region |
 //! | 10 | local IO failed (stdin/stdout) |
 //! | 11 | the data channel dropped and the service says the session has ended |
-//! | 12 | the target matches several managed nodes (pass an ID, or `--pick first`) |
+//! | 12 | the target matches several managed nodes and there is no terminal to pick on, or the picker was cancelled (pass an ID, or `--pick first`) |
 //! | 13 | the config file cannot be read or is invalid |
 //! | 14 | this computer's clock is more than 5 minutes off AWS's |
 //! | 15 | the SSH host key is unknown under `--strict-host-key-checking=yes`, changed, or revoked |

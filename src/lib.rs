@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod commands;
 pub mod config_file;
 pub mod error;
 pub mod proto;

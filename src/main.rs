@@ -1,8 +1,9 @@
 //! Parse arguments, run, map errors to exit codes; nothing else.
 
 use clap::Parser;
-use sallyport::cli::args::{Cli, Command};
-use sallyport::cli::settings;
+use sallyport::cli::args::{Cli, Command, ConfigCommand};
+use sallyport::cli::generate;
+use sallyport::cli::{settings, tools};
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
 use sallyport::session::forward::{self, ForwardRequest};
@@ -38,6 +39,25 @@ fn main() -> std::process::ExitCode {
 
 /// Runs the command; `Ok` holds the exit code (the remote one for `exec`).
 async fn run(cli: Cli) -> Result<u8, Failure> {
+    // Generated from the clap definitions alone: no config file, no AWS.
+    match &cli.command {
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            generate::completions(args.shell, &mut out);
+            return write_stdout(&out);
+        }
+        Command::Man { dir } => {
+            let n = generate::write_man_pages(dir).map_err(|e| {
+                Failure::new(
+                    ExitCode::LocalIo,
+                    format!("cannot write the man pages into {}: {e}", dir.display()),
+                )
+            })?;
+            eprintln!("sallyport: wrote {n} man pages into {}", dir.display());
+            return Ok(0);
+        }
+        _ => {}
+    }
     let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
     let env = |k: &str| std::env::var(k).ok();
     match cli.command {
@@ -70,7 +90,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             result.map(|()| 0)
         }
         Command::Exec(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let raw = args.target.as_deref().unwrap_or_default();
+            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
             let req = ExecRequest {
                 target: found.id.clone(),
                 command: exec::command_line(&args.command),
@@ -95,7 +116,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             forward::run(&ssm, &req).await
         }
         Command::Shell(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let raw = args.target.as_deref().unwrap_or_default();
+            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
             let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
             for (k, v) in args.parameters {
                 parameters.entry(k).or_default().push(v);
@@ -114,6 +136,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
         Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
         Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
+        Command::Ls(args) => tools::ls(&cli.global, &file, &args).await,
+        Command::Config(ConfigCommand::Ssh(args)) => tools::config_ssh(&cli.global, &file, &args),
+        Command::Completions(_) | Command::Man { .. } => Ok(0), // answered above
     }
 }
 
@@ -130,6 +155,20 @@ async fn resolve(
         .map_err(|e| Failure::aws(e, raw_target))?;
     let found = target::find(&s, &config).await?;
     Ok((sallyport::aws::Ssm::new(&config), found, s))
+}
+
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn write_stdout(bytes: &[u8]) -> Result<u8, Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot write to stdout: {e}"),
+        )),
+    }
 }
 
 fn report(f: Failure) -> std::process::ExitCode {

@@ -6,7 +6,10 @@
 //! node's computer name (full or its first label) or on-premises name. Lookups go through
 //! SSM `DescribeInstanceInformation` ([`Instances`]) and are cached briefly on disk
 //! ([`cache`]). No match: say so and suggest close names. Several: list them and fail,
-//! unless `--pick first`.
+//! unless `--pick first`, or, when stdin and stderr are terminals, let the person pick
+//! from a filterable list ([`Spec::Pick`], no target at all, picks among online nodes).
+//! Never a prompt otherwise: a ProxyCommand's stdin is ssh's pipe, and scripts keep the
+//! exit code 12 and the table.
 
 pub mod cache;
 mod suggest;
@@ -29,6 +32,8 @@ pub enum Spec {
     Ip(IpAddr),
     /// A `Name` tag value, computer name or on-premises node name.
     Name(String),
+    /// No target given: the person at the terminal picks an online node.
+    Pick,
 }
 
 impl std::fmt::Display for Spec {
@@ -38,6 +43,7 @@ impl std::fmt::Display for Spec {
             Spec::Tag { key, value } => write!(f, "tag:{key}={value}"),
             Spec::Ip(ip) => write!(f, "{ip}"),
             Spec::Name(n) => f.write_str(n),
+            Spec::Pick => f.write_str("(no target)"),
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct Resolver<'a> {
     pub instances: &'a Instances,
     /// Take the best of several matches instead of failing (`--pick first`).
     pub pick_first: bool,
+    /// Stdin and stderr are terminals: several matches (or none given) mean a picker.
+    pub interactive: bool,
     /// Alias names from the config file, offered as suggestions.
     pub aliases: Vec<String>,
     /// For messages.
@@ -121,7 +129,16 @@ impl Resolver<'_> {
                 from_cache: false,
             });
         }
-        if let Some(id) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+        if *spec == Spec::Pick && !self.interactive && !self.pick_first {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                "no target given, and there is no terminal to pick one on: name the target (an instance ID, Name tag, tag:Key=Value, IP or alias); `sallyport ls` lists them",
+            ));
+        }
+        let cached = (self.cache.as_ref())
+            .filter(|_| *spec != Spec::Pick)
+            .and_then(|c| c.get(&key));
+        if let Some(id) = cached {
             tracing::debug!(%spec, %id, "target from cache");
             return Ok(Resolved {
                 id,
@@ -130,10 +147,16 @@ impl Resolver<'_> {
             });
         }
         let (matches, everyone) = self.lookup(spec).await?;
-        let unique = matches.len() == 1;
-        let node = self.choose(spec, matches, everyone.as_deref())?;
+        let unique = matches.len() == 1 && *spec != Spec::Pick;
+        let matches = order(matches);
+        let picker = self.interactive && !self.pick_first && !matches.is_empty();
+        let node = if picker && (matches.len() > 1 || *spec == Spec::Pick) {
+            self.pick(spec, matches).await?
+        } else {
+            self.choose(spec, matches, everyone.as_deref())?
+        };
         tracing::debug!(%spec, id = node.id, "target resolved");
-        // A `--pick first` choice is not cached: without the flag the next run must say
+        // A `--pick first` choice (or a picked one) is not cached: without the flag the next run must say
         // that the target is ambiguous.
         if let (Some(c), true) = (&self.cache, unique) {
             c.put(&key, &node.id);
@@ -176,6 +199,11 @@ impl Resolver<'_> {
                     .collect();
                 (m, Some(all))
             }
+            Spec::Pick => {
+                let all = describe(NodeFilter::All).await?;
+                let online = all.iter().filter(|n| n.is_online()).cloned().collect();
+                (online, None)
+            }
             Spec::Name(name) => {
                 let f = NodeFilter::Tag {
                     key: "Name".to_owned(),
@@ -196,18 +224,57 @@ impl Resolver<'_> {
         })
     }
 
+    /// A filterable list on the terminal (stderr); Esc or Ctrl-C cancels.
+    async fn pick(&self, spec: &Spec, matches: Vec<NodeInfo>) -> Result<NodeInfo, Failure> {
+        let listing = table(spec, &matches);
+        let mut lines = listing.lines().map(|l| l.trim_start().to_owned());
+        let header = lines.next().unwrap_or_default();
+        let items: Vec<String> = lines.collect();
+        let prompt = match spec {
+            Spec::Pick => format!("{} online managed nodes in {}", matches.len(), self.region),
+            _ => format!(
+                "{:?} matches {} managed nodes in {}",
+                spec.to_string(),
+                matches.len(),
+                self.region
+            ),
+        };
+        let prompt = format!("{prompt}; type to filter, Enter picks, Esc cancels\n  {header}");
+        let chosen = tokio::task::spawn_blocking(move || {
+            dialoguer::FuzzySelect::with_theme(&dialoguer::theme::SimpleTheme)
+                .with_prompt(prompt)
+                .items(&items)
+                .default(0)
+                .max_length(15)
+                .interact_on_opt(&dialoguer::console::Term::stderr())
+        })
+        .await
+        .map_err(|e| Failure::new(ExitCode::Internal, format!("the picker failed: {e}")))?;
+        match chosen {
+            Ok(Some(i)) => matches
+                .into_iter()
+                .nth(i)
+                .ok_or_else(|| Failure::new(ExitCode::Internal, "the picker returned no node")),
+            Ok(None) => Err(Failure::new(
+                ExitCode::Ambiguous,
+                "no node picked; name one (an instance ID, Name tag, …) or run `sallyport ls`",
+            )),
+            Err(dialoguer::Error::IO(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                Err(Failure::new(ExitCode::Interrupted, "interrupted"))
+            }
+            Err(e) => Err(Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot show the node picker on this terminal: {e}"),
+            )),
+        }
+    }
+
     fn choose(
         &self,
         spec: &Spec,
         mut matches: Vec<NodeInfo>,
         everyone: Option<&[NodeInfo]>,
     ) -> Result<NodeInfo, Failure> {
-        // Online first, then the most recently seen, then by ID: the order of the listing
-        // and what `--pick first` takes.
-        matches.sort_by(|a, b| {
-            (b.is_online(), b.last_ping, &a.id).cmp(&(a.is_online(), a.last_ping, &b.id))
-        });
-        matches.dedup_by(|a, b| a.id == b.id);
         match matches.len() {
             0 => Err(self.no_match(spec, everyone)),
             1 => Ok(matches.remove(0)),
@@ -240,6 +307,9 @@ impl Resolver<'_> {
                 "no managed node in {region} has the IP address {ip}; check the address, --profile and --region"
             ),
             Spec::Id(id) => format!("SSM does not know {id} in {region}"),
+            Spec::Pick => format!(
+                "no managed node in {region} is online to pick from; check --profile and --region, or `sallyport ls`"
+            ),
             Spec::Name(name) => {
                 let mut candidates: Vec<(String, &str)> =
                     self.aliases.iter().map(|a| (a.clone(), "alias")).collect();
@@ -273,6 +343,16 @@ impl Resolver<'_> {
     }
 }
 
+/// Online first, then the most recently seen, then by ID: the order of the listing, the
+/// picker, and what `--pick first` takes.
+fn order(mut matches: Vec<NodeInfo>) -> Vec<NodeInfo> {
+    matches.sort_by(|a, b| {
+        (b.is_online(), b.last_ping, &a.id).cmp(&(a.is_online(), a.last_ping, &b.id))
+    });
+    matches.dedup_by(|a, b| a.id == b.id);
+    matches
+}
+
 /// A target resolved for a command: the ID, and what later steps need.
 pub struct Found {
     pub id: String,
@@ -294,6 +374,10 @@ pub async fn find(
     let resolver = Resolver {
         instances: &instances,
         pick_first: settings.pick_first,
+        interactive: {
+            use std::io::IsTerminal;
+            std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+        },
         aliases: settings.aliases.clone(),
         region: config
             .region()
@@ -335,6 +419,44 @@ impl Found {
             c.remove(key);
         }
     }
+}
+
+/// `*` (any run) and `?` (one character) patterns, as `sallyport ls` filters names; no
+/// pattern characters means plain equality. Iterative with one backtrack point, so any
+/// input is linear-ish and cannot blow the stack.
+pub fn glob_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    let fold = |c: char| {
+        if ignore_case {
+            c.to_ascii_lowercase()
+        } else {
+            c
+        }
+    };
+    let p: Vec<char> = pattern.chars().map(fold).collect();
+    let t: Vec<char> = text.chars().map(fold).collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// A node's computer name (full, or its first label) or on-premises name, ignoring case.
@@ -476,6 +598,19 @@ mod tests {
             platform: None,
             agent_version: None,
         }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("web-*", "web-12", false));
+        assert!(glob_match("*", "", false));
+        assert!(glob_match("w?b-*2", "web-12", false));
+        assert!(glob_match("a*b*c", "axxbyyc", false));
+        assert!(!glob_match("a*b*c", "axxbyy", false));
+        assert!(!glob_match("WEB-*", "web-1", false));
+        assert!(glob_match("WEB-*", "web-1", true));
+        assert!(glob_match("api", "api", false) && !glob_match("api", "api2", false));
+        assert!(!glob_match("web-?", "web-", false));
     }
 
     #[test]

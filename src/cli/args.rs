@@ -69,6 +69,67 @@ pub enum Command {
     Scp(ScpArgs),
     /// An SFTP prompt on the target (ls, cd, get, put, …), or a batch file with -b.
     Sftp(SftpArgs),
+    /// List the managed nodes Session Manager can reach: online first, with Name tags.
+    Ls(LsArgs),
+    /// Configuration for other tools (`config ssh`: the ~/.ssh/config block).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `sallyport completions bash > /etc/bash_completion.d/sallyport`).
+    Completions(CompletionsArgs),
+    /// Write the man pages into DIR (`sallyport man contrib/man` regenerates the committed ones).
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only nodes matching one of these targets (ID, Name tag or glob such as `web-*`,
+    /// tag:Key=Value, IP, host name, alias).
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// One JSON array on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check this target: found, agent online and new enough, Instance Connect.
+    pub target: Option<String>,
+    /// One JSON object on stdout instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the Host block that sends ssh to `i-*`, `mi-*` and the config file's aliases
+    /// through this binary; --install writes it to ~/.ssh/sallyport.conf and includes it.
+    Ssh(SshConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// The ProxyCommand pushes a key through EC2 Instance Connect for %r first.
+    #[arg(long)]
+    pub push_key: bool,
+    /// With --push-key: an in-memory key added to the ssh-agent, no key file.
+    #[arg(long, requires = "push_key")]
+    pub ephemeral: bool,
+    /// Write ~/.ssh/sallyport.conf and one `Include sallyport.conf` line at the top of
+    /// ~/.ssh/config (backed up to ~/.ssh/config.sallyport.bak first); idempotent.
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// How the embedded SSH client logs in and checks the host.
@@ -95,8 +156,9 @@ pub struct SshClientArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
-    /// `[user@]target`, the target in any form `proxy` accepts.
-    pub destination: String,
+    /// `[user@]target`, the target in any form `proxy` accepts; none: pick an online node
+    /// on the terminal.
+    pub destination: Option<String>,
     /// A command to run instead of a shell; several words are joined with spaces, as ssh
     /// does (the remote shell parses them).
     #[arg(
@@ -146,8 +208,8 @@ pub struct SftpArgs {
 
 #[derive(Debug, Args)]
 pub struct ShellArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    pub target: Option<String>,
     /// Session document (default: the service's, SSM-SessionManagerRunShell), e.g.
     /// AWS-StartInteractiveCommand.
     #[arg(long, value_name = "NAME")]
@@ -187,8 +249,8 @@ pub struct ForwardArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    pub target: Option<String>,
     /// Session document to run the command with instead of AWS-StartNonInteractiveCommand
     /// (it must take a `command` parameter and set separateOutputStream for exit codes).
     #[arg(long, value_name = "NAME")]

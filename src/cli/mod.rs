@@ -2,4 +2,6 @@
 //! them with the environment into what the commands run with.
 
 pub mod args;
+pub mod generate;
 pub mod settings;
+pub mod tools;

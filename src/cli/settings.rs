@@ -77,6 +77,8 @@ pub fn for_target(
                 ),
             )
         })?,
+        // No target typed (`sallyport shell` alone): the picker's, or a clear error.
+        None if raw_target.is_empty() => Spec::Pick,
         None => target::parse(raw_target)?,
     };
     let a = |f: fn(&crate::config_file::Alias) -> &Option<String>| alias.and_then(|a| f(a).clone());

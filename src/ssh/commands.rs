@@ -112,7 +112,7 @@ pub async fn ssh(
     file: &ConfigFile,
     args: &crate::cli::args::SshArgs,
 ) -> Result<u8, Failure> {
-    let (user, target) = split_destination(&args.destination);
+    let (user, target) = split_destination(args.destination.as_deref().unwrap_or_default());
     let (conn, _) = connect(global, file, user, target, &args.client).await?;
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     super::remote::run(conn, command, args.stdin_null).await

@@ -212,6 +212,8 @@ pub struct TestbedConfig {
     /// Where `SendSSHPublicKey` records pushed keys, for `sallyport-testbed authorized-keys`
     /// (see [`crate::eic_keys`]). None: `Testbed::start` makes a temporary directory.
     pub eic_state_dir: Option<PathBuf>,
+    /// Fault: `tag:GetResources` answers `AccessDeniedException` (no tag permission).
+    pub tagging_denied: bool,
 }
 
 impl TestbedConfig {
@@ -225,6 +227,7 @@ impl TestbedConfig {
             faults: crate::faults::FaultPlan::default(),
             clock_offset_secs: 0,
             eic_state_dir: None,
+            tagging_denied: false,
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod sigv4;
 pub mod sshd;
 pub mod state;
 pub mod sts;
+pub mod tagging;
 pub mod write_rate;
 
 pub use config::{InstanceConfig, TestbedConfig};

@@ -417,6 +417,7 @@ async fn route(
     };
     let kms = amz_target(crate::kms::TARGET_PREFIX);
     let eic = amz_target(crate::eic::TARGET_PREFIX);
+    let tagging = amz_target(crate::tagging::TARGET_PREFIX);
     let resp = if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
         crate::sts::handle(&state, req).await
@@ -425,6 +426,8 @@ async fn route(
         crate::kms::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" && eic {
         crate::eic::handle(&state, req).await
+    } else if req.method() == Method::POST && path == "/" && tagging {
+        crate::tagging::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" {
         crate::api::handle(&state, req).await
     } else if req.method() == Method::GET && path == STATS_PATH {

@@ -10,6 +10,7 @@ mod forward;
 mod harness;
 mod instance_connect;
 mod kms;
+mod ls_doctor;
 mod proxy;
 mod resilience;
 mod rotation;

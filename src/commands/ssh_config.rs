@@ -1,0 +1,329 @@
+//! `sallyport config ssh`: the `~/.ssh/config` block that sends ssh through this binary,
+//! printed, or installed as `~/.ssh/sallyport.conf` plus one `Include` line at the top of
+//! `~/.ssh/config`.
+//!
+//! Installing is idempotent and conservative: `sallyport.conf` is ours and is rewritten;
+//! `config` gets only the `Include` line, added once at the top (an `Include` inside a
+//! `Host` or `Match` block would only apply there), after a copy of the old file is kept
+//! as `config.sallyport.bak`. No other line is touched. The `Include` names the file by
+//! absolute path: ssh resolves `~` and relative includes against the passwd home, which
+//! is not `$HOME` in sandboxes and tests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the block is made from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockSettings {
+    /// This binary's absolute path (`std::env::current_exe`).
+    pub exe: PathBuf,
+    /// Options placed before `proxy` (`--config FILE`, `--profile P`, `--region R` when
+    /// they were given explicitly), already split into words.
+    pub global_args: Vec<String>,
+    /// Alias names from the config file, matched by ssh as host names.
+    pub aliases: Vec<String>,
+    pub push_key: bool,
+    pub ephemeral: bool,
+}
+
+/// The `Host` block.
+pub fn host_block(s: &BlockSettings) -> String {
+    let mut proxy = vec![proxy_word(&s.exe.to_string_lossy())];
+    proxy.extend(s.global_args.iter().map(|a| proxy_word(a)));
+    proxy.extend(["proxy", "%h", "--port", "%p"].map(str::to_owned));
+    if s.push_key {
+        proxy.extend(["--user", "%r", "--push-key"].map(str::to_owned));
+        if s.ephemeral {
+            proxy.push("--ephemeral".to_owned());
+        }
+    }
+    // ssh lower-cases the host name it matches; a pattern with spaces or pattern
+    // characters would mean something else to ssh, so those aliases are left out.
+    let (usable, skipped): (Vec<&String>, Vec<&String>) = s.aliases.iter().partition(|a| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    });
+    let mut patterns = vec!["i-*".to_owned(), "mi-*".to_owned()];
+    patterns.extend(usable.iter().map(|a| a.to_ascii_lowercase()));
+    let mut out = String::from(
+        "# Written by `sallyport config ssh`; run it again (with --install) rather than editing.\n",
+    );
+    if !skipped.is_empty() {
+        let names: Vec<&str> = skipped.iter().map(|s| s.as_str()).collect();
+        out.push_str(&format!(
+            "# Aliases ssh cannot match as host names, left out: {}\n",
+            names.join(", ")
+        ));
+    }
+    out.push_str(&format!("Host {}\n", patterns.join(" ")));
+    out.push_str(&format!("    ProxyCommand {}\n", proxy.join(" ")));
+    out.push_str("    # Instance IDs and aliases are not DNS names: no canonicalisation.\n");
+    out.push_str("    CanonicalizeHostname no\n");
+    out
+}
+
+/// A word of the ProxyCommand: `%` doubled (ssh expands `%` tokens in it), and quoted for
+/// the shell ssh runs it with when it holds anything but plain path characters.
+fn proxy_word(w: &str) -> String {
+    let w = w.replace('%', "%%");
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        w
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// What [`install`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    pub conf: PathBuf,
+    pub config: PathBuf,
+    /// `sallyport.conf` differed from the block (or was missing) and was written.
+    pub conf_written: bool,
+    /// The `Include` line was added (false: it was already there).
+    pub include_added: bool,
+    /// Where the old `config` was copied before the `Include` line went in.
+    pub backup: Option<PathBuf>,
+}
+
+/// Why installing failed: the file and the OS's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct InstallError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `block` to `HOME/.ssh/sallyport.conf` and includes it from `HOME/.ssh/config`.
+pub fn install(home: &Path, block: &str) -> Result<Installed, InstallError> {
+    let at = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InstallError { path, source }
+    };
+    let dir = home.join(".ssh");
+    if !dir.exists() {
+        create_private_dir(&dir).map_err(at(&dir))?;
+    }
+    let conf = dir.join("sallyport.conf");
+    let conf_written = std::fs::read_to_string(&conf).ok().as_deref() != Some(block);
+    if conf_written {
+        write_private(&conf, block.as_bytes()).map_err(at(&conf))?;
+    }
+    let config = dir.join("config");
+    let include = format!("Include {}", conf.display());
+    let old = match std::fs::read(&config) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(at(&config)(e)),
+    };
+    let (include_added, backup) = match old {
+        None => {
+            write_private(&config, format!("{include}\n").as_bytes()).map_err(at(&config))?;
+            (true, None)
+        }
+        Some(old) if includes_us(&String::from_utf8_lossy(&old), &conf) => (false, None),
+        Some(old) => {
+            let backup = dir.join("config.sallyport.bak");
+            write_private(&backup, &old).map_err(at(&backup))?;
+            let mut new = format!("{include}\n").into_bytes();
+            new.extend_from_slice(&old);
+            write_keeping_mode(&config, &new).map_err(at(&config))?;
+            (true, Some(backup))
+        }
+    };
+    Ok(Installed {
+        conf,
+        config,
+        conf_written,
+        include_added,
+        backup,
+    })
+}
+
+/// Whether `config` already has an `Include` of `conf` (by absolute path, `~/.ssh/…` or
+/// relative to `~/.ssh`), in any case and with `=` or spaces as ssh allows.
+fn includes_us(config: &str, conf: &Path) -> bool {
+    let absolute = conf.to_string_lossy();
+    config.lines().any(|line| {
+        let line = line.trim();
+        let Some((key, rest)) = line.split_once(|c: char| c.is_whitespace() || c == '=') else {
+            return false;
+        };
+        key.eq_ignore_ascii_case("include")
+            && rest
+                .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+                .split_whitespace()
+                .any(|f| {
+                    let f = f.trim_matches('"');
+                    f == absolute || f == "sallyport.conf" || f == "~/.ssh/sallyport.conf"
+                })
+    })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a new file readable only by us, through a temporary file and a rename so a
+/// crash never leaves half a file.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+/// Replaces `path`, keeping its permission bits (ssh refuses a group-writable config).
+fn write_keeping_mode(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    write_with_mode(path, bytes, mode)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{}.sallyport-tmp", name.unwrap_or_default()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BlockSettings {
+        BlockSettings {
+            exe: "/opt/my tools/sallyport".into(),
+            global_args: vec!["--profile".into(), "dev%1".into()],
+            aliases: vec!["Jupyter".into(), "web box".into(), "db-1".into()],
+            push_key: false,
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn block_names_ids_aliases_and_this_binary() {
+        let b = host_block(&settings());
+        assert!(b.contains("\nHost i-* mi-* jupyter db-1\n"), "{b}");
+        assert!(
+            b.contains(
+                "    ProxyCommand '/opt/my tools/sallyport' --profile 'dev%%1' proxy %h --port %p\n"
+            ),
+            "{b}"
+        );
+        assert!(b.contains("left out: web box"), "{b}");
+        let b = host_block(&BlockSettings {
+            push_key: true,
+            ephemeral: true,
+            ..settings()
+        });
+        assert!(
+            b.contains("--port %p --user %r --push-key --ephemeral\n"),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn include_is_recognised_in_its_spellings() {
+        let conf = Path::new("/h/.ssh/sallyport.conf");
+        for yes in [
+            "Include /h/.ssh/sallyport.conf",
+            "  include=sallyport.conf",
+            "INCLUDE other.conf ~/.ssh/sallyport.conf",
+        ] {
+            assert!(includes_us(yes, conf), "{yes}");
+        }
+        for no in [
+            "# Include sallyport.conf",
+            "Include other.conf",
+            "Host sallyport.conf",
+        ] {
+            assert!(!includes_us(no, conf), "{no}");
+        }
+    }
+
+    #[test]
+    fn install_is_idempotent_and_touches_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = sallyport_testbed::sshd::TempDir::new("sallyport-ssh-config").unwrap();
+        let home = dir.path();
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let original = "# mine\nHost bastion\n    User me\n\nInclude other.conf\n";
+        std::fs::write(ssh.join("config"), original).unwrap();
+        std::fs::set_permissions(ssh.join("config"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let block = host_block(&settings());
+        let first = install(home, &block).unwrap();
+        assert!(first.conf_written && first.include_added);
+        let config = std::fs::read_to_string(ssh.join("config")).unwrap();
+        let include = format!("Include {}\n", ssh.join("sallyport.conf").display());
+        assert_eq!(config, format!("{include}{original}"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ssh.join("config")), 0o644, "mode kept");
+        assert_eq!(
+            first.backup.as_deref(),
+            Some(ssh.join("config.sallyport.bak").as_path())
+        );
+        assert_eq!(
+            std::fs::read_to_string(ssh.join("config.sallyport.bak")).unwrap(),
+            original
+        );
+        assert_eq!(std::fs::read_to_string(&first.conf).unwrap(), block);
+        assert_eq!(mode(&first.conf), 0o600);
+
+        let second = install(home, &block).unwrap();
+        assert!(!second.conf_written && !second.include_added && second.backup.is_none());
+        assert_eq!(std::fs::read_to_string(ssh.join("config")).unwrap(), config);
+        // A changed block (new alias) rewrites only sallyport.conf.
+        let other = host_block(&BlockSettings {
+            push_key: true,
+            ..settings()
+        });
+        let third = install(home, &other).unwrap();
+        assert!(third.conf_written && !third.include_added);
+        assert_eq!(std::fs::read_to_string(ssh.join("config")).unwrap(), config);
+        let leftovers: Vec<_> = std::fs::read_dir(&ssh)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn install_creates_a_private_config() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = sallyport_testbed::sshd::TempDir::new("sallyport-ssh-config").unwrap();
+        let done = install(dir.path(), "Host i-*\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(".ssh")), 0o700);
+        assert_eq!(mode(&done.config), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&done.config).unwrap(),
+            format!("Include {}\n", done.conf.display())
+        );
+        assert_eq!(done.backup, None);
+    }
+}

@@ -1,0 +1,352 @@
+//! `sallyport config ssh`, `ls` and `doctor` end to end, against the testbed: the
+//! installed ssh configuration used by real OpenSSH, listings, and diagnoses.
+
+use std::time::Duration;
+
+use crate::harness::{Fixture, SALLYPORT, ok, run};
+
+const QUICK: Duration = Duration::from_secs(60);
+
+/// `config ssh --install` on a HOME with an existing config: idempotent, a backup, other
+/// lines untouched; then real ssh reaches the instance by ID and by alias through the
+/// installed block alone (no ProxyCommand on its command line).
+#[test]
+fn config_ssh_install_works_with_real_ssh() {
+    let f = Fixture::new();
+    let config_toml = f.path("xdg-config/sallyport/config.toml");
+    std::fs::create_dir_all(config_toml.parent().unwrap()).unwrap();
+    std::fs::write(&config_toml, format!("[alias]\nbox = \"{}\"\n", f.instance)).unwrap();
+    let ssh_dir = f.home().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let mine = "Host elsewhere\n    User someone\n    Port 2200\n";
+    std::fs::write(ssh_dir.join("config"), mine).unwrap();
+
+    let printed = ok(&run(&mut f.sallyport(&["config", "ssh"]), None, QUICK));
+    assert!(printed.contains("Host i-* mi-* box\n"), "{printed}");
+    assert!(
+        printed.contains(&format!("ProxyCommand {SALLYPORT} proxy %h --port %p\n"))
+            || printed.contains(&format!(
+                "ProxyCommand {} proxy %h --port %p\n",
+                std::fs::canonicalize(SALLYPORT).unwrap().display()
+            )),
+        "{printed}"
+    );
+
+    let first = run(
+        &mut f.sallyport(&["config", "ssh", "--install"]),
+        None,
+        QUICK,
+    );
+    ok(&first);
+    let conf = ssh_dir.join("sallyport.conf");
+    let include = format!("Include {}\n", conf.display());
+    let config = std::fs::read_to_string(ssh_dir.join("config")).unwrap();
+    assert_eq!(config, format!("{include}{mine}"));
+    assert_eq!(
+        std::fs::read_to_string(ssh_dir.join("config.sallyport.bak")).unwrap(),
+        mine
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), printed);
+
+    let second = run(
+        &mut f.sallyport(&["config", "ssh", "--install"]),
+        None,
+        QUICK,
+    );
+    ok(&second);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("up to date"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ssh_dir.join("config")).unwrap(),
+        config
+    );
+
+    for host in [f.instance.as_str(), "box"] {
+        let mut ssh = std::process::Command::new("ssh");
+        // The fixture's client options minus their `-F /dev/null`: our config instead.
+        let options: Vec<String> = f.sshd.client_options().into_iter().skip(2).collect();
+        ssh.arg("-F").arg(ssh_dir.join("config")).args(options);
+        f.aws_env(&mut ssh);
+        ssh.arg(format!("root@{host}"))
+            .arg("echo through-$((40+2))");
+        let out = ok(&run(&mut ssh, None, QUICK));
+        assert_eq!(out.trim(), "through-42", "{host}");
+    }
+}
+
+const WEB1: &str = "i-0b00000000000001a";
+const WEB2: &str = "i-0b00000000000002a";
+const DB: &str = "i-0b00000000000003a";
+const RACK: &str = "mi-0b00000000000004a";
+const BARE: &str = "i-0b00000000000005a";
+
+/// Five nodes: two tagged web servers (the first reaches the test sshd), an offline
+/// database, an on-premises node, and an instance without a Name tag.
+fn five_nodes(config: &mut sallyport_testbed::TestbedConfig) {
+    let base = config.instances[0].clone();
+    let node = |id: &str, name: Option<&str>| {
+        let mut i = base.clone();
+        i.id = id.to_owned();
+        i.tags.clear();
+        if let Some(n) = name {
+            i.tags.insert("Name".into(), n.into());
+        }
+        i
+    };
+    let web1 = node(WEB1, Some("web-1"));
+    let mut web2 = node(WEB2, Some("web-2"));
+    web2.tags.insert("Team".into(), "red".into());
+    web2.platform = "Ubuntu".into();
+    web2.ip_address = Some("10.9.0.2".into());
+    let mut db = node(DB, Some("db-1"));
+    db.ping_status = "ConnectionLost".into();
+    let mut rack = node(RACK, None);
+    rack.name = Some("rack-7".into());
+    rack.computer_name = Some("rack7.dc.example".into());
+    let bare = node(BARE, None);
+    config.instances = vec![web1, web2, db, rack, bare];
+}
+
+fn ls(f: &Fixture, args: &[&str]) -> (String, String) {
+    let mut full = vec!["ls"];
+    full.extend_from_slice(args);
+    let out = run(&mut f.sallyport(&full), None, QUICK);
+    let stdout = ok(&out);
+    (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The first column of each row after the header.
+fn ids(table: &str) -> Vec<String> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.starts_with("ID "), "{table}");
+    lines
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn ls_lists_filters_and_prints_json() {
+    let f = Fixture::with_config(five_nodes);
+    let (table, _) = ls(&f, &[]);
+    let header = table.lines().next().unwrap();
+    for col in [
+        "ID",
+        "NAME",
+        "IP",
+        "PLATFORM",
+        "AGENT",
+        "STATUS",
+        "LAST SEEN",
+        "COMPUTER NAME",
+    ] {
+        assert!(header.contains(col), "{col}: {table}");
+    }
+    // Online first (named before unnamed), the offline node last.
+    assert_eq!(ids(&table), [RACK, WEB1, WEB2, BARE, DB], "{table}");
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        row(WEB2).contains(" web-2 ") && row(WEB2).contains("10.9.0.2"),
+        "{table}"
+    );
+    assert!(
+        row(WEB2).contains("Ubuntu") && row(WEB2).contains(" Online "),
+        "{table}"
+    );
+    assert!(
+        row(DB).contains("ConnectionLost") && row(DB).contains("minutes ago"),
+        "{table}"
+    );
+    assert!(
+        row(RACK).contains("rack-7") && row(RACK).contains("rack7.dc.example"),
+        "{table}"
+    );
+    assert!(row(BARE).split_whitespace().nth(1) == Some("-"), "{table}");
+
+    assert_eq!(ids(&ls(&f, &["web-*"]).0), [WEB1, WEB2]);
+    assert_eq!(ids(&ls(&f, &["tag:Team=red"]).0), [WEB2]);
+    assert_eq!(ids(&ls(&f, &["rack-?", DB]).0), [RACK, DB]);
+    assert_eq!(ids(&ls(&f, &["10.9.0.2"]).0), [WEB2]);
+    let (none, err) = ls(&f, &["nothing-*"]);
+    assert!(
+        ids(&none).is_empty() && err.contains("no managed node matches"),
+        "{err}"
+    );
+
+    let (json, _) = ls(&f, &["--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let web2 = rows.iter().find(|r| r["id"] == WEB2).unwrap();
+    for key in [
+        "name",
+        "name_tags_read",
+        "ip_address",
+        "platform",
+        "agent_version",
+        "ping_status",
+        "last_ping",
+        "computer_name",
+    ] {
+        assert!(web2.get(key).is_some(), "{key}: {web2}");
+    }
+    assert_eq!(web2["name"], "web-2");
+    assert_eq!(web2["name_tags_read"], true);
+    assert!(web2["last_ping"].is_i64());
+    let calls = f.testbed.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.service == "tagging" && c.operation == "GetResources"),
+        "Name tags come from the Tagging API"
+    );
+}
+
+#[test]
+fn ls_without_tag_permission_says_so() {
+    let f = Fixture::with_config(|c| {
+        five_nodes(c);
+        c.tagging_denied = true;
+    });
+    let (table, err) = ls(&f, &[]);
+    assert!(err.contains("no permission to read Name tags"), "{err}");
+    assert_eq!(ids(&table).len(), 5, "{table}");
+    for id in [WEB1, WEB2, DB, BARE] {
+        let row = table.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(row.contains("(no tag permission)"), "{table}");
+    }
+    let rack = table.lines().find(|l| l.starts_with(RACK)).unwrap();
+    assert!(rack.contains("rack-7"), "{table}");
+    // A plain name still filters, through SSM's tag filter.
+    assert_eq!(ids(&ls(&f, &["web-1"]).0), [WEB1]);
+    let (json, _) = ls(&f, &["--json", "db-1"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["id"], DB);
+    assert_eq!(rows[0]["name_tags_read"], false);
+    assert_eq!(rows[0]["name"], serde_json::Value::Null);
+}
+
+const APP: [&str; 3] = [
+    "i-0c00000000000001a",
+    "i-0c00000000000002a",
+    "i-0c00000000000003a",
+];
+
+/// Three online instances all named `app`, each reaching the test sshd / this machine.
+fn three_apps(config: &mut sallyport_testbed::TestbedConfig) {
+    let base = config.instances[0].clone();
+    config.instances = (APP.iter().enumerate())
+        .map(|(k, id)| {
+            let mut i = base.clone();
+            i.id = (*id).to_owned();
+            i.tags = [("Name".to_owned(), "app".to_owned())].into();
+            i.ip_address = Some(format!("10.5.0.{}", k + 1));
+            i.computer_name = Some(format!("app-host-{}.internal", k + 1));
+            i
+        })
+        .collect();
+}
+
+fn started(f: &Fixture) -> Vec<String> {
+    (f.testbed.calls().into_iter())
+        .filter(|c| c.operation == "StartSession")
+        .filter_map(|c| c.target)
+        .collect()
+}
+
+/// Not on a terminal (a script, a ProxyCommand): an ambiguous target still fails with
+/// exit 12 and the table, and no target at all is a usage error; nothing waits for input.
+#[test]
+fn without_a_terminal_there_is_no_prompt() {
+    let f = Fixture::with_config(three_apps);
+    let out = run(
+        &mut f.sallyport(&["exec", "app", "--", "true"]),
+        None,
+        QUICK,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(12), "{err}");
+    for id in APP {
+        assert!(err.contains(id), "{err}");
+    }
+    let out = run(&mut f.sallyport(&["shell"]), None, QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no target given") && err.contains("sallyport ls"),
+        "{err}"
+    );
+    assert!(started(&f).is_empty());
+}
+
+/// On a real pty: the ambiguous target brings up the list, typing filters it, Enter
+/// picks, and the command runs on the picked node.
+#[test]
+fn picker_on_a_terminal_runs_on_the_picked_node() {
+    use crate::shell::{Pty, Screen};
+    use std::io::Write;
+    let f = Fixture::with_config(three_apps);
+    for (args, want) in [
+        (vec!["exec", "app", "--", "echo picked-$((40+2))"], APP[1]),
+        (vec!["exec", "--", "echo picked-$((40+2))"], APP[2]),
+    ] {
+        let pty = Pty::open(30, 120);
+        let mut cmd = std::process::Command::new("setsid");
+        cmd.arg("--ctty").arg(SALLYPORT).args(&args);
+        f.aws_env(&mut cmd);
+        cmd.stdin(pty.slave.try_clone().unwrap())
+            .stdout(pty.slave.try_clone().unwrap())
+            .stderr(pty.slave.try_clone().unwrap());
+        let mut child = cmd.spawn().expect("spawn sallyport exec");
+        let screen = Screen::start(pty.master.try_clone().unwrap());
+        let mut keys = pty.master.try_clone().unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(
+                screen.wait_for("type to filter", Duration::from_secs(30)),
+                "no picker; screen:\n{}",
+                screen.text()
+            );
+            // The ID's tail, typed: only one row matches it.
+            let filter = &want[want.len() - 5..];
+            keys.write_all(filter.as_bytes()).unwrap();
+            keys.write_all(b"\r").unwrap();
+            assert!(
+                screen.wait_for("picked-42", Duration::from_secs(30)),
+                "no command output; screen:\n{}",
+                screen.text()
+            );
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", screen.text());
+        assert_eq!(
+            started(&f).last().map(String::as_str),
+            Some(want),
+            "{args:?}"
+        );
+    }
+}
