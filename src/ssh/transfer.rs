@@ -40,6 +40,7 @@ use crate::error::{ExitCode, Failure};
 use super::glob::{escape_glob, remote_glob};
 
 mod download;
+pub mod stripe;
 mod upload;
 
 /// Exit code for a file the SFTP server refused (missing, permission denied, disk full).
