@@ -10,6 +10,7 @@ mod forward;
 mod harness;
 mod instance_connect;
 mod kms;
+mod parallel;
 mod proxy;
 mod resilience;
 mod rotation;
