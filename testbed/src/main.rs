@@ -151,6 +151,9 @@ struct FaultArgs {
     /// and never drops. Default: 100000 (the agent's own buffer size).
     #[arg(long, value_name = "MESSAGES", value_parser = parse_queue)]
     relay_queue: Option<usize>,
+    /// End the Nth session started once its agent sent BYTES to the client (N:BYTES).
+    #[arg(long, value_name = "N:BYTES", value_parser = sallyport_testbed::faults::KillSession::parse)]
+    kill_session: Option<sallyport_testbed::faults::KillSession>,
 }
 
 /// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
@@ -202,6 +205,7 @@ impl FaultArgs {
             max_duration: self.max_duration,
             seed: 1,
             relay_queue: self.relay_queue,
+            kill_session: self.kill_session.clone(),
         }
     }
 }

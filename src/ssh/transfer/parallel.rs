@@ -708,10 +708,8 @@ async fn sha256_on(conn: &Connection, remote: &str) -> Result<Option<String>, St
     let mut status = None;
     while let Some(msg) = ch.wait().await {
         match msg {
-            russh::ChannelMsg::Data { data } => {
-                if out.len() < VERIFY_OUTPUT_CAP {
-                    out.extend_from_slice(&data);
-                }
+            russh::ChannelMsg::Data { data } if out.len() < VERIFY_OUTPUT_CAP => {
+                out.extend_from_slice(&data);
             }
             russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
             _ => {}
