@@ -35,6 +35,10 @@ pub struct ConfigFile {
     /// `[profiles.NAME]`: defaults that apply when the AWS profile in use is NAME.
     pub profiles: BTreeMap<String, Defaults>,
     pub aliases: BTreeMap<String, Alias>,
+    /// `scp`/`sftp`: sessions a transfer may spread over (`parallel = N`, 1..=16) and
+    /// whether SSH compression is negotiated (`compression = true`).
+    pub parallel: Option<usize>,
+    pub compression: Option<bool>,
 }
 
 /// AWS settings a config file may default.
@@ -70,6 +74,8 @@ struct RawFile {
     profiles: BTreeMap<String, RawProfile>,
     #[serde(default)]
     alias: BTreeMap<String, RawAlias>,
+    parallel: Option<i64>,
+    compression: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -150,11 +156,18 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         let alias = alias(&name, a).map_err(bad)?;
         aliases.insert(name, alias);
     }
+    let parallel = match raw.parallel {
+        Some(n @ 1..=16) => Some(n as usize),
+        Some(n) => return Err(bad(format!("`parallel` is {n}; it must be 1 to 16"))),
+        None => None,
+    };
     Ok(ConfigFile {
         path: Some(path.to_path_buf()),
         defaults,
         profiles,
         aliases,
+        parallel,
+        compression: raw.compression,
     })
 }
 

@@ -191,7 +191,26 @@ pub struct ScpArgs {
     #[arg(short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
     pub client: SshClientArgs,
+}
+
+/// How `scp` and `sftp` move data.
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// Spread the copy over up to N sessions (1 to 16; default 4, or `parallel` in the
+    /// config file); more open only while there is work for them.
+    #[arg(short = 'j', long = "parallel", value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub parallel: Option<u8>,
+    /// Compress the SSH connection (zlib@openssh.com): helps on text, costs CPU on random
+    /// or already compressed data. Also `compression = true` in the config file.
+    #[arg(short = 'C')]
+    pub compression: bool,
+    /// Compare each copied file's SHA-256 with one computed on the instance (sha256sum).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +221,8 @@ pub struct SftpArgs {
     /// is prefixed with `-`.
     #[arg(short = 'b', value_name = "FILE")]
     pub batch: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
     #[command(flatten)]
     pub client: SshClientArgs,
 }

@@ -86,88 +86,182 @@ pub async fn connect(
     profile: Option<&str>,
     opts: &SshOptions,
 ) -> Result<Connection, Failure> {
-    let key = keys::ephemeral()?;
-    let line = keys::public_line(&key)?;
-    let push = eic.send_ssh_public_key(target, &opts.user, &line, profile);
-    let open = PortStream::open(ssm, target, opts.port, &opts.start, &opts.link);
-    let (pushed, stream) = tokio::join!(push, open);
-    let (io, mut guard) = stream?;
-    if let Err(e) = pushed {
-        drop(io);
-        guard.finish().await;
-        return Err(Failure::aws(e, target));
+    Connector::new(ssm, eic, target, profile, opts)?
+        .connect()
+        .await
+}
+
+/// Opens SSH connections to one instance, each over its own session, all authenticated
+/// with one in-memory key: pushed with the first connection, and again by a connection
+/// opened when the push is older than the key's validity (less a margin).
+pub struct Connector {
+    ssm: Ssm,
+    eic: InstanceConnect,
+    target: String,
+    profile: Option<String>,
+    opts: SshOptions,
+    key: Arc<russh::keys::PrivateKey>,
+    line: String,
+    /// When the key was last pushed; held across a push so that concurrent connections
+    /// wait for it instead of pushing again.
+    pushed: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Offer `zlib@openssh.com` (and `zlib`) before no compression.
+    pub compression: bool,
+}
+
+/// A push this old is redone before the next connection (the key is valid 60 s, and the
+/// handshake after the push takes some of that).
+const PUSH_MARGIN: Duration = Duration::from_secs(15);
+
+impl Connector {
+    pub fn new(
+        ssm: &Ssm,
+        eic: &InstanceConnect,
+        target: &str,
+        profile: Option<&str>,
+        opts: &SshOptions,
+    ) -> Result<Connector, Failure> {
+        let key = keys::ephemeral()?;
+        let line = keys::public_line(&key)?;
+        Ok(Connector {
+            ssm: ssm.clone(),
+            eic: eic.clone(),
+            target: target.to_owned(),
+            profile: profile.map(str::to_owned),
+            opts: opts.clone(),
+            key: Arc::new(key),
+            line,
+            pushed: tokio::sync::Mutex::new(None),
+            compression: false,
+        })
     }
-    let refusal = Arc::new(Mutex::new(None));
-    let verifier = Verifier {
-        policy: opts.host_keys.clone(),
-        refusal: refusal.clone(),
-    };
-    let config = Arc::new(client::Config {
-        // The data channel has its own keep-alive and resume; SSH-level timeouts would
-        // only cut sessions that the channel is busy bringing back.
-        inactivity_timeout: None,
-        // russh's session loop stops reading the connection (and so stops taking our
-        // session's bytes, which stalls the data channel's driver) while a channel's
-        // message queue is full. SFTP keeps up to ~4 MiB of read responses in flight
-        // (transfer::sftp_config) and sshd sends them in packets of 16-32 KiB: 1024 slots
-        // hold all of them even at 4 KiB a packet, where russh's default 100 do not. The
-        // memory is bounded by the bytes in flight, not by the slot count.
-        channel_buffer_size: 1024,
-        ..client::Config::default()
-    });
-    let connected = tokio::time::timeout(
-        SSH_HANDSHAKE_TIMEOUT,
-        client::connect_stream(config, io, verifier),
-    )
-    .await;
-    let mut handle = match connected {
-        Ok(Ok(h)) => h,
-        failed => {
-            let refused = refusal.lock().ok().and_then(|mut r| r.take());
-            let f = match refused {
-                Some(f) => f,
-                None => match guard.failure(Duration::from_secs(2)).await {
-                    Some(f) => f,
-                    None => match failed {
-                        Ok(Err(e)) => Failure::new(
-                            ExitCode::Protocol,
-                            format!("SSH with {target} failed: {e}"),
-                        ),
-                        _ => Failure::new(
-                            ExitCode::Protocol,
-                            format!(
-                                "{target} did not complete the SSH handshake within {} s",
-                                SSH_HANDSHAKE_TIMEOUT.as_secs()
-                            ),
-                        ),
-                    },
-                },
-            };
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Pushes the key unless a push recent enough was made.
+    async fn ensure_pushed(&self) -> Result<(), Failure> {
+        let mut pushed = self.pushed.lock().await;
+        let fresh = crate::aws::KEY_VALIDITY.saturating_sub(PUSH_MARGIN);
+        if pushed.is_some_and(|at| at.elapsed() < fresh) {
+            return Ok(());
+        }
+        let at = std::time::Instant::now();
+        self.eic
+            .send_ssh_public_key(
+                &self.target,
+                &self.opts.user,
+                &self.line,
+                self.profile.as_deref(),
+            )
+            .await
+            .map_err(|e| Failure::aws(e, &self.target))?;
+        *pushed = Some(at);
+        Ok(())
+    }
+
+    /// One more authenticated connection, over a new session.
+    pub async fn connect(&self) -> Result<Connection, Failure> {
+        let (ssm, target, opts) = (&self.ssm, self.target.as_str(), &self.opts);
+        let push = self.ensure_pushed();
+        let open = PortStream::open(ssm, target, opts.port, &opts.start, &opts.link);
+        let (pushed, stream) = tokio::join!(push, open);
+        let (io, mut guard) = stream?;
+        if let Err(f) = pushed {
+            drop(io);
             guard.finish().await;
             return Err(f);
         }
-    };
-    let auth = handle
-        .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        let key = self.key.clone();
+        let refusal = Arc::new(Mutex::new(None));
+        let verifier = Verifier {
+            policy: opts.host_keys.clone(),
+            refusal: refusal.clone(),
+        };
+        let config = Arc::new(client::Config {
+            // The data channel has its own keep-alive and resume; SSH-level timeouts would
+            // only cut sessions that the channel is busy bringing back.
+            inactivity_timeout: None,
+            // russh's session loop stops reading the connection (and so stops taking our
+            // session's bytes, which stalls the data channel's driver) while a channel's
+            // message queue is full. SFTP keeps up to ~4 MiB of read responses in flight
+            // (transfer::sftp_config) and sshd sends them in packets of 16-32 KiB: 1024 slots
+            // hold all of them even at 4 KiB a packet, where russh's default 100 do not. The
+            // memory is bounded by the bytes in flight, not by the slot count.
+            channel_buffer_size: 1024,
+            preferred: preferred(self.compression),
+            ..client::Config::default()
+        });
+        let connected = tokio::time::timeout(
+            SSH_HANDSHAKE_TIMEOUT,
+            client::connect_stream(config, io, verifier),
+        )
         .await;
-    let refused = match auth {
-        Ok(r) if r.success() => None,
-        Ok(_) => Some(auth_refused(target, opts)),
-        Err(e) => Some(match guard.failure(Duration::from_secs(2)).await {
-            Some(f) => f,
-            None => Failure::new(
-                ExitCode::Protocol,
-                format!("SSH authentication with {target} failed: {e}"),
-            ),
-        }),
-    };
-    let connection = Connection { handle, guard };
-    if let Some(f) = refused {
-        connection.close().await;
-        return Err(f);
+        let mut handle = match connected {
+            Ok(Ok(h)) => h,
+            failed => {
+                let refused = refusal.lock().ok().and_then(|mut r| r.take());
+                let f = match refused {
+                    Some(f) => f,
+                    None => match guard.failure(Duration::from_secs(2)).await {
+                        Some(f) => f,
+                        None => match failed {
+                            Ok(Err(e)) => Failure::new(
+                                ExitCode::Protocol,
+                                format!("SSH with {target} failed: {e}"),
+                            ),
+                            _ => Failure::new(
+                                ExitCode::Protocol,
+                                format!(
+                                    "{target} did not complete the SSH handshake within {} s",
+                                    SSH_HANDSHAKE_TIMEOUT.as_secs()
+                                ),
+                            ),
+                        },
+                    },
+                };
+                guard.finish().await;
+                return Err(f);
+            }
+        };
+        let auth = handle
+            .authenticate_publickey(&opts.user, PrivateKeyWithHashAlg::new(key, None))
+            .await;
+        let refused = match auth {
+            Ok(r) if r.success() => None,
+            Ok(_) => Some(auth_refused(target, opts)),
+            Err(e) => Some(match guard.failure(Duration::from_secs(2)).await {
+                Some(f) => f,
+                None => Failure::new(
+                    ExitCode::Protocol,
+                    format!("SSH authentication with {target} failed: {e}"),
+                ),
+            }),
+        };
+        let connection = Connection { handle, guard };
+        if let Some(f) = refused {
+            connection.close().await;
+            return Err(f);
+        }
+        tracing::debug!(user = opts.user, "SSH authenticated");
+        Ok(connection)
     }
-    tracing::debug!(user = opts.user, "SSH authenticated");
-    Ok(connection)
+}
+
+/// russh's algorithm preferences, with compression first when asked for. Without it,
+/// "none" only: compression costs CPU on both sides and helps only on compressible data.
+fn preferred(compression: bool) -> russh::Preferred {
+    use russh::compression::{NONE, ZLIB, ZLIB_LEGACY};
+    let list: &'static [russh::compression::Name] = if compression {
+        &[ZLIB_LEGACY, ZLIB, NONE]
+    } else {
+        &[NONE]
+    };
+    russh::Preferred {
+        compression: std::borrow::Cow::Borrowed(list),
+        ..russh::Preferred::default()
+    }
 }
 
 fn auth_refused(target: &str, opts: &SshOptions) -> Failure {

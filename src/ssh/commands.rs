@@ -54,6 +54,20 @@ pub async fn connect(
     raw_target: &str,
     args: &SshClientArgs,
 ) -> Result<(Connection, String), Failure> {
+    let (connector, conn) = connector(global, file, dest_user, raw_target, args, false).await?;
+    Ok((conn, connector.target().to_owned()))
+}
+
+/// [`connect`], also returning the [`client::Connector`] that made the connection, to
+/// open more like it; `compression` offers zlib compression.
+pub async fn connector(
+    global: &GlobalArgs,
+    file: &ConfigFile,
+    dest_user: Option<&str>,
+    raw_target: &str,
+    args: &SshClientArgs,
+    compression: bool,
+) -> Result<(client::Connector, Connection), Failure> {
     let env = |k: &str| std::env::var(k).ok();
     let s = settings::for_target(global, file, raw_target, &env)?;
     let config = crate::aws::load(&s.aws)
@@ -101,9 +115,12 @@ pub async fn connect(
     };
     let ssm = Ssm::new(&config);
     let eic = InstanceConnect::new(&config);
-    let result = client::connect(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts).await;
+    let mut connector =
+        client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
+    connector.compression = compression;
+    let result = connector.connect().await;
     found.settle(&result);
-    result.map(|c| (c, found.id.clone()))
+    result.map(|c| (connector, c))
 }
 
 /// `sallyport ssh`: a shell, or one command.
@@ -126,18 +143,82 @@ pub async fn scp(
 ) -> Result<u8, Failure> {
     let ops = super::scp_args::parse_operands(&args.operands)
         .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
-    let (conn, _) = connect(global, file, ops.user.as_deref(), &ops.target, &args.client).await?;
+    let t = &args.transfer;
+    let lanes = t.parallel.map_or(file.parallel.unwrap_or(4), usize::from);
+    let compression = t.compression || file.compression.unwrap_or(false);
+    // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
+    let mut signals = crate::session::lifecycle::Signals::new();
+    let connecting = connector(
+        global,
+        file,
+        ops.user.as_deref(),
+        &ops.target,
+        &args.client,
+        compression,
+    );
+    let (connector, conn) = tokio::select! {
+        c = connecting => c?,
+        sig = signals.recv() => return Err(interrupted(sig)),
+    };
     let opts = super::transfer::CopyOptions {
         recursive: args.recursive,
         preserve: args.preserve,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    with_sftp(conn, async |sftp| {
+    if lanes > 1 || t.verify {
+        let par = super::transfer::parallel::ParallelOptions {
+            lanes,
+            verify: t.verify,
+        };
+        let res = super::transfer::parallel::Resources::default();
+        let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
+        let work = super::transfer::parallel::copy(
+            &connector,
+            conn,
+            &res,
+            &ops.plan,
+            &opts,
+            &par,
+            &mut report,
+        );
+        let result = tokio::select! {
+            r = work => r,
+            sig = signals.recv() => Err(interrupted(sig)),
+        };
+        res.release().await;
+        let outcome = result?;
+        return match (outcome.problems, outcome.first_code) {
+            (0, _) | (_, None) => Ok(0),
+            (n, Some(code)) => Err(Failure::new(
+                code,
+                if n == 1 {
+                    "1 file or directory could not be copied".to_owned()
+                } else {
+                    format!("{n} files or directories could not be copied")
+                },
+            )),
+        };
+    }
+    // -j 1: one session, written in place, as before striping existed.
+    let work = with_sftp(conn, async |sftp| {
         super::transfer::copy(sftp, &ops.plan, &opts)
             .await
             .map(|_| 0)
-    })
-    .await
+    });
+    tokio::select! {
+        r = work => r,
+        sig = signals.recv() => Err(interrupted(sig)),
+    }
+}
+
+fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
+    Failure::new(
+        ExitCode::Interrupted,
+        format!(
+            "interrupted by {}; no file was replaced by a partial copy",
+            sig.name()
+        ),
+    )
 }
 
 /// `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`).

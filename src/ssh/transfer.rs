@@ -40,6 +40,8 @@ use crate::error::{ExitCode, Failure};
 use super::glob::{escape_glob, remote_glob};
 
 mod download;
+pub mod parallel;
+pub mod stripe;
 mod upload;
 
 /// Exit code for a file the SFTP server refused (missing, permission denied, disk full).
@@ -167,6 +169,7 @@ pub(crate) async fn copy_collect(
         first_code: None,
         start_dir: None,
         buf: vec![0; BUFFER_LEN],
+        plan: None,
     };
     match plan.direction {
         Direction::Upload => copier.upload(&plan.sources, &plan.destination).await?,
@@ -369,6 +372,9 @@ struct Copier<'a> {
     first_code: Option<ExitCode>,
     start_dir: Option<String>,
     buf: Vec<u8>,
+    /// Planning for a striped copy: files and directory finishes are collected here
+    /// instead of being done ([`parallel`]).
+    plan: Option<parallel::Plan>,
 }
 
 impl Copier<'_> {

@@ -251,7 +251,8 @@ fn start_session(
     if instance.access_denied {
         return Err(access_denied(state, caller_arn, instance));
     }
-    if state.count_start(&target) < instance.throttle_first {
+    let ordinal = state.count_start(&target);
+    if ordinal < instance.throttle_first {
         return Err(ApiError::frontend("ThrottlingException", "Rate exceeded"));
     }
     if crate::describe::ping_status(state, instance) != "Online" {
@@ -271,6 +272,9 @@ fn start_session(
         document,
         parameters,
     });
+    if let Some(k) = &state.config.faults.kill_session {
+        k.started(ordinal, &session_id);
+    }
     tracing::info!(%session_id, %target, "session started");
     Ok(StartSessionResponse {
         session_id,

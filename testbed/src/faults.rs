@@ -41,6 +41,59 @@ pub struct FaultPlan {
     pub relay_rate: Option<u64>,
     /// `--jitter`: extra one-way delay per frame, uniform in 0..=jitter, order kept.
     pub jitter: Duration,
+    /// `--kill-session N:BYTES`: end the Nth session started, as TerminateSession would.
+    pub kill_session: Option<KillSession>,
+}
+
+/// Ends one session mid-stream: the Nth StartSession (1-based, counting every call on
+/// the instance, throttled ones included), once its agent has sent the client more than
+/// `after_bytes` of stream data. The service says the session ended and refuses to
+/// resume it, as when someone calls TerminateSession; the other sessions carry on.
+#[derive(Clone, Debug, Default)]
+pub struct KillSession {
+    pub nth: u32,
+    pub after_bytes: u64,
+    victim: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl KillSession {
+    pub fn new(nth: u32, after_bytes: u64) -> KillSession {
+        KillSession {
+            nth,
+            after_bytes,
+            victim: Default::default(),
+        }
+    }
+
+    /// Parses `N:BYTES`, e.g. `2:3000000`.
+    pub fn parse(s: &str) -> Result<KillSession, String> {
+        let bad = || format!("expected N:BYTES such as 2:3000000, got {s:?}");
+        let (n, b) = s.split_once(':').ok_or_else(bad)?;
+        let nth: u32 = n.trim().parse().map_err(|_| bad())?;
+        let after_bytes = b.trim().parse().map_err(|_| bad())?;
+        if nth == 0 {
+            return Err("N counts from 1".to_owned());
+        }
+        Ok(KillSession::new(nth, after_bytes))
+    }
+
+    /// StartSession call number `ordinal` (0-based) made `session_id`.
+    pub fn started(&self, ordinal: u32, session_id: &str) {
+        if ordinal + 1 == self.nth {
+            *self.victim.lock().unwrap_or_else(|e| e.into_inner()) = Some(session_id.to_owned());
+        }
+    }
+
+    /// Whether `session_id`, having sent `agent_bytes`, is to be ended now.
+    pub fn due(&self, session_id: &str, agent_bytes: u64) -> bool {
+        agent_bytes > self.after_bytes
+            && self
+                .victim
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+                == Some(session_id)
+    }
 }
 
 /// A stretch of time measured from the start of the session.

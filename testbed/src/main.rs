@@ -160,6 +160,9 @@ struct FaultArgs {
     /// never overtake each other.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     jitter: Duration,
+    /// End the Nth session started once its agent sent BYTES to the client (N:BYTES).
+    #[arg(long, value_name = "N:BYTES", value_parser = sallyport_testbed::faults::KillSession::parse)]
+    kill_session: Option<sallyport_testbed::faults::KillSession>,
 }
 
 /// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
@@ -213,6 +216,7 @@ impl FaultArgs {
             relay_queue: self.relay_queue,
             relay_rate: self.relay_rate,
             jitter: self.jitter,
+            kill_session: self.kill_session.clone(),
         }
     }
 }

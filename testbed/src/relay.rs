@@ -374,7 +374,13 @@ where
                 break Ok(());
             }
             _ = terminated_check.tick() => {
-                if sessions.is_terminated(&session.session_id) {
+                let killed = faults.kill_session.as_ref().is_some_and(|k| {
+                    k.due(&session.session_id, handle.stats.snapshot().agent_bytes)
+                });
+                if killed {
+                    sessions.terminate(&session.session_id);
+                }
+                if killed || sessions.is_terminated(&session.session_id) {
                     send_channel_closed(&mut sink, &session.session_id, "").await?;
                     hub.forget(&session.session_id);
                     break Ok(());

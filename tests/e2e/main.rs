@@ -11,6 +11,7 @@ mod harness;
 mod instance_connect;
 mod kms;
 mod ls_doctor;
+mod parallel;
 mod proxy;
 mod resilience;
 mod rotation;

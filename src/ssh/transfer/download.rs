@@ -107,6 +107,16 @@ impl Copier<'_> {
         attrs: &FileAttributes,
     ) -> Step<()> {
         let mode = attrs.permissions.map_or(0o666, |m| m & 0o777);
+        if let Some(plan) = &mut self.plan {
+            plan.files.push(parallel::FileJob {
+                remote: remote.to_owned(),
+                local: local.to_owned(),
+                size: attrs.len(),
+                mode,
+                times: attrs.atime.zip(attrs.mtime),
+            });
+            return Ok(());
+        }
         let mut source = self
             .sftp
             .open(remote)
@@ -242,7 +252,7 @@ impl Copier<'_> {
         }
     }
 
-    async fn finish_local_dir(f: DirFinish<PathBuf>) -> Step<()> {
+    pub(super) async fn finish_local_dir(f: DirFinish<PathBuf>) -> Step<()> {
         if f.mode.is_none() && f.times.is_none() {
             return Ok(());
         }
@@ -264,10 +274,13 @@ impl Copier<'_> {
         let mut stack = vec![root];
         while let Some(work) = stack.pop() {
             match work {
-                DownWork::Finish(f) => {
-                    let step = Self::finish_local_dir(f).await;
-                    self.absorb(step)?;
-                }
+                DownWork::Finish(f) => match &mut self.plan {
+                    Some(plan) => plan.local_dirs.push(f),
+                    None => {
+                        let step = Self::finish_local_dir(f).await;
+                        self.absorb(step)?;
+                    }
+                },
                 DownWork::File {
                     remote,
                     local,

@@ -68,6 +68,16 @@ impl Copier<'_> {
         remote: &str,
     ) -> Step<()> {
         let mode = meta.mode() & 0o777;
+        if let Some(plan) = &mut self.plan {
+            plan.files.push(parallel::FileJob {
+                remote: remote.to_owned(),
+                local: local.to_owned(),
+                size: meta.len(),
+                mode,
+                times: unix_time(meta.accessed()).zip(unix_time(meta.modified())),
+            });
+            return Ok(());
+        }
         let mut source = tokio::fs::File::open(local)
             .await
             .map_err(|e| local_problem(local, &e))?;
@@ -223,7 +233,7 @@ impl Copier<'_> {
             .map_err(|e| sftp_problem(remote, &e))
     }
 
-    async fn finish_remote_dir(&self, f: &DirFinish<String>) -> Step<()> {
+    pub(super) async fn finish_remote_dir(&self, f: &DirFinish<String>) -> Step<()> {
         if f.mode.is_none() && f.times.is_none() {
             return Ok(());
         }
@@ -257,10 +267,13 @@ impl Copier<'_> {
         }];
         while let Some(work) = stack.pop() {
             match work {
-                UpWork::Finish(f) => {
-                    let step = self.finish_remote_dir(&f).await;
-                    self.absorb(step)?;
-                }
+                UpWork::Finish(f) => match &mut self.plan {
+                    Some(plan) => plan.remote_dirs.push(f),
+                    None => {
+                        let step = self.finish_remote_dir(&f).await;
+                        self.absorb(step)?;
+                    }
+                },
                 UpWork::Entry {
                     local,
                     remote,

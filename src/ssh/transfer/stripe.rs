@@ -1,0 +1,242 @@
+//! The striping scheduler: pieces of files (byte ranges) spread over up to N lanes (one
+//! SFTP channel each, on its own session), opened lazily. It knows nothing about SSH:
+//! a [`Lane`] moves one piece, an [`Opener`] makes one more lane.
+//!
+//! * Lazy: a new lane is opened only while pieces wait that no open (or opening) lane
+//!   will take: a file of one piece never opens a second session.
+//! * A lane whose piece fails with [`PieceError::Lane`] (its connection died) is dropped
+//!   and the piece goes back to the front of the queue for another lane; when no lane is
+//!   left, new ones are opened, at most `reopen_budget` times over the whole run.
+//! * A piece that fails with [`PieceError::File`] fails its file: the file's other
+//!   pieces are dropped, the others go on.
+//! * An opener failure while lanes exist (StartSession refused or throttled) stops
+//!   growing: the run continues with the lanes it has, and says so once through `notice`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use crate::error::Failure;
+
+/// Smallest and largest piece of a large file.
+pub const MIN_PIECE: u64 = 1024 * 1024;
+pub const MAX_PIECE: u64 = 8 * 1024 * 1024;
+
+/// One byte range of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Index of the file in the caller's list.
+    pub file: usize,
+    pub offset: u64,
+    pub len: u64,
+    /// The file's only piece (the lane may create and truncate it in one go).
+    pub whole: bool,
+}
+
+/// Why a piece was not moved.
+#[derive(Debug)]
+pub enum PieceError {
+    /// The lane is gone (its connection died): redo the piece elsewhere.
+    Lane(Failure),
+    /// The file cannot be copied (refused, vanished, local disk error).
+    File(Failure),
+}
+
+/// Moves pieces.
+pub trait Lane {
+    fn run(&mut self, piece: Piece) -> impl Future<Output = Result<(), PieceError>>;
+}
+
+/// Makes lanes.
+pub trait Opener {
+    type Lane: Lane;
+    fn open(&self) -> impl Future<Output = Result<Self::Lane, Failure>>;
+}
+
+/// The piece length for a file of `size` bytes copied over up to `lanes` lanes: about two
+/// pieces per lane, between [`MIN_PIECE`] and [`MAX_PIECE`], a multiple of 64 KiB.
+pub fn piece_len(size: u64, lanes: usize) -> u64 {
+    let want = size.div_ceil(2 * lanes.max(1) as u64);
+    let clamped = want.clamp(MIN_PIECE, MAX_PIECE);
+    clamped.div_ceil(64 * 1024) * 64 * 1024
+}
+
+/// Splits files (by size) into pieces, in file order; an empty file is one empty piece.
+pub fn split(sizes: &[u64], lanes: usize) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    for (file, &size) in sizes.iter().enumerate() {
+        let step = piece_len(size, lanes);
+        let whole = size <= step;
+        let mut offset = 0;
+        loop {
+            let len = step.min(size - offset);
+            pieces.push(Piece {
+                file,
+                offset,
+                len,
+                whole,
+            });
+            offset += len;
+            if offset >= size {
+                break;
+            }
+        }
+    }
+    pieces
+}
+
+/// How a run went.
+#[derive(Debug, Default)]
+pub struct RunReport<L> {
+    /// Files that failed, with the first failure of each.
+    pub failed: BTreeMap<usize, Failure>,
+    /// Pieces redone after their lane died.
+    pub redone: u32,
+    /// Lanes opened in all (the first included).
+    pub opened: u32,
+    /// Most lanes in use at once.
+    pub peak: usize,
+    /// The lanes still alive at the end (for the caller's finishing touches).
+    pub lanes: Vec<L>,
+}
+
+/// Limits and reporting for [`run`].
+pub struct RunOptions<'a> {
+    /// Most lanes at once (N of `-j N`).
+    pub max_lanes: usize,
+    /// Lanes that may be opened to replace dead ones when none is left.
+    pub reopen_budget: u32,
+    /// Called after each piece that moved (bytes), for a progress bar.
+    pub progress: &'a mut dyn FnMut(u64, usize),
+    /// One line for the user (growth stopped, a lane died).
+    pub notice: &'a mut dyn FnMut(String),
+}
+
+/// Moves `pieces` over lanes: `first` (already open) and up to `max_lanes - 1` more from
+/// `opener`. `Err` when no lane is left and none can be opened.
+pub async fn run<O: Opener>(
+    opener: &O,
+    first: Option<O::Lane>,
+    pieces: Vec<Piece>,
+    opts: RunOptions<'_>,
+) -> Result<RunReport<O::Lane>, Failure> {
+    let max = opts.max_lanes.max(1);
+    let mut report = RunReport {
+        failed: BTreeMap::new(),
+        redone: 0,
+        opened: 0,
+        peak: 0,
+        lanes: Vec::new(),
+    };
+    let mut queue: VecDeque<Piece> = pieces.into();
+    let mut idle: Vec<O::Lane> = Vec::new();
+    if let Some(l) = first {
+        idle.push(l);
+        report.opened = 1;
+    }
+    let mut busy = FuturesUnordered::new();
+    let mut opening = FuturesUnordered::new();
+    let mut growth_stopped = false;
+    let mut reopens_left = opts.reopen_budget;
+    // Lanes died: the next openings replace them (counted against the budget).
+    let mut ever_had_lane = !idle.is_empty();
+    loop {
+        // Drop queued pieces of failed files.
+        queue.retain(|p| !report.failed.contains_key(&p.file));
+        while let Some(lane) = idle.pop() {
+            match queue.pop_front() {
+                Some(piece) => {
+                    let mut lane = lane;
+                    busy.push(async move {
+                        let r = lane.run(piece).await;
+                        (lane, piece, r)
+                    });
+                }
+                None => {
+                    idle.push(lane);
+                    break;
+                }
+            }
+        }
+        report.peak = report.peak.max(busy.len());
+        // Open more only for work no lane (open or opening) will take.
+        let lanes_now = busy.len() + idle.len();
+        while (!growth_stopped || lanes_now == 0)
+            && queue.len() > opening.len()
+            && lanes_now + opening.len() < max
+        {
+            let replacing = ever_had_lane && lanes_now == 0;
+            if replacing {
+                if reopens_left == 0 {
+                    break;
+                }
+                reopens_left -= 1;
+            }
+            opening.push(opener.open());
+        }
+        if busy.is_empty() && opening.is_empty() {
+            if queue.is_empty() {
+                break;
+            }
+            return Err(Failure::new(
+                crate::error::ExitCode::Protocol,
+                format!(
+                    "every session to the instance failed and the reopen budget ({}) is \
+                     spent; {} pieces were not copied",
+                    opts.reopen_budget,
+                    queue.len()
+                ),
+            ));
+        }
+        tokio::select! {
+            Some((lane, piece, r)) = busy.next(), if !busy.is_empty() => match r {
+                Ok(()) => {
+                    (opts.progress)(piece.len, busy.len() + 1);
+                    idle.push(lane);
+                }
+                Err(PieceError::File(f)) => {
+                    report.failed.entry(piece.file).or_insert(f);
+                    idle.push(lane);
+                }
+                Err(PieceError::Lane(f)) => {
+                    drop(lane);
+                    report.redone += 1;
+                    (opts.notice)(format!(
+                        "a session failed ({}); its piece is redone on another",
+                        f.message
+                    ));
+                    queue.push_front(piece);
+                }
+            },
+            Some(opened) = opening.next(), if !opening.is_empty() => match opened {
+                Ok(lane) => {
+                    report.opened += 1;
+                    ever_had_lane = true;
+                    idle.push(lane);
+                }
+                Err(f) => {
+                    if busy.len() + idle.len() + opening.len() > 0 {
+                        if !growth_stopped {
+                            (opts.notice)(format!(
+                                "could not open another session ({}); continuing with {}",
+                                f.message,
+                                busy.len() + idle.len() + opening.len()
+                            ));
+                        }
+                        growth_stopped = true;
+                    } else if reopens_left == 0 || !ever_had_lane {
+                        return Err(f);
+                    }
+                }
+            },
+        }
+    }
+    report.lanes = idle;
+    Ok(report)
+}
+
+#[cfg(test)]
+#[path = "stripe_tests.rs"]
+mod tests;

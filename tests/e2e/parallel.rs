@@ -1,0 +1,369 @@
+//! Striped `sallyport scp -j N` (issue 13): several sessions, one file or many, identical
+//! bytes, lazy session opening, a session killed mid-copy, Ctrl-C, `--verify`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Fixture, ok, random_bytes, run, sha256_file};
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// StartSession calls the testbed has seen so far.
+fn starts(fx: &Fixture) -> usize {
+    fx.testbed
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "StartSession")
+        .count()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn scp_j4_moves_20_mb_both_ways_over_4_sessions() {
+    let fx = Fixture::instance_connect();
+    let src = fx.path("big.bin");
+    std::fs::write(&src, random_bytes(20_000_000, 1313)).unwrap();
+    set_mode(&src, 0o640);
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
+
+    let t0 = Instant::now();
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "4", "-p", src.to_str().unwrap(), &remote]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    let up = remote_dir.join("big.bin");
+    eprintln!("upload -j 4: {:?}", t0.elapsed());
+    assert_eq!(sha256_file(&up), sha256_file(&src));
+    assert_eq!(mode(&up), 0o640);
+    assert_eq!(std::fs::metadata(&up).unwrap().modified().unwrap(), mtime);
+    assert_eq!(starts(&fx), 4, "20 MB at -j 4: four sessions");
+
+    // Download over an existing, different file: replaced only once complete.
+    let back = fx.path("back.bin");
+    std::fs::write(&back, b"old contents").unwrap();
+    let t0 = Instant::now();
+    let remote_file = format!("root@{}:{}", fx.instance, up.display());
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "4", "-p", &remote_file, back.to_str().unwrap()]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    eprintln!("download -j 4: {:?}", t0.elapsed());
+    assert_eq!(sha256_file(&back), sha256_file(&src));
+    assert_eq!(mode(&back), 0o640);
+    assert_eq!(std::fs::metadata(&back).unwrap().modified().unwrap(), mtime);
+    assert_eq!(starts(&fx), 8);
+    assert!(
+        stderr(&out)
+            .lines()
+            .all(|l| l.contains("permanently added")),
+        "nothing but the first-use notice on a non-tty: {}",
+        stderr(&out)
+    );
+    assert_no_temp_files(fx.path("").as_path());
+}
+
+fn assert_no_temp_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".sallyport-"), "temporary file left: {name}");
+    }
+}
+
+/// 200 small files with awkward names and modes, in nested directories.
+fn small_tree(root: &Path) {
+    let names = [
+        "plain",
+        "with space",
+        "-leading dash",
+        "ünïcødé ✓",
+        "quote'n\"double",
+        "back\\slash",
+        "日本語",
+        "new\nline",
+    ];
+    for i in 0..200 {
+        let dir = root.join(format!("dir {}", i % 5)).join(names[i % 3]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{} {i}.txt", names[i % names.len()]));
+        std::fs::write(&p, random_bytes(100 + i * 37, i as u64)).unwrap();
+        set_mode(&p, [0o644, 0o600, 0o755, 0o640][i % 4]);
+    }
+    set_mode(&root.join("dir 1"), 0o750);
+}
+
+/// Relative path → (mode, sha256 or "dir") for every entry under `root`.
+fn summary(root: &Path) -> std::collections::BTreeMap<String, (u32, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if p.is_dir() {
+                out.insert(rel, (mode(&p), "dir".to_owned()));
+                stack.push(p);
+            } else {
+                out.insert(rel, (mode(&p), sha256_file(&p)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn scp_j4_copies_a_tree_of_200_small_files_both_ways() {
+    let fx = Fixture::instance_connect();
+    let local = fx.path("tree");
+    small_tree(&local);
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}", fx.instance, remote_dir.display());
+    let out = run(
+        &mut fx.sallyport(&[
+            "scp",
+            "-j",
+            "4",
+            "-r",
+            "-p",
+            local.to_str().unwrap(),
+            &remote,
+        ]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(summary(&remote_dir.join("tree")), summary(&local));
+    assert_eq!(summary(&local).len(), 200 + 5 + 15);
+    let up_starts = starts(&fx);
+    assert!(
+        (2..=4).contains(&up_starts),
+        "many small files spread over up to 4 sessions: {up_starts}"
+    );
+
+    let down = fx.path("down");
+    std::fs::create_dir_all(&down).unwrap();
+    let remote_tree = format!("root@{}:{}", fx.instance, remote_dir.join("tree").display());
+    let out = run(
+        &mut fx.sallyport(&[
+            "scp",
+            "-j",
+            "4",
+            "-r",
+            "-p",
+            &remote_tree,
+            down.to_str().unwrap(),
+        ]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(summary(&down.join("tree")), summary(&local));
+    eprintln!(
+        "sessions: upload {up_starts}, download {}",
+        starts(&fx) - up_starts
+    );
+}
+
+#[test]
+fn a_small_file_opens_one_session() {
+    let fx = Fixture::instance_connect();
+    let src = fx.path("small.txt");
+    std::fs::write(&src, random_bytes(10_000, 3)).unwrap();
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "8", src.to_str().unwrap(), &remote]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(
+        sha256_file(&remote_dir.join("small.txt")),
+        sha256_file(&src)
+    );
+    assert_eq!(starts(&fx), 1, "lazy: one session for 10 KB at -j 8");
+}
+
+#[test]
+fn a_session_killed_mid_download_is_redone_on_the_others() {
+    // The second session started ends once it sent 3 MB (a piece is 2.5 MB at -j 4).
+    let fx = Fixture::instance_connect_with(|c| {
+        c.faults.kill_session = Some(sallyport_testbed::faults::KillSession::new(2, 3_000_000));
+    });
+    let src = fx.path("big.bin");
+    std::fs::write(&src, random_bytes(20_000_000, 99)).unwrap();
+    let back = fx.path("back.bin");
+    let remote_file = format!("root@{}:{}", fx.instance, src.display());
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "4", &remote_file, back.to_str().unwrap()]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(sha256_file(&back), sha256_file(&src));
+    let err = stderr(&out);
+    let note = err
+        .lines()
+        .find(|l| l.contains("redone after a session failed"))
+        .unwrap_or_else(|| panic!("no note of redone pieces: {err}"));
+    eprintln!("{note}");
+    assert_no_temp_files(&fx.path(""));
+}
+
+/// Waits (bounded) for `cond`.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) for the child to exit; kills it and fails otherwise.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sallyport did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stderr = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_end(&mut stderr);
+    }
+    std::process::Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr,
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".sallyport-"))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
+    let fx = Fixture::instance_connect();
+    let src = fx.path("big.bin");
+    std::fs::write(&src, random_bytes(20_000_000, 5)).unwrap();
+    let dest_dir = fx.path("dest");
+    std::fs::create_dir_all(&dest_dir).unwrap();
+    let dest = dest_dir.join("big.bin");
+    std::fs::write(&dest, b"the previous version\n").unwrap();
+    let remote_file = format!("root@{}:{}", fx.instance, src.display());
+    let mut child = fx
+        .sallyport(&["scp", "-j", "2", &remote_file, dest.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-transfer: the temporary file exists and holds some of the new bytes.
+    wait_for("a temporary file with data", LIMIT, || {
+        temp_files(&dest_dir).iter().any(|n| {
+            std::fs::read(dest_dir.join(n))
+                .map(|b| b.iter().take(1 << 20).any(|&x| x != 0))
+                .unwrap_or(false)
+        })
+    });
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"the previous version\n");
+    assert!(
+        temp_files(&dest_dir).is_empty(),
+        "{:?}",
+        temp_files(&dest_dir)
+    );
+    let calls = fx.testbed.calls();
+    let terminated = calls
+        .iter()
+        .filter(|c| c.operation == "TerminateSession")
+        .count();
+    assert_eq!(terminated, starts(&fx), "every session ended");
+}
+
+#[test]
+fn verify_catches_a_file_changed_on_the_instance() {
+    let fx = Fixture::instance_connect();
+    let src = fx.path("data.bin");
+    std::fs::write(&src, random_bytes(1_000_000, 8)).unwrap();
+    let remote_file = format!("root@{}:{}", fx.instance, src.display());
+    // Unchanged: verified, exit 0.
+    let good = fx.path("good.bin");
+    ok(&run(
+        &mut fx.sallyport(&["scp", "--verify", &remote_file, good.to_str().unwrap()]),
+        None,
+        LIMIT,
+    ));
+    // Changed between the copy and the check: the gate holds sallyport there.
+    let gate = fx.path("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    let bad = fx.path("bad.bin");
+    let mut child = fx
+        .sallyport(&["scp", "--verify", &remote_file, bad.to_str().unwrap()])
+        .env("SALLYPORT_TEST_VERIFY_GATE", &gate)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the copy to reach the verify gate", LIMIT, || {
+        gate.join("ready").exists()
+    });
+    let mut changed = std::fs::read(&src).unwrap();
+    changed[500_000] ^= 1;
+    std::fs::write(&src, changed).unwrap();
+    std::fs::write(gate.join("go"), b"").unwrap();
+    let out = wait_exit(&mut child, LIMIT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(17), "{err}");
+    assert!(
+        err.contains("--verify failed") && err.contains(src.to_str().unwrap()),
+        "names the file: {err}"
+    );
+}
