@@ -11,6 +11,7 @@ mod data_key;
 mod driver;
 pub mod engine;
 mod link;
+mod proxy;
 mod upgrade_auth;
 
 pub use connect::{ConnectError, DataChannelSocket, Dialer, connect};
@@ -20,4 +21,5 @@ pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_e
 pub use link::{
     Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,
 };
+pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl};
 pub use upgrade_auth::{SignError, UpgradeAuth, UpgradeSigner, is_presigned};
