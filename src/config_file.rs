@@ -6,6 +6,7 @@
 //! profile = "dev"                     # defaults, below flags and environment variables
 //! region = "eu-west-1"
 //! endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+//! proxy = "http://proxy.corp:3128"    # below --proxy/--no-proxy, above HTTPS_PROXY etc.
 //!
 //! [profiles.research]                 # applied when the profile in use is "research"
 //! region = "us-east-2"
@@ -39,6 +40,8 @@ pub struct ConfigFile {
     /// whether SSH compression is negotiated (`compression = true`).
     pub parallel: Option<usize>,
     pub compression: Option<bool>,
+    /// `proxy = "http://…"`: the HTTP(S) proxy for every connection (top level only).
+    pub proxy: Option<String>,
 }
 
 /// AWS settings a config file may default.
@@ -70,6 +73,7 @@ struct RawFile {
     region: Option<String>,
     endpoint_url: Option<String>,
     user: Option<String>,
+    proxy: Option<String>,
     #[serde(default)]
     profiles: BTreeMap<String, RawProfile>,
     #[serde(default)]
@@ -140,6 +144,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         user: raw.user,
     };
     check_defaults(&defaults, "").map_err(bad)?;
+    if let Some(p) = &raw.proxy {
+        crate::transport::ProxyUrl::parse(p, "`proxy`").map_err(|e| bad(e.message))?;
+    }
     let mut profiles = BTreeMap::new();
     for (name, p) in raw.profiles {
         let d = Defaults {
@@ -168,6 +175,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         aliases,
         parallel,
         compression: raw.compression,
+        proxy: raw.proxy,
     })
 }
 

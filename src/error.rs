@@ -99,12 +99,22 @@ impl Failure {
                 "this computer's clock is more than 5 minutes off; AWS refuses such requests: sync the clock (e.g. `sudo timedatectl set-ntp true`) and try again".to_owned(),
             ),
             AwsErrorKind::Service => (ExitCode::Aws, String::new()),
+            AwsErrorKind::Config => (ExitCode::Config, String::new()),
         };
         let hint = e.hint.as_deref().unwrap_or(&default_hint);
         Failure::new(code, with_hint(&e.message, hint))
     }
 
     pub fn connect(e: ConnectError) -> Failure {
+        if let ConnectError::Credentials(_) = e {
+            return Failure::new(
+                ExitCode::Credentials,
+                with_hint(
+                    &e.to_string(),
+                    "check your AWS credentials: `aws sso login` for SSO profiles, or set AWS_PROFILE / AWS_ACCESS_KEY_ID",
+                ),
+            );
+        }
         let code = match e {
             ConnectError::Insecure(_) | ConnectError::BadUrl(_) => ExitCode::Protocol,
             _ => ExitCode::Unreachable,

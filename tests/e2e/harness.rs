@@ -200,6 +200,17 @@ pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "SALLYPORT_CONFIG",
         "RUST_LOG",
+        "AWS_CA_BUNDLE",
+        // Loopback is not special for proxies (like curl): a developer's proxy would
+        // otherwise carry the test's traffic.
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
     ] {
         cmd.env_remove(var);
     }
