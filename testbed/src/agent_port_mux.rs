@@ -4,95 +4,57 @@
 //! closes both the stream and the connection (the agent copies both ways and closes both
 //! when the first copy ends).
 //!
-//! The smux byte stream goes out in Output messages of at most `chunk_size` bytes cut
-//! with no regard to frame boundaries, one every `pace`, as the agent's bridge reads its
-//! smux socket. Keep-alive NOPs (and the 30 s dead-peer rule) are on only for agents up to
-//! 3.1.1511.0 or clients up to 1.2.331.0, as on the agent.
+//! The smux protocol itself is not ours: it is the `async_smux` crate (xtaci/smux v1
+//! framing, a separate implementation from the client's `sallyport::proto::smux`), run
+//! over an in-memory pipe whose other end is the data channel. So a framing mistake the
+//! client makes is not mirrored here. Keep-alive NOPs (every 10 s) are on only for agents up
+//! to 3.1.1511.0 or clients up to 1.2.331.0, as on the agent. Unverified: `async_smux` has
+//! no dead-peer timeout (xtaci's 30 s `KeepAliveTimeout`).
 //!
-//! Back-pressure, as smux v1 gives it: stream data waits in the session's receive buffer
+//! The smux byte stream goes out in Output messages of at most `chunk_size` bytes cut
+//! with no regard to frame boundaries, one per `pace`, as the agent's bridge reads its
+//! smux socket.
+//!
+//! Back-pressure, as smux v1 gives it: stream data waits in the session's receive queue
 //! until its destination takes it (at `--instance-write-rate` if set, one schedule for
-//! the session, [`crate::write_rate`]). The buffer holds [`RECEIVE_BUFFER`] bytes (smux's
-//! MaxReceiveBuffer); when it is full the agent stops reading client frames and holds
-//! back the acknowledgement of the last one until there is room again, as the agent's
-//! handler blocks writing into a smux session that stopped reading (PROTOCOL.md §6.4, §6.6).
+//! the session, [`crate::write_rate`]). The queue holds [`RECEIVE_FRAMES`] frames; when it
+//! is full `async_smux` stops reading the pipe, the pipe fills, and the agent's handler
+//! blocks writing into it: the agent takes no further client frame and holds back the
+//! acknowledgement of the one it is writing, as the agent's handler blocks writing into
+//! a smux session that stopped reading (PROTOCOL.md §6.4, §6.6). Resends go on meanwhile.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
 
-use crate::agent_channel::AgentEvent;
+use async_smux::{MuxBuilder, MuxStream};
 use sallyport::proto::payload::{PayloadFlag, PayloadType};
-use sallyport::session::smux::{KeepAlive, Mux, MuxEvent, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
 
 use crate::agent::{
-    AgentIo, AgentSettings, Replies, Shared, compare_versions, feed_held, finish, next_timer, now,
+    AgentIo, AgentSettings, Replies, Shared, compare_versions, feed_held, finish, next_timer,
     on_timer, send_data_now, send_now, sleep_opt,
 };
-use crate::backlog::{Backlog, Token};
+use crate::agent_channel::AgentEvent;
+use crate::agent_link::ToClient;
+use crate::backlog::Backlog;
 use crate::state::SessionRecord;
 use crate::write_rate::{InstanceRate, write_rated};
 
-/// Smux bytes queued for the pacer beyond which destination reads wait.
-const OUTBOX_LIMIT: usize = 256 * 1024;
-/// Bytes read from a destination socket at once (io.Copy's buffer).
+/// Bytes the pipe between the data channel and the smux session holds each way (the
+/// agent's local socket pair to its smux bridge).
+const PIPE_BYTES: usize = 64 * 1024;
+/// Bytes read from a destination socket, or from a smux stream, at once (io.Copy's 32 KiB
+/// buffer; also smux's default maximum frame size).
 const READ_SIZE: usize = 32 * 1024;
-/// Client stream data not yet written to its destination beyond which the agent stops
-/// reading client frames (smux v1 MaxReceiveBuffer, PROTOCOL.md §14).
-pub const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
-
-/// Client stream data on its way to a destination, holding its bytes in the receive buffer.
-type Pending = (Vec<u8>, Token);
-
-enum StreamConn {
-    /// Dialing; client data waits here.
-    Dialing(Vec<Pending>),
-    Connected {
-        to_tcp: mpsc::UnboundedSender<Pending>,
-        reader: tokio::task::JoinHandle<()>,
-    },
-}
-
-/// What the mux needs to hand client data to destinations.
-struct Destinations {
-    streams: HashMap<u32, StreamConn>,
-    target: String,
-    dial_tx: mpsc::UnboundedSender<(u32, std::io::Result<TcpStream>)>,
-    /// The receive buffer: bytes accepted from the client and not yet written.
-    received: Arc<Backlog>,
-    rate: InstanceRate,
-}
-
-enum TcpEvent {
-    Data(u32, Vec<u8>),
-    Eof(u32),
-}
-
-/// Smux bytes waiting for the pacer.
-#[derive(Default)]
-struct Outbox {
-    bytes: Mutex<VecDeque<u8>>,
-    ready: Notify,
-}
-
-impl Outbox {
-    fn push(&self, data: Vec<u8>) {
-        self.bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(data);
-        self.ready.notify_one();
-    }
-    fn len(&self) -> usize {
-        self.bytes.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-    fn take(&self, max: usize) -> Vec<u8> {
-        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        let n = b.len().min(max);
-        b.drain(..n).collect()
-    }
-}
+/// Frames the smux session holds for streams whose destination has not taken them yet:
+/// with full 32 KiB frames that is smux v1's 4 MiB MaxReceiveBuffer (PROTOCOL.md §14).
+/// Unverified: `async_smux` counts frames, smux v1 bytes; small frames fill it sooner.
+pub const RECEIVE_FRAMES: usize = 128;
+/// smux v1's keep-alive interval, for the agents and clients that still use it.
+const KEEPALIVE_SECS: u64 = 10;
 
 pub async fn run(
     ch: Shared,
@@ -102,112 +64,90 @@ pub async fn run(
     settings: AgentSettings,
     mut io: AgentIo,
 ) -> anyhow::Result<()> {
-    let keepalive = (compare_versions(&session.instance.agent_version, "3.1.1511.0").is_le()
-        || compare_versions(client_version, "1.2.331.0").is_le())
-    .then(KeepAlive::default);
-    let mut mux = Mux::new(Role::Server, keepalive, now());
-    let outbox = Arc::new(Outbox::default());
+    let keepalive = compare_versions(&session.instance.agent_version, "3.1.1511.0").is_le()
+        || compare_versions(client_version, "1.2.331.0").is_le();
+    let (agent_end, mux_end) = tokio::io::duplex(PIPE_BYTES);
+    let (from_mux, to_mux) = tokio::io::split(agent_end);
+    let mut builder = MuxBuilder::server();
+    if let Some(n) = NonZeroUsize::new(RECEIVE_FRAMES) {
+        builder.with_max_rx_queue(n);
+    }
+    if keepalive && let Some(secs) = NonZeroU64::new(KEEPALIVE_SECS) {
+        builder.with_keep_alive_interval(secs);
+    }
+    let (_connector, mut acceptor, worker) = builder.with_connection(mux_end).build();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let (worker_done_tx, mut worker_done) = mpsc::channel::<String>(1);
+    tasks.spawn(async move {
+        let why = match worker.await {
+            Ok(()) => "the smux session closed".to_owned(),
+            Err(e) => format!("smux: {e}"),
+        };
+        let _ = worker_done_tx.send(why).await;
+    });
     let sent = Arc::new(Notify::new());
-    let pacer = tokio::spawn(pace_out(
-        outbox.clone(),
+    tasks.spawn(pace_out(
+        from_mux,
         ch.clone(),
         io.to_client.clone(),
         settings.clone(),
         sent.clone(),
     ));
-    let (dial_tx, mut dial_rx) = mpsc::unbounded_channel::<(u32, std::io::Result<TcpStream>)>();
-    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(16);
-    let mut dest = Destinations {
-        streams: HashMap::new(),
-        target,
-        dial_tx,
-        received: Backlog::new(),
-        rate: InstanceRate::new(settings.instance_write_rate),
-    };
-    let received = dest.received.clone();
-    // The acks of the frame that filled the receive buffer, sent when there is room.
-    let mut held: Option<Replies> = None;
+    let rate = InstanceRate::new(settings.instance_write_rate);
+    let (ch2, out2) = (ch.clone(), io.to_client.clone());
+    tasks.spawn(async move {
+        let mut streams = JoinSet::new();
+        while let Some(stream) = acceptor.accept().await {
+            streams.spawn(serve_stream(
+                stream,
+                target.clone(),
+                rate.clone(),
+                ch2.clone(),
+                out2.clone(),
+            ));
+            // Reap finished streams so the set does not grow with the session.
+            while streams.try_join_next().is_some() {}
+        }
+    });
+    // The handler: one client frame at a time is written into the smux session; its acks
+    // go out when the write is done. `writing` counts frames handed to the writer.
+    let writing = Backlog::new();
+    let (write_tx, write_rx) =
+        mpsc::unbounded_channel::<(Vec<u8>, Replies, crate::backlog::Token)>();
+    tasks.spawn(write_to_mux(to_mux, write_rx, io.to_client.clone()));
     let end = 'session: loop {
-        if let Some(bytes) = mux.poll_transmit() {
-            outbox.push(bytes);
-        }
-        let room = received.held() < RECEIVE_BUFFER;
-        if room && let Some(r) = held.take() {
-            r.send(&io.to_client);
-        }
-        let mux_timer = mux.poll_timeout().map(tokio::time::Instant::from_std);
+        let idle = writing.held() == 0;
         tokio::select! {
-            _ = received.wait_below(RECEIVE_BUFFER), if !room => {}
-            frame = io.from_client.recv(), if room => {
+            _ = writing.wait_below(1), if !idle => {}
+            frame = io.from_client.recv(), if idle => {
                 let Some(frame) = frame else { break 'session String::new() };
                 let (events, replies) = feed_held(&ch, &frame);
-                held = Some(replies);
+                let mut bytes = Vec::new();
                 for ev in events {
                     let AgentEvent::Message(m) = ev else { continue };
                     match PayloadType::from_u32(m.payload_type) {
-                        Some(PayloadType::Output) => {
-                            if let Err(e) = mux.handle_input(now(), &m.payload) {
-                                break 'session format!("smux: {e}");
-                            }
-                        }
+                        Some(PayloadType::Output) => bytes.extend_from_slice(&m.payload),
                         Some(PayloadType::Flag)
                             if PayloadFlag::decode(&m.payload) == Some(PayloadFlag::TerminateSession) =>
                         {
+                            replies.send(&io.to_client);
                             break 'session String::new();
                         }
                         _ => {}
                     }
                 }
-                while let Some(ev) = mux.poll_event() {
-                    dest.on_mux_event(ev, &mut mux);
+                if bytes.is_empty() {
+                    replies.send(&io.to_client);
+                } else if write_tx.send((bytes, replies, writing.hold(1))).is_err() {
+                    break 'session "the smux pipe closed".to_owned();
                 }
             }
-            Some((id, result)) = dial_rx.recv() => {
-                let Some(StreamConn::Dialing(pending)) = dest.streams.remove(&id) else {
-                    continue; // closed while dialing
-                };
-                match result {
-                    Ok(tcp) => {
-                        let conn = connected(id, tcp, pending, tcp_tx.clone(), dest.rate.clone());
-                        dest.streams.insert(id, conn);
-                    }
-                    Err(e) => {
-                        tracing::debug!("agent: dial {} failed: {e}", dest.target);
-                        send_now(&ch, &io.to_client, PayloadType::Flag,
-                            PayloadFlag::ConnectToPortError.encode());
-                        mux.close(id);
-                    }
-                }
-            }
-            Some(ev) = tcp_rx.recv(), if outbox.len() < OUTBOX_LIMIT => match ev {
-                TcpEvent::Data(id, data) => {
-                    let _ = mux.write(id, &data);
-                }
-                TcpEvent::Eof(id) => {
-                    mux.close(id);
-                    if let Some(StreamConn::Connected { reader, .. }) = dest.streams.remove(&id) {
-                        reader.abort();
-                    }
-                }
-            },
+            why = worker_done.recv() => break 'session why.unwrap_or_default(),
             _ = sleep_opt(next_timer(&ch)) => on_timer(&ch, &io.to_client),
-            _ = sleep_opt(mux_timer) => {
-                if let Err(e) = mux.handle_timeout(now()) {
-                    break 'session format!("smux: {e}");
-                }
-            }
             _ = sent.notified() => {}
         }
     };
-    if let Some(r) = held.take() {
-        r.send(&io.to_client);
-    }
-    for (_, s) in dest.streams.drain() {
-        if let StreamConn::Connected { reader, .. } = s {
-            reader.abort();
-        }
-    }
-    pacer.abort();
+    tasks.abort_all();
     if !end.is_empty() {
         tracing::debug!("agent: mux session ended: {end}");
     }
@@ -215,100 +155,98 @@ pub async fn run(
     Ok(())
 }
 
-impl Destinations {
-    fn on_mux_event(&mut self, ev: MuxEvent, mux: &mut Mux) {
-        match ev {
-            MuxEvent::Accepted(id) => {
-                self.streams.insert(id, StreamConn::Dialing(Vec::new()));
-                let (target, tx) = (self.target.clone(), self.dial_tx.clone());
-                tokio::spawn(async move {
-                    let r = TcpStream::connect(&target).await;
-                    let _ = tx.send((id, r));
-                });
-            }
-            MuxEvent::Data(id, data) => {
-                let token = self.received.hold(data.len());
-                match self.streams.get_mut(&id) {
-                    Some(StreamConn::Dialing(pending)) => pending.push((data, token)),
-                    Some(StreamConn::Connected { to_tcp, .. }) => {
-                        let _ = to_tcp.send((data, token));
-                    }
-                    None => {}
-                }
-            }
-            MuxEvent::Finished(id) => {
-                // The client closed: close the destination connection and our side too.
-                mux.close(id);
-                if let Some(StreamConn::Connected { reader, .. }) = self.streams.remove(&id) {
-                    reader.abort();
-                }
-            }
+/// Writes client smux bytes into the session, then releases the frame's acks.
+async fn write_to_mux(
+    mut to_mux: WriteHalf<DuplexStream>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Replies, crate::backlog::Token)>,
+    out: ToClient,
+) {
+    while let Some((bytes, replies, _token)) = rx.recv().await {
+        if to_mux.write_all(&bytes).await.is_err() {
+            return;
         }
+        replies.send(&out);
     }
 }
 
-/// Starts the copy tasks for a dialed stream; `pending` is client data that came early.
-fn connected(
-    id: u32,
-    tcp: TcpStream,
-    pending: Vec<Pending>,
-    events: mpsc::Sender<TcpEvent>,
+/// One stream the client opened: dial the destination, then copy both ways until either
+/// side ends, and close both.
+async fn serve_stream(
+    stream: MuxStream<DuplexStream>,
+    target: String,
     rate: InstanceRate,
-) -> StreamConn {
-    let _ = tcp.set_nodelay(true);
-    let (mut r, mut w) = tcp.into_split();
-    let (to_tcp, mut from_client) = mpsc::unbounded_channel::<Pending>();
-    for p in pending {
-        let _ = to_tcp.send(p);
-    }
-    tokio::spawn(async move {
-        // Each piece leaves the receive buffer (its token dropped) once written.
-        while let Some((data, _token)) = from_client.recv().await {
-            if write_rated(&mut w, &data, &rate).await.is_err() {
-                break;
-            }
+    ch: Shared,
+    out: ToClient,
+) {
+    let tcp = match TcpStream::connect(&target).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::debug!("agent: dial {target} failed: {e}");
+            send_now(
+                &ch,
+                &out,
+                PayloadType::Flag,
+                PayloadFlag::ConnectToPortError.encode(),
+            );
+            drop(stream); // sends FIN
+            return;
         }
-        let _ = w.shutdown().await;
-    });
-    let reader = tokio::spawn(async move {
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_r, mut tcp_w) = tcp.into_split();
+    let (mut mux_r, mut mux_w) = tokio::io::split(stream);
+    let up = async {
         let mut buf = vec![0u8; READ_SIZE];
         loop {
-            match r.read(&mut buf).await {
+            match mux_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if events
-                        .send(TcpEvent::Data(id, buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    if write_rated(&mut tcp_w, &buf[..n], &rate).await.is_err() {
+                        break;
                     }
                 }
             }
         }
-        let _ = events.send(TcpEvent::Eof(id)).await;
-    });
-    StreamConn::Connected { to_tcp, reader }
+    };
+    let down = async {
+        let mut buf = vec![0u8; READ_SIZE];
+        loop {
+            match tcp_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if mux_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+    let _ = tcp_w.shutdown().await;
+    let _ = mux_w.shutdown().await;
 }
 
 /// Sends the smux byte stream: at most `chunk_size` bytes per message, one per `pace`.
 async fn pace_out(
-    outbox: Arc<Outbox>,
+    mut from_mux: ReadHalf<DuplexStream>,
     ch: Shared,
-    out: crate::agent_link::ToClient,
+    out: ToClient,
     settings: AgentSettings,
     sent: Arc<Notify>,
 ) {
-    let chunk = settings.chunk_size.max(1);
+    let mut buf = vec![0u8; settings.chunk_size.max(1)];
     let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
+        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
         out.ready().await;
-        let data = outbox.take(chunk);
-        if data.is_empty() {
-            outbox.ready.notified().await;
-            continue;
-        }
-        send_data_now(&ch, &out, &data);
+        let n = match from_mux.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        send_data_now(&ch, &out, &buf[..n]);
         sent.notify_one();
         pacer.after_send().await;
     }
