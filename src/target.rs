@@ -366,6 +366,17 @@ pub async fn find(
     settings: &crate::cli::settings::TargetSettings,
     config: &aws_config::SdkConfig,
 ) -> Result<Found, Failure> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    find_with(settings, config, interactive).await
+}
+
+/// [`find`], saying whether a picker may be shown (`doctor` never shows one).
+pub async fn find_with(
+    settings: &crate::cli::settings::TargetSettings,
+    config: &aws_config::SdkConfig,
+    interactive: bool,
+) -> Result<Found, Failure> {
     let mut instances = Instances::new(config);
     if let Some(w) = settings.wait {
         instances.throttle_budget = w;
@@ -374,10 +385,7 @@ pub async fn find(
     let resolver = Resolver {
         instances: &instances,
         pick_first: settings.pick_first,
-        interactive: {
-            use std::io::IsTerminal;
-            std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-        },
+        interactive,
         aliases: settings.aliases.clone(),
         region: config
             .region()

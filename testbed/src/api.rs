@@ -189,6 +189,13 @@ pub fn dispatch_as(
     match operation {
         "StartSession" => reply(start_session(state, caller_arn, parse(body)?)?),
         "TerminateSession" => reply(terminate_session(state, parse(body)?)?),
+        "DescribeInstanceInformation" if state.config.describe_denied => Err(ApiError::modeled(
+            "AccessDeniedException",
+            format!(
+                "User: {caller_arn} is not authorized to perform: ssm:DescribeInstanceInformation on resource: arn:aws:ssm:{}:{ACCOUNT_ID}:* because no identity-based policy allows the ssm:DescribeInstanceInformation action",
+                state.config.region
+            ),
+        )),
         "DescribeInstanceInformation" => reply(crate::describe::describe_instance_information(
             state,
             parse(body)?,

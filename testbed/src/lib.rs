@@ -36,6 +36,7 @@ pub mod describe;
 pub mod eic;
 pub mod eic_keys;
 pub mod faults;
+pub mod http_date;
 pub mod kms;
 pub mod relay;
 pub mod relay_paths;

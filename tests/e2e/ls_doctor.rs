@@ -350,3 +350,148 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
         );
     }
 }
+
+/// `sallyport doctor ARGS` with extra environment; (exit code, stdout).
+fn doctor(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut full = vec!["doctor"];
+    full.extend_from_slice(args);
+    let mut cmd = f.sallyport(&full);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd, None, QUICK);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), stdout)
+}
+
+/// The line of check `name`.
+fn line<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(name)))
+        .unwrap_or_else(|| panic!("no {name:?} line in:\n{report}"))
+}
+
+#[test]
+fn doctor_on_a_healthy_target_is_all_ok() {
+    let f = Fixture::new();
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let checks: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.starts_with("all checks"))
+        .collect();
+    for l in &checks {
+        assert!(l.starts_with("ok "), "{report}");
+    }
+    for name in [
+        "region",
+        "credentials",
+        "clock",
+        "endpoint ssm",
+        "endpoint ssmmessages",
+        "endpoint ec2-instance-connect",
+        "endpoint kms",
+        "endpoint sts",
+        "ssm:DescribeInstanceInformation",
+        "tag:GetResources",
+        "target",
+        "agent ping",
+        "agent version",
+        "platform",
+        "instance connect",
+    ] {
+        line(&report, name);
+    }
+    assert!(
+        line(&report, "credentials").contains("arn:aws:iam::"),
+        "{report}"
+    );
+    assert!(line(&report, "target").contains("by an ID"), "{report}");
+    assert!(report.ends_with("all checks passed\n"), "{report}");
+
+    let (code, json) = doctor(&f, &["--json", "testbed-ssh"], &[]);
+    assert_eq!(code, Some(0), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["ok"], true);
+    let checks = v["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["status"] == "ok"), "{json}");
+    let target = checks.iter().find(|c| c["check"] == "target").unwrap();
+    assert!(
+        target["detail"].as_str().unwrap().contains("Name tag"),
+        "{json}"
+    );
+}
+
+#[test]
+fn doctor_fails_an_old_agent() {
+    let f = Fixture::with_config(|c| c.instances[0].agent_version = "2.3.500.0".into());
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(5), "{report}");
+    let l = line(&report, "agent version");
+    assert!(
+        l.starts_with("FAIL") && l.contains("2.3.672.0") && l.contains("AWS-UpdateSSMAgent"),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_node_that_is_not_connected() {
+    let f = Fixture::with_config(|c| c.instances[0].ping_status = "ConnectionLost".into());
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(5), "{report}");
+    let l = line(&report, "agent ping");
+    assert!(
+        l.starts_with("FAIL") && l.contains("ConnectionLost") && l.contains("last seen"),
+        "{report}"
+    );
+    assert!(l.contains("amazon-ssm-agent"), "{report}");
+}
+
+#[test]
+fn doctor_fails_a_denied_action() {
+    let f = Fixture::with_config(|c| c.describe_denied = true);
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(4), "{report}");
+    let l = line(&report, "ssm:DescribeInstanceInformation");
+    assert!(
+        l.starts_with("FAIL") && l.contains("AccessDenied") && l.contains("fix: allow"),
+        "{report}"
+    );
+    assert!(line(&report, "credentials").starts_with("ok"), "{report}");
+}
+
+#[test]
+fn doctor_fails_a_skewed_clock() {
+    let f = Fixture::with_config(|c| c.clock_offset_secs = 900);
+    let (code, report) = doctor(&f, &[], &[]);
+    assert_eq!(code, Some(14), "{report}");
+    let l = line(&report, "clock");
+    assert!(
+        l.starts_with("FAIL") && l.contains("behind AWS") && l.contains("timedatectl"),
+        "{report}"
+    );
+    // 900 s, give or take the second the Date header rounds to.
+    assert!(
+        ["899 s", "900 s", "901 s"].iter().any(|s| l.contains(s)),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_fails_an_unreachable_endpoint() {
+    let f = Fixture::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{closed}");
+    let (code, report) = doctor(&f, &[], &[("AWS_ENDPOINT_URL_KMS", &url)]);
+    assert_eq!(code, Some(6), "{report}");
+    let l = line(&report, "endpoint kms");
+    assert!(
+        l.starts_with("FAIL") && l.contains("TCP") && l.contains(&closed.to_string()),
+        "{report}"
+    );
+    assert!(line(&report, "endpoint ssm ").starts_with("ok"), "{report}");
+}
