@@ -8,6 +8,20 @@ use crate::error::{ExitCode, Failure};
 use super::args::{DoctorArgs, GlobalArgs, LsArgs, SshConfigArgs};
 use super::settings;
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike
+/// `print!` a failed write is a message, not a panic.
+fn stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves settings for a command about the whole account rather than one target:
 /// flags, environment and config file as for a target, with an ID (never an alias) as
 /// the stand-in target.
@@ -53,12 +67,12 @@ pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, 
         crate::commands::ls::Tags::Read(_) => {}
     }
     if args.json {
-        print!("{}", listing.json());
+        stdout(&listing.json())?;
     } else {
         if listing.nodes.is_empty() {
             eprintln!("sallyport: no managed node matches");
         }
-        print!("{}", listing.table(std::time::SystemTime::now()));
+        stdout(&listing.table(std::time::SystemTime::now()))?;
     }
     Ok(0)
 }
@@ -97,7 +111,7 @@ pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Re
         ephemeral: args.ephemeral,
     });
     if !args.install {
-        print!("{block}");
+        stdout(&block)?;
         return Ok(0);
     }
     let home = dirs::home_dir().ok_or_else(|| {
@@ -182,14 +196,15 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
             report.push(p.check);
         }
         let nodes = d::permissions(&config, &mut report).await;
+        report.push(d::session_kms(&config).await);
         if let Some(raw) = &args.target {
             doctor_target(g, file, raw, &config, nodes.is_some(), &mut report).await;
         }
     }
     if args.json {
-        print!("{}", report.json());
+        stdout(&report.json())?;
     } else {
-        print!("{}", report.text());
+        stdout(&report.text())?;
     }
     Ok(match report.first_failure() {
         None => 0,

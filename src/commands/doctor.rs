@@ -4,7 +4,7 @@
 //! sallyport needs (DNS, TCP, TLS and an HTTP answer), the read permissions behind
 //! names and listings, then for a target: how it was found, its agent's ping status and
 //! version against the features that need it, its platform, and whether EC2 Instance
-//! Connect can work for it.
+//! Connect can work for it; and the KMS key the Session Manager preferences name.
 //!
 //! Endpoint probes open their own connections (never a session) and give up after
 //! [`PROBE_TIMEOUT`]. Proxy hook: they connect directly today; when proxy support lands
@@ -340,19 +340,36 @@ pub fn clock_check(dates: &[(i64, i64)], refused_for_skew: bool) -> Check {
 
 /// Credentials and who they belong to.
 pub async fn identity(config: &aws_config::SdkConfig) -> Result<Check, AwsError> {
-    let out = aws_sdk_sts::Client::new(config)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))?;
+    let (arn, account) = crate::aws::account::caller_identity(config).await?;
     Ok(Check::ok(
         "credentials",
-        format!(
-            "{} (account {})",
-            out.arn().unwrap_or("an unnamed identity"),
-            out.account().unwrap_or("?")
-        ),
+        format!("{arn} (account {account})"),
     ))
+}
+
+/// The KMS key of the Session Manager preferences, if any.
+pub async fn session_kms(config: &aws_config::SdkConfig) -> Check {
+    use crate::aws::account::SessionKms;
+    const NAME: &str = "session preferences";
+    match crate::aws::account::session_kms(config).await {
+        Ok(SessionKms::NoPreferences) => Check::ok(
+            NAME,
+            "none saved in this region: sessions are not KMS-encrypted",
+        ),
+        Ok(SessionKms::Off) => Check::ok(NAME, "no KMS key: sessions are not KMS-encrypted"),
+        Ok(SessionKms::Key(k)) => Check::ok(
+            NAME,
+            format!(
+                "shell and exec sessions are KMS-encrypted with {k} (you need kms:GenerateDataKey on it; port sessions are not encrypted)"
+            ),
+        ),
+        Err(e) if e.kind == AwsErrorKind::AccessDenied => Check::warn(
+            NAME,
+            "cannot read them (ssm:GetDocument on SSM-SessionManagerRunShell denied)",
+            "allow ssm:GetDocument to see whether sessions need a KMS key",
+        ),
+        Err(e) => Check::warn(NAME, e.message, ""),
+    }
 }
 
 /// The read permissions names and listings need.

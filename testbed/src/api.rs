@@ -201,6 +201,7 @@ pub fn dispatch_as(
             parse(body)?,
         )?),
         "ResumeSession" => reply(resume_session(state, parse(body)?)?),
+        "GetDocument" => crate::documents::get_document(state, parse(body)?),
         _ => Err(ApiError::frontend(
             "UnknownOperationException",
             format!("Unknown operation '{target}'."),

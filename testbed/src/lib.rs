@@ -33,6 +33,7 @@ pub mod data_stats;
 pub mod delay_proxy;
 pub mod demo;
 pub mod describe;
+pub mod documents;
 pub mod eic;
 pub mod eic_keys;
 pub mod faults;

@@ -356,6 +356,8 @@ fn doctor(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Str
     let mut full = vec!["doctor"];
     full.extend_from_slice(args);
     let mut cmd = f.sallyport(&full);
+    // A proxy in the test's environment would add a warning line.
+    cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -400,9 +402,14 @@ fn doctor_on_a_healthy_target_is_all_ok() {
         "agent version",
         "platform",
         "instance connect",
+        "session preferences",
     ] {
         line(&report, name);
     }
+    assert!(
+        line(&report, "session preferences").contains("not KMS-encrypted"),
+        "{report}"
+    );
     assert!(
         line(&report, "credentials").contains("arn:aws:iam::"),
         "{report}"
@@ -494,4 +501,17 @@ fn doctor_fails_an_unreachable_endpoint() {
         "{report}"
     );
     assert!(line(&report, "endpoint ssm ").starts_with("ok"), "{report}");
+}
+
+#[test]
+fn doctor_names_the_session_kms_key() {
+    let key = "alias/session-key";
+    let f = Fixture::with_config(|c| c.instances[0].kms_key_id = Some(key.into()));
+    let (code, report) = doctor(&f, &[], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let l = line(&report, "session preferences");
+    assert!(
+        l.starts_with("ok") && l.contains(key) && l.contains("kms:GenerateDataKey"),
+        "{report}"
+    );
 }
