@@ -99,6 +99,8 @@ pub struct Resolver<'a> {
     pub pick_first: bool,
     /// Stdin and stderr are terminals: several matches (or none given) mean a picker.
     pub interactive: bool,
+    /// Where the picker gets Name tags for its rows (none: host names only).
+    pub tagging: Option<crate::aws::Tagging>,
     /// Alias names from the config file, offered as suggestions.
     pub aliases: Vec<String>,
     /// For messages.
@@ -226,7 +228,17 @@ impl Resolver<'_> {
 
     /// A filterable list on the terminal (stderr); Esc or Ctrl-C cancels.
     async fn pick(&self, spec: &Spec, matches: Vec<NodeInfo>) -> Result<NodeInfo, Failure> {
-        let listing = table(spec, &matches);
+        // Name tags make the rows recognisable; without permission, host names do.
+        let mut shown = matches.clone();
+        if let Some(names) = match &self.tagging {
+            Some(t) => t.instance_names().await.ok(),
+            None => None,
+        } {
+            for n in shown.iter_mut().filter(|n| n.name.is_none()) {
+                n.name = names.get(&n.id).cloned();
+            }
+        }
+        let listing = table(spec, &shown);
         let mut lines = listing.lines().map(|l| l.trim_start().to_owned());
         let header = lines.next().unwrap_or_default();
         let items: Vec<String> = lines.collect();
@@ -386,6 +398,7 @@ pub async fn find_with(
         instances: &instances,
         pick_first: settings.pick_first,
         interactive,
+        tagging: interactive.then(|| crate::aws::Tagging::new(config)),
         aliases: settings.aliases.clone(),
         region: config
             .region()

@@ -219,14 +219,14 @@ pub async fn probe(e: &Endpoint) -> Probe {
             return fail(
                 Blame::Unreachable,
                 format!("TCP: cannot connect to {addr} ({host}): {err}"),
-                "check firewalls, security groups and any proxy; a VPC endpoint's security group must allow this host on its port",
+                &tcp_fix(&addrs),
             );
         }
         Err(_) => {
             return fail(
                 Blame::Unreachable,
                 format!("TCP: {addr} ({host}) did not answer within {PROBE_TIMEOUT:?}"),
-                "check firewalls, security groups and any proxy",
+                &tcp_fix(&addrs),
             );
         }
     }
@@ -484,6 +484,19 @@ pub fn node_checks(node: &NodeInfo, report: &mut Report) {
     }
 }
 
+/// What to do when TCP fails: a public address that cannot be reached usually means a
+/// host without internet access, which needs VPC interface endpoints (PrivateLink).
+fn tcp_fix(addrs: &[SocketAddr]) -> String {
+    let mut fix =
+        "check firewalls, security groups and any proxy; a VPC endpoint's security group must allow this host on its port".to_owned();
+    if !addrs.iter().all(|a| is_private(a.ip())) {
+        fix.push_str(
+            "; this name resolves to a public address: a host without internet access needs VPC interface endpoints (ssm, ssmmessages, ec2messages, kms, sts) with private DNS enabled",
+        );
+    }
+    fix
+}
+
 /// `https://host[:port][/…]` -> (tls, host, port).
 fn split_url(url: &str) -> Option<(bool, String, u16)> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
@@ -599,6 +612,14 @@ mod tests {
         );
         assert_eq!(split_url("ftp://x"), None);
         assert_eq!(split_url("https://"), None);
+    }
+
+    #[test]
+    fn public_addresses_that_fail_get_the_privatelink_hint() {
+        let public: SocketAddr = "52.94.1.1:443".parse().unwrap();
+        let private: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        assert!(tcp_fix(&[public]).contains("VPC interface endpoints"));
+        assert!(!tcp_fix(&[private]).contains("VPC interface endpoints"));
     }
 
     #[test]

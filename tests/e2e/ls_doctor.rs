@@ -250,7 +250,7 @@ fn three_apps(config: &mut sallyport_testbed::TestbedConfig) {
             i.id = (*id).to_owned();
             i.tags = [("Name".to_owned(), "app".to_owned())].into();
             i.ip_address = Some(format!("10.5.0.{}", k + 1));
-            i.computer_name = Some(format!("app-host-{}.internal", k + 1));
+            i.computer_name = Some(format!("host-{}.internal", k + 1));
             i
         })
         .collect();
@@ -315,6 +315,8 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
                 "no picker; screen:\n{}",
                 screen.text()
             );
+            // Rows carry Name tags (from tag:GetResources) even with no name typed.
+            assert!(screen.text().contains(" app "), "{}", screen.text());
             // The ID's tail, typed: only one row matches it.
             let filter = &want[want.len() - 5..];
             keys.write_all(filter.as_bytes()).unwrap();
