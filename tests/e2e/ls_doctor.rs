@@ -517,3 +517,57 @@ fn doctor_names_the_session_kms_key() {
         "{report}"
     );
 }
+
+/// Esc in the picker cancels: exit 12, no session started.
+#[test]
+fn cancelling_the_picker_exits_12() {
+    use crate::shell::{Pty, Screen};
+    use std::io::Write;
+    let f = Fixture::with_config(three_apps);
+    let pty = Pty::open(30, 120);
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.args(["--ctty", SALLYPORT, "exec", "app", "--", "true"]);
+    f.aws_env(&mut cmd);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn sallyport exec");
+    let screen = Screen::start(pty.master.try_clone().unwrap());
+    let mut keys = pty.master.try_clone().unwrap();
+    let shown = screen.wait_for("type to filter", Duration::from_secs(30));
+    if shown {
+        keys.write_all(b"\x1b").unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(shown, "no picker; screen:\n{}", screen.text());
+    assert_eq!(status.and_then(|s| s.code()), Some(12), "{}", screen.text());
+    assert!(
+        screen.wait_for("no node picked", Duration::from_secs(5)),
+        "{}",
+        screen.text()
+    );
+    assert!(started(&f).is_empty());
+}
+
+#[test]
+fn ls_without_describe_permission_exits_4_with_advice() {
+    let f = Fixture::with_config(|c| c.describe_denied = true);
+    let out = run(&mut f.sallyport(&["ls"]), None, QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("needs ssm:DescribeInstanceInformation"),
+        "{err}"
+    );
+}
