@@ -3,7 +3,8 @@
 //! Data flows one way through the layers: `cli` resolves settings, `aws` starts a session,
 //! `transport` drives [`proto::channel`] over the websocket, and a `session` kind moves
 //! bytes between the channel and the user. Nothing below `transport` knows about AWS;
-//! nothing in `proto` knows about tokio.
+//! nothing in `proto` knows about tokio. Beside that path, [`commands`] holds what helps
+//! people find and reach nodes (`ls`, `doctor`, `config ssh`), on settings `cli` resolves.
 
 pub mod aws;
 pub mod cli;

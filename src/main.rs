@@ -137,6 +137,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
         Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
         Command::Ls(args) => tools::ls(&cli.global, &file, &args).await,
+        Command::Doctor(args) => tools::doctor(&cli.global, &file, &args).await,
         Command::Config(ConfigCommand::Ssh(args)) => tools::config_ssh(&cli.global, &file, &args),
         Command::Completions(_) | Command::Man { .. } => Ok(0), // answered above
     }

@@ -99,6 +99,8 @@ pub struct Resolver<'a> {
     pub pick_first: bool,
     /// Stdin and stderr are terminals: several matches (or none given) mean a picker.
     pub interactive: bool,
+    /// Where the picker gets Name tags for its rows (none: host names only).
+    pub tagging: Option<crate::aws::Tagging>,
     /// Alias names from the config file, offered as suggestions.
     pub aliases: Vec<String>,
     /// For messages.
@@ -226,7 +228,17 @@ impl Resolver<'_> {
 
     /// A filterable list on the terminal (stderr); Esc or Ctrl-C cancels.
     async fn pick(&self, spec: &Spec, matches: Vec<NodeInfo>) -> Result<NodeInfo, Failure> {
-        let listing = table(spec, &matches);
+        // Name tags make the rows recognisable; without permission, host names do.
+        let mut shown = matches.clone();
+        if let Some(names) = match &self.tagging {
+            Some(t) => t.instance_names().await.ok(),
+            None => None,
+        } {
+            for n in shown.iter_mut().filter(|n| n.name.is_none()) {
+                n.name = names.get(&n.id).cloned();
+            }
+        }
+        let listing = table(spec, &shown);
         let mut lines = listing.lines().map(|l| l.trim_start().to_owned());
         let header = lines.next().unwrap_or_default();
         let items: Vec<String> = lines.collect();
@@ -366,6 +378,17 @@ pub async fn find(
     settings: &crate::cli::settings::TargetSettings,
     config: &aws_config::SdkConfig,
 ) -> Result<Found, Failure> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    find_with(settings, config, interactive).await
+}
+
+/// [`find`], saying whether a picker may be shown (`doctor` never shows one).
+pub async fn find_with(
+    settings: &crate::cli::settings::TargetSettings,
+    config: &aws_config::SdkConfig,
+    interactive: bool,
+) -> Result<Found, Failure> {
     let mut instances = Instances::new(config);
     if let Some(w) = settings.wait {
         instances.throttle_budget = w;
@@ -374,10 +397,8 @@ pub async fn find(
     let resolver = Resolver {
         instances: &instances,
         pick_first: settings.pick_first,
-        interactive: {
-            use std::io::IsTerminal;
-            std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
-        },
+        interactive,
+        tagging: interactive.then(|| crate::aws::Tagging::new(config)),
         aliases: settings.aliases.clone(),
         region: config
             .region()

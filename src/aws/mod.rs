@@ -2,6 +2,7 @@
 //! lookup ([`Instances`]) and retries ([`start_session`]). Errors are classified here so the
 //! CLI can say one clear sentence for each.
 
+pub mod account;
 mod eic;
 mod error;
 mod instances;

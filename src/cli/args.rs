@@ -79,6 +79,8 @@ pub enum Command {
     Sftp(SftpArgs),
     /// List the managed nodes Session Manager can reach: online first, with Name tags.
     Ls(LsArgs),
+    /// Check credentials, region, clock, endpoints and optionally one target; say what to fix.
+    Doctor(DoctorArgs),
     /// Configuration for other tools (`config ssh`: the ~/.ssh/config block).
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -78,7 +78,7 @@ mod tests {
         }
         let main = String::from_utf8_lossy(&pages[0].1).into_owned();
         assert_eq!(pages[0].0, "sallyport.1");
-        for sub in ["ls", "config", "completions", "proxy", "scp"] {
+        for sub in ["ls", "doctor", "config", "completions", "proxy", "scp"] {
             assert!(
                 main.contains(&format!("sallyport\\-{sub}(1)")),
                 "{sub}: {main}"
@@ -98,7 +98,7 @@ mod tests {
             completions(*shell, &mut out);
             let text = String::from_utf8(out).unwrap();
             // Every shell's script names the subcommands and a subcommand's own flag.
-            for word in ["ls", "forward", "--push-key", "--install"] {
+            for word in ["ls", "doctor", "forward", "--push-key", "--install"] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
         }

@@ -2,5 +2,6 @@
 //! `ls` ([`ls`]), `config ssh` ([`ssh_config`]). They take plain settings from `cli/` and never parse
 //! arguments or read the config file themselves.
 
+pub mod doctor;
 pub mod ls;
 pub mod ssh_config;

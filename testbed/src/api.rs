@@ -189,11 +189,19 @@ pub fn dispatch_as(
     match operation {
         "StartSession" => reply(start_session(state, caller_arn, parse(body)?)?),
         "TerminateSession" => reply(terminate_session(state, parse(body)?)?),
+        "DescribeInstanceInformation" if state.config.describe_denied => Err(ApiError::modeled(
+            "AccessDeniedException",
+            format!(
+                "User: {caller_arn} is not authorized to perform: ssm:DescribeInstanceInformation on resource: arn:aws:ssm:{}:{ACCOUNT_ID}:* because no identity-based policy allows the ssm:DescribeInstanceInformation action",
+                state.config.region
+            ),
+        )),
         "DescribeInstanceInformation" => reply(crate::describe::describe_instance_information(
             state,
             parse(body)?,
         )?),
         "ResumeSession" => reply(resume_session(state, parse(body)?)?),
+        "GetDocument" => crate::documents::get_document(state, parse(body)?),
         _ => Err(ApiError::frontend(
             "UnknownOperationException",
             format!("Unknown operation '{target}'."),

@@ -214,6 +214,8 @@ pub struct TestbedConfig {
     pub eic_state_dir: Option<PathBuf>,
     /// Fault: `tag:GetResources` answers `AccessDeniedException` (no tag permission).
     pub tagging_denied: bool,
+    /// Fault: `ssm:DescribeInstanceInformation` answers `AccessDeniedException`.
+    pub describe_denied: bool,
 }
 
 impl TestbedConfig {
@@ -228,6 +230,7 @@ impl TestbedConfig {
             clock_offset_secs: 0,
             eic_state_dir: None,
             tagging_denied: false,
+            describe_denied: false,
         }
     }
 }

@@ -418,7 +418,8 @@ async fn route(
     let kms = amz_target(crate::kms::TARGET_PREFIX);
     let eic = amz_target(crate::eic::TARGET_PREFIX);
     let tagging = amz_target(crate::tagging::TARGET_PREFIX);
-    let resp = if req.method() == Method::POST && path == "/" && form {
+    let offset = state.config.clock_offset_secs;
+    let mut resp = if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
         crate::sts::handle(&state, req).await
     } else if req.method() == Method::POST && path == "/" && kms {
@@ -439,6 +440,7 @@ async fn route(
     } else {
         text(StatusCode::NOT_FOUND, "not found")
     };
+    crate::http_date::stamp(resp.headers_mut(), offset);
     Ok(resp)
 }
 

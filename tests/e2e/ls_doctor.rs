@@ -250,7 +250,7 @@ fn three_apps(config: &mut sallyport_testbed::TestbedConfig) {
             i.id = (*id).to_owned();
             i.tags = [("Name".to_owned(), "app".to_owned())].into();
             i.ip_address = Some(format!("10.5.0.{}", k + 1));
-            i.computer_name = Some(format!("app-host-{}.internal", k + 1));
+            i.computer_name = Some(format!("host-{}.internal", k + 1));
             i
         })
         .collect();
@@ -315,6 +315,8 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
                 "no picker; screen:\n{}",
                 screen.text()
             );
+            // Rows carry Name tags (from tag:GetResources) even with no name typed.
+            assert!(screen.text().contains(" app "), "{}", screen.text());
             // The ID's tail, typed: only one row matches it.
             let filter = &want[want.len() - 5..];
             keys.write_all(filter.as_bytes()).unwrap();
@@ -349,4 +351,223 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
             "{args:?}"
         );
     }
+}
+
+/// `sallyport doctor ARGS` with extra environment; (exit code, stdout).
+fn doctor(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut full = vec!["doctor"];
+    full.extend_from_slice(args);
+    let mut cmd = f.sallyport(&full);
+    // A proxy in the test's environment would add a warning line.
+    cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd, None, QUICK);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code(), stdout)
+}
+
+/// The line of check `name`.
+fn line<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(name)))
+        .unwrap_or_else(|| panic!("no {name:?} line in:\n{report}"))
+}
+
+#[test]
+fn doctor_on_a_healthy_target_is_all_ok() {
+    let f = Fixture::new();
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let checks: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.starts_with("all checks"))
+        .collect();
+    for l in &checks {
+        assert!(l.starts_with("ok "), "{report}");
+    }
+    for name in [
+        "region",
+        "credentials",
+        "clock",
+        "endpoint ssm",
+        "endpoint ssmmessages",
+        "endpoint ec2-instance-connect",
+        "endpoint kms",
+        "endpoint sts",
+        "ssm:DescribeInstanceInformation",
+        "tag:GetResources",
+        "target",
+        "agent ping",
+        "agent version",
+        "platform",
+        "instance connect",
+        "session preferences",
+    ] {
+        line(&report, name);
+    }
+    assert!(
+        line(&report, "session preferences").contains("not KMS-encrypted"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "credentials").contains("arn:aws:iam::"),
+        "{report}"
+    );
+    assert!(line(&report, "target").contains("by an ID"), "{report}");
+    assert!(report.ends_with("all checks passed\n"), "{report}");
+
+    let (code, json) = doctor(&f, &["--json", "testbed-ssh"], &[]);
+    assert_eq!(code, Some(0), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["ok"], true);
+    let checks = v["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["status"] == "ok"), "{json}");
+    let target = checks.iter().find(|c| c["check"] == "target").unwrap();
+    assert!(
+        target["detail"].as_str().unwrap().contains("Name tag"),
+        "{json}"
+    );
+}
+
+#[test]
+fn doctor_fails_an_old_agent() {
+    let f = Fixture::with_config(|c| c.instances[0].agent_version = "2.3.500.0".into());
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(5), "{report}");
+    let l = line(&report, "agent version");
+    assert!(
+        l.starts_with("FAIL") && l.contains("2.3.672.0") && l.contains("AWS-UpdateSSMAgent"),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_node_that_is_not_connected() {
+    let f = Fixture::with_config(|c| c.instances[0].ping_status = "ConnectionLost".into());
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(5), "{report}");
+    let l = line(&report, "agent ping");
+    assert!(
+        l.starts_with("FAIL") && l.contains("ConnectionLost") && l.contains("last seen"),
+        "{report}"
+    );
+    assert!(l.contains("amazon-ssm-agent"), "{report}");
+}
+
+#[test]
+fn doctor_fails_a_denied_action() {
+    let f = Fixture::with_config(|c| c.describe_denied = true);
+    let (code, report) = doctor(&f, &[&f.instance], &[]);
+    assert_eq!(code, Some(4), "{report}");
+    let l = line(&report, "ssm:DescribeInstanceInformation");
+    assert!(
+        l.starts_with("FAIL") && l.contains("AccessDenied") && l.contains("fix: allow"),
+        "{report}"
+    );
+    assert!(line(&report, "credentials").starts_with("ok"), "{report}");
+}
+
+#[test]
+fn doctor_fails_a_skewed_clock() {
+    let f = Fixture::with_config(|c| c.clock_offset_secs = 900);
+    let (code, report) = doctor(&f, &[], &[]);
+    assert_eq!(code, Some(14), "{report}");
+    let l = line(&report, "clock");
+    assert!(
+        l.starts_with("FAIL") && l.contains("behind AWS") && l.contains("timedatectl"),
+        "{report}"
+    );
+    // 900 s, give or take the second the Date header rounds to.
+    assert!(
+        ["899 s", "900 s", "901 s"].iter().any(|s| l.contains(s)),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_fails_an_unreachable_endpoint() {
+    let f = Fixture::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{closed}");
+    let (code, report) = doctor(&f, &[], &[("AWS_ENDPOINT_URL_KMS", &url)]);
+    assert_eq!(code, Some(6), "{report}");
+    let l = line(&report, "endpoint kms");
+    assert!(
+        l.starts_with("FAIL") && l.contains("TCP") && l.contains(&closed.to_string()),
+        "{report}"
+    );
+    assert!(line(&report, "endpoint ssm ").starts_with("ok"), "{report}");
+}
+
+#[test]
+fn doctor_names_the_session_kms_key() {
+    let key = "alias/session-key";
+    let f = Fixture::with_config(|c| c.instances[0].kms_key_id = Some(key.into()));
+    let (code, report) = doctor(&f, &[], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let l = line(&report, "session preferences");
+    assert!(
+        l.starts_with("ok") && l.contains(key) && l.contains("kms:GenerateDataKey"),
+        "{report}"
+    );
+}
+
+/// Esc in the picker cancels: exit 12, no session started.
+#[test]
+fn cancelling_the_picker_exits_12() {
+    use crate::shell::{Pty, Screen};
+    use std::io::Write;
+    let f = Fixture::with_config(three_apps);
+    let pty = Pty::open(30, 120);
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.args(["--ctty", SALLYPORT, "exec", "app", "--", "true"]);
+    f.aws_env(&mut cmd);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn sallyport exec");
+    let screen = Screen::start(pty.master.try_clone().unwrap());
+    let mut keys = pty.master.try_clone().unwrap();
+    let shown = screen.wait_for("type to filter", Duration::from_secs(30));
+    if shown {
+        keys.write_all(b"\x1b").unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(shown, "no picker; screen:\n{}", screen.text());
+    assert_eq!(status.and_then(|s| s.code()), Some(12), "{}", screen.text());
+    assert!(
+        screen.wait_for("no node picked", Duration::from_secs(5)),
+        "{}",
+        screen.text()
+    );
+    assert!(started(&f).is_empty());
+}
+
+#[test]
+fn ls_without_describe_permission_exits_4_with_advice() {
+    let f = Fixture::with_config(|c| c.describe_denied = true);
+    let out = run(&mut f.sallyport(&["ls"]), None, QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("needs ssm:DescribeInstanceInformation"),
+        "{err}"
+    );
 }

@@ -1,0 +1,674 @@
+//! `sallyport doctor [TARGET]`: a checklist, one line per check (`ok`, `warn`, `FAIL`)
+//! with the fix in the same line: region, credentials and who they belong to (STS
+//! `GetCallerIdentity`), the clock against the service's `Date` header, each endpoint
+//! sallyport needs (DNS, TCP, TLS and an HTTP answer), the read permissions behind
+//! names and listings, then for a target: how it was found, its agent's ping status and
+//! version against the features that need it, its platform, and whether EC2 Instance
+//! Connect can work for it; and the KMS key the Session Manager preferences name.
+//!
+//! Endpoint probes open their own connections (never a session) and give up after
+//! [`PROBE_TIMEOUT`]. Proxy hook: they connect directly today; when proxy support lands
+//! (branch c12), [`probe`] is the one place to route them through the proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::aws::{AwsError, AwsErrorKind, Instances, NodeFilter, NodeInfo, Tagging};
+
+/// How long one endpoint probe step may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Port sessions (ssh, scp, sftp, forward) need an agent at least this new.
+pub const PORT_SESSIONS_MIN: &str = "2.3.672.0";
+/// Multiplexed port forwarding (smux) needs an agent newer than this.
+pub const SMUX_AFTER: &str = "3.0.196.0";
+/// AWS refuses requests signed more than this far off its clock.
+const MAX_SKEW_SECS: i64 = 300;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// What kind of failure a check found: the CLI turns the first into the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Blame {
+    Region,
+    Credentials,
+    AccessDenied,
+    Clock,
+    Unreachable,
+    Target,
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blame: Option<Blame>,
+}
+
+impl Check {
+    pub fn ok(check: &str, detail: impl Into<String>) -> Check {
+        Check {
+            check: check.to_owned(),
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+            blame: None,
+        }
+    }
+
+    pub fn warn(check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            status: Status::Warn,
+            fix: Some(fix.into()).filter(|f: &String| !f.is_empty()),
+            ..Check::ok(check, detail)
+        }
+    }
+
+    pub fn fail(
+        check: &str,
+        blame: Blame,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            status: Status::Fail,
+            blame: Some(blame),
+            fix: Some(fix.into()).filter(|f: &String| !f.is_empty()),
+            ..Check::ok(check, detail)
+        }
+    }
+
+    /// `ok    credentials          arn:…` / `FAIL  clock  …; fix: …`.
+    pub fn line(&self) -> String {
+        let status = match self.status {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        let mut line = format!("{status:<4}  {:<31}  {}", self.check, self.detail);
+        if let Some(fix) = &self.fix {
+            line.push_str("; fix: ");
+            line.push_str(fix);
+        }
+        line
+    }
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn push(&mut self, c: Check) {
+        self.checks.push(c);
+    }
+
+    /// The first failure's blame; `None`: nothing failed.
+    pub fn first_failure(&self) -> Option<Blame> {
+        self.checks.iter().find_map(|c| c.blame)
+    }
+
+    pub fn text(&self) -> String {
+        let mut out: String = self.checks.iter().map(|c| c.line() + "\n").collect();
+        let fails = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .count();
+        let warns = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Warn)
+            .count();
+        out.push_str(&match (fails, warns) {
+            (0, 0) => "all checks passed\n".to_owned(),
+            (0, w) => format!("no failures, {w} warning(s)\n"),
+            (f, w) => format!("{f} check(s) failed, {w} warning(s)\n"),
+        });
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let v = serde_json::json!({
+            "ok": self.first_failure().is_none(),
+            "checks": self.checks,
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".to_owned()) + "\n"
+    }
+}
+
+/// An endpoint to probe: the service's name and the URL sallyport would use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub service: &'static str,
+    pub url: String,
+    /// Where the URL came from, for the line ("default", "AWS_ENDPOINT_URL_KMS", …).
+    pub source: String,
+}
+
+/// What a probe learned.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub check: Check,
+    /// The server's `Date`, in Unix seconds, and our clock when it arrived.
+    pub date: Option<(i64, i64)>,
+}
+
+/// DNS, TCP, then TLS and an HTTP answer (a websocket upgrade the endpoint refuses, which
+/// takes one round trip and carries a `Date`).
+pub async fn probe(e: &Endpoint) -> Probe {
+    let name = format!("endpoint {}", e.service);
+    let fail = |blame, detail: String, fix: &str| Probe {
+        check: Check::fail(&name, blame, detail, fix),
+        date: None,
+    };
+    let Some((tls, host, port)) = split_url(&e.url) else {
+        return fail(
+            Blame::Other,
+            format!("{} ({}) is not an http(s) URL", e.url, e.source),
+            "fix the endpoint URL",
+        );
+    };
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(err)) => {
+            return fail(
+                Blame::Unreachable,
+                format!("DNS: cannot resolve {host}: {err}"),
+                "check DNS; for a VPC endpoint, enable its private DNS or pass its name with --endpoint-url",
+            );
+        }
+        Err(_) => {
+            return fail(
+                Blame::Unreachable,
+                format!("DNS: no answer for {host} within {PROBE_TIMEOUT:?}"),
+                "check DNS",
+            );
+        }
+    };
+    let Some(&addr) = addrs.first() else {
+        return fail(
+            Blame::Unreachable,
+            format!("DNS: {host} has no address"),
+            "check DNS",
+        );
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            return fail(
+                Blame::Unreachable,
+                format!("TCP: cannot connect to {addr} ({host}): {err}"),
+                &tcp_fix(&addrs),
+            );
+        }
+        Err(_) => {
+            return fail(
+                Blame::Unreachable,
+                format!("TCP: {addr} ({host}) did not answer within {PROBE_TIMEOUT:?}"),
+                &tcp_fix(&addrs),
+            );
+        }
+    }
+    let ws = format!(
+        "{}://{}/",
+        if tls { "wss" } else { "ws" },
+        host_port(&host, port)
+    );
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, tokio_tungstenite::connect_async(ws)).await;
+    let now = unix_now();
+    let where_ = if addrs.iter().all(|a| is_private(a.ip())) {
+        "private address"
+    } else {
+        "public address"
+    };
+    let summary = |what: &str| {
+        format!(
+            "{} ({}): DNS {} ({where_}), TCP{}{what}",
+            e.url,
+            e.source,
+            addr.ip(),
+            if tls { ", TLS" } else { "" }
+        )
+    };
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match answer {
+        Err(_) => fail(
+            Blame::Unreachable,
+            format!("{}: no HTTP answer within {PROBE_TIMEOUT:?}", summary("")),
+            "something between here and the endpoint holds the connection; check any proxy",
+        ),
+        Ok(Err(WsError::Http(resp))) => {
+            let date = (resp.headers().get("date"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_http_date)
+                .map(|d| (d, now));
+            let plain = if tls {
+                ""
+            } else {
+                " (plain HTTP: a local endpoint)"
+            };
+            Probe {
+                check: Check::ok(
+                    &name,
+                    format!("{}, HTTP {}{plain}", summary(""), resp.status().as_u16()),
+                ),
+                date,
+            }
+        }
+        Ok(Ok((_, resp))) => Probe {
+            check: Check::ok(
+                &name,
+                format!("{}, HTTP {}", summary(""), resp.status().as_u16()),
+            ),
+            date: None,
+        },
+        Ok(Err(WsError::Tls(err))) => fail(
+            Blame::Unreachable,
+            format!(
+                "{}: TLS failed: {err}",
+                summary("").trim_end_matches(", TLS")
+            ),
+            "a TLS-inspecting proxy or firewall needs its CA trusted here (SSL_CERT_FILE); otherwise check the endpoint name",
+        ),
+        Ok(Err(err)) => fail(
+            Blame::Unreachable,
+            format!("{}: {err}", summary("")),
+            "check the endpoint URL and any proxy",
+        ),
+    }
+}
+
+/// The clock line, from the `Date` of the first endpoint that sent one.
+pub fn clock_check(dates: &[(i64, i64)], refused_for_skew: bool) -> Check {
+    const FIX: &str = "sync this computer's clock (e.g. `sudo timedatectl set-ntp true`)";
+    let Some(&(theirs, ours)) = dates.first() else {
+        return if refused_for_skew {
+            Check::fail(
+                "clock",
+                Blame::Clock,
+                "AWS refused the request's signing time",
+                FIX,
+            )
+        } else {
+            Check::warn(
+                "clock",
+                "no endpoint sent a Date header to compare with",
+                "",
+            )
+        };
+    };
+    let offset = ours - theirs;
+    let how = match offset {
+        0 => "in step with AWS (to the second)".to_owned(),
+        o if o > 0 => format!("{o} s ahead of AWS"),
+        o => format!("{} s behind AWS", -o),
+    };
+    if offset.abs() > MAX_SKEW_SECS || refused_for_skew {
+        Check::fail(
+            "clock",
+            Blame::Clock,
+            format!("this computer's clock is {how}; AWS refuses requests more than 5 minutes off"),
+            FIX,
+        )
+    } else if offset.abs() > 60 {
+        Check::warn("clock", format!("this computer's clock is {how}"), FIX)
+    } else {
+        Check::ok("clock", format!("this computer's clock is {how}"))
+    }
+}
+
+/// Credentials and who they belong to.
+pub async fn identity(config: &aws_config::SdkConfig) -> Result<Check, AwsError> {
+    let (arn, account) = crate::aws::account::caller_identity(config).await?;
+    Ok(Check::ok(
+        "credentials",
+        format!("{arn} (account {account})"),
+    ))
+}
+
+/// The KMS key of the Session Manager preferences, if any.
+pub async fn session_kms(config: &aws_config::SdkConfig) -> Check {
+    use crate::aws::account::SessionKms;
+    const NAME: &str = "session preferences";
+    match crate::aws::account::session_kms(config).await {
+        Ok(SessionKms::NoPreferences) => Check::ok(
+            NAME,
+            "none saved in this region: sessions are not KMS-encrypted",
+        ),
+        Ok(SessionKms::Off) => Check::ok(NAME, "no KMS key: sessions are not KMS-encrypted"),
+        Ok(SessionKms::Key(k)) => Check::ok(
+            NAME,
+            format!(
+                "shell and exec sessions are KMS-encrypted with {k} (you need kms:GenerateDataKey on it; port sessions are not encrypted)"
+            ),
+        ),
+        Err(e) if e.kind == AwsErrorKind::AccessDenied => Check::warn(
+            NAME,
+            "cannot read them (ssm:GetDocument on SSM-SessionManagerRunShell denied)",
+            "allow ssm:GetDocument to see whether sessions need a KMS key",
+        ),
+        Err(e) => Check::warn(NAME, e.message, ""),
+    }
+}
+
+/// The read permissions names and listings need.
+pub async fn permissions(
+    config: &aws_config::SdkConfig,
+    report: &mut Report,
+) -> Option<Vec<NodeInfo>> {
+    let nodes = match Instances::new(config).describe(&NodeFilter::All).await {
+        Ok(nodes) => {
+            let online = nodes.iter().filter(|n| n.is_online()).count();
+            report.push(Check::ok(
+                "ssm:DescribeInstanceInformation",
+                format!("allowed; {} managed nodes, {online} online", nodes.len()),
+            ));
+            Some(nodes)
+        }
+        Err(e) => {
+            report.push(aws_failure("ssm:DescribeInstanceInformation", &e,
+                "allow ssm:DescribeInstanceInformation (e.g. the AmazonSSMReadOnlyAccess policy): targets by name, `ls` and the picker need it"));
+            None
+        }
+    };
+    match Tagging::new(config).instance_names().await {
+        Ok(names) => report.push(Check::ok(
+            "tag:GetResources",
+            format!("allowed; {} Name tags", names.len()),
+        )),
+        Err(e) if crate::aws::tagging_denied(&e) => report.push(Check::warn(
+            "tag:GetResources",
+            "denied: `sallyport ls` shows no Name tags (names still resolve through SSM)",
+            "allow tag:GetResources to see Name tags in `ls`",
+        )),
+        Err(e) => report.push(Check::warn("tag:GetResources", e.message, "")),
+    }
+    nodes
+}
+
+/// A failed AWS call as a line: the blame from the error's kind.
+pub fn aws_failure(check: &str, e: &AwsError, fix_if_denied: &str) -> Check {
+    let (blame, fix) = match e.kind {
+        AwsErrorKind::AccessDenied => (Blame::AccessDenied, fix_if_denied.to_owned()),
+        AwsErrorKind::Credentials => (
+            Blame::Credentials,
+            e.hint.clone().unwrap_or_else(|| {
+                "check your AWS credentials (`aws sso login`, AWS_PROFILE, AWS_ACCESS_KEY_ID)"
+                    .to_owned()
+            }),
+        ),
+        AwsErrorKind::ClockSkew => (
+            Blame::Clock,
+            "sync this computer's clock (e.g. `sudo timedatectl set-ntp true`)".to_owned(),
+        ),
+        AwsErrorKind::Unreachable => (Blame::Unreachable, "see the endpoint lines".to_owned()),
+        _ => (Blame::Other, e.hint.clone().unwrap_or_default()),
+    };
+    Check::fail(check, blame, e.message.clone(), fix)
+}
+
+/// The checks about one node SSM knows.
+pub fn node_checks(node: &NodeInfo, report: &mut Report) {
+    let seen = node.last_seen(SystemTime::now());
+    if node.is_online() {
+        report.push(Check::ok(
+            "agent ping",
+            format!("{} is Online (last ping {seen})", node.id),
+        ));
+    } else {
+        report.push(Check::fail(
+            "agent ping",
+            Blame::Target,
+            format!("{} is {}, last seen {seen}", node.id, node.ping_status),
+            "start the instance if it is stopped; else check the agent (`systemctl status amazon-ssm-agent`), its instance profile (AmazonSSMManagedInstanceCore) and its network path to ssm, ssmmessages and ec2messages",
+        ));
+    }
+    let newer = crate::session::forward_driver::version_newer_than;
+    match node.agent_version.as_deref() {
+        None => report.push(Check::warn("agent version", "unknown", "")),
+        Some(v) if !newer(v, PORT_SESSIONS_MIN) && v != PORT_SESSIONS_MIN => report.push(Check::fail(
+            "agent version",
+            Blame::Target,
+            format!("{v}: port sessions need {PORT_SESSIONS_MIN} or newer, so ssh, scp, sftp, proxy and forward cannot work (shell and exec can)"),
+            "update the agent (Run Command document AWS-UpdateSSMAgent)",
+        )),
+        Some(v) if !newer(v, SMUX_AFTER) => report.push(Check::warn(
+            "agent version",
+            format!("{v}: no multiplexed port forwarding (smux needs newer than {SMUX_AFTER}); `forward` carries one connection per session at a time"),
+            "update the agent (AWS-UpdateSSMAgent)",
+        )),
+        Some(v) => report.push(Check::ok("agent version", format!("{v}: port sessions and smux forwarding"))),
+    }
+    let platform = node.platform.as_deref().unwrap_or("unknown");
+    if platform.to_ascii_lowercase().contains("windows") {
+        report.push(Check::warn(
+            "platform",
+            format!("{platform}: ssh/scp/sftp need an OpenSSH server on the instance"),
+            "",
+        ));
+    } else {
+        report.push(Check::ok("platform", platform.to_owned()));
+    }
+    if node.id.starts_with("mi-") {
+        report.push(Check::warn(
+            "instance connect",
+            "on-premises node: EC2 Instance Connect cannot push keys to it (--push-key)",
+            "use a key already authorized on the node",
+        ));
+    } else {
+        report.push(Check::ok(
+            "instance connect",
+            "EC2 instance: --push-key can work (needs ec2-instance-connect:SendSSHPublicKey, a running instance and its sshd set up for Instance Connect; not tested here)",
+        ));
+    }
+}
+
+/// What to do when TCP fails: a public address that cannot be reached usually means a
+/// host without internet access, which needs VPC interface endpoints (PrivateLink).
+fn tcp_fix(addrs: &[SocketAddr]) -> String {
+    let mut fix =
+        "check firewalls, security groups and any proxy; a VPC endpoint's security group must allow this host on its port".to_owned();
+    if !addrs.iter().all(|a| is_private(a.ip())) {
+        fix.push_str(
+            "; this name resolves to a public address: a host without internet access needs VPC interface endpoints (ssm, ssmmessages, ec2messages, kms, sts) with private DNS enabled",
+        );
+    }
+    fix
+}
+
+/// `https://host[:port][/…]` -> (tls, host, port).
+fn split_url(url: &str) -> Option<(bool, String, u16)> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        (false, url.strip_prefix("http://")?)
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default,
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+            None => (authority.to_owned(), default),
+        }
+    };
+    (!host.is_empty()).then_some((tls, host, port))
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` -> Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let mut words = s.split_whitespace().skip(1);
+    let day: i64 = words.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month_word = words.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_word)? as i64 + 1;
+    let year: i64 = words.next()?.parse().ok()?;
+    let mut hms = words.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if words.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Mon, 30 Nov 2026 20:10:00 GMT"),
+            Some(1_796_069_400)
+        );
+        for bad in [
+            "",
+            "Sun, 06 Nov 1994",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("https://ssm.us-east-1.amazonaws.com"),
+            Some((true, "ssm.us-east-1.amazonaws.com".into(), 443))
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:4566/x"),
+            Some((false, "127.0.0.1".into(), 4566))
+        );
+        assert_eq!(
+            split_url("https://[::1]:8443"),
+            Some((true, "::1".into(), 8443))
+        );
+        assert_eq!(split_url("ftp://x"), None);
+        assert_eq!(split_url("https://"), None);
+    }
+
+    #[test]
+    fn public_addresses_that_fail_get_the_privatelink_hint() {
+        let public: SocketAddr = "52.94.1.1:443".parse().unwrap();
+        let private: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        assert!(tcp_fix(&[public]).contains("VPC interface endpoints"));
+        assert!(!tcp_fix(&[private]).contains("VPC interface endpoints"));
+    }
+
+    #[test]
+    fn clock_lines() {
+        assert_eq!(clock_check(&[(1000, 1002)], false).status, Status::Ok);
+        assert_eq!(clock_check(&[(1000, 1100)], false).status, Status::Warn);
+        let c = clock_check(&[(1000, 100)], false);
+        assert_eq!((c.status, c.blame), (Status::Fail, Some(Blame::Clock)));
+        assert!(c.detail.contains("900 s behind"), "{}", c.detail);
+        assert_eq!(clock_check(&[], true).status, Status::Fail);
+        assert_eq!(clock_check(&[], false).status, Status::Warn);
+    }
+
+    fn node(version: &str, status: &str, id: &str) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            ping_status: status.into(),
+            last_ping: Some(unix_now()),
+            ip_address: None,
+            computer_name: None,
+            name: None,
+            platform: Some("Ubuntu".into()),
+            agent_version: Some(version.into()),
+        }
+    }
+
+    #[test]
+    fn agent_versions_against_features() {
+        let status = |v: &str| {
+            let mut r = Report::default();
+            node_checks(&node(v, "Online", "i-1"), &mut r);
+            r.checks
+                .iter()
+                .find(|c| c.check == "agent version")
+                .unwrap()
+                .status
+        };
+        assert_eq!(status("2.3.500.0"), Status::Fail);
+        assert_eq!(status("2.3.672.0"), Status::Warn);
+        assert_eq!(status("3.0.196.0"), Status::Warn);
+        assert_eq!(status("3.0.197.0"), Status::Ok);
+        let mut r = Report::default();
+        node_checks(&node("3.3.0.0", "ConnectionLost", "mi-1"), &mut r);
+        assert_eq!(r.first_failure(), Some(Blame::Target));
+        let ic = r
+            .checks
+            .iter()
+            .find(|c| c.check == "instance connect")
+            .unwrap();
+        assert_eq!(ic.status, Status::Warn);
+    }
+}
