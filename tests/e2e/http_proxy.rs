@@ -213,6 +213,30 @@ fn basic_auth_right_credentials_work_and_wrong_ones_get_the_407_line() {
 }
 
 #[test]
+fn a_refused_connect_names_the_proxy_the_destination_and_the_status() {
+    let f = Fixture::new();
+    // CONNECT is allowed to port 443 only: the websocket's CONNECT to the testbed is not.
+    let Some(proxy) = Tinyproxy::start(&f, 443, None) else {
+        return;
+    };
+    let mut cmd = f.proxy(&f.instance);
+    with_proxy(&mut cmd, &proxy.url(""));
+    let out = run(&mut cmd, None, QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "stderr: {err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.contains(&format!(
+            "the proxy http://127.0.0.1:{} refused CONNECT to 127.0.0.1:{} with HTTP 403",
+            proxy.port,
+            testbed_port(&f)
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
 fn a_proxy_that_is_down_gives_the_refused_line_naming_it() {
     let f = Fixture::new();
     let port = TcpListener::bind("127.0.0.1:0")
