@@ -212,6 +212,12 @@ pub struct TestbedConfig {
     /// Where `SendSSHPublicKey` records pushed keys, for `sallyport-testbed authorized-keys`
     /// (see [`crate::eic_keys`]). None: `Testbed::start` makes a temporary directory.
     pub eic_state_dir: Option<PathBuf>,
+    /// Serve HTTPS/WSS with a CA generated at start (`serve --tls`, [`crate::tls`]).
+    pub tls: bool,
+    /// Whether a data-channel upgrade without SigV4 headers or presigned query gets in.
+    pub unsigned_data_channel: crate::data_auth::UnsignedPolicy,
+    /// StartSession/ResumeSession hand out StreamUrls presigned by the testbed itself.
+    pub presign_stream_urls: bool,
 }
 
 impl TestbedConfig {
@@ -225,6 +231,9 @@ impl TestbedConfig {
             faults: crate::faults::FaultPlan::default(),
             clock_offset_secs: 0,
             eic_state_dir: None,
+            tls: false,
+            unsigned_data_channel: crate::data_auth::UnsignedPolicy::Refuse,
+            presign_stream_urls: false,
         }
     }
 }
