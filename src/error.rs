@@ -105,6 +105,15 @@ impl Failure {
     }
 
     pub fn connect(e: ConnectError) -> Failure {
+        if let ConnectError::Credentials(_) = e {
+            return Failure::new(
+                ExitCode::Credentials,
+                with_hint(
+                    &e.to_string(),
+                    "check your AWS credentials: `aws sso login` for SSO profiles, or set AWS_PROFILE / AWS_ACCESS_KEY_ID",
+                ),
+            );
+        }
         let code = match e {
             ConnectError::Insecure(_) | ConnectError::BadUrl(_) => ExitCode::Protocol,
             _ => ExitCode::Unreachable,

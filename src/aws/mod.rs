@@ -8,6 +8,7 @@ mod instances;
 mod kms;
 mod retry;
 mod ssm;
+mod upgrade_signer;
 
 pub use eic::{InstanceConnect, KEY_VALIDITY};
 pub use error::{AwsError, AwsErrorKind};
@@ -15,6 +16,7 @@ pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};
 pub use retry::{StartOptions, advise, retry_throttled, start_session};
 pub use ssm::{SessionDocument, Ssm, StartedSession};
+pub use upgrade_signer::{SIGNING_NAME, SdkUpgradeSigner, sign_upgrade};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 

@@ -4,9 +4,11 @@ use aws_config::SdkConfig;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use super::SdkUpgradeSigner;
 use super::{AwsError, AwsErrorKind};
-use crate::transport::{Resume, ResumeError, Resumed};
+use crate::transport::{Dialer, Resume, ResumeError, Resumed, UpgradeSigner};
 
 /// A session as StartSession returned it. The token is a credential: never log it.
 #[derive(Clone)]
@@ -100,6 +102,8 @@ pub struct Ssm {
     client: aws_sdk_ssm::Client,
     /// For KMS-encrypted sessions (see `Ssm::kms` in kms.rs).
     pub(super) kms_client: aws_sdk_kms::Client,
+    /// Signs every data-channel dial with the same credentials chain and region.
+    signer: Option<Arc<SdkUpgradeSigner>>,
 }
 
 impl Ssm {
@@ -107,6 +111,15 @@ impl Ssm {
         Ssm {
             client: aws_sdk_ssm::Client::new(config),
             kms_client: aws_sdk_kms::Client::new(config),
+            signer: SdkUpgradeSigner::from_config(config).map(Arc::new),
+        }
+    }
+
+    /// How this session's websockets are dialled: signed with this client's credentials
+    /// chain in its region (PROTOCOL.md §2.6).
+    pub fn dialer(&self) -> Dialer {
+        Dialer {
+            signer: self.signer.clone().map(|s| s as Arc<dyn UpgradeSigner>),
         }
     }
 

@@ -46,6 +46,7 @@ pub async fn open(
         session_id: started.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),
         resumer: Some(Arc::new(ssm.clone())),
+        dialer: ssm.dialer(),
     };
     let link = match Link::open(
         &started.stream_url,

@@ -85,6 +85,7 @@ async fn stream(
         session_id: started.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),
         resumer: Some(Arc::new(ssm.clone())),
+        dialer: ssm.dialer(),
     };
     let mut link = Link::open(
         &started.stream_url,

@@ -1,6 +1,7 @@
 //! Opening the data-channel websocket (PROTOCOL.md §2.1).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -11,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::upgrade_auth::{UpgradeSigner, is_presigned};
 use crate::proto::handshake::CLIENT_VERSION;
 use crate::proto::payload::OpenDataChannelInput;
 
@@ -39,13 +41,25 @@ pub enum ConnectError {
     },
     #[error("timed out opening the data channel websocket after {0:?}")]
     Timeout(Duration),
+    /// The upgrade could not be signed: no usable credentials.
+    #[error("could not sign the data channel websocket: {0}")]
+    Credentials(String),
+}
+
+/// How every websocket of a session is dialled: who signs the upgrade.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    /// `None` sends unsigned upgrades (tests, and testbeds that accept them).
+    pub signer: Option<Arc<dyn UpgradeSigner>>,
 }
 
 /// Dials `stream_url` as returned by StartSession and sends the opening text frame.
+/// Signs the upgrade with `dialer`'s signer unless the URL is presigned (PROTOCOL.md §2.6).
 pub async fn connect(
     stream_url: &str,
     token: &str,
     client_id: &str,
+    dialer: &Dialer,
 ) -> Result<DataChannelSocket, ConnectError> {
     let uri: Uri = stream_url
         .parse()
@@ -57,9 +71,10 @@ pub async fn connect(
         Some("ws") => return Err(ConnectError::Insecure(redact(stream_url))),
         _ => return Err(ConnectError::BadUrl(redact(stream_url))),
     }
-    let request = stream_url
+    let mut request = stream_url
         .into_client_request()
         .map_err(|_| ConnectError::BadUrl(redact(stream_url)))?;
+    authenticate(&mut request, stream_url, dialer).await?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
@@ -86,6 +101,49 @@ pub async fn connect(
         .await
         .map_err(|source| ConnectError::Unreachable { host, source })?;
     Ok(ws)
+}
+
+/// Adds the SigV4 headers to the upgrade request, unless the URL is presigned or there is
+/// no signer.
+async fn authenticate(
+    request: &mut tungstenite::handshake::client::Request,
+    stream_url: &str,
+    dialer: &Dialer,
+) -> Result<(), ConnectError> {
+    let url = redact(stream_url);
+    if is_presigned(stream_url) {
+        tracing::debug!(
+            url,
+            "data channel upgrade: presigned URL, no signing headers"
+        );
+        return Ok(());
+    }
+    let Some(signer) = &dialer.signer else {
+        tracing::debug!(url, "data channel upgrade: unsigned (no signer)");
+        return Ok(());
+    };
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let auth = signer
+        .sign(stream_url, &host)
+        .await
+        .map_err(|e| ConnectError::Credentials(e.message))?;
+    for (name, value) in auth.headers {
+        let value = value
+            .parse()
+            .map_err(|_| ConnectError::Credentials(format!("the {name} header is not valid")))?;
+        request.headers_mut().insert(name, value);
+    }
+    tracing::debug!(
+        url,
+        access_key_id = auth.access_key_id,
+        "data channel upgrade: signed (SigV4, ssmmessages)"
+    );
+    Ok(())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -119,6 +177,7 @@ mod tests {
             "ws://ssmmessages.example.com/v1/data-channel/s?role=x",
             "t",
             "c",
+            &Dialer::default(),
         )
         .await
         .unwrap_err();
@@ -126,9 +185,126 @@ mod tests {
         assert!(!err.to_string().contains("role="), "query is redacted");
     }
 
+    /// Signs with a fixed header and counts its calls; fails when `fail`.
+    struct FakeSigner {
+        calls: std::sync::atomic::AtomicU32,
+        fail: bool,
+    }
+
+    impl UpgradeSigner for FakeSigner {
+        fn sign<'a>(
+            &'a self,
+            _url: &'a str,
+            host: &'a str,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<super::super::UpgradeAuth, super::super::SignError>,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let fail = self.fail;
+            Box::pin(async move {
+                if fail {
+                    return Err(super::super::SignError {
+                        message: "no credentials".into(),
+                        credentials: true,
+                    });
+                }
+                Ok(super::super::UpgradeAuth {
+                    headers: vec![
+                        ("Authorization", format!("signed-for {host}")),
+                        ("X-Amz-Date", "20261130T201530Z".into()),
+                    ],
+                    access_key_id: "AKIDTEST".into(),
+                })
+            })
+        }
+    }
+
+    /// Accepts one websocket on 127.0.0.1 and reports its upgrade request's headers.
+    async fn one_upgrade() -> (
+        String,
+        tokio::sync::oneshot::Receiver<tungstenite::http::HeaderMap>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tx = Some(tx);
+            // tungstenite's callback type, not ours to shrink.
+            #[allow(clippy::result_large_err)]
+            let cb = |req: &tungstenite::handshake::server::Request,
+                      resp: tungstenite::handshake::server::Response| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(req.headers().clone());
+                }
+                Ok(resp)
+            };
+            if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await {
+                use futures_util::StreamExt;
+                while ws.next().await.is_some() {}
+            }
+        });
+        (format!("ws://{addr}/v1/data-channel/s"), rx)
+    }
+
+    fn signer(fail: bool) -> (Arc<FakeSigner>, Dialer) {
+        let s = Arc::new(FakeSigner {
+            calls: Default::default(),
+            fail,
+        });
+        let dialer = Dialer {
+            signer: Some(s.clone()),
+        };
+        (s, dialer)
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_carries_the_signers_headers_for_the_host_sent() {
+        let (url, headers) = one_upgrade().await;
+        let (s, dialer) = signer(false);
+        let url = format!("{url}?role=publish_subscribe");
+        let _ws = connect(&url, "t", "c", &dialer).await.unwrap();
+        let headers = headers.await.unwrap();
+        let host = headers["host"].to_str().unwrap().to_owned();
+        assert_eq!(
+            headers["authorization"],
+            format!("signed-for {host}").as_str()
+        );
+        assert_eq!(headers["x-amz-date"], "20261130T201530Z");
+        assert_eq!(s.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_presigned_url_is_dialled_without_signing_headers() {
+        let (url, headers) = one_upgrade().await;
+        let (s, dialer) = signer(false);
+        let url = format!("{url}?role=publish_subscribe&X-Amz-Signature=abc");
+        let _ws = connect(&url, "t", "c", &dialer).await.unwrap();
+        let headers = headers.await.unwrap();
+        assert!(headers.get("authorization").is_none());
+        assert!(headers.get("x-amz-date").is_none());
+        assert_eq!(s.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_signing_failure_is_a_credentials_error_before_dialing() {
+        let (s, dialer) = signer(true);
+        // Nothing listens on this URL: the error must come from signing, not the dial.
+        let err = connect("ws://127.0.0.1:9/v1/data-channel/s", "t", "c", &dialer)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Credentials(_)), "{err}");
+        assert_eq!(s.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn non_websocket_schemes_are_refused() {
-        let err = connect("https://example.com/x", "t", "c")
+        let err = connect("https://example.com/x", "t", "c", &Dialer::default())
             .await
             .unwrap_err();
         assert!(matches!(err, ConnectError::BadUrl(_)), "{err}");

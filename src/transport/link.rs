@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-use super::connect::{ConnectError, DataChannelSocket, connect};
+use super::connect::{ConnectError, DataChannelSocket, Dialer, connect};
 
 /// Fresh connection details from `ResumeSession`.
 #[derive(Clone)]
@@ -150,6 +150,8 @@ pub struct LinkTarget {
     pub session_id: String,
     pub client_id: String,
     pub resumer: Option<Arc<dyn Resume>>,
+    /// Signs (and routes) every dial, the first and each resume redial.
+    pub dialer: Dialer,
 }
 
 impl Link {
@@ -160,7 +162,7 @@ impl Link {
         target: LinkTarget,
         opts: LinkOptions,
     ) -> Result<Link, ConnectError> {
-        let ws = connect(stream_url, token, &target.client_id).await?;
+        let ws = connect(stream_url, token, &target.client_id, &target.dialer).await?;
         Ok(Link::start(ws, target, opts))
     }
 
@@ -532,13 +534,15 @@ async fn reconnect(
         outage.attempts += 1;
         let attempt = outage.attempts;
         match resumer.resume(&target.session_id).await {
-            Ok(Some(r)) => match connect(&r.stream_url, &r.token, &target.client_id).await {
-                Ok(ws) => return Ok((ws, attempt, outage.began.elapsed())),
-                Err(e) => {
-                    outage.last = e.to_string();
-                    outage.credentials = false;
+            Ok(Some(r)) => {
+                match connect(&r.stream_url, &r.token, &target.client_id, &target.dialer).await {
+                    Ok(ws) => return Ok((ws, attempt, outage.began.elapsed())),
+                    Err(e) => {
+                        outage.credentials = matches!(e, ConnectError::Credentials(_));
+                        outage.last = e.to_string();
+                    }
                 }
-            },
+            }
             Ok(None) => {
                 return Err(LinkError::SessionGone {
                     cause: cause.to_owned(),

@@ -81,6 +81,7 @@ async fn open(peer: Peer, budget: Duration) -> (Link, Arc<Always>) {
         session_id: "s".into(),
         client_id: "c".into(),
         resumer: Some(resumer.clone()),
+        dialer: Dialer::default(),
     };
     let opts = LinkOptions {
         resume_budget: budget,

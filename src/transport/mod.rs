@@ -11,11 +11,15 @@ mod data_key;
 mod driver;
 pub mod engine;
 mod link;
+mod proxy;
+mod upgrade_auth;
 
-pub use connect::{ConnectError, DataChannelSocket, connect};
+pub use connect::{ConnectError, DataChannelSocket, Dialer, connect};
 pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
 pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_event};
 pub use link::{
     Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,
 };
+pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl};
+pub use upgrade_auth::{SignError, UpgradeAuth, UpgradeSigner, is_presigned};

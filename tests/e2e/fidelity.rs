@@ -68,8 +68,15 @@ fn testbed_agent_handshake_matches_the_real_agent() {
             .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
             .region(aws_sdk_ssm::config::Region::new(f.testbed.region.clone()))
             .endpoint_url(&f.testbed.endpoint)
-            .credentials_provider(creds)
+            .credentials_provider(creds.clone())
             .build();
+        // Sign the upgrade as sallyport does (a testbed may refuse unsigned ones).
+        let dialer = sallyport::transport::Dialer {
+            signer: Some(std::sync::Arc::new(sallyport::aws::SdkUpgradeSigner::new(
+                aws_sdk_ssm::config::SharedCredentialsProvider::new(creds),
+                f.testbed.region.clone(),
+            ))),
+        };
         let started = aws_sdk_ssm::Client::from_conf(config)
             .start_session()
             .target(&f.instance)
@@ -82,6 +89,7 @@ fn testbed_agent_handshake_matches_the_real_agent() {
             started.stream_url().unwrap(),
             started.token_value().unwrap(),
             "fidelity-test",
+            &dialer,
         )
         .await
         .unwrap();
