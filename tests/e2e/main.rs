@@ -14,3 +14,4 @@ mod proxy;
 mod resilience;
 mod rotation;
 mod shell;
+mod signing;
