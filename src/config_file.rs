@@ -6,6 +6,7 @@
 //! profile = "dev"                     # defaults, below flags and environment variables
 //! region = "eu-west-1"
 //! endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+//! proxy = "http://proxy.corp:3128"    # below --proxy/--no-proxy, above HTTPS_PROXY etc.
 //!
 //! [profiles.research]                 # applied when the profile in use is "research"
 //! region = "us-east-2"
@@ -35,6 +36,8 @@ pub struct ConfigFile {
     /// `[profiles.NAME]`: defaults that apply when the AWS profile in use is NAME.
     pub profiles: BTreeMap<String, Defaults>,
     pub aliases: BTreeMap<String, Alias>,
+    /// `proxy = "http://…"`: the HTTP(S) proxy for every connection (top level only).
+    pub proxy: Option<String>,
 }
 
 /// AWS settings a config file may default.
@@ -66,6 +69,7 @@ struct RawFile {
     region: Option<String>,
     endpoint_url: Option<String>,
     user: Option<String>,
+    proxy: Option<String>,
     #[serde(default)]
     profiles: BTreeMap<String, RawProfile>,
     #[serde(default)]
@@ -134,6 +138,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         user: raw.user,
     };
     check_defaults(&defaults, "").map_err(bad)?;
+    if let Some(p) = &raw.proxy {
+        crate::transport::ProxyUrl::parse(p, "`proxy`").map_err(|e| bad(e.message))?;
+    }
     let mut profiles = BTreeMap::new();
     for (name, p) in raw.profiles {
         let d = Defaults {
@@ -155,6 +162,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         defaults,
         profiles,
         aliases,
+        proxy: raw.proxy,
     })
 }
 

@@ -99,6 +99,7 @@ impl Failure {
                 "this computer's clock is more than 5 minutes off; AWS refuses such requests: sync the clock (e.g. `sudo timedatectl set-ntp true`) and try again".to_owned(),
             ),
             AwsErrorKind::Service => (ExitCode::Aws, String::new()),
+            AwsErrorKind::Config => (ExitCode::Config, String::new()),
         };
         let hint = e.hint.as_deref().unwrap_or(&default_hint);
         Failure::new(code, with_hint(&e.message, hint))

@@ -21,6 +21,9 @@ pub enum AwsErrorKind {
     Unreachable,
     /// Any other service error.
     Service,
+    /// A local setting cannot be used: a bad proxy URL, a CA bundle that is missing or
+    /// holds no certificate.
+    Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +57,27 @@ impl AwsError {
     pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> AwsError
     where
         E: ProvideErrorMetadata + StdError + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let chain = error_chain(&err);
+        if !matches!(err, SdkError::ServiceError(_)) {
+            if let Some(proxy) = find_in_chain::<crate::transport::ProxyFailure>(&err) {
+                return AwsError::new(
+                    AwsErrorKind::Unreachable,
+                    format!("{operation} failed: {proxy}"),
+                )
+                .with_hint(PROXY_HINT);
+            }
+            if crate::transport::is_unknown_issuer(&err) || chain.contains("UnknownIssuer") {
+                return AwsError::new(
+                    AwsErrorKind::Unreachable,
+                    format!(
+                        "{operation} failed: the endpoint's TLS certificate is signed by an unknown authority"
+                    ),
+                )
+                .with_hint(CA_HINT);
+            }
+        }
         match &err {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
@@ -91,6 +112,23 @@ impl AwsError {
             ),
         }
     }
+}
+
+/// What to do about a proxy that refused or failed.
+pub const PROXY_HINT: &str = "check --proxy, `proxy` in the config file, HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY (--no-proxy goes direct)";
+/// What to do about a certificate from an unknown authority.
+pub const CA_HINT: &str = "if a proxy inspects TLS, point AWS_CA_BUNDLE (or ca_bundle in your AWS profile) at its CA certificate (PEM)";
+
+/// The first error of type `T` in `err`'s source chain.
+fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// AWS answers a request signed too far from its own clock with InvalidSignatureException

@@ -6,6 +6,7 @@ mod eic;
 mod error;
 mod instances;
 mod kms;
+mod network;
 mod retry;
 mod ssm;
 mod upgrade_signer;
@@ -27,10 +28,15 @@ pub struct AwsSettings {
     pub region: Option<String>,
     /// Overrides every service's endpoint (the SDK also reads `AWS_ENDPOINT_URL[_SSM]`).
     pub endpoint_url: Option<String>,
+    /// `--proxy` / `--no-proxy` / `proxy` in the config file (the environment is read at
+    /// load).
+    pub proxy: crate::transport::ProxyRequest,
 }
 
-/// Loads configuration through the SDK's default chain (environment, shared files,
+/// Loads configuration through the SDK's default chain, with sallyport's HTTP client
+/// (proxies and CA bundles, see [`network`]), (environment, shared files,
 /// profiles, SSO, roles, credential_process, web identity, container and instance roles).
+/// A bad proxy setting or CA bundle is an [`AwsErrorKind::Config`] error.
 pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(p) = &settings.profile {
@@ -42,6 +48,10 @@ pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
     if let Some(u) = &settings.endpoint_url {
         loader = loader.endpoint_url(u);
     }
+    let env = |k: &str| std::env::var(k).ok();
+    let (network, bundle) = network::resolve(settings, &env).await?;
+    loader = loader.http_client(network::http_client(&network, bundle.as_ref())?);
+    network::remember(network);
     let config = loader.load().await;
     // AWS_REGION="" reads as a region named "", which only fails later and obscurely.
     if config.region().is_none_or(|r| r.as_ref().trim().is_empty()) {

@@ -120,6 +120,7 @@ impl Ssm {
     pub fn dialer(&self) -> Dialer {
         Dialer {
             signer: self.signer.clone().map(|s| s as Arc<dyn UpgradeSigner>),
+            network: super::network::current(),
         }
     }
 

@@ -29,6 +29,14 @@ pub struct GlobalArgs {
     /// Endpoint URL for the AWS APIs (e.g. a VPC endpoint or a local testbed).
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// HTTP(S) proxy for every connection, API calls and data channel alike (e.g.
+    /// http://user:password@proxy:3128); default: `proxy` in the config file, else
+    /// HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (NO_PROXY applies to all of them).
+    #[arg(long, global = true, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Connect directly: ignore --proxy, the config file's `proxy` and *_PROXY variables.
+    #[arg(long, global = true, conflicts_with = "proxy")]
+    pub no_proxy: bool,
     /// Config file (default: ~/.config/sallyport/config.toml).
     #[arg(long, global = true, value_name = "FILE", env = "SALLYPORT_CONFIG")]
     pub config: Option<std::path::PathBuf>,

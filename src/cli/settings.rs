@@ -6,7 +6,9 @@
 //! - region: `--region` > the alias's `region` > `AWS_REGION` / `AWS_DEFAULT_REGION` >
 //!   config `[profiles.P] region` > config `region` > the AWS profile's region;
 //! - endpoint: `--endpoint-url` > the alias's `endpoint_url` > `AWS_ENDPOINT_URL_SSM` /
-//!   `AWS_ENDPOINT_URL` > config `[profiles.P] endpoint_url` > config `endpoint_url` > SDK.
+//!   `AWS_ENDPOINT_URL` > config `[profiles.P] endpoint_url` > config `endpoint_url` > SDK;
+//! - proxy: `--no-proxy` > `--proxy` > config `proxy` > `*_PROXY` variables (read by
+//!   `transport::ProxyRoutes`).
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use crate::aws::AwsSettings;
 use crate::config_file::ConfigFile;
 use crate::error::{ExitCode, Failure};
 use crate::target::{self, Spec};
+use crate::transport::ProxyRequest;
 
 use super::args::{GlobalArgs, Pick};
 
@@ -44,6 +47,16 @@ pub fn aws_settings(g: &GlobalArgs) -> AwsSettings {
         profile: g.profile.clone(),
         region: g.region.clone(),
         endpoint_url: g.endpoint_url.clone(),
+        proxy: proxy_request(g, None),
+    }
+}
+
+/// What the flags and the config file say about proxies.
+pub fn proxy_request(g: &GlobalArgs, file: Option<&ConfigFile>) -> ProxyRequest {
+    ProxyRequest {
+        flag: g.proxy.clone(),
+        disabled: g.no_proxy,
+        config: file.and_then(|f| f.proxy.clone()),
     }
 }
 
@@ -123,6 +136,7 @@ pub fn for_target(
             profile,
             region,
             endpoint_url,
+            proxy: proxy_request(g, Some(file)),
         },
         target,
         alias: alias_name,

@@ -1,4 +1,6 @@
-//! Opening the data-channel websocket (PROTOCOL.md §2.1).
+//! Opening the data-channel websocket (PROTOCOL.md §2.1): directly or through an HTTP
+//! proxy's CONNECT tunnel (§2.7), TLS with the platform roots plus any CA bundle, and the
+//! upgrade signed with SigV4 (§2.6).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,11 +14,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::proxy::ProxyRoutes;
+use super::trust::{client_config, is_unknown_issuer};
+use super::tunnel::{NetStream, ProxyFailure, open_tunnel};
 use super::upgrade_auth::{UpgradeSigner, is_presigned};
 use crate::proto::handshake::CLIENT_VERSION;
 use crate::proto::payload::OpenDataChannelInput;
 
-pub type DataChannelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type DataChannelSocket = WebSocketStream<MaybeTlsStream<NetStream>>;
 
 /// The real service's frames are ~1.2 KB; anything near this is a broken or hostile peer.
 const MAX_MESSAGE_SIZE: usize = 1 << 20;
@@ -44,13 +49,31 @@ pub enum ConnectError {
     /// The upgrade could not be signed: no usable credentials.
     #[error("could not sign the data channel websocket: {0}")]
     Credentials(String),
+    #[error("could not open the data channel through the proxy: {0}")]
+    Proxy(ProxyFailure),
+    #[error(
+        "the data channel's TLS certificate (host {host}) is signed by an unknown authority: if a proxy inspects TLS, point AWS_CA_BUNDLE (or ca_bundle in your AWS profile) at its CA certificate (PEM){bundle}"
+    )]
+    UnknownIssuer { host: String, bundle: String },
 }
 
-/// How every websocket of a session is dialled: who signs the upgrade.
+/// How every websocket of a session is dialled: who signs the upgrade, which proxy it
+/// goes through, which certificates are trusted.
 #[derive(Clone, Default)]
 pub struct Dialer {
     /// `None` sends unsigned upgrades (tests, and testbeds that accept them).
     pub signer: Option<Arc<dyn UpgradeSigner>>,
+    pub network: Network,
+}
+
+/// Proxy routes and TLS trust, shared by every dial.
+#[derive(Clone, Default)]
+pub struct Network {
+    pub routes: Arc<ProxyRoutes>,
+    /// `None`: the platform's roots only, loaded at dial time.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The CA bundle in use, described for error messages ("/x.pem from AWS_CA_BUNDLE").
+    pub ca_bundle: Option<String>,
 }
 
 /// Dials `stream_url` as returned by StartSession and sends the opening text frame.
@@ -78,16 +101,65 @@ pub async fn connect(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
-    let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let tls_dest = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if tls_dest { 443 } else { 80 });
+    let net = &dialer.network;
+    let tls = net.tls.clone().unwrap_or_else(|| client_config(&[]));
+    let dial = async {
+        let stream = match net.routes.choose(tls_dest, &host, port) {
+            Some(proxy) => {
+                tracing::info!(%proxy, "data channel websocket via proxy");
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                open_tunnel(proxy, bare, port, &tls)
+                    .await
+                    .map_err(ConnectError::Proxy)?
+            }
+            None => {
+                tracing::info!(host, port, "data channel websocket direct (no proxy)");
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                let tcp = TcpStream::connect((bare, port)).await.map_err(|e| {
+                    ConnectError::Unreachable {
+                        host: host.clone(),
+                        source: tungstenite::Error::Io(e),
+                    }
+                })?;
+                let _ = tcp.set_nodelay(true);
+                NetStream::Tcp(tcp)
+            }
+        };
+        let connector = if tls_dest {
+            tokio_tungstenite::Connector::Rustls(tls.clone())
+        } else {
+            tokio_tungstenite::Connector::Plain
+        };
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(config),
+            Some(connector),
+        )
+        .await
+        .map_err(|source| match source {
+            tungstenite::Error::Http(resp) => ConnectError::Refused {
+                status: resp.status().as_u16(),
+            },
+            source if is_unknown_issuer(&source) => ConnectError::UnknownIssuer {
+                host: host.clone(),
+                bundle: net
+                    .ca_bundle
+                    .as_ref()
+                    .map(|b| format!("; the CA bundle in use, {b}, does not sign it"))
+                    .unwrap_or_default(),
+            },
+            source => ConnectError::Unreachable {
+                host: host.clone(),
+                source,
+            },
+        })
+    };
     let (mut ws, _response) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
         Err(_) => return Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            return Err(ConnectError::Refused {
-                status: resp.status().as_u16(),
-            });
-        }
-        Ok(Err(source)) => return Err(ConnectError::Unreachable { host, source }),
-        Ok(Ok(pair)) => pair,
+        Ok(r) => r?,
     };
     let open = OpenDataChannelInput {
         message_schema_version: "1.0".to_owned(),
@@ -259,6 +331,7 @@ mod tests {
         });
         let dialer = Dialer {
             signer: Some(s.clone()),
+            ..Dialer::default()
         };
         (s, dialer)
     }

@@ -12,9 +12,11 @@ mod driver;
 pub mod engine;
 mod link;
 mod proxy;
+mod trust;
+mod tunnel;
 mod upgrade_auth;
 
-pub use connect::{ConnectError, DataChannelSocket, Dialer, connect};
+pub use connect::{ConnectError, DataChannelSocket, Dialer, Network, connect};
 pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
 pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_event};
@@ -22,4 +24,6 @@ pub use link::{
     Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,
 };
 pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl};
+pub use trust::{CaBundle, CaBundleError, client_config, is_unknown_issuer};
+pub use tunnel::{NetStream, ProxyFailure, open_tunnel};
 pub use upgrade_auth::{SignError, UpgradeAuth, UpgradeSigner, is_presigned};

@@ -76,6 +76,7 @@ fn testbed_agent_handshake_matches_the_real_agent() {
                 aws_sdk_ssm::config::SharedCredentialsProvider::new(creds),
                 f.testbed.region.clone(),
             ))),
+            ..Default::default()
         };
         let started = aws_sdk_ssm::Client::from_conf(config)
             .start_session()

@@ -217,8 +217,8 @@ pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
         "RUST_LOG",
         // Set again below when the testbed serves TLS.
         "AWS_CA_BUNDLE",
-        // The developer's proxy must not see the tests' traffic (a proxy from the
-        // environment applies to loopback too); proxy tests set their own.
+        // Loopback is not special for proxies (like curl): a developer's proxy would
+        // otherwise carry the test's traffic; proxy tests set their own.
         "HTTPS_PROXY",
         "https_proxy",
         "HTTP_PROXY",
