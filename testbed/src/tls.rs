@@ -1,6 +1,6 @@
 //! `serve --tls`: HTTPS and WSS on the testbed's listener, with a CA made at start.
 //!
-//! The CA (`sallyport-testbed CA`, ECDSA P-256) signs one leaf for `127.0.0.1`, `::1` and
+//! The CA (`sallyport-testbed CA <random>`, ECDSA P-256) signs one leaf for `127.0.0.1`, `::1` and
 //! `localhost`; both live only in memory and in the CA PEM file the testbed writes for
 //! `AWS_CA_BUNDLE`. The leaf is served with the CA behind it; rustls with the aws-lc-rs
 //! provider (the one the SDK's client already builds), HTTP/1.1 only.
@@ -34,7 +34,10 @@ impl TlsIdentity {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        ca.distinguished_name = name("sallyport-testbed CA");
+        // A name of its own per start: a client holding an older testbed's CA then sees an
+        // unknown issuer, not a known issuer with a bad signature.
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        ca.distinguished_name = name(&format!("sallyport-testbed CA {}", &id[..12]));
         let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
         let issuer = Issuer::new(ca, ca_key);
 

@@ -17,7 +17,7 @@ use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 pub const SALLYPORT: &str = env!("CARGO_BIN_EXE_sallyport");
 
 /// Whether fixtures serve TLS unless a test says otherwise.
-pub const TLS_BY_DEFAULT: bool = false;
+pub const TLS_BY_DEFAULT: bool = true;
 
 /// The testbed's binary, for sshd's AuthorizedKeysCommand: built next to ours by
 /// `cargo test --workspace` (the testbed's own integration tests need it).

@@ -15,3 +15,4 @@ mod resilience;
 mod rotation;
 mod shell;
 mod signing;
+mod tls;
