@@ -8,14 +8,14 @@
 //! | 3 | no usable AWS credentials, or they were rejected / expired |
 //! | 4 | access denied by IAM |
 //! | 5 | target not connected, unknown, or not a valid target |
-//! | 6 | AWS endpoint or data channel unreachable / refused |
+//! | 6 | AWS endpoint or data channel unreachable / refused, a proxy down or refusing, an unknown TLS issuer |
 //! | 7 | the remote side broke the protocol or stopped answering |
 //! | 8 | the instance refused the connection to the destination port |
 //! | 9 | other AWS error (throttling, service error) or missing region |
 //! | 10 | local IO failed (stdin/stdout) |
 //! | 11 | the data channel dropped and the service says the session has ended |
 //! | 12 | the target matches several managed nodes (pass an ID, or `--pick first`) |
-//! | 13 | the config file cannot be read or is invalid |
+//! | 13 | the config file cannot be read or is invalid; an unusable proxy URL or CA bundle |
 //! | 14 | this computer's clock is more than 5 minutes off AWS's |
 //! | 15 | the SSH host key is unknown under `--strict-host-key-checking=yes`, changed, or revoked |
 //! | 16 | the instance refused SSH authentication (the pushed key, or the OS user) |
@@ -114,6 +114,15 @@ impl Failure {
                     "check your AWS credentials: `aws sso login` for SSO profiles, or set AWS_PROFILE / AWS_ACCESS_KEY_ID",
                 ),
             );
+        }
+        if let ConnectError::Proxy(_) = e {
+            return Failure::new(
+                ExitCode::Unreachable,
+                with_hint(&e.to_string(), crate::aws::PROXY_HINT),
+            );
+        }
+        if let ConnectError::UnknownIssuer { .. } = e {
+            return Failure::new(ExitCode::Unreachable, e.to_string());
         }
         let code = match e {
             ConnectError::Insecure(_) | ConnectError::BadUrl(_) => ExitCode::Protocol,

@@ -12,7 +12,7 @@ mod ssm;
 mod upgrade_signer;
 
 pub use eic::{InstanceConnect, KEY_VALIDITY};
-pub use error::{AwsError, AwsErrorKind};
+pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};
 pub use retry::{StartOptions, advise, retry_throttled, start_session};

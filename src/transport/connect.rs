@@ -383,3 +383,7 @@ mod tests {
         assert!(matches!(err, ConnectError::BadUrl(_)), "{err}");
     }
 }
+
+#[cfg(test)]
+#[path = "connect_tls_tests.rs"]
+mod tls_tests;

@@ -75,7 +75,7 @@ pub enum ProxyFailure {
         "the proxy {proxy} needs credentials (HTTP 407): put them in the proxy URL, as http://user:password@host:port"
     )]
     NeedsCredentials { proxy: String },
-    #[error("the proxy {proxy} refused the credentials in its URL (HTTP 407)")]
+    #[error("the proxy {proxy} refused the credentials in its URL")]
     BadCredentials { proxy: String },
     #[error("the proxy {proxy} refused CONNECT to {dest} with HTTP {status}")]
     Refused {
@@ -145,7 +145,9 @@ pub async fn open_tunnel(
     })?;
     match code {
         200..=299 => Ok(stream),
-        407 if proxy.user.is_some() => Err(ProxyFailure::BadCredentials { proxy: name }),
+        // tinyproxy (1.11) refuses wrong credentials with 401 rather than 407; a CONNECT
+        // is answered by the proxy alone, so either means the proxy refused them.
+        401 | 407 if proxy.user.is_some() => Err(ProxyFailure::BadCredentials { proxy: name }),
         407 => Err(ProxyFailure::NeedsCredentials { proxy: name }),
         _ => Err(ProxyFailure::Refused {
             proxy: name,
@@ -290,6 +292,13 @@ mod tests {
             .unwrap();
         assert!(matches!(e, ProxyFailure::BadCredentials { .. }), "{e}");
         assert!(!e.to_string().contains("secret"), "{e}");
+
+        let (port, _) = fake_proxy(b"HTTP/1.0 401 Unauthorized\r\n\r\n").await;
+        let e = open_tunnel(&proxy(port, "u:secret@"), "h", 443, &tls())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, ProxyFailure::BadCredentials { .. }), "{e}");
 
         let (port, _) = fake_proxy(b"HTTP/1.0 403 Forbidden\r\n\r\n").await;
         let e = open_tunnel(&proxy(port, ""), "h", 8443, &tls())
