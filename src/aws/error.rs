@@ -195,6 +195,46 @@ mod tests {
         ));
     }
 
+    /// A dispatch failure as the SDK reports one for `source`.
+    fn dispatch(
+        source: Box<dyn StdError + Send + Sync>,
+    ) -> SdkError<aws_sdk_ssm::operation::start_session::StartSessionError, ()> {
+        SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::other(source, None),
+        )
+    }
+
+    #[test]
+    fn a_proxy_refusing_credentials_is_unreachable_not_a_credentials_error() {
+        let failure = crate::transport::ProxyFailure::BadCredentials {
+            proxy: "http://u:***@p:3128".into(),
+        };
+        let e = AwsError::from_sdk("StartSession", dispatch(Box::new(failure)));
+        assert_eq!(e.kind, AwsErrorKind::Unreachable, "{e}");
+        assert_eq!(
+            e.message,
+            "StartSession failed: the proxy http://u:***@p:3128 refused the credentials in its URL"
+        );
+        assert_eq!(e.hint.as_deref(), Some(PROXY_HINT));
+    }
+
+    #[test]
+    fn an_unknown_issuer_points_at_the_ca_bundle() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = AwsError::from_sdk(
+            "StartSession",
+            dispatch(Box::new(std::io::Error::other(tls))),
+        );
+        assert_eq!(e.kind, AwsErrorKind::Unreachable, "{e}");
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap_or_default()
+                .contains("AWS_CA_BUNDLE"),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn codes_map_to_kinds() {
         assert_eq!(

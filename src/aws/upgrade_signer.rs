@@ -1,9 +1,10 @@
 //! SigV4 for the data-channel websocket upgrade (PROTOCOL.md §2.6), with the `aws-sigv4`
 //! crate the SDK itself signs with: `GET <StreamUrl>` (query included, empty body),
 //! service `ssmmessages`, the session's region, headers `host`, `x-amz-date` and
-//! `x-amz-security-token` (temporary credentials). Like Go SDK v1's `v4.Signer` for a
-//! service other than S3, no `x-amz-content-sha256` header is added: the empty body's
-//! hash only enters the canonical request.
+//! `x-amz-security-token` (temporary credentials). Like Go SDK v1's `v4.Signer`, which the
+//! plugin uses (`aws/signer/v4/v4.go` `buildBodyDigest`: the header only for unsigned
+//! payloads, s3, s3-object-lambda and glacier), no `x-amz-content-sha256` header is
+//! added: the empty body's hash only enters the canonical request.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -200,10 +200,15 @@ async fn authenticate(
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let auth = signer
-        .sign(stream_url, &host)
-        .await
-        .map_err(|e| ConnectError::Credentials(e.message))?;
+    let auth = signer.sign(stream_url, &host).await.map_err(|e| {
+        if e.credentials {
+            ConnectError::Credentials(e.message)
+        } else {
+            // The signer could not make sense of the URL.
+            tracing::debug!("signing failed: {}", e.message);
+            ConnectError::BadUrl(url.clone())
+        }
+    })?;
     for (name, value) in auth.headers {
         let value = value
             .parse()
