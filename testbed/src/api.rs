@@ -268,11 +268,7 @@ fn start_session(
     }
     let session_id = format!("{}-{:017x}", state.caller, random_bits(68));
     let token = random_text(200);
-    let stream_url = format!(
-        "ws://{}/v1/data-channel/{session_id}?role=publish_subscribe&cell-number={}",
-        state.local_addr,
-        random_text(96)
-    );
+    let stream_url = state.stream_url(&session_id, &random_text(96));
     state.sessions.insert(SessionRecord {
         session_id: session_id.clone(),
         token: token.clone(),
@@ -373,11 +369,7 @@ fn resume_session(
             stream_url: None,
         });
     };
-    let stream_url = format!(
-        "ws://{}/v1/data-channel/{session_id}?role=publish_subscribe&cell-number={}",
-        state.local_addr,
-        random_text(96)
-    );
+    let stream_url = state.stream_url(&session_id, &random_text(96));
     tracing::info!(%session_id, "session resumed");
     Ok(ResumeSessionResponse {
         session_id,

@@ -216,6 +216,12 @@ pub struct TestbedConfig {
     pub tagging_denied: bool,
     /// Fault: `ssm:DescribeInstanceInformation` answers `AccessDeniedException`.
     pub describe_denied: bool,
+    /// Serve HTTPS/WSS with a CA generated at start (`serve --tls`, [`crate::tls`]).
+    pub tls: bool,
+    /// Whether a data-channel upgrade without SigV4 headers or presigned query gets in.
+    pub unsigned_data_channel: crate::data_auth::UnsignedPolicy,
+    /// StartSession/ResumeSession hand out StreamUrls presigned by the testbed itself.
+    pub presign_stream_urls: bool,
 }
 
 impl TestbedConfig {
@@ -231,6 +237,9 @@ impl TestbedConfig {
             eic_state_dir: None,
             tagging_denied: false,
             describe_denied: false,
+            tls: false,
+            unsigned_data_channel: crate::data_auth::UnsignedPolicy::Refuse,
+            presign_stream_urls: false,
         }
     }
 }

@@ -46,6 +46,8 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
         vec![InstanceConfig::ssh_shortcut(sshd.addr)],
     );
     config.eic_state_dir = Some(eic_state);
+    // HTTPS/WSS with the testbed's own CA (AWS_CA_BUNDLE below), signed data channels only.
+    config.tls = true;
     let testbed = Testbed::start(config).await?;
     let instance = testbed.instance_ids[0].clone();
     println!("sallyport demo: no AWS account involved, everything on 127.0.0.1");
@@ -58,6 +60,12 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
         sshd.addr
     );
     println!("  only keys pushed through EC2 Instance Connect in the last 60 s");
+    if let Some(ca) = &testbed.ca_bundle {
+        println!(
+            "  TLS with a CA made at start: AWS_CA_BUNDLE={}",
+            ca.display()
+        );
+    }
     println!(
         "  ssh_config: ProxyCommand {} proxy %h --port %p --user %r --push-key -i KEY\n",
         sallyport.display()

@@ -31,6 +31,7 @@ pub mod api;
 pub mod backlog;
 pub mod clock;
 pub mod config;
+pub mod data_auth;
 pub mod data_stats;
 pub mod delay_proxy;
 pub mod demo;
@@ -49,6 +50,7 @@ pub mod sshd;
 pub mod state;
 pub mod sts;
 pub mod tagging;
+pub mod tls;
 pub mod write_rate;
 
 pub use config::{InstanceConfig, TestbedConfig};

@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sallyport_testbed::agent::AgentSettings;
 use sallyport_testbed::config::{InstanceConfig, TestbedConfig, load_instances};
+use sallyport_testbed::data_auth::UnsignedPolicy;
 use sallyport_testbed::{Testbed, delay_proxy, server};
 
 #[derive(Parser)]
@@ -105,6 +106,16 @@ struct ServeArgs {
     /// (default: a temporary directory, printed as SALLYPORT_TESTBED_EIC_STATE).
     #[arg(long, value_name = "DIR")]
     eic_state: Option<PathBuf>,
+    /// Serve HTTPS and WSS with a CA made at start; prints AWS_CA_BUNDLE=<its PEM file>.
+    #[arg(long)]
+    tls: bool,
+    /// A data-channel upgrade without SigV4 headers or a presigned URL: `refuse` (403, like
+    /// a service enforcing the plugin's minimum version) or `accept` (older clients).
+    #[arg(long, default_value = "refuse", value_name = "accept|refuse", value_parser = parse_unsigned)]
+    unsigned_data_channel: UnsignedPolicy,
+    /// Hand out StreamUrls with presigned SigV4 query parameters (X-Amz-Signature, …).
+    #[arg(long)]
+    presign_stream_urls: bool,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -187,6 +198,10 @@ fn parse_queue(s: &str) -> Result<usize, String> {
 
 fn parse_window(s: &str) -> Result<sallyport_testbed::faults::Window, String> {
     sallyport_testbed::faults::Window::parse(s, |d| parse_duration(d).map_err(|e| e.to_string()))
+}
+
+fn parse_unsigned(s: &str) -> Result<UnsignedPolicy, String> {
+    UnsignedPolicy::parse(s).ok_or_else(|| format!("'{s}' is neither accept nor refuse"))
 }
 
 fn parse_hostile(s: &str) -> Result<sallyport_testbed::faults::Hostile, String> {
@@ -310,6 +325,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.rtt = args.rtt;
     config.faults = args.faults.plan();
     config.eic_state_dir = args.eic_state;
+    (config.tls, config.presign_stream_urls) = (args.tls, args.presign_stream_urls);
+    config.unsigned_data_channel = args.unsigned_data_channel;
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,
@@ -452,6 +469,8 @@ mod tests {
         assert_eq!(args.chunk_size, 1024);
         assert_eq!(args.instance_write_rate, None);
         assert_eq!(args.faults.relay_queue, None);
+        assert_eq!(args.unsigned_data_channel, UnsignedPolicy::Refuse);
+        assert!(!args.tls && !args.presign_stream_urls);
         let cli = Cli::try_parse_from([
             "sallyport-testbed",
             "serve",
@@ -474,6 +493,16 @@ mod tests {
         assert_eq!(args.faults.plan().relay_queue, Some(256));
         assert_eq!(args.faults.plan().relay_rate, Some(500_000));
         assert_eq!(args.faults.plan().jitter, Duration::from_millis(5));
+        let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", "--tls"];
+        let more = ["--unsigned-data-channel", "accept", "--presign-stream-urls"];
+        let Command::Serve(args) = Cli::try_parse_from(argv.iter().chain(&more))
+            .unwrap()
+            .command
+        else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.unsigned_data_channel, UnsignedPolicy::Accept);
+        assert!(args.tls && args.presign_stream_urls);
         let refused = |flag: &str, value: &str| {
             let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", flag, value];
             match Cli::try_parse_from(argv) {
@@ -488,6 +517,8 @@ mod tests {
             e.contains("'2MB' is not a whole number of bytes per second"),
             "{e}"
         );
+        let e = refused("--unsigned-data-channel", "maybe");
+        assert!(e.contains("'maybe' is neither accept nor refuse"), "{e}");
         let e = refused("--relay-queue", "0");
         assert!(e.contains("at least 1 message"), "{e}");
         let e = refused("--relay-queue", "lots");

@@ -1,6 +1,8 @@
 //! The one loopback listener: the SSM JSON API on `POST /` and the data-channel websockets on
 //! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there; and, for benchmarks,
-//! `GET /testbed/stats`: every session's stream data counts as JSON (see [`Testbed::data_stats`]).
+//! `GET /testbed/stats`: every session's stream data counts as JSON (see [`Testbed::data_stats`])
+//! and every data-channel dial (see [`Testbed::data_channel_dials`]). Plain HTTP, or HTTPS
+//! and WSS with `TestbedConfig::tls` ([`crate::tls`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::config::{InstanceConfig, TestbedConfig};
+use crate::data_auth::{DialAuth, DialLog, DialRecord, UnsignedPolicy};
 use crate::data_stats::{DataStats, SessionStats};
 use crate::sigv4::AuthError;
 use crate::state::{ApiCall, Sessions};
@@ -71,6 +74,10 @@ pub struct AppState {
     start_calls: Mutex<HashMap<String, u32>>,
     /// Every API call that passed the signature check, in order.
     calls: Mutex<Vec<ApiCall>>,
+    /// Every data-channel upgrade, how it authenticated, and whether it got in.
+    pub dials: DialLog,
+    /// The secret of [`crate::data_auth::PRESIGN_ACCESS_KEY_ID`] (random per start).
+    presign_secret: String,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -110,8 +117,76 @@ impl AppState {
             started: Instant::now(),
             start_calls: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
+            dials: DialLog::default(),
+            presign_secret: random_secret(),
             tasks: Mutex::new(JoinSet::new()),
         }
+    }
+
+    /// The StreamUrl for a session: `ws://` or `wss://` to this listener, presigned by the
+    /// testbed when `presign_stream_urls` is set. The cell number is new on every call.
+    pub fn stream_url(&self, session_id: &str, cell_number: &str) -> String {
+        let scheme = if self.config.tls { "wss" } else { "ws" };
+        let host = self.local_addr.to_string();
+        let path = format!("{DATA_CHANNEL_PREFIX}{session_id}");
+        let mut query = format!("role=publish_subscribe&cell-number={cell_number}");
+        if self.config.presign_stream_urls {
+            let now = crate::clock::now_secs(self.config.clock_offset_secs);
+            query = crate::sigv4::presign_query(
+                &host,
+                &path,
+                &query,
+                crate::data_auth::PRESIGN_ACCESS_KEY_ID,
+                &self.presign_secret,
+                &self.config.region,
+                crate::data_auth::SERVICE,
+                &crate::clock::format_amz_date(now),
+                crate::data_auth::PRESIGN_EXPIRES_SECS,
+            );
+        }
+        format!("{scheme}://{host}{path}?{query}")
+    }
+
+    /// Checks a data-channel upgrade (SigV4 headers, a presigned query, or neither under
+    /// `unsigned_data_channel`) and records it.
+    pub fn authenticate_dial(
+        &self,
+        parts: &hyper::http::request::Parts,
+        session_id: &str,
+    ) -> Result<(), AuthError> {
+        let auth = crate::data_auth::classify(parts);
+        let result = match auth {
+            DialAuth::Signed => self
+                .authenticate(parts, b"", crate::data_auth::SERVICE)
+                .map(|(akid, _)| Some(akid)),
+            DialAuth::Presigned => {
+                let now = crate::clock::now_secs(self.config.clock_offset_secs);
+                let secret = |k: &str| {
+                    (k == crate::data_auth::PRESIGN_ACCESS_KEY_ID)
+                        .then(|| self.presign_secret.clone())
+                };
+                let (region, service) = (&self.config.region, crate::data_auth::SERVICE);
+                crate::sigv4::verify_presigned(parts, region, service, now, secret).map(Some)
+            }
+            DialAuth::Unsigned => match self.config.unsigned_data_channel {
+                UnsignedPolicy::Accept => Ok(None),
+                UnsignedPolicy::Refuse => Err(crate::data_auth::unsigned_refusal()),
+            },
+        };
+        let (access_key_id, refused) = match &result {
+            Ok(akid) => (akid.clone(), None),
+            Err(e) => (
+                crate::data_auth::claimed_key(parts),
+                Some(e.code.to_owned()),
+            ),
+        };
+        self.dials.push(DialRecord {
+            session_id: session_id.to_owned(),
+            auth,
+            access_key_id,
+            refused,
+        });
+        result.map(drop)
     }
 
     /// Accepts a long-term key pair of the testbed's IAM user.
@@ -238,9 +313,14 @@ pub struct Testbed {
     pub secret_access_key: String,
     pub region: String,
     pub instance_ids: Vec<String>,
+    /// With TLS: the CA's PEM file, for `AWS_CA_BUNDLE`.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    tls: Option<Arc<crate::tls::TlsIdentity>>,
     state: Arc<AppState>,
     /// The EC2 Instance Connect key store when `eic_state_dir` was not given; removed on drop.
     _eic_temp: Option<crate::sshd::TempDir>,
+    /// Holds the CA bundle; removed on drop.
+    _tls_temp: Option<crate::sshd::TempDir>,
 }
 
 impl Testbed {
@@ -261,26 +341,37 @@ impl Testbed {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr().context("listener has no address")?;
-        let secret: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect();
+        let secret = random_secret();
+        let (tls, tls_temp, ca_bundle) = if config.tls {
+            let identity = Arc::new(crate::tls::TlsIdentity::generate()?);
+            let dir = crate::sshd::TempDir::new("sallyport-tls")?;
+            let path = dir.path().join("testbed-ca.pem");
+            identity.write_ca(&path)?;
+            (Some(identity), Some(dir), Some(path))
+        } else {
+            (None, None, None)
+        };
         let region = config.region.clone();
         let instance_ids = config.instances.iter().map(|i| i.id.clone()).collect();
         let state = Arc::new(AppState::new(config, addr));
         state.add_credentials(ACCESS_KEY_ID, &secret);
-        state.spawn(accept_loop(listener, state.clone()));
-        tracing::info!(%addr, "testbed listening");
+        let acceptor =
+            (tls.as_ref()).map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone()));
+        state.spawn(accept_loop(listener, acceptor, state.clone()));
+        tracing::info!(%addr, tls = tls.is_some(), "testbed listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(Testbed {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             addr,
             access_key_id: ACCESS_KEY_ID.to_owned(),
             secret_access_key: secret,
             region,
             instance_ids,
+            ca_bundle,
+            tls,
             state,
             _eic_temp: eic_temp,
+            _tls_temp: tls_temp,
         })
     }
 
@@ -296,6 +387,9 @@ impl Testbed {
             ),
             ("AWS_REGION".to_owned(), self.region.clone()),
         ];
+        if let Some(ca) = &self.ca_bundle {
+            env.push(("AWS_CA_BUNDLE".to_owned(), ca.display().to_string()));
+        }
         for id in &self.instance_ids {
             env.push(("SALLYPORT_TESTBED_INSTANCE".to_owned(), id.clone()));
         }
@@ -364,6 +458,18 @@ impl Testbed {
         self.state.hub.session_stats(session_id)
     }
 
+    /// Every data-channel websocket upgrade so far (first dials and resumes, accepted or
+    /// refused), in order: signed, presigned or unsigned, and by which key. The same as
+    /// `data_channel_dials` in `GET /testbed/stats`.
+    pub fn data_channel_dials(&self) -> Vec<DialRecord> {
+        self.state.dials.all()
+    }
+
+    /// With TLS: a client configuration that trusts the testbed's CA (and nothing else).
+    pub fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().and_then(|t| t.client_config().ok())
+    }
+
     /// Stops accepting and aborts every open connection and data channel.
     pub fn shutdown(&self) {
         self.state.abort_all();
@@ -376,7 +482,19 @@ impl Drop for Testbed {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
+fn random_secret() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -389,15 +507,29 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
         };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
+        let tls = tls.clone();
         state.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| route(st.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "testbed connection ended: {e}");
+            match tls {
+                None => serve_connection(stream, peer, st).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, peer, st).await,
+                    Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, state: Arc<AppState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| route(state.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, "testbed connection ended: {e}");
     }
 }
 
@@ -444,12 +576,17 @@ async fn route(
     Ok(resp)
 }
 
-/// Accepts the websocket upgrade and hands the stream to the relay.
-fn data_channel(
-    state: &Arc<AppState>,
-    mut req: Request<Incoming>,
-    id: &str,
-) -> Response<Full<Bytes>> {
+/// Checks the upgrade's signature, accepts the websocket upgrade and hands the stream to the
+/// relay.
+fn data_channel(state: &Arc<AppState>, req: Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
+    // Authentication comes first, as at a gateway: an unsigned dial learns nothing about
+    // which sessions exist. Unverified: the order MGS checks in.
+    let (parts, body) = req.into_parts();
+    if let Err(e) = state.authenticate_dial(&parts, id) {
+        tracing::info!(session_id = %id, code = e.code, "data channel upgrade refused");
+        return dial_refused(&e);
+    }
+    let mut req = Request::from_parts(parts, body);
     let Some(record) = state.sessions.get(id) else {
         return text(StatusCode::NOT_FOUND, "no such session");
     };
@@ -515,10 +652,33 @@ fn data_channel(
     resp
 }
 
-/// `{"sessions":[{"session_id":…,"ended":…,"client_messages":…,…}]}`, unsigned: the
-/// listener is loopback only and the counts are not secrets.
+/// 403 to a refused upgrade, with the AWS error code and the first line of its message.
+/// Unverified: MGS's status and body for a bad or missing signature on the upgrade; 403
+/// with a JSON error is what AWS's JSON services answer.
+fn dial_refused(e: &AuthError) -> Response<Full<Bytes>> {
+    let message = e.message.lines().next().unwrap_or_default();
+    let body = serde_json::json!({ "__type": e.code, "message": message });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(e.code) {
+        h.insert("x-amzn-errortype", v);
+    }
+    resp
+}
+
+/// `{"sessions":[{"session_id":…,"ended":…,"client_messages":…,…}],
+/// "data_channel_dials":[{"session_id":…,"auth":"signed","access_key_id":…,"refused":null}]}`,
+/// unsigned: the listener is loopback only and the counts are not secrets.
 fn stats_json(state: &AppState) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "sessions": state.hub.data_stats() });
+    let body = serde_json::json!({
+        "sessions": state.hub.data_stats(),
+        "data_channel_dials": state.dials.all(),
+    });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -677,7 +837,9 @@ mod tests {
         let ssm = client(&tb, &tb.access_key_id, &tb.secret_access_key);
         let out = ssm.start_session().target(ONLINE).send().await.unwrap();
         let url = out.stream_url().unwrap();
-        let (_ws, resp) = connect_async(url).await.unwrap();
+        let sign =
+            |url: &str| signed_request(&tb, url, &tb.access_key_id, &tb.secret_access_key, 0);
+        let (_ws, resp) = connect_async(sign(url)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
 
         let status = |r: Result<_, WsError>| match r {
@@ -689,14 +851,254 @@ mod tests {
             tb.addr
         );
         assert_eq!(
-            status(connect_async(unknown).await.map(drop)),
+            status(connect_async(sign(&unknown)).await.map(drop)),
             StatusCode::NOT_FOUND
         );
         let no_role = url.split('?').next().unwrap();
         assert_eq!(
-            status(connect_async(no_role).await.map(drop)),
+            status(connect_async(sign(no_role)).await.map(drop)),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    type WsRequest = tokio_tungstenite::tungstenite::handshake::client::Request;
+
+    /// A websocket upgrade request for `url` signed as the plugin signs it (GET, query
+    /// included, empty body, `ssmmessages`), `skew_secs` off the clock.
+    fn signed_request(tb: &Testbed, url: &str, akid: &str, secret: &str, skew: i64) -> WsRequest {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut req = url.into_client_request().unwrap();
+        let date = crate::clock::format_amz_date(crate::clock::now_secs(skew));
+        let host = req.headers()["host"].clone();
+        let (parts, ()) = Request::builder()
+            .method("GET")
+            .uri(req.uri().path_and_query().unwrap().as_str())
+            .header("host", host)
+            .header("x-amz-date", &date)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let service = crate::data_auth::SERVICE;
+        let auth =
+            crate::sigv4::authorization_header(&parts, b"", akid, secret, &tb.region, service);
+        let h = req.headers_mut();
+        h.insert("x-amz-date", date.parse().unwrap());
+        h.insert("authorization", auth.parse().unwrap());
+        req
+    }
+
+    /// The status and body of a refused upgrade.
+    fn refusal<T: std::fmt::Debug>(
+        r: Result<T, tokio_tungstenite::tungstenite::Error>,
+    ) -> (StatusCode, String) {
+        match r {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                (resp.status(), String::from_utf8_lossy(&body).into_owned())
+            }
+            other => panic!("expected an HTTP refusal, got {other:?}"),
+        }
+    }
+
+    fn session(tb: &Testbed, id: &str) -> String {
+        tb.state.sessions.insert(crate::state::SessionRecord {
+            session_id: id.to_owned(),
+            token: "t".to_owned(),
+            instance: InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap()),
+            document: "SSM-SessionManagerRunShell".to_owned(),
+            parameters: Default::default(),
+        });
+        tb.state.stream_url(id, "cell-1")
+    }
+
+    async fn testbed_with(adjust: impl FnOnce(&mut TestbedConfig)) -> Testbed {
+        let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![]);
+        adjust(&mut config);
+        Testbed::start(config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn data_channel_upgrade_must_be_signed() {
+        use crate::data_auth::{DialAuth, DialRecord};
+        use tokio_tungstenite::connect_async;
+        let tb = testbed_with(|_| {}).await;
+        let url = session(&tb, "s-1");
+        let (akid, secret) = (tb.access_key_id.clone(), tb.secret_access_key.clone());
+        let dial = |akid: &str, secret: &str, skew: i64| {
+            connect_async(signed_request(&tb, &url, akid, secret, skew))
+        };
+        let (_ws, resp) = dial(&akid, &secret, 0).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+        let (status, body) = refusal(connect_async(url.as_str()).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            body.contains("MissingAuthenticationTokenException"),
+            "{body}"
+        );
+        let (status, body) = refusal(dial(&akid, "wrong-secret", 0).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("InvalidSignatureException"), "{body}");
+        assert!(body.contains("does not match"), "{body}");
+        assert!(!body.contains('\n'), "short body: {body}");
+        let (status, body) = refusal(dial("AKIANOBODY", &secret, 0).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("UnrecognizedClientException"), "{body}");
+        let (status, body) = refusal(dial(&akid, &secret, -600).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("InvalidSignatureException"), "{body}");
+        // Signed for another service (the API's): refused.
+        let mut ssm_signed = signed_request(&tb, &url, &akid, &secret, 0);
+        let auth = ssm_signed.headers()["authorization"].to_str().unwrap();
+        let auth = auth.replace("/ssmmessages/", "/ssm/");
+        ssm_signed
+            .headers_mut()
+            .insert("authorization", auth.parse().unwrap());
+        let (status, body) = refusal(connect_async(ssm_signed).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("correct service"), "{body}");
+        // A rotated key works until it is expired.
+        tb.add_credentials("AKIAROTATED", "rotated-secret");
+        let (_ws2, resp) = dial("AKIAROTATED", "rotated-secret", 0).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(tb.expire_credentials("AKIAROTATED"));
+        let (status, body) = refusal(dial("AKIAROTATED", "rotated-secret", 0).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("ExpiredTokenException"), "{body}");
+
+        let rec = |auth, key: Option<&str>, refused: Option<&str>| DialRecord {
+            session_id: "s-1".to_owned(),
+            auth,
+            access_key_id: key.map(str::to_owned),
+            refused: refused.map(str::to_owned),
+        };
+        let signed = DialAuth::Signed;
+        let want = vec![
+            rec(signed, Some(&akid), None),
+            rec(
+                DialAuth::Unsigned,
+                None,
+                Some("MissingAuthenticationTokenException"),
+            ),
+            rec(signed, Some(&akid), Some("InvalidSignatureException")),
+            rec(
+                signed,
+                Some("AKIANOBODY"),
+                Some("UnrecognizedClientException"),
+            ),
+            rec(signed, Some(&akid), Some("InvalidSignatureException")),
+            rec(signed, Some(&akid), Some("InvalidSignatureException")),
+            rec(signed, Some("AKIAROTATED"), None),
+            rec(signed, Some("AKIAROTATED"), Some("ExpiredTokenException")),
+        ];
+        assert_eq!(tb.data_channel_dials(), want);
+        // The same list in /testbed/stats, next to the unchanged "sessions".
+        let resp = raw(&tb, "GET", STATS_PATH, "", false).await;
+        let json: serde_json::Value =
+            serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(json["sessions"].is_array(), "{json}");
+        assert_eq!(json["data_channel_dials"][0]["auth"], "signed");
+        assert_eq!(
+            json["data_channel_dials"][0]["access_key_id"],
+            akid.as_str()
+        );
+        assert_eq!(json["data_channel_dials"][1]["auth"], "unsigned");
+        assert_eq!(
+            json["data_channel_dials"][7]["refused"],
+            "ExpiredTokenException"
+        );
+    }
+
+    /// `--unsigned-data-channel accept`: a raw websocket client without any signature gets in.
+    #[tokio::test]
+    async fn unsigned_data_channel_accept_lets_unsigned_in() {
+        use crate::data_auth::{DialAuth, UnsignedPolicy};
+        let tb = testbed_with(|c| c.unsigned_data_channel = UnsignedPolicy::Accept).await;
+        let url = session(&tb, "s-2");
+        let (_ws, resp) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let dials = tb.data_channel_dials();
+        assert_eq!(dials.len(), 1);
+        assert_eq!(
+            (dials[0].auth, &dials[0].refused),
+            (DialAuth::Unsigned, &None)
+        );
+        // Signatures are still checked when present.
+        let bad = signed_request(&tb, &url, &tb.access_key_id, "wrong", 0);
+        let (status, _) = refusal(tokio_tungstenite::connect_async(bad).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn presigned_stream_urls_need_no_headers() {
+        use crate::data_auth::{DialAuth, PRESIGN_ACCESS_KEY_ID};
+        use tokio_tungstenite::connect_async;
+        let tb = testbed_with(|c| c.presign_stream_urls = true).await;
+        let url = session(&tb, "s-3");
+        let query = url.split_once('?').unwrap().1;
+        assert!(query.starts_with("role=publish_subscribe&cell-number=cell-1&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="), "{url}");
+        assert!(query.contains("&X-Amz-Signature="), "{url}");
+        let (_ws, resp) = connect_async(url.as_str()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let tampered = url.replace("cell-number=cell-1", "cell-number=cell-2");
+        let (status, body) = refusal(connect_async(tampered.as_str()).await);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("does not match"), "{body}");
+        let dials = tb.data_channel_dials();
+        assert_eq!(dials.len(), 2);
+        assert_eq!(dials[0].auth, DialAuth::Presigned);
+        assert_eq!(
+            dials[0].access_key_id.as_deref(),
+            Some(PRESIGN_ACCESS_KEY_ID)
+        );
+        assert_eq!(dials[0].refused, None);
+        assert_eq!(
+            dials[1].refused.as_deref(),
+            Some("InvalidSignatureException")
+        );
+        // The presign key is the testbed's own: API calls signed with it are not accepted.
+        assert!(tb.state.credential(PRESIGN_ACCESS_KEY_ID).is_none());
+    }
+
+    #[tokio::test]
+    async fn tls_serves_https_and_wss_with_its_own_ca() {
+        use tokio_tungstenite::{Connector, connect_async_tls_with_config};
+        let tb = testbed_with(|c| c.tls = true).await;
+        assert_eq!(tb.endpoint, format!("https://{}", tb.addr));
+        let ca = tb.ca_bundle.clone().unwrap();
+        let pem = std::fs::read_to_string(&ca).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+        let env = tb.env();
+        let bundle = env.iter().find(|(k, _)| k == "AWS_CA_BUNDLE").unwrap();
+        assert_eq!(bundle.1, ca.display().to_string());
+        let url = session(&tb, "s-4");
+        assert!(
+            url.starts_with(&format!("wss://{}/v1/data-channel/s-4?", tb.addr)),
+            "{url}"
+        );
+
+        let trusting = || Some(Connector::Rustls(tb.tls_client_config().unwrap()));
+        let req = signed_request(&tb, &url, &tb.access_key_id, &tb.secret_access_key, 0);
+        let (_ws, resp) = connect_async_tls_with_config(req, None, false, trusting())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The leaf also names localhost (SNI) and is refused by a client that does not
+        // trust the CA.
+        let by_name = url.replace("127.0.0.1", "localhost");
+        let req = signed_request(&tb, &by_name, &tb.access_key_id, &tb.secret_access_key, 0);
+        let (_ws2, _) = connect_async_tls_with_config(req, None, false, trusting())
+            .await
+            .unwrap();
+        let req = signed_request(&tb, &url, &tb.access_key_id, &tb.secret_access_key, 0);
+        let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // Plain HTTP to the TLS port is not served.
+        let resp = raw(&tb, "GET", STATS_PATH, "", false).await;
+        assert!(!resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert_eq!(tb.data_channel_dials().len(), 2);
     }
 
     #[tokio::test]

@@ -2,9 +2,10 @@
 //!
 //! The testbed recomputes the signature the way AWS does (canonical request, string to sign,
 //! HMAC-SHA256 key chain) so a client that signs wrongly fails here as it would against AWS.
-//! Only the `Authorization` header form is supported (no presigned query strings), which is what
-//! the SDKs use for JSON APIs. Clock skew is **not** checked (AWS allows 5 minutes): tests should
-//! not fail because of a slow machine, and sallyport never sets the signing time itself.
+//! The `Authorization` header form is what the SDKs use for JSON APIs and what the plugin puts
+//! on the data-channel upgrade; the query-string ("presigned URL") form is only what the
+//! testbed's own presigned StreamUrls carry ([`presign_query`], [`verify_presigned`]). Clock
+//! skew of the header form is checked by the caller (`AppState::authenticate`), not here.
 
 use std::fmt::Write as _;
 
@@ -193,6 +194,172 @@ pub fn verify(
              documentation for details.\n\nThe Canonical String for this request should have \
              been\n'{creq}'\n\nThe String-to-Sign should have been\n'{sts}'\n"
         )));
+    }
+    Ok(auth.access_key_id)
+}
+
+/// The query parameters whose presence makes a URL presigned (PROTOCOL.md §2.6): a client
+/// then dials it without signing headers.
+pub const PRESIGN_PARAMS: [&str; 7] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
+
+/// Whether `query` carries any presign parameter.
+pub fn is_presigned(query: &str) -> bool {
+    query_pairs(query).any(|(k, _)| PRESIGN_PARAMS.iter().any(|p| k == *p))
+}
+
+/// Decoded `(key, value)` pairs of a query string.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    let dec = |s: &str| String::from_utf8_lossy(&percent_decode(s)).into_owned();
+    (query.split('&').filter(|p| !p.is_empty()))
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(move |(k, v)| (dec(k), dec(v)))
+}
+
+/// The payload hash of a presigned request. Unverified: what MGS would put there (S3 uses
+/// this literal for presigned URLs); the testbed only checks URLs it presigned itself.
+const PRESIGNED_PAYLOAD: &str = UNSIGNED_PAYLOAD;
+
+/// Presigns `GET {path}?{query}` for `host`: returns `query` followed by the `X-Amz-*`
+/// parameters (signed header `host` only, valid `expires_secs` from `amz_date`).
+#[allow(clippy::too_many_arguments)]
+pub fn presign_query(
+    host: &str,
+    path: &str,
+    query: &str,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    amz_date: &str,
+    expires_secs: u64,
+) -> String {
+    let date = amz_date.get(..8).unwrap_or_default();
+    let credential = format!("{access_key_id}/{date}/{region}/{service}/aws4_request");
+    let mut out = String::from(query);
+    for (k, v) in [
+        ("X-Amz-Algorithm", ALGORITHM),
+        ("X-Amz-Credential", &credential),
+        ("X-Amz-Date", amz_date),
+        ("X-Amz-Expires", &expires_secs.to_string()),
+        ("X-Amz-SignedHeaders", "host"),
+    ] {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        let _ = write!(out, "{k}={}", uri_encode(v.as_bytes()));
+    }
+    let lookup = |name: &str| (name == "host").then(|| host.to_owned());
+    let creq = canonical_request("GET", path, &out, &lookup, &["host"], PRESIGNED_PAYLOAD);
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let sts = string_to_sign(amz_date, &scope, &creq);
+    let key = signing_key(secret, date, region, service);
+    let sig = hex(&hmac_sha256(&key, sts.as_bytes()));
+    let _ = write!(out, "&X-Amz-Signature={sig}");
+    out
+}
+
+/// Checks a presigned request (query-string SigV4) at `now` (Unix seconds): algorithm,
+/// scope, expiry, signature. Returns the access key ID that signed.
+/// Unverified: MGS's error texts for presigned URLs; these follow S3's.
+pub fn verify_presigned(
+    parts: &Parts,
+    expected_region: &str,
+    expected_service: &str,
+    now: i64,
+    secret_for: impl Fn(&str) -> Option<String>,
+) -> Result<String, AuthError> {
+    let query = parts.uri.query().unwrap_or("");
+    let pairs: Vec<(String, String)> = query_pairs(query).collect();
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let missing = || {
+        AuthError::incomplete(
+            "Query-string authentication version 4 requires the X-Amz-Algorithm,              X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and              X-Amz-Expires parameters.",
+        )
+    };
+    let (Some(alg), Some(cred), Some(sig), Some(amz_date), Some(signed), Some(expires)) = (
+        param("X-Amz-Algorithm"),
+        param("X-Amz-Credential"),
+        param("X-Amz-Signature"),
+        param("X-Amz-Date"),
+        param("X-Amz-SignedHeaders"),
+        param("X-Amz-Expires"),
+    ) else {
+        return Err(missing());
+    };
+    if alg != ALGORITHM {
+        return Err(AuthError::incomplete(format!(
+            "X-Amz-Algorithm only supports \"{ALGORITHM}\""
+        )));
+    }
+    let fake = format!("{ALGORITHM} Credential={cred}, SignedHeaders={signed}, Signature={sig}");
+    let auth = parse_authorization(&fake)?;
+    if !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err(missing());
+    }
+    let secret = secret_for(&auth.access_key_id).ok_or_else(AuthError::unknown_access_key)?;
+    if auth.region != expected_region || auth.service != expected_service {
+        return Err(AuthError::invalid_signature(format!(
+            "Credential should be scoped to '{expected_region}/{expected_service}', not              '{}/{}'.",
+            auth.region, auth.service
+        )));
+    }
+    let signed_at = crate::clock::parse_amz_date(amz_date)
+        .filter(|_| amz_date.starts_with(&auth.date))
+        .ok_or_else(|| AuthError::incomplete(format!("X-Amz-Date '{amz_date}' is invalid")))?;
+    let expires: i64 = (expires.parse().ok())
+        .filter(|e| (1..=604_800).contains(e))
+        .ok_or_else(|| {
+            AuthError::incomplete("X-Amz-Expires must be a number of seconds from 1 to 604800")
+        })?;
+    if let Some(why) = crate::clock::skew_error(signed_at, now).filter(|_| signed_at > now) {
+        return Err(AuthError::clock_skew(why));
+    }
+    if now > signed_at + expires {
+        return Err(AuthError::invalid_signature("Request has expired"));
+    }
+    // The canonical query is everything but the signature, in the order AWS sorts it.
+    let rest: Vec<&str> = (query.split('&'))
+        .filter(|p| !p.is_empty())
+        .filter(|p| p.split('=').next() != Some("X-Amz-Signature"))
+        .collect();
+    let host = header_values(parts, "host").unwrap_or_default();
+    let lookup = |name: &str| match name {
+        "host" => Some(host.clone()),
+        other => header_values(parts, other),
+    };
+    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
+    let path = parts.uri.path();
+    let creq = canonical_request(
+        "GET",
+        path,
+        &rest.join("&"),
+        &lookup,
+        &signed,
+        PRESIGNED_PAYLOAD,
+    );
+    let (date, region, service) = (&auth.date, &auth.region, &auth.service);
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let sts = string_to_sign(amz_date, &scope, &creq);
+    let key = signing_key(&secret, date, region, service);
+    let expected = hex(&hmac_sha256(&key, sts.as_bytes()));
+    if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+        tracing::debug!(%creq, %sts, "presigned sigv4 mismatch");
+        return Err(AuthError::invalid_signature(
+            "The request signature we calculated does not match the signature you provided.",
+        ));
     }
     Ok(auth.access_key_id)
 }
@@ -495,6 +662,57 @@ mod tests {
         let mut signed = p.clone();
         signed.headers.insert("authorization", a.parse().unwrap());
         assert_eq!(check(&signed, body).as_deref(), Ok("AKIDEXAMPLE"));
+    }
+
+    #[test]
+    fn presigned_round_trip_and_refusals() {
+        let now = crate::clock::parse_amz_date("20150830T123600Z").unwrap();
+        let q = presign_query(
+            "example.amazonaws.com",
+            "/v1/data-channel/s-1",
+            "role=publish_subscribe&cell-number=abc",
+            "AKIDEXAMPLE",
+            SECRET,
+            "us-east-1",
+            "service",
+            "20150830T123600Z",
+            60,
+        );
+        assert!(is_presigned(&q), "{q}");
+        assert!(!is_presigned("role=publish_subscribe&cell-number=abc"));
+        assert!(is_presigned("a=1&X-Amz-Security-Token=t"));
+        assert!(q.starts_with("role=publish_subscribe&cell-number=abc&X-Amz-Algorithm="));
+        assert!(q.contains("X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice"));
+        let at = |q: &str, secs: i64| {
+            let p = parts("GET", &format!("/v1/data-channel/s-1?{q}"), &[]);
+            let secret = |k: &str| (k == "AKIDEXAMPLE").then(|| SECRET.to_owned());
+            verify_presigned(&p, "us-east-1", "service", secs, secret)
+        };
+        assert_eq!(at(&q, now).as_deref(), Ok("AKIDEXAMPLE"));
+        assert_eq!(at(&q, now + 60).as_deref(), Ok("AKIDEXAMPLE"));
+        assert_eq!(at(&q, now + 61).unwrap_err().message, "Request has expired");
+        assert_eq!(
+            at(&q, now - 301).unwrap_err().code,
+            "InvalidSignatureException"
+        );
+        // Any change to the signed query (or the signature) breaks it.
+        let tampered = q.replace("cell-number=abc", "cell-number=abd");
+        assert!(
+            at(&tampered, now)
+                .unwrap_err()
+                .message
+                .contains("does not match")
+        );
+        let other = q.replace("AKIDEXAMPLE", "AKIDOTHER");
+        assert_eq!(
+            at(&other, now).unwrap_err().code,
+            "UnrecognizedClientException"
+        );
+        let unsigned = q.split("&X-Amz-Signature").next().unwrap();
+        assert_eq!(
+            at(unsigned, now).unwrap_err().code,
+            "IncompleteSignatureException"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sallyport::proto::payload::{Acknowledge, OpenDataChannelInput, PayloadType};
 use sallyport_testbed::agent::{self, AgentIo, AgentOut, AgentSettings};
 use sallyport_testbed::agent_link::{self, FromAgent};
 use sallyport_testbed::backlog::Backlog;
+use sallyport_testbed::data_auth::UnsignedPolicy;
 use sallyport_testbed::faults::{FaultPlan, Window};
 use sallyport_testbed::state::SessionRecord;
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
@@ -175,6 +176,8 @@ async fn a_slow_instance_write_holds_back_the_agents_reading_and_acks() {
 async fn stalled_testbed(queue: usize) -> (Testbed, String, String) {
     let instance = InstanceConfig::ssh_shortcut("127.0.0.1:9".parse().unwrap());
     let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    // The raw websocket client here does not sign; the signature check has its own tests.
+    config.unsigned_data_channel = UnsignedPolicy::Accept;
     config.faults = FaultPlan {
         stall: Some(Window {
             after: Duration::ZERO,
@@ -322,6 +325,8 @@ async fn a_client_that_does_not_read_fills_the_relay_to_its_bound_only() {
         while s.write_all(&chunk).await.is_ok() {}
     });
     let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    // The raw websocket client here does not sign; the signature check has its own tests.
+    config.unsigned_data_channel = UnsignedPolicy::Accept;
     config.faults.relay_queue = Some(QUEUE);
     config.agent.pace = Duration::ZERO;
     let tb = Testbed::start(config).await.unwrap();
@@ -394,7 +399,8 @@ fn ack_for(m: &Message) -> WsMessage {
 async fn a_session_that_ends_with_no_client_attached_has_final_counts() {
     let instance_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let instance = InstanceConfig::ssh_shortcut(instance_side.local_addr().unwrap());
-    let config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance.clone()]);
+    config.unsigned_data_channel = UnsignedPolicy::Accept;
     let tb = Testbed::start(config).await.unwrap();
     let record = tb.sessions().insert(ssh_session("s-gone", instance));
     let url = format!(

@@ -519,6 +519,13 @@ fn assume_role_chain_reaches_the_testbed_through_sts() {
         "temporary keys: {calls:?}"
     );
     assert_eq!(start.target.as_deref(), Some(WEB1));
+    // The data channel was signed with a temporary key and its session token (the testbed
+    // refuses a temporary key without `x-amz-security-token`).
+    let dials = bed.testbed.data_channel_dials();
+    assert_eq!(dials.len(), 1, "{dials:?}");
+    let dial_key = dials[0].access_key_id.as_deref().unwrap_or_default();
+    assert!(dial_key.starts_with("ASIA"), "{dials:?}");
+    assert_eq!(dials[0].refused, None, "{dials:?}");
 
     let out = bed.run(&mut profile_cmd("elsewhere"));
     fails(&out, 3, &["AccessDenied"]);

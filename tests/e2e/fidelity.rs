@@ -1,5 +1,6 @@
 //! The testbed's agent compared with the real one: the frames AWS's agent sent in
-//! tests/data/captures, against what the testbed sends for the same session kind.
+//! tests/data/captures, against what the testbed sends for the same session kind. Plain
+//! `ws://`: the frames are the subject here, not the transport.
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ fn json(m: &Message) -> Value {
 
 #[test]
 fn testbed_agent_handshake_matches_the_real_agent() {
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let real = captured_agent_frames();
     let (real_req, real_done) = (&real[0], real.iter().find(|m| m.payload_type == 7).unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,5 +1,10 @@
 //! One fixture per test: its own temp dir, sshd, and testbed. Every child process runs
 //! under a deadline and is killed if it overruns; everything is torn down on drop.
+//!
+//! The testbed serves HTTPS/WSS with its own CA by default ([`TLS_BY_DEFAULT`]; sallyport
+//! trusts it through `AWS_CA_BUNDLE`, which [`hermetic_env`] passes on) and refuses
+//! unsigned data channels, as the real service may. A test that wants plain `http`/`ws`
+//! sets `c.tls = false` in its configuration closure ([`Fixture::plain`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,9 @@ use sallyport_testbed::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 pub const SALLYPORT: &str = env!("CARGO_BIN_EXE_sallyport");
+
+/// Whether fixtures serve TLS unless a test says otherwise.
+pub const TLS_BY_DEFAULT: bool = true;
 
 /// The testbed's binary, for sshd's AuthorizedKeysCommand: built next to ours by
 /// `cargo test --workspace` (the testbed's own integration tests need it).
@@ -38,9 +46,15 @@ impl Fixture {
         Fixture::with_config(|_| {})
     }
 
-    /// A fixture whose testbed configuration `adjust` may change (faults, delay, agent).
+    /// A fixture whose testbed configuration `adjust` may change (faults, delay, agent,
+    /// `tls`).
     pub fn with_config(adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
         Fixture::build(false, adjust)
+    }
+
+    /// A fixture whose testbed serves plain `http://` and `ws://` (no TLS).
+    pub fn plain() -> Fixture {
+        Fixture::with_config(|c| c.tls = false)
     }
 
     /// A fixture whose sshd has no authorized_keys at all: it accepts only keys pushed
@@ -76,6 +90,7 @@ impl Fixture {
             vec![InstanceConfig::ssh_shortcut(sshd.addr)],
         );
         config.eic_state_dir = Some(eic_state);
+        config.tls = TLS_BY_DEFAULT;
         adjust(&mut config);
         let testbed = runtime
             .block_on(Testbed::start(config))
@@ -200,9 +215,10 @@ pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "SALLYPORT_CONFIG",
         "RUST_LOG",
+        // Set again below when the testbed serves TLS.
         "AWS_CA_BUNDLE",
         // Loopback is not special for proxies (like curl): a developer's proxy would
-        // otherwise carry the test's traffic.
+        // otherwise carry the test's traffic; proxy tests set their own.
         "HTTPS_PROXY",
         "https_proxy",
         "HTTP_PROXY",

@@ -17,3 +17,5 @@ mod proxy;
 mod resilience;
 mod rotation;
 mod shell;
+mod signing;
+mod tls;

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Fixture, SALLYPORT, ok, run};
 
-const NEW_KEY: &str = "AKIAROTATEDROTATED01";
-const NEW_SECRET: &str = "rotatedSecretKeyRotatedSecretKeyRotated0";
+pub(crate) const NEW_KEY: &str = "AKIAROTATEDROTATED01";
+pub(crate) const NEW_SECRET: &str = "rotatedSecretKeyRotatedSecretKeyRotated0";
 
 /// A credential_process that prints whatever keys the files hold now, as short-lived
 /// credentials (1 s): the SDK's cache refreshes 10-15 s before expiry, so every call asks
 /// the provider again, as it does for role credentials near the end of their hour.
-fn rotating_profile(f: &Fixture, cmd: &mut Command) {
+pub(crate) fn rotating_profile(f: &Fixture, cmd: &mut Command) {
     std::fs::write(f.path("akid"), &f.testbed.access_key_id).unwrap();
     std::fs::write(f.path("secret"), &f.testbed.secret_access_key).unwrap();
     let script = f.path("creds.sh");
@@ -45,7 +45,7 @@ fn rotating_profile(f: &Fixture, cmd: &mut Command) {
 }
 
 /// Swaps the keys the provider hands out, then revokes the old ones at the testbed.
-fn rotate(f: &Fixture) {
+pub(crate) fn rotate(f: &Fixture) {
     f.testbed.add_credentials(NEW_KEY, NEW_SECRET);
     for (name, value) in [("akid", NEW_KEY), ("secret", NEW_SECRET)] {
         let tmp = f.path(&format!("{name}.tmp"));

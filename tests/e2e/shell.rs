@@ -1,5 +1,6 @@
 //! `sallyport exec` and `sallyport shell` against the testbed's command and shell
-//! sessions (this machine plays the instance).
+//! sessions (this machine plays the instance). These stay on plain `ws://` (the harness
+//! serves TLS by default), so the plain path keeps its own tests.
 
 use std::process::Command;
 use std::time::Duration;
@@ -17,7 +18,7 @@ fn sallyport(f: &Fixture, args: &[&str]) -> Command {
 
 #[test]
 fn exec_separates_streams_and_returns_the_exit_code() {
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let out = run(
         &mut sallyport(
             &f,
@@ -40,7 +41,7 @@ fn exec_separates_streams_and_returns_the_exit_code() {
 
 #[test]
 fn exec_streams_large_output_intact() {
-    let f = Fixture::new();
+    let f = Fixture::plain();
     // 200 000 bytes of stdout: ~200 agent messages, paced as the agent paces them.
     let out = run(
         &mut sallyport(
@@ -67,7 +68,7 @@ fn exec_streams_large_output_intact() {
 
 #[test]
 fn exec_session_is_terminated_afterwards() {
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let out = run(
         &mut sallyport(&f, &["exec", &f.instance, "--", "true"]),
         None,
@@ -209,7 +210,7 @@ impl Screen {
 #[test]
 fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_terminal() {
     use std::io::Write;
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let pty = Pty::open(30, 100);
     let before = pty.settings();
     assert!(!pty.is_raw());
@@ -281,7 +282,7 @@ fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_term
 
 #[test]
 fn shell_runs_another_document_with_parameters() {
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let out = run(
         &mut sallyport(
             &f,
@@ -310,7 +311,7 @@ fn shell_runs_another_document_with_parameters() {
 #[test]
 fn exec_passes_ctrl_c_to_the_remote_command() {
     use std::io::{BufRead, BufReader, Read};
-    let f = Fixture::new();
+    let f = Fixture::plain();
     let mut cmd = sallyport(
         &f,
         &[
