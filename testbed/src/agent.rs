@@ -32,7 +32,7 @@ use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sallyport::proto::payload::{
+use crate::payloads::{
     HandshakeComplete, HandshakeRequest, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 use serde_json::Value;

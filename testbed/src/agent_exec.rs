@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::agent_channel::AgentEvent;
+use crate::payloads::{PayloadFlag, PayloadType};
 use rustix::process::{Pid, Signal, kill_process};
-use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};

@@ -27,9 +27,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::agent_channel::{AgentDataChannel, AgentEvent};
 use crate::agent_cipher::{AgentCipher, agent_encrypts};
-use sallyport::proto::payload::{
+use crate::payloads::{
     EncChallenge, HandshakeComplete, HandshakeRequest, HandshakeResponse, KmsEncryptionRequest,
-    KmsEncryptionResult, PayloadType, RequestedClientAction, SessionTypeRequest, action_status,
+    KmsEncryptionResult, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 
 use crate::kms::KmsState;
@@ -65,7 +65,7 @@ pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse, Str
     if let Some(a) = resp
         .processed_client_actions
         .iter()
-        .find(|a| a.action_status != action_status::SUCCESS)
+        .find(|a| a.action_status != crate::payloads::ACTION_SUCCESS)
     {
         return Err(format!(
             "client failed action {}: {}",
@@ -89,7 +89,7 @@ pub fn accept_data_key(
         .iter()
         .find(|a| a.action_type == "KMSEncryption")
         .ok_or("the client did not answer the KMSEncryption action")?;
-    if action.action_status != action_status::SUCCESS {
+    if action.action_status != crate::payloads::ACTION_SUCCESS {
         return Err(format!(
             "client failed action KMSEncryption: {}",
             action.error

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent_channel::AgentEvent;
-use sallyport::proto::payload::{PayloadFlag, PayloadType};
+use crate::payloads::{PayloadFlag, PayloadType};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

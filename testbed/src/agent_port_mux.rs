@@ -26,8 +26,8 @@
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 
+use crate::payloads::{PayloadFlag, PayloadType};
 use async_smux::{MuxBuilder, MuxStream};
-use sallyport::proto::payload::{PayloadFlag, PayloadType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};

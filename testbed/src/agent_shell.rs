@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent_channel::AgentEvent;
+use crate::payloads::{PayloadFlag, PayloadType, SizeData};
 use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
-use sallyport::proto::payload::{PayloadFlag, PayloadType, SizeData};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};

@@ -42,6 +42,7 @@ pub mod eic_keys;
 pub mod faults;
 pub mod http_date;
 pub mod kms;
+pub mod payloads;
 pub mod relay;
 pub mod relay_paths;
 pub mod server;

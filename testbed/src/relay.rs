@@ -27,9 +27,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::payloads::{ChannelClosed, OpenDataChannel};
 use futures_util::{SinkExt, StreamExt};
 use sallyport::proto::message::{Message, MessageType};
-use sallyport::proto::payload::{ChannelClosed, OpenDataChannelInput};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -440,7 +440,7 @@ where
         Some(Ok(WsMessage::Text(t))) => t.to_string(),
         _ => return Err("the first frame must be the OpenDataChannel text frame".into()),
     };
-    let open: OpenDataChannelInput =
+    let open: OpenDataChannel =
         serde_json::from_str(&text).map_err(|e| format!("bad opening frame: {e}"))?;
     if open.token_value != session.token {
         return Err("invalid token".into());

@@ -14,6 +14,7 @@ use sallyport::proto::client::{ClientError, ClientEvent, ClientSession};
 use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{EncChallenge, PayloadType};
 use sallyport_testbed::agent_kms::{EncryptedAgent, KMS_NOTICE, encryption_context};
+use sallyport_testbed::payloads::PayloadType as AgentPayload;
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 use crate::harness::{Fixture, ok, run};
@@ -161,13 +162,13 @@ async fn encrypted_standard_stream_round_trips_through_real_kms_calls() {
     // Agent -> client: Output, StdErr and ExitCode all sealed.
     let now = Instant::now();
     agent
-        .send(now, PayloadType::Output, b"top-secret-output\n")
+        .send(now, AgentPayload::Output, b"top-secret-output\n")
         .unwrap();
     agent
-        .send(now, PayloadType::StdErr, b"top-secret-error\n")
+        .send(now, AgentPayload::StdErr, b"top-secret-error\n")
         .unwrap();
     agent
-        .send(now, PayloadType::ExitCode, b"EXIT_CODE: 0")
+        .send(now, AgentPayload::ExitCode, b"EXIT_CODE: 0")
         .unwrap();
     pump(&mut client, &mut agent, &mut wire).unwrap();
     assert_eq!(
