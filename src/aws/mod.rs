@@ -36,6 +36,12 @@ pub struct AwsSettings {
     pub proxy: crate::transport::ProxyRequest,
 }
 
+/// The proxy routes and TLS trust [`load`] resolved (direct, platform roots before it ran),
+/// for connections made outside the SDK and the data channel (`doctor`'s probes).
+pub fn current_network() -> crate::transport::Network {
+    network::current()
+}
+
 /// Loads configuration through the SDK's default chain, with sallyport's HTTP client
 /// (proxies and CA bundles, see [`network`]), (environment, shared files,
 /// profiles, SSO, roles, credential_process, web identity, container and instance roles).

@@ -235,7 +235,16 @@ pub async fn probe(e: &Endpoint) -> Probe {
         if tls { "wss" } else { "ws" },
         host_port(&host, port)
     );
-    let answer = tokio::time::timeout(PROBE_TIMEOUT, tokio_tungstenite::connect_async(ws)).await;
+    // The same trust as every other connection: the platform roots plus AWS_CA_BUNDLE or
+    // the profile's ca_bundle, as resolved when the configuration was loaded.
+    let connector = crate::aws::current_network()
+        .tls
+        .map(tokio_tungstenite::Connector::Rustls);
+    let answer = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio_tungstenite::connect_async_tls_with_config(ws, None, false, connector),
+    )
+    .await;
     let now = unix_now();
     let where_ = if addrs.iter().all(|a| is_private(a.ip())) {
         "private address"
@@ -289,7 +298,12 @@ pub async fn probe(e: &Endpoint) -> Probe {
                 "{}: TLS failed: {err}",
                 summary("").trim_end_matches(", TLS")
             ),
-            "a TLS-inspecting proxy or firewall needs its CA trusted here (SSL_CERT_FILE); otherwise check the endpoint name",
+            "a TLS-inspecting proxy or firewall needs its CA trusted here (AWS_CA_BUNDLE, or ca_bundle in the AWS profile); otherwise check the endpoint name",
+        ),
+        Ok(Err(err)) if crate::transport::is_unknown_issuer(&err) => fail(
+            Blame::Unreachable,
+            format!("{}: {err}", summary("")),
+            "the certificate's issuer is not trusted: if a TLS-inspecting proxy or a private endpoint signs it, put its CA in AWS_CA_BUNDLE (or ca_bundle in the AWS profile)",
         ),
         Ok(Err(err)) => fail(
             Blame::Unreachable,

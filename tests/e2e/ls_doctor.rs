@@ -571,3 +571,18 @@ fn ls_without_describe_permission_exits_4_with_advice() {
         "{err}"
     );
 }
+
+#[test]
+fn doctor_without_the_ca_bundle_names_it_in_the_endpoint_fix() {
+    let f = Fixture::new();
+    let mut cmd = f.sallyport(&["doctor", &f.instance]);
+    cmd.env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("AWS_CA_BUNDLE");
+    let out = run(&mut cmd, None, QUICK);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{report}");
+    let ssm = line(&report, "endpoint ssm ");
+    assert!(ssm.starts_with("FAIL"), "{report}");
+    assert!(ssm.contains("AWS_CA_BUNDLE"), "{report}");
+}
