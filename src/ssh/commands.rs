@@ -165,10 +165,10 @@ pub async fn scp(
         preserve: args.preserve,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    if lanes > 1 || t.verify {
+    if lanes > 1 || args.verify {
         let par = super::transfer::parallel::ParallelOptions {
             lanes,
-            verify: t.verify,
+            verify: args.verify,
         };
         let res = super::transfer::parallel::Resources::default();
         let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
@@ -240,7 +240,19 @@ pub async fn sftp(
         None => None,
     };
     let (user, target) = split_destination(&args.destination);
-    let (conn, _) = connect(global, file, user, target, &args.client).await?;
+    let t = &args.transfer;
+    let lanes = t.parallel.map_or(file.parallel.unwrap_or(4), usize::from);
+    let compression = t.compression || file.compression.unwrap_or(false);
+    let (connector, conn) =
+        connector(global, file, user, target, &args.client, compression).await?;
+    let res = super::transfer::parallel::Resources::default();
+    let striping = super::sftp_shell::Striping {
+        connector: &connector,
+        res: &res,
+        lanes,
+    };
+    // A channel on this connection for striped get/put; without one they run unstriped.
+    let striped = lanes > 1 && res.add_lane_on(&conn).await.is_ok();
     let opts = super::sftp_shell::ShellOptions {
         batch: batch.is_some(),
         interactive: batch.is_none() && std::io::stdin().is_terminal(),
@@ -250,14 +262,24 @@ pub async fn sftp(
         Some(b) => b,
         None => Box::new(tokio::io::stdin()),
     };
-    with_sftp(conn, async |sftp| {
+    let result = with_sftp(conn, async |sftp| {
         let mut out = tokio::io::stdout();
         let mut err = tokio::io::stderr();
         let input = tokio::io::BufReader::new(input);
-        let code = super::sftp_shell::run(sftp, input, &opts, &mut out, &mut err).await?;
+        let code = super::sftp_shell::run_striped(
+            sftp,
+            striped.then_some(&striping),
+            input,
+            &opts,
+            &mut out,
+            &mut err,
+        )
+        .await?;
         Ok(code)
     })
-    .await
+    .await;
+    res.release().await;
+    result
 }
 
 /// Opens the SFTP subsystem on `conn`, runs `work` with it, and closes everything. A

@@ -367,3 +367,35 @@ fn verify_catches_a_file_changed_on_the_instance() {
         "names the file: {err}"
     );
 }
+
+#[test]
+fn sftp_get_and_put_are_striped_too() {
+    let fx = Fixture::instance_connect();
+    let work = fx.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let local = fx.path("six.bin");
+    std::fs::write(&local, random_bytes(6_000_000, 61)).unwrap();
+    let fetched = fx.path("fetched.bin");
+    let batch = fx.path("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "cd \"{}\"\nput \"{}\"\nget six.bin \"{}\"\n",
+            work.display(),
+            local.display(),
+            fetched.display()
+        ),
+    )
+    .unwrap();
+    let dest = format!("root@{}", fx.instance);
+    let out = run(
+        &mut fx.sallyport(&["sftp", "-j", "3", "-b", batch.to_str().unwrap(), &dest]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(sha256_file(&work.join("six.bin")), sha256_file(&local));
+    assert_eq!(sha256_file(&fetched), sha256_file(&local));
+    // 6 MB at -j 3: six pieces of 1 MiB; the lanes opened for `put` serve `get`.
+    assert_eq!(starts(&fx), 3);
+}

@@ -64,9 +64,33 @@ pub struct ParallelOptions {
 pub struct Resources {
     pool: tokio::sync::Mutex<Vec<Connection>>,
     temps: std::sync::Mutex<Vec<PathBuf>>,
+    /// Open SFTP channels no copy is using (kept for the next `get`/`put` of `sftp`).
+    idle: std::sync::Mutex<Vec<RawSftpSession>>,
 }
 
 impl Resources {
+    /// Opens an SFTP channel on `conn` for copies to use.
+    pub async fn add_lane_on(&self, conn: &Connection) -> Result<(), Failure> {
+        let raw = open_raw(conn).await?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(raw);
+        }
+        Ok(())
+    }
+
+    fn take_idle(&self) -> Vec<RawSftpSession> {
+        self.idle
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, lanes: Vec<RawSftpSession>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.extend(lanes);
+        }
+    }
+
     pub async fn add(&self, conn: Connection) {
         self.pool.lock().await.push(conn);
     }
@@ -90,6 +114,7 @@ impl Resources {
         for t in temps.unwrap_or_default() {
             let _ = std::fs::remove_file(t);
         }
+        drop(self.take_idle());
         let conns = std::mem::take(&mut *self.pool.lock().await);
         futures_util::future::join_all(conns.into_iter().map(Connection::close)).await;
     }
@@ -354,15 +379,31 @@ pub(crate) async fn copy(
     report: &mut (dyn FnMut(&Failure) + Send),
 ) -> Result<Outcome, Failure> {
     let walk = open_session(&first).await;
-    let lane_raw = match &walk {
-        Ok(_) => Some(open_raw(&first).await),
-        Err(_) => None,
+    let lane = match &walk {
+        Ok(_) => res.add_lane_on(&first).await,
+        Err(_) => Ok(()),
     };
     res.add(first).await;
     let sftp = walk?;
-    let first_raw = lane_raw.transpose()?;
+    lane?;
+    let result = copy_with(&sftp, connector, res, plan, opts, par, report).await;
+    let _ = sftp.close().await;
+    result
+}
+
+/// [`copy`] with the walk on `sftp`, and the lanes in `res` (idle ones first, then new
+/// connections from `connector`). The lanes still alive go back to `res`.
+pub(crate) async fn copy_with(
+    sftp: &SftpSession,
+    connector: &Connector,
+    res: &Resources,
+    plan: &CopyPlan,
+    opts: &CopyOptions,
+    par: &ParallelOptions,
+    report: &mut (dyn FnMut(&Failure) + Send),
+) -> Result<Outcome, Failure> {
     let mut copier = Copier {
-        sftp: &sftp,
+        sftp,
         opts: *opts,
         stats: CopyStats::default(),
         report,
@@ -377,11 +418,9 @@ pub(crate) async fn copy(
         Direction::Download => copier.download(&plan.sources, &plan.destination).await?,
     }
     let walked = copier.plan.take().unwrap_or_default();
-    let result = copier
-        .stripe(connector, res, first_raw, walked, par, plan.direction)
-        .await;
-    let _ = sftp.close().await;
-    result?;
+    copier
+        .stripe(connector, res, walked, par, plan.direction)
+        .await?;
     Ok(Outcome {
         stats: copier.stats,
         problems: copier.problems,
@@ -394,7 +433,6 @@ impl Copier<'_> {
         &mut self,
         connector: &Connector,
         res: &Resources,
-        first: Option<RawSftpSession>,
         plan: Plan,
         par: &ParallelOptions,
         direction: Direction,
@@ -464,10 +502,14 @@ impl Copier<'_> {
             res,
             jobs: jobs.clone(),
         };
-        let first = first.map(|raw| SftpLane {
-            raw,
-            jobs: jobs.clone(),
-        });
+        let first: Vec<SftpLane> = res
+            .take_idle()
+            .into_iter()
+            .map(|raw| SftpLane {
+                raw,
+                jobs: jobs.clone(),
+            })
+            .collect();
         let bar = self.total_bar(total);
         let mut notices = Vec::new();
         let run = stripe::run(
@@ -514,7 +556,7 @@ impl Copier<'_> {
                 report.redone, report.opened
             );
         }
-        drop(report.lanes);
+        res.give_back(report.lanes.into_iter().map(|l| l.raw).collect());
         // Finish each file.
         let mut done = Vec::new();
         for (i, job) in jobs.files.iter().enumerate() {

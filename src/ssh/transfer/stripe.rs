@@ -114,11 +114,11 @@ pub struct RunOptions<'a> {
     pub notice: &'a mut dyn FnMut(String),
 }
 
-/// Moves `pieces` over lanes: `first` (already open) and up to `max_lanes - 1` more from
-/// `opener`. `Err` when no lane is left and none can be opened.
+/// Moves `pieces` over lanes: `first` (already open) and more from `opener`, up to
+/// `max_lanes` in all. `Err` when no lane is left and none can be opened.
 pub async fn run<O: Opener>(
     opener: &O,
-    first: Option<O::Lane>,
+    first: Vec<O::Lane>,
     pieces: Vec<Piece>,
     opts: RunOptions<'_>,
 ) -> Result<RunReport<O::Lane>, Failure> {
@@ -131,11 +131,8 @@ pub async fn run<O: Opener>(
         lanes: Vec::new(),
     };
     let mut queue: VecDeque<Piece> = pieces.into();
-    let mut idle: Vec<O::Lane> = Vec::new();
-    if let Some(l) = first {
-        idle.push(l);
-        report.opened = 1;
-    }
+    report.opened = first.len() as u32;
+    let mut idle: Vec<O::Lane> = first;
     let mut busy = FuturesUnordered::new();
     let mut opening = FuturesUnordered::new();
     let mut growth_stopped = false;

@@ -125,7 +125,7 @@ async fn go(
     max: usize,
 ) -> (Result<RunReport<FakeLane>, Failure>, Vec<String>) {
     let opener = FakeOpener(w.clone());
-    let first = opener.open().await.ok();
+    let first = opener.open().await.into_iter().collect();
     let mut notes = Vec::new();
     let mut moved = 0;
     let r = run(
