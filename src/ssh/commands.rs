@@ -214,10 +214,7 @@ pub async fn scp(
 fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
     Failure::new(
         ExitCode::Interrupted,
-        format!(
-            "interrupted by {}; no file was replaced by a partial copy",
-            sig.name()
-        ),
+        format!("interrupted by {}; the copy is incomplete", sig.name()),
     )
 }
 
