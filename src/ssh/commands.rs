@@ -259,7 +259,7 @@ pub async fn sftp(
         Some(b) => b,
         None => Box::new(tokio::io::stdin()),
     };
-    let result = with_sftp(conn, async |sftp| {
+    let work = with_sftp(conn, async |sftp| {
         let mut out = tokio::io::stdout();
         let mut err = tokio::io::stderr();
         let input = tokio::io::BufReader::new(input);
@@ -273,8 +273,18 @@ pub async fn sftp(
         )
         .await?;
         Ok(code)
-    })
-    .await;
+    });
+    // Striped: a signal must still remove the temporary files of a `get` and end the
+    // extra sessions. (Unstriped, the default action stays: the process ends.)
+    let result = if striped {
+        let mut signals = crate::session::lifecycle::Signals::new();
+        tokio::select! {
+            r = work => r,
+            sig = signals.recv() => Err(interrupted(sig)),
+        }
+    } else {
+        work.await
+    };
     res.release().await;
     result
 }
