@@ -169,6 +169,8 @@ struct Jobs {
     /// Download: each file's temporary name.
     temps: Vec<Option<PathBuf>>,
     direction: Direction,
+    /// The copy's one progress bar: each chunk moved counts at once.
+    bar: Option<ProgressBar>,
 }
 
 struct SftpLane {
@@ -213,18 +215,37 @@ fn piece_local(path: &Path, e: &io::Error) -> PieceError {
 impl Lane for SftpLane {
     async fn run(&mut self, piece: Piece) -> Result<(), PieceError> {
         let job = &self.jobs.files[piece.file];
-        match self.jobs.direction {
+        let mut moved = 0;
+        let result = match self.jobs.direction {
             Direction::Download => {
                 let temp = self.jobs.temps[piece.file].as_deref().unwrap_or(&job.local);
-                self.download(job, temp, piece).await
+                self.download(job, temp, piece, &mut moved).await
             }
-            Direction::Upload => self.upload(job, piece).await,
+            Direction::Upload => self.upload(job, piece, &mut moved).await,
+        };
+        // A piece that will be redone (or whose file failed) no longer counts.
+        if let (Err(_), Some(bar)) = (&result, &self.jobs.bar) {
+            bar.set_position(bar.position().saturating_sub(moved));
         }
+        result
     }
 }
 
 impl SftpLane {
-    async fn download(&self, job: &FileJob, temp: &Path, p: Piece) -> Result<(), PieceError> {
+    fn count(&self, moved: &mut u64, n: u64) {
+        *moved += n;
+        if let Some(bar) = &self.jobs.bar {
+            bar.inc(n);
+        }
+    }
+
+    async fn download(
+        &self,
+        job: &FileJob,
+        temp: &Path,
+        p: Piece,
+        moved: &mut u64,
+    ) -> Result<(), PieceError> {
         let remote = job.remote.as_str();
         let handle = self
             .raw
@@ -232,7 +253,7 @@ impl SftpLane {
             .await
             .map_err(|e| piece_sftp(remote, &e))?
             .handle;
-        let result = self.read_into(&handle, job, temp, p).await;
+        let result = self.read_into(&handle, job, temp, p, moved).await;
         // Closing a file we only read cannot fail in a way that matters.
         let _ = self.raw.close(handle).await;
         result
@@ -244,6 +265,7 @@ impl SftpLane {
         job: &FileJob,
         temp: &Path,
         p: Piece,
+        moved: &mut u64,
     ) -> Result<(), PieceError> {
         let mut sink = tokio::fs::OpenOptions::new()
             .write(true)
@@ -258,9 +280,11 @@ impl SftpLane {
             .map(|off| self.read_exact(handle, &job.remote, off, CHUNK.min(end - off)))
             .buffered(IN_FLIGHT);
         while let Some(data) = reads.next().await {
-            sink.write_all(&data?)
+            let data = data?;
+            sink.write_all(&data)
                 .await
                 .map_err(|e| piece_local(temp, &e))?;
+            self.count(moved, data.len() as u64);
         }
         sink.flush().await.map_err(|e| piece_local(temp, &e))
     }
@@ -300,7 +324,7 @@ impl SftpLane {
         Ok(out)
     }
 
-    async fn upload(&self, job: &FileJob, p: Piece) -> Result<(), PieceError> {
+    async fn upload(&self, job: &FileJob, p: Piece, moved: &mut u64) -> Result<(), PieceError> {
         let remote = job.remote.as_str();
         // The only piece creates and truncates; the pieces of a larger file write into
         // the file the planner created.
@@ -319,13 +343,19 @@ impl SftpLane {
             .await
             .map_err(|e| piece_sftp(remote, &e))?
             .handle;
-        let written = self.write_from(&handle, job, p).await;
+        let written = self.write_from(&handle, job, p, moved).await;
         let closed = self.raw.close(handle).await;
         written?;
         closed.map(|_| ()).map_err(|e| piece_sftp(remote, &e))
     }
 
-    async fn write_from(&self, handle: &str, job: &FileJob, p: Piece) -> Result<(), PieceError> {
+    async fn write_from(
+        &self,
+        handle: &str,
+        job: &FileJob,
+        p: Piece,
+        moved: &mut u64,
+    ) -> Result<(), PieceError> {
         use tokio::io::AsyncReadExt as _;
         let local = job.local.as_path();
         let mut source = tokio::fs::File::open(local)
@@ -346,12 +376,13 @@ impl SftpLane {
                     .read_exact(&mut buf)
                     .await
                     .map_err(|e| piece_local(local, &e))?;
-                writes.push(self.raw.write(handle, off, buf));
+                writes.push(async move { (n, self.raw.write(handle, off, buf).await) });
                 off += n as u64;
             }
             match writes.next().await {
-                Some(r) => {
+                Some((n, r)) => {
                     r.map_err(|e| piece_sftp(&job.remote, &e))?;
+                    self.count(moved, n as u64);
                 }
                 None => return Ok(()),
             }
@@ -492,10 +523,12 @@ impl Copier<'_> {
         }
         pieces.retain(|p| !skip[p.file]);
         let total: u64 = pieces.iter().map(|p| p.len).sum();
+        let bar = self.total_bar(total);
         let jobs = Arc::new(Jobs {
             files,
             temps,
             direction,
+            bar: bar.clone(),
         });
         let opener = LaneOpener {
             connector,
@@ -510,7 +543,6 @@ impl Copier<'_> {
                 jobs: jobs.clone(),
             })
             .collect();
-        let bar = self.total_bar(total);
         let mut notices = Vec::new();
         let run = stripe::run(
             &opener,
@@ -519,10 +551,9 @@ impl Copier<'_> {
             RunOptions {
                 max_lanes: par.lanes,
                 reopen_budget: REOPEN_BUDGET,
-                progress: &mut |n, busy| {
+                progress: &mut |_, busy| {
                     if let Some(b) = &bar {
-                        b.inc(n);
-                        b.set_message(format!("{busy} session(s)"));
+                        b.set_message(sessions_text(busy));
                     }
                 },
                 notice: &mut |s| {
@@ -610,7 +641,7 @@ impl Copier<'_> {
         ) {
             bar.set_style(style);
         }
-        bar.set_message("1 session(s)");
+        bar.set_message(sessions_text(1));
         Some(bar)
     }
 
@@ -657,6 +688,14 @@ impl Copier<'_> {
                     .map_err(|e| sftp_problem(&job.remote, &e))
             }
         }
+    }
+}
+
+fn sessions_text(n: usize) -> String {
+    if n == 1 {
+        "1 session".to_owned()
+    } else {
+        format!("{n} sessions")
     }
 }
 
