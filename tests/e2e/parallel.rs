@@ -399,3 +399,57 @@ fn sftp_get_and_put_are_striped_too() {
     // 6 MB at -j 3: six pieces of 1 MiB; the lanes opened for `put` serve `get`.
     assert_eq!(starts(&fx), 3);
 }
+
+#[test]
+fn compression_shrinks_what_the_session_carries_for_text() {
+    let fx = Fixture::instance_connect();
+    let text = fx.path("log.txt");
+    let mut body = String::new();
+    let mut i = 0u64;
+    while body.len() < 2_000_000 {
+        body.push_str(&format!(
+            "2026-11-30T20:00:{:02}Z INFO request id={i:08x} status=200 bytes={}\n",
+            i % 60,
+            i * 7919 % 100_000
+        ));
+        i += 1;
+    }
+    std::fs::write(&text, &body).unwrap();
+    let remote_file = format!("root@{}:{}", fx.instance, text.display());
+    let agent_bytes = |fx: &Fixture| -> u64 {
+        fx.testbed
+            .data_stats()
+            .iter()
+            .map(|(_, s)| s.agent_bytes)
+            .sum()
+    };
+    let plain = fx.path("plain.txt");
+    ok(&run(
+        &mut fx.sallyport(&["scp", "-j", "1", &remote_file, plain.to_str().unwrap()]),
+        None,
+        LIMIT,
+    ));
+    let without = agent_bytes(&fx);
+    let packed = fx.path("packed.txt");
+    ok(&run(
+        &mut fx.sallyport(&[
+            "scp",
+            "-j",
+            "1",
+            "-C",
+            &remote_file,
+            packed.to_str().unwrap(),
+        ]),
+        None,
+        LIMIT,
+    ));
+    let with = agent_bytes(&fx) - without;
+    eprintln!("session bytes to the client: {without} without -C, {with} with -C");
+    assert_eq!(sha256_file(&plain), sha256_file(&text));
+    assert_eq!(sha256_file(&packed), sha256_file(&text));
+    assert!(without >= 2_000_000, "{without}");
+    assert!(
+        with * 3 < without,
+        "zlib was negotiated: {with} vs {without}"
+    );
+}
