@@ -453,3 +453,39 @@ fn compression_shrinks_what_the_session_carries_for_text() {
         "zlib was negotiated: {with} vs {without}"
     );
 }
+
+#[test]
+fn upload_p_survives_the_first_session_dying() {
+    // The first session (it also walked the tree) ends once it sent the client 10 kB:
+    // SFTP statuses, early in the upload. Its pieces are redone, and -p's times and mode
+    // are set through another session.
+    let fx = Fixture::instance_connect_with(|c| {
+        c.faults.kill_session = Some(sallyport_testbed::faults::KillSession::new(1, 10_000));
+    });
+    let src = fx.path("big.bin");
+    std::fs::write(&src, random_bytes(20_000_000, 77)).unwrap();
+    set_mode(&src, 0o604);
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_400_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "4", "-p", src.to_str().unwrap(), &remote]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    let up = remote_dir.join("big.bin");
+    assert_eq!(sha256_file(&up), sha256_file(&src));
+    assert_eq!(mode(&up), 0o604);
+    assert_eq!(std::fs::metadata(&up).unwrap().modified().unwrap(), mtime);
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("redone after a session failed"), "{err}");
+}

@@ -587,7 +587,7 @@ impl Copier<'_> {
                 report.redone, report.opened
             );
         }
-        res.give_back(report.lanes.into_iter().map(|l| l.raw).collect());
+        let lanes: Vec<RawSftpSession> = report.lanes.into_iter().map(|l| l.raw).collect();
         // Finish each file.
         let mut done = Vec::new();
         for (i, job) in jobs.files.iter().enumerate() {
@@ -597,7 +597,7 @@ impl Copier<'_> {
             let step = match report.failed.get(&i) {
                 Some(f) => Err(Problem::Item(Failure::new(f.code, f.message.clone()))),
                 None => {
-                    self.finish_file(job, jobs.temps[i].as_deref(), direction)
+                    self.finish_file(job, jobs.temps[i].as_deref(), direction, &lanes)
                         .await
                 }
             };
@@ -613,6 +613,7 @@ impl Copier<'_> {
                 done.push(i);
             }
         }
+        res.give_back(lanes);
         for f in local_dirs {
             let step = Self::finish_local_dir(f).await;
             self.absorb(step)?;
@@ -650,6 +651,7 @@ impl Copier<'_> {
         job: &FileJob,
         temp: Option<&Path>,
         direction: Direction,
+        lanes: &[RawSftpSession],
     ) -> Step<()> {
         match (direction, temp) {
             (Direction::Download, Some(temp)) => {
@@ -682,10 +684,26 @@ impl Copier<'_> {
                     mtime: job.times.map(|t| t.1),
                     ..FileAttributes::default()
                 };
-                self.sftp
-                    .set_metadata(job.remote.as_str(), attrs)
-                    .await
-                    .map_err(|e| sftp_problem(&job.remote, &e))
+                let remote = job.remote.as_str();
+                match self.sftp.set_metadata(remote, attrs.clone()).await {
+                    Ok(()) => Ok(()),
+                    // The walk's connection died: any live lane can set them.
+                    Err(e) => match sftp_problem(remote, &e) {
+                        Problem::Fatal(f) => {
+                            for raw in lanes {
+                                match raw.setstat(remote, attrs.clone()).await {
+                                    Ok(_) => return Ok(()),
+                                    Err(e) => match sftp_problem(remote, &e) {
+                                        Problem::Fatal(_) => continue,
+                                        item => return Err(item),
+                                    },
+                                }
+                            }
+                            Err(Problem::Fatal(f))
+                        }
+                        item => Err(item),
+                    },
+                }
             }
         }
     }
