@@ -13,6 +13,12 @@ use crate::target;
 use super::client::{self, Connection, SshOptions};
 use super::known_hosts::HostKeyPolicy;
 
+/// Sessions a `scp`/`sftp` copy may use when neither `-j` nor the config file says.
+// Unverified: how many concurrent sessions the real service allows per instance and user,
+// and how hard it throttles StartSession, were not measured; a refusal is survived
+// (transfer::stripe backs off and goes on with the sessions it has).
+const DEFAULT_PARALLEL: usize = 4;
+
 /// How long the platform lookup for guessing the OS user may take.
 const PLATFORM_LOOKUP_BUDGET: Duration = Duration::from_secs(10);
 
@@ -144,7 +150,9 @@ pub async fn scp(
     let ops = super::scp_args::parse_operands(&args.operands)
         .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
     let t = &args.transfer;
-    let lanes = t.parallel.map_or(file.parallel.unwrap_or(4), usize::from);
+    let lanes = t
+        .parallel
+        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
     let compression = t.compression || file.compression.unwrap_or(false);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
@@ -238,7 +246,9 @@ pub async fn sftp(
     };
     let (user, target) = split_destination(&args.destination);
     let t = &args.transfer;
-    let lanes = t.parallel.map_or(file.parallel.unwrap_or(4), usize::from);
+    let lanes = t
+        .parallel
+        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
     let compression = t.compression || file.compression.unwrap_or(false);
     let (connector, conn) =
         connector(global, file, user, target, &args.client, compression).await?;
