@@ -306,8 +306,9 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
         })
     });
     let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+    // The shell's builtin kill: no procps needed.
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .unwrap();
     assert!(killed.success());
