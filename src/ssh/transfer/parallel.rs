@@ -52,6 +52,26 @@ pub struct Plan {
     pub(super) remote_dirs: Vec<DirFinish<String>>,
 }
 
+/// Most files one striped copy plans (the plan is held in memory: ~200 bytes a file).
+const MAX_PLANNED_FILES: usize = 1_000_000;
+
+impl Plan {
+    /// `Err` when the plan is full: a tree this large is copied with `-j 1`, which holds
+    /// nothing per file.
+    pub(super) fn room(&self) -> Step<()> {
+        if self.files.len() < MAX_PLANNED_FILES {
+            return Ok(());
+        }
+        Err(Problem::Fatal(Failure::new(
+            ExitCode::Usage,
+            format!(
+                "more than {MAX_PLANNED_FILES} files in one striped copy; copy them with -j 1, \
+                 or in parts"
+            ),
+        )))
+    }
+}
+
 /// `-j N` and `--verify`.
 #[derive(Debug, Clone, Copy)]
 pub struct ParallelOptions {
