@@ -9,6 +9,11 @@
 //! and renamed when complete, so an interrupted copy never leaves a half-written file
 //! under the destination's name. [`Resources`] holds what must be released however the
 //! copy ends (temporary files, connections), so the caller can release them on Ctrl-C.
+//!
+//! Differences from `-j 1` that come with the rename: an existing destination keeps its
+//! mode (copied onto the new file) but not its owner, hard links or ACLs, and a symlink at
+//! the destination is replaced by the file instead of being written through; the
+//! destination's directory must be writable.
 
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
