@@ -315,6 +315,19 @@ mod tests {
     }
 
     #[test]
+    fn transfer_keys() {
+        let f = parse("parallel = 8\ncompression = true", Path::new("c.toml")).unwrap();
+        assert_eq!((f.parallel, f.compression), (Some(8), Some(true)));
+        let e = parse("parallel = 0", Path::new("c.toml")).unwrap_err();
+        assert!(
+            e.0.contains("`parallel` is 0; it must be 1 to 16"),
+            "{}",
+            e.0
+        );
+        assert!(parse("parallel = 17", Path::new("c.toml")).is_err());
+    }
+
+    #[test]
     fn explicit_path_must_exist_default_may_not() {
         let e = load(Some(Path::new("/nonexistent/sallyport.toml"))).unwrap_err();
         assert!(e.0.contains("cannot read the config file"), "{}", e.0);

@@ -200,6 +200,9 @@ pub struct ScpArgs {
     /// No progress bars.
     #[arg(short = 'q')]
     pub quiet: bool,
+    /// Compare each copied file's SHA-256 with one computed on the instance (sha256sum).
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
     #[command(flatten)]
@@ -218,9 +221,6 @@ pub struct TransferArgs {
     /// or already compressed data. Also `compression = true` in the config file.
     #[arg(short = 'C')]
     pub compression: bool,
-    /// Compare each copied file's SHA-256 with one computed on the instance (sha256sum).
-    #[arg(long)]
-    pub verify: bool,
 }
 
 #[derive(Debug, Args)]

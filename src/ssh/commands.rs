@@ -13,6 +13,12 @@ use crate::target;
 use super::client::{self, Connection, SshOptions};
 use super::known_hosts::HostKeyPolicy;
 
+/// Sessions a `scp`/`sftp` copy may use when neither `-j` nor the config file says.
+// Unverified: how many concurrent sessions the real service allows per instance and user,
+// and how hard it throttles StartSession, were not measured; a refusal is survived
+// (transfer::stripe backs off and goes on with the sessions it has).
+const DEFAULT_PARALLEL: usize = 4;
+
 /// How long the platform lookup for guessing the OS user may take.
 const PLATFORM_LOOKUP_BUDGET: Duration = Duration::from_secs(10);
 
@@ -144,7 +150,9 @@ pub async fn scp(
     let ops = super::scp_args::parse_operands(&args.operands)
         .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
     let t = &args.transfer;
-    let lanes = t.parallel.map_or(file.parallel.unwrap_or(4), usize::from);
+    let lanes = t
+        .parallel
+        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
     let compression = t.compression || file.compression.unwrap_or(false);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
@@ -165,10 +173,10 @@ pub async fn scp(
         preserve: args.preserve,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    if lanes > 1 || t.verify {
+    if lanes > 1 || args.verify {
         let par = super::transfer::parallel::ParallelOptions {
             lanes,
-            verify: t.verify,
+            verify: args.verify,
         };
         let res = super::transfer::parallel::Resources::default();
         let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
@@ -214,10 +222,7 @@ pub async fn scp(
 fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
     Failure::new(
         ExitCode::Interrupted,
-        format!(
-            "interrupted by {}; no file was replaced by a partial copy",
-            sig.name()
-        ),
+        format!("interrupted by {}; the copy is incomplete", sig.name()),
     )
 }
 
@@ -240,7 +245,21 @@ pub async fn sftp(
         None => None,
     };
     let (user, target) = split_destination(&args.destination);
-    let (conn, _) = connect(global, file, user, target, &args.client).await?;
+    let t = &args.transfer;
+    let lanes = t
+        .parallel
+        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
+    let compression = t.compression || file.compression.unwrap_or(false);
+    let (connector, conn) =
+        connector(global, file, user, target, &args.client, compression).await?;
+    let res = super::transfer::parallel::Resources::default();
+    let striping = super::sftp_shell::Striping {
+        connector: &connector,
+        res: &res,
+        lanes,
+    };
+    // A channel on this connection for striped get/put; without one they run unstriped.
+    let striped = lanes > 1 && res.add_lane_on(&conn).await.is_ok();
     let opts = super::sftp_shell::ShellOptions {
         batch: batch.is_some(),
         interactive: batch.is_none() && std::io::stdin().is_terminal(),
@@ -250,14 +269,34 @@ pub async fn sftp(
         Some(b) => b,
         None => Box::new(tokio::io::stdin()),
     };
-    with_sftp(conn, async |sftp| {
+    let work = with_sftp(conn, async |sftp| {
         let mut out = tokio::io::stdout();
         let mut err = tokio::io::stderr();
         let input = tokio::io::BufReader::new(input);
-        let code = super::sftp_shell::run(sftp, input, &opts, &mut out, &mut err).await?;
+        let code = super::sftp_shell::run_striped(
+            sftp,
+            striped.then_some(&striping),
+            input,
+            &opts,
+            &mut out,
+            &mut err,
+        )
+        .await?;
         Ok(code)
-    })
-    .await
+    });
+    // Striped: a signal must still remove the temporary files of a `get` and end the
+    // extra sessions. (Unstriped, the default action stays: the process ends.)
+    let result = if striped {
+        let mut signals = crate::session::lifecycle::Signals::new();
+        tokio::select! {
+            r = work => r,
+            sig = signals.recv() => Err(interrupted(sig)),
+        }
+    } else {
+        work.await
+    };
+    res.release().await;
+    result
 }
 
 /// Opens the SFTP subsystem on `conn`, runs `work` with it, and closes everything. A

@@ -40,6 +40,23 @@ pub struct ShellOptions {
 /// `Err` only when the SFTP session is lost or `out`/`err` cannot be written.
 pub async fn run<R, W, E>(
     sftp: &SftpSession,
+    input: R,
+    opts: &ShellOptions,
+    out: &mut W,
+    err: &mut E,
+) -> Result<u8, Failure>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    run_striped(sftp, None, input, opts, out, err).await
+}
+
+/// [`run`], with `get`/`put` spread over several sessions when `striping` is given.
+pub async fn run_striped<R, W, E>(
+    sftp: &SftpSession,
+    striping: Option<&Striping<'_>>,
     mut input: R,
     opts: &ShellOptions,
     out: &mut W,
@@ -66,6 +83,7 @@ where
         home,
         lcwd,
         opts: *opts,
+        striping,
     };
     let mut raw = Vec::new();
     loop {
@@ -287,12 +305,17 @@ rmdir path                         Remove remote directory
 ?                                  Synonym for help
 ";
 
+mod transfers;
+pub use transfers::Striping;
+
 struct Shell<'a> {
     sftp: &'a SftpSession,
     cwd: String,
     home: String,
     lcwd: PathBuf,
     opts: ShellOptions,
+    /// `get`/`put` over several sessions (`sallyport sftp -j N`).
+    striping: Option<&'a Striping<'a>>,
 }
 
 impl Shell<'_> {
@@ -576,123 +599,6 @@ impl Shell<'_> {
             .iter()
             .map(|(n, a)| entry_line(&printable(n), a, long))
             .collect())
-    }
-
-    fn copy_options(&self, flags: &str) -> CopyOptions {
-        CopyOptions {
-            recursive: flags.contains('r') || flags.contains('R'),
-            preserve: flags.contains('p') || flags.contains('P'),
-            progress: self.opts.progress,
-        }
-    }
-
-    async fn get<W, E>(
-        &self,
-        ops: &[Word],
-        flags: &str,
-        out: &mut W,
-        err: &mut E,
-    ) -> Result<(), Problem>
-    where
-        W: AsyncWrite + Unpin,
-        E: AsyncWrite + Unpin,
-    {
-        let sources = self.remote_matches(&ops[0]).await?;
-        let dest = match ops.get(1) {
-            Some(w) => self.local(&w.text),
-            None => self.lcwd.clone(),
-        };
-        let dest_is_dir = dest.is_dir();
-        for src in &sources {
-            let to = match (dest_is_dir, transfer::remote_basename(src)) {
-                (true, Some(name)) => dest.join(name),
-                _ => dest.clone(),
-            };
-            let line = format!(
-                "Fetching {} to {}\n",
-                printable(src),
-                printable(&to.to_string_lossy())
-            );
-            write(out, line.as_bytes()).await.map_err(Problem::Fatal)?;
-        }
-        let plan = CopyPlan {
-            direction: Direction::Download,
-            sources: sources.iter().map(|s| escape_glob(s)).collect(),
-            destination: path_string(&dest)?,
-        };
-        self.transfer(&plan, flags, err).await
-    }
-
-    async fn put<W, E>(
-        &self,
-        ops: &[Word],
-        flags: &str,
-        out: &mut W,
-        err: &mut E,
-    ) -> Result<(), Problem>
-    where
-        W: AsyncWrite + Unpin,
-        E: AsyncWrite + Unpin,
-    {
-        let pattern = if ops[0].text.starts_with('/') {
-            ops[0].pattern.clone()
-        } else if ops[0].text == "~" || ops[0].text.starts_with("~/") {
-            escape_glob(&path_string(&self.local(&ops[0].text))?)
-        } else {
-            let base = escape_glob(&path_string(&self.lcwd)?);
-            remote_join(&base, &ops[0].pattern)
-        };
-        let sources = glob::local_glob(&pattern).await;
-        let dest = match ops.get(1) {
-            Some(w) => self.remote(w).await?,
-            None => self.cwd.clone(),
-        };
-        let dest_is_dir = self
-            .sftp
-            .metadata(dest.as_str())
-            .await
-            .is_ok_and(|a| a.is_dir());
-        for src in &sources {
-            let to = match (dest_is_dir, transfer::remote_basename(src)) {
-                (true, Some(name)) => remote_join(&dest, name),
-                _ => dest.clone(),
-            };
-            let line = format!("Uploading {} to {}\n", printable(src), printable(&to));
-            write(out, line.as_bytes()).await.map_err(Problem::Fatal)?;
-        }
-        let plan = CopyPlan {
-            direction: Direction::Upload,
-            sources,
-            destination: dest,
-        };
-        self.transfer(&plan, flags, err).await
-    }
-
-    async fn transfer<E: AsyncWrite + Unpin>(
-        &self,
-        plan: &CopyPlan,
-        flags: &str,
-        err: &mut E,
-    ) -> Result<(), Problem> {
-        let mut reports = Vec::new();
-        let mut report = |f: &Failure| reports.push(f.message.clone());
-        let opts = self.copy_options(flags);
-        let result = transfer::copy_collect(self.sftp, plan, &opts, &mut report).await;
-        // The last problem is the command's failure; any before it go to `err` here.
-        let last = reports.pop();
-        for r in reports {
-            write(err, format!("{r}\n").as_bytes())
-                .await
-                .map_err(Problem::Fatal)?;
-        }
-        match result {
-            Err(f) if f.code == ExitCode::Protocol => Err(Problem::Fatal(f)),
-            Err(f) => Err(Problem::Item(f)),
-            Ok(outcome) => match (outcome.first_code, last) {
-                (Some(code), Some(last)) => Err(Problem::Item(Failure::new(code, last))),
-                _ => Ok(()),
-            },
-        }
     }
 }
 

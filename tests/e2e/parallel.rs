@@ -306,8 +306,9 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
         })
     });
     let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+    // The shell's builtin kill: no procps needed.
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -366,4 +367,126 @@ fn verify_catches_a_file_changed_on_the_instance() {
         err.contains("--verify failed") && err.contains(src.to_str().unwrap()),
         "names the file: {err}"
     );
+}
+
+#[test]
+fn sftp_get_and_put_are_striped_too() {
+    let fx = Fixture::instance_connect();
+    let work = fx.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let local = fx.path("six.bin");
+    std::fs::write(&local, random_bytes(6_000_000, 61)).unwrap();
+    let fetched = fx.path("fetched.bin");
+    let batch = fx.path("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "cd \"{}\"\nput \"{}\"\nget six.bin \"{}\"\n",
+            work.display(),
+            local.display(),
+            fetched.display()
+        ),
+    )
+    .unwrap();
+    let dest = format!("root@{}", fx.instance);
+    let out = run(
+        &mut fx.sallyport(&["sftp", "-j", "3", "-b", batch.to_str().unwrap(), &dest]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    assert_eq!(sha256_file(&work.join("six.bin")), sha256_file(&local));
+    assert_eq!(sha256_file(&fetched), sha256_file(&local));
+    // 6 MB at -j 3: six pieces of 1 MiB; the lanes opened for `put` serve `get`.
+    assert_eq!(starts(&fx), 3);
+}
+
+#[test]
+fn compression_shrinks_what_the_session_carries_for_text() {
+    let fx = Fixture::instance_connect();
+    let text = fx.path("log.txt");
+    let mut body = String::new();
+    let mut i = 0u64;
+    while body.len() < 2_000_000 {
+        body.push_str(&format!(
+            "2026-11-30T20:00:{:02}Z INFO request id={i:08x} status=200 bytes={}\n",
+            i % 60,
+            i * 7919 % 100_000
+        ));
+        i += 1;
+    }
+    std::fs::write(&text, &body).unwrap();
+    let remote_file = format!("root@{}:{}", fx.instance, text.display());
+    let agent_bytes = |fx: &Fixture| -> u64 {
+        fx.testbed
+            .data_stats()
+            .iter()
+            .map(|(_, s)| s.agent_bytes)
+            .sum()
+    };
+    let plain = fx.path("plain.txt");
+    ok(&run(
+        &mut fx.sallyport(&["scp", "-j", "1", &remote_file, plain.to_str().unwrap()]),
+        None,
+        LIMIT,
+    ));
+    let without = agent_bytes(&fx);
+    let packed = fx.path("packed.txt");
+    ok(&run(
+        &mut fx.sallyport(&[
+            "scp",
+            "-j",
+            "1",
+            "-C",
+            &remote_file,
+            packed.to_str().unwrap(),
+        ]),
+        None,
+        LIMIT,
+    ));
+    let with = agent_bytes(&fx) - without;
+    eprintln!("session bytes to the client: {without} without -C, {with} with -C");
+    assert_eq!(sha256_file(&plain), sha256_file(&text));
+    assert_eq!(sha256_file(&packed), sha256_file(&text));
+    assert!(without >= 2_000_000, "{without}");
+    assert!(
+        with * 3 < without,
+        "zlib was negotiated: {with} vs {without}"
+    );
+}
+
+#[test]
+fn upload_p_survives_the_first_session_dying() {
+    // The first session (it also walked the tree) ends once it sent the client 10 kB:
+    // SFTP statuses, early in the upload. Its pieces are redone, and -p's times and mode
+    // are set through another session.
+    let fx = Fixture::instance_connect_with(|c| {
+        c.faults.kill_session = Some(sallyport_testbed::faults::KillSession::new(1, 10_000));
+    });
+    let src = fx.path("big.bin");
+    std::fs::write(&src, random_bytes(20_000_000, 77)).unwrap();
+    set_mode(&src, 0o604);
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_400_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", "4", "-p", src.to_str().unwrap(), &remote]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    let up = remote_dir.join("big.bin");
+    assert_eq!(sha256_file(&up), sha256_file(&src));
+    assert_eq!(mode(&up), 0o604);
+    assert_eq!(std::fs::metadata(&up).unwrap().modified().unwrap(), mtime);
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("redone after a session failed"), "{err}");
 }

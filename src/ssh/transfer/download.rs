@@ -108,6 +108,7 @@ impl Copier<'_> {
     ) -> Step<()> {
         let mode = attrs.permissions.map_or(0o666, |m| m & 0o777);
         if let Some(plan) = &mut self.plan {
+            plan.room()?;
             plan.files.push(parallel::FileJob {
                 remote: remote.to_owned(),
                 local: local.to_owned(),

@@ -9,8 +9,9 @@
 //!   left, new ones are opened, at most `reopen_budget` times over the whole run.
 //! * A piece that fails with [`PieceError::File`] fails its file: the file's other
 //!   pieces are dropped, the others go on.
-//! * An opener failure while lanes exist (StartSession refused or throttled) stops
-//!   growing: the run continues with the lanes it has, and says so once through `notice`.
+//! * An opener failure while lanes exist (StartSession refused or throttled) is not an
+//!   error: the run continues with the lanes it has (saying so once through `notice`) and
+//!   tries again after [`GROWTH_BACKOFF`], doubling, [`GROWTH_ATTEMPTS`] times in all.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -23,6 +24,11 @@ use crate::error::Failure;
 /// Smallest and largest piece of a large file.
 pub const MIN_PIECE: u64 = 1024 * 1024;
 pub const MAX_PIECE: u64 = 8 * 1024 * 1024;
+
+/// After a refused opening, wait this long before the next (doubling each time).
+pub const GROWTH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// Refused openings after which a run stops trying to grow.
+pub const GROWTH_ATTEMPTS: u32 = 3;
 
 /// One byte range of one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,11 +120,11 @@ pub struct RunOptions<'a> {
     pub notice: &'a mut dyn FnMut(String),
 }
 
-/// Moves `pieces` over lanes: `first` (already open) and up to `max_lanes - 1` more from
-/// `opener`. `Err` when no lane is left and none can be opened.
+/// Moves `pieces` over lanes: `first` (already open) and more from `opener`, up to
+/// `max_lanes` in all. `Err` when no lane is left and none can be opened.
 pub async fn run<O: Opener>(
     opener: &O,
-    first: Option<O::Lane>,
+    first: Vec<O::Lane>,
     pieces: Vec<Piece>,
     opts: RunOptions<'_>,
 ) -> Result<RunReport<O::Lane>, Failure> {
@@ -131,14 +137,14 @@ pub async fn run<O: Opener>(
         lanes: Vec::new(),
     };
     let mut queue: VecDeque<Piece> = pieces.into();
-    let mut idle: Vec<O::Lane> = Vec::new();
-    if let Some(l) = first {
-        idle.push(l);
-        report.opened = 1;
-    }
+    report.opened = first.len() as u32;
+    let mut idle: Vec<O::Lane> = first;
     let mut busy = FuturesUnordered::new();
     let mut opening = FuturesUnordered::new();
-    let mut growth_stopped = false;
+    // After a refused opening: no new lane before this instant (backing off), and after
+    // GROWTH_ATTEMPTS refusals none at all.
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut refusals = 0u32;
     let mut reopens_left = opts.reopen_budget;
     // Lanes died: the next openings replace them (counted against the budget).
     let mut ever_had_lane = !idle.is_empty();
@@ -163,7 +169,11 @@ pub async fn run<O: Opener>(
         report.peak = report.peak.max(busy.len());
         // Open more only for work no lane (open or opening) will take.
         let lanes_now = busy.len() + idle.len();
-        while (!growth_stopped || lanes_now == 0)
+        let paused = refusals >= GROWTH_ATTEMPTS
+            || paused_until.is_some_and(|t| tokio::time::Instant::now() < t);
+        // After a refusal, one opening at a time.
+        while (!paused || lanes_now == 0)
+            && (refusals == 0 || opening.is_empty())
             && queue.len() > opening.len()
             && lanes_now + opening.len() < max
         {
@@ -210,6 +220,11 @@ pub async fn run<O: Opener>(
                     queue.push_front(piece);
                 }
             },
+            // The back-off is over: look again at whether to open more.
+            _ = tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)),
+                if refusals < GROWTH_ATTEMPTS
+                    && !queue.is_empty()
+                    && paused_until.is_some_and(|t| tokio::time::Instant::now() < t) => {}
             Some(opened) = opening.next(), if !opening.is_empty() => match opened {
                 Ok(lane) => {
                     report.opened += 1;
@@ -218,14 +233,18 @@ pub async fn run<O: Opener>(
                 }
                 Err(f) => {
                     if busy.len() + idle.len() + opening.len() > 0 {
-                        if !growth_stopped {
+                        if refusals == 0 {
                             (opts.notice)(format!(
-                                "could not open another session ({}); continuing with {}",
+                                "could not open another session ({}); continuing with {} \
+                                 and trying again later",
                                 f.message,
                                 busy.len() + idle.len() + opening.len()
                             ));
                         }
-                        growth_stopped = true;
+                        refusals += 1;
+                        paused_until = Some(
+                            tokio::time::Instant::now() + GROWTH_BACKOFF * 2u32.pow(refusals - 1),
+                        );
                     } else if reopens_left == 0 || !ever_had_lane {
                         return Err(f);
                     }

@@ -35,11 +35,14 @@ struct World {
     die: Option<(u32, u32)>,
     /// Openings after this many fail.
     open_limit: Option<u32>,
+    /// These opening attempts (1-based, counting failures) fail.
+    fail_attempts: Vec<u32>,
+    attempts: u32,
     /// Pieces of this file fail with a file error.
     bad_file: Option<usize>,
     /// (lane, piece offset) in completion order.
     log: Vec<(u32, u64)>,
-    /// Pieces finish in reverse order of start: each lane yields this many times first.
+    /// How long (ms) each lane (by id) takes per piece.
     yields: Vec<u32>,
 }
 
@@ -55,9 +58,8 @@ impl Lane for FakeLane {
             let w = self.world.borrow();
             w.yields.get(self.id as usize).copied().unwrap_or(0)
         };
-        for _ in 0..spins {
-            tokio::task::yield_now().await;
-        }
+        // Paused clock: "takes this many ms" without real waiting.
+        tokio::time::sleep(std::time::Duration::from_millis(spins.into())).await;
         self.done += 1;
         let mut w = self.world.borrow_mut();
         if w.die == Some((self.id, self.done)) {
@@ -90,6 +92,13 @@ impl Opener for FakeOpener {
     async fn open(&self) -> Result<FakeLane, Failure> {
         tokio::task::yield_now().await;
         let mut w = self.0.borrow_mut();
+        w.attempts += 1;
+        if w.fail_attempts.contains(&w.attempts) {
+            return Err(Failure::new(
+                ExitCode::Aws,
+                "ThrottlingException: Rate exceeded",
+            ));
+        }
         if w.open_limit.is_some_and(|l| w.opens >= l) {
             return Err(Failure::new(
                 ExitCode::Aws,
@@ -113,6 +122,8 @@ fn world(len: usize) -> Rc<RefCell<World>> {
         opens: 0,
         die: None,
         open_limit: None,
+        fail_attempts: Vec::new(),
+        attempts: 0,
         bad_file: None,
         log: Vec::new(),
         yields: Vec::new(),
@@ -125,7 +136,7 @@ async fn go(
     max: usize,
 ) -> (Result<RunReport<FakeLane>, Failure>, Vec<String>) {
     let opener = FakeOpener(w.clone());
-    let first = opener.open().await.ok();
+    let first = opener.open().await.into_iter().collect();
     let mut notes = Vec::new();
     let mut moved = 0;
     let r = run(
@@ -143,9 +154,11 @@ async fn go(
     (r, notes)
 }
 
+/// A runtime whose clock jumps to the next timer when all tasks wait (no real sleeps).
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
 }
@@ -252,10 +265,16 @@ fn refused_openings_keep_the_lanes_we_have() {
         let len = 20 * 1024 * 1024;
         let w = world(len);
         w.borrow_mut().open_limit = Some(2);
+        w.borrow_mut().yields = vec![0, 3000, 3000];
         let (r, notes) = go(&w, one_file(len as u64, 4), 4).await;
         let r = r.unwrap();
         assert_eq!(r.opened, 2);
         assert_eq!(notes.len(), 1, "said once: {notes:?}");
+        assert_eq!(
+            w.borrow().attempts,
+            2 + GROWTH_ATTEMPTS,
+            "tried again, a bounded number of times"
+        );
         assert!(notes[0].contains("continuing with"), "{notes:?}");
         assert_eq!(w.borrow().dest, w.borrow().source);
     });
@@ -282,5 +301,24 @@ fn a_file_error_fails_that_file_only() {
         let mb = 1024 * 1024;
         assert_eq!(w.dest[..mb], w.source[..mb]);
         assert_eq!(w.dest[2 * mb..], w.source[2 * mb..]);
+    });
+}
+
+#[test]
+fn after_a_refusal_growth_resumes_after_the_back_off() {
+    rt().block_on(async {
+        let len = 40 * 1024 * 1024;
+        let w = world(len);
+        // Opening attempt 2 is throttled; the next try (after the back-off) succeeds.
+        w.borrow_mut().fail_attempts = vec![2];
+        // Slow lanes: the copy is still going when the back-off ends.
+        w.borrow_mut().yields = vec![0, 1000, 1000, 1000, 1000, 1000];
+        let started = tokio::time::Instant::now();
+        let (r, notes) = go(&w, one_file(len as u64, 4), 4).await;
+        let r = r.unwrap();
+        assert!(notes[0].contains("trying again later"), "{notes:?}");
+        assert_eq!(r.opened, 4, "grew to 4 after backing off");
+        assert!(started.elapsed() >= GROWTH_BACKOFF);
+        assert_eq!(w.borrow().dest, w.borrow().source);
     });
 }

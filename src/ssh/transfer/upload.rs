@@ -69,6 +69,7 @@ impl Copier<'_> {
     ) -> Step<()> {
         let mode = meta.mode() & 0o777;
         if let Some(plan) = &mut self.plan {
+            plan.room()?;
             plan.files.push(parallel::FileJob {
                 remote: remote.to_owned(),
                 local: local.to_owned(),
