@@ -63,6 +63,7 @@ impl PortStream {
             ssm: ssm.clone(),
             target: target.to_owned(),
             port,
+            terminated: false,
         };
         Ok((local, guard))
     }
@@ -75,6 +76,25 @@ pub struct SessionGuard {
     ssm: Ssm,
     target: String,
     port: u16,
+    /// [`SessionGuard::finish`] ran: the session was terminated.
+    terminated: bool,
+}
+
+/// TerminateSession calls started for guards dropped without [`SessionGuard::finish`]
+/// (a connection cancelled while it was being set up, e.g. by Ctrl-C): awaited by
+/// [`end_orphaned_sessions`] before the process exits. At most one per session opened.
+static ORPHANS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits, at most `budget`, for the TerminateSession calls of dropped guards.
+pub async fn end_orphaned_sessions(budget: Duration) {
+    let pending = ORPHANS
+        .lock()
+        .map(|mut o| std::mem::take(&mut *o))
+        .unwrap_or_default();
+    if pending.is_empty() {
+        return;
+    }
+    let _ = tokio::time::timeout(budget, futures_util::future::join_all(pending)).await;
 }
 
 impl SessionGuard {
@@ -107,6 +127,7 @@ impl SessionGuard {
             }
         }
         lifecycle::terminate(&self.ssm, &self.session_id).await;
+        self.terminated = true;
     }
 }
 
@@ -114,6 +135,20 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         if let Some(d) = self.driver.take() {
             d.abort();
+        }
+        if self.terminated {
+            return;
+        }
+        // Dropped mid-setup or mid-use: the session must still be ended on the service,
+        // or it lingers until its idle timeout. Needs a runtime (always there: the guard
+        // is made inside one).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (ssm, id) = (self.ssm.clone(), std::mem::take(&mut self.session_id));
+            let task = rt.spawn(async move { lifecycle::terminate(&ssm, &id).await });
+            if let Ok(mut orphans) = ORPHANS.lock() {
+                orphans.retain(|t| !t.is_finished());
+                orphans.push(task);
+            }
         }
     }
 }

@@ -143,6 +143,8 @@ impl Resources {
         drop(self.take_idle());
         let conns = std::mem::take(&mut *self.pool.lock().await);
         futures_util::future::join_all(conns.into_iter().map(Connection::close)).await;
+        // Sessions whose connection was cancelled while it was being set up.
+        crate::session::stream::end_orphaned_sessions(std::time::Duration::from_secs(10)).await;
     }
 
     /// How many connections were opened (and not yet released).
