@@ -465,7 +465,12 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(args.rtt, Duration::from_millis(40));
-        assert_eq!(args.pace, Duration::from_millis(1));
+        assert_eq!(args.pace, Duration::from_micros(1900));
+        assert_eq!(
+            args.pace,
+            AgentSettings::default().pace,
+            "flag default = agent default"
+        );
         assert_eq!(args.chunk_size, 1024);
         assert_eq!(args.instance_write_rate, None);
         assert_eq!(args.faults.relay_queue, None);
