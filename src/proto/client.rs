@@ -9,7 +9,7 @@
 //! bytes) and opens the agent's Output, StdErr and ExitCode after reordering.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::channel::{Channel, ChannelConfig, ChannelError, ChannelEvent, Incoming, Role};
 use super::crypto::{CryptoError, SessionCipher, is_encrypted};
@@ -77,6 +77,28 @@ pub enum ProvideKeyError {
     Failed(ClientError),
 }
 
+/// When local input may follow the handshake.
+///
+/// The agent sends HandshakeComplete and only then marks its handshake done; client input
+/// that reaches it in between is acknowledged and dropped (amazon-ssm-agent
+/// `datachannel.go`: `PerformHandshake` sets `handshake.complete` after
+/// `sendHandshakeComplete` returns, on another goroutine than the reader that drops
+/// stream data while it is unset). The gap is microseconds unless that goroutine stalls
+/// for longer than a round trip (a busy instance), and an acknowledged loss is never
+/// resent. The session plugin starts (and dials the instance port) only after the flag
+/// is set, so the first payload the agent sends after HandshakeComplete proves that
+/// input is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputGate {
+    /// Input may go as soon as HandshakeComplete arrives (the plugin's behaviour).
+    AtHandshake,
+    /// Input waits for the agent's first stream payload after HandshakeComplete, or
+    /// `fallback` after it, whichever comes first. For destinations that speak first
+    /// (sshd sends its banner at once); elsewhere it would only delay the first input
+    /// by `fallback`.
+    AfterFirstOutput { fallback: Duration },
+}
+
 /// Sending before the session is established is a bug in the caller, not the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the session is not established yet")]
@@ -104,6 +126,10 @@ pub struct ClientSession {
     key_request: Option<DataKeyRequest>,
     /// Starts the nonce counter of an encrypted session.
     nonce_seed: u128,
+    /// When input may follow the handshake (see [`InputGate`]).
+    gate: InputGate,
+    /// Established, but input is held until the agent's first payload or this instant.
+    held_until: Option<Instant>,
 }
 
 impl ClientSession {
@@ -116,6 +142,32 @@ impl ClientSession {
             cipher: None,
             key_request: None,
             nonce_seed: 0,
+            gate: InputGate::AtHandshake,
+            held_until: None,
+        }
+    }
+
+    /// Chooses when input may follow the handshake (default [`InputGate::AtHandshake`]).
+    /// Set it before the handshake completes.
+    pub fn with_input_gate(mut self, gate: InputGate) -> ClientSession {
+        self.gate = gate;
+        self
+    }
+
+    /// See [`ClientSession::with_input_gate`].
+    pub fn set_input_gate(&mut self, gate: InputGate) {
+        self.gate = gate;
+    }
+
+    /// True once the session is established and input may be sent (see [`InputGate`]):
+    /// drivers read local input only while this holds.
+    pub fn accepts_input(&self) -> bool {
+        self.is_established() && self.held_until.is_none()
+    }
+
+    fn release_input(&mut self, why: &'static str) {
+        if self.held_until.take().is_some() {
+            tracing::debug!("input released: {why}");
         }
     }
 
@@ -258,10 +310,10 @@ impl ClientSession {
             (PayloadType::HandshakeComplete, State::AwaitingChallenge(s)) => {
                 // An agent that skips the challenge still encrypts: keep the key.
                 tracing::debug!("the agent completed the handshake without a challenge");
-                self.complete(s.into_awaiting_complete(), &m.payload)?;
+                self.complete(now, s.into_awaiting_complete(), &m.payload)?;
             }
             (PayloadType::HandshakeComplete, State::AwaitingComplete(s)) => {
-                self.complete(s, &m.payload)?;
+                self.complete(now, s, &m.payload)?;
             }
             (PayloadType::Output, State::AwaitingRequest(_)) => {
                 // Shell sessions without KMS have no handshake: the agent just streams
@@ -280,6 +332,7 @@ impl ClientSession {
             }
             (kind, State::Established) => {
                 self.state = State::Established;
+                self.release_input("the agent has started the session plugin");
                 self.on_stream_payload(kind, m.payload)?;
             }
             (kind, other) => {
@@ -298,8 +351,16 @@ impl ClientSession {
         Ok(())
     }
 
-    fn complete(&mut self, s: AwaitingComplete, payload: &[u8]) -> Result<(), ClientError> {
+    fn complete(
+        &mut self,
+        now: Instant,
+        s: AwaitingComplete,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
         let done = s.on_complete(payload)?;
+        if let InputGate::AfterFirstOutput { fallback } = self.gate {
+            self.held_until = Some(now + fallback);
+        }
         self.cipher = done.cipher;
         self.events.push_back(ClientEvent::Established {
             params: done.params,
@@ -407,10 +468,17 @@ impl ClientSession {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.channel.poll_timeout()
+        let channel = self.channel.poll_timeout();
+        match (channel, self.held_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ClientError> {
+        if self.held_until.is_some_and(|t| now >= t) {
+            self.release_input("no output from the agent since the handshake; sending anyway");
+        }
         Ok(self.channel.handle_timeout(now)?)
     }
 

@@ -142,6 +142,88 @@ fn stderr_exit_code_and_port_error_become_events() {
     assert!(c.send_data(now + Duration::from_millis(1), b"ok").is_ok());
 }
 
+const PORT_REQ: &[u8] = br#"{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"portNumber":"22"}}}]}"#;
+const COMPLETE: &[u8] = br#"{"HandshakeTimeToComplete":1,"CustomerMessage":""}"#;
+
+/// A port session through HandshakeComplete with `gate`.
+fn completed(now: Instant, gate: InputGate) -> ClientSession {
+    let mut c = ClientSession::with_defaults(now, 1, 1).with_input_gate(gate);
+    c.handle_frame(
+        now,
+        &agent_frame(0, PayloadType::HandshakeRequest, PORT_REQ),
+    )
+    .unwrap();
+    assert!(!c.accepts_input());
+    c.handle_frame(
+        now,
+        &agent_frame(1, PayloadType::HandshakeComplete, COMPLETE),
+    )
+    .unwrap();
+    assert!(c.is_established());
+    c
+}
+
+#[test]
+fn input_goes_at_handshake_complete_by_default() {
+    let now = Instant::now();
+    let c = completed(now, InputGate::AtHandshake);
+    assert!(c.accepts_input());
+}
+
+#[test]
+fn gated_input_waits_for_the_agents_first_output() {
+    let now = Instant::now();
+    let fallback = Duration::from_secs(2);
+    let mut c = completed(now, InputGate::AfterFirstOutput { fallback });
+    assert!(!c.accepts_input(), "held until the agent's plugin speaks");
+    // The engine must wake for the fallback even with nothing else to do.
+    let wake = c.poll_timeout().unwrap();
+    assert!(wake <= now + fallback, "{wake:?}");
+    c.handle_timeout(now + Duration::from_millis(5)).unwrap();
+    assert!(!c.accepts_input(), "an early timer does not release it");
+    c.handle_frame(
+        now + Duration::from_millis(6),
+        &agent_frame(2, PayloadType::Output, b"SSH-2.0-OpenSSH_9.2\r\n"),
+    )
+    .unwrap();
+    assert!(c.accepts_input());
+    let ev = events(&mut c);
+    assert_eq!(
+        ev.last(),
+        Some(&ClientEvent::Data(b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()))
+    );
+}
+
+#[test]
+fn gated_input_goes_after_the_fallback_when_the_agent_stays_quiet() {
+    let now = Instant::now();
+    let fallback = Duration::from_millis(300);
+    let mut c = completed(now, InputGate::AfterFirstOutput { fallback });
+    c.handle_timeout(now + fallback - Duration::from_millis(1))
+        .unwrap();
+    assert!(!c.accepts_input());
+    c.handle_timeout(now + fallback).unwrap();
+    assert!(c.accepts_input());
+    // No timer of the gate's is left behind.
+    if let Some(t) = c.poll_timeout() {
+        assert!(t > now + fallback, "{t:?}");
+    }
+}
+
+#[test]
+fn a_connect_error_flag_also_releases_gated_input() {
+    let now = Instant::now();
+    let mut c = completed(
+        now,
+        InputGate::AfterFirstOutput {
+            fallback: Duration::from_secs(2),
+        },
+    );
+    c.handle_frame(now, &agent_frame(2, PayloadType::Flag, &[0, 0, 0, 3]))
+        .unwrap();
+    assert!(c.accepts_input());
+}
+
 #[test]
 fn out_of_place_handshake_messages_are_protocol_errors() {
     let now = Instant::now();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
 use crate::error::{ExitCode, Failure};
-use crate::proto::client::ClientSession;
+use crate::proto::client::{ClientSession, InputGate};
 use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTarget};
 
 /// How long to give TerminateSession when we leave.
@@ -69,6 +69,16 @@ pub async fn open(
         session: new_client_session(),
     })
 }
+
+/// Input to an SSH session waits for the agent's first output after the handshake
+/// (see [`InputGate`]): sshd sends its banner at once, so the wait costs only the time the
+/// agent takes to dial the port and read it, and closes the window in which the agent
+/// acknowledges and drops input (a lost client banner makes sshd fail with "Invalid SSH
+/// identification string"). The fallback bounds the wait for a server that does not
+/// speak first.
+pub const SSH_INPUT_GATE: InputGate = InputGate::AfterFirstOutput {
+    fallback: Duration::from_secs(2),
+};
 
 /// A client end with our defaults, seeded from fresh randomness.
 pub fn new_client_session() -> ClientSession {

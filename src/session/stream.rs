@@ -51,6 +51,7 @@ impl PortStream {
                 mut session,
                 ..
             } = opened;
+            session.set_input_gate(lifecycle::SSH_INPUT_GATE);
             let (reader, writer) = tokio::io::split(remote);
             let result =
                 transport::drive_stream(&mut link, &mut session, reader, writer, &opts).await;

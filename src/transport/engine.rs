@@ -103,7 +103,8 @@ pub struct Ready {
     pub established: bool,
     /// Messages the channel's send window still takes.
     pub window: usize,
-    /// Local input may be read now: established, window open, and room on the link.
+    /// Local input may be read now: established and accepting input (see
+    /// [`crate::proto::client::InputGate`]), window open, and room on the link.
     pub can_send: bool,
     /// Messages sent and not yet acknowledged.
     pub unacked: usize,
@@ -250,18 +251,20 @@ impl<'a> Engine<'a> {
             }
             self.flush_transmit();
             let established = self.session.is_established();
+            // Established, and the agent cannot drop input any more (proto::client::InputGate).
+            let accepts = self.session.accepts_input();
             let window = self.session.window_available();
             let input_room = self.link.free() >= INPUT_ROOM;
             let ready = Ready {
                 established,
                 window,
-                can_send: established && window > 0 && self.stash.is_none() && input_room,
+                can_send: accepts && window > 0 && self.stash.is_none() && input_room,
                 unacked: self.session.unacked(),
             };
             // Wake for room: to send the kept frame, or to read input again.
             let room = if self.stash.is_some() {
                 1
-            } else if established && window > 0 && !input_room {
+            } else if accepts && window > 0 && !input_room {
                 INPUT_ROOM
             } else {
                 0
