@@ -183,15 +183,6 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
         });
         let dates: Vec<(i64, i64)> = probes.iter().filter_map(|p| p.date).collect();
         report.push(d::clock_check(&dates, skew));
-        // Proxy hook: proxy support (branch c12) should route the probes; until then say
-        // that they went direct.
-        if let Some(p) = ["HTTPS_PROXY", "https_proxy"].iter().find_map(|k| env(k)) {
-            report.push(Check::warn(
-                "proxy",
-                format!("HTTPS_PROXY is set ({p}); these endpoint checks connected directly"),
-                "",
-            ));
-        }
         for p in probes {
             report.push(p.check);
         }

@@ -7,8 +7,9 @@
 //! Connect can work for it; and the KMS key the Session Manager preferences name.
 //!
 //! Endpoint probes open their own connections (never a session) and give up after
-//! [`PROBE_TIMEOUT`]. Proxy hook: they connect directly today; when proxy support lands
-//! (branch c12), [`probe`] is the one place to route them through the proxy.
+//! [`PROBE_TIMEOUT`]. They follow the same proxy decision as every API call and
+//! websocket ([`crate::transport::ProxyRoutes`]): through a proxy, the probe is the
+//! CONNECT tunnel, then TLS and the HTTP answer inside it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -170,101 +171,94 @@ pub struct Probe {
 }
 
 /// DNS, TCP, then TLS and an HTTP answer (a websocket upgrade the endpoint refuses, which
-/// takes one round trip and carries a `Date`).
+/// takes one round trip and carries a `Date`). When the proxy settings route the endpoint
+/// through a proxy (as every API call and websocket would go), the probe opens the same
+/// CONNECT tunnel instead of resolving and connecting itself.
 pub async fn probe(e: &Endpoint) -> Probe {
     let name = format!("endpoint {}", e.service);
-    let fail = |blame, detail: String, fix: &str| Probe {
-        check: Check::fail(&name, blame, detail, fix),
-        date: None,
-    };
     let Some((tls, host, port)) = split_url(&e.url) else {
-        return fail(
+        return Probe::failed(
+            &name,
             Blame::Other,
             format!("{} ({}) is not an http(s) URL", e.url, e.source),
             "fix the endpoint URL",
         );
     };
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::net::lookup_host((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(err)) => {
-            return fail(
-                Blame::Unreachable,
-                format!("DNS: cannot resolve {host}: {err}"),
-                "check DNS; for a VPC endpoint, enable its private DNS or pass its name with --endpoint-url",
-            );
+    // The same proxy and trust as every other connection: the routes and the platform
+    // roots plus AWS_CA_BUNDLE or the profile's ca_bundle, as resolved when the
+    // configuration was loaded.
+    let net = crate::aws::current_network();
+    let trust = net
+        .tls
+        .clone()
+        .unwrap_or_else(|| crate::transport::client_config(&[]));
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let (stream, path) = match net.routes.choose(tls, &bare, port) {
+        Some(proxy) => {
+            let tunnel = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                crate::transport::open_tunnel(proxy, &bare, port, &trust),
+            )
+            .await;
+            match tunnel {
+                Ok(Ok(stream)) => (stream, format!("via proxy {proxy}, CONNECT")),
+                Ok(Err(failure)) => {
+                    return Probe::failed(
+                        &name,
+                        Blame::Unreachable,
+                        format!("{} ({}): {failure}", e.url, e.source),
+                        "check the proxy (--proxy, `proxy` in config.toml, HTTPS_PROXY / HTTP_PROXY) and NO_PROXY, or pass --no-proxy if this host is reachable without it",
+                    );
+                }
+                Err(_) => {
+                    return Probe::failed(
+                        &name,
+                        Blame::Unreachable,
+                        format!(
+                            "{} ({}): the proxy {proxy} did not open a tunnel within {PROBE_TIMEOUT:?}",
+                            e.url, e.source
+                        ),
+                        "check the proxy, or pass --no-proxy if this host is reachable without it",
+                    );
+                }
+            }
         }
-        Err(_) => {
-            return fail(
-                Blame::Unreachable,
-                format!("DNS: no answer for {host} within {PROBE_TIMEOUT:?}"),
-                "check DNS",
-            );
-        }
+        None => match direct(&name, &host, port).await {
+            Ok((stream, path)) => (stream, path),
+            Err(failed) => return failed,
+        },
     };
-    let Some(&addr) = addrs.first() else {
-        return fail(
-            Blame::Unreachable,
-            format!("DNS: {host} has no address"),
-            "check DNS",
-        );
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => {
-            return fail(
-                Blame::Unreachable,
-                format!("TCP: cannot connect to {addr} ({host}): {err}"),
-                &tcp_fix(&addrs),
-            );
-        }
-        Err(_) => {
-            return fail(
-                Blame::Unreachable,
-                format!("TCP: {addr} ({host}) did not answer within {PROBE_TIMEOUT:?}"),
-                &tcp_fix(&addrs),
-            );
-        }
-    }
     let ws = format!(
         "{}://{}/",
         if tls { "wss" } else { "ws" },
         host_port(&host, port)
     );
-    // The same trust as every other connection: the platform roots plus AWS_CA_BUNDLE or
-    // the profile's ca_bundle, as resolved when the configuration was loaded.
-    let connector = crate::aws::current_network()
-        .tls
-        .map(tokio_tungstenite::Connector::Rustls);
+    let connector = if tls {
+        tokio_tungstenite::Connector::Rustls(trust)
+    } else {
+        tokio_tungstenite::Connector::Plain
+    };
     let answer = tokio::time::timeout(
         PROBE_TIMEOUT,
-        tokio_tungstenite::connect_async_tls_with_config(ws, None, false, connector),
+        tokio_tungstenite::client_async_tls_with_config(ws, stream, None, Some(connector)),
     )
     .await;
     let now = unix_now();
-    let where_ = if addrs.iter().all(|a| is_private(a.ip())) {
-        "private address"
-    } else {
-        "public address"
-    };
-    let summary = |what: &str| {
-        format!(
-            "{} ({}): DNS {} ({where_}), TCP{}{what}",
-            e.url,
-            e.source,
-            addr.ip(),
-            if tls { ", TLS" } else { "" }
-        )
-    };
+    let summary = format!(
+        "{} ({}): {path}{}",
+        e.url,
+        e.source,
+        if tls { ", TLS" } else { "" }
+    );
     use tokio_tungstenite::tungstenite::Error as WsError;
     match answer {
-        Err(_) => fail(
+        Err(_) => Probe::failed(
+            &name,
             Blame::Unreachable,
-            format!("{}: no HTTP answer within {PROBE_TIMEOUT:?}", summary("")),
+            format!("{summary}: no HTTP answer within {PROBE_TIMEOUT:?}"),
             "something between here and the endpoint holds the connection; check any proxy",
         ),
         Ok(Err(WsError::Http(resp))) => {
@@ -280,37 +274,109 @@ pub async fn probe(e: &Endpoint) -> Probe {
             Probe {
                 check: Check::ok(
                     &name,
-                    format!("{}, HTTP {}{plain}", summary(""), resp.status().as_u16()),
+                    format!("{summary}, HTTP {}{plain}", resp.status().as_u16()),
                 ),
                 date,
             }
         }
         Ok(Ok((_, resp))) => Probe {
-            check: Check::ok(
-                &name,
-                format!("{}, HTTP {}", summary(""), resp.status().as_u16()),
-            ),
+            check: Check::ok(&name, format!("{summary}, HTTP {}", resp.status().as_u16())),
             date: None,
         },
-        Ok(Err(WsError::Tls(err))) => fail(
+        Ok(Err(WsError::Tls(err))) => Probe::failed(
+            &name,
             Blame::Unreachable,
-            format!(
-                "{}: TLS failed: {err}",
-                summary("").trim_end_matches(", TLS")
-            ),
+            format!("{}: TLS failed: {err}", summary.trim_end_matches(", TLS")),
             "a TLS-inspecting proxy or firewall needs its CA trusted here (AWS_CA_BUNDLE, or ca_bundle in the AWS profile); otherwise check the endpoint name",
         ),
-        Ok(Err(err)) if crate::transport::is_unknown_issuer(&err) => fail(
+        Ok(Err(err)) if crate::transport::is_unknown_issuer(&err) => Probe::failed(
+            &name,
             Blame::Unreachable,
-            format!("{}: {err}", summary("")),
+            format!("{summary}: {err}"),
             "the certificate's issuer is not trusted: if a TLS-inspecting proxy or a private endpoint signs it, put its CA in AWS_CA_BUNDLE (or ca_bundle in the AWS profile)",
         ),
-        Ok(Err(err)) => fail(
+        Ok(Err(err)) => Probe::failed(
+            &name,
             Blame::Unreachable,
-            format!("{}: {err}", summary("")),
+            format!("{summary}: {err}"),
             "check the endpoint URL and any proxy",
         ),
     }
+}
+
+impl Probe {
+    fn failed(name: &str, blame: Blame, detail: String, fix: &str) -> Probe {
+        Probe {
+            check: Check::fail(name, blame, detail, fix),
+            date: None,
+        }
+    }
+}
+
+/// DNS and TCP to the endpoint itself; the stream and "DNS <ip> (<kind> address), TCP".
+async fn direct(
+    name: &str,
+    host: &str,
+    port: u16,
+) -> Result<(crate::transport::NetStream, String), Probe> {
+    let fail = |blame, detail: String, fix: &str| Probe::failed(name, blame, detail, fix);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::lookup_host((bare, port)),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(err)) => {
+            return Err(fail(
+                Blame::Unreachable,
+                format!("DNS: cannot resolve {host}: {err}"),
+                "check DNS; for a VPC endpoint, enable its private DNS or pass its name with --endpoint-url",
+            ));
+        }
+        Err(_) => {
+            return Err(fail(
+                Blame::Unreachable,
+                format!("DNS: no answer for {host} within {PROBE_TIMEOUT:?}"),
+                "check DNS",
+            ));
+        }
+    };
+    let Some(&addr) = addrs.first() else {
+        return Err(fail(
+            Blame::Unreachable,
+            format!("DNS: {host} has no address"),
+            "check DNS",
+        ));
+    };
+    let tcp = match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(err)) => {
+            return Err(fail(
+                Blame::Unreachable,
+                format!("TCP: cannot connect to {addr} ({host}): {err}"),
+                &tcp_fix(&addrs),
+            ));
+        }
+        Err(_) => {
+            return Err(fail(
+                Blame::Unreachable,
+                format!("TCP: {addr} ({host}) did not answer within {PROBE_TIMEOUT:?}"),
+                &tcp_fix(&addrs),
+            ));
+        }
+    };
+    let where_ = if addrs.iter().all(|a| is_private(a.ip())) {
+        "private address"
+    } else {
+        "public address"
+    };
+    Ok((
+        crate::transport::NetStream::Tcp(tcp),
+        format!("DNS {} ({where_}), TCP", addr.ip()),
+    ))
 }
 
 /// The clock line, from the `Date` of the first endpoint that sent one.

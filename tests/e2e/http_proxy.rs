@@ -1,6 +1,7 @@
 //! HTTP proxies with a REAL proxy, tinyproxy (Debian package `tinyproxy`, installed by
 //! `.ci/install-deps`), started per test on 127.0.0.1 with its own config and log: ssh
-//! and a port forward through it, NO_PROXY, Basic auth, and a proxy that is down.
+//! and a port forward through it, NO_PROXY, Basic auth, a proxy that is down, and
+//! `doctor`'s endpoint probes through it.
 //! Loopback is not special (like curl), so a proxy from the environment carries the
 //! traffic to the testbed on 127.0.0.1: the API calls and the websocket (CONNECT tunnels:
 //! the testbed serves TLS).
@@ -277,4 +278,91 @@ fn a_proxy_that_is_down_gives_the_refused_line_naming_it() {
         out.stdout.starts_with(b"SSH-2.0-"),
         "sshd's banner came through"
     );
+}
+
+/// `sallyport doctor` through `proxy_url`: (exit code, stdout, stderr).
+fn doctor_via(f: &Fixture, proxy_url: &str) -> (Option<i32>, String, String) {
+    let mut cmd = f.sallyport(&["doctor", &f.instance]);
+    with_proxy(&mut cmd, proxy_url);
+    let out = run(&mut cmd, None, QUICK);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn endpoint_lines(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter(|l| l.get(6..).is_some_and(|r| r.starts_with("endpoint ")))
+        .collect()
+}
+
+#[test]
+fn doctor_probes_the_endpoints_through_the_proxy() {
+    let f = Fixture::new();
+    let Some(proxy) = Tinyproxy::start(&f, testbed_port(&f), None) else {
+        return;
+    };
+    let (code, report, err) = doctor_via(&f, &proxy.url(""));
+    assert_eq!(code, Some(0), "{report}\n{err}");
+    let lines = endpoint_lines(&report);
+    assert_eq!(lines.len(), 5, "{report}");
+    let via = format!(
+        "via proxy http://127.0.0.1:{}, CONNECT, TLS, HTTP",
+        proxy.port
+    );
+    for l in &lines {
+        assert!(l.starts_with("ok"), "{report}");
+        assert!(l.contains(&via), "{l}\nin:\n{report}");
+        assert!(!l.contains("DNS"), "resolved by the proxy, not here: {l}");
+    }
+    // Five probes and the API calls, all CONNECTs to the testbed.
+    let tb = format!("CONNECT 127.0.0.1:{} ", testbed_port(&f));
+    let connects = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(&tb))
+        .count();
+    assert!(connects >= 5, "{:#?}", proxy.requests());
+
+    // NO_PROXY matching the endpoints: the probes go direct again.
+    let before = proxy.requests().len();
+    let mut cmd = f.sallyport(&["doctor"]);
+    with_proxy(&mut cmd, &proxy.url(""));
+    cmd.env("NO_PROXY", "127.0.0.1");
+    let out = run(&mut cmd, None, QUICK);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    for l in endpoint_lines(&report) {
+        assert!(
+            l.contains("DNS 127.0.0.1 (private address), TCP, TLS"),
+            "{l}"
+        );
+    }
+    assert_eq!(proxy.requests().len(), before, "{:#?}", proxy.requests());
+}
+
+#[test]
+fn doctor_names_a_proxy_that_refuses_connect() {
+    let f = Fixture::new();
+    // CONNECT is allowed to port 443 only.
+    let Some(proxy) = Tinyproxy::start(&f, 443, None) else {
+        return;
+    };
+    let (code, report, err) = doctor_via(&f, &proxy.url(""));
+    assert_eq!(code, Some(6), "{report}\n{err}");
+    let refused = format!(
+        "the proxy http://127.0.0.1:{} refused CONNECT to 127.0.0.1:{} with HTTP 403",
+        proxy.port,
+        testbed_port(&f)
+    );
+    let lines = endpoint_lines(&report);
+    assert_eq!(lines.len(), 5, "{report}");
+    for l in lines {
+        assert!(l.starts_with("FAIL"), "{report}");
+        assert!(l.contains(&refused), "{l}");
+        assert!(l.contains("NO_PROXY"), "the fix names the settings: {l}");
+    }
 }

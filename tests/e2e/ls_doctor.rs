@@ -358,7 +358,7 @@ fn doctor(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Str
     let mut full = vec!["doctor"];
     full.extend_from_slice(args);
     let mut cmd = f.sallyport(&full);
-    // A proxy in the test's environment would add a warning line.
+    // A proxy in the test's environment would carry the probes (tested in http_proxy.rs).
     cmd.env_remove("HTTPS_PROXY").env_remove("https_proxy");
     for (k, v) in env {
         cmd.env(k, v);
