@@ -160,17 +160,7 @@ pub(crate) async fn copy_collect(
     opts: &CopyOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
 ) -> Result<Outcome, Failure> {
-    let mut copier = Copier {
-        sftp,
-        opts: *opts,
-        stats: CopyStats::default(),
-        report,
-        problems: 0,
-        first_code: None,
-        start_dir: None,
-        buf: vec![0; BUFFER_LEN],
-        plan: None,
-    };
+    let mut copier = Copier::new(sftp, opts, report, None);
     match plan.direction {
         Direction::Upload => copier.upload(&plan.sources, &plan.destination).await?,
         Direction::Download => copier.download(&plan.sources, &plan.destination).await?,
@@ -377,7 +367,32 @@ struct Copier<'a> {
     plan: Option<parallel::Plan>,
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    /// A copier that copies itself (`plan` None: it gets a copy buffer), or that only
+    /// walks the sources and collects a striped copy's [`parallel::Plan`].
+    fn new(
+        sftp: &'a SftpSession,
+        opts: &CopyOptions,
+        report: &'a mut (dyn FnMut(&Failure) + Send),
+        plan: Option<parallel::Plan>,
+    ) -> Copier<'a> {
+        Copier {
+            sftp,
+            opts: *opts,
+            stats: CopyStats::default(),
+            report,
+            problems: 0,
+            first_code: None,
+            start_dir: None,
+            buf: if plan.is_none() {
+                vec![0; BUFFER_LEN]
+            } else {
+                Vec::new()
+            },
+            plan,
+        }
+    }
+
     /// Reports an item problem and goes on; passes a fatal one up.
     fn absorb<T>(&mut self, step: Step<T>) -> Result<Option<T>, Failure> {
         match step {

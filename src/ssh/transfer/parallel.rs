@@ -461,17 +461,7 @@ pub(crate) async fn copy_with(
     par: &ParallelOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
 ) -> Result<Outcome, Failure> {
-    let mut copier = Copier {
-        sftp,
-        opts: *opts,
-        stats: CopyStats::default(),
-        report,
-        problems: 0,
-        first_code: None,
-        start_dir: None,
-        buf: Vec::new(),
-        plan: Some(Plan::default()),
-    };
+    let mut copier = Copier::new(sftp, opts, report, Some(Plan::default()));
     match plan.direction {
         Direction::Upload => copier.upload(&plan.sources, &plan.destination).await?,
         Direction::Download => copier.download(&plan.sources, &plan.destination).await?,
