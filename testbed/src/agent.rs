@@ -12,7 +12,7 @@
 //! - a HandshakeRequest as sequence 0 with the SYN flag when the plugin needs one, resent
 //!   with the agent's scheduler (one head-of-line check per 100 ms tick, once per RTO);
 //! - client stream data other than the handshake response is acknowledged and dropped
-//!   until HandshakeComplete has been sent;
+//!   until HandshakeComplete has been sent (and for `handshake_complete_lag` after it);
 //! - output is read at most `chunk_size` bytes at a time, one message per `pace` (1 KiB and
 //!   1.9 ms by default): the agent reads StreamDataPayloadSize bytes, sends them and calls
 //!   `time.Sleep(time.Millisecond)`; read + send + sleep measured 1.9 ms per message
@@ -58,6 +58,16 @@ pub struct AgentSettings {
     /// (port connections and the shell's pty), after a 16 KiB burst; `None`: as fast as it
     /// reads. See [`crate::write_rate`].
     pub instance_write_rate: Option<u64>,
+    /// `--handshake-complete-lag`: how long after sending HandshakeComplete the agent
+    /// still treats the handshake as incomplete (acknowledging and dropping client stream
+    /// data) before it starts the session plugin. The real agent sets the flag right after
+    /// the send returns, on another goroutine than the reader that drops input while it
+    /// is unset (amazon-ssm-agent `datachannel.go`, `PerformHandshake`), so a client that
+    /// sends the moment HandshakeComplete arrives can lose input when that goroutine
+    /// stalls for a round trip (seen once in ~55 sessions against the official agent code
+    /// on this machine). Zero (default): no stall. How long real stalls last on a busy
+    /// instance is unknown.
+    pub handshake_complete_lag: Duration,
 }
 
 impl Default for AgentSettings {
@@ -67,6 +77,7 @@ impl Default for AgentSettings {
             pace: Duration::from_micros(1900),
             handshake_timeout: Duration::from_secs(15),
             instance_write_rate: None,
+            handshake_complete_lag: Duration::ZERO,
         }
     }
 }
@@ -415,7 +426,34 @@ pub(crate) async fn handshake(
         PayloadType::HandshakeComplete,
         serde_json::to_vec(&done)?,
     );
+    if !settings.handshake_complete_lag.is_zero() {
+        drop_input_for(ch, io, settings.handshake_complete_lag).await?;
+    }
     Ok(client_version)
+}
+
+/// The stalled goroutine of [`AgentSettings::handshake_complete_lag`]: for `lag`, client
+/// stream data is acknowledged and dropped, as before HandshakeComplete.
+async fn drop_input_for(ch: &Shared, io: &mut AgentIo, lag: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + lag;
+    loop {
+        tokio::select! {
+            frame = io.from_client.recv() => {
+                let Some(frame) = frame else { anyhow::bail!("client went away") };
+                for ev in feed(ch, &io.to_client, &frame) {
+                    if let AgentEvent::Message(m) = ev {
+                        tracing::info!(
+                            payload_type = m.payload_type,
+                            bytes = m.payload.len(),
+                            "handshake not yet marked complete: input acknowledged and dropped"
+                        );
+                    }
+                }
+            }
+            _ = sleep_opt(next_timer(ch)) => on_timer(ch, &io.to_client),
+            _ = tokio::time::sleep_until(until) => return Ok(()),
+        }
+    }
 }
 
 /// Waits for the client's next payload of `kind`, acknowledging (and dropping) anything

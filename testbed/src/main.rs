@@ -99,6 +99,11 @@ struct ServeArgs {
     /// agent does. Default: no limit.
     #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
     instance_write_rate: Option<u64>,
+    /// An agent slow to mark its handshake done: for this long after it sent
+    /// HandshakeComplete it acknowledges and drops client data, and the instance port is
+    /// dialled only after it (a stalled agent goroutine; see PROTOCOL.md §5.2). e.g. 300ms.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    handshake_complete_lag: Duration,
     /// Region the testbed claims to be; requests must be signed for it.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -331,6 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         chunk_size: args.chunk_size,
         pace: args.pace,
         instance_write_rate: args.instance_write_rate,
+        handshake_complete_lag: args.handshake_complete_lag,
         ..AgentSettings::default()
     };
     let testbed = Testbed::start(config).await?;
@@ -472,6 +478,7 @@ mod tests {
             "flag default = agent default"
         );
         assert_eq!(args.chunk_size, 1024);
+        assert_eq!(args.handshake_complete_lag, Duration::ZERO);
         assert_eq!(args.instance_write_rate, None);
         assert_eq!(args.faults.relay_queue, None);
         assert_eq!(args.unsigned_data_channel, UnsignedPolicy::Refuse);

@@ -257,6 +257,21 @@ fn push_key_errors_are_clear() {
     assert!(out.stdout.is_empty());
 }
 
+/// The embedded client against an agent slow to mark its handshake done (see
+/// `proxy::ssh_survives_an_agent_slow_to_mark_the_handshake_complete`).
+#[test]
+fn sallyport_ssh_survives_an_agent_slow_to_mark_the_handshake_complete() {
+    let fx = Fixture::instance_connect_with(|c| {
+        c.agent.handshake_complete_lag = Duration::from_millis(600)
+    });
+    let kh = fx.path("known_hosts");
+    let dest = format!("root@{}", fx.instance);
+    let mut cmd = fx.sallyport(&["ssh", &dest, "--known-hosts"]);
+    cmd.arg(&kh).arg("wc -c");
+    let out = run(&mut cmd, Some(&[b'x'; 5000]), LIMIT);
+    assert_eq!(ok(&out).trim(), "5000");
+}
+
 #[test]
 fn sallyport_ssh_runs_a_command_with_its_exit_status_and_streams() {
     let fx = Fixture::instance_connect();

@@ -23,6 +23,19 @@ fn ssh_passes_the_remote_exit_status() {
     assert_eq!(out.status.code(), Some(7));
 }
 
+/// An agent that acknowledges and drops input for a while after HandshakeComplete (a
+/// stalled goroutine, PROTOCOL.md §5.2): ssh's banner, sent at once, would be lost and
+/// sshd would answer "Invalid SSH identification string". The proxy holds input until the
+/// agent's first output (sshd's banner), which the agent sends only once it takes input.
+#[test]
+fn ssh_survives_an_agent_slow_to_mark_the_handshake_complete() {
+    let f = Fixture::with_config(|c| c.agent.handshake_complete_lag = Duration::from_millis(600));
+    for i in 0..3 {
+        let out = run(f.ssh().arg(format!("echo lagged-{i}")), None, QUICK);
+        assert_eq!(ok(&out), format!("lagged-{i}\n"));
+    }
+}
+
 fn scp_round_trip(legacy: bool, up_size: usize, down_size: usize) {
     let f = Fixture::new();
     let local = f.path("local.bin");

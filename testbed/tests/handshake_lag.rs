@@ -1,0 +1,178 @@
+//! `--handshake-complete-lag`: an agent whose goroutine stalls between sending
+//! HandshakeComplete and marking the handshake done (PROTOCOL.md §5.2). Input that arrives
+//! in that window is acknowledged and dropped, and the instance port is dialled only after
+//! it, so the first output the client sees proves that input is safe again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sallyport::proto::message::{Message, MessageType};
+use sallyport::proto::payload::{Acknowledge, PayloadType};
+use sallyport_testbed::InstanceConfig;
+use sallyport_testbed::agent::{self, AgentIo, AgentOut, AgentSettings};
+use sallyport_testbed::agent_link::{self, FromAgent};
+use sallyport_testbed::state::SessionRecord;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, timeout};
+
+/// Bound on every wait for something that must happen.
+const PATIENCE: Duration = Duration::from_secs(30);
+const LAG: Duration = Duration::from_millis(400);
+
+fn client_frame(seq: i64, payload_type: PayloadType, payload: Vec<u8>) -> Vec<u8> {
+    Message {
+        message_type: MessageType::InputStreamData,
+        schema_version: 1,
+        created_date: 1_700_000_000_000,
+        sequence_number: seq,
+        flags: 0,
+        message_id: uuid::Uuid::new_v4(),
+        payload_type: payload_type as u32,
+        payload,
+    }
+    .encode()
+}
+
+fn handshake_response() -> Vec<u8> {
+    let json = serde_json::json!({
+        "ClientVersion": "1.2.707.0",
+        "ProcessedClientActions": [
+            {"ActionType": "SessionType", "ActionStatus": 1, "ActionResult": null, "Error": ""}
+        ],
+        "Errors": null,
+    });
+    client_frame(
+        0,
+        PayloadType::HandshakeResponse,
+        serde_json::to_vec(&json).unwrap(),
+    )
+}
+
+/// The agent's next stream-data message or acknowledge (resends skipped).
+async fn next(from_agent: &mut FromAgent, kind: MessageType) -> Message {
+    loop {
+        match from_agent.recv().await {
+            Some(AgentOut::Frame(f)) => {
+                let m = Message::decode(&f).expect("the agent's frames decode");
+                if m.message_type == kind {
+                    return m;
+                }
+            }
+            Some(AgentOut::Close { output }) => panic!("agent ended the session: {output}"),
+            None => panic!("agent went away"),
+        }
+    }
+}
+
+/// The acknowledge a client sends for agent message `m` (else the agent resends it).
+fn ack_for(m: &Message) -> Vec<u8> {
+    let ack = Acknowledge {
+        acknowledged_message_type: "output_stream_data".to_owned(),
+        acknowledged_message_id: m.message_id,
+        acknowledged_message_sequence_number: m.sequence_number,
+        is_sequential_message: true,
+    };
+    Message {
+        message_type: MessageType::Acknowledge,
+        schema_version: 1,
+        created_date: 1_700_000_000_000,
+        sequence_number: 0,
+        flags: 3,
+        message_id: uuid::Uuid::new_v4(),
+        payload_type: 0,
+        payload: serde_json::to_vec(&ack).unwrap(),
+    }
+    .encode()
+}
+
+async fn next_ack(from_agent: &mut FromAgent) -> i64 {
+    let m = next(from_agent, MessageType::Acknowledge).await;
+    let ack: Acknowledge = serde_json::from_slice(&m.payload).expect("ack JSON");
+    ack.acknowledged_message_sequence_number
+}
+
+#[tokio::test]
+async fn input_in_the_lag_is_acked_and_dropped_and_the_port_is_dialled_after_it() {
+    let instance_side = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let record = SessionRecord {
+        session_id: "s-lag".to_owned(),
+        token: "token-s-lag".to_owned(),
+        instance: InstanceConfig::ssh_shortcut(instance_side.local_addr().unwrap()),
+        document: "AWS-StartSSHSession".to_owned(),
+        parameters: BTreeMap::from([("portNumber".to_owned(), vec!["22".to_owned()])]),
+    };
+    let settings = AgentSettings {
+        handshake_complete_lag: LAG,
+        ..AgentSettings::default()
+    };
+    let (to_client, mut from_agent) = agent_link::outbox(100_000);
+    let (to_agent, from_client) = agent_link::inbox(&to_client);
+    let io = AgentIo {
+        from_client,
+        to_client,
+        kms: None,
+    };
+    let agent = tokio::spawn(agent::run(Arc::new(record), settings, io));
+
+    let request = timeout(
+        PATIENCE,
+        next(&mut from_agent, MessageType::OutputStreamData),
+    )
+    .await
+    .unwrap();
+    assert_eq!(request.payload_type, PayloadType::HandshakeRequest as u32);
+    to_agent.send((ack_for(&request), None)).unwrap();
+    to_agent.send((handshake_response(), None)).unwrap();
+    assert_eq!(timeout(PATIENCE, next_ack(&mut from_agent)).await, Ok(0));
+    let complete = timeout(
+        PATIENCE,
+        next(&mut from_agent, MessageType::OutputStreamData),
+    )
+    .await
+    .unwrap();
+    assert_eq!(complete.payload_type, PayloadType::HandshakeComplete as u32);
+    let completed_at = Instant::now();
+    to_agent.send((ack_for(&complete), None)).unwrap();
+
+    // A client that sends at once: acknowledged...
+    let early = client_frame(1, PayloadType::Output, b"SSH-2.0-early\r\n".to_vec());
+    to_agent.send((early, None)).unwrap();
+    assert_eq!(timeout(PATIENCE, next_ack(&mut from_agent)).await, Ok(1));
+    // ... while the port is not dialled yet: the plugin starts after the lag.
+    let (mut instance, _) = timeout(PATIENCE, instance_side.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let dialled_after = completed_at.elapsed();
+    assert!(
+        dialled_after >= LAG - Duration::from_millis(50),
+        "the port was dialled {dialled_after:?} after HandshakeComplete"
+    );
+    // The instance speaks first; its banner is the agent's first output.
+    instance.write_all(b"SSH-2.0-instance\r\n").await.unwrap();
+    let banner = timeout(
+        PATIENCE,
+        next(&mut from_agent, MessageType::OutputStreamData),
+    )
+    .await
+    .unwrap();
+    assert_eq!(banner.payload_type, PayloadType::Output as u32);
+    assert_eq!(banner.payload, b"SSH-2.0-instance\r\n");
+
+    // Input after that output arrives; the early message never does.
+    let late = client_frame(2, PayloadType::Output, b"SSH-2.0-late\r\n".to_vec());
+    to_agent.send((late, None)).unwrap();
+    assert_eq!(timeout(PATIENCE, next_ack(&mut from_agent)).await, Ok(2));
+    let mut got = vec![0u8; b"SSH-2.0-late\r\n".len()];
+    timeout(PATIENCE, instance.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got, b"SSH-2.0-late\r\n",
+        "the acknowledged early input was dropped"
+    );
+    agent.abort();
+}
