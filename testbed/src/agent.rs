@@ -41,35 +41,11 @@ use tokio::time::Instant;
 use crate::agent_channel::{AgentDataChannel, AgentEvent};
 use crate::agent_cipher::{AgentCipher, agent_encrypts, client_encrypts};
 use crate::agent_link::{AgentInbox, ToClient};
-use crate::kms::KmsState;
+use crate::kms_keys::KmsState;
 use crate::state::SessionRecord;
 
-/// How the agent behaves; the defaults are the real agent's (PROTOCOL.md §6.6, §14).
-#[derive(Clone, Debug)]
-pub struct AgentSettings {
-    /// Bytes read from the instance-side socket per message (StreamDataPayloadSize).
-    pub chunk_size: usize,
-    /// Time per data message sent: the agent's read + send + `time.Sleep(time.Millisecond)`
-    /// (see the module doc). Zero: no pacing.
-    pub pace: Duration,
-    /// How long the agent waits for each handshake step before failing the session.
-    pub handshake_timeout: Duration,
-    /// `--instance-write-rate`: bytes per second the instance side takes client data at
-    /// (port connections and the shell's pty), after a 16 KiB burst; `None`: as fast as it
-    /// reads. See [`crate::write_rate`].
-    pub instance_write_rate: Option<u64>,
-}
-
-impl Default for AgentSettings {
-    fn default() -> Self {
-        AgentSettings {
-            chunk_size: 1024,
-            pace: Duration::from_micros(1900),
-            handshake_timeout: Duration::from_secs(15),
-            instance_write_rate: None,
-        }
-    }
-}
+/// The agent's settings live with the rest of the configuration ([`crate::config`]).
+pub use crate::config::AgentSettings;
 
 /// The agent's output pace as a schedule: message k may go at `start + k·period`, and a
 /// sender that falls behind (a late timer) catches up instead of drifting, so the rate is

@@ -32,7 +32,7 @@ use crate::payloads::{
     KmsEncryptionResult, PayloadType, RequestedClientAction, SessionTypeRequest,
 };
 
-use crate::kms::KmsState;
+use crate::kms_keys::KmsState;
 
 /// The notice the agent puts in HandshakeComplete for an encrypted session.
 pub const KMS_NOTICE: &str = "This session is encrypted using AWS KMS.";
@@ -318,7 +318,7 @@ impl EncryptedAgent {
     fn fail(&mut self, why: String) {
         self.phase = Phase::Failed;
         self.failure = Some(why.clone());
-        self.closed_frame = Some(crate::relay::channel_closed_frame(&self.session_id, &why));
+        self.closed_frame = Some(crate::frames::channel_closed_frame(&self.session_id, &why));
     }
 
     /// Sends a payload of `kind`, sealed when the agent encrypts that type, in chunks of

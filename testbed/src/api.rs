@@ -17,8 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::account::Account;
 use crate::config::InstanceConfig;
-use crate::server::{ACCOUNT_ID, AppState, CALLER};
+use crate::config::{ACCOUNT_ID, CALLER};
 use crate::sigv4::AuthError;
 use crate::state::{ApiCall, SessionRecord};
 
@@ -129,7 +130,7 @@ pub async fn read_json11(
 }
 
 /// Reads the body (bounded) and answers one API request.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match read_json11(req).await {
         Ok((parts, body, _)) => handle_parts(state, &parts, &body),
         Err(response) => response,
@@ -137,7 +138,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
 }
 
 /// Signature check, then [`dispatch`].
-pub fn handle_parts(state: &AppState, parts: &Parts, body: &[u8]) -> Response<Full<Bytes>> {
+pub fn handle_parts(state: &Account, parts: &Parts, body: &[u8]) -> Response<Full<Bytes>> {
     let target = parts
         .headers
         .get("x-amz-target")
@@ -172,14 +173,14 @@ pub fn handle_parts(state: &AppState, parts: &Parts, body: &[u8]) -> Response<Fu
 
 /// Runs one operation named by `X-Amz-Target` on a JSON body (no signature check), as the
 /// testbed's IAM user.
-pub fn dispatch(state: &AppState, target: &str, body: &[u8]) -> Result<Value, ApiError> {
+pub fn dispatch(state: &Account, target: &str, body: &[u8]) -> Result<Value, ApiError> {
     let caller = format!("arn:aws:iam::{ACCOUNT_ID}:user/{CALLER}");
     dispatch_as(state, &caller, target, body)
 }
 
 /// [`dispatch`] for the caller `caller_arn` (named in access-denied messages).
 pub fn dispatch_as(
-    state: &AppState,
+    state: &Account,
     caller_arn: &str,
     target: &str,
     body: &[u8],
@@ -227,7 +228,7 @@ pub struct StartSessionResponse {
 }
 
 fn start_session(
-    state: &AppState,
+    state: &Account,
     caller_arn: &str,
     req: StartSessionRequest,
 ) -> Result<StartSessionResponse, ApiError> {
@@ -289,7 +290,7 @@ fn start_session(
 
 /// What IAM answers a caller without `ssm:StartSession` on the instance (the text follows
 /// AWS's "no identity-based policy allows" form).
-fn access_denied(state: &AppState, caller_arn: &str, instance: &InstanceConfig) -> ApiError {
+fn access_denied(state: &Account, caller_arn: &str, instance: &InstanceConfig) -> ApiError {
     let region = &state.config.region;
     let id = &instance.id;
     let resource = if id.starts_with("mi-") {
@@ -319,7 +320,7 @@ pub struct TerminateSessionResponse {
 }
 
 fn terminate_session(
-    state: &AppState,
+    state: &Account,
     req: TerminateSessionRequest,
 ) -> Result<TerminateSessionResponse, ApiError> {
     let session_id = required(req.session_id, "sessionId")?;
@@ -350,7 +351,7 @@ pub struct ResumeSessionResponse {
 /// cell number, as the 2026 plugin expects; a terminated or unknown session gets a null
 /// TokenValue (PROTOCOL.md §1.1, §2.4).
 fn resume_session(
-    state: &AppState,
+    state: &Account,
     req: ResumeSessionRequest,
 ) -> Result<ResumeSessionResponse, ApiError> {
     let session_id = required(req.session_id, "sessionId")?;
@@ -503,19 +504,19 @@ fn respond(status: StatusCode, body: &Value, error_type: Option<&str>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ACCESS_KEY_ID;
     use crate::config::TestbedConfig;
-    use crate::server::ACCESS_KEY_ID;
 
     const ONLINE: &str = "i-0123456789abcdef0";
     const LOST: &str = "i-0fedcba9876543210";
 
-    fn state() -> AppState {
+    fn state() -> Account {
         let online = InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap());
         let mut lost = online.clone();
         lost.id = LOST.to_owned();
         lost.ping_status = "ConnectionLost".to_owned();
         let listen = "127.0.0.1:0".parse().unwrap();
-        let st = AppState::new(
+        let st = Account::new(
             TestbedConfig::new(listen, vec![online, lost]),
             "127.0.0.1:4567".parse().unwrap(),
         );
@@ -523,7 +524,7 @@ mod tests {
         st
     }
 
-    fn call(st: &AppState, op: &str, body: &str) -> Result<Value, ApiError> {
+    fn call(st: &Account, op: &str, body: &str) -> Result<Value, ApiError> {
         dispatch(st, &format!("AmazonSSM.{op}"), body.as_bytes())
     }
 

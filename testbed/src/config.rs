@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::agent::AgentSettings;
+/// The access key ID every testbed hands out; the secret is random per start.
+pub const ACCESS_KEY_ID: &str = "AKIASALLYPORTTESTBED";
+/// The AWS account the testbed plays.
+pub const ACCOUNT_ID: &str = "123456789012";
+/// The caller name that prefixes session IDs (AWS uses the IAM user or role session name).
+pub const CALLER: &str = "sallyport-testbed";
 
 /// The instance ID that `--ssh-target` creates.
 pub const DEFAULT_INSTANCE_ID: &str = "i-0123456789abcdef0";
@@ -194,6 +199,53 @@ impl InstanceConfig {
     }
 }
 
+/// How the agent behaves; the defaults are the real agent's (PROTOCOL.md §6.6, §14).
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// Bytes read from the instance-side socket per message (StreamDataPayloadSize).
+    pub chunk_size: usize,
+    /// Time per data message sent: the agent's read + send + `time.Sleep(time.Millisecond)`
+    /// (see the module doc). Zero: no pacing.
+    pub pace: Duration,
+    /// How long the agent waits for each handshake step before failing the session.
+    pub handshake_timeout: Duration,
+    /// `--instance-write-rate`: bytes per second the instance side takes client data at
+    /// (port connections and the shell's pty), after a 16 KiB burst; `None`: as fast as it
+    /// reads. See [`crate::write_rate`].
+    pub instance_write_rate: Option<u64>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            chunk_size: 1024,
+            pace: Duration::from_micros(1900),
+            handshake_timeout: Duration::from_secs(15),
+            instance_write_rate: None,
+        }
+    }
+}
+
+/// What the data channel does with an upgrade that is neither signed nor presigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsignedPolicy {
+    /// Let it in, like a service that still admits plugins older than 1.2.764.0.
+    Accept,
+    /// 403, like a service enforcing the plugin's minimum supported version (the default).
+    Refuse,
+}
+
+impl UnsignedPolicy {
+    /// `accept` or `refuse`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accept" => Some(UnsignedPolicy::Accept),
+            "refuse" => Some(UnsignedPolicy::Refuse),
+            _ => None,
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Clone, Debug)]
 pub struct TestbedConfig {
@@ -219,7 +271,7 @@ pub struct TestbedConfig {
     /// Serve HTTPS/WSS with a CA generated at start (`serve --tls`, [`crate::tls`]).
     pub tls: bool,
     /// Whether a data-channel upgrade without SigV4 headers or presigned query gets in.
-    pub unsigned_data_channel: crate::data_auth::UnsignedPolicy,
+    pub unsigned_data_channel: UnsignedPolicy,
     /// StartSession/ResumeSession hand out StreamUrls presigned by the testbed itself.
     pub presign_stream_urls: bool,
 }
@@ -238,7 +290,7 @@ impl TestbedConfig {
             tagging_denied: false,
             describe_denied: false,
             tls: false,
-            unsigned_data_channel: crate::data_auth::UnsignedPolicy::Refuse,
+            unsigned_data_channel: UnsignedPolicy::Refuse,
             presign_stream_urls: false,
         }
     }

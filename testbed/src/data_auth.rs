@@ -24,26 +24,6 @@ pub const PRESIGN_EXPIRES_SECS: u64 = 300;
 /// Dials remembered (the oldest are forgotten first).
 const MAX_RECORDS: usize = 4096;
 
-/// What the data channel does with an upgrade that is neither signed nor presigned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnsignedPolicy {
-    /// Let it in, like a service that still admits plugins older than 1.2.764.0.
-    Accept,
-    /// 403, like a service enforcing the plugin's minimum supported version (the default).
-    Refuse,
-}
-
-impl UnsignedPolicy {
-    /// `accept` or `refuse`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "accept" => Some(UnsignedPolicy::Accept),
-            "refuse" => Some(UnsignedPolicy::Refuse),
-            _ => None,
-        }
-    }
-}
-
 /// How a data-channel upgrade authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,7 +94,7 @@ pub fn claimed_key(parts: &Parts) -> Option<String> {
     cred.split('/').next().map(str::to_owned)
 }
 
-/// The refusal of an unsigned upgrade under [`UnsignedPolicy::Refuse`].
+/// The refusal of an unsigned upgrade under [`crate::config::UnsignedPolicy::Refuse`].
 /// Unverified: what MGS answers (status and text); this is AWS's missing-signature error.
 pub fn unsigned_refusal() -> AuthError {
     AuthError::missing()

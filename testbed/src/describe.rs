@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::Account;
 use crate::api::ApiError;
 use crate::config::InstanceConfig;
-use crate::server::AppState;
 
 /// The API's bounds for `MaxResults`, and its default page size.
 const MAX_RESULTS: std::ops::RangeInclusive<i64> = 5..=50;
@@ -84,7 +84,7 @@ pub struct InstanceInformation {
 
 /// The ping status the API reports now: `ConnectionLost` while a `not_connected_for_secs`
 /// fault lasts, else the configured one.
-pub fn ping_status<'a>(state: &AppState, instance: &'a InstanceConfig) -> &'a str {
+pub fn ping_status<'a>(state: &Account, instance: &'a InstanceConfig) -> &'a str {
     let window = Duration::from_secs(instance.not_connected_for_secs);
     if state.started.elapsed() < window {
         "ConnectionLost"
@@ -95,7 +95,7 @@ pub fn ping_status<'a>(state: &AppState, instance: &'a InstanceConfig) -> &'a st
 
 /// When the agent last pinged: now for an online agent, else `last_ping_ago_secs` (default
 /// 30 minutes) before the testbed started.
-fn last_ping(state: &AppState, instance: &InstanceConfig, status: &str) -> SystemTime {
+fn last_ping(state: &Account, instance: &InstanceConfig, status: &str) -> SystemTime {
     let now = SystemTime::now();
     if status == "Online" {
         return now;
@@ -106,7 +106,7 @@ fn last_ping(state: &AppState, instance: &InstanceConfig, status: &str) -> Syste
 }
 
 pub fn describe_instance_information(
-    state: &AppState,
+    state: &Account,
     req: DescribeInstanceInformationRequest,
 ) -> Result<DescribeInstanceInformationResponse, ApiError> {
     let legacy = req.instance_information_filter_list.unwrap_or_default();
@@ -203,7 +203,7 @@ fn invalid_key(key: &str) -> ApiError {
     )
 }
 
-fn info(state: &AppState, i: &InstanceConfig) -> InstanceInformation {
+fn info(state: &Account, i: &InstanceConfig) -> InstanceInformation {
     let status = ping_status(state, i).to_owned();
     let last = last_ping(state, i, &status);
     let secs = last.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -255,7 +255,7 @@ mod tests {
     use crate::config::TestbedConfig;
     use serde_json::Value;
 
-    fn state(n: usize) -> AppState {
+    fn state(n: usize) -> Account {
         let mut instances: Vec<InstanceConfig> = (0..n)
             .map(|k| InstanceConfig::named(&format!("i-{k:017x}"), &format!("web-{k}")))
             .collect();
@@ -267,10 +267,10 @@ mod tests {
             .tags
             .insert("Team".to_owned(), "red".to_owned());
         let cfg = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), instances);
-        AppState::new(cfg, "127.0.0.1:4567".parse().unwrap())
+        Account::new(cfg, "127.0.0.1:4567".parse().unwrap())
     }
 
-    fn call(st: &AppState, body: &str) -> Result<Value, ApiError> {
+    fn call(st: &Account, body: &str) -> Result<Value, ApiError> {
         dispatch(st, "AmazonSSM.DescribeInstanceInformation", body.as_bytes())
     }
 

@@ -11,8 +11,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::account::Account;
 use crate::api::ApiError;
-use crate::server::AppState;
 
 pub const PREFERENCES: &str = "SSM-SessionManagerRunShell";
 
@@ -22,7 +22,7 @@ pub struct GetDocumentRequest {
     name: Option<String>,
 }
 
-pub fn get_document(state: &AppState, req: GetDocumentRequest) -> Result<Value, ApiError> {
+pub fn get_document(state: &Account, req: GetDocumentRequest) -> Result<Value, ApiError> {
     let name = req.name.ok_or_else(|| {
         ApiError::validation(
             "Value null at 'name' failed to satisfy constraint: Member must not be null",

@@ -18,6 +18,7 @@
 //!
 //! Where the real service's behaviour is unknown, the code says so in a comment.
 
+pub mod account;
 pub mod agent;
 pub mod agent_channel;
 pub mod agent_cipher;
@@ -40,8 +41,10 @@ pub mod documents;
 pub mod eic;
 pub mod eic_keys;
 pub mod faults;
+pub mod frames;
 pub mod http_date;
 pub mod kms;
+pub mod kms_keys;
 pub mod payloads;
 pub mod relay;
 pub mod relay_paths;

@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sallyport_testbed::agent::AgentSettings;
-use sallyport_testbed::config::{InstanceConfig, TestbedConfig, load_instances};
-use sallyport_testbed::data_auth::UnsignedPolicy;
+use sallyport_testbed::config::{
+    AgentSettings, InstanceConfig, TestbedConfig, UnsignedPolicy, load_instances,
+};
 use sallyport_testbed::{Testbed, delay_proxy, server};
 
 #[derive(Parser)]

@@ -169,40 +169,6 @@ pub struct SizeData {
     pub rows: u32,
 }
 
-/// The client's opening text frame on the data channel (PROTOCOL.md §2.1).
-#[derive(Debug, Deserialize)]
-pub struct OpenDataChannel {
-    #[serde(rename = "MessageSchemaVersion")]
-    pub message_schema_version: String,
-    #[serde(rename = "RequestId")]
-    pub request_id: String,
-    #[serde(rename = "TokenValue")]
-    pub token_value: String,
-    #[serde(rename = "ClientId", default)]
-    pub client_id: String,
-    #[serde(rename = "ClientVersion", default)]
-    pub client_version: String,
-}
-
-/// MGS's `channel_closed` payload (PROTOCOL.md §4).
-#[derive(Debug, Serialize)]
-pub struct ChannelClosed {
-    #[serde(rename = "MessageId")]
-    pub message_id: String,
-    #[serde(rename = "CreatedDate")]
-    pub created_date: String,
-    #[serde(rename = "DestinationId")]
-    pub destination_id: String,
-    #[serde(rename = "SessionId")]
-    pub session_id: String,
-    #[serde(rename = "MessageType")]
-    pub message_type: String,
-    #[serde(rename = "SchemaVersion")]
-    pub schema_version: i64,
-    #[serde(rename = "Output")]
-    pub output: String,
-}
-
 fn to_base64<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&B64.encode(bytes))
 }
@@ -276,11 +242,6 @@ mod tests {
         assert_eq!(kms.kms_cipher_text_key, [0, 1, 2]);
         let size: SizeData = serde_json::from_str(r#"{"cols":120,"rows":40}"#).unwrap();
         assert_eq!((size.cols, size.rows), (120, 40));
-        let open: OpenDataChannel = serde_json::from_str(
-            r#"{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t","ClientId":"c","ClientVersion":"1.2.707.0"}"#,
-        )
-        .unwrap();
-        assert_eq!(open.token_value, "t");
     }
 
     #[test]

@@ -25,9 +25,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::payloads::{ChannelClosed, OpenDataChannel};
+use crate::frames::{OpenDataChannel, channel_closed_frame, publication_frame};
 use futures_util::{SinkExt, StreamExt};
 use sallyport::proto::message::{Message, MessageType};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -60,7 +60,7 @@ pub const DEFAULT_QUEUE: usize = 100_000;
 pub struct Hub {
     agents: Mutex<HashMap<String, Arc<AgentHandle>>>,
     /// The testbed's KMS, for agents of instances that demand encryption.
-    kms: Option<Arc<crate::kms::KmsState>>,
+    kms: Option<Arc<crate::kms_keys::KmsState>>,
     /// Stream data counts of every session served.
     stats: Arc<StatsBook>,
 }
@@ -85,7 +85,7 @@ pub(crate) struct AgentHandle {
 }
 
 impl Hub {
-    pub fn with_kms(kms: Arc<crate::kms::KmsState>) -> Hub {
+    pub fn with_kms(kms: Arc<crate::kms_keys::KmsState>) -> Hub {
         Hub {
             kms: Some(kms),
             ..Hub::default()
@@ -156,7 +156,7 @@ fn print_ended(session_id: &str, stats: &DataStats) {
 fn spawn_agent(
     session: Arc<SessionRecord>,
     config: &TestbedConfig,
-    kms: Option<Arc<crate::kms::KmsState>>,
+    kms: Option<Arc<crate::kms_keys::KmsState>>,
     book: Arc<StatsBook>,
 ) -> Arc<AgentHandle> {
     let session_id = session.session_id.clone();
@@ -400,26 +400,6 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-/// `pause_publication` / `start_publication`. What the service puts in these headers is
-/// unverified (PROTOCOL.md §4; the plugin skips validating them): we send a well-formed
-/// header with an empty payload.
-fn publication_frame(kind: MessageType) -> Vec<u8> {
-    Message {
-        message_type: kind,
-        schema_version: 1,
-        created_date: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1),
-        sequence_number: 0,
-        flags: 0,
-        message_id: uuid::Uuid::new_v4(),
-        payload_type: 0,
-        payload: Vec::new(),
-    }
-    .encode()
-}
-
 /// Output data (not the handshake): where a hostile frame does the most harm.
 fn is_after_handshake(frame: &[u8]) -> bool {
     Message::decode(frame)
@@ -447,37 +427,6 @@ where
     }
     tracing::debug!(client_version = open.client_version, "data channel opened");
     Ok(())
-}
-
-/// `channel_closed` as the service sends it when a session ends. The JSON fields are the
-/// plugin's (PROTOCOL.md §4); header sequence number, flags and payload type are not
-/// documented anywhere we could read, so they are a guess (0, 0, 0).
-pub(crate) fn channel_closed_frame(session_id: &str, output: &str) -> Vec<u8> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
-    let id = uuid::Uuid::new_v4();
-    let body = ChannelClosed {
-        message_id: id.to_string(),
-        created_date: now_ms.to_string(),
-        destination_id: session_id.to_owned(),
-        session_id: session_id.to_owned(),
-        message_type: "channel_closed".to_owned(),
-        schema_version: 1,
-        output: output.to_owned(),
-    };
-    Message {
-        message_type: MessageType::ChannelClosed,
-        schema_version: 1,
-        created_date: now_ms,
-        sequence_number: 0,
-        flags: 0,
-        message_id: id,
-        payload_type: 0,
-        payload: serde_json::to_vec(&body).unwrap_or_default(),
-    }
-    .encode()
 }
 
 async fn send_channel_closed<S>(sink: &mut S, session_id: &str, output: &str) -> anyhow::Result<()>

@@ -1,6 +1,7 @@
 //! The server's routes, the data-channel upgrade checks and TLS.
 
 use super::*;
+use crate::config::InstanceConfig;
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
 use aws_sdk_ssm::error::ProvideErrorMetadata as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -200,14 +201,17 @@ fn refusal<T: std::fmt::Debug>(
 }
 
 fn session(tb: &Testbed, id: &str) -> String {
-    tb.state.sessions.insert(crate::state::SessionRecord {
-        session_id: id.to_owned(),
-        token: "t".to_owned(),
-        instance: InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap()),
-        document: "SSM-SessionManagerRunShell".to_owned(),
-        parameters: Default::default(),
-    });
-    tb.state.stream_url(id, "cell-1")
+    tb.state
+        .account
+        .sessions
+        .insert(crate::state::SessionRecord {
+            session_id: id.to_owned(),
+            token: "t".to_owned(),
+            instance: InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap()),
+            document: "SSM-SessionManagerRunShell".to_owned(),
+            parameters: Default::default(),
+        });
+    tb.state.account.stream_url(id, "cell-1")
 }
 
 async fn testbed_with(adjust: impl FnOnce(&mut TestbedConfig)) -> Testbed {
@@ -311,7 +315,8 @@ async fn data_channel_upgrade_must_be_signed() {
 /// `--unsigned-data-channel accept`: a raw websocket client without any signature gets in.
 #[tokio::test]
 async fn unsigned_data_channel_accept_lets_unsigned_in() {
-    use crate::data_auth::{DialAuth, UnsignedPolicy};
+    use crate::config::UnsignedPolicy;
+    use crate::data_auth::DialAuth;
     let tb = testbed_with(|c| c.unsigned_data_channel = UnsignedPolicy::Accept).await;
     let url = session(&tb, "s-2");
     let (_ws, resp) = tokio_tungstenite::connect_async(url.as_str())
@@ -358,7 +363,7 @@ async fn presigned_stream_urls_need_no_headers() {
         Some("InvalidSignatureException")
     );
     // The presign key is the testbed's own: API calls signed with it are not accepted.
-    assert!(tb.state.credential(PRESIGN_ACCESS_KEY_ID).is_none());
+    assert!(tb.state.account.credential(PRESIGN_ACCESS_KEY_ID).is_none());
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use rand::Rng as _;
 
-use crate::server::{ACCOUNT_ID, AppState, Credential};
+use crate::account::{Account, Credential};
+use crate::config::ACCOUNT_ID;
 use crate::sigv4::{AuthError, percent_decode};
 use crate::state::ApiCall;
 
@@ -56,7 +57,7 @@ impl From<AuthError> for StsError {
 }
 
 /// Reads the form body (bounded), checks the signature, answers `Action`.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -96,7 +97,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
 }
 
 fn assume_role(
-    state: &AppState,
+    state: &Account,
     caller: &Credential,
     form: &[(String, String)],
 ) -> Result<String, StsError> {

@@ -17,8 +17,9 @@ use hyper::{Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::account::Account;
 use crate::api::{ApiError, error_response};
-use crate::server::{ACCOUNT_ID, AppState};
+use crate::config::ACCOUNT_ID;
 use crate::state::ApiCall;
 
 pub const TARGET_PREFIX: &str = "ResourceGroupsTaggingAPI_20170126.";
@@ -44,7 +45,7 @@ struct TagFilter {
 }
 
 /// Reads the body (bounded), checks the signature for `tagging`, answers.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body, target) = match crate::api::read_json11(req).await {
         Ok(read) => read,
         Err(response) => return response,
@@ -79,7 +80,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<B
 
 /// Runs one operation on a JSON body (no signature check) for the caller `caller_arn`.
 pub fn dispatch(
-    state: &AppState,
+    state: &Account,
     caller_arn: &str,
     operation: &str,
     body: &[u8],
@@ -108,7 +109,7 @@ pub fn dispatch(
     }
 }
 
-fn get_resources(state: &AppState, req: GetResourcesRequest) -> Result<Value, ApiError> {
+fn get_resources(state: &Account, req: GetResourcesRequest) -> Result<Value, ApiError> {
     let per_page = match req.resources_per_page {
         None => DEFAULT_PER_PAGE,
         Some(n) if (1..=MAX_PER_PAGE as i64).contains(&n) => n as usize,
