@@ -23,12 +23,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::account::{Account, DATA_CHANNEL_PREFIX, random_secret};
-use crate::config::{ACCESS_KEY_ID, TestbedConfig};
-use crate::data_auth::DialRecord;
-use crate::data_stats::{DataStats, SessionStats};
-use crate::sigv4::AuthError;
-use crate::state::{ApiCall, Sessions};
+use crate::aws_api::account::{Account, DATA_CHANNEL_PREFIX, random_secret};
+use crate::aws_api::data_auth::DialRecord;
+use crate::aws_api::sigv4::AuthError;
+use crate::world::config::{ACCESS_KEY_ID, TestbedConfig};
+use crate::world::data_stats::{DataStats, SessionStats};
+use crate::world::state::{ApiCall, Sessions};
 
 /// Where benchmarks read the stream data counts.
 pub const STATS_PATH: &str = "/testbed/stats";
@@ -48,7 +48,7 @@ pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
 pub struct AppState {
     pub account: Account,
     /// The relay's live agents, one per session.
-    pub hub: Arc<crate::relay::Hub>,
+    pub hub: Arc<crate::mgs::relay::Hub>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -56,7 +56,7 @@ impl AppState {
     pub fn new(config: TestbedConfig, local_addr: SocketAddr) -> Self {
         let account = Account::new(config, local_addr);
         AppState {
-            hub: Arc::new(crate::relay::Hub::with_kms(account.kms.clone())),
+            hub: Arc::new(crate::mgs::relay::Hub::with_kms(account.kms.clone())),
             account,
             tasks: Mutex::new(JoinSet::new()),
         }
@@ -97,9 +97,9 @@ pub struct Testbed {
     tls: Option<Arc<crate::tls::TlsIdentity>>,
     state: Arc<AppState>,
     /// The EC2 Instance Connect key store when `eic_state_dir` was not given; removed on drop.
-    _eic_temp: Option<crate::sshd::TempDir>,
+    _eic_temp: Option<crate::instance::sshd::TempDir>,
     /// Holds the CA bundle; removed on drop.
-    _tls_temp: Option<crate::sshd::TempDir>,
+    _tls_temp: Option<crate::instance::sshd::TempDir>,
 }
 
 impl Testbed {
@@ -109,7 +109,7 @@ impl Testbed {
         let eic_temp = match config.eic_state_dir {
             Some(_) => None,
             None => {
-                let dir = crate::sshd::TempDir::new("sallyport-eic")?;
+                let dir = crate::instance::sshd::TempDir::new("sallyport-eic")?;
                 std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
                     .with_context(|| format!("chmod 0700 {}", dir.path().display()))?;
                 config.eic_state_dir = Some(dir.path().to_owned());
@@ -123,7 +123,7 @@ impl Testbed {
         let secret = random_secret();
         let (tls, tls_temp, ca_bundle) = if config.tls {
             let identity = Arc::new(crate::tls::TlsIdentity::generate()?);
-            let dir = crate::sshd::TempDir::new("sallyport-tls")?;
+            let dir = crate::instance::sshd::TempDir::new("sallyport-tls")?;
             let path = dir.path().join("testbed-ca.pem");
             identity.write_ca(&path)?;
             (Some(identity), Some(dir), Some(path))
@@ -184,13 +184,13 @@ impl Testbed {
     }
 
     /// The KMS the API serves (for an in-process agent end that decrypts data keys).
-    pub fn kms(&self) -> Arc<crate::kms_keys::KmsState> {
+    pub fn kms(&self) -> Arc<crate::world::kms_keys::KmsState> {
         self.state.account.kms.clone()
     }
 
     /// The directory where `SendSSHPublicKey` records pushed keys: what
     /// `sallyport-testbed authorized-keys --state DIR` (and an Instance Connect sshd from
-    /// [`crate::sshd::SshdOptions`]) reads.
+    /// [`crate::instance::sshd::SshdOptions`]) reads.
     pub fn eic_state_dir(&self) -> std::path::PathBuf {
         self.state.account.eic.dir().to_owned()
     }
@@ -320,22 +320,22 @@ async fn route(
             .get("x-amz-target")
             .is_some_and(|v| v.as_bytes().starts_with(prefix.as_bytes()))
     };
-    let kms = amz_target(crate::kms::TARGET_PREFIX);
-    let eic = amz_target(crate::eic::TARGET_PREFIX);
-    let tagging = amz_target(crate::tagging::TARGET_PREFIX);
+    let kms = amz_target(crate::aws_api::kms::TARGET_PREFIX);
+    let eic = amz_target(crate::aws_api::eic::TARGET_PREFIX);
+    let tagging = amz_target(crate::aws_api::tagging::TARGET_PREFIX);
     let offset = state.account.config.clock_offset_secs;
     let mut resp = if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
-        crate::sts::handle(&state.account, req).await
+        crate::aws_api::sts::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" && kms {
         // JSON 1.1 like SSM, told apart by X-Amz-Target.
-        crate::kms::handle(&state.account, req).await
+        crate::aws_api::kms::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" && eic {
-        crate::eic::handle(&state.account, req).await
+        crate::aws_api::eic::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" && tagging {
-        crate::tagging::handle(&state.account, req).await
+        crate::aws_api::tagging::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" {
-        crate::api::handle(&state.account, req).await
+        crate::aws_api::api::handle(&state.account, req).await
     } else if req.method() == Method::GET && path == STATS_PATH {
         stats_json(&state)
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
@@ -345,7 +345,7 @@ async fn route(
     } else {
         text(StatusCode::NOT_FOUND, "not found")
     };
-    crate::http_date::stamp(resp.headers_mut(), offset);
+    crate::world::http_date::stamp(resp.headers_mut(), offset);
     Ok(resp)
 }
 
@@ -410,7 +410,9 @@ fn data_channel(state: &Arc<AppState>, req: Request<Incoming>, id: &str) -> Resp
             }
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        if let Err(e) = crate::relay::serve_data_channel(ws, record, config, sessions, hub).await {
+        if let Err(e) =
+            crate::mgs::relay::serve_data_channel(ws, record, config, sessions, hub).await
+        {
             tracing::debug!(%session_id, "data channel ended: {e:#}");
         }
     });

@@ -1,8 +1,8 @@
 //! EC2 Instance Connect through the whole listener: the AWS SDK's client and raw signed
-//! requests against a started [`Testbed`] (the handler is [`crate::eic`]).
+//! requests against a started [`Testbed`] (the handler is [`crate::aws_api::eic`]).
 
-use crate::config::{InstanceConfig, TestbedConfig};
 use crate::server::Testbed;
+use crate::world::config::{InstanceConfig, TestbedConfig};
 use aws_sdk_ec2instanceconnect::config::{
     BehaviorVersion, Credentials, Region, retry::RetryConfig,
 };
@@ -71,7 +71,7 @@ async fn aws_sdk_pushes_a_key_and_reads_our_errors() {
     let (t, rest) = stored.trim_end().split_once(' ').unwrap();
     assert_eq!(rest, format!("{RUNNING} {KEY}"));
     let t: i64 = t.parse().unwrap();
-    assert!((crate::clock::now_secs(0) - t).abs() <= 2, "{t}");
+    assert!((crate::world::clock::now_secs(0) - t).abs() <= 2, "{t}");
     let call = tb.calls().pop().unwrap();
     assert_eq!(call.service, "ec2-instance-connect");
     assert_eq!(call.operation, "SendSSHPublicKey");
@@ -152,7 +152,7 @@ async fn wrong_signing_name_is_refused() {
         .header("host", tb.addr.to_string())
         .header(
             "x-amz-date",
-            crate::clock::format_amz_date(crate::clock::now_secs(0)),
+            crate::world::clock::format_amz_date(crate::world::clock::now_secs(0)),
         )
         .header(
             "x-amz-target",
@@ -164,7 +164,7 @@ async fn wrong_signing_name_is_refused() {
     let body =
         format!(r#"{{"InstanceId":"{RUNNING}","InstanceOSUser":"root","SSHPublicKey":"{KEY}"}}"#);
     let sign = |service| {
-        crate::sigv4::authorization_header(
+        crate::aws_api::sigv4::authorization_header(
             &parts,
             body.as_bytes(),
             &tb.access_key_id,
