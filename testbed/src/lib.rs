@@ -27,8 +27,9 @@
 //! may use `instance` (Instance Connect writes the instance's key store) and `mgs` may use
 //! `agent` (the relay runs the agent); `agent` may use only `mgs::frames` of `mgs` (a
 //! failed KMS handshake closes the channel with MGS's frame), never the relay. Nothing
-//! imports `server` but `tools`, and nothing imports `tools`. `tests/layout.rs` fails the
-//! build's tests when a `crate::` path breaks this.
+//! in the library imports `server` but `tools`, and nothing imports `tools`. The test
+//! `testbed/tests/layout.rs` reads every file here and fails when a `crate::` path breaks
+//! this, or when a file sits outside these folders.
 //!
 //! - [`world`]: what everything shares and nothing owns: configuration (instances, agent
 //!   and relay settings), sessions, the clock, faults, queue bounds, data counts, KMS keys.

@@ -335,7 +335,7 @@ async fn route(
     } else if req.method() == Method::POST && path == "/" && tagging {
         crate::aws_api::tagging::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" {
-        crate::aws_api::api::handle(&state.account, req).await
+        crate::aws_api::ssm::handle(&state.account, req).await
     } else if req.method() == Method::GET && path == STATS_PATH {
         stats_json(&state)
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::api::ApiError;
+use crate::aws_api::json11::ApiError;
 use crate::world::config::InstanceConfig;
 
 /// The API's bounds for `MaxResults`, and its default page size.
@@ -166,7 +166,7 @@ pub fn describe_instance_information(
         if key == "InstanceIds"
             && let Some(bad) = values
                 .iter()
-                .find(|v| !crate::aws_api::api::well_formed_id(v))
+                .find(|v| !crate::aws_api::ssm::well_formed_id(v))
         {
             return Err(ApiError::modeled(
                 "InvalidInstanceId",
@@ -253,7 +253,7 @@ fn matches(i: &InstanceConfig, info: &InstanceInformation, key: &str, values: &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws_api::api::dispatch;
+    use crate::aws_api::ssm::dispatch;
     use crate::world::config::TestbedConfig;
     use serde_json::Value;
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::api::ApiError;
+use crate::aws_api::json11::ApiError;
 
 pub const PREFERENCES: &str = "SSM-SessionManagerRunShell";
 

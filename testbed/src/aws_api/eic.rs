@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::api::{ApiError, error_response};
+use crate::aws_api::json11::{ApiError, error_response};
 use crate::instance::eic_keys::{KeyError, parse_public_key};
 use crate::world::config::ACCOUNT_ID;
 use crate::world::config::InstanceConfig;
@@ -51,7 +51,7 @@ struct SendSshPublicKeyRequest {
 
 /// Reads the body (bounded), checks the signature for `ec2-instance-connect`, answers.
 pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body, target) = match crate::aws_api::api::read_json11(req).await {
+    let (parts, body, target) = match crate::aws_api::json11::read_json11(req).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -79,7 +79,7 @@ pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<By
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::aws_api::api::CONTENT_TYPE),
+                HeaderValue::from_static(crate::aws_api::json11::CONTENT_TYPE),
             );
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 h.insert("x-amzn-requestid", v);
@@ -103,7 +103,7 @@ pub fn dispatch(
 ) -> Result<Value, ApiError> {
     match operation {
         "SendSSHPublicKey" => {
-            let req: SendSshPublicKeyRequest = crate::aws_api::api::parse(body)?;
+            let req: SendSshPublicKeyRequest = crate::aws_api::json11::parse(body)?;
             send_ssh_public_key(state, caller_arn, req)?;
             Ok(json!({"RequestId": request_id, "Success": true}))
         }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::api::{ApiError, error_response};
+use crate::aws_api::json11::{ApiError, error_response};
 use crate::world::kms_keys::{KmsError, KmsState};
 use crate::world::state::ApiCall;
 
@@ -45,7 +45,7 @@ struct DecryptRequest {
 
 /// Reads the body (bounded), checks the signature for `kms`, answers the operation.
 pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body, target) = match crate::aws_api::api::read_json11(req).await {
+    let (parts, body, target) = match crate::aws_api::json11::read_json11(req).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -69,7 +69,7 @@ pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<By
             let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::aws_api::api::CONTENT_TYPE),
+                HeaderValue::from_static(crate::aws_api::json11::CONTENT_TYPE),
             );
             resp
         }

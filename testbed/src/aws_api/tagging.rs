@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::api::{ApiError, error_response};
+use crate::aws_api::json11::{ApiError, error_response};
 use crate::world::config::ACCOUNT_ID;
 use crate::world::state::ApiCall;
 
@@ -46,7 +46,7 @@ struct TagFilter {
 
 /// Reads the body (bounded), checks the signature for `tagging`, answers.
 pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body, target) = match crate::aws_api::api::read_json11(req).await {
+    let (parts, body, target) = match crate::aws_api::json11::read_json11(req).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -70,7 +70,7 @@ pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<By
             let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::aws_api::api::CONTENT_TYPE),
+                HeaderValue::from_static(crate::aws_api::json11::CONTENT_TYPE),
             );
             resp
         }
@@ -98,7 +98,7 @@ pub fn dispatch(
             let req: GetResourcesRequest = if body.is_empty() {
                 GetResourcesRequest::default()
             } else {
-                crate::aws_api::api::parse(body)?
+                crate::aws_api::json11::parse(body)?
             };
             get_resources(state, req)
         }
