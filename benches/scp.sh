@@ -113,7 +113,7 @@ write_eic_script() {
     [[ -n ${1:-} ]] && instance=" --instance '$1'"
     {
         echo '#!/bin/sh'
-        echo '# EC2 Instance Connect stand-in (sallyport-testbed), as testbed/src/sshd.rs writes it'
+        echo '# EC2 Instance Connect stand-in (sallyport-testbed), as testbed/src/instance/sshd.rs writes it'
         printf "exec '%s' authorized-keys --state '%s'%s --clock-offset=0 -- \"\$@\"\n" \
             "$TESTBED" "$TMP/eic-state" "$instance"
     } >"$TMP/eic-keys.sh.new"

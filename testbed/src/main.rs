@@ -17,10 +17,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sallyport_testbed::agent::AgentSettings;
-use sallyport_testbed::config::{InstanceConfig, TestbedConfig, load_instances};
-use sallyport_testbed::data_auth::UnsignedPolicy;
-use sallyport_testbed::{Testbed, delay_proxy, server};
+use sallyport_testbed::tools::delay_proxy;
+use sallyport_testbed::world::config::{
+    AgentSettings, InstanceConfig, TestbedConfig, UnsignedPolicy, load_instances,
+};
+use sallyport_testbed::{Testbed, server};
 
 #[derive(Parser)]
 #[command(name = "sallyport-testbed", version, about)]
@@ -125,7 +126,7 @@ struct ServeArgs {
     faults: FaultArgs,
 }
 
-/// Faults the relay injects (see testbed/src/faults.rs).
+/// Faults the relay injects (see testbed/src/world/faults.rs).
 #[derive(Args)]
 struct FaultArgs {
     /// Close every client websocket this long after it opens (code 1000), like the
@@ -147,16 +148,16 @@ struct FaultArgs {
     /// Send one malformed frame after the handshake: short, wrong-header-length,
     /// wrong-digest, absurd-length, unknown-type, negative-sequence, far-sequence, huge-json.
     #[arg(long, value_parser = parse_hostile)]
-    hostile: Option<sallyport_testbed::faults::Hostile>,
+    hostile: Option<sallyport_testbed::world::faults::Hostile>,
     /// Send pause_publication at AFTER, start_publication DURATION later (e.g. 2s+3s).
     #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    pause: Option<sallyport_testbed::faults::Window>,
+    pause: Option<sallyport_testbed::world::faults::Window>,
     /// The relay goes silent (no reads, no pongs, no writes) at AFTER for DURATION.
     #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    vanish: Option<sallyport_testbed::faults::Window>,
+    vanish: Option<sallyport_testbed::world::faults::Window>,
     /// The agent freezes at AFTER for DURATION.
     #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    stall: Option<sallyport_testbed::faults::Window>,
+    stall: Option<sallyport_testbed::world::faults::Window>,
     /// End sessions after this long without client input (the service's idle timeout).
     #[arg(long, value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
@@ -177,8 +178,8 @@ struct FaultArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     jitter: Duration,
     /// End the Nth session started once its agent sent BYTES to the client (N:BYTES).
-    #[arg(long, value_name = "N:BYTES", value_parser = sallyport_testbed::faults::KillSession::parse)]
-    kill_session: Option<sallyport_testbed::faults::KillSession>,
+    #[arg(long, value_name = "N:BYTES", value_parser = sallyport_testbed::world::faults::KillSession::parse)]
+    kill_session: Option<sallyport_testbed::world::faults::KillSession>,
 }
 
 /// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
@@ -201,27 +202,29 @@ fn parse_queue(s: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("'{s}' is too large"))
 }
 
-fn parse_window(s: &str) -> Result<sallyport_testbed::faults::Window, String> {
-    sallyport_testbed::faults::Window::parse(s, |d| parse_duration(d).map_err(|e| e.to_string()))
+fn parse_window(s: &str) -> Result<sallyport_testbed::world::faults::Window, String> {
+    sallyport_testbed::world::faults::Window::parse(s, |d| {
+        parse_duration(d).map_err(|e| e.to_string())
+    })
 }
 
 fn parse_unsigned(s: &str) -> Result<UnsignedPolicy, String> {
     UnsignedPolicy::parse(s).ok_or_else(|| format!("'{s}' is neither accept nor refuse"))
 }
 
-fn parse_hostile(s: &str) -> Result<sallyport_testbed::faults::Hostile, String> {
-    sallyport_testbed::faults::Hostile::parse(s)
+fn parse_hostile(s: &str) -> Result<sallyport_testbed::world::faults::Hostile, String> {
+    sallyport_testbed::world::faults::Hostile::parse(s)
         .ok_or_else(|| format!("unknown hostile frame kind {s:?}"))
 }
 
 impl FaultArgs {
-    fn plan(&self) -> sallyport_testbed::faults::FaultPlan {
-        let imp = sallyport_testbed::faults::Impairment {
+    fn plan(&self) -> sallyport_testbed::world::faults::FaultPlan {
+        let imp = sallyport_testbed::world::faults::Impairment {
             drop: self.drop,
             duplicate: self.duplicate,
             reorder: self.reorder,
         };
-        sallyport_testbed::faults::FaultPlan {
+        sallyport_testbed::world::faults::FaultPlan {
             recycle_every: self.recycle_every,
             to_client: imp,
             to_agent: imp,
@@ -286,8 +289,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::DelayProxy(args) => delay(args).await,
             Command::Demo(args) => {
-                let bin = sallyport_testbed::demo::find_sallyport(args.sallyport)?;
-                sallyport_testbed::demo::run(&bin, args.size_mb).await
+                let bin = sallyport_testbed::tools::demo::find_sallyport(args.sallyport)?;
+                sallyport_testbed::tools::demo::run(&bin, args.size_mb).await
             }
             Command::AuthorizedKeys(args) => authorized_keys(&args),
         }
@@ -299,8 +302,8 @@ fn main() -> ExitCode {
 }
 
 fn authorized_keys(args: &AuthorizedKeysArgs) -> anyhow::Result<()> {
-    let now = sallyport_testbed::clock::now_secs(args.clock_offset);
-    let keys = sallyport_testbed::eic_keys::authorized_keys(
+    let now = sallyport_testbed::world::clock::now_secs(args.clock_offset);
+    let keys = sallyport_testbed::instance::eic_keys::authorized_keys(
         &args.state,
         &args.user,
         args.instance.as_deref(),

@@ -1,11 +1,12 @@
 //! The server's routes, the data-channel upgrade checks and TLS.
 
 use super::*;
+use crate::world::config::InstanceConfig;
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
 use aws_sdk_ssm::error::ProvideErrorMetadata as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const ONLINE: &str = crate::config::DEFAULT_INSTANCE_ID;
+const ONLINE: &str = crate::world::config::DEFAULT_INSTANCE_ID;
 const LOST: &str = "i-0fedcba9876543210";
 
 async fn testbed() -> Testbed {
@@ -72,7 +73,7 @@ async fn raw(tb: &Testbed, method: &str, path: &str, body: &str, sign: bool) -> 
         // Now: requests signed more than 5 minutes off are refused, as by AWS.
         .header(
             "x-amz-date",
-            crate::clock::format_amz_date(crate::clock::now_secs(0)),
+            crate::world::clock::format_amz_date(crate::world::clock::now_secs(0)),
         )
         .header("x-amz-target", "AmazonSSM.StartSession")
         .body(())
@@ -84,7 +85,7 @@ async fn raw(tb: &Testbed, method: &str, path: &str, body: &str, sign: bool) -> 
         req.push_str(&format!("{n}: {}\r\n", v.to_str().unwrap()));
     }
     if sign {
-        let a = crate::sigv4::authorization_header(
+        let a = crate::aws_api::sigv4::authorization_header(
             &parts,
             body.as_bytes(),
             akid,
@@ -168,7 +169,7 @@ type WsRequest = tokio_tungstenite::tungstenite::handshake::client::Request;
 fn signed_request(tb: &Testbed, url: &str, akid: &str, secret: &str, skew: i64) -> WsRequest {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut req = url.into_client_request().unwrap();
-    let date = crate::clock::format_amz_date(crate::clock::now_secs(skew));
+    let date = crate::world::clock::format_amz_date(crate::world::clock::now_secs(skew));
     let host = req.headers()["host"].clone();
     let (parts, ()) = Request::builder()
         .method("GET")
@@ -178,8 +179,9 @@ fn signed_request(tb: &Testbed, url: &str, akid: &str, secret: &str, skew: i64) 
         .body(())
         .unwrap()
         .into_parts();
-    let service = crate::data_auth::SERVICE;
-    let auth = crate::sigv4::authorization_header(&parts, b"", akid, secret, &tb.region, service);
+    let service = crate::aws_api::data_auth::SERVICE;
+    let auth =
+        crate::aws_api::sigv4::authorization_header(&parts, b"", akid, secret, &tb.region, service);
     let h = req.headers_mut();
     h.insert("x-amz-date", date.parse().unwrap());
     h.insert("authorization", auth.parse().unwrap());
@@ -200,14 +202,17 @@ fn refusal<T: std::fmt::Debug>(
 }
 
 fn session(tb: &Testbed, id: &str) -> String {
-    tb.state.sessions.insert(crate::state::SessionRecord {
-        session_id: id.to_owned(),
-        token: "t".to_owned(),
-        instance: InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap()),
-        document: "SSM-SessionManagerRunShell".to_owned(),
-        parameters: Default::default(),
-    });
-    tb.state.stream_url(id, "cell-1")
+    tb.state
+        .account
+        .sessions
+        .insert(crate::world::state::SessionRecord {
+            session_id: id.to_owned(),
+            token: "t".to_owned(),
+            instance: InstanceConfig::ssh_shortcut("127.0.0.1:2222".parse().unwrap()),
+            document: "SSM-SessionManagerRunShell".to_owned(),
+            parameters: Default::default(),
+        });
+    tb.state.account.stream_url(id, "cell-1")
 }
 
 async fn testbed_with(adjust: impl FnOnce(&mut TestbedConfig)) -> Testbed {
@@ -218,7 +223,7 @@ async fn testbed_with(adjust: impl FnOnce(&mut TestbedConfig)) -> Testbed {
 
 #[tokio::test]
 async fn data_channel_upgrade_must_be_signed() {
-    use crate::data_auth::{DialAuth, DialRecord};
+    use crate::aws_api::data_auth::{DialAuth, DialRecord};
     use tokio_tungstenite::connect_async;
     let tb = testbed_with(|_| {}).await;
     let url = session(&tb, "s-1");
@@ -311,7 +316,8 @@ async fn data_channel_upgrade_must_be_signed() {
 /// `--unsigned-data-channel accept`: a raw websocket client without any signature gets in.
 #[tokio::test]
 async fn unsigned_data_channel_accept_lets_unsigned_in() {
-    use crate::data_auth::{DialAuth, UnsignedPolicy};
+    use crate::aws_api::data_auth::DialAuth;
+    use crate::world::config::UnsignedPolicy;
     let tb = testbed_with(|c| c.unsigned_data_channel = UnsignedPolicy::Accept).await;
     let url = session(&tb, "s-2");
     let (_ws, resp) = tokio_tungstenite::connect_async(url.as_str())
@@ -332,7 +338,7 @@ async fn unsigned_data_channel_accept_lets_unsigned_in() {
 
 #[tokio::test]
 async fn presigned_stream_urls_need_no_headers() {
-    use crate::data_auth::{DialAuth, PRESIGN_ACCESS_KEY_ID};
+    use crate::aws_api::data_auth::{DialAuth, PRESIGN_ACCESS_KEY_ID};
     use tokio_tungstenite::connect_async;
     let tb = testbed_with(|c| c.presign_stream_urls = true).await;
     let url = session(&tb, "s-3");
@@ -358,7 +364,7 @@ async fn presigned_stream_urls_need_no_headers() {
         Some("InvalidSignatureException")
     );
     // The presign key is the testbed's own: API calls signed with it are not accepted.
-    assert!(tb.state.credential(PRESIGN_ACCESS_KEY_ID).is_none());
+    assert!(tb.state.account.credential(PRESIGN_ACCESS_KEY_ID).is_none());
 }
 
 #[tokio::test]

@@ -10,12 +10,12 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{Acknowledge, OpenDataChannelInput, PayloadType};
-use sallyport_testbed::agent::{self, AgentIo, AgentOut, AgentSettings};
-use sallyport_testbed::agent_link::{self, FromAgent};
-use sallyport_testbed::backlog::Backlog;
-use sallyport_testbed::data_auth::UnsignedPolicy;
-use sallyport_testbed::faults::{FaultPlan, Window};
-use sallyport_testbed::state::SessionRecord;
+use sallyport_testbed::agent::link::{self, FromAgent};
+use sallyport_testbed::agent::{self, AgentIo, AgentOut};
+use sallyport_testbed::world::backlog::Backlog;
+use sallyport_testbed::world::config::{AgentSettings, UnsignedPolicy};
+use sallyport_testbed::world::faults::{FaultPlan, Window};
+use sallyport_testbed::world::state::SessionRecord;
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -100,8 +100,8 @@ async fn a_slow_instance_write_holds_back_the_agents_reading_and_acks() {
         instance_write_rate: Some(1024),
         ..AgentSettings::default()
     };
-    let (to_client, mut from_agent) = agent_link::outbox(100_000);
-    let (to_agent, from_client) = agent_link::inbox(&to_client);
+    let (to_client, mut from_agent) = link::outbox(100_000);
+    let (to_agent, from_client) = link::inbox(&to_client);
     let io = AgentIo {
         from_client,
         to_client,

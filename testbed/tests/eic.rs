@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2instanceconnect::config::{BehaviorVersion, Credentials, Region};
-use sallyport_testbed::eic_keys::parse_public_key;
-use sallyport_testbed::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
+use sallyport_testbed::instance::eic_keys::parse_public_key;
+use sallyport_testbed::instance::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sallyport-testbed");

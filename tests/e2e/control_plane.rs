@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use sallyport_testbed::sshd::{TempDir, TestSshd};
+use sallyport_testbed::instance::sshd::{TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 use crate::harness::{SALLYPORT, run};

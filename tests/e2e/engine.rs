@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sallyport_testbed::faults::Hostile;
+use sallyport_testbed::world::faults::Hostile;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{Fixture, SALLYPORT, peak_rss_kib, random_bytes};

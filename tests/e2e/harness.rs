@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sallyport_testbed::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
+use sallyport_testbed::instance::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 pub const SALLYPORT: &str = env!("CARGO_BIN_EXE_sallyport");

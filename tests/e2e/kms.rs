@@ -13,8 +13,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use sallyport::proto::client::{ClientError, ClientEvent, ClientSession};
 use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{EncChallenge, PayloadType};
-use sallyport_testbed::agent_kms::{EncryptedAgent, KMS_NOTICE, encryption_context};
-use sallyport_testbed::payloads::PayloadType as AgentPayload;
+use sallyport_testbed::agent::kms::{EncryptedAgent, KMS_NOTICE, encryption_context};
+use sallyport_testbed::agent::payloads::PayloadType as AgentPayload;
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 
 use crate::harness::{Fixture, ok, run};

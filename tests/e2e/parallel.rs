@@ -214,7 +214,9 @@ fn a_small_file_opens_one_session() {
 fn a_session_killed_mid_download_is_redone_on_the_others() {
     // The second session started ends once it sent 3 MB (a piece is 2.5 MB at -j 4).
     let fx = Fixture::instance_connect_with(|c| {
-        c.faults.kill_session = Some(sallyport_testbed::faults::KillSession::new(2, 3_000_000));
+        c.faults.kill_session = Some(sallyport_testbed::world::faults::KillSession::new(
+            2, 3_000_000,
+        ));
     });
     let src = fx.path("big.bin");
     std::fs::write(&src, random_bytes(20_000_000, 99)).unwrap();
@@ -461,7 +463,9 @@ fn upload_p_survives_the_first_session_dying() {
     // SFTP statuses, early in the upload. Its pieces are redone, and -p's times and mode
     // are set through another session.
     let fx = Fixture::instance_connect_with(|c| {
-        c.faults.kill_session = Some(sallyport_testbed::faults::KillSession::new(1, 10_000));
+        c.faults.kill_session = Some(sallyport_testbed::world::faults::KillSession::new(
+            1, 10_000,
+        ));
     });
     let src = fx.path("big.bin");
     std::fs::write(&src, random_bytes(20_000_000, 77)).unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sallyport_testbed::faults::{FaultPlan, Hostile, Impairment};
+use sallyport_testbed::world::faults::{FaultPlan, Hostile, Impairment};
 
 use crate::harness::{Fixture, ok, peak_rss_kib, random_bytes, run, sha256_file};
 
@@ -172,8 +172,8 @@ fn hostile_frames_end_the_session_cleanly() {
     }
 }
 
-fn window(after_ms: u64, lasts_ms: u64) -> Option<sallyport_testbed::faults::Window> {
-    Some(sallyport_testbed::faults::Window {
+fn window(after_ms: u64, lasts_ms: u64) -> Option<sallyport_testbed::world::faults::Window> {
+    Some(sallyport_testbed::world::faults::Window {
         after: Duration::from_millis(after_ms),
         lasts: Duration::from_millis(lasts_ms),
     })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sallyport_testbed::data_auth::{DialAuth, DialRecord, PRESIGN_ACCESS_KEY_ID};
+use sallyport_testbed::aws_api::data_auth::{DialAuth, DialRecord, PRESIGN_ACCESS_KEY_ID};
 
 use crate::harness::{Fixture, ok, run};
 use crate::rotation::{NEW_KEY, rotate, rotating_profile};

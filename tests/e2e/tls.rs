@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sallyport_testbed::data_auth::DialAuth;
+use sallyport_testbed::aws_api::data_auth::DialAuth;
 
 use crate::harness::{Fixture, ok, run};
 

@@ -1,0 +1,213 @@
+//! NonInteractiveCommands with separate output streams (PROTOCOL.md §8.2), as
+//! `AWS-StartNonInteractiveCommand` runs: the handshake (always, for this session type),
+//! then `sh -c COMMAND` as the testbed's own user (this machine plays the instance);
+//! stdout as Output, stderr as StdErr, each read at most `chunk_size` bytes at a time
+//! with a `pace` sleep after each message; then `EXIT_CODE: <n>`; then the outgoing
+//! buffer is drained and the session ends (agent_session_state Terminating, which the
+//! relay turns into channel_closed).
+//!
+//! Client input is discarded except the bytes 0x03 and 0x1C, which become SIGINT and
+//! SIGQUIT for the command, as on the agent. A start-up failure is sent as StdErr text.
+//!
+//! Guess: that `AWS-StartNonInteractiveCommand`'s properties set `separateOutputStream`
+//! (the managed document's exact text is unverified, PROTOCOL.md §1.2, §13).
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use crate::agent::channel::AgentEvent;
+use crate::agent::payloads::{PayloadFlag, PayloadType};
+use rustix::process::{Pid, Signal, kill_process};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{Notify, mpsc};
+
+use crate::agent::{
+    AgentIo, AgentOut, AgentSettings, Shared, feed, finish, handshake, lock, new_channel,
+    next_timer, on_timer, send_now, sleep_opt,
+};
+use crate::world::state::SessionRecord;
+
+/// The `command` parameter, as the document substitutes it.
+pub(crate) fn command_parameter(session: &SessionRecord) -> String {
+    session
+        .parameters
+        .get("command")
+        .map(|v| v.join(" "))
+        .unwrap_or_default()
+}
+
+pub async fn run(
+    session: Arc<SessionRecord>,
+    settings: AgentSettings,
+    mut io: AgentIo,
+) -> anyhow::Result<()> {
+    let ch = new_channel(&settings);
+    let kms = crate::agent::kms_request(&session, &io);
+    handshake(
+        &ch,
+        &mut io,
+        &settings,
+        &session.instance.agent_version,
+        "NonInteractiveCommands",
+        // Properties are null for the shell-family plugins (PROTOCOL.md §5.3).
+        serde_json::Value::Null,
+        kms,
+    )
+    .await?;
+    let command = command_parameter(&session);
+    let mut child = match Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let text = format!("Failed to start command: {e}\n");
+            send_now(&ch, &io.to_client, PayloadType::StdErr, text.into_bytes());
+            finish(&ch, &mut io, String::new()).await;
+            return Ok(());
+        }
+    };
+    let pid = child.id();
+    let sent = Arc::new(Notify::new());
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(2);
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(
+            out,
+            PayloadType::Output,
+            ch.clone(),
+            io.to_client.clone(),
+            settings.clone(),
+            sent.clone(),
+            done_tx.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(
+            err,
+            PayloadType::StdErr,
+            ch.clone(),
+            io.to_client.clone(),
+            settings.clone(),
+            sent.clone(),
+            done_tx.clone(),
+        )));
+    }
+    drop(done_tx);
+    let mut open_pumps = pumps.len();
+    let mut status = None;
+    let terminated = loop {
+        if open_pumps == 0
+            && let Some(code) = status
+        {
+            break Some(code);
+        }
+        tokio::select! {
+            frame = io.from_client.recv() => {
+                let Some(frame) = frame else { break None };
+                if apply_input(feed(&ch, &io.to_client, &frame), pid) {
+                    break None;
+                }
+            }
+            _ = sleep_opt(next_timer(&ch)) => on_timer(&ch, &io.to_client),
+            _ = sent.notified() => {}
+            Some(()) = done_rx.recv(), if open_pumps > 0 => open_pumps -= 1,
+            exit = child.wait(), if status.is_none() => {
+                // A process killed by a signal has no code; Go reports -1.
+                status = Some(exit.ok().and_then(|s| s.code()).unwrap_or(-1));
+            }
+        }
+    };
+    for p in pumps {
+        p.abort();
+    }
+    let Some(code) = terminated else {
+        let _ = child.kill().await;
+        let _ = io.to_client.send(AgentOut::Close {
+            output: String::new(),
+        });
+        return Ok(());
+    };
+    send_now(
+        &ch,
+        &io.to_client,
+        PayloadType::ExitCode,
+        format!("EXIT_CODE: {code}").into_bytes(),
+    );
+    finish(&ch, &mut io, String::new()).await;
+    Ok(())
+}
+
+/// Ctrl-C and Ctrl-\ bytes become signals for the command; all other input is dropped.
+/// Returns true when the client asked to end the session.
+fn apply_input(events: Vec<AgentEvent>, pid: Option<u32>) -> bool {
+    for ev in events {
+        let AgentEvent::Message(m) = ev else {
+            continue;
+        };
+        match PayloadType::from_u32(m.payload_type) {
+            Some(PayloadType::Output) => {
+                for b in &m.payload {
+                    let sig = match b {
+                        0x03 => Signal::INT,
+                        0x1c => Signal::QUIT,
+                        _ => continue,
+                    };
+                    if let Some(pid) = pid {
+                        signal(pid, sig);
+                    }
+                }
+            }
+            Some(PayloadType::Flag)
+                if PayloadFlag::decode(&m.payload) == Some(PayloadFlag::TerminateSession) =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Sends `sig` to process `pid`.
+pub(crate) fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+/// Reads one output pipe the agent's way: at most `chunk_size` per message, one per `pace`.
+async fn pump<R: AsyncRead + Unpin>(
+    mut from: R,
+    kind: PayloadType,
+    ch: Shared,
+    out: crate::agent::link::ToClient,
+    settings: AgentSettings,
+    sent: Arc<Notify>,
+    done: mpsc::Sender<()>,
+) {
+    let mut buf = vec![0u8; settings.chunk_size.max(1)];
+    let mut pacer = crate::agent::Pacer::new(settings.pace);
+    loop {
+        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        out.ready().await;
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut c = lock(&ch);
+                // Sealed when the session is KMS-encrypted (Output and StdErr both are).
+                c.send_payload(kind, buf[..n].to_vec());
+                crate::agent::flush(&mut c, &out);
+            }
+        }
+        sent.notify_one();
+        pacer.after_send().await;
+    }
+    let _ = done.send(()).await;
+}
