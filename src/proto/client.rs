@@ -130,6 +130,8 @@ pub struct ClientSession {
     gate: InputGate,
     /// Established, but input is held until the agent's first payload or this instant.
     held_until: Option<Instant>,
+    /// When the hold began (HandshakeComplete), for the log line that says how long it was.
+    held_since: Option<Instant>,
 }
 
 impl ClientSession {
@@ -144,6 +146,7 @@ impl ClientSession {
             nonce_seed: 0,
             gate: InputGate::AtHandshake,
             held_until: None,
+            held_since: None,
         }
     }
 
@@ -165,9 +168,10 @@ impl ClientSession {
         self.is_established() && self.held_until.is_none()
     }
 
-    fn release_input(&mut self, why: &'static str) {
+    fn release_input(&mut self, now: Instant, why: &'static str) {
         if self.held_until.take().is_some() {
-            tracing::debug!("input released: {why}");
+            let held = self.held_since.map(|t| now.saturating_duration_since(t));
+            tracing::debug!(?held, "input released: {why}");
         }
     }
 
@@ -332,7 +336,7 @@ impl ClientSession {
             }
             (kind, State::Established) => {
                 self.state = State::Established;
-                self.release_input("the agent has started the session plugin");
+                self.release_input(now, "the agent has started the session plugin");
                 self.on_stream_payload(kind, m.payload)?;
             }
             (kind, other) => {
@@ -360,6 +364,7 @@ impl ClientSession {
         let done = s.on_complete(payload)?;
         if let InputGate::AfterFirstOutput { fallback } = self.gate {
             self.held_until = Some(now + fallback);
+            self.held_since = Some(now);
         }
         self.cipher = done.cipher;
         self.events.push_back(ClientEvent::Established {
@@ -477,7 +482,10 @@ impl ClientSession {
 
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ClientError> {
         if self.held_until.is_some_and(|t| now >= t) {
-            self.release_input("no output from the agent since the handshake; sending anyway");
+            self.release_input(
+                now,
+                "no output from the agent since the handshake; sending anyway",
+            );
         }
         Ok(self.channel.handle_timeout(now)?)
     }
