@@ -49,6 +49,9 @@
 #        ssh's own framing overhead (packet headers, MACs) is counted as part of the gap.
 #  4.    latency: median wall time of --latency-runs (5) runs of `ssh target true`, via
 #        sallyport (testbed at --rtt) and direct (delay-proxy at --rtt).
+#  5.    input hold: as many more `ssh true` runs via sallyport, each proxy logging (debug)
+#        how long it held ssh's input after HandshakeComplete until the agent's first
+#        output; min / median / max in ms.
 #
 # Exit status: 0 when every transfer completed and verified; non-zero on any error. With
 # --strict, also non-zero when a target below is missed:
@@ -295,6 +298,30 @@ LAT_DIRECT=$MEDIAN_MS
 timed_ssh sp
 LAT_SP=$MEDIAN_MS
 
+# 5. The cost of holding SSH input until the agent's first output after HandshakeComplete
+# (src/proto/client.rs, InputGate): the hold each proxy logs (debug), over LATENCY_RUNS
+# more `ssh true` runs via sallyport. Sets HELD_MS to "min / median / max".
+HELD_MS=
+held_ssh() {
+    local i v
+    local samples=()
+    argv_for sp ssh
+    for ((i = 0; i < LATENCY_RUNS; i++)); do
+        : >"$TMP/held.log"
+        bounded 60 "$TMP/held.log" env RUST_LOG=sallyport::proto::client=debug \
+            "${ARGV[@]}" "$DEST" true || die "ssh $DEST true (held) failed; see held.log"
+        v=$(grep -o 'held_ms="*[0-9.]*' "$TMP/held.log" | tail -1 | tr -dc '0-9.')
+        [[ -n $v ]] || die "no 'input released' line from the proxy; see held.log"
+        samples+=("$v")
+    done
+    echo "    input held after HandshakeComplete: ${samples[*]} ms" >&2
+    HELD_MS=$(printf '%s\n' "${samples[@]}" | sort -g | awk '
+        { v[NR] = $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.2f / %.2f / %.2f", v[1], m, v[NR] }')
+}
+held_ssh
+
 # ---------------------------------------------------------------------------------------
 # Report.
 
@@ -337,6 +364,8 @@ agent message at rtt 0 = $GAP_MS ms (setup of $(calc 2 "$T_SETUP0") s excluded),
 $STEADY_CEIL MB/s
 - times (s): upload $(calc 2 "$T_UP_SP") / $(calc 2 "$T_UP_DIRECT"), download \
 $(calc 2 "$T_DOWN_SP") / $(calc 2 "$T_DOWN_DIRECT") (via sallyport / direct), ceiling $(calc 2 "$T_CEIL")
+- SSH input held after HandshakeComplete until the agent's first output (sshd's banner), \
+min / median / max of $LATENCY_RUNS, ms: $HELD_MS (part of the latency above)
 - all transfers verified by SHA-256; benchmark wall time ${WALL} s
 EOF
 

@@ -170,8 +170,11 @@ impl ClientSession {
 
     fn release_input(&mut self, now: Instant, why: &'static str) {
         if self.held_until.take().is_some() {
-            let held = self.held_since.map(|t| now.saturating_duration_since(t));
-            tracing::debug!(?held, "input released: {why}");
+            let held = self
+                .held_since
+                .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+            let held_ms = format!("{:.3}", held * 1000.0);
+            tracing::debug!(held_ms, "input released: {why}");
         }
     }
 
