@@ -60,13 +60,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
     let env = |k: &str| std::env::var(k).ok();
+    let inputs = settings::Inputs {
+        global: &cli.global,
+        file: &file,
+        env: &env,
+        interactive: interactive(),
+    };
     match cli.command {
         Command::Proxy(args) => {
-            let s = settings::for_target(&cli.global, &file, &args.target, &env)?;
-            let config = sallyport::aws::load(&s.aws)
-                .await
-                .map_err(|e| Failure::aws(e, &args.target))?;
-            let found = target::find(&s, &config).await?;
+            let s = inputs.target(&args.target)?;
+            let (config, found) = target::locate(&s).await?;
             let ssm = sallyport::aws::Ssm::new(&config);
             let push = match (args.push_key, &args.user) {
                 (true, Some(user)) => Some(PushKey {
@@ -91,7 +94,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Exec(args) => {
             let raw = args.target.as_deref().unwrap_or_default();
-            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
+            let (ssm, found, s) = resolve(&inputs, raw).await?;
             let req = ExecRequest {
                 target: found.id.clone(),
                 command: exec::command_line(&args.command),
@@ -104,7 +107,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             result
         }
         Command::Forward(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+            let (ssm, found, s) = resolve(&inputs, &args.target).await?;
             let req = ForwardRequest {
                 target: found.id.clone(),
                 specs: args.specs,
@@ -117,7 +120,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Shell(args) => {
             let raw = args.target.as_deref().unwrap_or_default();
-            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
+            let (ssm, found, s) = resolve(&inputs, raw).await?;
             let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
             for (k, v) in args.parameters {
                 parameters.entry(k).or_default().push(v);
@@ -133,9 +136,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             found.settle(&result);
             result
         }
-        Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
-        Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
-        Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
+        Command::Ssh(args) => ssh::commands::ssh(&inputs, &args).await,
+        Command::Scp(args) => ssh::commands::scp(&inputs, &args).await,
+        Command::Sftp(args) => ssh::commands::sftp(&inputs, &args).await,
         Command::Ls(args) => tools::ls(&cli.global, &file, &args).await,
         Command::Doctor(args) => tools::doctor(&cli.global, &file, &args).await,
         Command::Config(ConfigCommand::Ssh(args)) => tools::config_ssh(&cli.global, &file, &args),
@@ -145,17 +148,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 
 /// Settings, SDK configuration and target lookup, as `proxy` does them.
 async fn resolve(
-    global: &sallyport::cli::args::GlobalArgs,
-    file: &config_file::ConfigFile,
+    inputs: &settings::Inputs<'_>,
     raw_target: &str,
-) -> Result<(sallyport::aws::Ssm, target::Found, settings::TargetSettings), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let s = settings::for_target(global, file, raw_target, &env)?;
-    let config = sallyport::aws::load(&s.aws)
-        .await
-        .map_err(|e| Failure::aws(e, raw_target))?;
-    let found = target::find(&s, &config).await?;
+) -> Result<(sallyport::aws::Ssm, target::Found, target::TargetSettings), Failure> {
+    let s = inputs.target(raw_target)?;
+    let (config, found) = target::locate(&s).await?;
     Ok((sallyport::aws::Ssm::new(&config), found, s))
+}
+
+/// Stdin and stderr are terminals: a person may pick a node.
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error worth a message.

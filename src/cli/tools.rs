@@ -4,6 +4,7 @@
 use crate::commands::ssh_config::{self, BlockSettings};
 use crate::config_file::ConfigFile;
 use crate::error::{ExitCode, Failure};
+use crate::target::TargetSettings;
 
 use super::args::{DoctorArgs, GlobalArgs, LsArgs, SshConfigArgs};
 use super::settings;
@@ -22,33 +23,36 @@ fn stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// Resolves settings for a command about the whole account rather than one target:
-/// flags, environment and config file as for a target, with an ID (never an alias) as
-/// the stand-in target.
-fn account_settings(
-    g: &GlobalArgs,
-    file: &ConfigFile,
-    first_target: Option<&str>,
-) -> Result<settings::TargetSettings, Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    settings::for_target(g, file, first_target.unwrap_or("i-00000000"), &env)
+/// The inputs of a command that shows no picker.
+fn inputs<'a>(
+    g: &'a GlobalArgs,
+    file: &'a ConfigFile,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> settings::Inputs<'a> {
+    settings::Inputs {
+        global: g,
+        file,
+        env,
+        interactive: false,
+    }
 }
 
 /// `sallyport ls [TARGET…] [--json]`.
 pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, Failure> {
     let env = |k: &str| std::env::var(k).ok();
-    // An alias may bring its own profile and region: the first target's apply to all.
-    let s = account_settings(g, file, args.targets.first().map(String::as_str))?;
+    let inputs = inputs(g, file, &env);
     let forms = (args.targets.iter())
-        .map(|t| settings::for_target(g, file, t, &env).map(|s| s.target))
+        .map(|t| inputs.target(t).map(|s| s.target))
         .collect::<Result<Vec<_>, _>>()?;
-    let config = crate::aws::load(&s.aws)
+    // An alias may bring its own profile and region: the first target's apply to all.
+    let aws = inputs.account(args.targets.first().map(String::as_str));
+    let config = crate::aws::load(&aws)
         .await
         .map_err(|e| Failure::aws(e, "the managed nodes"))?;
     let listing = crate::commands::ls::list(&config, &forms)
         .await
         .map_err(|e| {
-            let e = crate::aws::advise(e, s.aws.profile.as_deref());
+            let e = crate::aws::advise(e, aws.profile.as_deref());
             let e = match e.kind {
                 crate::aws::AwsErrorKind::AccessDenied if e.hint.is_none() => e.with_hint(
                     "listing needs ssm:DescribeInstanceInformation (and tag:GetResources for Name tags)",
@@ -146,9 +150,17 @@ pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Re
 pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Result<u8, Failure> {
     use crate::commands::doctor::{self as d, Blame, Check, Report};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let s = account_settings(g, file, args.target.as_deref())?;
+    let raw_env = |k: &str| std::env::var(k).ok();
+    let inputs = inputs(g, file, &raw_env);
+    let target = (args.target.as_deref())
+        .map(|t| inputs.target(t))
+        .transpose()?;
+    let aws = match &target {
+        Some(t) => t.aws.clone(),
+        None => inputs.account(None),
+    };
     let mut report = Report::default();
-    let config = match crate::aws::load(&s.aws).await {
+    let config = match crate::aws::load(&aws).await {
         Ok(c) => Some(c),
         Err(e) if e.kind == crate::aws::AwsErrorKind::NoRegion => {
             report.push(Check::fail(
@@ -167,7 +179,7 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
     if let Some(config) = config {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         report.push(Check::ok("region", region.clone()));
-        let endpoints = endpoints(s.aws.endpoint_url.as_deref(), &region, &env);
+        let endpoints = endpoints(aws.endpoint_url.as_deref(), &region, &env);
         let (probes, identity) = tokio::join!(
             futures_util::future::join_all(endpoints.iter().map(d::probe)),
             d::identity(&config)
@@ -177,7 +189,7 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
             Ok(c) => c,
             Err(e) => {
                 skew = e.kind == crate::aws::AwsErrorKind::ClockSkew;
-                let e = crate::aws::advise(e, s.aws.profile.as_deref());
+                let e = crate::aws::advise(e, aws.profile.as_deref());
                 d::aws_failure("credentials", &e, "")
             }
         });
@@ -197,8 +209,8 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
         }
         let nodes = d::permissions(&config, &mut report).await;
         report.push(d::session_kms(&config).await);
-        if let Some(raw) = &args.target {
-            doctor_target(g, file, raw, &config, nodes.is_some(), &mut report).await;
+        if let Some(ts) = target {
+            doctor_target(ts, &config, nodes.is_some(), &mut report).await;
         }
     }
     if args.json {
@@ -222,28 +234,27 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
 }
 
 async fn doctor_target(
-    g: &GlobalArgs,
-    file: &ConfigFile,
-    raw: &str,
+    ts: TargetSettings,
     config: &aws_config::SdkConfig,
     can_describe: bool,
     report: &mut crate::commands::doctor::Report,
 ) {
     use crate::commands::doctor::{self as d, Blame, Check};
     use crate::target::Spec;
-    let env = |k: &str| std::env::var(k).ok();
     let fail = |detail: String, fix: &str| Check::fail("target", Blame::Target, detail, fix);
-    let ts = match settings::for_target(g, file, raw, &env) {
-        Ok(ts) => ts,
-        Err(f) => return report.push(fail(f.message, "")),
+    // Never a picker here.
+    let ts = TargetSettings {
+        interactive: false,
+        ..ts
     };
+    let raw = &ts.raw;
     if !can_describe && !matches!(ts.target, Spec::Id(_)) {
         return report.push(fail(
             format!("{raw:?} cannot be looked up without ssm:DescribeInstanceInformation"),
             "pass an instance ID, or allow the action",
         ));
     }
-    let found = match crate::target::find_with(&ts, config, false).await {
+    let found = match crate::target::find(&ts, config).await {
         Ok(found) => found,
         Err(f) => {
             let first = f.message.lines().next().unwrap_or_default().to_owned();

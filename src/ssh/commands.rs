@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use crate::aws::{InstanceConnect, Ssm};
-use crate::cli::args::{GlobalArgs, SshClientArgs};
-use crate::cli::settings;
-use crate::config_file::ConfigFile;
+use crate::cli::args::SshClientArgs;
+use crate::cli::settings::Inputs;
 use crate::error::{ExitCode, Failure};
 use crate::target;
 
@@ -54,36 +53,30 @@ pub fn guess_user(platform: Option<&str>) -> &'static str {
 /// Resolves the target and the user, then connects: the SSM session and the key push
 /// run side by side, then SSH authenticates.
 pub async fn connect(
-    global: &GlobalArgs,
-    file: &ConfigFile,
+    inputs: &Inputs<'_>,
     dest_user: Option<&str>,
     raw_target: &str,
     args: &SshClientArgs,
 ) -> Result<(Connection, String), Failure> {
-    let (connector, conn) = connector(global, file, dest_user, raw_target, args, false).await?;
+    let (connector, conn) = connector(inputs, dest_user, raw_target, args, false).await?;
     Ok((conn, connector.target().to_owned()))
 }
 
 /// [`connect`], also returning the [`client::Connector`] that made the connection, to
 /// open more like it; `compression` offers zlib compression.
 pub async fn connector(
-    global: &GlobalArgs,
-    file: &ConfigFile,
+    inputs: &Inputs<'_>,
     dest_user: Option<&str>,
     raw_target: &str,
     args: &SshClientArgs,
     compression: bool,
 ) -> Result<(client::Connector, Connection), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let s = settings::for_target(global, file, raw_target, &env)?;
-    let config = crate::aws::load(&s.aws)
-        .await
-        .map_err(|e| Failure::aws(e, raw_target))?;
-    let found = target::find(&s, &config).await?;
+    let (s, config_user) = inputs.target_and_user(raw_target)?;
+    let (config, found) = target::locate(&s).await?;
     let explicit = dest_user
         .map(str::to_owned)
         .or_else(|| args.user.clone())
-        .or_else(|| s.user.clone());
+        .or(config_user);
     let (user, guessed) = match explicit {
         Some(u) => (u, false),
         None => {
@@ -130,35 +123,27 @@ pub async fn connector(
 }
 
 /// `sallyport ssh`: a shell, or one command.
-pub async fn ssh(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::SshArgs,
-) -> Result<u8, Failure> {
+pub async fn ssh(inputs: &Inputs<'_>, args: &crate::cli::args::SshArgs) -> Result<u8, Failure> {
     let (user, target) = split_destination(args.destination.as_deref().unwrap_or_default());
-    let (conn, _) = connect(global, file, user, target, &args.client).await?;
+    let (conn, _) = connect(inputs, user, target, &args.client).await?;
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     super::remote::run(conn, command, args.stdin_null).await
 }
 
 /// `sallyport scp`: one remote side, copied through SFTP.
-pub async fn scp(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::ScpArgs,
-) -> Result<u8, Failure> {
+pub async fn scp(inputs: &Inputs<'_>, args: &crate::cli::args::ScpArgs) -> Result<u8, Failure> {
     let ops = super::scp_args::parse_operands(&args.operands)
         .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
     let t = &args.transfer;
-    let lanes = t
-        .parallel
-        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
-    let compression = t.compression || file.compression.unwrap_or(false);
+    let lanes = t.parallel.map_or(
+        inputs.file.parallel.unwrap_or(DEFAULT_PARALLEL),
+        usize::from,
+    );
+    let compression = t.compression || inputs.file.compression.unwrap_or(false);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
     let connecting = connector(
-        global,
-        file,
+        inputs,
         ops.user.as_deref(),
         &ops.target,
         &args.client,
@@ -227,11 +212,7 @@ fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
 }
 
 /// `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`).
-pub async fn sftp(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::SftpArgs,
-) -> Result<u8, Failure> {
+pub async fn sftp(inputs: &Inputs<'_>, args: &crate::cli::args::SftpArgs) -> Result<u8, Failure> {
     use std::io::IsTerminal as _;
     // Open the batch file before connecting: a typo should not cost a session.
     let batch: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = match &args.batch {
@@ -246,12 +227,12 @@ pub async fn sftp(
     };
     let (user, target) = split_destination(&args.destination);
     let t = &args.transfer;
-    let lanes = t
-        .parallel
-        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
-    let compression = t.compression || file.compression.unwrap_or(false);
-    let (connector, conn) =
-        connector(global, file, user, target, &args.client, compression).await?;
+    let lanes = t.parallel.map_or(
+        inputs.file.parallel.unwrap_or(DEFAULT_PARALLEL),
+        usize::from,
+    );
+    let compression = t.compression || inputs.file.compression.unwrap_or(false);
+    let (connector, conn) = connector(inputs, user, target, &args.client, compression).await?;
     let res = super::transfer::parallel::Resources::default();
     let striping = super::sftp_shell::Striping {
         connector: &connector,
