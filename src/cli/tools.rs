@@ -1,13 +1,11 @@
 //! The CLI edge of the commands in [`crate::commands`]: what was typed plus the config
 //! file, resolved into their plain settings; their outcome made into lines and exit codes.
 
-use crate::commands::ssh_config::{self, BlockSettings};
-use crate::config_file::ConfigFile;
+use crate::commands::ssh_config;
 use crate::error::{ExitCode, Failure};
 use crate::target::TargetSettings;
 
-use super::args::{DoctorArgs, GlobalArgs, LsArgs, SshConfigArgs};
-use super::settings;
+use super::resolve::{ConfigSshRun, DoctorRun, LsRun};
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike
 /// `print!` a failed write is a message, not a panic.
@@ -23,33 +21,13 @@ fn stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// The inputs of a command that shows no picker.
-fn inputs<'a>(
-    g: &'a GlobalArgs,
-    file: &'a ConfigFile,
-    env: &'a dyn Fn(&str) -> Option<String>,
-) -> settings::Inputs<'a> {
-    settings::Inputs {
-        global: g,
-        file,
-        env,
-        interactive: false,
-    }
-}
-
 /// `sallyport ls [TARGET…] [--json]`.
-pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let inputs = inputs(g, file, &env);
-    let forms = (args.targets.iter())
-        .map(|t| inputs.target(t).map(|s| s.target))
-        .collect::<Result<Vec<_>, _>>()?;
-    // An alias may bring its own profile and region: the first target's apply to all.
-    let aws = inputs.account(args.targets.first().map(String::as_str));
-    let config = crate::aws::load(&aws)
+pub async fn ls(args: &LsRun) -> Result<u8, Failure> {
+    let (aws, forms) = (&args.aws, &args.forms);
+    let config = crate::aws::load(aws)
         .await
         .map_err(|e| Failure::aws(e, "the managed nodes"))?;
-    let listing = crate::commands::ls::list(&config, &forms)
+    let listing = crate::commands::ls::list(&config, forms)
         .await
         .map_err(|e| {
             let e = crate::aws::advise(e, aws.profile.as_deref());
@@ -82,38 +60,8 @@ pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, 
 }
 
 /// `sallyport config ssh [--push-key [--ephemeral]] [--install]`.
-pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Result<u8, Failure> {
-    let exe = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot tell where this sallyport binary is ({e}); write the block by hand from contrib/ssh_config"),
-            )
-        })?;
-    // Flags typed now are kept in the ProxyCommand; environment variables are not (ssh
-    // passes its own environment to the ProxyCommand anyway).
-    let mut global_args = Vec::new();
-    if let Some(c) = &file.path.as_ref().filter(|_| g.config.is_some()) {
-        let c = c.canonicalize().unwrap_or_else(|_| c.to_path_buf());
-        global_args.extend(["--config".to_owned(), c.display().to_string()]);
-    }
-    for (flag, value) in [
-        ("--profile", &g.profile),
-        ("--region", &g.region),
-        ("--endpoint-url", &g.endpoint_url),
-    ] {
-        if let Some(v) = value {
-            global_args.extend([flag.to_owned(), v.clone()]);
-        }
-    }
-    let block = ssh_config::host_block(&BlockSettings {
-        exe,
-        global_args,
-        aliases: file.aliases.keys().cloned().collect(),
-        push_key: args.push_key,
-        ephemeral: args.ephemeral,
-    });
+pub fn config_ssh(args: ConfigSshRun) -> Result<u8, Failure> {
+    let block = ssh_config::host_block(&args.block);
     if !args.install {
         stdout(&block)?;
         return Ok(0);
@@ -147,20 +95,12 @@ pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Re
 /// `sallyport doctor [TARGET] [--json]`: exit 0 only when no check failed, else the exit
 /// code of the first failure's kind (3 credentials, 4 denied, 5 target, 6 unreachable,
 /// 9 region, 14 clock).
-pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Result<u8, Failure> {
+pub async fn doctor(args: DoctorRun) -> Result<u8, Failure> {
     use crate::commands::doctor::{self as d, Blame, Check, Report};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let raw_env = |k: &str| std::env::var(k).ok();
-    let inputs = inputs(g, file, &raw_env);
-    let target = (args.target.as_deref())
-        .map(|t| inputs.target(t))
-        .transpose()?;
-    let aws = match &target {
-        Some(t) => t.aws.clone(),
-        None => inputs.account(None),
-    };
+    let aws = &args.aws;
     let mut report = Report::default();
-    let config = match crate::aws::load(&aws).await {
+    let config = match crate::aws::load(aws).await {
         Ok(c) => Some(c),
         Err(e) if e.kind == crate::aws::AwsErrorKind::NoRegion => {
             report.push(Check::fail(
@@ -209,7 +149,7 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
         }
         let nodes = d::permissions(&config, &mut report).await;
         report.push(d::session_kms(&config).await);
-        if let Some(ts) = target {
+        if let Some(ts) = args.target {
             doctor_target(ts, &config, nodes.is_some(), &mut report).await;
         }
     }
@@ -242,11 +182,6 @@ async fn doctor_target(
     use crate::commands::doctor::{self as d, Blame, Check};
     use crate::target::Spec;
     let fail = |detail: String, fix: &str| Check::fail("target", Blame::Target, detail, fix);
-    // Never a picker here.
-    let ts = TargetSettings {
-        interactive: false,
-        ..ts
-    };
     let raw = &ts.raw;
     if !can_describe && !matches!(ts.target, Spec::Id(_)) {
         return report.push(fail(
