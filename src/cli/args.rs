@@ -46,7 +46,7 @@ pub struct GlobalArgs {
     pub pick: Option<Pick>,
     /// Keep retrying while the target's SSM agent is not connected, up to this long
     /// (e.g. 90s, 2m): right after a boot the agent takes a while to come online.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = super::settings::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = super::parse::duration)]
     pub wait: Option<std::time::Duration>,
     /// More diagnostics on stderr (-v, -vv); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -159,9 +159,31 @@ pub struct SshClientArgs {
     /// yes: refuse hosts not in known_hosts; accept-new: record them (default); no: also
     /// connect despite a changed key.
     #[arg(long, value_enum, value_name = "HOW", default_value = "accept-new")]
-    pub strict_host_key_checking: crate::ssh::known_hosts::Strictness,
+    pub strict_host_key_checking: HostKeyChecking,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+/// What to do about a host whose key is not recorded, or recorded differently
+/// (`--strict-host-key-checking`, as OpenSSH's option of that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostKeyChecking {
+    /// Refuse hosts that are not recorded yet.
+    Yes,
+    /// Record new hosts (saying so), refuse changed keys. The default.
+    AcceptNew,
+    /// Record new hosts and connect despite a changed key (with a warning).
+    No,
+}
+
+impl From<HostKeyChecking> for crate::ssh::known_hosts::Strictness {
+    fn from(h: HostKeyChecking) -> Self {
+        match h {
+            HostKeyChecking::Yes => Self::Yes,
+            HostKeyChecking::AcceptNew => Self::AcceptNew,
+            HostKeyChecking::No => Self::No,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -247,7 +269,7 @@ pub struct ShellArgs {
     pub document: Option<String>,
     /// A document parameter, NAME=VALUE; repeat for more (or for a list's values).
     #[arg(long = "parameter", value_name = "NAME=VALUE",
-          value_parser = crate::session::shell::parse_parameter)]
+          value_parser = super::parse::parameter)]
     pub parameters: Vec<(String, String)>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -265,11 +287,11 @@ pub struct ForwardArgs {
     pub target: String,
     /// One session per SPEC, all in this process.
     #[arg(value_name = "SPEC", required_unless_present = "socks",
-          value_parser = |s: &str| s.parse::<crate::session::forward::ForwardSpec>())]
+          value_parser = super::parse::forward_spec)]
     pub specs: Vec<crate::session::forward::ForwardSpec>,
     /// A SOCKS5 server on [bind:]port whose connections leave from the target.
     #[arg(short = 'D', long = "socks", value_name = "[BIND:]PORT",
-          value_parser = crate::session::forward::parse_socks_addr)]
+          value_parser = super::parse::socks_addr)]
     pub socks: Option<std::net::SocketAddr>,
     /// Open http://127.0.0.1:<port>/ of the first SPEC in the browser once it is up.
     #[arg(long)]
@@ -329,13 +351,13 @@ pub struct ProxyArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// Websocket keep-alive ping interval.
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::parse::duration)]
     pub keepalive: std::time::Duration,
     /// Treat the data channel as dead after this long without hearing from the service.
-    #[arg(long, value_name = "DURATION", default_value = "50s", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "50s", value_parser = super::parse::duration)]
     pub dead_after: std::time::Duration,
     /// How long to keep trying to resume a dropped session before giving up.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::parse::duration)]
     pub resume_budget: std::time::Duration,
 }
 

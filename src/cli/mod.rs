@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod generate;
+pub mod parse;
 pub mod resolve;
 pub mod settings;
 pub mod tools;

@@ -261,7 +261,7 @@ fn login(
             .or(config_user),
         port: args.ssh_port,
         known_hosts: args.known_hosts.clone(),
-        strictness: args.strict_host_key_checking,
+        strictness: args.strict_host_key_checking.into(),
         link: args.connection.link_options(),
         compression,
     })

@@ -10,8 +10,6 @@
 //! - proxy: `--no-proxy` > `--proxy` > config `proxy` > `*_PROXY` variables (read by
 //!   `transport::ProxyRoutes`).
 
-use std::time::Duration;
-
 use crate::aws::AwsSettings;
 use crate::config_file::{Alias, ConfigFile};
 use crate::error::{ExitCode, Failure};
@@ -19,9 +17,6 @@ use crate::target::{self, Spec, TargetSettings};
 use crate::transport::ProxyRequest;
 
 use super::args::{GlobalArgs, Pick};
-
-/// The longest `--wait` accepted.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// What resolution reads besides one command's own arguments: the global flags, the
 /// config file, the environment, and whether a person is at the terminal.
@@ -171,34 +166,6 @@ pub fn proxy_request(g: &GlobalArgs, file: Option<&ConfigFile>) -> ProxyRequest 
     }
 }
 
-/// `90s`, `2m`, `1500ms`, `1h`, or plain seconds (`90`); at most an hour.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 90s, 2m or 500ms"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?;
-    if d > MAX_WAIT {
-        return Err(format!("{s:?} is longer than the 1 h limit"));
-    }
-    Ok(d)
-}
-
 /// Failure for a config file that cannot be used.
 pub fn config_failure(e: crate::config_file::ConfigError) -> Failure {
     Failure::new(ExitCode::Config, e.0)
@@ -209,6 +176,7 @@ mod tests {
     use super::*;
     use crate::config_file;
     use clap::Parser as _;
+    use std::time::Duration;
 
     fn global(args: &[&str]) -> GlobalArgs {
         let mut argv = vec!["sallyport"];
@@ -344,17 +312,5 @@ mod tests {
         assert_eq!(s.wait, Some(Duration::from_secs(90)));
         let argv = ["sallyport", "--pick", "any", "proxy", "x"];
         assert!(crate::cli::args::Cli::try_parse_from(argv).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
-        for bad in ["", "s", "ten", "5 parsecs", "2h", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }
