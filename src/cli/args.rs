@@ -279,15 +279,19 @@ pub struct ShellArgs {
 #[command(
     after_help = "SPEC is [bind:]local:remote_port (a port on the target) or \
 [bind:]local:host:port (a host the target reaches); local 0 picks a free port; bind \
-defaults to 127.0.0.1.\n\nExamples:\n  sallyport forward i-0abc 58888:8888 --open\n  \
-sallyport forward web-1 5432:db.internal:5432 0:6379\n  sallyport forward web-1 -D 1080"
+defaults to 127.0.0.1.\n\nNo TARGET: pick an online node on the terminal. A first word \
+that parses as a SPEC is one, not a TARGET (IDs, tag:Key=Value and IPs never do); a \
+node whose name looks like a SPEC (e.g. 8080) is named by its ID or tag:Name=8080.\n\n\
+Examples:\n  sallyport forward i-0abc 58888:8888 --open\n  \
+sallyport forward web-1 5432:db.internal:5432 0:6379\n  sallyport forward web-1 -D 1080\n  \
+sallyport forward 8888:localhost:8888    (pick the node)"
 )]
 pub struct ForwardArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
-    /// One session per SPEC, all in this process.
-    #[arg(value_name = "SPEC", required_unless_present = "socks",
-          value_parser = super::parse::forward_spec)]
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+    /// One session per SPEC, all in this process (at least one SPEC, or -D).
+    #[arg(value_name = "SPEC", value_parser = super::parse::forward_spec)]
     pub specs: Vec<crate::session::forward::ForwardSpec>,
     /// A SOCKS5 server on [bind:]port whose connections leave from the target.
     #[arg(short = 'D', long = "socks", value_name = "[BIND:]PORT",

@@ -146,13 +146,16 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             document: args.document,
             link: args.connection.link_options(),
         }),
-        Command::Forward(args) => Resolved::Forward(ForwardRun {
-            on: inputs.target(&args.target)?,
-            specs: args.specs,
-            socks: args.socks,
-            open: args.open,
-            link: args.connection.link_options(),
-        }),
+        Command::Forward(args) => {
+            let (target, specs) = forward_words(args.target, args.specs, args.socks.is_some())?;
+            Resolved::Forward(ForwardRun {
+                on: inputs.target(target.as_deref().unwrap_or_default())?,
+                specs,
+                socks: args.socks,
+                open: args.open,
+                link: args.connection.link_options(),
+            })
+        }
         Command::Shell(args) => {
             let mut parameters = BTreeMap::<String, Vec<String>>::new();
             for (k, v) in args.parameters {
@@ -233,6 +236,40 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             install: args.install,
         }),
     })
+}
+
+/// `forward [TARGET] [SPEC]…`: clap puts the first word in TARGET; it is a SPEC when it
+/// parses as one (no instance ID, name, `tag:` or IP does), and then there is no target
+/// (the picker's). At least one SPEC or `-D` is needed.
+fn forward_words(
+    first: Option<String>,
+    mut specs: Vec<ForwardSpec>,
+    socks: bool,
+) -> Result<(Option<String>, Vec<ForwardSpec>), Failure> {
+    let (target, not_a_spec) = match first {
+        Some(word) => match word.parse::<ForwardSpec>() {
+            Ok(spec) => {
+                specs.insert(0, spec);
+                (None, None)
+            }
+            Err(why) => (Some(word), Some(why)),
+        },
+        None => (None, None),
+    };
+    if specs.is_empty() && !socks {
+        let hint = match (&target, not_a_spec) {
+            // `forward 8888:localhost`: a SPEC with a typo, more likely than a target.
+            (Some(t), Some(why)) if t.contains(':') => format!(" ({t:?} is not one: {why})"),
+            _ => String::new(),
+        };
+        return Err(Failure::new(
+            ExitCode::Usage,
+            format!(
+                "nothing to forward{hint}: give a SPEC ([bind:]local:remote_port or [bind:]local:host:port) or -D [bind:]port"
+            ),
+        ));
+    }
+    Ok((target, specs))
 }
 
 /// `-j` (else the config file's `parallel`, else 4) and `-C` (or `compression = true`).
@@ -398,5 +435,55 @@ mod tests {
             panic!("not ls");
         };
         assert_eq!(r.aws.profile, None);
+    }
+
+    #[test]
+    fn forward_tells_a_first_spec_from_a_target_by_its_shape() {
+        let forward = |argv: &[&str]| match resolved(argv) {
+            Ok(Resolved::Forward(r)) => Ok(r),
+            Ok(_) => panic!("not forward"),
+            Err(e) => Err(e),
+        };
+        let r = forward(&["forward", "8888:localhost:8888", "9999"]).unwrap();
+        assert_eq!(r.on.target, Spec::Pick, "no target: the picker's");
+        let spec = |s: &str| s.parse::<ForwardSpec>().unwrap();
+        assert_eq!(r.specs, [spec("8888:localhost:8888"), spec("9999")]);
+        let r = forward(&["forward", "-D", "1080"]).unwrap();
+        assert_eq!((r.on.target, r.specs.len()), (Spec::Pick, 0));
+        assert!(r.socks.is_some());
+        let r = forward(&["forward", "web-1", "8080"]).unwrap();
+        assert_eq!(r.on.target, Spec::Name("web-1".into()));
+        assert_eq!(r.specs, [spec("8080")]);
+        for ip in ["10.0.0.1", "2001:db8::1", "[fd00::7]"] {
+            let r = forward(&["forward", ip, "8080"]).unwrap();
+            assert!(
+                matches!(r.on.target, Spec::Ip(_)),
+                "{ip}: {:?}",
+                r.on.target
+            );
+        }
+        let r = forward(&["forward", "tag:Team=a:b", "-D", "1080"]).unwrap();
+        assert!(matches!(r.on.target, Spec::Tag { .. }));
+        let r = forward(&["forward", "jupyter", "1:2"]).unwrap();
+        assert_eq!(r.on.target, Spec::Id("i-0123456789abcdef0".into()));
+        for nothing in [&["forward"][..], &["forward", "web-1"]] {
+            let e = forward(nothing).err().expect("nothing to forward");
+            assert_eq!(e.code, ExitCode::Usage);
+            assert!(
+                e.message.starts_with("nothing to forward: "),
+                "{}",
+                e.message
+            );
+        }
+        let e = forward(&["forward", "8888:localhost"])
+            .err()
+            .expect("a typo");
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(
+            e.message.contains("\"8888:localhost\" is not one: ")
+                && e.message.contains("not a port number"),
+            "{}",
+            e.message
+        );
     }
 }
