@@ -15,7 +15,9 @@ use crate::ssh::commands::{self as ssh, Login};
 use crate::target::{Spec, TargetSettings};
 use crate::transport::LinkOptions;
 
-use super::args::{Cli, Command, ConfigCommand, GlobalArgs, SshClientArgs, TransferArgs};
+use super::args::{
+    Cli, Command, ConfigCommand, ForwardArgs, GlobalArgs, SshClientArgs, TransferArgs,
+};
 use super::settings::{self, Inputs};
 
 /// A command with everything it runs with.
@@ -101,10 +103,13 @@ pub struct ConfigSshRun {
 /// Resolves `cli` with the config file it names, the process environment and the
 /// terminal.
 pub fn resolve(cli: Cli) -> Result<Resolved, Failure> {
-    // Generated from the clap definitions alone: no config file, no AWS.
-    match cli.command {
+    let mut command = cli.command;
+    match &mut command {
+        // Generated from the clap definitions alone: no config file, no AWS.
         Command::Completions(args) => return Ok(Resolved::Completions(args.shell)),
-        Command::Man { dir } => return Ok(Resolved::Man(dir)),
+        Command::Man { dir } => return Ok(Resolved::Man(std::mem::take(dir))),
+        // What clap cannot check, checked before the config file is read, as clap's is.
+        Command::Forward(args) => forward_words(args)?,
         _ => {}
     }
     let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
@@ -119,7 +124,7 @@ pub fn resolve(cli: Cli) -> Result<Resolved, Failure> {
         env: &env,
         interactive,
     };
-    resolve_with(cli.command, &inputs)
+    resolve_with(command, &inputs)
 }
 
 /// [`resolve`] with the inputs given (tests pass their own).
@@ -146,11 +151,11 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             document: args.document,
             link: args.connection.link_options(),
         }),
-        Command::Forward(args) => {
-            let (target, specs) = forward_words(args.target, args.specs, args.socks.is_some())?;
+        Command::Forward(mut args) => {
+            forward_words(&mut args)?;
             Resolved::Forward(ForwardRun {
-                on: inputs.target(target.as_deref().unwrap_or_default())?,
-                specs,
+                on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+                specs: args.specs,
                 socks: args.socks,
                 open: args.open,
                 link: args.connection.link_options(),
@@ -239,25 +244,23 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
 }
 
 /// `forward [TARGET] [SPEC]…`: clap puts the first word in TARGET; it is a SPEC when it
-/// parses as one (no instance ID, name, `tag:` or IP does), and then there is no target
-/// (the picker's). At least one SPEC or `-D` is needed.
-fn forward_words(
-    first: Option<String>,
-    mut specs: Vec<ForwardSpec>,
-    socks: bool,
-) -> Result<(Option<String>, Vec<ForwardSpec>), Failure> {
-    let (target, not_a_spec) = match first {
-        Some(word) => match word.parse::<ForwardSpec>() {
-            Ok(spec) => {
-                specs.insert(0, spec);
-                (None, None)
+/// parses as one (no instance ID, `tag:` form or IP does; a name could, and the help says
+/// how to name such a node), and then there is no target (the picker's). At least one
+/// SPEC or `-D` is needed. Idempotent: [`resolve`] calls it before reading the config
+/// file, so a bad command line is reported first, as clap's own errors are.
+fn forward_words(args: &mut ForwardArgs) -> Result<(), Failure> {
+    let mut not_a_spec = None;
+    if let Some(word) = args.target.take() {
+        match word.parse::<ForwardSpec>() {
+            Ok(spec) => args.specs.insert(0, spec),
+            Err(why) => {
+                not_a_spec = Some(why);
+                args.target = Some(word);
             }
-            Err(why) => (Some(word), Some(why)),
-        },
-        None => (None, None),
-    };
-    if specs.is_empty() && !socks {
-        let hint = match (&target, not_a_spec) {
+        }
+    }
+    if args.specs.is_empty() && args.socks.is_none() {
+        let hint = match (&args.target, not_a_spec) {
             // `forward 8888:localhost`: a SPEC with a typo, more likely than a target.
             (Some(t), Some(why)) if t.contains(':') => format!(" ({t:?} is not one: {why})"),
             _ => String::new(),
@@ -269,7 +272,7 @@ fn forward_words(
             ),
         ));
     }
-    Ok((target, specs))
+    Ok(())
 }
 
 /// `-j` (else the config file's `parallel`, else 4) and `-C` (or `compression = true`).
