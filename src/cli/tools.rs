@@ -1,5 +1,6 @@
-//! The CLI edge of the commands in [`crate::commands`]: what was typed plus the config
-//! file, resolved into their plain settings; their outcome made into lines and exit codes.
+//! The CLI edge of the commands in [`crate::commands`]: they run on what
+//! [`super::resolve`] made of the command line and the config file; their outcome is made
+//! into lines and exit codes here.
 
 use crate::commands::ssh_config;
 use crate::error::{ExitCode, Failure};
