@@ -11,6 +11,8 @@ pub mod cli;
 pub mod commands;
 pub mod config_file;
 pub mod error;
+#[cfg(test)]
+mod layering_tests;
 pub mod proto;
 pub mod session;
 pub mod ssh;

@@ -1,15 +1,16 @@
 //! Parse arguments, run, map errors to exit codes; nothing else.
 
 use clap::Parser;
-use sallyport::cli::args::{Cli, Command, ConfigCommand};
+use sallyport::cli::args::Cli;
 use sallyport::cli::generate;
-use sallyport::cli::{settings, tools};
+use sallyport::cli::resolve::{self, Resolved};
+use sallyport::cli::tools;
 use sallyport::error::{ExitCode, Failure};
 use sallyport::session::exec::{self, ExecRequest};
 use sallyport::session::forward::{self, ForwardRequest};
 use sallyport::session::proxy::{self, ProxyRequest, PushKey};
 use sallyport::session::shell::{self, ShellRequest};
-use sallyport::{config_file, ssh, target};
+use sallyport::{ssh, target};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -37,125 +38,93 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Runs the command; `Ok` holds the exit code (the remote one for `exec`).
+/// Resolves the command (the one step that reads args, config file and environment),
+/// then runs it; `Ok` holds the exit code (the remote one for `exec`).
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    // Generated from the clap definitions alone: no config file, no AWS.
-    match &cli.command {
-        Command::Completions(args) => {
+    match resolve::resolve(cli)? {
+        Resolved::Completions(shell) => {
             let mut out = Vec::new();
-            generate::completions(args.shell, &mut out);
-            return write_stdout(&out);
+            generate::completions(shell, &mut out);
+            write_stdout(&out)
         }
-        Command::Man { dir } => {
-            let n = generate::write_man_pages(dir).map_err(|e| {
+        Resolved::Man(dir) => {
+            let n = generate::write_man_pages(&dir).map_err(|e| {
                 Failure::new(
                     ExitCode::LocalIo,
                     format!("cannot write the man pages into {}: {e}", dir.display()),
                 )
             })?;
             eprintln!("sallyport: wrote {n} man pages into {}", dir.display());
-            return Ok(0);
+            Ok(0)
         }
-        _ => {}
-    }
-    let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
-    let env = |k: &str| std::env::var(k).ok();
-    match cli.command {
-        Command::Proxy(args) => {
-            let s = settings::for_target(&cli.global, &file, &args.target, &env)?;
-            let config = sallyport::aws::load(&s.aws)
-                .await
-                .map_err(|e| Failure::aws(e, &args.target))?;
-            let found = target::find(&s, &config).await?;
+        Resolved::Proxy(run) => {
+            let (config, found) = target::locate(&run.on).await?;
             let ssm = sallyport::aws::Ssm::new(&config);
-            let push = match (args.push_key, &args.user) {
-                (true, Some(user)) => Some(PushKey {
+            let push = match run.push {
+                Some(p) => Some(PushKey {
                     eic: sallyport::aws::InstanceConnect::new(&config),
-                    user: user.clone(),
-                    public_key: proxy::key_to_push(args.ephemeral, args.identity.as_deref())
-                        .await?,
-                    profile: s.aws.profile.clone(),
+                    user: p.user,
+                    public_key: proxy::key_to_push(p.ephemeral, p.identity.as_deref()).await?,
+                    profile: run.on.aws.profile.clone(),
                 }),
-                _ => None,
+                None => None,
             };
             let req = ProxyRequest {
                 target: found.id.clone(),
-                port: args.port,
-                start: found.start_options(&s),
-                link: args.connection.link_options(),
+                port: run.port,
+                start: found.start_options(&run.on),
+                link: run.link,
                 push,
             };
             let result = proxy::run(&ssm, &req).await;
             found.settle(&result);
             result.map(|()| 0)
         }
-        Command::Exec(args) => {
-            let raw = args.target.as_deref().unwrap_or_default();
-            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
+        Resolved::Exec(run) => {
+            let (config, found) = target::locate(&run.on).await?;
             let req = ExecRequest {
                 target: found.id.clone(),
-                command: exec::command_line(&args.command),
-                document: args.document,
-                start: found.start_options(&s),
-                link: args.connection.link_options(),
+                command: run.command,
+                document: run.document,
+                start: found.start_options(&run.on),
+                link: run.link,
             };
-            let result = exec::run(&ssm, &req).await;
+            let result = exec::run(&sallyport::aws::Ssm::new(&config), &req).await;
             found.settle(&result);
             result
         }
-        Command::Forward(args) => {
-            let (ssm, found, s) = resolve(&cli.global, &file, &args.target).await?;
+        Resolved::Forward(run) => {
+            let (config, found) = target::locate(&run.on).await?;
             let req = ForwardRequest {
                 target: found.id.clone(),
-                specs: args.specs,
-                socks: args.socks,
-                open: args.open,
-                start: found.start_options(&s),
-                link: args.connection.link_options(),
+                specs: run.specs,
+                socks: run.socks,
+                open: run.open,
+                start: found.start_options(&run.on),
+                link: run.link,
             };
-            forward::run(&ssm, &req).await
+            forward::run(&sallyport::aws::Ssm::new(&config), &req).await
         }
-        Command::Shell(args) => {
-            let raw = args.target.as_deref().unwrap_or_default();
-            let (ssm, found, s) = resolve(&cli.global, &file, raw).await?;
-            let mut parameters = std::collections::BTreeMap::<String, Vec<String>>::new();
-            for (k, v) in args.parameters {
-                parameters.entry(k).or_default().push(v);
-            }
+        Resolved::Shell(run) => {
+            let (config, found) = target::locate(&run.on).await?;
             let req = ShellRequest {
                 target: found.id.clone(),
-                document: args.document,
-                parameters,
-                start: found.start_options(&s),
-                link: args.connection.link_options(),
+                document: run.document,
+                parameters: run.parameters,
+                start: found.start_options(&run.on),
+                link: run.link,
             };
-            let result = shell::run(&ssm, &req).await;
+            let result = shell::run(&sallyport::aws::Ssm::new(&config), &req).await;
             found.settle(&result);
             result
         }
-        Command::Ssh(args) => ssh::commands::ssh(&cli.global, &file, &args).await,
-        Command::Scp(args) => ssh::commands::scp(&cli.global, &file, &args).await,
-        Command::Sftp(args) => ssh::commands::sftp(&cli.global, &file, &args).await,
-        Command::Ls(args) => tools::ls(&cli.global, &file, &args).await,
-        Command::Doctor(args) => tools::doctor(&cli.global, &file, &args).await,
-        Command::Config(ConfigCommand::Ssh(args)) => tools::config_ssh(&cli.global, &file, &args),
-        Command::Completions(_) | Command::Man { .. } => Ok(0), // answered above
+        Resolved::Ssh(run) => ssh::commands::ssh(run).await,
+        Resolved::Scp(run) => ssh::commands::scp(run).await,
+        Resolved::Sftp(run) => ssh::commands::sftp(run).await,
+        Resolved::Ls(run) => tools::ls(&run).await,
+        Resolved::Doctor(run) => tools::doctor(run).await,
+        Resolved::ConfigSsh(run) => tools::config_ssh(run),
     }
-}
-
-/// Settings, SDK configuration and target lookup, as `proxy` does them.
-async fn resolve(
-    global: &sallyport::cli::args::GlobalArgs,
-    file: &config_file::ConfigFile,
-    raw_target: &str,
-) -> Result<(sallyport::aws::Ssm, target::Found, settings::TargetSettings), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let s = settings::for_target(global, file, raw_target, &env)?;
-    let config = sallyport::aws::load(&s.aws)
-        .await
-        .map_err(|e| Failure::aws(e, raw_target))?;
-    let found = target::find(&s, &config).await?;
-    Ok((sallyport::aws::Ssm::new(&config), found, s))
 }
 
 /// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error worth a message.

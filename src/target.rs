@@ -1,7 +1,8 @@
 //! What the user typed as a target -> one instance ID.
 //!
 //! Forms, tried in this order: an instance or managed-node ID (`i-…`, `mi-…`: used as is,
-//! no API call), an alias from the config file (resolved in [`crate::cli::settings`]),
+//! no API call), an alias from the config file (resolved before it comes here, into a
+//! [`TargetSettings`]),
 //! `tag:Key=Value`, an IP address, and otherwise a name: the `Name` tag first, then the
 //! node's computer name (full or its first label) or on-premises name. Lookups go through
 //! SSM `DescribeInstanceInformation` ([`Instances`]) and are cached briefly on disk
@@ -15,10 +16,32 @@ pub mod cache;
 mod suggest;
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::aws::{Instances, NodeFilter, NodeInfo};
+use crate::aws::{AwsSettings, Instances, NodeFilter, NodeInfo};
 use crate::error::{ExitCode, Failure};
+
+/// Everything a command that talks to one target runs with, resolved from the command
+/// line, the environment and the config file by the caller (the CLI layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSettings {
+    pub aws: AwsSettings,
+    /// The target as typed (empty when none was), for messages.
+    pub raw: String,
+    pub target: Spec,
+    /// The alias the target came from, if any.
+    pub alias: Option<String>,
+    /// Take the best of several matches instead of failing (`--pick first`).
+    pub pick_first: bool,
+    /// Keep retrying while the agent is not connected, up to this long (`--wait`).
+    pub wait: Option<Duration>,
+    /// Stdin and stderr are terminals: several matches (or none given) mean a picker.
+    pub interactive: bool,
+    /// Alias names, for "did you mean".
+    pub aliases: Vec<String>,
+    /// Identifies the AWS context for the lookup cache: profile, region, endpoint, key ID.
+    pub cache_scope: String,
+}
 
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -372,23 +395,23 @@ pub struct Found {
     cache: Option<(cache::Cache, String)>,
 }
 
-/// Resolves `settings.target` with the SDK configuration `config` (loaded for
-/// `settings.aws`).
-pub async fn find(
-    settings: &crate::cli::settings::TargetSettings,
-    config: &aws_config::SdkConfig,
-) -> Result<Found, Failure> {
-    use std::io::IsTerminal;
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    find_with(settings, config, interactive).await
+/// Loads the SDK configuration for `settings.aws` and resolves `settings.target` with it:
+/// what every command that talks to one target does first.
+pub async fn locate(settings: &TargetSettings) -> Result<(aws_config::SdkConfig, Found), Failure> {
+    let config = crate::aws::load(&settings.aws)
+        .await
+        .map_err(|e| Failure::aws(e, &settings.raw))?;
+    let found = find(settings, &config).await?;
+    Ok((config, found))
 }
 
-/// [`find`], saying whether a picker may be shown (`doctor` never shows one).
-pub async fn find_with(
-    settings: &crate::cli::settings::TargetSettings,
+/// Resolves `settings.target` with the SDK configuration `config` (loaded for
+/// `settings.aws`); a picker only when `settings.interactive`.
+pub async fn find(
+    settings: &TargetSettings,
     config: &aws_config::SdkConfig,
-    interactive: bool,
 ) -> Result<Found, Failure> {
+    let interactive = settings.interactive;
     let mut instances = Instances::new(config);
     if let Some(w) = settings.wait {
         instances.throttle_budget = w;
@@ -421,10 +444,7 @@ pub async fn find_with(
 
 impl Found {
     /// How StartSession should be retried and explained for this target.
-    pub fn start_options(
-        &self,
-        settings: &crate::cli::settings::TargetSettings,
-    ) -> crate::aws::StartOptions {
+    pub fn start_options(&self, settings: &TargetSettings) -> crate::aws::StartOptions {
         crate::aws::StartOptions {
             wait: settings.wait,
             instances: Some(self.instances.clone()),

@@ -46,7 +46,7 @@ pub struct GlobalArgs {
     pub pick: Option<Pick>,
     /// Keep retrying while the target's SSM agent is not connected, up to this long
     /// (e.g. 90s, 2m): right after a boot the agent takes a while to come online.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = super::settings::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = super::parse::duration)]
     pub wait: Option<std::time::Duration>,
     /// More diagnostics on stderr (-v, -vv); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -159,9 +159,31 @@ pub struct SshClientArgs {
     /// yes: refuse hosts not in known_hosts; accept-new: record them (default); no: also
     /// connect despite a changed key.
     #[arg(long, value_enum, value_name = "HOW", default_value = "accept-new")]
-    pub strict_host_key_checking: crate::ssh::known_hosts::Strictness,
+    pub strict_host_key_checking: HostKeyChecking,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+/// What to do about a host whose key is not recorded, or recorded differently
+/// (`--strict-host-key-checking`, as OpenSSH's option of that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostKeyChecking {
+    /// Refuse hosts that are not recorded yet.
+    Yes,
+    /// Record new hosts (saying so), refuse changed keys. The default.
+    AcceptNew,
+    /// Record new hosts and connect despite a changed key (with a warning).
+    No,
+}
+
+impl From<HostKeyChecking> for crate::ssh::known_hosts::Strictness {
+    fn from(h: HostKeyChecking) -> Self {
+        match h {
+            HostKeyChecking::Yes => Self::Yes,
+            HostKeyChecking::AcceptNew => Self::AcceptNew,
+            HostKeyChecking::No => Self::No,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -247,7 +269,7 @@ pub struct ShellArgs {
     pub document: Option<String>,
     /// A document parameter, NAME=VALUE; repeat for more (or for a list's values).
     #[arg(long = "parameter", value_name = "NAME=VALUE",
-          value_parser = crate::session::shell::parse_parameter)]
+          value_parser = super::parse::parameter)]
     pub parameters: Vec<(String, String)>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -257,19 +279,23 @@ pub struct ShellArgs {
 #[command(
     after_help = "SPEC is [bind:]local:remote_port (a port on the target) or \
 [bind:]local:host:port (a host the target reaches); local 0 picks a free port; bind \
-defaults to 127.0.0.1.\n\nExamples:\n  sallyport forward i-0abc 58888:8888 --open\n  \
-sallyport forward web-1 5432:db.internal:5432 0:6379\n  sallyport forward web-1 -D 1080"
+defaults to 127.0.0.1.\n\nNo TARGET: pick an online node on the terminal. A first word \
+that parses as a SPEC is one, not a TARGET (IDs, tag:Key=Value and IPs never do); a \
+node whose name looks like a SPEC (e.g. 8080) is named by its ID or tag:Name=8080.\n\n\
+Examples:\n  sallyport forward i-0abc 58888:8888 --open\n  \
+sallyport forward web-1 5432:db.internal:5432 0:6379\n  sallyport forward web-1 -D 1080\n  \
+sallyport forward 8888:localhost:8888    (pick the node)"
 )]
 pub struct ForwardArgs {
-    /// The target, in any form `proxy` accepts.
-    pub target: String,
-    /// One session per SPEC, all in this process.
-    #[arg(value_name = "SPEC", required_unless_present = "socks",
-          value_parser = |s: &str| s.parse::<crate::session::forward::ForwardSpec>())]
+    /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+    /// One session per SPEC, all in this process (at least one SPEC, or -D).
+    #[arg(value_name = "SPEC", value_parser = super::parse::forward_spec)]
     pub specs: Vec<crate::session::forward::ForwardSpec>,
     /// A SOCKS5 server on [bind:]port whose connections leave from the target.
     #[arg(short = 'D', long = "socks", value_name = "[BIND:]PORT",
-          value_parser = crate::session::forward::parse_socks_addr)]
+          value_parser = super::parse::socks_addr)]
     pub socks: Option<std::net::SocketAddr>,
     /// Open http://127.0.0.1:<port>/ of the first SPEC in the browser once it is up.
     #[arg(long)]
@@ -329,13 +355,13 @@ pub struct ProxyArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// Websocket keep-alive ping interval.
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::parse::duration)]
     pub keepalive: std::time::Duration,
     /// Treat the data channel as dead after this long without hearing from the service.
-    #[arg(long, value_name = "DURATION", default_value = "50s", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "50s", value_parser = super::parse::duration)]
     pub dead_after: std::time::Duration,
     /// How long to keep trying to resume a dropped session before giving up.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::settings::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::parse::duration)]
     pub resume_budget: std::time::Duration,
 }
 

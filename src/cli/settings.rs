@@ -10,44 +10,150 @@
 //! - proxy: `--no-proxy` > `--proxy` > config `proxy` > `*_PROXY` variables (read by
 //!   `transport::ProxyRoutes`).
 
-use std::time::Duration;
-
 use crate::aws::AwsSettings;
-use crate::config_file::ConfigFile;
+use crate::config_file::{Alias, ConfigFile};
 use crate::error::{ExitCode, Failure};
-use crate::target::{self, Spec};
+use crate::target::{self, Spec, TargetSettings};
 use crate::transport::ProxyRequest;
 
 use super::args::{GlobalArgs, Pick};
 
-/// The longest `--wait` accepted.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
-
-/// Everything a command that talks to one target runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetSettings {
-    pub aws: AwsSettings,
-    pub target: Spec,
-    /// The alias the target came from, if any.
-    pub alias: Option<String>,
-    pub pick_first: bool,
-    pub wait: Option<Duration>,
-    /// Alias names, for "did you mean".
-    pub aliases: Vec<String>,
-    /// Identifies the AWS context for the lookup cache: profile, region, endpoint, key ID.
-    pub cache_scope: String,
-    /// The OS user from the config file (alias > `[profiles.P]` > top level), for
-    /// `ssh/scp/sftp` when the command line names none.
-    pub user: Option<String>,
+/// What resolution reads besides one command's own arguments: the global flags, the
+/// config file, the environment, and whether a person is at the terminal.
+pub struct Inputs<'a> {
+    pub global: &'a GlobalArgs,
+    pub file: &'a ConfigFile,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Stdin and stderr are terminals: a picker may be shown.
+    pub interactive: bool,
 }
 
-/// AWS settings from flags alone (no config file, no target).
-pub fn aws_settings(g: &GlobalArgs) -> AwsSettings {
-    AwsSettings {
-        profile: g.profile.clone(),
-        region: g.region.clone(),
-        endpoint_url: g.endpoint_url.clone(),
-        proxy: proxy_request(g, None),
+/// AWS settings with what the context they were resolved in says beyond them.
+struct Context {
+    aws: AwsSettings,
+    cache_scope: String,
+    /// The OS user from the config file (alias > `[profiles.P]` > top level).
+    user: Option<String>,
+}
+
+impl Inputs<'_> {
+    /// A non-empty environment variable.
+    fn var(&self, k: &str) -> Option<String> {
+        (self.env)(k).filter(|v| !v.is_empty())
+    }
+
+    /// The alias `raw` names, if any; ssh lower-cases %h, so without regard to case.
+    fn alias(&self, raw: &str) -> Option<(&String, &Alias)> {
+        let key = raw.trim().trim_end_matches('.');
+        (self.file.aliases.iter()).find(|(name, _)| name.eq_ignore_ascii_case(key))
+    }
+
+    /// Resolves flags, environment and config file for `raw_target`.
+    pub fn target(&self, raw_target: &str) -> Result<TargetSettings, Failure> {
+        self.target_and_user(raw_target).map(|(s, _)| s)
+    }
+
+    /// [`Self::target`], with the OS user the config file names for it (alias >
+    /// `[profiles.P]` > top level), for `ssh/scp/sftp` when the command line names none.
+    pub fn target_and_user(
+        &self,
+        raw_target: &str,
+    ) -> Result<(TargetSettings, Option<String>), Failure> {
+        let key = raw_target.trim().trim_end_matches('.');
+        let alias = self.alias(raw_target);
+        let target = match alias {
+            Some((_, a)) => target::parse(&a.target).map_err(|f| {
+                let path = self.file.path.as_ref().map(|p| p.display().to_string());
+                Failure::new(
+                    f.code,
+                    format!(
+                        "alias {key:?} in {}: {}",
+                        path.unwrap_or_default(),
+                        f.message
+                    ),
+                )
+            })?,
+            // No target typed (`sallyport shell` alone): the picker's, or a clear error.
+            None if raw_target.is_empty() => Spec::Pick,
+            None => target::parse(raw_target)?,
+        };
+        let cx = self.context(alias.map(|(_, a)| a));
+        let g = self.global;
+        let settings = TargetSettings {
+            aws: cx.aws,
+            raw: raw_target.to_owned(),
+            target,
+            alias: alias.map(|(n, _)| n.clone()),
+            pick_first: g.pick == Some(Pick::First),
+            wait: g.wait,
+            interactive: self.interactive,
+            aliases: self.file.aliases.keys().cloned().collect(),
+            cache_scope: cx.cache_scope,
+        };
+        Ok((settings, cx.user))
+    }
+
+    /// AWS settings for a command about the whole account rather than one target; an
+    /// alias named by `alias_hint` (e.g. the first of `ls`'s filters) brings its profile,
+    /// region and endpoint, as it would for that target.
+    pub fn account(&self, alias_hint: Option<&str>) -> AwsSettings {
+        let alias = alias_hint.and_then(|raw| self.alias(raw)).map(|(_, a)| a);
+        self.context(alias).aws
+    }
+
+    fn context(&self, alias: Option<&Alias>) -> Context {
+        let (g, file) = (self.global, self.file);
+        let env = |k: &str| self.var(k);
+        let a = |f: fn(&Alias) -> &Option<String>| alias.and_then(|a| f(a).clone());
+        let profile = (g.profile.clone())
+            .or_else(|| a(|a| &a.profile))
+            .or_else(|| env("AWS_PROFILE"))
+            .or_else(|| file.defaults.profile.clone());
+        let per_profile = profile.as_ref().and_then(|p| file.profiles.get(p));
+        let from_env = |keys: &[&str]| keys.iter().any(|k| env(k).is_some());
+        let region = (g.region.clone()).or_else(|| a(|a| &a.region)).or_else(|| {
+            if from_env(&["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+                None // the SDK reads it
+            } else {
+                (per_profile.and_then(|p| p.region.clone()))
+                    .or_else(|| file.defaults.region.clone())
+            }
+        });
+        let endpoint_url = (g.endpoint_url.clone())
+            .or_else(|| a(|a| &a.endpoint_url))
+            .or_else(|| {
+                if from_env(&["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"]) {
+                    None // the SDK reads it
+                } else {
+                    (per_profile.and_then(|p| p.endpoint_url.clone()))
+                        .or_else(|| file.defaults.endpoint_url.clone())
+                }
+            });
+        let user = a(|a| &a.user)
+            .or_else(|| per_profile.and_then(|p| p.user.clone()))
+            .or_else(|| file.defaults.user.clone());
+        let effective = |v: &Option<String>, keys: &[&str]| {
+            v.clone()
+                .or_else(|| keys.iter().find_map(|k| env(k)))
+                .unwrap_or_default()
+        };
+        let cache_scope = [
+            effective(&profile, &[]),
+            effective(&region, &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+            effective(&endpoint_url, &["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"]),
+            effective(&None, &["AWS_ACCESS_KEY_ID"]),
+        ]
+        .join("|");
+        Context {
+            aws: AwsSettings {
+                profile,
+                region,
+                endpoint_url,
+                proxy: proxy_request(g, Some(file)),
+            },
+            cache_scope,
+            user,
+        }
     }
 }
 
@@ -60,124 +166,6 @@ pub fn proxy_request(g: &GlobalArgs, file: Option<&ConfigFile>) -> ProxyRequest 
     }
 }
 
-/// Resolves flags, environment (`env`) and config file for `raw_target`.
-pub fn for_target(
-    g: &GlobalArgs,
-    file: &ConfigFile,
-    raw_target: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<TargetSettings, Failure> {
-    let env = |k: &str| env(k).filter(|v| !v.is_empty());
-    let key = raw_target.trim().trim_end_matches('.');
-    // ssh lower-cases %h, so aliases match without regard to case.
-    let alias = file
-        .aliases
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(key));
-    let (alias_name, alias) = match alias {
-        Some((n, a)) => (Some(n.clone()), Some(a)),
-        None => (None, None),
-    };
-    let target = match alias {
-        Some(a) => target::parse(&a.target).map_err(|f| {
-            let path = file.path.as_ref().map(|p| p.display().to_string());
-            Failure::new(
-                f.code,
-                format!(
-                    "alias {key:?} in {}: {}",
-                    path.unwrap_or_default(),
-                    f.message
-                ),
-            )
-        })?,
-        // No target typed (`sallyport shell` alone): the picker's, or a clear error.
-        None if raw_target.is_empty() => Spec::Pick,
-        None => target::parse(raw_target)?,
-    };
-    let a = |f: fn(&crate::config_file::Alias) -> &Option<String>| alias.and_then(|a| f(a).clone());
-    let profile = (g.profile.clone())
-        .or_else(|| a(|a| &a.profile))
-        .or_else(|| env("AWS_PROFILE"))
-        .or_else(|| file.defaults.profile.clone());
-    let per_profile = profile.as_ref().and_then(|p| file.profiles.get(p));
-    let from_env = |keys: &[&str]| keys.iter().any(|k| env(k).is_some());
-    let region = (g.region.clone()).or_else(|| a(|a| &a.region)).or_else(|| {
-        if from_env(&["AWS_REGION", "AWS_DEFAULT_REGION"]) {
-            None // the SDK reads it
-        } else {
-            (per_profile.and_then(|p| p.region.clone())).or_else(|| file.defaults.region.clone())
-        }
-    });
-    let endpoint_url = (g.endpoint_url.clone())
-        .or_else(|| a(|a| &a.endpoint_url))
-        .or_else(|| {
-            if from_env(&["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"]) {
-                None // the SDK reads it
-            } else {
-                (per_profile.and_then(|p| p.endpoint_url.clone()))
-                    .or_else(|| file.defaults.endpoint_url.clone())
-            }
-        });
-    let user = a(|a| &a.user)
-        .or_else(|| per_profile.and_then(|p| p.user.clone()))
-        .or_else(|| file.defaults.user.clone());
-    let effective = |v: &Option<String>, keys: &[&str]| {
-        v.clone()
-            .or_else(|| keys.iter().find_map(|k| env(k)))
-            .unwrap_or_default()
-    };
-    let cache_scope = [
-        effective(&profile, &[]),
-        effective(&region, &["AWS_REGION", "AWS_DEFAULT_REGION"]),
-        effective(&endpoint_url, &["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"]),
-        effective(&None, &["AWS_ACCESS_KEY_ID"]),
-    ]
-    .join("|");
-    Ok(TargetSettings {
-        aws: AwsSettings {
-            profile,
-            region,
-            endpoint_url,
-            proxy: proxy_request(g, Some(file)),
-        },
-        target,
-        alias: alias_name,
-        pick_first: g.pick == Some(Pick::First),
-        wait: g.wait,
-        aliases: file.aliases.keys().cloned().collect(),
-        cache_scope,
-        user,
-    })
-}
-
-/// `90s`, `2m`, `1500ms`, `1h`, or plain seconds (`90`); at most an hour.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 90s, 2m or 500ms"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
-            ));
-        }
-    };
-    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?;
-    if d > MAX_WAIT {
-        return Err(format!("{s:?} is longer than the 1 h limit"));
-    }
-    Ok(d)
-}
-
 /// Failure for a config file that cannot be used.
 pub fn config_failure(e: crate::config_file::ConfigError) -> Failure {
     Failure::new(ExitCode::Config, e.0)
@@ -188,6 +176,7 @@ mod tests {
     use super::*;
     use crate::config_file;
     use clap::Parser as _;
+    use std::time::Duration;
 
     fn global(args: &[&str]) -> GlobalArgs {
         let mut argv = vec!["sallyport"];
@@ -214,6 +203,21 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    fn for_target(
+        global: &GlobalArgs,
+        file: &ConfigFile,
+        raw: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TargetSettings, Failure> {
+        let inputs = Inputs {
+            global,
+            file,
+            env,
+            interactive: false,
+        };
+        inputs.target(raw)
     }
 
     #[test]
@@ -308,17 +312,5 @@ mod tests {
         assert_eq!(s.wait, Some(Duration::from_secs(90)));
         let argv = ["sallyport", "--pick", "any", "proxy", "x"];
         assert!(crate::cli::args::Cli::try_parse_from(argv).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
-        for bad in ["", "s", "ten", "5 parsecs", "2h", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -1,12 +1,12 @@
-//! The CLI edge of the commands in [`crate::commands`]: what was typed plus the config
-//! file, resolved into their plain settings; their outcome made into lines and exit codes.
+//! The CLI edge of the commands in [`crate::commands`]: they run on what
+//! [`super::resolve`] made of the command line and the config file; their outcome is made
+//! into lines and exit codes here.
 
-use crate::commands::ssh_config::{self, BlockSettings};
-use crate::config_file::ConfigFile;
+use crate::commands::ssh_config;
 use crate::error::{ExitCode, Failure};
+use crate::target::TargetSettings;
 
-use super::args::{DoctorArgs, GlobalArgs, LsArgs, SshConfigArgs};
-use super::settings;
+use super::resolve::{ConfigSshRun, DoctorRun, LsRun};
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike
 /// `print!` a failed write is a message, not a panic.
@@ -22,33 +22,16 @@ fn stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-/// Resolves settings for a command about the whole account rather than one target:
-/// flags, environment and config file as for a target, with an ID (never an alias) as
-/// the stand-in target.
-fn account_settings(
-    g: &GlobalArgs,
-    file: &ConfigFile,
-    first_target: Option<&str>,
-) -> Result<settings::TargetSettings, Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    settings::for_target(g, file, first_target.unwrap_or("i-00000000"), &env)
-}
-
 /// `sallyport ls [TARGET…] [--json]`.
-pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    // An alias may bring its own profile and region: the first target's apply to all.
-    let s = account_settings(g, file, args.targets.first().map(String::as_str))?;
-    let forms = (args.targets.iter())
-        .map(|t| settings::for_target(g, file, t, &env).map(|s| s.target))
-        .collect::<Result<Vec<_>, _>>()?;
-    let config = crate::aws::load(&s.aws)
+pub async fn ls(args: &LsRun) -> Result<u8, Failure> {
+    let (aws, forms) = (&args.aws, &args.forms);
+    let config = crate::aws::load(aws)
         .await
         .map_err(|e| Failure::aws(e, "the managed nodes"))?;
-    let listing = crate::commands::ls::list(&config, &forms)
+    let listing = crate::commands::ls::list(&config, forms)
         .await
         .map_err(|e| {
-            let e = crate::aws::advise(e, s.aws.profile.as_deref());
+            let e = crate::aws::advise(e, aws.profile.as_deref());
             let e = match e.kind {
                 crate::aws::AwsErrorKind::AccessDenied if e.hint.is_none() => e.with_hint(
                     "listing needs ssm:DescribeInstanceInformation (and tag:GetResources for Name tags)",
@@ -78,38 +61,8 @@ pub async fn ls(g: &GlobalArgs, file: &ConfigFile, args: &LsArgs) -> Result<u8, 
 }
 
 /// `sallyport config ssh [--push-key [--ephemeral]] [--install]`.
-pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Result<u8, Failure> {
-    let exe = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot tell where this sallyport binary is ({e}); write the block by hand from contrib/ssh_config"),
-            )
-        })?;
-    // Flags typed now are kept in the ProxyCommand; environment variables are not (ssh
-    // passes its own environment to the ProxyCommand anyway).
-    let mut global_args = Vec::new();
-    if let Some(c) = &file.path.as_ref().filter(|_| g.config.is_some()) {
-        let c = c.canonicalize().unwrap_or_else(|_| c.to_path_buf());
-        global_args.extend(["--config".to_owned(), c.display().to_string()]);
-    }
-    for (flag, value) in [
-        ("--profile", &g.profile),
-        ("--region", &g.region),
-        ("--endpoint-url", &g.endpoint_url),
-    ] {
-        if let Some(v) = value {
-            global_args.extend([flag.to_owned(), v.clone()]);
-        }
-    }
-    let block = ssh_config::host_block(&BlockSettings {
-        exe,
-        global_args,
-        aliases: file.aliases.keys().cloned().collect(),
-        push_key: args.push_key,
-        ephemeral: args.ephemeral,
-    });
+pub fn config_ssh(args: ConfigSshRun) -> Result<u8, Failure> {
+    let block = ssh_config::host_block(&args.block);
     if !args.install {
         stdout(&block)?;
         return Ok(0);
@@ -143,12 +96,12 @@ pub fn config_ssh(g: &GlobalArgs, file: &ConfigFile, args: &SshConfigArgs) -> Re
 /// `sallyport doctor [TARGET] [--json]`: exit 0 only when no check failed, else the exit
 /// code of the first failure's kind (3 credentials, 4 denied, 5 target, 6 unreachable,
 /// 9 region, 14 clock).
-pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Result<u8, Failure> {
+pub async fn doctor(args: DoctorRun) -> Result<u8, Failure> {
     use crate::commands::doctor::{self as d, Blame, Check, Report};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let s = account_settings(g, file, args.target.as_deref())?;
+    let aws = &args.aws;
     let mut report = Report::default();
-    let config = match crate::aws::load(&s.aws).await {
+    let config = match crate::aws::load(aws).await {
         Ok(c) => Some(c),
         Err(e) if e.kind == crate::aws::AwsErrorKind::NoRegion => {
             report.push(Check::fail(
@@ -167,7 +120,7 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
     if let Some(config) = config {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         report.push(Check::ok("region", region.clone()));
-        let endpoints = endpoints(s.aws.endpoint_url.as_deref(), &region, &env);
+        let endpoints = endpoints(aws.endpoint_url.as_deref(), &region, &env);
         let (probes, identity) = tokio::join!(
             futures_util::future::join_all(endpoints.iter().map(d::probe)),
             d::identity(&config)
@@ -177,7 +130,7 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
             Ok(c) => c,
             Err(e) => {
                 skew = e.kind == crate::aws::AwsErrorKind::ClockSkew;
-                let e = crate::aws::advise(e, s.aws.profile.as_deref());
+                let e = crate::aws::advise(e, aws.profile.as_deref());
                 d::aws_failure("credentials", &e, "")
             }
         });
@@ -188,8 +141,8 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
         }
         let nodes = d::permissions(&config, &mut report).await;
         report.push(d::session_kms(&config).await);
-        if let Some(raw) = &args.target {
-            doctor_target(g, file, raw, &config, nodes.is_some(), &mut report).await;
+        if let Some(ts) = args.target {
+            doctor_target(ts, &config, nodes.is_some(), &mut report).await;
         }
     }
     if args.json {
@@ -213,28 +166,22 @@ pub async fn doctor(g: &GlobalArgs, file: &ConfigFile, args: &DoctorArgs) -> Res
 }
 
 async fn doctor_target(
-    g: &GlobalArgs,
-    file: &ConfigFile,
-    raw: &str,
+    ts: TargetSettings,
     config: &aws_config::SdkConfig,
     can_describe: bool,
     report: &mut crate::commands::doctor::Report,
 ) {
     use crate::commands::doctor::{self as d, Blame, Check};
     use crate::target::Spec;
-    let env = |k: &str| std::env::var(k).ok();
     let fail = |detail: String, fix: &str| Check::fail("target", Blame::Target, detail, fix);
-    let ts = match settings::for_target(g, file, raw, &env) {
-        Ok(ts) => ts,
-        Err(f) => return report.push(fail(f.message, "")),
-    };
+    let raw = &ts.raw;
     if !can_describe && !matches!(ts.target, Spec::Id(_)) {
         return report.push(fail(
             format!("{raw:?} cannot be looked up without ssm:DescribeInstanceInformation"),
             "pass an instance ID, or allow the action",
         ));
     }
-    let found = match crate::target::find_with(&ts, config, false).await {
+    let found = match crate::target::find(&ts, config).await {
         Ok(found) => found,
         Err(f) => {
             let first = f.message.lines().next().unwrap_or_default().to_owned();

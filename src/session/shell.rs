@@ -33,14 +33,6 @@ pub struct ShellRequest {
     pub link: LinkOptions,
 }
 
-/// `k=v` for `--parameter`.
-pub fn parse_parameter(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?} is not NAME=VALUE")),
-    }
-}
-
 /// Runs the shell until the remote side ends it; returns the exit code.
 pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
     let document = SessionDocument::Named {
@@ -216,21 +208,5 @@ impl Kind for Shell {
             ExitCode::LocalIo,
             format!("writing the terminal failed: {e}"),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameters_are_name_equals_value() {
-        assert_eq!(
-            parse_parameter("command=top -b").unwrap(),
-            ("command".into(), "top -b".into())
-        );
-        assert_eq!(parse_parameter("a=").unwrap(), ("a".into(), String::new()));
-        assert!(parse_parameter("=x").is_err());
-        assert!(parse_parameter("novalue").is_err());
     }
 }

@@ -3,21 +3,68 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use crate::aws::{InstanceConnect, Ssm};
-use crate::cli::args::{GlobalArgs, SshClientArgs};
-use crate::cli::settings;
-use crate::config_file::ConfigFile;
 use crate::error::{ExitCode, Failure};
-use crate::target;
+use crate::target::{self, TargetSettings};
+use crate::transport::LinkOptions;
 
 use super::client::{self, Connection, SshOptions};
-use super::known_hosts::HostKeyPolicy;
+use super::known_hosts::{HostKeyPolicy, Strictness};
+use super::transfer::CopyPlan;
 
 /// Sessions a `scp`/`sftp` copy may use when neither `-j` nor the config file says.
 // Unverified: how many concurrent sessions the real service allows per instance and user,
 // and how hard it throttles StartSession, were not measured; a refusal is survived
 // (transfer::stripe backs off and goes on with the sessions it has).
-const DEFAULT_PARALLEL: usize = 4;
+pub const DEFAULT_PARALLEL: usize = 4;
+
+/// Who logs in where and how, as the CLI resolved it.
+pub struct Login {
+    pub on: TargetSettings,
+    /// The OS user named (`user@`, `-l`, the config file); `None`: guess from the platform.
+    pub user: Option<String>,
+    /// The port sshd listens on, on the instance.
+    pub port: u16,
+    /// `None`: ~/.ssh/known_hosts.
+    pub known_hosts: Option<PathBuf>,
+    pub strictness: Strictness,
+    pub link: LinkOptions,
+    /// Offer zlib compression.
+    pub compression: bool,
+}
+
+/// `sallyport ssh`.
+pub struct SshRun {
+    pub login: Login,
+    /// One command instead of a shell.
+    pub command: Option<String>,
+    /// Read nothing from stdin (ssh -n).
+    pub stdin_null: bool,
+}
+
+/// `sallyport scp`.
+pub struct ScpRun {
+    pub login: Login,
+    pub plan: CopyPlan,
+    pub recursive: bool,
+    pub preserve: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    pub verify: bool,
+    /// Sessions the copy may use.
+    pub lanes: usize,
+}
+
+/// `sallyport sftp`.
+pub struct SftpRun {
+    pub login: Login,
+    /// Commands from this file (`-` for stdin) instead of a prompt.
+    pub batch: Option<PathBuf>,
+    /// Sessions a get or put may use.
+    pub lanes: usize,
+}
 
 /// How long the platform lookup for guessing the OS user may take.
 const PLATFORM_LOOKUP_BUDGET: Duration = Duration::from_secs(10);
@@ -51,40 +98,19 @@ pub fn guess_user(platform: Option<&str>) -> &'static str {
         .map_or("ec2-user", |(_, user)| user)
 }
 
-/// Resolves the target and the user, then connects: the SSM session and the key push
-/// run side by side, then SSH authenticates.
-pub async fn connect(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    dest_user: Option<&str>,
-    raw_target: &str,
-    args: &SshClientArgs,
-) -> Result<(Connection, String), Failure> {
-    let (connector, conn) = connector(global, file, dest_user, raw_target, args, false).await?;
+/// Looks the target up and settles the user, then connects: the SSM session and the key
+/// push run side by side, then SSH authenticates.
+pub async fn connect(login: &Login) -> Result<(Connection, String), Failure> {
+    let (connector, conn) = connector(login).await?;
     Ok((conn, connector.target().to_owned()))
 }
 
 /// [`connect`], also returning the [`client::Connector`] that made the connection, to
-/// open more like it; `compression` offers zlib compression.
-pub async fn connector(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    dest_user: Option<&str>,
-    raw_target: &str,
-    args: &SshClientArgs,
-    compression: bool,
-) -> Result<(client::Connector, Connection), Failure> {
-    let env = |k: &str| std::env::var(k).ok();
-    let s = settings::for_target(global, file, raw_target, &env)?;
-    let config = crate::aws::load(&s.aws)
-        .await
-        .map_err(|e| Failure::aws(e, raw_target))?;
-    let found = target::find(&s, &config).await?;
-    let explicit = dest_user
-        .map(str::to_owned)
-        .or_else(|| args.user.clone())
-        .or_else(|| s.user.clone());
-    let (user, guessed) = match explicit {
+/// open more like it.
+pub async fn connector(login: &Login) -> Result<(client::Connector, Connection), Failure> {
+    let s = &login.on;
+    let (config, found) = target::locate(s).await?;
+    let (user, guessed) = match login.user.clone() {
         Some(u) => (u, false),
         None => {
             let node =
@@ -97,8 +123,9 @@ pub async fn connector(
             let user = guess_user(platform.as_deref()).to_owned();
             eprintln!(
                 "sallyport: logging in as {user:?} (guessed from the platform {}; pass \
-                 user@{raw_target} or --user to choose)",
-                platform.map_or_else(|| "(unknown)".to_owned(), |p| format!("{p:?}"))
+                 user@{} or --user to choose)",
+                platform.map_or_else(|| "(unknown)".to_owned(), |p| format!("{p:?}")),
+                s.raw
             );
             (user, true)
         }
@@ -109,61 +136,38 @@ pub async fn connector(
     let opts = SshOptions {
         user,
         user_guessed: guessed,
-        port: args.ssh_port,
+        port: login.port,
         host_keys: HostKeyPolicy::new(
-            args.known_hosts.clone(),
-            args.strict_host_key_checking,
+            login.known_hosts.clone(),
+            login.strictness,
             &found.id,
-            args.ssh_port,
+            login.port,
         )?,
-        start: found.start_options(&s),
-        link: args.connection.link_options(),
+        start: found.start_options(s),
+        link: login.link.clone(),
     };
     let ssm = Ssm::new(&config);
     let eic = InstanceConnect::new(&config);
     let mut connector =
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
-    connector.compression = compression;
+    connector.compression = login.compression;
     let result = connector.connect().await;
     found.settle(&result);
     result.map(|c| (connector, c))
 }
 
 /// `sallyport ssh`: a shell, or one command.
-pub async fn ssh(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::SshArgs,
-) -> Result<u8, Failure> {
-    let (user, target) = split_destination(args.destination.as_deref().unwrap_or_default());
-    let (conn, _) = connect(global, file, user, target, &args.client).await?;
-    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
-    super::remote::run(conn, command, args.stdin_null).await
+pub async fn ssh(run: SshRun) -> Result<u8, Failure> {
+    let (conn, _) = connect(&run.login).await?;
+    super::remote::run(conn, run.command, run.stdin_null).await
 }
 
 /// `sallyport scp`: one remote side, copied through SFTP.
-pub async fn scp(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::ScpArgs,
-) -> Result<u8, Failure> {
-    let ops = super::scp_args::parse_operands(&args.operands)
-        .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
-    let t = &args.transfer;
-    let lanes = t
-        .parallel
-        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
-    let compression = t.compression || file.compression.unwrap_or(false);
+pub async fn scp(run: ScpRun) -> Result<u8, Failure> {
+    let (args, lanes) = (&run, run.lanes);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
-    let connecting = connector(
-        global,
-        file,
-        ops.user.as_deref(),
-        &ops.target,
-        &args.client,
-        compression,
-    );
+    let connecting = connector(&run.login);
     let (connector, conn) = tokio::select! {
         c = connecting => c?,
         sig = signals.recv() => return Err(interrupted(sig)),
@@ -184,7 +188,7 @@ pub async fn scp(
             &connector,
             conn,
             &res,
-            &ops.plan,
+            &run.plan,
             &opts,
             &par,
             &mut report,
@@ -209,7 +213,7 @@ pub async fn scp(
     }
     // -j 1: one session, written in place, as before striping existed.
     let work = with_sftp(conn, async |sftp| {
-        super::transfer::copy(sftp, &ops.plan, &opts)
+        super::transfer::copy(sftp, &run.plan, &opts)
             .await
             .map(|_| 0)
     });
@@ -227,11 +231,8 @@ fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
 }
 
 /// `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`).
-pub async fn sftp(
-    global: &GlobalArgs,
-    file: &ConfigFile,
-    args: &crate::cli::args::SftpArgs,
-) -> Result<u8, Failure> {
+pub async fn sftp(run: SftpRun) -> Result<u8, Failure> {
+    let args = &run;
     use std::io::IsTerminal as _;
     // Open the batch file before connecting: a typo should not cost a session.
     let batch: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = match &args.batch {
@@ -244,14 +245,8 @@ pub async fn sftp(
         })?)),
         None => None,
     };
-    let (user, target) = split_destination(&args.destination);
-    let t = &args.transfer;
-    let lanes = t
-        .parallel
-        .map_or(file.parallel.unwrap_or(DEFAULT_PARALLEL), usize::from);
-    let compression = t.compression || file.compression.unwrap_or(false);
-    let (connector, conn) =
-        connector(global, file, user, target, &args.client, compression).await?;
+    let lanes = run.lanes;
+    let (connector, conn) = connector(&run.login).await?;
     let res = super::transfer::parallel::Resources::default();
     let striping = super::sftp_shell::Striping {
         connector: &connector,

@@ -15,7 +15,7 @@ use crate::error::{ExitCode, Failure};
 
 /// What to do about a host whose key is not recorded, or recorded differently
 /// (`--strict-host-key-checking`, as OpenSSH's option of that name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strictness {
     /// Refuse hosts that are not recorded yet.
     Yes,

@@ -353,6 +353,102 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
     }
 }
 
+/// `forward` with no target (its first word is a SPEC) on a real pty: the picker comes
+/// up, the picked node gets the session, and bytes go through the forward to a server
+/// the node reaches; Ctrl-C (SIGINT) ends it with exit 0.
+#[test]
+fn picker_on_a_terminal_picks_the_node_for_forward() {
+    use crate::forward::{HttpServer, body_for, http_get};
+    use crate::shell::{Pty, Screen};
+    use std::io::Write;
+    let f = Fixture::with_config(three_apps);
+    let web = HttpServer::start("picked-forward");
+    let spec = format!("0:{}", web.port());
+    let want = APP[0];
+    let pty = Pty::open(30, 120);
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.args(["--ctty", SALLYPORT, "forward", &spec]);
+    f.aws_env(&mut cmd);
+    cmd.stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(pty.slave.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn sallyport forward");
+    let screen = Screen::start(pty.master.try_clone().unwrap());
+    let mut keys = pty.master.try_clone().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(
+            screen.wait_for("type to filter", Duration::from_secs(30)),
+            "no picker; screen:\n{}",
+            screen.text()
+        );
+        keys.write_all(&want.as_bytes()[want.len() - 5..]).unwrap();
+        keys.write_all(b"\r").unwrap();
+        assert!(
+            screen.wait_for(" -> ", Duration::from_secs(30)),
+            "no forward; screen:\n{}",
+            screen.text()
+        );
+        let text = screen.text();
+        let line = &text[text.rfind("forwarding ").expect("a forwarding line")..];
+        let local: std::net::SocketAddr = (line.split_whitespace().nth(1))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no local address in {line:?}"));
+        assert!(
+            line.contains(&format!("-> {want}:{}", web.port())),
+            "{line}"
+        );
+        let body = http_get(local, "/through-the-picked-node").unwrap();
+        assert_eq!(body, body_for("picked-forward", "/through-the-picked-node"));
+    }));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", screen.text());
+    assert_eq!(started(&f), [want]);
+}
+
+/// Off a terminal, `forward` with no target is a usage error (exit 2) that says how to
+/// name one, as for `shell`; with nothing to forward as well, it says that first.
+#[test]
+fn forward_without_a_target_off_a_terminal_exits_2() {
+    let f = Fixture::with_config(three_apps);
+    for args in [
+        &["forward", "8888:localhost:8888"][..],
+        &["forward", "-D", "0"],
+    ] {
+        let out = run(&mut f.sallyport(args), None, QUICK);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("no target given") && err.contains("sallyport ls"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    for args in [&["forward"][..], &["forward", "app"]] {
+        let out = run(&mut f.sallyport(args), None, QUICK);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("nothing to forward"), "{args:?}: {err}");
+    }
+    assert!(started(&f).is_empty());
+}
+
 /// `sallyport doctor ARGS` with extra environment; (exit code, stdout).
 fn doctor(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut full = vec!["doctor"];

@@ -1,0 +1,492 @@
+//! The one resolve step: what was typed ([`Cli`]), the config file, the environment and
+//! the terminal, made into a [`Resolved`] command that holds the plain settings the
+//! layers below own. Nothing after this step reads parsed args or the config file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::aws::AwsSettings;
+use crate::commands::ssh_config::BlockSettings;
+use crate::config_file::{self, ConfigFile};
+use crate::error::{ExitCode, Failure};
+use crate::session::forward::ForwardSpec;
+use crate::ssh::commands::{self as ssh, Login};
+use crate::target::{Spec, TargetSettings};
+use crate::transport::LinkOptions;
+
+use super::args::{
+    Cli, Command, ConfigCommand, ForwardArgs, GlobalArgs, SshClientArgs, TransferArgs,
+};
+use super::settings::{self, Inputs};
+
+/// A command with everything it runs with.
+pub enum Resolved {
+    /// Generated from the clap definitions alone: no config file, no AWS.
+    Completions(clap_complete::Shell),
+    Man(PathBuf),
+    Proxy(ProxyRun),
+    Exec(ExecRun),
+    Forward(ForwardRun),
+    Shell(ShellRun),
+    Ssh(ssh::SshRun),
+    Scp(ssh::ScpRun),
+    Sftp(ssh::SftpRun),
+    Ls(LsRun),
+    Doctor(DoctorRun),
+    ConfigSsh(ConfigSshRun),
+}
+
+/// `sallyport proxy`.
+pub struct ProxyRun {
+    pub on: TargetSettings,
+    pub port: u16,
+    /// `--push-key`: for this OS user, with this key.
+    pub push: Option<PushKeyFor>,
+    pub link: LinkOptions,
+}
+
+pub struct PushKeyFor {
+    pub user: String,
+    pub ephemeral: bool,
+    pub identity: Option<PathBuf>,
+}
+
+/// `sallyport exec`.
+pub struct ExecRun {
+    pub on: TargetSettings,
+    /// The command line for the remote shell.
+    pub command: String,
+    pub document: Option<String>,
+    pub link: LinkOptions,
+}
+
+/// `sallyport forward`.
+pub struct ForwardRun {
+    pub on: TargetSettings,
+    pub specs: Vec<ForwardSpec>,
+    pub socks: Option<SocketAddr>,
+    pub open: bool,
+    pub link: LinkOptions,
+}
+
+/// `sallyport shell`.
+pub struct ShellRun {
+    pub on: TargetSettings,
+    pub document: Option<String>,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub link: LinkOptions,
+}
+
+/// `sallyport ls`.
+pub struct LsRun {
+    /// The first filter's alias, if it is one, brings its profile and region for all.
+    pub aws: AwsSettings,
+    pub forms: Vec<Spec>,
+    pub json: bool,
+}
+
+/// `sallyport doctor`.
+pub struct DoctorRun {
+    pub aws: AwsSettings,
+    /// Never interactive: doctor shows no picker.
+    pub target: Option<TargetSettings>,
+    pub json: bool,
+}
+
+/// `sallyport config ssh`.
+pub struct ConfigSshRun {
+    pub block: BlockSettings,
+    pub install: bool,
+}
+
+/// Resolves `cli` with the config file it names, the process environment and the
+/// terminal.
+pub fn resolve(cli: Cli) -> Result<Resolved, Failure> {
+    let mut command = cli.command;
+    match &mut command {
+        // Generated from the clap definitions alone: no config file, no AWS.
+        Command::Completions(args) => return Ok(Resolved::Completions(args.shell)),
+        Command::Man { dir } => return Ok(Resolved::Man(std::mem::take(dir))),
+        // What clap cannot check, checked before the config file is read, as clap's is.
+        Command::Forward(args) => forward_words(args)?,
+        _ => {}
+    }
+    let file = config_file::load(cli.global.config.as_deref()).map_err(settings::config_failure)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let interactive = {
+        use std::io::IsTerminal;
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    };
+    let inputs = Inputs {
+        global: &cli.global,
+        file: &file,
+        env: &env,
+        interactive,
+    };
+    resolve_with(command, &inputs)
+}
+
+/// [`resolve`] with the inputs given (tests pass their own).
+pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, Failure> {
+    Ok(match command {
+        Command::Completions(args) => Resolved::Completions(args.shell),
+        Command::Man { dir } => Resolved::Man(dir),
+        Command::Proxy(args) => Resolved::Proxy(ProxyRun {
+            on: inputs.target(&args.target)?,
+            port: args.port,
+            push: match (args.push_key, args.user) {
+                (true, Some(user)) => Some(PushKeyFor {
+                    user,
+                    ephemeral: args.ephemeral,
+                    identity: args.identity,
+                }),
+                _ => None,
+            },
+            link: args.connection.link_options(),
+        }),
+        Command::Exec(args) => Resolved::Exec(ExecRun {
+            on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+            command: crate::session::exec::command_line(&args.command),
+            document: args.document,
+            link: args.connection.link_options(),
+        }),
+        Command::Forward(mut args) => {
+            forward_words(&mut args)?;
+            Resolved::Forward(ForwardRun {
+                on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+                specs: args.specs,
+                socks: args.socks,
+                open: args.open,
+                link: args.connection.link_options(),
+            })
+        }
+        Command::Shell(args) => {
+            let mut parameters = BTreeMap::<String, Vec<String>>::new();
+            for (k, v) in args.parameters {
+                parameters.entry(k).or_default().push(v);
+            }
+            Resolved::Shell(ShellRun {
+                on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+                document: args.document,
+                parameters,
+                link: args.connection.link_options(),
+            })
+        }
+        Command::Ssh(args) => {
+            let (user, target) =
+                ssh::split_destination(args.destination.as_deref().unwrap_or_default());
+            Resolved::Ssh(ssh::SshRun {
+                login: login(inputs, user, target, &args.client, false)?,
+                command: (!args.command.is_empty()).then(|| args.command.join(" ")),
+                stdin_null: args.stdin_null,
+            })
+        }
+        Command::Scp(args) => {
+            let ops = crate::ssh::scp_args::parse_operands(&args.operands)
+                .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
+            let (lanes, compression) = transfer(inputs.file, &args.transfer);
+            let login = login(
+                inputs,
+                ops.user.as_deref(),
+                &ops.target,
+                &args.client,
+                compression,
+            )?;
+            Resolved::Scp(ssh::ScpRun {
+                login,
+                plan: ops.plan,
+                recursive: args.recursive,
+                preserve: args.preserve,
+                quiet: args.quiet,
+                verify: args.verify,
+                lanes,
+            })
+        }
+        Command::Sftp(args) => {
+            let (user, target) = ssh::split_destination(&args.destination);
+            let (lanes, compression) = transfer(inputs.file, &args.transfer);
+            Resolved::Sftp(ssh::SftpRun {
+                login: login(inputs, user, target, &args.client, compression)?,
+                batch: args.batch,
+                lanes,
+            })
+        }
+        Command::Ls(args) => Resolved::Ls(LsRun {
+            forms: (args.targets.iter())
+                .map(|t| inputs.target(t).map(|s| s.target))
+                .collect::<Result<Vec<_>, _>>()?,
+            aws: inputs.account(args.targets.first().map(String::as_str)),
+            json: args.json,
+        }),
+        Command::Doctor(args) => {
+            let target = (args.target.as_deref())
+                .map(|t| inputs.target(t))
+                .transpose()?
+                .map(|t| TargetSettings {
+                    interactive: false,
+                    ..t
+                });
+            Resolved::Doctor(DoctorRun {
+                aws: match &target {
+                    Some(t) => t.aws.clone(),
+                    None => inputs.account(None),
+                },
+                target,
+                json: args.json,
+            })
+        }
+        Command::Config(ConfigCommand::Ssh(args)) => Resolved::ConfigSsh(ConfigSshRun {
+            block: host_block(inputs.global, inputs.file, args.push_key, args.ephemeral)?,
+            install: args.install,
+        }),
+    })
+}
+
+/// `forward [TARGET] [SPEC]…`: clap puts the first word in TARGET; it is a SPEC when it
+/// parses as one (no instance ID, `tag:` form or IP does; a name could, and the help says
+/// how to name such a node), and then there is no target (the picker's). At least one
+/// SPEC or `-D` is needed. Idempotent: [`resolve`] calls it before reading the config
+/// file, so a bad command line is reported first, as clap's own errors are.
+fn forward_words(args: &mut ForwardArgs) -> Result<(), Failure> {
+    let mut not_a_spec = None;
+    if let Some(word) = args.target.take() {
+        match word.parse::<ForwardSpec>() {
+            Ok(spec) => args.specs.insert(0, spec),
+            Err(why) => {
+                not_a_spec = Some(why);
+                args.target = Some(word);
+            }
+        }
+    }
+    if args.specs.is_empty() && args.socks.is_none() {
+        let hint = match (&args.target, not_a_spec) {
+            // `forward 8888:localhost`: a SPEC with a typo, more likely than a target.
+            (Some(t), Some(why)) if t.contains(':') => format!(" ({t:?} is not one: {why})"),
+            _ => String::new(),
+        };
+        return Err(Failure::new(
+            ExitCode::Usage,
+            format!(
+                "nothing to forward{hint}: give a SPEC ([bind:]local:remote_port or [bind:]local:host:port) or -D [bind:]port"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `-j` (else the config file's `parallel`, else 4) and `-C` (or `compression = true`).
+fn transfer(file: &ConfigFile, t: &TransferArgs) -> (usize, bool) {
+    let lanes = t
+        .parallel
+        .map_or(file.parallel.unwrap_or(ssh::DEFAULT_PARALLEL), usize::from);
+    (lanes, t.compression || file.compression.unwrap_or(false))
+}
+
+/// Who logs in where, for `ssh`, `scp` and `sftp`: the user is `user@` > `-l` > the
+/// config file's (alias > `[profiles.P]` > top level); none left: guessed later from the
+/// platform.
+fn login(
+    inputs: &Inputs<'_>,
+    dest_user: Option<&str>,
+    raw_target: &str,
+    args: &SshClientArgs,
+    compression: bool,
+) -> Result<Login, Failure> {
+    let (on, config_user) = inputs.target_and_user(raw_target)?;
+    Ok(Login {
+        on,
+        user: (dest_user.map(str::to_owned))
+            .or_else(|| args.user.clone())
+            .or(config_user),
+        port: args.ssh_port,
+        known_hosts: args.known_hosts.clone(),
+        strictness: args.strict_host_key_checking.into(),
+        link: args.connection.link_options(),
+        compression,
+    })
+}
+
+/// The `config ssh` block: flags typed now are kept in the ProxyCommand; environment
+/// variables are not (ssh passes its own environment to the ProxyCommand anyway).
+fn host_block(
+    g: &GlobalArgs,
+    file: &ConfigFile,
+    push_key: bool,
+    ephemeral: bool,
+) -> Result<BlockSettings, Failure> {
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| {
+            Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot tell where this sallyport binary is ({e}); write the block by hand from contrib/ssh_config"),
+            )
+        })?;
+    let mut global_args = Vec::new();
+    if let Some(c) = &file.path.as_ref().filter(|_| g.config.is_some()) {
+        let c = c.canonicalize().unwrap_or_else(|_| c.to_path_buf());
+        global_args.extend(["--config".to_owned(), c.display().to_string()]);
+    }
+    for (flag, value) in [
+        ("--profile", &g.profile),
+        ("--region", &g.region),
+        ("--endpoint-url", &g.endpoint_url),
+    ] {
+        if let Some(v) = value {
+            global_args.extend([flag.to_owned(), v.clone()]);
+        }
+    }
+    Ok(BlockSettings {
+        exe,
+        global_args,
+        aliases: file.aliases.keys().cloned().collect(),
+        push_key,
+        ephemeral,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn file() -> ConfigFile {
+        let text = r#"
+            user = "top"
+            parallel = 6
+            [profiles.research]
+            region = "us-east-2"
+            user = "scientist"
+            [alias]
+            jupyter = "i-0123456789abcdef0"
+            notebook = { tag = "Name=jupyter-alice", profile = "research" }
+        "#;
+        config_file::parse(text, std::path::Path::new("/c.toml")).unwrap()
+    }
+
+    /// Resolves `argv` (after `sallyport`) with `file()`, no environment, on a terminal.
+    fn resolved(argv: &[&str]) -> Result<Resolved, Failure> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("sallyport").chain(argv.iter().copied())).unwrap();
+        let file = file();
+        let inputs = Inputs {
+            global: &cli.global,
+            file: &file,
+            env: &|_| None,
+            interactive: true,
+        };
+        resolve_with(cli.command, &inputs)
+    }
+
+    #[test]
+    fn logins_take_the_user_from_the_destination_then_the_flag_then_the_file() {
+        let Ok(Resolved::Ssh(r)) = resolved(&["ssh", "ubuntu@jupyter", "-l", "x"]) else {
+            panic!("not ssh");
+        };
+        assert_eq!(r.login.user.as_deref(), Some("ubuntu"));
+        assert_eq!(r.login.on.target, Spec::Id("i-0123456789abcdef0".into()));
+        assert_eq!(r.login.on.raw, "jupyter");
+        assert!(r.login.on.interactive);
+        let Ok(Resolved::Sftp(r)) = resolved(&["sftp", "notebook", "-l", "x"]) else {
+            panic!("not sftp");
+        };
+        assert_eq!(r.login.user.as_deref(), Some("x"));
+        assert_eq!(r.lanes, 6, "the config file's parallel");
+        let Ok(Resolved::Scp(r)) = resolved(&["scp", "-j", "2", "a", "notebook:/tmp/"]) else {
+            panic!("not scp");
+        };
+        assert_eq!(
+            r.login.user.as_deref(),
+            Some("scientist"),
+            "[profiles.research]"
+        );
+        assert_eq!(r.lanes, 2);
+        let Ok(Resolved::Ssh(r)) = resolved(&["ssh", "web-1"]) else {
+            panic!("not ssh");
+        };
+        assert_eq!(r.login.user.as_deref(), Some("top"));
+        let e = resolved(&["scp", "a", "b"]).err().expect("no remote side");
+        assert_eq!(e.code, ExitCode::Usage);
+    }
+
+    #[test]
+    fn account_commands_need_no_target() {
+        let Ok(Resolved::Doctor(r)) = resolved(&["doctor"]) else {
+            panic!("not doctor");
+        };
+        assert!(r.target.is_none());
+        assert_eq!(r.aws.region, None);
+        let Ok(Resolved::Doctor(r)) = resolved(&["doctor", "notebook"]) else {
+            panic!("not doctor");
+        };
+        let t = r.target.expect("a target");
+        assert!(!t.interactive, "doctor never shows a picker");
+        assert_eq!(r.aws.profile.as_deref(), Some("research"));
+        let e = resolved(&["doctor", "tag:"]).err().expect("a bad target");
+        assert_eq!(e.code, ExitCode::Target);
+        let Ok(Resolved::Ls(r)) = resolved(&["ls", "notebook", "web-*"]) else {
+            panic!("not ls");
+        };
+        assert_eq!(
+            r.aws.profile.as_deref(),
+            Some("research"),
+            "the first alias's"
+        );
+        assert_eq!(r.forms.len(), 2);
+        let Ok(Resolved::Ls(r)) = resolved(&["ls", "web-*", "notebook"]) else {
+            panic!("not ls");
+        };
+        assert_eq!(r.aws.profile, None);
+    }
+
+    #[test]
+    fn forward_tells_a_first_spec_from_a_target_by_its_shape() {
+        let forward = |argv: &[&str]| match resolved(argv) {
+            Ok(Resolved::Forward(r)) => Ok(r),
+            Ok(_) => panic!("not forward"),
+            Err(e) => Err(e),
+        };
+        let r = forward(&["forward", "8888:localhost:8888", "9999"]).unwrap();
+        assert_eq!(r.on.target, Spec::Pick, "no target: the picker's");
+        let spec = |s: &str| s.parse::<ForwardSpec>().unwrap();
+        assert_eq!(r.specs, [spec("8888:localhost:8888"), spec("9999")]);
+        let r = forward(&["forward", "-D", "1080"]).unwrap();
+        assert_eq!((r.on.target, r.specs.len()), (Spec::Pick, 0));
+        assert!(r.socks.is_some());
+        let r = forward(&["forward", "web-1", "8080"]).unwrap();
+        assert_eq!(r.on.target, Spec::Name("web-1".into()));
+        assert_eq!(r.specs, [spec("8080")]);
+        for ip in ["10.0.0.1", "2001:db8::1", "[fd00::7]"] {
+            let r = forward(&["forward", ip, "8080"]).unwrap();
+            assert!(
+                matches!(r.on.target, Spec::Ip(_)),
+                "{ip}: {:?}",
+                r.on.target
+            );
+        }
+        let r = forward(&["forward", "tag:Team=a:b", "-D", "1080"]).unwrap();
+        assert!(matches!(r.on.target, Spec::Tag { .. }));
+        let r = forward(&["forward", "jupyter", "1:2"]).unwrap();
+        assert_eq!(r.on.target, Spec::Id("i-0123456789abcdef0".into()));
+        for nothing in [&["forward"][..], &["forward", "web-1"]] {
+            let e = forward(nothing).err().expect("nothing to forward");
+            assert_eq!(e.code, ExitCode::Usage);
+            assert!(
+                e.message.starts_with("nothing to forward: "),
+                "{}",
+                e.message
+            );
+        }
+        let e = forward(&["forward", "8888:localhost"])
+            .err()
+            .expect("a typo");
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(
+            e.message.contains("\"8888:localhost\" is not one: ")
+                && e.message.contains("not a port number"),
+            "{}",
+            e.message
+        );
+    }
+}
