@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn install_is_idempotent_and_touches_nothing_else() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = sallyport_testbed::sshd::TempDir::new("sallyport-ssh-config").unwrap();
+        let dir = sallyport_testbed::instance::sshd::TempDir::new("sallyport-ssh-config").unwrap();
         let home = dir.path();
         let ssh = home.join(".ssh");
         std::fs::create_dir_all(&ssh).unwrap();
@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn install_creates_a_private_config() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = sallyport_testbed::sshd::TempDir::new("sallyport-ssh-config").unwrap();
+        let dir = sallyport_testbed::instance::sshd::TempDir::new("sallyport-ssh-config").unwrap();
         let done = install(dir.path(), "Host i-*\n").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join(".ssh")), 0o700);

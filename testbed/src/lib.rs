@@ -53,8 +53,5 @@ pub mod tls;
 pub mod tools;
 pub mod world;
 
-/// The client crate's tests (`src/commands/ssh_config.rs`) name `sallyport_testbed::sshd`;
-/// the module lives in [`instance::sshd`].
-pub use instance::sshd;
 pub use server::Testbed;
 pub use world::config::{InstanceConfig, TestbedConfig};
