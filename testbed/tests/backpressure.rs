@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sallyport::proto::message::{Message, MessageType};
-use sallyport::proto::payload::{Acknowledge, OpenDataChannelInput, PayloadType};
-use sallyport_testbed::agent::link::{self, FromAgent};
-use sallyport_testbed::agent::{self, AgentIo, AgentOut};
+use sallyport::proto::payload::{OpenDataChannelInput, PayloadType};
+use sallyport_testbed::agent::link;
+use sallyport_testbed::agent::{self, AgentIo};
 use sallyport_testbed::world::backlog::Backlog;
 use sallyport_testbed::world::config::{AgentSettings, UnsignedPolicy};
 use sallyport_testbed::world::faults::{FaultPlan, Window};
@@ -22,37 +22,8 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// Bound on every wait for something that must happen.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn client_frame(seq: i64, payload_type: PayloadType, payload: Vec<u8>) -> Vec<u8> {
-    Message {
-        message_type: MessageType::InputStreamData,
-        schema_version: 1,
-        created_date: 1_700_000_000_000,
-        sequence_number: seq,
-        flags: 0,
-        message_id: uuid::Uuid::new_v4(),
-        payload_type: payload_type as u32,
-        payload,
-    }
-    .encode()
-}
-
-fn handshake_response() -> Vec<u8> {
-    let json = serde_json::json!({
-        "ClientVersion": "1.2.707.0",
-        "ProcessedClientActions": [
-            {"ActionType": "SessionType", "ActionStatus": 1, "ActionResult": null, "Error": ""}
-        ],
-        "Errors": null,
-    });
-    client_frame(
-        0,
-        PayloadType::HandshakeResponse,
-        serde_json::to_vec(&json).unwrap(),
-    )
-}
+mod common;
+use common::{PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of};
 
 /// An ssh session (AWS-StartSSHSession) to `instance:22`.
 fn ssh_session(id: &str, instance: InstanceConfig) -> SessionRecord {
@@ -63,29 +34,6 @@ fn ssh_session(id: &str, instance: InstanceConfig) -> SessionRecord {
         document: "AWS-StartSSHSession".to_owned(),
         parameters: BTreeMap::from([("portNumber".to_owned(), vec!["22".to_owned()])]),
     }
-}
-
-/// The next agent message of `kind` (others, such as resends, are skipped).
-async fn next_of(from_agent: &mut FromAgent, kind: MessageType) -> Message {
-    loop {
-        match from_agent.recv().await {
-            Some(AgentOut::Frame(f)) => {
-                let m = Message::decode(&f).expect("the agent's frames decode");
-                if m.message_type == kind {
-                    return m;
-                }
-            }
-            Some(AgentOut::Close { output }) => panic!("agent ended the session: {output}"),
-            None => panic!("agent went away"),
-        }
-    }
-}
-
-/// The sequence number the agent's next acknowledge is for.
-async fn next_ack(from_agent: &mut FromAgent) -> i64 {
-    let m = next_of(from_agent, MessageType::Acknowledge).await;
-    let ack: Acknowledge = serde_json::from_slice(&m.payload).expect("ack JSON");
-    ack.acknowledged_message_sequence_number
 }
 
 #[tokio::test]
@@ -376,23 +324,7 @@ async fn a_client_that_does_not_read_fills_the_relay_to_its_bound_only() {
 
 /// The acknowledge a client sends for agent message `m`.
 fn ack_for(m: &Message) -> WsMessage {
-    let ack = Acknowledge {
-        acknowledged_message_type: "output_stream_data".to_owned(),
-        acknowledged_message_id: m.message_id,
-        acknowledged_message_sequence_number: m.sequence_number,
-        is_sequential_message: true,
-    };
-    let frame = Message {
-        message_type: MessageType::Acknowledge,
-        schema_version: 1,
-        created_date: 1_700_000_000_000,
-        sequence_number: 0,
-        flags: 3,
-        message_id: uuid::Uuid::new_v4(),
-        payload_type: 0,
-        payload: serde_json::to_vec(&ack).unwrap(),
-    };
-    WsMessage::binary(frame.encode())
+    WsMessage::binary(ack_frame(m))
 }
 
 #[tokio::test]

@@ -7,92 +7,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sallyport::proto::message::{Message, MessageType};
-use sallyport::proto::payload::{Acknowledge, PayloadType};
+use sallyport::proto::message::MessageType;
+use sallyport::proto::payload::PayloadType;
 use sallyport_testbed::InstanceConfig;
-use sallyport_testbed::agent::link::{self as agent_link, FromAgent};
-use sallyport_testbed::agent::{self, AgentIo, AgentOut};
+use sallyport_testbed::agent::link as agent_link;
+use sallyport_testbed::agent::{self, AgentIo};
 use sallyport_testbed::world::config::AgentSettings;
 use sallyport_testbed::world::state::SessionRecord;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
 
-/// Bound on every wait for something that must happen.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod common;
+use common::{PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of};
+
 const LAG: Duration = Duration::from_millis(400);
-
-fn client_frame(seq: i64, payload_type: PayloadType, payload: Vec<u8>) -> Vec<u8> {
-    Message {
-        message_type: MessageType::InputStreamData,
-        schema_version: 1,
-        created_date: 1_700_000_000_000,
-        sequence_number: seq,
-        flags: 0,
-        message_id: uuid::Uuid::new_v4(),
-        payload_type: payload_type as u32,
-        payload,
-    }
-    .encode()
-}
-
-fn handshake_response() -> Vec<u8> {
-    let json = serde_json::json!({
-        "ClientVersion": "1.2.707.0",
-        "ProcessedClientActions": [
-            {"ActionType": "SessionType", "ActionStatus": 1, "ActionResult": null, "Error": ""}
-        ],
-        "Errors": null,
-    });
-    client_frame(
-        0,
-        PayloadType::HandshakeResponse,
-        serde_json::to_vec(&json).unwrap(),
-    )
-}
-
-/// The agent's next stream-data message or acknowledge (resends skipped).
-async fn next(from_agent: &mut FromAgent, kind: MessageType) -> Message {
-    loop {
-        match from_agent.recv().await {
-            Some(AgentOut::Frame(f)) => {
-                let m = Message::decode(&f).expect("the agent's frames decode");
-                if m.message_type == kind {
-                    return m;
-                }
-            }
-            Some(AgentOut::Close { output }) => panic!("agent ended the session: {output}"),
-            None => panic!("agent went away"),
-        }
-    }
-}
-
-/// The acknowledge a client sends for agent message `m` (else the agent resends it).
-fn ack_for(m: &Message) -> Vec<u8> {
-    let ack = Acknowledge {
-        acknowledged_message_type: "output_stream_data".to_owned(),
-        acknowledged_message_id: m.message_id,
-        acknowledged_message_sequence_number: m.sequence_number,
-        is_sequential_message: true,
-    };
-    Message {
-        message_type: MessageType::Acknowledge,
-        schema_version: 1,
-        created_date: 1_700_000_000_000,
-        sequence_number: 0,
-        flags: 3,
-        message_id: uuid::Uuid::new_v4(),
-        payload_type: 0,
-        payload: serde_json::to_vec(&ack).unwrap(),
-    }
-    .encode()
-}
-
-async fn next_ack(from_agent: &mut FromAgent) -> i64 {
-    let m = next(from_agent, MessageType::Acknowledge).await;
-    let ack: Acknowledge = serde_json::from_slice(&m.payload).expect("ack JSON");
-    ack.acknowledged_message_sequence_number
-}
 
 #[tokio::test]
 async fn input_in_the_lag_is_acked_and_dropped_and_the_port_is_dialled_after_it() {
@@ -119,23 +48,23 @@ async fn input_in_the_lag_is_acked_and_dropped_and_the_port_is_dialled_after_it(
 
     let request = timeout(
         PATIENCE,
-        next(&mut from_agent, MessageType::OutputStreamData),
+        next_of(&mut from_agent, MessageType::OutputStreamData),
     )
     .await
     .unwrap();
     assert_eq!(request.payload_type, PayloadType::HandshakeRequest as u32);
-    to_agent.send((ack_for(&request), None)).unwrap();
+    to_agent.send((ack_frame(&request), None)).unwrap();
     to_agent.send((handshake_response(), None)).unwrap();
     assert_eq!(timeout(PATIENCE, next_ack(&mut from_agent)).await, Ok(0));
     let complete = timeout(
         PATIENCE,
-        next(&mut from_agent, MessageType::OutputStreamData),
+        next_of(&mut from_agent, MessageType::OutputStreamData),
     )
     .await
     .unwrap();
     assert_eq!(complete.payload_type, PayloadType::HandshakeComplete as u32);
     let completed_at = Instant::now();
-    to_agent.send((ack_for(&complete), None)).unwrap();
+    to_agent.send((ack_frame(&complete), None)).unwrap();
 
     // A client that sends at once: acknowledged...
     let early = client_frame(1, PayloadType::Output, b"SSH-2.0-early\r\n".to_vec());
@@ -155,7 +84,7 @@ async fn input_in_the_lag_is_acked_and_dropped_and_the_port_is_dialled_after_it(
     instance.write_all(b"SSH-2.0-instance\r\n").await.unwrap();
     let banner = timeout(
         PATIENCE,
-        next(&mut from_agent, MessageType::OutputStreamData),
+        next_of(&mut from_agent, MessageType::OutputStreamData),
     )
     .await
     .unwrap();

@@ -288,27 +288,64 @@ fn without_a_terminal_there_is_no_prompt() {
     assert!(started(&f).is_empty());
 }
 
+/// `sallyport ARGS` with a fresh pty as its controlling terminal (stdin, stdout and
+/// stderr): what it shows, and the keyboard.
+struct OnPty {
+    child: std::process::Child,
+    screen: crate::shell::Screen,
+    keys: std::fs::File,
+    _pty: crate::shell::Pty,
+}
+
+impl OnPty {
+    fn start(f: &Fixture, args: &[&str]) -> OnPty {
+        let pty = crate::shell::Pty::open(30, 120);
+        let mut cmd = std::process::Command::new("setsid");
+        cmd.arg("--ctty").arg(SALLYPORT).args(args);
+        f.aws_env(&mut cmd);
+        cmd.stdin(pty.slave.try_clone().unwrap())
+            .stdout(pty.slave.try_clone().unwrap())
+            .stderr(pty.slave.try_clone().unwrap());
+        let child = cmd.spawn().expect("spawn sallyport");
+        let screen = crate::shell::Screen::start(pty.master.try_clone().unwrap());
+        let keys = pty.master.try_clone().unwrap();
+        OnPty {
+            child,
+            screen,
+            keys,
+            _pty: pty,
+        }
+    }
+
+    /// Its exit status within `limit`; `None` (and killed) if it is still running.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// On a real pty: the ambiguous target brings up the list, typing filters it, Enter
 /// picks, and the command runs on the picked node.
 #[test]
 fn picker_on_a_terminal_runs_on_the_picked_node() {
-    use crate::shell::{Pty, Screen};
     use std::io::Write;
     let f = Fixture::with_config(three_apps);
     for (args, want) in [
         (vec!["exec", "app", "--", "echo picked-$((40+2))"], APP[1]),
         (vec!["exec", "--", "echo picked-$((40+2))"], APP[2]),
     ] {
-        let pty = Pty::open(30, 120);
-        let mut cmd = std::process::Command::new("setsid");
-        cmd.arg("--ctty").arg(SALLYPORT).args(&args);
-        f.aws_env(&mut cmd);
-        cmd.stdin(pty.slave.try_clone().unwrap())
-            .stdout(pty.slave.try_clone().unwrap())
-            .stderr(pty.slave.try_clone().unwrap());
-        let mut child = cmd.spawn().expect("spawn sallyport exec");
-        let screen = Screen::start(pty.master.try_clone().unwrap());
-        let mut keys = pty.master.try_clone().unwrap();
+        let mut run = OnPty::start(&f, &args);
+        let (screen, keys) = (&run.screen, &mut run.keys);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             assert!(
                 screen.wait_for("type to filter", Duration::from_secs(30)),
@@ -327,20 +364,8 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
                 screen.text()
             );
         }));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let status = run.wait_exit(Duration::from_secs(30));
+        let screen = &run.screen;
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }
@@ -359,22 +384,13 @@ fn picker_on_a_terminal_runs_on_the_picked_node() {
 #[test]
 fn picker_on_a_terminal_picks_the_node_for_forward() {
     use crate::forward::{HttpServer, body_for, http_get};
-    use crate::shell::{Pty, Screen};
     use std::io::Write;
     let f = Fixture::with_config(three_apps);
     let web = HttpServer::start("picked-forward");
     let spec = format!("0:{}", web.port());
     let want = APP[0];
-    let pty = Pty::open(30, 120);
-    let mut cmd = std::process::Command::new("setsid");
-    cmd.args(["--ctty", SALLYPORT, "forward", &spec]);
-    f.aws_env(&mut cmd);
-    cmd.stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap());
-    let mut child = cmd.spawn().expect("spawn sallyport forward");
-    let screen = Screen::start(pty.master.try_clone().unwrap());
-    let mut keys = pty.master.try_clone().unwrap();
+    let mut run = OnPty::start(&f, &["forward", &spec]);
+    let (screen, keys) = (&run.screen, &mut run.keys);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         assert!(
             screen.wait_for("type to filter", Duration::from_secs(30)),
@@ -401,20 +417,10 @@ fn picker_on_a_terminal_picks_the_node_for_forward() {
         assert_eq!(body, body_for("picked-forward", "/through-the-picked-node"));
     }));
     let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &run.child.id().to_string()])
         .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = run.wait_exit(Duration::from_secs(30));
+    let screen = &run.screen;
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
@@ -617,35 +623,17 @@ fn doctor_names_the_session_kms_key() {
 /// Esc in the picker cancels: exit 12, no session started.
 #[test]
 fn cancelling_the_picker_exits_12() {
-    use crate::shell::{Pty, Screen};
     use std::io::Write;
     let f = Fixture::with_config(three_apps);
-    let pty = Pty::open(30, 120);
-    let mut cmd = std::process::Command::new("setsid");
-    cmd.args(["--ctty", SALLYPORT, "exec", "app", "--", "true"]);
-    f.aws_env(&mut cmd);
-    cmd.stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap());
-    let mut child = cmd.spawn().expect("spawn sallyport exec");
-    let screen = Screen::start(pty.master.try_clone().unwrap());
-    let mut keys = pty.master.try_clone().unwrap();
-    let shown = screen.wait_for("type to filter", Duration::from_secs(30));
+    let mut run = OnPty::start(&f, &["exec", "app", "--", "true"]);
+    let shown = run
+        .screen
+        .wait_for("type to filter", Duration::from_secs(30));
     if shown {
-        keys.write_all(b"\x1b").unwrap();
+        run.keys.write_all(b"\x1b").unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = run.wait_exit(Duration::from_secs(30));
+    let screen = &run.screen;
     assert!(shown, "no picker; screen:\n{}", screen.text());
     assert_eq!(status.and_then(|s| s.code()), Some(12), "{}", screen.text());
     assert!(
