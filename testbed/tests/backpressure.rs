@@ -4,14 +4,11 @@
 //! stream data and retransmissions that benchmarks read.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{OpenDataChannelInput, PayloadType};
-use sallyport_testbed::agent::link;
-use sallyport_testbed::agent::{self, AgentIo};
 use sallyport_testbed::world::backlog::Backlog;
 use sallyport_testbed::world::config::{AgentSettings, UnsignedPolicy};
 use sallyport_testbed::world::faults::{FaultPlan, Window};
@@ -23,7 +20,9 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 mod common;
-use common::{PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of};
+use common::{
+    PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of, spawn_agent,
+};
 
 /// An ssh session (AWS-StartSSHSession) to `instance:22`.
 fn ssh_session(id: &str, instance: InstanceConfig) -> SessionRecord {
@@ -48,14 +47,7 @@ async fn a_slow_instance_write_holds_back_the_agents_reading_and_acks() {
         instance_write_rate: Some(1024),
         ..AgentSettings::default()
     };
-    let (to_client, mut from_agent) = link::outbox(100_000);
-    let (to_agent, from_client) = link::inbox(&to_client);
-    let io = AgentIo {
-        from_client,
-        to_client,
-        kms: None,
-    };
-    let agent = tokio::spawn(agent::run(Arc::new(record), settings, io));
+    let (to_agent, mut from_agent, agent) = spawn_agent(record, settings);
 
     let request = timeout(
         PATIENCE,

@@ -4,14 +4,11 @@
 //! it, so the first output the client sees proves that input is safe again.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport::proto::message::MessageType;
 use sallyport::proto::payload::PayloadType;
 use sallyport_testbed::InstanceConfig;
-use sallyport_testbed::agent::link as agent_link;
-use sallyport_testbed::agent::{self, AgentIo};
 use sallyport_testbed::world::config::AgentSettings;
 use sallyport_testbed::world::state::SessionRecord;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -19,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};
 
 mod common;
-use common::{PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of};
+use common::{
+    PATIENCE, ack_frame, client_frame, handshake_response, next_ack, next_of, spawn_agent,
+};
 
 const LAG: Duration = Duration::from_millis(400);
 
@@ -37,14 +36,7 @@ async fn input_in_the_lag_is_acked_and_dropped_and_the_port_is_dialled_after_it(
         handshake_complete_lag: LAG,
         ..AgentSettings::default()
     };
-    let (to_client, mut from_agent) = agent_link::outbox(100_000);
-    let (to_agent, from_client) = agent_link::inbox(&to_client);
-    let io = AgentIo {
-        from_client,
-        to_client,
-        kms: None,
-    };
-    let agent = tokio::spawn(agent::run(Arc::new(record), settings, io));
+    let (to_agent, mut from_agent, agent) = spawn_agent(record, settings);
 
     let request = timeout(
         PATIENCE,

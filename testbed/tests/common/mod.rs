@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use sallyport::proto::message::{Message, MessageType};
 use sallyport::proto::payload::{Acknowledge, PayloadType};
-use sallyport_testbed::agent::AgentOut;
-use sallyport_testbed::agent::link::FromAgent;
+use std::sync::Arc;
+
+use sallyport_testbed::agent::link::{self, FromAgent, InboxSender};
+use sallyport_testbed::agent::{self, AgentIo, AgentOut};
+use sallyport_testbed::world::config::AgentSettings;
+use sallyport_testbed::world::state::SessionRecord;
 
 /// Bound on every wait for something that must happen.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -86,4 +90,25 @@ pub async fn next_ack(from_agent: &mut FromAgent) -> i64 {
     let m = next_of(from_agent, MessageType::Acknowledge).await;
     let ack: Acknowledge = serde_json::from_slice(&m.payload).expect("ack JSON");
     ack.acknowledged_message_sequence_number
+}
+
+/// The agent end for `record`, run directly (no relay): what the client sends it, what
+/// it sends the client, and its task.
+pub fn spawn_agent(
+    record: SessionRecord,
+    settings: AgentSettings,
+) -> (
+    InboxSender,
+    FromAgent,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (to_client, from_agent) = link::outbox(100_000);
+    let (to_agent, from_client) = link::inbox(&to_client);
+    let io = AgentIo {
+        from_client,
+        to_client,
+        kms: None,
+    };
+    let task = tokio::spawn(agent::run(Arc::new(record), settings, io));
+    (to_agent, from_agent, task)
 }
