@@ -3,12 +3,15 @@
 # own session code, side by side on this machine: the same sshd, the same client
 # (OpenSSH scp through `sallyport proxy`), the same file, runs interleaved.
 #
-#   benches/agent_pacing.sh --peers DIR [--relay FILE] [--size-mb N] [--runs N] [--no-build]
+#   benches/agent_pacing.sh --peers DIR --relay FILE [--size-mb N] [--runs N] [--no-build]
 #
-#   --peers DIR     what ../shared/peers/rebuild.sh built (its $PEERS_DIR): needs
-#                   amazon-ssm-agent/bin/fakeagent, tls/ and venv-ws/ in it
-#   --relay FILE    the fake Message Gateway (default: ../shared/peers/fake_mgs_relay.py
-#                   beside the repository)
+#   --peers DIR     where the official implementations were built: needs
+#                   amazon-ssm-agent/bin/fakeagent (the agent's own session code in a
+#                   one-session harness), tls/ (test CA and certificate) and venv-ws/ (a
+#                   Python with aiohttp); see docs/architecture.md, "Interop with the
+#                   official implementations"
+#   --relay FILE    the stand-in Message Gateway (a Python script) that starts one
+#                   fakeagent per StartSession and relays frames verbatim (required)
 #   --size-mb N     size of the random file, MB = 10^6 bytes (default 5)
 #   --runs N        runs per agent (default 5)
 #   --no-build      use the existing release binaries
@@ -53,8 +56,8 @@ while (($# > 0)); do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-[[ -n $PEERS ]] || die "--peers DIR is required (see ../shared/peers/README.md)"
-RELAY=${RELAY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/peers/fake_mgs_relay.py}
+[[ -n $PEERS ]] || die "--peers DIR is required (see docs/architecture.md, Interop)"
+[[ -n $RELAY ]] || die "--relay FILE is required (see docs/architecture.md, Interop)"
 [[ -x $PEERS/amazon-ssm-agent/bin/fakeagent ]] || die "no $PEERS/amazon-ssm-agent/bin/fakeagent"
 [[ -x $PEERS/venv-ws/bin/python ]] || die "no $PEERS/venv-ws/bin/python"
 [[ -f $RELAY ]] || die "no fake MGS relay at $RELAY (pass --relay)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Striped `sallyport scp -j N` (issue 13): download and upload rates at several N, and SSH
+# Striped `sallyport scp -j N`: download and upload rates at several N, and SSH
 # compression (`sallyport scp -C`, OpenSSH `Compression yes` through `sallyport proxy`) on
 # text and on random data. A benchmark, not a test: it reports; it fails only when a
 # transfer fails or does not verify.
@@ -29,7 +29,7 @@
 # of every session included):
 #   - rate = file bytes / time, for `sallyport scp -j N` of one random file, downloads then
 #     uploads, --runs times each; min / median / max, and the median's ratio to -j 1's.
-#     Target (issue 13): download ratio >= 0.8 x N up to N = 8.
+#     Target: download ratio >= 0.8 x N up to N = 8.
 #   - compression, one run each, -j 1: download of a text file (a repetitive log) and of a
 #     random file, with `sallyport scp` with and without -C, and with OpenSSH scp through
 #     `sallyport proxy` with -o Compression=no / yes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Upload through `sallyport proxy` to a slow instance (issue 10): how much of the
+# Upload through `sallyport proxy` to a slow instance: how much of the
 # instance's write rate OpenSSH `scp` gets, and how much sallyport resends, with and
 # without a small queue in the gateway. A benchmark, not a test: it reports, it does not
 # judge (it fails only when a transfer fails or does not verify).

@@ -1,4 +1,4 @@
-//! EC2 Instance Connect (PROTOCOL.md §10.1): `SendSSHPublicKey` makes the instance accept
+//! EC2 Instance Connect (docs/protocol.md §10.1): `SendSSHPublicKey` makes the instance accept
 //! a public key for one OS user for 60 seconds.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! KMS for encrypted sessions (PROTOCOL.md §5.4): `GenerateDataKey` for the key the agent
+//! KMS for encrypted sessions (docs/protocol.md §5.4): `GenerateDataKey` for the key the agent
 //! names, 64 bytes, with the encryption context the agent will decrypt with.
 
 use std::future::Future;

@@ -116,7 +116,7 @@ impl Ssm {
     }
 
     /// How this session's websockets are dialled: signed with this client's credentials
-    /// chain in its region (PROTOCOL.md §2.6).
+    /// chain in its region (docs/protocol.md §2.6).
     pub fn dialer(&self) -> Dialer {
         Dialer {
             signer: self.signer.clone().map(|s| s as Arc<dyn UpgradeSigner>),

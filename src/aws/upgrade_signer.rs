@@ -1,4 +1,4 @@
-//! SigV4 for the data-channel websocket upgrade (PROTOCOL.md §2.6), with the `aws-sigv4`
+//! SigV4 for the data-channel websocket upgrade (docs/protocol.md §2.6), with the `aws-sigv4`
 //! crate the SDK itself signs with: `GET <StreamUrl>` (query included, empty body),
 //! service `ssmmessages`, the session's region, headers `host`, `x-amz-date` and
 //! `x-amz-security-token` (temporary credentials). Like Go SDK v1's `v4.Signer`, which the

@@ -1,5 +1,5 @@
 //! One end of a data channel: sequencing, acknowledgements, the reorder buffer,
-//! retransmission and the send window (PROTOCOL.md §6). Sans-IO.
+//! retransmission and the send window (docs/protocol.md §6). Sans-IO.
 //!
 //! Call order, for a driver:
 //! 1. feed every websocket binary frame to [`Channel::handle_frame`];
@@ -16,7 +16,7 @@
 //! new or resent, only while fewer than a window's worth of messages are in flight, and
 //! [`Channel::window_available`] tells the driver how much local input to read.
 //!
-//! Bounds (house rule 5): unacknowledged messages at most `send_window` (plus the few of
+//! Bounds (docs/architecture.md, "Bounded by construction"): unacknowledged messages at most `send_window` (plus the few of
 //! one `send_data` call); the reorder buffer at most `reorder_capacity` messages and
 //! `reorder_max_bytes` bytes (beyond either, messages are dropped unacknowledged and the
 //! peer resends them); queued frames and events are drained by the driver after every
@@ -110,7 +110,7 @@ impl ChannelConfig {
         }
     }
 
-    /// amazon-ssm-agent's constants and rules (PROTOCOL.md §6, §12).
+    /// amazon-ssm-agent's constants and rules (docs/protocol.md §6, §12).
     pub fn agent() -> Self {
         ChannelConfig {
             role: Role::Agent,
@@ -162,7 +162,7 @@ pub enum ChannelError {
 }
 
 /// No real peer can be this far ahead: the agent's whole outgoing buffer is 100 000
-/// messages (PROTOCOL.md §6.4).
+/// messages (docs/protocol.md §6.4).
 const FAR_SEQUENCE: i64 = 1_000_000;
 
 /// Timers, one table: the driver only ever sees the earliest deadline.
@@ -375,7 +375,7 @@ impl Channel {
     }
 
     /// Sends `data` as Output messages of at most `max_payload` bytes. Empty input sends
-    /// nothing (the agent cannot even encode an empty payload, PROTOCOL.md §3.6).
+    /// nothing (the agent cannot even encode an empty payload, docs/protocol.md §3.6).
     pub fn send_data(&mut self, now: Instant, data: &[u8]) {
         for chunk in data.chunks(self.config.max_payload.max(1)) {
             self.send(now, PayloadType::Output, chunk.to_vec());
@@ -518,7 +518,7 @@ impl Channel {
         let ack: Acknowledge =
             serde_json::from_slice(payload).map_err(|e| ChannelError::BadAck(e.to_string()))?;
         self.unpause(now);
-        // Senders match acks by sequence number only (PROTOCOL.md §3.8).
+        // Senders match acks by sequence number only (docs/protocol.md §3.8).
         let seq = ack.acknowledged_message_sequence_number;
         let Some(out) = self.unacked.remove(&seq) else {
             return Ok(());

@@ -1,7 +1,7 @@
 //! The client end of a session: the handshake on top of a [`Channel`], and payload types
 //! turned into events a session kind can act on. Sans-IO, same call order as [`Channel`].
 //!
-//! KMS-encrypted sessions (PROTOCOL.md §5.4) add one step for the driver: after feeding
+//! KMS-encrypted sessions (docs/protocol.md §5.4) add one step for the driver: after feeding
 //! frames, check [`ClientSession::poll_data_key_request`]; when it yields a request, call
 //! KMS `GenerateDataKey` and hand the result to [`ClientSession::provide_data_key`] (or
 //! report the failure with [`ClientSession::kms_failed`]). From then on the session seals
@@ -324,7 +324,7 @@ impl ClientSession {
             }
             (PayloadType::Output, State::AwaitingRequest(_)) => {
                 // Shell sessions without KMS have no handshake: the agent just streams
-                // output, and the plugin infers Standard_Stream from it (PROTOCOL.md §5.1).
+                // output, and the plugin infers Standard_Stream from it (docs/protocol.md §5.1).
                 self.events.push_back(ClientEvent::Established {
                     params: SessionParams {
                         agent_version: String::new(),

@@ -1,7 +1,7 @@
 //! The client's congestion window, counted in messages (one message carries at most
 //! 1 KiB). Sans-IO: the channel reports acks, losses and probe timeouts with `now`.
 //!
-//! Why a window at all: the data channel has no flow control of its own (PROTOCOL.md
+//! Why a window at all: the data channel has no flow control of its own (docs/protocol.md
 //! §6.4). The real agent runs its handlers on the websocket reader, so when its write to
 //! the instance-side socket blocks it stops reading and acknowledging, and the Message
 //! Gateway's buffering in between is unknown (§13.6). A sender that keeps its whole 4 MiB

@@ -1,4 +1,4 @@
-//! KMS session encryption (PROTOCOL.md §5.4), sans-IO.
+//! KMS session encryption (docs/protocol.md §5.4), sans-IO.
 //!
 //! The 64-byte data key from KMS `GenerateDataKey` is split in two: bytes 0–31 encrypt what
 //! the agent sends, bytes 32–63 what the client sends. Each encrypted payload is

@@ -1,4 +1,4 @@
-//! The client side of the session handshake (PROTOCOL.md §5) as a typestate:
+//! The client side of the session handshake (docs/protocol.md §5) as a typestate:
 //! [`AwaitingRequest`] -> [`AwaitingComplete`] -> [`Established`], and for sessions the
 //! agent wants encrypted with KMS, [`AwaitingRequest`] -> [`AwaitingDataKey`] (the caller
 //! asks KMS for a data key) -> [`AwaitingChallenge`] -> [`AwaitingComplete`] ->
@@ -14,7 +14,7 @@ use super::payload::{
     KmsEncryptionResult, ProcessedClientAction, SessionTypeRequest, action_status,
 };
 
-/// The version we report to the agent. The agent gates features on it (PROTOCOL.md §7.1,
+/// The version we report to the agent. The agent gates features on it (docs/protocol.md §7.1,
 /// §7.2): it must be at least 1.1.70 for smux port forwarding and above 1.2.331.0 so the
 /// agent keeps smux keep-alives off; 1.2.0.0 would switch those off. We report a current
 /// plugin release number because we implement that release's behaviour.
@@ -73,7 +73,7 @@ pub enum Requested {
 
 /// The agent asked for KMS encryption; waiting for the caller to get a data key from KMS
 /// (`GenerateDataKey` with [`AwaitingDataKey::key_id`], 64 bytes, and the session's
-/// encryption context, PROTOCOL.md §5.4).
+/// encryption context, docs/protocol.md §5.4).
 #[derive(Debug)]
 pub struct AwaitingDataKey {
     client_version: String,

@@ -1,4 +1,4 @@
-//! The data channel's binary message: a 120-byte header and a payload (PROTOCOL.md §3).
+//! The data channel's binary message: a 120-byte header and a payload (docs/protocol.md §3).
 //!
 //! One offset table ([`layout`]) drives both encoding and decoding. Decoding never panics:
 //! every read goes through bounds-checked helpers and returns a [`DecodeError`].
@@ -30,7 +30,7 @@ pub mod layout {
 pub mod flags {
     pub const SYN: u64 = 1;
     pub const FIN: u64 = 2;
-    /// What acknowledges carry (SYN|FIN), PROTOCOL.md §3.5.
+    /// What acknowledges carry (SYN|FIN), docs/protocol.md §3.5.
     pub const ACK: u64 = SYN | FIN;
 }
 
@@ -143,7 +143,7 @@ impl Message {
     /// Parses one websocket frame. Stricter than the plugin where the plugin would misread
     /// (wrong header length, length field disagreeing with the frame), equal elsewhere:
     /// `start_publication`/`pause_publication` skip validation (their header content is
-    /// unverified, PROTOCOL.md §4).
+    /// unverified, docs/protocol.md §4).
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         if buf.len() < HEADER_SIZE {
             return Err(DecodeError::Short(buf.len()));
@@ -216,7 +216,7 @@ fn be_u64(buf: &[u8], range: std::ops::Range<usize>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// The wire puts the UUID's last 8 bytes first (PROTOCOL.md §3.2); the swap is its own inverse.
+/// The wire puts the UUID's last 8 bytes first (docs/protocol.md §3.2); the swap is its own inverse.
 fn swap_uuid_halves(b: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     if let (Some(lo), Some(hi)) = (b.get(8..16), b.get(0..8)) {

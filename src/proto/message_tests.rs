@@ -1,7 +1,7 @@
 use super::*;
 use crate::proto::test_captures::hex;
 
-/// PROTOCOL.md §3.9, produced by the plugin's own serializer.
+/// docs/protocol.md §3.9, produced by the plugin's own serializer.
 const INPUT_LS: &str = "
 00000074 696e7075 745f7374 7265616d 5f646174 61202020 20202020 20202020
 20202020 00000001 0000015e 0baa7884 00000000 00000005 00000000 00000000
@@ -166,7 +166,7 @@ fn unknown_types_decode_as_other() {
     assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
 }
 
-/// Every frame AWS's own plugin and agent exchanged (shared/captures) decodes, and encodes
+/// Every frame AWS's own plugin and agent exchanged (tests/data/captures/) decodes, and encodes
 /// back to the same bytes: our codec agrees with theirs bit for bit.
 #[test]
 fn real_captured_frames_round_trip() {

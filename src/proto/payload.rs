@@ -1,4 +1,4 @@
-//! Payload types, flag values and the JSON documents carried in payloads (PROTOCOL.md §3-5).
+//! Payload types, flag values and the JSON documents carried in payloads (docs/protocol.md §3-5).
 //!
 //! Field names and order match what Go's `encoding/json` produces on the real peers, so what
 //! we send is byte-identical to the plugin's where the content is the same.
@@ -49,7 +49,7 @@ impl PayloadType {
     }
 }
 
-/// Values of a `Flag` payload (a big-endian u32), PROTOCOL.md §7.4.
+/// Values of a `Flag` payload (a big-endian u32), docs/protocol.md §7.4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum PayloadFlag {

@@ -2,7 +2,7 @@
 //! RFC 6298 §5; quinn-proto's `recovery` was the model). Sans-IO.
 //!
 //! The data channel acknowledges every message individually by sequence number
-//! (PROTOCOL.md §3.8), like a SACK for each one. A resent message keeps its sequence
+//! (docs/protocol.md §3.8), like a SACK for each one. A resent message keeps its sequence
 //! number, so "sent later" is judged by a transmission number given to every send,
 //! first or repeated:
 //! - a message is **lost** once a message transmitted at least [`PACKET_THRESHOLD`]

@@ -1,4 +1,4 @@
-//! Retransmission timeout estimator, with the constants both AWS peers use (PROTOCOL.md §6.3).
+//! Retransmission timeout estimator, with the constants both AWS peers use (docs/protocol.md §6.3).
 //!
 //! RFC 6298 arithmetic: `RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|`, `SRTT = 7/8 SRTT + 1/8 R`,
 //! `RTO = SRTT + max(G, 4 RTTVAR)` with G = 10 ms and a 1 s cap. Unlike the plugin, callers

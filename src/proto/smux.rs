@@ -1,6 +1,6 @@
 //! smux protocol version 1 (xtaci/smux, as vendored by the plugin and the agent), sans-IO:
 //! the multiplexing that port-forwarding sessions run over the data channel
-//! (PROTOCOL.md §7.2).
+//! (docs/protocol.md §7.2).
 //!
 //! A frame is `ver(1)=1 | cmd(1) | length(2, LE) | stream id(4, LE) | data`, with
 //! SYN=0 (open), FIN=1 (close), PSH=2 (data), NOP=3 (keep-alive). Version 1 has no
@@ -165,7 +165,7 @@ pub struct Mux {
 }
 
 impl Mux {
-    /// A session with xtaci's defaults; `keepalive` as negotiated (PROTOCOL.md §7.2).
+    /// A session with xtaci's defaults; `keepalive` as negotiated (docs/protocol.md §7.2).
     pub fn new(role: Role, keepalive: Option<KeepAlive>, now: Instant) -> Mux {
         Mux {
             role,

@@ -1,5 +1,5 @@
 //! `sallyport exec`: one command on the target, its stdout on ours, its stderr on ours,
-//! and its exit code as ours (NonInteractiveCommands with separate streams, PROTOCOL.md
+//! and its exit code as ours (NonInteractiveCommands with separate streams, docs/protocol.md
 //! §8.2). The official plugin cannot return exit codes (session-manager-plugin #59).
 //!
 //! Local input is not sent: the agent discards it for this session type, except Ctrl-C

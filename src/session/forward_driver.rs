@@ -1,6 +1,6 @@
 //! One forward as a session kind on the engine: local TCP connections on one side, one
 //! port session on the other, in smux mode (many connections at once, each a smux stream) or basic mode
-//! (one connection at a time, raw bytes, DisconnectToPort when it ends), PROTOCOL.md §7.
+//! (one connection at a time, raw bytes, DisconnectToPort when it ends), docs/protocol.md §7.
 //!
 //! Connections come from an [`Incoming`]: a listener, or a channel fed by the SOCKS
 //! server. A ConnectToPortError from the agent closes the one connection it concerns
@@ -62,7 +62,7 @@ impl Incoming {
     }
 }
 
-/// Which way local connections ride the session (PROTOCOL.md §7.1).
+/// Which way local connections ride the session (docs/protocol.md §7.1).
 pub enum Mode {
     Mux(Mux),
     Basic { current: Option<u32> },

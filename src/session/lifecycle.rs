@@ -13,7 +13,7 @@ use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTa
 pub const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
 
 /// How long the agent may take to complete the handshake (it gives up after 15 s per
-/// step itself, PROTOCOL.md §5.2).
+/// step itself, docs/protocol.md §5.2).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A started session with its data channel open and a fresh client end.

@@ -97,7 +97,7 @@ async fn stream(
     .map_err(Failure::connect)?;
     let mut session = crate::session::lifecycle::new_client_session()
         .with_input_gate(crate::session::lifecycle::SSH_INPUT_GATE);
-    // Port sessions are never encrypted by the agent (PROTOCOL.md §5.1), but answer a KMS
+    // Port sessions are never encrypted by the agent (docs/protocol.md §5.1), but answer a KMS
     // request anyway should a document ever make one.
     let opts = DriveOptions {
         data_keys: Some(ssm.data_keys(&started.session_id, &req.target)),

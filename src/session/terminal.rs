@@ -9,7 +9,7 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 
 use crate::proto::payload::SizeData;
 
-/// The plugin's fallback when the size cannot be read (PROTOCOL.md §8.1).
+/// The plugin's fallback when the size cannot be read (docs/protocol.md §8.1).
 pub const FALLBACK_SIZE: SizeData = SizeData {
     cols: 300,
     rows: 100,

@@ -1,4 +1,4 @@
-//! Opening the data-channel websocket (PROTOCOL.md §2.1): directly or through an HTTP
+//! Opening the data-channel websocket (docs/protocol.md §2.1): directly or through an HTTP
 //! proxy's CONNECT tunnel (§2.7), TLS with the platform roots plus any CA bundle, and the
 //! upgrade signed with SigV4 (§2.6).
 
@@ -77,7 +77,7 @@ pub struct Network {
 }
 
 /// Dials `stream_url` as returned by StartSession and sends the opening text frame.
-/// Signs the upgrade with `dialer`'s signer unless the URL is presigned (PROTOCOL.md §2.6).
+/// Signs the upgrade with `dialer`'s signer unless the URL is presigned (docs/protocol.md §2.6).
 pub async fn connect(
     stream_url: &str,
     token: &str,

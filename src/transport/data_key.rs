@@ -1,4 +1,4 @@
-//! KMS data keys for encrypted sessions (PROTOCOL.md §5.4), as a driver sees them.
+//! KMS data keys for encrypted sessions (docs/protocol.md §5.4), as a driver sees them.
 //!
 //! When the agent asks for KMS encryption, the sans-IO core yields a
 //! [`DataKeyRequest`](crate::proto::client::DataKeyRequest); a driver answers it with
@@ -17,7 +17,7 @@ use crate::proto::client::{ClientSession, ProvideKeyError};
 use super::DriveError;
 
 /// How long KMS may take: the agent itself waits 15 s for the handshake response
-/// (PROTOCOL.md §5.2), so a slower key is of no use.
+/// (docs/protocol.md §5.2), so a slower key is of no use.
 pub const DATA_KEY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A data key as KMS `GenerateDataKey` returns it.

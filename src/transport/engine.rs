@@ -10,7 +10,7 @@
 //! [`Cx::write`], and the engine writes them in its own select branch, so a slow stdout
 //! or socket never stalls acks, timers or keep-alives.
 //!
-//! Bounds (house rule 5):
+//! Bounds (docs/architecture.md, "Bounded by construction"):
 //! - local output: at most [`EngineOptions::output_bound`] bytes ([`OUTPUT_BOUND`], 1 MiB,
 //!   by default) over all outputs, plus one event's payload (at most one websocket
 //!   message, 1 MiB). While above it the engine takes no events from the core and no
@@ -84,7 +84,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            // The agent itself gives up after 15 s per step (PROTOCOL.md §5.2).
+            // The agent itself gives up after 15 s per step (docs/protocol.md §5.2).
             handshake_timeout: Duration::from_secs(30),
             data_keys: None,
             output_bound: OUTPUT_BOUND,

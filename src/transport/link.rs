@@ -9,7 +9,7 @@
 //! or repeated across a reconnect: the driver calls `on_reconnect` and the channel
 //! resends what was in flight.
 //!
-//! Bounds (house rule 5):
+//! Bounds (docs/architecture.md, "Bounded by construction"):
 //! - outbound: at most [`OUTBOUND_FRAMES`] frames wait for the websocket; when full,
 //!   [`Link::try_send`] hands the frame back and the driver keeps it (and the rest) in
 //!   the core until [`Link::next`] reports room. While reconnecting, queued frames are
@@ -516,7 +516,7 @@ struct Carried {
     delivered: u64,
 }
 
-/// The header's MessageType field says `channel_closed` (PROTOCOL.md §3.1).
+/// The header's MessageType field says `channel_closed` (docs/protocol.md §3.1).
 fn is_channel_closed(frame: &[u8]) -> bool {
     frame
         .get(4..36)

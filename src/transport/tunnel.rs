@@ -1,4 +1,4 @@
-//! An HTTP `CONNECT` tunnel through a proxy (PROTOCOL.md §2.7), for the websocket and
+//! An HTTP `CONNECT` tunnel through a proxy (docs/protocol.md §2.7), for the websocket and
 //! for diagnosing the SDK's failed proxied calls: TCP to the proxy (TLS to it first for an
 //! `https://` proxy URL), `CONNECT host:port`, `Proxy-Authorization: Basic` from the
 //! URL's userinfo, then the status line. The proxy's answer is read up to

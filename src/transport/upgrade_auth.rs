@@ -1,4 +1,4 @@
-//! Authenticating the websocket upgrade (PROTOCOL.md §2.6).
+//! Authenticating the websocket upgrade (docs/protocol.md §2.6).
 //!
 //! Since session-manager-plugin 1.2.764.0 the upgrade `GET <StreamUrl>` carries SigV4
 //! headers (service `ssmmessages`, the session's region) unless the StreamUrl is already

@@ -102,7 +102,7 @@ struct ServeArgs {
     instance_write_rate: Option<u64>,
     /// An agent slow to mark its handshake done: for this long after it sent
     /// HandshakeComplete it acknowledges and drops client data, and the instance port is
-    /// dialled only after it (a stalled agent goroutine; see PROTOCOL.md §5.2). e.g. 300ms.
+    /// dialled only after it (a stalled agent goroutine; see docs/protocol.md §5.2). e.g. 300ms.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     handshake_complete_lag: Duration,
     /// Region the testbed claims to be; requests must be signed for it.

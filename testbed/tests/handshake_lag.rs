@@ -1,5 +1,5 @@
 //! `--handshake-complete-lag`: an agent whose goroutine stalls between sending
-//! HandshakeComplete and marking the handshake done (PROTOCOL.md §5.2). Input that arrives
+//! HandshakeComplete and marking the handshake done (docs/protocol.md §5.2). Input that arrives
 //! in that window is acknowledged and dropped, and the instance port is dialled only after
 //! it, so the first output the client sees proves that input is safe again.
 

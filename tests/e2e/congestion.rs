@@ -1,4 +1,4 @@
-//! The client follows the rate its peer acknowledges (issue 10): an upload to an instance
+//! The client follows the rate its peer acknowledges: an upload to an instance
 //! whose agent writes slowly runs at that rate, with few resends, through real OpenSSH.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! KMS-encrypted sessions (PROTOCOL.md §5.4) against the testbed's KMS API.
+//! KMS-encrypted sessions (docs/protocol.md §5.4) against the testbed's KMS API.
 //!
 //! Port sessions are never encrypted, so `ssh` through `sallyport proxy` must keep working
 //! on an instance whose agent demands KMS. The encrypted Standard_Stream path is checked at

@@ -1,4 +1,4 @@
-//! Striped `sallyport scp -j N` (issue 13): several sessions, one file or many, identical
+//! Striped `sallyport scp -j N`: several sessions, one file or many, identical
 //! bytes, lazy session opening, a session killed mid-copy, Ctrl-C, `--verify`.
 
 use std::os::unix::fs::PermissionsExt;

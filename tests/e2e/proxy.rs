@@ -24,7 +24,7 @@ fn ssh_passes_the_remote_exit_status() {
 }
 
 /// An agent that acknowledges and drops input for a while after HandshakeComplete (a
-/// stalled goroutine, PROTOCOL.md §5.2): ssh's banner, sent at once, would be lost and
+/// stalled goroutine, docs/protocol.md §5.2): ssh's banner, sent at once, would be lost and
 /// sshd would answer "Invalid SSH identification string". The proxy holds input until the
 /// agent's first output (sshd's banner), which the agent sends only once it takes input.
 #[test]

@@ -20,7 +20,7 @@ fn impaired(p: f64) -> Impairment {
 /// faults. Byte-exact, within 300 s, and this process (which runs the testbed) stays
 /// under 1 GB resident; wall time printed.
 ///
-/// Before the client had loss recovery and a congestion window (issue 10) this took
+/// Before the client had loss recovery and a congestion window this took
 /// 14-760 s with the process at 6-11 GB: while the testbed agent was blocked writing to
 /// sshd, the client resent its whole 4 MiB window every RTO and the relay queued the
 /// duplicates without bound.

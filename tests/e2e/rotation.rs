@@ -1,6 +1,6 @@
 //! Credentials that change under a long session: ResumeSession must be signed with what
 //! the provider returns now, not what the session started with (the plugin's hour-long
-//! 403, PROTOCOL.md §2.4).
+//! 403, docs/protocol.md §2.4).
 
 use std::io::Write;
 use std::process::{Command, Stdio};

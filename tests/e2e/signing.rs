@@ -1,4 +1,4 @@
-//! The signed data channel (PROTOCOL.md §2.6) against a testbed that refuses unsigned
+//! The signed data channel (docs/protocol.md §2.6) against a testbed that refuses unsigned
 //! upgrades (its default): which key signed each dial, first and after a resume, and that a
 //! presigned StreamUrl is dialled without signing headers.
 

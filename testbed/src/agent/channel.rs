@@ -1,5 +1,5 @@
 //! The agent's end of the data channel, written from amazon-ssm-agent's rules
-//! (`agent/session/datachannel/datachannel.go`, PROTOCOL.md §3.5, §3.8, §6) and from nothing
+//! (`agent/session/datachannel/datachannel.go`, docs/protocol.md §3.5, §3.8, §6) and from nothing
 //! in the client: it shares only the golden-tested header codec
 //! (`sallyport::proto::message`) with sallyport, so a sequencing, ack or resend mistake made
 //! in the client's `proto::channel` is not repeated here, and a test through the testbed
@@ -55,7 +55,7 @@ const INITIAL_RTO: Duration = Duration::from_millis(200);
 const MAX_RTO: Duration = Duration::from_secs(1);
 const MIN_RTTVAR_TERM: Duration = Duration::from_millis(10);
 
-/// Payload type of an acknowledge (PROTOCOL.md §3.5).
+/// Payload type of an acknowledge (docs/protocol.md §3.5).
 const ACK_PAYLOAD_TYPE: u32 = 0;
 
 /// A payload delivered in sequence order.
@@ -74,7 +74,7 @@ pub enum AgentEvent {
     Publication { paused: bool },
 }
 
-/// The acknowledge payload, fields in the agent's declaration order (PROTOCOL.md §3.8).
+/// The acknowledge payload, fields in the agent's declaration order (docs/protocol.md §3.8).
 #[derive(Debug, Serialize, Deserialize)]
 struct AckPayload {
     #[serde(rename = "AcknowledgedMessageType")]
@@ -353,7 +353,7 @@ impl AgentDataChannel {
     }
 }
 
-/// The acknowledge for `msg` (PROTOCOL.md §3.5, §3.8).
+/// The acknowledge for `msg` (docs/protocol.md §3.5, §3.8).
 fn ack_frame(msg: &Message) -> Vec<u8> {
     let payload = AckPayload {
         message_type: msg.message_type.as_str().to_owned(),

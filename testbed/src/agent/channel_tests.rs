@@ -1,4 +1,4 @@
-//! The agent channel's rules, checked against the bytes PROTOCOL.md §3.5/§3.8/§6 give.
+//! The agent channel's rules, checked against the bytes docs/protocol.md §3.5/§3.8/§6 give.
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! The agent's session cipher for KMS-encrypted sessions, built from PROTOCOL.md §5.4 on
+//! The agent's session cipher for KMS-encrypted sessions, built from docs/protocol.md §5.4 on
 //! its own (not from `sallyport::proto::crypto`), so a key-half or nonce mistake in the
 //! client shows up as a failed session in the testbed rather than being mirrored:
 //!
@@ -19,7 +19,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 const KEY_HALF: usize = 32;
 const TAG_LEN: usize = 16;
 
-/// Payload types the agent encrypts on the way out (PROTOCOL.md §3.4, §5.4).
+/// Payload types the agent encrypts on the way out (docs/protocol.md §3.4, §5.4).
 pub fn agent_encrypts(payload_type: u32) -> bool {
     matches!(payload_type, 1 | 11 | 12)
 }

@@ -1,4 +1,4 @@
-//! NonInteractiveCommands with separate output streams (PROTOCOL.md §8.2), as
+//! NonInteractiveCommands with separate output streams (docs/protocol.md §8.2), as
 //! `AWS-StartNonInteractiveCommand` runs: the handshake (always, for this session type),
 //! then `sh -c COMMAND` as the testbed's own user (this machine plays the instance);
 //! stdout as Output, stderr as StdErr, each read at most `chunk_size` bytes at a time
@@ -10,7 +10,7 @@
 //! SIGQUIT for the command, as on the agent. A start-up failure is sent as StdErr text.
 //!
 //! Guess: that `AWS-StartNonInteractiveCommand`'s properties set `separateOutputStream`
-//! (the managed document's exact text is unverified, PROTOCOL.md §1.2, §13).
+//! (the managed document's exact text is unverified, docs/protocol.md §1.2, §13).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub async fn run(
         &settings,
         &session.instance.agent_version,
         "NonInteractiveCommands",
-        // Properties are null for the shell-family plugins (PROTOCOL.md §5.3).
+        // Properties are null for the shell-family plugins (docs/protocol.md §5.3).
         serde_json::Value::Null,
         kms,
     )
@@ -195,7 +195,7 @@ async fn pump<R: AsyncRead + Unpin>(
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
     let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
-        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        // A relay that does not take our output stops the reading (docs/protocol.md §6.4).
         out.ready().await;
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,

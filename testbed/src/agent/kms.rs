@@ -1,4 +1,4 @@
-//! The agent end's KMS steps (PROTOCOL.md §5.2, §5.4), for sessions the agent encrypts
+//! The agent end's KMS steps (docs/protocol.md §5.2, §5.4), for sessions the agent encrypts
 //! (Standard_Stream and command sessions when `kms_key_id` is set; never port sessions):
 //!
 //! 1. [`kms_action`]: the `KMSEncryption` action in the HandshakeRequest, with a random

@@ -1,5 +1,5 @@
 //! The agent end of a data channel, modelled on amazon-ssm-agent's session plugins
-//! (PROTOCOL.md §5-§8, §12). Imports `world` and, of `mgs`, only [`crate::mgs::frames`].
+//! (docs/protocol.md §5-§8, §12). Imports `world` and, of `mgs`, only [`crate::mgs::frames`].
 //! This file holds what every session kind shares and picks the kind by session document:
 //!
 //! - `AWS-StartSSHSession` and the port-forwarding documents: the Port plugin
@@ -16,7 +16,7 @@
 //! - output is read at most `chunk_size` bytes at a time, one message per `pace` (1 KiB and
 //!   1.9 ms by default): the agent reads StreamDataPayloadSize bytes, sends them and calls
 //!   `time.Sleep(time.Millisecond)`; read + send + sleep measured 1.9 ms per message
-//!   (median gap of its full messages in `../shared/captures/`, and 0.48-0.56 MB/s in 18
+//!   (median gap of its full messages in `tests/data/captures/`, and 0.48-0.56 MB/s in 18
 //!   downloads through the official agent code on a 2-core machine like ours). A
 //!   [`Pacer`] keeps that schedule with deadlines: tokio's timers have 1 ms granularity,
 //!   so "sleep 1 ms after each send" would give 2.1-2.3 ms per message, ~20 % slow;
@@ -105,7 +105,7 @@ pub enum AgentOut {
 pub struct AgentIo {
     pub from_client: AgentInbox,
     pub to_client: ToClient,
-    /// The testbed's KMS, for instances with a `kms_key_id` (PROTOCOL.md §5.4).
+    /// The testbed's KMS, for instances with a `kms_key_id` (docs/protocol.md §5.4).
     pub kms: Option<Arc<KmsState>>,
 }
 
@@ -208,7 +208,7 @@ pub(crate) fn send_now(ch: &Shared, out: &ToClient, kind: PayloadType, payload: 
 pub(crate) fn send_data_now(ch: &Shared, out: &ToClient, data: &[u8]) {
     let mut c = lock(ch);
     if c.cipher.is_some() {
-        // The agent encrypts each chunk it read (PROTOCOL.md §5.4).
+        // The agent encrypts each chunk it read (docs/protocol.md §5.4).
         for chunk in data.chunks(c.max_payload()) {
             c.send_payload(PayloadType::Output, chunk.to_vec());
         }
@@ -240,7 +240,7 @@ impl Replies {
 }
 
 /// [`feed`], holding the acks back. The agent acknowledges an in-order message only after
-/// its handler succeeded (PROTOCOL.md §6.2): a caller whose handler writes to the instance
+/// its handler succeeded (docs/protocol.md §6.2): a caller whose handler writes to the instance
 /// sends the replies once the first delivered message is written. (Messages delivered
 /// after it came from the reorder buffer and were acknowledged when they arrived.)
 pub(crate) fn feed_held(ch: &Shared, frame: &[u8]) -> (Vec<AgentEvent>, Replies) {
@@ -305,7 +305,7 @@ pub async fn run(
     }
 }
 
-/// What an encrypted session needs to know (PROTOCOL.md §5.4).
+/// What an encrypted session needs to know (docs/protocol.md §5.4).
 pub(crate) struct KmsRequest {
     pub state: Arc<KmsState>,
     pub key_id: String,
@@ -324,7 +324,7 @@ pub(crate) fn kms_request(session: &SessionRecord, io: &AgentIo) -> Option<KmsRe
     })
 }
 
-/// The handshake (PROTOCOL.md §5.2): HandshakeRequest for `session_type` with
+/// The handshake (docs/protocol.md §5.2): HandshakeRequest for `session_type` with
 /// `properties` (plus the KMSEncryption action when `kms` is given), the client's
 /// response, the encryption challenge when encrypting, HandshakeComplete. Returns the
 /// client's version. On failure the session is closed with the agent's text.

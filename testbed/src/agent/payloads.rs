@@ -1,5 +1,5 @@
 //! The payloads the agent and the Message Gateway write and read, from their Go structs as
-//! PROTOCOL.md §2.1, §3.4, §4, §5.3 and §7.4 give them, written apart from the client's
+//! docs/protocol.md §2.1, §3.4, §4, §5.3 and §7.4 give them, written apart from the client's
 //! `sallyport::proto::payload`: a wrong field name or payload number in the client is then
 //! a failed session in the testbed, not a mirrored mistake.
 //!
@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-/// The PayloadType numbers of the agent's `contracts` package (PROTOCOL.md §3.4).
+/// The PayloadType numbers of the agent's `contracts` package (docs/protocol.md §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadType {
     Output = 1,
@@ -49,7 +49,7 @@ impl PayloadType {
     }
 }
 
-/// The Flag payload's values (PROTOCOL.md §7.4): a 4-byte big-endian number.
+/// The Flag payload's values (docs/protocol.md §7.4): a 4-byte big-endian number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadFlag {
     DisconnectToPort = 1,
@@ -183,7 +183,7 @@ fn from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
 mod tests {
     use super::*;
 
-    /// The bytes PROTOCOL.md §5.3 shows for each payload.
+    /// The bytes docs/protocol.md §5.3 shows for each payload.
     #[test]
     fn json_as_the_agent_writes_it() {
         let request = HandshakeRequest {

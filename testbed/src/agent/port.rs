@@ -1,4 +1,4 @@
-//! The agent's Port plugin (PROTOCOL.md §7): `AWS-StartSSHSession` (no `type`: one
+//! The agent's Port plugin (docs/protocol.md §7): `AWS-StartSSHSession` (no `type`: one
 //! stream to `portNumber`, EOF ends the session) and the port-forwarding documents
 //! (`type: LocalPortForwarding`), in basic or smux mode by the client's version (§7.1):
 //! smux when ClientVersion ≥ 1.1.70, basic otherwise; an instance configured with an
@@ -49,7 +49,7 @@ pub const DENIED_ADDRESSES: &[&str] = &[
     "fd00:ec2::240",
 ];
 
-/// The client version from which the agent uses smux (PROTOCOL.md §7.1).
+/// The client version from which the agent uses smux (docs/protocol.md §7.1).
 const MUX_CLIENT_VERSION: &str = "1.1.70";
 
 /// What a Port session was asked to do, from its document and parameters.
@@ -345,7 +345,7 @@ async fn run_basic(
                         },
                         _ => {}
                     }
-                    // The handler is done: acknowledge (PROTOCOL.md §6.2).
+                    // The handler is done: acknowledge (docs/protocol.md §6.2).
                     if let Some(r) = replies.take() {
                         r.send(&io.to_client);
                     }
@@ -430,7 +430,7 @@ async fn pump_output(
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
     let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
-        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        // A relay that does not take our output stops the reading (docs/protocol.md §6.4).
         out.ready().await;
         match tcp_r.read(&mut buf).await {
             Ok(0) | Err(_) => {

@@ -1,4 +1,4 @@
-//! The Port plugin's smux mode (PROTOCOL.md §7.2): the agent is the smux server. Each
+//! The Port plugin's smux mode (docs/protocol.md §7.2): the agent is the smux server. Each
 //! stream the client opens is one TCP connection to the destination; a failed dial sends
 //! the ConnectToPortError flag and closes the stream; EOF or an error on either side
 //! closes both the stream and the connection (the agent copies both ways and closes both
@@ -21,7 +21,7 @@
 //! is full `async_smux` stops reading the pipe, the pipe fills, and the agent's handler
 //! blocks writing into it: the agent takes no further client frame and holds back the
 //! acknowledgement of the one it is writing, as the agent's handler blocks writing into
-//! a smux session that stopped reading (PROTOCOL.md §6.4, §6.6). Resends go on meanwhile.
+//! a smux session that stopped reading (docs/protocol.md §6.4, §6.6). Resends go on meanwhile.
 
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ const PIPE_BYTES: usize = 64 * 1024;
 /// buffer; also smux's default maximum frame size).
 const READ_SIZE: usize = 32 * 1024;
 /// Frames the smux session holds for streams whose destination has not taken them yet:
-/// with full 32 KiB frames that is smux v1's 4 MiB MaxReceiveBuffer (PROTOCOL.md §14).
+/// with full 32 KiB frames that is smux v1's 4 MiB MaxReceiveBuffer (docs/protocol.md §14).
 /// Unverified: `async_smux` counts frames, smux v1 bytes; small frames fill it sooner.
 pub const RECEIVE_FRAMES: usize = 128;
 /// smux v1's keep-alive interval, for the agents and clients that still use it.
@@ -240,7 +240,7 @@ async fn pace_out(
     let mut buf = vec![0u8; settings.chunk_size.max(1)];
     let mut pacer = crate::agent::Pacer::new(settings.pace);
     loop {
-        // A relay that does not take our output stops the reading (PROTOCOL.md §6.4).
+        // A relay that does not take our output stops the reading (docs/protocol.md §6.4).
         out.ready().await;
         let n = match from_mux.read(&mut buf).await {
             Ok(0) | Err(_) => return,

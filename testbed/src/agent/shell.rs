@@ -1,4 +1,4 @@
-//! The agent's shell plugins (PROTOCOL.md §8): `SSM-SessionManagerRunShell`
+//! The agent's shell plugins (docs/protocol.md §8): `SSM-SessionManagerRunShell`
 //! (Standard_Stream: `sh`) and `AWS-StartInteractiveCommand` (InteractiveCommands:
 //! `sh -c COMMAND`), on a real pty, as the testbed's own user (this machine plays the
 //! instance). Without KMS there is no handshake: the agent just starts streaming (§5.1).
@@ -57,7 +57,7 @@ pub async fn run(
     let ch = crate::agent::new_channel(&settings);
     let command = (session.document == "AWS-StartInteractiveCommand")
         .then(|| crate::agent::exec::command_parameter(&session));
-    // Shells have no handshake unless KMS encryption is on (PROTOCOL.md §5.1).
+    // Shells have no handshake unless KMS encryption is on (docs/protocol.md §5.1).
     if let Some(kms) = crate::agent::kms_request(&session, &io) {
         let session_type = if command.is_some() {
             "InteractiveCommands"

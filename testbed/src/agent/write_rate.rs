@@ -7,7 +7,7 @@
 //! do not add up to drift, and an idle writer gets at most one burst of credit back.
 //!
 //! The point is back-pressure on the data channel. The real agent runs its handlers on the
-//! websocket reader (PROTOCOL.md §6.4): while a write to the instance blocks, it reads no
+//! websocket reader (docs/protocol.md §6.4): while a write to the instance blocks, it reads no
 //! further client messages and acknowledges none. The port and shell input loops do the
 //! same here: they await the write (keeping only the resend timer going, as the agent's
 //! resend goroutine does) before they take the next frame, and send the acknowledgement of

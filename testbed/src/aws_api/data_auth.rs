@@ -1,4 +1,4 @@
-//! Who may open a data channel: the SigV4 check of the websocket upgrade (PROTOCOL.md §2.6).
+//! Who may open a data channel: the SigV4 check of the websocket upgrade (docs/protocol.md §2.6).
 //!
 //! Since session-manager-plugin 1.2.764.0 the upgrade GET to the StreamUrl carries SigV4
 //! headers (service `ssmmessages`, the session's region, GET with an empty body, the query

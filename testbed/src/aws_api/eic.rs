@@ -1,6 +1,6 @@
 //! EC2 Instance Connect in the JSON 1.1 protocol (`POST /` with
 //! `X-Amz-Target: AWSEC2InstanceConnectService.<Operation>`, SigV4 signing name
-//! `ec2-instance-connect`): `SendSSHPublicKey` (PROTOCOL.md §10.1).
+//! `ec2-instance-connect`): `SendSSHPublicKey` (docs/protocol.md §10.1).
 //!
 //! A successful push is appended to the key store ([`crate::instance::eic_keys`]), where the instance
 //! side (`sallyport-testbed authorized-keys`, run by a test sshd as its

@@ -1,6 +1,6 @@
 //! KMS in the JSON 1.1 protocol (`POST /` with `X-Amz-Target: TrentService.<Operation>`,
 //! SigV4 signing name `kms`): `GenerateDataKey` and `Decrypt`, enough for KMS-encrypted
-//! sessions (PROTOCOL.md §5.4).
+//! sessions (docs/protocol.md §5.4).
 //!
 //! The keys and the sealing live in [`crate::world::kms_keys`] (the agent decrypts data keys with
 //! them too); this file is the API over them.

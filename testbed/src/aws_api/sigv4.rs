@@ -198,7 +198,7 @@ pub fn verify(
     Ok(auth.access_key_id)
 }
 
-/// The query parameters whose presence makes a URL presigned (PROTOCOL.md §2.6): a client
+/// The query parameters whose presence makes a URL presigned (docs/protocol.md §2.6): a client
 /// then dials it without signing headers.
 pub const PRESIGN_PARAMS: [&str; 7] = [
     "X-Amz-Algorithm",

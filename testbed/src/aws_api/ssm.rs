@@ -1,4 +1,4 @@
-//! The SSM JSON 1.1 API: `POST /` with `X-Amz-Target: AmazonSSM.<Operation>` (PROTOCOL.md §1.1).
+//! The SSM JSON 1.1 API: `POST /` with `X-Amz-Target: AmazonSSM.<Operation>` (docs/protocol.md §1.1).
 //!
 //! Every request is SigV4-checked first ([`crate::aws_api::sigv4`]), then dispatched by operation name.
 //! To add an operation, add an arm to [`dispatch`] and a request/response pair below it.
@@ -254,7 +254,7 @@ pub struct ResumeSessionResponse {
 
 /// ResumeSession: a fresh token (the old one stops working) and a StreamUrl with a new
 /// cell number, as the 2026 plugin expects; a terminated or unknown session gets a null
-/// TokenValue (PROTOCOL.md §1.1, §2.4).
+/// TokenValue (docs/protocol.md §1.1, §2.4).
 fn resume_session(
     state: &Account,
     req: ResumeSessionRequest,

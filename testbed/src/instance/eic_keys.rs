@@ -1,6 +1,6 @@
 //! The EC2 Instance Connect key store: what `SendSSHPublicKey` leaves for the instance, and
 //! what the instance side (`sallyport-testbed authorized-keys`, standing in for the EIC
-//! package's `eic_run_authorized_keys`, PROTOCOL.md §10.2) hands to sshd.
+//! package's `eic_run_authorized_keys`, docs/protocol.md §10.2) hands to sshd.
 //!
 //! On AWS the key travels through the instance metadata service, signed by AWS; here it is a
 //! directory with one file per OS user, `DIR/<user>`, one line per push:
@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 /// How long a pushed key stays usable (AWS: "The key remains for 60 seconds").
 pub const KEY_LIFETIME_SECS: i64 = 60;
 
-/// Key types EC2 Instance Connect takes (PROTOCOL.md §10.1: RSA and ED25519; security-key
+/// Key types EC2 Instance Connect takes (docs/protocol.md §10.1: RSA and ED25519; security-key
 /// types such as `sk-ssh-ed25519@openssh.com` are refused).
 pub const KEY_TYPES: &[&str] = &["ssh-rsa", "ssh-ed25519"];
 
@@ -100,7 +100,7 @@ fn check_blob(key_type: &str, blob: &[u8]) -> Result<(), KeyError> {
             let e = r.string()?;
             let n = r.string()?;
             // Positive, minimal mpints. Unverified: whether AWS also insists on a minimum or
-            // maximum modulus size (PROTOCOL.md §13 item 5); the testbed takes any size.
+            // maximum modulus size (docs/protocol.md §13 item 5); the testbed takes any size.
             for m in [e, n] {
                 let positive = m.first().is_some_and(|b| b & 0x80 == 0);
                 let minimal = !(m.len() > 1 && m[0] == 0 && m[1] & 0x80 == 0);

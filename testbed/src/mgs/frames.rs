@@ -1,6 +1,6 @@
 //! The Message Gateway's own frames and payloads, apart from the agent's: the client's
 //! opening text frame, `channel_closed`, and `pause_publication` / `start_publication`
-//! (PROTOCOL.md §2.1, §4). The relay sends and reads them; the agent end may build a
+//! (docs/protocol.md §2.1, §4). The relay sends and reads them; the agent end may build a
 //! `channel_closed` too (a failed KMS handshake, [`crate::agent::kms`]). Imports nothing
 //! else of the testbed.
 
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sallyport::proto::message::{Message, MessageType};
 use serde::{Deserialize, Serialize};
 
-/// The client's opening text frame on the data channel (PROTOCOL.md §2.1).
+/// The client's opening text frame on the data channel (docs/protocol.md §2.1).
 #[derive(Debug, Deserialize)]
 pub struct OpenDataChannel {
     #[serde(rename = "MessageSchemaVersion")]
@@ -24,7 +24,7 @@ pub struct OpenDataChannel {
     pub client_version: String,
 }
 
-/// MGS's `channel_closed` payload (PROTOCOL.md §4).
+/// MGS's `channel_closed` payload (docs/protocol.md §4).
 #[derive(Debug, Serialize)]
 pub struct ChannelClosed {
     #[serde(rename = "MessageId")]
@@ -44,7 +44,7 @@ pub struct ChannelClosed {
 }
 
 /// `channel_closed` as the service sends it when a session ends. The JSON fields are the
-/// plugin's (PROTOCOL.md §4); header sequence number, flags and payload type are not
+/// plugin's (docs/protocol.md §4); header sequence number, flags and payload type are not
 /// documented anywhere we could read, so they are a guess (0, 0, 0).
 pub fn channel_closed_frame(session_id: &str, output: &str) -> Vec<u8> {
     let now_ms = SystemTime::now()
@@ -75,7 +75,7 @@ pub fn channel_closed_frame(session_id: &str, output: &str) -> Vec<u8> {
 }
 
 /// `pause_publication` / `start_publication`. What the service puts in these headers is
-/// unverified (PROTOCOL.md §4; the plugin skips validating them): we send a well-formed
+/// unverified (docs/protocol.md §4; the plugin skips validating them): we send a well-formed
 /// header with an empty payload.
 pub fn publication_frame(kind: MessageType) -> Vec<u8> {
     Message {

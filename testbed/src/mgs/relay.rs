@@ -5,7 +5,7 @@
 //! (opening text frame with the current token), then carries frames between the client
 //! and the agent with the configured delay and faults. A newer websocket for the same
 //! session replaces the older one. Agent messages produced while no client websocket is
-//! attached are dropped: whether the real service buffers them is unverified (PROTOCOL.md
+//! attached are dropped: whether the real service buffers them is unverified (docs/protocol.md
 //! §13), and dropping is the harsher case (the agent must retransmit).
 //!
 //! Queues. Each direction holds at most `--relay-queue` messages in flight inside the
@@ -16,7 +16,7 @@
 //! path would; it never drops for lack of room (the one exception: an extra copy made by
 //! `--duplicate`, or a frame `--reorder` held back, is dropped when there is no room for
 //! it). How much the real service buffers, and whether it ever drops, is unknown
-//! (PROTOCOL.md §13.6): the bound is a guess at its shape, not its size. The two
+//! (docs/protocol.md §13.6): the bound is a guess at its shape, not its size. The two
 //! directions run in separate tasks (reads in [`crate::mgs::relay_paths`], writes here), so a
 //! client that does not read never stops the relay reading it, and the other way round.
 //!
@@ -51,7 +51,7 @@ use crate::world::state::{SessionRecord, Sessions};
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Messages the relay holds per direction without `--relay-queue`: the agent's own
-/// outgoing and incoming buffer size (PROTOCOL.md §6.4), so that the default is bounded
+/// outgoing and incoming buffer size (docs/protocol.md §6.4), so that the default is bounded
 /// but never the limit that matters.
 pub const DEFAULT_QUEUE: usize = 100_000;
 

@@ -96,7 +96,7 @@ fn default_platform() -> String {
     "Amazon Linux".to_owned()
 }
 fn default_agent_version() -> String {
-    // A current agent release line (PROTOCOL.md §0 read the code after 3.3.987.0).
+    // A current agent release line (docs/protocol.md §0 read the code after 3.3.987.0).
     "3.3.987.0".to_owned()
 }
 
@@ -199,7 +199,7 @@ impl InstanceConfig {
     }
 }
 
-/// How the agent behaves; the defaults are the real agent's (PROTOCOL.md §6.6, §14).
+/// How the agent behaves; the defaults are the real agent's (docs/protocol.md §6.6, §14).
 #[derive(Clone, Debug)]
 pub struct AgentSettings {
     /// Bytes read from the instance-side socket per message (StreamDataPayloadSize).

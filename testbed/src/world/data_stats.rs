@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::world::backlog::Backlog;
 
 /// Sequence numbers above the watermark remembered at most (the agent's own incoming
-/// buffer size, PROTOCOL.md §6.4).
+/// buffer size, docs/protocol.md §6.4).
 pub const MAX_AHEAD: usize = 100_000;
 
 /// What was seen of one session's stream data so far.

@@ -1,5 +1,5 @@
 //! Fault injection for the relay: the ways the real service and networks misbehave
-//! (PROTOCOL.md §2.4, §6, issue 6), one field each, all off by default. A slow instance
+//! (docs/protocol.md §2.4, §6), one field each, all off by default. A slow instance
 //! (`--instance-write-rate`) is the agent's: [`crate::agent::AgentSettings`].
 
 use std::time::Duration;
