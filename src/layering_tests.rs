@@ -1,4 +1,4 @@
-//! Keeps the direction of the layers honest (ARCHITECTURE.md, "Data flows one way"):
+//! Keeps the direction of the layers honest (docs/architecture.md, "Layers and data flow"):
 //! only `cli/`, `main.rs` and `config_file.rs` may know about parsed arguments, clap or
 //! the config file; everything below takes the plain settings `cli::resolve` builds.
 
@@ -96,4 +96,278 @@ fn the_check_catches_a_reach_up_and_spares_the_cli_edge() {
     assert!(violations("cli/resolve.rs", text).is_empty());
     assert!(violations("main.rs", text).is_empty());
     assert!(violations("config_file.rs", "pub struct ConfigFile;").is_empty());
+}
+
+// The repository explains itself (docs/architecture.md, "The repository explains itself"):
+// what the code, tests, benchmarks, fuzz targets, README and manifests cite must be in the
+// repository. The patterns are split so that neither this file nor the docs sweep matches
+// them.
+
+/// What must not be cited, and why; matched case-sensitively except where noted.
+const OUTSIDE: [(&str, &str); 5] = [
+    (concat!("../", "shared"), "a path outside the repository"),
+    (concat!("/work/", "shared"), "a path outside the repository"),
+    (concat!("PROTOCOL", ".md"), "cite docs/protocol.md instead"),
+    (
+        concat!("ARCHITECTURE", ".md"),
+        "cite docs/architecture.md instead",
+    ),
+    (
+        concat!("house", " rule"),
+        "name the rule in docs/architecture.md instead",
+    ),
+];
+
+/// Where the tree is checked, relative to the workspace root: directories (walked) and
+/// single files. Captured frames are data, not prose.
+const CHECKED_DIRS: [&str; 8] = [
+    "src",
+    "testbed/src",
+    "testbed/tests",
+    "tests",
+    "benches",
+    "fuzz/fuzz_targets",
+    "contrib",
+    ".ci",
+];
+const CHECKED_FILES: [&str; 5] = [
+    "README.md",
+    "Cargo.toml",
+    "testbed/Cargo.toml",
+    "testbed/instances.example.toml",
+    "fuzz/Cargo.toml",
+];
+const SKIPPED_DIRS: [&str; 1] = ["tests/data"];
+
+/// A number in our tracker: the word (either case, singular or plural), a space or a
+/// hyphen, then digits. Upstream references keep their `#` (`aws/amazon-ssm-agent issue
+/// #261`) and are sources, not trackers.
+fn tracker_reference(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let word = concat!("iss", "ue");
+    lower.match_indices(word).any(|(at, _)| {
+        let before = lower[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return false;
+        }
+        let rest = &lower[at + word.len()..];
+        let rest = rest.strip_prefix('s').unwrap_or(rest);
+        let rest = rest.strip_prefix([' ', '-']).unwrap_or("");
+        rest.starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+/// `rel:line: why` for every reference to something outside the repository in `text`.
+fn outside_references(rel: &str, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        for (pattern, why) in OUTSIDE {
+            let hit = if pattern.starts_with("house") {
+                line.to_ascii_lowercase().contains(pattern)
+            } else {
+                line.contains(pattern)
+            };
+            if hit {
+                found.push(format!("{rel}:{}: {pattern}: {why}", n + 1));
+            }
+        }
+        if tracker_reference(line) {
+            found.push(format!(
+                "{rel}:{}: a tracker number: describe the thing instead",
+                n + 1
+            ));
+        }
+    }
+    found
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every text file under the checked directories (no `target/`), and the checked files.
+fn checked_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if SKIPPED_DIRS.contains(&rel.as_str()) || path.ends_with("target") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in CHECKED_DIRS {
+        walk(root, &root.join(dir), &mut files);
+    }
+    files.extend(CHECKED_FILES.iter().map(|f| root.join(f)));
+    files
+}
+
+/// `(file relative to the root, its text)` for every checked file that is text.
+fn checked_texts(root: &Path) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    for path in checked_files(root) {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Ok(text) = String::from_utf8(bytes) {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            texts.push((rel, text));
+        }
+    }
+    texts
+}
+
+#[test]
+fn nothing_cites_what_is_outside_the_repository() {
+    let root = workspace_root();
+    let texts = checked_texts(&root);
+    assert!(texts.len() > 150, "only {} files found", texts.len());
+    let all: Vec<String> = texts
+        .iter()
+        .flat_map(|(rel, text)| outside_references(rel, text))
+        .collect();
+    assert!(
+        all.is_empty(),
+        "these lines cite what a clone of the repository does not have; cite \
+         docs/protocol.md §N or docs/architecture.md and the rule's name, or say what \
+         the thing is:\n{}",
+        all.join("\n")
+    );
+}
+
+#[test]
+fn the_outside_check_catches_each_kind_and_spares_our_own_docs() {
+    let bad = [
+        concat!("//! see ../", "shared/peers/README.md"),
+        concat!("# default: /work/", "shared/peers/relay.py"),
+        concat!("/// the agent acks it (PROTOCOL", ".md §6.2)."),
+        concat!("//! Bounds (House", " rule 5):"),
+        concat!("// (ARCHITECTURE", ".md, layering)"),
+        concat!("# The node picker (iss", "ue 14): FuzzySelect"),
+        concat!("//! Striped copies (Iss", "ues 13): several sessions"),
+    ];
+    for (n, line) in bad.iter().enumerate() {
+        assert_eq!(
+            outside_references("src/x.rs", line).len(),
+            1,
+            "sample {n} not caught: {line}"
+        );
+    }
+    let good = "//! the agent acks it (docs/protocol.md §6.2).\n\
+                //! Bounds (docs/architecture.md, \"Bounded by construction\"):\n\
+                //! field reports (aws/amazon-ssm-agent issue #261; plugin #145)\n\
+                //! a reissue 2; tissue 5; issues: none\n\
+                let up = Path::new(\"../d\");\n";
+    assert_eq!(outside_references("src/x.rs", good), Vec::<String>::new());
+    assert_eq!(
+        outside_references("benches/a.sh", &format!("ok\n{}\n", bad[5])),
+        ["benches/a.sh:2: a tracker number: describe the thing instead"]
+    );
+}
+
+/// Section numbers cited right after each `docs/protocol.md` in `text`: `§2.6`,
+/// `§3.5, §3.8`, `§5.2/§5.4`, `§2.1, §4 and §7.4`, also across a line break in a comment.
+fn cited_sections(text: &str) -> Vec<String> {
+    const DOC: &str = "docs/protocol.md";
+    let mut cited = Vec::new();
+    for (at, _) in text.match_indices(DOC) {
+        let mut rest = &text[at + DOC.len()..];
+        loop {
+            // Separators, including a line break and the next line's comment marker.
+            rest = rest.trim_start_matches(|c: char| {
+                c.is_whitespace() || matches!(c, ',' | '/' | '!' | '#' | '(')
+            });
+            if let Some(after_and) = rest.strip_prefix("and ") {
+                rest = after_and;
+                continue;
+            }
+            let Some(after) = rest.strip_prefix('§') else {
+                break;
+            };
+            let end = after
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(after.len());
+            let number = after[..end].trim_end_matches('.');
+            if number.is_empty() {
+                break;
+            }
+            cited.push(number.to_owned());
+            rest = &after[end..];
+        }
+    }
+    cited
+}
+
+/// Section numbers of the headings in docs/protocol.md (`## 6. …` -> `6`, `### 6.4 …`).
+fn protocol_sections(doc: &str) -> Vec<String> {
+    doc.lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| l.trim_start_matches('#').split_whitespace().next())
+        .map(|n| n.trim_end_matches('.').to_owned())
+        .filter(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+        .collect()
+}
+
+#[test]
+fn every_cited_protocol_section_is_a_heading() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/protocol.md")).unwrap();
+    let sections = protocol_sections(&doc);
+    let mut texts = checked_texts(&root);
+    let arch = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    texts.push(("docs/architecture.md".to_owned(), arch));
+    let mut cited = 0;
+    let mut missing = Vec::new();
+    for (rel, text) in &texts {
+        for n in cited_sections(text) {
+            cited += 1;
+            if !sections.contains(&n) {
+                missing.push(format!("{rel}: §{n}"));
+            }
+        }
+    }
+    assert!(
+        cited > 90,
+        "only {cited} citations of docs/protocol.md found"
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md has no heading for these cited sections:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn the_section_check_reads_citation_lists_and_headings() {
+    // Split where a line would cite a section that does not exist: the tree check reads
+    // this file too.
+    let text = concat!(
+        "//! (docs/protocol.md §2.1, §3.4, §4, §5.3 and §7.4 give them)\n",
+        "/// (docs/protocol.md §3.5/§3.8/§6) and docs/protocol.md\n",
+        "//! §13.6: a guess. See docs/protocol.md for more; §9 is not a citation.\n",
+        "// docs/protocol.md §3-5 and docs/protocol",
+        ".md §99.\n"
+    );
+    assert_eq!(
+        cited_sections(text),
+        [
+            "2.1", "3.4", "4", "5.3", "7.4", "3.5", "3.8", "6", "13.6", "3", "99"
+        ]
+    );
+    let doc = "# Title\n## 0. Sources\n### 2.6 Signed\n## 13. Open\n### 13.6 Limits\n";
+    assert_eq!(protocol_sections(doc), ["0", "2.6", "13", "13.6"]);
 }
