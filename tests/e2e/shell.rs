@@ -9,9 +9,12 @@ use crate::harness::{Fixture, SALLYPORT, run};
 
 const QUICK: Duration = Duration::from_secs(60);
 
+/// `sallyport ARGS` with every signal at its default disposition, as a terminal starts
+/// it: these tests send it signals, and a test binary started in the background
+/// (`nohup`, `cmd &` in a script) would hand it SIGINT, SIGQUIT and SIGHUP ignored.
 fn sallyport(f: &Fixture, args: &[&str]) -> Command {
-    let mut cmd = Command::new(SALLYPORT);
-    cmd.args(args);
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal", "--", SALLYPORT]).args(args);
     f.aws_env(&mut cmd);
     cmd
 }
@@ -216,8 +219,16 @@ fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_term
     assert!(!pty.is_raw());
     // `setsid --ctty`: sallyport gets the pty as its controlling terminal, as in a real
     // terminal window, so resizing sends it SIGWINCH.
-    let mut cmd = Command::new("setsid");
-    cmd.args(["--ctty", SALLYPORT, "shell", &f.instance]);
+    let mut cmd = Command::new("env");
+    cmd.args([
+        "--default-signal",
+        "--",
+        "setsid",
+        "--ctty",
+        SALLYPORT,
+        "shell",
+    ])
+    .arg(&f.instance);
     f.aws_env(&mut cmd);
     cmd.stdin(pty.slave.try_clone().unwrap())
         .stdout(pty.slave.try_clone().unwrap())
@@ -356,4 +367,34 @@ fn exec_passes_ctrl_c_to_the_remote_command() {
     let rest = rx.recv_timeout(QUICK).unwrap_or_default();
     assert_eq!(rest, "trapped\n");
     assert_eq!(status.code(), Some(5));
+}
+
+/// The Ctrl-C tests above, run again by this test binary in a child that starts with
+/// SIGINT, SIGQUIT and SIGHUP ignored, as `nohup bash .ci/run &` or any background job of
+/// a non-interactive shell starts the suite. The testbed's agent must still start remote
+/// commands and shells with default dispositions, as a real agent (a service) does, or
+/// the remote `sleep` ignores the Ctrl-C that sallyport passes on.
+#[test]
+fn ctrl_c_tests_pass_when_the_suite_starts_with_signals_ignored() {
+    let tests = [
+        "shell::exec_passes_ctrl_c_to_the_remote_command",
+        "shell::shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_terminal",
+    ];
+    let me = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = Command::new("env");
+    cmd.arg("--ignore-signal=INT,QUIT,HUP")
+        .arg("--")
+        .arg(me)
+        .arg("--exact")
+        .args(tests)
+        .args(["--test-threads=1", "--nocapture"]);
+    let out = run(&mut cmd, None, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Ctrl-C tests failed with SIGINT/SIGQUIT/SIGHUP ignored:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both ran (an --exact filter that matches nothing would pass vacuously).
+    assert!(stdout.contains("2 passed"), "{stdout}");
 }

@@ -19,7 +19,6 @@ use crate::agent::channel::AgentEvent;
 use crate::agent::payloads::{PayloadFlag, PayloadType};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{
@@ -56,7 +55,7 @@ pub async fn run(
     )
     .await?;
     let command = command_parameter(&session);
-    let mut child = match Command::new("sh")
+    let mut child = match crate::agent::child::with_default_signals("sh")
         .arg("-c")
         .arg(&command)
         .stdin(Stdio::null())

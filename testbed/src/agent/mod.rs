@@ -29,6 +29,7 @@
 //! - at the end, the outgoing buffer is drained for at most 2 s before the session ends.
 
 pub mod channel;
+pub(crate) mod child;
 pub mod cipher;
 pub mod exec;
 pub mod kms;

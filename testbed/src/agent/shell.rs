@@ -24,7 +24,7 @@ use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::write_rate::{InstanceRate, write_instance};
@@ -159,7 +159,7 @@ fn spawn_on_pty(command: Option<&str>) -> std::io::Result<(Pty, Child)> {
     let slave = File::from(slave);
     // `setsid --ctty` makes the pty the shell's controlling terminal (job control,
     // Ctrl-C as SIGINT) without unsafe pre-exec code here.
-    let mut cmd = Command::new("setsid");
+    let mut cmd = super::child::with_default_signals("setsid");
     cmd.arg("--ctty").arg("sh");
     if let Some(c) = command {
         cmd.arg("-c").arg(c);
