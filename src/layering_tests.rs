@@ -371,3 +371,103 @@ fn the_section_check_reads_citation_lists_and_headings() {
     let doc = "# Title\n## 0. Sources\n### 2.6 Signed\n## 13. Open\n### 13.6 Limits\n";
     assert_eq!(protocol_sections(doc), ["0", "2.6", "13", "13.6"]);
 }
+
+/// Types whose `static` would be process-wide mutable state. Split so this file does not
+/// match itself.
+const SHARED_STATE: [&str; 9] = [
+    concat!("Mut", "ex"),
+    concat!("RwL", "ock"),
+    concat!("Ato", "mic"),
+    concat!("Once", "Lock"),
+    concat!("Once", "Cell"),
+    concat!("Lazy", "Lock"),
+    concat!("Ref", "Cell"),
+    concat!("Cell", "<"),
+    concat!("thread", "_local!"),
+];
+
+/// `src/rel:line` for every `static` (or `thread_local!`) in `text` that holds mutable
+/// state. What a command needs across layers is built by its entry point and passed down
+/// (`aws::AwsConfig`, `aws::Ssm`), so two configurations in one process (tests, a library
+/// user) never see each other's.
+fn process_wide_state(rel: &str, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        let is_static = code.starts_with(concat!("static", " "))
+            || code.starts_with(concat!("pub ", "static "))
+            || code.starts_with(concat!("pub(crate) ", "static "))
+            || code.starts_with(concat!("pub(super) ", "static "));
+        let mutable = code.contains(concat!("static ", "mut "))
+            || SHARED_STATE.iter().any(|t| code.contains(t));
+        if (is_static && mutable) || code.starts_with(concat!("thread", "_local!")) {
+            found.push(format!("src/{rel}:{}", n + 1));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_process_wide_mutable_state_outside_tests() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        // Unit tests at the end of a file (`mod tests`) may keep what they like.
+        let body = text.split("#[cfg(test)]").next().unwrap_or_default();
+        found.extend(process_wide_state(&rel, body));
+    }
+    assert!(
+        found.is_empty(),
+        "process-wide mutable state (pass it down from the command instead):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_state_check_catches_a_static_holding_a_lock_and_spares_constants() {
+    let bad = [
+        concat!(
+            "static CURRENT: Mut",
+            "ex<Option<Network>> = Mut",
+            "ex::new(None);"
+        ),
+        concat!(
+            "pub(crate) static N: Ato",
+            "micU64 = Ato",
+            "micU64::new(0);"
+        ),
+        concat!("static ", "mut COUNT: u32 = 0;"),
+        concat!(
+            "pub static CACHE: Once",
+            "Lock<String> = Once",
+            "Lock::new();"
+        ),
+        concat!("thread", "_local! { static X: u8 = 0 }"),
+    ];
+    for line in bad {
+        assert_eq!(process_wide_state("x.rs", line).len(), 1, "{line}");
+    }
+    let good = [
+        "static NAMES: [&str; 2] = [\"a\", \"b\"];",
+        "const LIMIT: usize = 4;",
+        concat!("// static OLD: Mut", "ex<u8> was removed"),
+        concat!("let m = std::sync::Mut", "ex::new(0);"),
+    ];
+    for line in good {
+        assert!(process_wide_state("x.rs", line).is_empty(), "{line}");
+    }
+}

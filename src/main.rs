@@ -62,7 +62,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let ssm = sallyport::aws::Ssm::new(&config);
             let push = match run.push {
                 Some(p) => Some(PushKey {
-                    eic: sallyport::aws::InstanceConnect::new(&config),
+                    eic: sallyport::aws::InstanceConnect::new(&config.sdk),
                     user: p.user,
                     public_key: proxy::key_to_push(p.ephemeral, p.identity.as_deref()).await?,
                     profile: run.on.aws.profile.clone(),

@@ -397,11 +397,11 @@ pub struct Found {
 
 /// Loads the SDK configuration for `settings.aws` and resolves `settings.target` with it:
 /// what every command that talks to one target does first.
-pub async fn locate(settings: &TargetSettings) -> Result<(aws_config::SdkConfig, Found), Failure> {
+pub async fn locate(settings: &TargetSettings) -> Result<(crate::aws::AwsConfig, Found), Failure> {
     let config = crate::aws::load(&settings.aws)
         .await
         .map_err(|e| Failure::aws(e, &settings.raw))?;
-    let found = find(settings, &config).await?;
+    let found = find(settings, &config.sdk).await?;
     Ok((config, found))
 }
 

@@ -36,17 +36,33 @@ pub struct AwsSettings {
     pub proxy: crate::transport::ProxyRequest,
 }
 
-/// The proxy routes and TLS trust [`load`] resolved (direct, platform roots before it ran),
-/// for connections made outside the SDK and the data channel (`doctor`'s probes).
-pub fn current_network() -> crate::transport::Network {
-    network::current()
+/// What [`load`] resolved for one command: the SDK's configuration, and the network path
+/// (proxy routes, TLS trust) that every connection made outside the SDK takes too (the
+/// data channel's websockets, `doctor`'s probes). The command builds it once and passes it
+/// down; nothing of it is kept in process-wide state, so two configurations in one
+/// process (tests, a future daemon) cannot see each other's.
+#[derive(Clone)]
+pub struct AwsConfig {
+    pub sdk: SdkConfig,
+    pub network: crate::transport::Network,
+}
+
+/// An SDK configuration built elsewhere (tests, library users), with the direct path and
+/// the platform's trust roots for connections outside the SDK.
+impl From<SdkConfig> for AwsConfig {
+    fn from(sdk: SdkConfig) -> AwsConfig {
+        AwsConfig {
+            sdk,
+            network: crate::transport::Network::default(),
+        }
+    }
 }
 
 /// Loads configuration through the SDK's default chain, with sallyport's HTTP client
 /// (proxies and CA bundles, see [`network`]), (environment, shared files,
 /// profiles, SSO, roles, credential_process, web identity, container and instance roles).
 /// A bad proxy setting or CA bundle is an [`AwsErrorKind::Config`] error.
-pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
+pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(p) = &settings.profile {
         loader = loader.profile_name(p);
@@ -60,7 +76,6 @@ pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
     let env = |k: &str| std::env::var(k).ok();
     let (network, bundle) = network::resolve(settings, &env).await?;
     loader = loader.http_client(network::http_client(&network, bundle.as_ref())?);
-    network::remember(network);
     let config = loader.load().await;
     // AWS_REGION="" reads as a region named "", which only fails later and obscurely.
     if config.region().is_none_or(|r| r.as_ref().trim().is_empty()) {
@@ -69,5 +84,8 @@ pub async fn load(settings: &AwsSettings) -> Result<SdkConfig, AwsError> {
             "no AWS region is configured",
         ));
     }
-    Ok(config)
+    Ok(AwsConfig {
+        sdk: config,
+        network,
+    })
 }

@@ -9,7 +9,7 @@
 //! ([`open_tunnel`]) so the user reads one line naming the proxy and what it said.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -30,27 +30,6 @@ use crate::transport::{
 
 /// How long a failed proxied API call's diagnosis (our own CONNECT) may take.
 const DIAGNOSE_BUDGET: Duration = Duration::from_secs(10);
-
-/// The network settings of this process, as [`super::load`] resolved them, for every
-/// websocket the process dials ([`super::Ssm::dialer`]). One process loads one
-/// configuration; the websocket must follow the same proxy and trust decisions as the
-/// SDK's calls, and `SdkConfig` has no place to carry ours.
-static CURRENT: Mutex<Option<Network>> = Mutex::new(None);
-
-pub(super) fn remember(network: Network) {
-    if let Ok(mut slot) = CURRENT.lock() {
-        *slot = Some(network);
-    }
-}
-
-/// The network [`super::load`] resolved, or direct with platform roots before that.
-pub(super) fn current() -> Network {
-    CURRENT
-        .lock()
-        .ok()
-        .and_then(|n| n.clone())
-        .unwrap_or_default()
-}
 
 /// Resolves proxies and the CA bundle for `settings`; `env` reads one variable.
 pub async fn resolve(

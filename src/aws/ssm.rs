@@ -1,13 +1,11 @@
 //! SSM session calls: StartSession, ResumeSession and TerminateSession.
 
-use aws_config::SdkConfig;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use super::SdkUpgradeSigner;
-use super::{AwsError, AwsErrorKind};
+use super::{AwsConfig, AwsError, AwsErrorKind};
 use crate::transport::{Dialer, Resume, ResumeError, Resumed, UpgradeSigner};
 
 /// A session as StartSession returned it. The token is a credential: never log it.
@@ -104,15 +102,48 @@ pub struct Ssm {
     pub(super) kms_client: aws_sdk_kms::Client,
     /// Signs every data-channel dial with the same credentials chain and region.
     signer: Option<Arc<SdkUpgradeSigner>>,
+    /// The proxy routes and trust every data-channel dial takes, as [`super::load`]
+    /// resolved them for the SDK's own calls.
+    network: crate::transport::Network,
+    /// Calls started where nothing could await them (a session guard dropped mid-setup
+    /// ends its session from a spawned task), shared by every clone: awaited by
+    /// [`Ssm::await_background`] before the command exits. At most one per session
+    /// this client started.
+    background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Ssm {
-    pub fn new(config: &SdkConfig) -> Ssm {
+    pub fn new(config: &AwsConfig) -> Ssm {
+        let sdk = &config.sdk;
         Ssm {
-            client: aws_sdk_ssm::Client::new(config),
-            kms_client: aws_sdk_kms::Client::new(config),
-            signer: SdkUpgradeSigner::from_config(config).map(Arc::new),
+            client: aws_sdk_ssm::Client::new(sdk),
+            kms_client: aws_sdk_kms::Client::new(sdk),
+            signer: SdkUpgradeSigner::from_config(sdk).map(Arc::new),
+            network: config.network.clone(),
+            background: Arc::default(),
         }
+    }
+
+    /// Keeps `task` until [`Ssm::await_background`]: for calls started where nothing can
+    /// await them (a drop), which must still finish before the process exits.
+    pub fn keep_background(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.background.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Waits, at most `budget`, for the calls given to [`Ssm::keep_background`].
+    pub async fn await_background(&self, budget: std::time::Duration) {
+        let pending = self
+            .background
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        if pending.is_empty() {
+            return;
+        }
+        let _ = tokio::time::timeout(budget, futures_util::future::join_all(pending)).await;
     }
 
     /// How this session's websockets are dialled: signed with this client's credentials
@@ -120,7 +151,7 @@ impl Ssm {
     pub fn dialer(&self) -> Dialer {
         Dialer {
             signer: self.signer.clone().map(|s| s as Arc<dyn UpgradeSigner>),
-            network: super::network::current(),
+            network: self.network.clone(),
         }
     }
 

@@ -28,7 +28,7 @@ pub async fn ls(args: &LsRun) -> Result<u8, Failure> {
     let config = crate::aws::load(aws)
         .await
         .map_err(|e| Failure::aws(e, "the managed nodes"))?;
-    let listing = crate::commands::ls::list(&config, forms)
+    let listing = crate::commands::ls::list(&config.sdk, forms)
         .await
         .map_err(|e| {
             let e = crate::aws::advise(e, aws.profile.as_deref());
@@ -118,12 +118,16 @@ pub async fn doctor(args: DoctorRun) -> Result<u8, Failure> {
         }
     };
     if let Some(config) = config {
-        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        let region = config
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         report.push(Check::ok("region", region.clone()));
         let endpoints = endpoints(aws.endpoint_url.as_deref(), &region, &env);
         let (probes, identity) = tokio::join!(
-            futures_util::future::join_all(endpoints.iter().map(d::probe)),
-            d::identity(&config)
+            futures_util::future::join_all(endpoints.iter().map(|e| d::probe(e, &config.network))),
+            d::identity(&config.sdk)
         );
         let mut skew = false;
         report.push(match identity {
@@ -139,10 +143,10 @@ pub async fn doctor(args: DoctorRun) -> Result<u8, Failure> {
         for p in probes {
             report.push(p.check);
         }
-        let nodes = d::permissions(&config, &mut report).await;
-        report.push(d::session_kms(&config).await);
+        let nodes = d::permissions(&config.sdk, &mut report).await;
+        report.push(d::session_kms(&config.sdk).await);
         if let Some(ts) = args.target {
-            doctor_target(ts, &config, nodes.is_some(), &mut report).await;
+            doctor_target(ts, &config.sdk, nodes.is_some(), &mut report).await;
         }
     }
     if args.json {

@@ -174,7 +174,7 @@ pub struct Probe {
 /// takes one round trip and carries a `Date`). When the proxy settings route the endpoint
 /// through a proxy (as every API call and websocket would go), the probe opens the same
 /// CONNECT tunnel instead of resolving and connecting itself.
-pub async fn probe(e: &Endpoint) -> Probe {
+pub async fn probe(e: &Endpoint, net: &crate::transport::Network) -> Probe {
     let name = format!("endpoint {}", e.service);
     let Some((tls, host, port)) = split_url(&e.url) else {
         return Probe::failed(
@@ -184,10 +184,9 @@ pub async fn probe(e: &Endpoint) -> Probe {
             "fix the endpoint URL",
         );
     };
-    // The same proxy and trust as every other connection: the routes and the platform
-    // roots plus AWS_CA_BUNDLE or the profile's ca_bundle, as resolved when the
+    // The same proxy and trust as every other connection (`net`): the routes and the
+    // platform roots plus AWS_CA_BUNDLE or the profile's ca_bundle, as resolved when the
     // configuration was loaded.
-    let net = crate::aws::current_network();
     let trust = net
         .tls
         .clone()

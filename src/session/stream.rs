@@ -81,23 +81,6 @@ pub struct SessionGuard {
     terminated: bool,
 }
 
-/// TerminateSession calls started for guards dropped without [`SessionGuard::finish`]
-/// (a connection cancelled while it was being set up, e.g. by Ctrl-C): awaited by
-/// [`end_orphaned_sessions`] before the process exits. At most one per session opened.
-static ORPHANS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
-
-/// Waits, at most `budget`, for the TerminateSession calls of dropped guards.
-pub async fn end_orphaned_sessions(budget: Duration) {
-    let pending = ORPHANS
-        .lock()
-        .map(|mut o| std::mem::take(&mut *o))
-        .unwrap_or_default();
-    if pending.is_empty() {
-        return;
-    }
-    let _ = tokio::time::timeout(budget, futures_util::future::join_all(pending)).await;
-}
-
 impl SessionGuard {
     /// If the driver already failed, its failure: a better explanation than whatever the
     /// protocol client saw (an unexpected end of stream). Waits up to `grace` for it.
@@ -145,11 +128,12 @@ impl Drop for SessionGuard {
         // is made inside one).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (ssm, id) = (self.ssm.clone(), std::mem::take(&mut self.session_id));
-            let task = rt.spawn(async move { lifecycle::terminate(&ssm, &id).await });
-            if let Ok(mut orphans) = ORPHANS.lock() {
-                orphans.retain(|t| !t.is_finished());
-                orphans.push(task);
-            }
+            let task = rt.spawn({
+                let ssm = ssm.clone();
+                async move { lifecycle::terminate(&ssm, &id).await }
+            });
+            // The command awaits it before exiting (`Ssm::await_background`).
+            ssm.keep_background(task);
         }
     }
 }

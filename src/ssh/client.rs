@@ -161,6 +161,12 @@ impl Connector {
         Ok(())
     }
 
+    /// Waits, at most `budget`, for the sessions of connections cancelled while they were
+    /// being set up (e.g. by Ctrl-C) to be ended on the service.
+    pub async fn await_background(&self, budget: Duration) {
+        self.ssm.await_background(budget).await;
+    }
+
     /// One more authenticated connection, over a new session.
     pub async fn connect(&self) -> Result<Connection, Failure> {
         let (ssm, target, opts) = (&self.ssm, self.target.as_str(), &self.opts);

@@ -147,7 +147,7 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         link: login.link.clone(),
     };
     let ssm = Ssm::new(&config);
-    let eic = InstanceConnect::new(&config);
+    let eic = InstanceConnect::new(&config.sdk);
     let mut connector =
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
@@ -198,6 +198,7 @@ pub async fn scp(run: ScpRun) -> Result<u8, Failure> {
             sig = signals.recv() => Err(interrupted(sig)),
         };
         res.release().await;
+        connector.await_background(BACKGROUND_BUDGET).await;
         let outcome = result?;
         return match (outcome.problems, outcome.first_code) {
             (0, _) | (_, None) => Ok(0),
@@ -222,6 +223,10 @@ pub async fn scp(run: ScpRun) -> Result<u8, Failure> {
         sig = signals.recv() => Err(interrupted(sig)),
     }
 }
+
+/// How long a copy waits, before it exits, for the sessions of connections cancelled
+/// mid-setup to be ended on the service.
+const BACKGROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
     Failure::new(
@@ -291,6 +296,7 @@ pub async fn sftp(run: SftpRun) -> Result<u8, Failure> {
         work.await
     };
     res.release().await;
+    connector.await_background(BACKGROUND_BUDGET).await;
     result
 }
 

@@ -121,7 +121,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_standard_stream_round_trips_through_real_kms_calls() {
     let tb = testbed().await;
-    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await);
+    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await.into());
     let keys = ssm.data_keys(SESSION, INSTANCE);
     let (mut client, mut agent) = new_pair(&tb, KEY);
     let mut wire = Wire::default();
@@ -233,7 +233,7 @@ async fn the_testbed_kms_rejects_a_wrong_encryption_context() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_under_another_key_fails_the_handshake_clearly() {
     let tb = testbed().await;
-    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await);
+    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await.into());
     let keys = ssm.data_keys(SESSION, INSTANCE);
     let (mut client, mut agent) = new_pair(&tb, KEY);
     agent.seal_challenge_with_wrong_key();
@@ -255,7 +255,7 @@ async fn a_challenge_under_another_key_fails_the_handshake_clearly() {
 async fn a_wrong_challenge_answer_makes_the_agent_end_the_session() {
     let tb = testbed().await;
     let config = sdk_config(&tb).await;
-    let ssm = sallyport::aws::Ssm::new(&config);
+    let ssm = sallyport::aws::Ssm::new(&config.clone().into());
     let key = ssm
         .kms()
         .generate_data_key(KEY, SESSION, INSTANCE)
@@ -307,7 +307,7 @@ async fn a_wrong_challenge_answer_makes_the_agent_end_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_key_fails_with_advice_and_tells_the_agent() {
     let tb = testbed().await;
-    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await);
+    let ssm = sallyport::aws::Ssm::new(&sdk_config(&tb).await.into());
     let keys: Arc<dyn sallyport::transport::DataKeyProvider> = ssm.data_keys(SESSION, INSTANCE);
     let (mut client, mut agent) = new_pair(&tb, "alias/not-there");
     let mut wire = Wire::default();

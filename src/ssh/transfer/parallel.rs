@@ -134,7 +134,8 @@ impl Resources {
     }
 
     /// Removes the temporary files left and closes every connection (ending its
-    /// session).
+    /// session). Sessions whose connection was cancelled mid-setup are ended by the
+    /// caller: `Connector::await_background`.
     pub async fn release(&self) {
         let temps = self.temps.lock().map(|mut t| std::mem::take(&mut *t));
         for t in temps.unwrap_or_default() {
@@ -143,8 +144,6 @@ impl Resources {
         drop(self.take_idle());
         let conns = std::mem::take(&mut *self.pool.lock().await);
         futures_util::future::join_all(conns.into_iter().map(Connection::close)).await;
-        // Sessions whose connection was cancelled while it was being set up.
-        crate::session::stream::end_orphaned_sessions(std::time::Duration::from_secs(10)).await;
     }
 
     /// How many connections were opened (and not yet released).
