@@ -471,3 +471,67 @@ fn the_state_check_catches_a_static_holding_a_lock_and_spares_constants() {
         assert!(process_wide_state("x.rs", line).is_empty(), "{line}");
     }
 }
+
+/// `src/rel:line` for every mention of the `ssh` module in a file under `session/`: the
+/// embedded SSH client runs on top of session streams, so the session layer must not
+/// reach up into it (what both need, like key material, lives below both: `keys.rs`).
+fn session_reaches_ssh(rel: &str, text: &str) -> Vec<String> {
+    if !rel.starts_with("session/") {
+        return Vec::new();
+    }
+    let patterns = [concat!("crate::", "ssh"), concat!("sallyport::", "ssh")];
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if patterns.iter().any(|p| {
+            line.match_indices(p).any(|(i, _)| {
+                // `crate::ssh` itself, not `crate::ssh_config` and the like.
+                !line[i + p.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+        }) {
+            found.push(format!("src/{rel}:{}", n + 1));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_session_layer_never_imports_the_ssh_client() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("session"), &mut files);
+    assert!(
+        files.len() > 5,
+        "only {} files under src/session",
+        files.len()
+    );
+    let mut found = Vec::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        found.extend(session_reaches_ssh(
+            &rel,
+            &std::fs::read_to_string(path).unwrap(),
+        ));
+    }
+    assert!(
+        found.is_empty(),
+        "session/ imports ssh/ (move what both need below both):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_session_check_catches_a_reach_up_and_spares_other_names() {
+    let bad = concat!("        let key = crate::", "ssh::keys::ephemeral()?;");
+    assert_eq!(session_reaches_ssh("session/proxy.rs", bad).len(), 1);
+    let bad_use = concat!("use crate::", "ssh;");
+    assert_eq!(session_reaches_ssh("session/forward.rs", bad_use).len(), 1);
+    // Outside session/, and names that only start with `ssh`, are fine.
+    assert!(session_reaches_ssh("commands/scp.rs", bad).is_empty());
+    let other = concat!("use crate::", "ssh_config::Block;");
+    assert!(session_reaches_ssh("session/proxy.rs", other).is_empty());
+    assert!(session_reaches_ssh("session/proxy.rs", "use crate::keys;").is_empty());
+}

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config_file;
 pub mod error;
+pub mod keys;
 #[cfg(test)]
 mod layering_tests;
 pub mod proto;

@@ -36,12 +36,11 @@ pub async fn key_to_push(
     identity: Option<&std::path::Path>,
 ) -> Result<String, Failure> {
     if ephemeral {
-        let key = crate::ssh::keys::ephemeral()?;
-        crate::ssh::keys::add_to_agent(&key, crate::aws::KEY_VALIDITY).await?;
-        crate::ssh::keys::public_line(&key)
+        let key = crate::keys::ephemeral()?;
+        crate::keys::add_to_agent(&key, crate::aws::KEY_VALIDITY).await?;
+        crate::keys::public_line(&key)
     } else {
-        let (path, line) =
-            crate::ssh::keys::default_public_key(identity, dirs::home_dir().as_deref())?;
+        let (path, line) = crate::keys::default_public_key(identity, dirs::home_dir().as_deref())?;
         tracing::debug!(path = %path.display(), "pushing this public key");
         Ok(line)
     }

@@ -14,8 +14,8 @@ use crate::error::{ExitCode, Failure};
 use crate::session::stream::{PortStream, SessionGuard};
 use crate::transport::LinkOptions;
 
-use super::keys;
 use super::known_hosts::{HostKey, HostKeyPolicy};
+use crate::keys;
 
 /// How long the SSH handshake (version exchange, key exchange) may take once the
 /// session is open.

@@ -5,7 +5,6 @@
 pub mod client;
 pub mod commands;
 pub mod glob;
-pub mod keys;
 pub mod known_hosts;
 pub mod remote;
 pub mod scp_args;

@@ -183,8 +183,8 @@ fn agent_keys_expire_with_their_lifetime() {
         .enable_all()
         .build()
         .unwrap();
-    let key = sallyport::ssh::keys::ephemeral().unwrap();
-    rt.block_on(sallyport::ssh::keys::add_to_agent_at(
+    let key = sallyport::keys::ephemeral().unwrap();
+    rt.block_on(sallyport::keys::add_to_agent_at(
         &agent.sock,
         &key,
         Duration::from_secs(1),
