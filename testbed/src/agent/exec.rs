@@ -295,3 +295,57 @@ async fn pump<R: AsyncRead + Unpin>(
     }
     let _ = done.send(()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn separate_output_is_read_as_the_agent_converts_it() {
+        for t in [
+            json!(true),
+            json!("true"),
+            json!("True"),
+            json!("TRUE"),
+            json!("1"),
+            json!("t"),
+        ] {
+            assert!(convert_to_bool(&t), "{t}");
+        }
+        for f in [
+            json!(false),
+            json!("false"),
+            json!("0"),
+            json!(""),
+            json!("yes"),
+            json!(null),
+            json!(1),
+        ] {
+            assert!(!convert_to_bool(&f), "{f}");
+        }
+    }
+
+    #[test]
+    fn without_the_parameter_the_streams_are_combined() {
+        let mut session = SessionRecord {
+            session_id: "s".into(),
+            token: "t".into(),
+            instance: crate::world::config::InstanceConfig::named("i-0123456789abcdef0", "x"),
+            document: "AWS-StartNonInteractiveCommand".into(),
+            parameters: [("command".to_owned(), vec!["true".to_owned()])].into(),
+        };
+        assert!(
+            !separate_output(&session),
+            "the document's default is \"false\""
+        );
+        session
+            .parameters
+            .insert("separateOutputStream".into(), vec!["true".into()]);
+        assert!(separate_output(&session));
+        session
+            .parameters
+            .insert("separateOutputStream".into(), vec!["false".into()]);
+        assert!(!separate_output(&session));
+    }
+}
