@@ -126,4 +126,6 @@ fn the_users_parameter_wins() {
     let out = exec(&f, &["--parameter", "nope=1"]);
     assert_eq!(out.status.code(), Some(9), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    // That refusal was not about separateOutputStream: the next run still asks for it.
+    assert_apart_with_exit_3(&exec(&f, &[]));
 }
