@@ -20,6 +20,7 @@
 //! | 15 | the SSH host key is unknown under `--strict-host-key-checking=yes`, changed, or revoked |
 //! | 16 | the instance refused SSH authentication (the pushed key, or the OS user) |
 //! | 17 | `scp`/`sftp`: a file could not be copied or a command failed on the server (missing, permission denied, disk full) |
+//! | 18 | `exec`: the command ran but its exit status is unknown (the session document runs it without separate output streams) |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
 use crate::aws::{AwsError, AwsErrorKind};
@@ -45,6 +46,7 @@ pub enum ExitCode {
     HostKey = 15,
     AuthRefused = 16,
     RemoteFile = 17,
+    NoExitStatus = 18,
     Interrupted = 130,
 }
 

@@ -86,6 +86,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 target: found.id.clone(),
                 command: run.command,
                 document: run.document,
+                parameters: run.parameters,
+                cache_scope: run.on.cache_scope.clone(),
                 start: found.start_options(&run.on),
                 link: run.link,
             };

@@ -1,4 +1,5 @@
-//! SSM session calls: StartSession, ResumeSession and TerminateSession.
+//! SSM session calls: StartSession, ResumeSession and TerminateSession, and GetDocument for
+//! the parameters a session document declares.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -211,6 +212,20 @@ impl Ssm {
             }
             _ => None,
         })
+    }
+
+    /// GetDocument's `Content` of `name`, asked for as JSON (hostile text: the caller bounds
+    /// and parses it).
+    pub async fn document_content(&self, name: &str) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .get_document()
+            .name(name)
+            .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetDocument", e))?;
+        Ok(out.content.unwrap_or_default())
     }
 
     pub async fn terminate_session(&self, session_id: &str) -> Result<(), AwsError> {

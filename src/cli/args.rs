@@ -309,9 +309,15 @@ pub struct ExecArgs {
     /// The target, in any form `proxy` accepts; none: pick an online node on the terminal.
     pub target: Option<String>,
     /// Session document to run the command with instead of AWS-StartNonInteractiveCommand
-    /// (it must take a `command` parameter and set separateOutputStream for exit codes).
+    /// (it must take a `command` parameter; separateOutputStream=true is passed when it
+    /// declares that parameter, which the exit code needs).
     #[arg(long, value_name = "NAME")]
     pub document: Option<String>,
+    /// A document parameter, NAME=VALUE; repeat for more (or for a list's values). Replaces
+    /// the value exec would pass (command, separateOutputStream).
+    #[arg(long = "parameter", value_name = "NAME=VALUE",
+          value_parser = super::parse::parameter)]
+    pub parameters: Vec<(String, String)>,
     /// The command; several words are quoted for the remote shell (`-- sh -c 'a; b'`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -58,6 +58,7 @@ pub struct ExecRun {
     /// The command line for the remote shell.
     pub command: String,
     pub document: Option<String>,
+    pub parameters: BTreeMap<String, Vec<String>>,
     pub link: LinkOptions,
 }
 
@@ -149,6 +150,7 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             on: inputs.target(args.target.as_deref().unwrap_or_default())?,
             command: crate::session::exec::command_line(&args.command),
             document: args.document,
+            parameters: parameter_map(args.parameters),
             link: args.connection.link_options(),
         }),
         Command::Forward(mut args) => {
@@ -161,18 +163,12 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
                 link: args.connection.link_options(),
             })
         }
-        Command::Shell(args) => {
-            let mut parameters = BTreeMap::<String, Vec<String>>::new();
-            for (k, v) in args.parameters {
-                parameters.entry(k).or_default().push(v);
-            }
-            Resolved::Shell(ShellRun {
-                on: inputs.target(args.target.as_deref().unwrap_or_default())?,
-                document: args.document,
-                parameters,
-                link: args.connection.link_options(),
-            })
-        }
+        Command::Shell(args) => Resolved::Shell(ShellRun {
+            on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+            document: args.document,
+            parameters: parameter_map(args.parameters),
+            link: args.connection.link_options(),
+        }),
         Command::Ssh(args) => {
             let (user, target) =
                 ssh::split_destination(args.destination.as_deref().unwrap_or_default());
@@ -241,6 +237,15 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             install: args.install,
         }),
     })
+}
+
+/// `--parameter NAME=VALUE`s as StartSession takes them: repeats make a list.
+fn parameter_map(pairs: Vec<(String, String)>) -> BTreeMap<String, Vec<String>> {
+    let mut parameters = BTreeMap::<String, Vec<String>>::new();
+    for (k, v) in pairs {
+        parameters.entry(k).or_default().push(v);
+    }
+    parameters
 }
 
 /// `forward [TARGET] [SPEC]…`: clap puts the first word in TARGET; it is a SPEC when it

@@ -1,18 +1,27 @@
 //! `sallyport exec`: one command on the target, its stdout on ours, its stderr on ours,
-//! and its exit code as ours (NonInteractiveCommands with separate streams, docs/protocol.md
-//! §8.2). The official plugin cannot return exit codes (session-manager-plugin #59).
+//! and its exit code as ours (NonInteractiveCommands with separate streams,
+//! docs/protocol.md §8.2). The official plugin cannot return exit codes
+//! (session-manager-plugin #59). The document is asked for separate streams when it
+//! declares the parameter ([`super::exec_document`]); when no exit code comes, `exec`
+//! says why and exits [`ExitCode::NoExitStatus`], never 0.
 //!
 //! Local input is not sent: the agent discards it for this session type, except Ctrl-C
 //! and Ctrl-\ bytes, which it turns into SIGINT and SIGQUIT for the command. So the first
 //! SIGINT (SIGQUIT) we get is passed on that way; a second one, or SIGTERM/SIGHUP, ends
 //! the session.
 
-use crate::aws::{SessionDocument, Ssm, StartOptions};
+use std::collections::BTreeMap;
+
+use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::ClientEvent;
 use crate::transport::{Cx, Engine, Kind, OutputId, Ready};
 
+use super::exec_document::{self as doc, Declared, DocumentCache, Plan};
 use super::lifecycle::{self, Signals, StopSignal};
+
+/// The document `exec` runs commands with unless told otherwise.
+pub const DEFAULT_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
 
 pub struct ExecRequest {
     pub target: String,
@@ -20,26 +29,77 @@ pub struct ExecRequest {
     pub command: String,
     /// Another document than `AWS-StartNonInteractiveCommand` (it must take `command`).
     pub document: Option<String>,
+    /// `--parameter NAME=VALUE`s: they replace the ones `exec` would send.
+    pub parameters: BTreeMap<String, Vec<String>>,
+    /// Identifies the AWS context (profile, region, endpoint, key ID) for the document
+    /// cache.
+    pub cache_scope: String,
     pub start: StartOptions,
     pub link: crate::transport::LinkOptions,
 }
 
 /// Runs the command; returns the exit code to leave with.
 pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, Failure> {
-    let document = match &req.document {
-        None => SessionDocument::NonInteractiveCommand {
-            command: req.command.clone(),
-        },
-        Some(name) => SessionDocument::Named {
-            name: Some(name.clone()),
-            parameters: [("command".to_owned(), vec![req.command.clone()])].into(),
-        },
-    };
-    let mut opened = lifecycle::open(ssm, &req.target, &document, &req.start, &req.link).await?;
-    let result = drive(&mut opened).await;
+    let name = req.document.as_deref().unwrap_or(DEFAULT_DOCUMENT);
+    let started = start(ssm, req, name).await?;
+    let mut opened = lifecycle::attach(ssm, &req.target, started, &req.link).await?;
+    let result = drive(&mut opened, name).await;
     opened.link.close().await;
     lifecycle::terminate(ssm, &opened.started.session_id).await;
     result
+}
+
+/// StartSession with the parameters [`doc::plan`] chooses; once more without
+/// `separateOutputStream` when StartSession refuses the one we added.
+async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSession, Failure> {
+    let cache = DocumentCache::new();
+    let key = DocumentCache::key(&req.cache_scope, name);
+    let declared = if req.parameters.contains_key(doc::SEPARATE_OUTPUT) {
+        // The user chose: nothing to learn.
+        Declared::Unknown
+    } else {
+        doc::learn(ssm, cache.as_ref(), &key, name).await
+    };
+    let mut plan = doc::plan(&req.command, declared, &req.parameters);
+    let mut retried = false;
+    loop {
+        let document = named(name, &plan);
+        match crate::aws::start_session(ssm, &req.target, &document, &req.start).await {
+            Ok(started) => {
+                tracing::debug!(
+                    session_id = started.session_id,
+                    document = name,
+                    separate_output = plan.parameters.contains_key(doc::SEPARATE_OUTPUT),
+                    "session started"
+                );
+                // Started only without it: the document does not take it (an
+                // InvalidParameters about another parameter fails both times).
+                if let (true, Some(c)) = (retried, &cache) {
+                    c.put(&key, false);
+                }
+                return Ok(started);
+            }
+            Err(e) => match doc::retry_without_separate(&plan, &e) {
+                Some(without) if !retried => {
+                    tracing::debug!(
+                        document = name,
+                        "StartSession refused the parameters, again without {}: {e}",
+                        doc::SEPARATE_OUTPUT
+                    );
+                    plan = without;
+                    retried = true;
+                }
+                _ => return Err(Failure::aws(e, &req.target)),
+            },
+        }
+    }
+}
+
+fn named(name: &str, plan: &Plan) -> SessionDocument {
+    SessionDocument::Named {
+        name: Some(name.to_owned()),
+        parameters: plan.parameters.clone(),
+    }
 }
 
 /// The exit status an `EXIT_CODE: n` payload becomes (a process killed by a signal is
@@ -48,7 +108,7 @@ pub fn exit_status(code: i32) -> u8 {
     (code & 0xff) as u8
 }
 
-async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
+async fn drive(opened: &mut lifecycle::Opened, document: &str) -> Result<u8, Failure> {
     let options = lifecycle::engine_options(&opened.data_keys);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Exec {
@@ -57,6 +117,7 @@ async fn drive(opened: &mut lifecycle::Opened) -> Result<u8, Failure> {
         signals: Signals::new(),
         interrupts: 0,
         session_id: opened.started.session_id.clone(),
+        document: document.to_owned(),
     };
     engine.run(&mut kind).await?
 }
@@ -68,6 +129,7 @@ struct Exec {
     signals: Signals,
     interrupts: u32,
     session_id: String,
+    document: String,
 }
 
 impl Kind for Exec {
@@ -93,13 +155,9 @@ impl Kind for Exec {
                     cx.write(self.stderr, format!("{customer_message}\n").as_bytes());
                 }
             }
+            // Without separate streams the agent sends no exit code: never call that 0.
             ClientEvent::Closed { output } if output.is_empty() => {
-                cx.write(
-                    self.stderr,
-                    b"sallyport: the session ended without an exit code (does the \
-                      document set separateOutputStream?)\n",
-                );
-                return Ok(Some(Ok(0)));
+                return Ok(Some(Err(no_exit_status(&self.document))));
             }
             ClientEvent::Closed { output } => {
                 return Ok(Some(Err(Failure::new(
@@ -151,6 +209,18 @@ impl Kind for Exec {
             ),
         })
     }
+}
+
+/// Why there is no exit status, in one line.
+pub fn no_exit_status(document: &str) -> Failure {
+    Failure::new(
+        ExitCode::NoExitStatus,
+        format!(
+            "the session ended without an exit code: {document} ran the command without \
+             separate output streams (stdout and stderr came combined), so the remote exit \
+             status is unknown"
+        ),
+    )
 }
 
 /// Joins `args` into one command line for the remote shell. One argument is taken as a

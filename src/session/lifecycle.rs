@@ -42,6 +42,18 @@ pub async fn open(
         document = document.name().unwrap_or("(default)"),
         "session started"
     );
+    attach(ssm, target, started, link_options).await
+}
+
+/// Opens the data channel of a session StartSession returned (the second half of
+/// [`open`], for callers that start the session themselves). On a failure the session
+/// is terminated before returning.
+pub async fn attach(
+    ssm: &Ssm,
+    target: &str,
+    started: StartedSession,
+    link_options: &LinkOptions,
+) -> Result<Opened, Failure> {
     let link_target = LinkTarget {
         session_id: started.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),

@@ -4,6 +4,7 @@
 //! an interactive shell on a raw local terminal.
 
 pub mod exec;
+pub mod exec_document;
 pub mod forward;
 pub mod forward_conn;
 pub mod forward_driver;

@@ -5,6 +5,7 @@
 mod congestion;
 mod control_plane;
 mod engine;
+mod exec_documents;
 mod fidelity;
 mod forward;
 mod harness;

@@ -1,16 +1,24 @@
-//! NonInteractiveCommands with separate output streams (docs/protocol.md §8.2), as
-//! `AWS-StartNonInteractiveCommand` runs: the handshake (always, for this session type),
-//! then `sh -c COMMAND` as the testbed's own user (this machine plays the instance);
-//! stdout as Output, stderr as StdErr, each read at most `chunk_size` bytes at a time
-//! with a `pace` sleep after each message; then `EXIT_CODE: <n>`; then the outgoing
-//! buffer is drained and the session ends (agent_session_state Terminating, which the
-//! relay turns into channel_closed).
+//! NonInteractiveCommands (docs/protocol.md §8.2), as `AWS-StartNonInteractiveCommand` and
+//! the account's command documents run: the handshake (always, for this session type), then
+//! `sh -c COMMAND` as the testbed's own user (this machine plays the instance).
+//!
+//! With `separateOutputStream` (the document parameter, substituted as a string into the
+//! properties; the agent converts it with `ConvertToBool`): stdout as Output, stderr as
+//! StdErr, each read at most `chunk_size` bytes at a time with a `pace` sleep after each
+//! message; then `EXIT_CODE: <n>`. Without it (the document's default `"false"`, or a
+//! document that does not declare it): stdout and stderr combined as Output and no exit
+//! code, as the agent's own plugin does. Then the outgoing buffer is drained and the
+//! session ends (agent_session_state Terminating, which the relay turns into
+//! channel_closed).
+//!
+//! Unverified: the agent without separate streams writes the combined output to a file and
+//! streams it after the process exits; the testbed streams one shared pipe as it comes
+//! (same bytes, same order for a command that writes line by line). The
+//! `stdoutSeparatorPrefix` / `stderrSeparatorPrefix` parameters are accepted and not
+//! applied.
 //!
 //! Client input is discarded except the bytes 0x03 and 0x1C, which become SIGINT and
 //! SIGQUIT for the command, as on the agent. A start-up failure is sent as StdErr text.
-//!
-//! Guess: that `AWS-StartNonInteractiveCommand`'s properties set `separateOutputStream`
-//! (the managed document's exact text is unverified, docs/protocol.md §1.2, §13).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,6 +27,8 @@ use crate::agent::channel::AgentEvent;
 use crate::agent::payloads::{PayloadFlag, PayloadType};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
 
 use crate::agent::{
@@ -26,6 +36,31 @@ use crate::agent::{
     next_timer, on_timer, send_now, sleep_opt,
 };
 use crate::world::state::SessionRecord;
+
+/// Whether the session's properties ask for separate streams: the `separateOutputStream`
+/// parameter as substituted. Absent: `AWS-StartNonInteractiveCommand`'s default `"false"`,
+/// or a document that does not declare it, whose properties leave it unset (false).
+pub(crate) fn separate_output(session: &SessionRecord) -> bool {
+    let value = session
+        .parameters
+        .get("separateOutputStream")
+        .and_then(|v| v.first());
+    value.is_some_and(|v| convert_to_bool(&serde_json::Value::String(v.clone())))
+}
+
+/// The agent's `ConvertToBool` for a property: a bool as is, a string as Go's
+/// `strconv.ParseBool` reads it (`1 t T TRUE true True`, and the false forms).
+/// Unverified: what the agent does with any other value (an error); the testbed reads
+/// false. StartSession only lets `true` and `false` through for the AWS document.
+pub(crate) fn convert_to_bool(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(s) => {
+            matches!(s.as_str(), "1" | "t" | "T" | "TRUE" | "true" | "True")
+        }
+        _ => false,
+    }
+}
 
 /// The `command` parameter, as the document substitutes it.
 pub(crate) fn command_parameter(session: &SessionRecord) -> String {
@@ -54,16 +89,14 @@ pub async fn run(
         kms,
     )
     .await?;
+    let separate = separate_output(&session);
     let command = command_parameter(&session);
-    let mut child = match crate::agent::child::with_default_signals("sh")
-        .arg("-c")
-        .arg(&command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
+    let spawned = if separate {
+        spawn_separate(&command)
+    } else {
+        spawn_combined(&command)
+    };
+    let (mut child, combined) = match spawned {
         Ok(c) => c,
         Err(e) => {
             let text = format!("Failed to start command: {e}\n");
@@ -77,6 +110,17 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(2);
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(
+            out,
+            PayloadType::Output,
+            ch.clone(),
+            io.to_client.clone(),
+            settings.clone(),
+            sent.clone(),
+            done_tx.clone(),
+        )));
+    }
+    if let Some(out) = combined {
         pumps.push(tokio::spawn(pump(
             out,
             PayloadType::Output,
@@ -133,14 +177,57 @@ pub async fn run(
         });
         return Ok(());
     };
-    send_now(
-        &ch,
-        &io.to_client,
-        PayloadType::ExitCode,
-        format!("EXIT_CODE: {code}").into_bytes(),
-    );
+    if separate {
+        send_now(
+            &ch,
+            &io.to_client,
+            PayloadType::ExitCode,
+            format!("EXIT_CODE: {code}").into_bytes(),
+        );
+    } else {
+        tracing::debug!(
+            code,
+            "command ended; no separate output, so no exit code sent"
+        );
+    }
     finish(&ch, &mut io, String::new()).await;
     Ok(())
+}
+
+type Spawned = std::io::Result<(Child, Option<pipe::Receiver>)>;
+
+/// `sh -c COMMAND` with stdout and stderr on pipes of their own.
+fn spawn_separate(command: &str) -> Spawned {
+    let child = shell(command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    Ok((child, None))
+}
+
+/// `sh -c COMMAND` with stdout and stderr on one pipe, whose read end is returned.
+fn spawn_combined(command: &str) -> Spawned {
+    let (reader, writer) = std::io::pipe()?;
+    let child = {
+        // The command (holding the write ends) is dropped here, so the reader sees EOF
+        // when the process and its children are done.
+        let mut cmd = shell(command);
+        cmd.stdout(writer.try_clone()?).stderr(writer);
+        cmd.spawn()?
+    };
+    let reader = pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    Ok((child, Some(reader)))
+}
+
+/// `sh -c COMMAND`, started with default signal dispositions as a service's children are
+/// ([`crate::agent::child`]).
+fn shell(command: &str) -> Command {
+    let mut cmd = crate::agent::child::with_default_signals("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// Ctrl-C and Ctrl-\ bytes become signals for the command; all other input is dropped.
@@ -209,4 +296,58 @@ async fn pump<R: AsyncRead + Unpin>(
         pacer.after_send().await;
     }
     let _ = done.send(()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn separate_output_is_read_as_the_agent_converts_it() {
+        for t in [
+            json!(true),
+            json!("true"),
+            json!("True"),
+            json!("TRUE"),
+            json!("1"),
+            json!("t"),
+        ] {
+            assert!(convert_to_bool(&t), "{t}");
+        }
+        for f in [
+            json!(false),
+            json!("false"),
+            json!("0"),
+            json!(""),
+            json!("yes"),
+            json!(null),
+            json!(1),
+        ] {
+            assert!(!convert_to_bool(&f), "{f}");
+        }
+    }
+
+    #[test]
+    fn without_the_parameter_the_streams_are_combined() {
+        let mut session = SessionRecord {
+            session_id: "s".into(),
+            token: "t".into(),
+            instance: crate::world::config::InstanceConfig::named("i-0123456789abcdef0", "x"),
+            document: "AWS-StartNonInteractiveCommand".into(),
+            parameters: [("command".to_owned(), vec!["true".to_owned()])].into(),
+        };
+        assert!(
+            !separate_output(&session),
+            "the document's default is \"false\""
+        );
+        session
+            .parameters
+            .insert("separateOutputStream".into(), vec!["true".into()]);
+        assert!(separate_output(&session));
+        session
+            .parameters
+            .insert("separateOutputStream".into(), vec!["false".into()]);
+        assert!(!separate_output(&session));
+    }
 }

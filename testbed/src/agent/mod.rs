@@ -297,12 +297,17 @@ pub async fn run(
     io: AgentIo,
 ) -> anyhow::Result<()> {
     match session.document.as_str() {
-        "AWS-StartNonInteractiveCommand" => crate::agent::exec::run(session, settings, io).await,
         "SSM-SessionManagerRunShell" | "AWS-StartInteractiveCommand" => {
             crate::agent::shell::run(session, settings, io).await
         }
-        // AWS-StartSSHSession and the port-forwarding documents.
-        _ => crate::agent::port::run(session, settings, io).await,
+        "AWS-StartSSHSession"
+        | "AWS-StartPortForwardingSession"
+        | "AWS-StartPortForwardingSessionToRemoteHost" => {
+            crate::agent::port::run(session, settings, io).await
+        }
+        // AWS-StartNonInteractiveCommand and the account's own command documents
+        // (`TestbedConfig::command_documents`), the only others StartSession lets through.
+        _ => crate::agent::exec::run(session, settings, io).await,
     }
 }
 

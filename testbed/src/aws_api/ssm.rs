@@ -107,7 +107,7 @@ pub fn dispatch_as(
             crate::aws_api::describe::describe_instance_information(state, parse(body)?)?,
         ),
         "ResumeSession" => reply(resume_session(state, parse(body)?)?),
-        "GetDocument" => crate::aws_api::documents::get_document(state, parse(body)?),
+        "GetDocument" => crate::aws_api::documents::get_document(state, caller_arn, parse(body)?),
         _ => Err(ApiError::frontend(
             "UnknownOperationException",
             format!("Unknown operation '{target}'."),
@@ -149,7 +149,10 @@ fn start_session(
             check_len("parameters", v, 1, 65535)?;
         }
     }
-    let document = document_name(req.document_name)?;
+    let document = document_name(&state.config, req.document_name)?;
+    if let Some(doc) = crate::aws_api::documents::session_document(&state.config, &document) {
+        crate::aws_api::documents::check_parameters(&doc, &parameters)?;
+    }
     if !well_formed_target(&target) {
         // The exact text AWS uses for a malformed target is a guess.
         return Err(ApiError::validation(format!(
@@ -286,7 +289,10 @@ fn resume_session(
 
 /// The document's short name, defaulting to `SSM-SessionManagerRunShell`. An ARN is reduced
 /// to the name after `document/`.
-fn document_name(name: Option<String>) -> Result<String, ApiError> {
+fn document_name(
+    config: &crate::world::config::TestbedConfig,
+    name: Option<String>,
+) -> Result<String, ApiError> {
     let Some(name) = name else {
         return Ok(DEFAULT_DOCUMENT.to_owned());
     };
@@ -304,8 +310,10 @@ fn document_name(name: Option<String>) -> Result<String, ApiError> {
         Some(arn) => arn.rsplit('/').next().unwrap_or(arn),
         None => &name,
     };
-    match KNOWN_DOCUMENTS.iter().find(|d| **d == short) {
-        Some(d) => Ok((*d).to_owned()),
+    let known = KNOWN_DOCUMENTS.iter().find(|d| **d == short).copied();
+    let owned = (config.command_documents.iter()).find(|d| d.as_str() == short);
+    match known.or(owned.map(String::as_str)) {
+        Some(d) => Ok(d.to_owned()),
         // The exact text for an unknown document is a guess.
         None => Err(ApiError::modeled(
             "InvalidDocument",

@@ -279,6 +279,11 @@ pub struct TestbedConfig {
     pub tagging_denied: bool,
     /// Fault: `ssm:DescribeInstanceInformation` answers `AccessDeniedException`.
     pub describe_denied: bool,
+    /// Fault: `ssm:GetDocument` answers `AccessDeniedException`.
+    pub get_document_denied: bool,
+    /// Session documents the account owns: NonInteractiveCommands documents that declare
+    /// only `command` (no `separateOutputStream`), by name.
+    pub command_documents: Vec<String>,
     /// Serve HTTPS/WSS with a CA generated at start (`serve --tls`, [`crate::tls`]).
     pub tls: bool,
     /// Whether a data-channel upgrade without SigV4 headers or presigned query gets in.
@@ -300,6 +305,8 @@ impl TestbedConfig {
             eic_state_dir: None,
             tagging_denied: false,
             describe_denied: false,
+            get_document_denied: false,
+            command_documents: Vec::new(),
             tls: false,
             unsigned_data_channel: UnsignedPolicy::Refuse,
             presign_stream_urls: false,
