@@ -571,7 +571,7 @@ async fn reconnect(
 
 /// A few random milliseconds, so many clients do not retry in lockstep.
 fn jitter_ms(max: u64) -> u64 {
-    (uuid::Uuid::new_v4().as_u128() as u64) % max.max(1)
+    rand::random_range(0..max.max(1))
 }
 
 #[cfg(test)]

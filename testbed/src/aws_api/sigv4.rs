@@ -444,19 +444,13 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     hmac_sha256(&k, b"aws4_request")
 }
 
-/// HMAC-SHA256 (RFC 2104), kept here so the testbed needs no second `digest` version.
+/// HMAC-SHA256 (RFC 2104), aws-lc-rs's, as the client's TLS already compiles it.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > k.len() {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x36))
-        .chain_update(data);
-    let outer = Sha256::new().chain_update(k.map(|b| b ^ 0x5c));
-    outer.chain_update(inner.finalize()).finalize().into()
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let tag = aws_lc_rs::hmac::sign(&key, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -539,8 +533,9 @@ pub fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// Compares signatures in time independent of where they differ (aws-lc-rs's compare).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 #[cfg(test)]
