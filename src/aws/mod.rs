@@ -87,7 +87,7 @@ fn refuse_plain_http(
 ) -> Result<(), AwsError> {
     let from_env = env.filter(|(k, v)| k.starts_with("AWS_ENDPOINT_URL") && !v.is_empty());
     let named = endpoint_url.map(|u| ("the endpoint".to_owned(), u.to_owned()));
-    for (source, url) in named.into_iter().chain(from_env.map(|(k, v)| (k, v))) {
+    for (source, url) in named.into_iter().chain(from_env) {
         crate::config_file::plain_http_check(&url)
             .map_err(|m| AwsError::new(AwsErrorKind::Config, format!("{source} {m}")))?;
     }
