@@ -288,8 +288,9 @@ pub fn redact_userinfo(url: &str) -> String {
     }
 }
 
-/// What the user asked for, before the environment is read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the user asked for, before the environment is read. Its `Debug` hides the
+/// passwords in the URLs (settings holding it get logged and printed in panics).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxyRequest {
     /// `--proxy URL`.
     pub flag: Option<String>,
@@ -297,6 +298,17 @@ pub struct ProxyRequest {
     pub disabled: bool,
     /// `proxy = "…"` in the config file.
     pub config: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |u: &Option<String>| u.as_deref().map(redact_userinfo);
+        f.debug_struct("ProxyRequest")
+            .field("flag", &hide(&self.flag))
+            .field("disabled", &self.disabled)
+            .field("config", &hide(&self.config))
+            .finish()
+    }
 }
 
 /// The resolved proxy settings: which proxy, if any, each destination goes through.

@@ -221,3 +221,18 @@ fn a_password_never_shows_in_an_error_even_when_the_url_does_not_parse() {
         assert!(e.message.contains("alice:***@"), "{bad}: {}", e.message);
     }
 }
+
+#[test]
+fn settings_debug_output_hides_proxy_passwords() {
+    let req = ProxyRequest {
+        flag: Some("http://alice:s3cret@proxy.corp:3128".into()),
+        disabled: false,
+        config: Some("http://bob:0ther@p:1".into()),
+    };
+    let shown = format!("{req:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("0ther"),
+        "{shown}"
+    );
+    assert!(shown.contains("alice:***@proxy.corp:3128"), "{shown}");
+}
