@@ -135,8 +135,7 @@ pub fn load(explicit: Option<&Path>) -> Result<ConfigFile, ConfigError> {
 /// Parses and checks a config file's text; `path` is only for messages.
 pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
     let bad = |what: String| ConfigError(format!("invalid config file {}: {what}", path.display()));
-    // toml's message names the line and column and quotes the offending line.
-    let raw: RawFile = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_owned()))?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| bad(toml_error(&e, text)))?;
     let defaults = Defaults {
         profile: raw.profile,
         region: raw.region,
@@ -179,6 +178,28 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
     })
 }
 
+/// toml's error as one line: where, and what, without the text of the offending line
+/// that toml's own message quotes (it may be `proxy = "http://user:password@…"`), and
+/// with any URL's password in the message masked.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = message
+        .split(' ')
+        .map(|w| match w.split_once("://") {
+            Some((_, rest)) if rest.contains('@') => crate::transport::redact_userinfo(w),
+            _ => w.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("{}{message}", at.unwrap_or_default())
+}
+
 fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {
     for (key, v) in [
         ("profile", &d.profile),
@@ -196,11 +217,47 @@ fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {
 }
 
 fn check_url(u: &str) -> Result<(), String> {
-    if u.starts_with("https://") || u.starts_with("http://") {
+    let lower = u.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        Ok(())
+    } else if lower.starts_with("http://") {
+        plain_http_check(u)
+    } else {
+        Err(format!(
+            "{:?} must start with https:// (or http:// for a local testbed)",
+            crate::transport::redact_userinfo(u)
+        ))
+    }
+}
+
+/// Refuses an `http://` endpoint whose host is not this machine: StartSession's
+/// TokenValue, the session token and the KMS data key would cross the network in clear.
+/// `https://` and anything else pass (the SDK judges those). The message does not name
+/// where the URL came from; callers add it.
+pub fn plain_http_check(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+    else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => hostport.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
         Ok(())
     } else {
         Err(format!(
-            "{u:?} must start with https:// (or http:// for a local testbed)"
+            "{:?} is plain http:// to a host other than this machine, which would send session tokens and keys in clear; use https:// (http:// only for a local testbed on 127.0.0.1 or localhost)",
+            crate::transport::redact_userinfo(url)
         ))
     }
 }
@@ -303,6 +360,18 @@ mod tests {
                 "endpoint_url = \"vpce.example\"",
                 "must start with https://",
             ),
+            (
+                "endpoint_url = \"http://ssm.example.com\"",
+                "plain http:// to a host other than this machine",
+            ),
+            (
+                "[profiles.p]\nendpoint_url = \"http://10.0.0.5:8080/\"",
+                "[profiles.p] `endpoint_url` \"http://10.0.0.5:8080/\" is plain http://",
+            ),
+            (
+                "[alias]\na = { target = \"x\", endpoint_url = \"HTTP://[fd00::1]:80\" }",
+                "plain http://",
+            ),
             ("region = \"\"", "`region` is empty"),
             ("[alias]\na = 5", "invalid config file /cfg.toml"),
             ("profile = ", "invalid config file /cfg.toml"),
@@ -311,6 +380,24 @@ mod tests {
             let e = p(text).unwrap_err().0;
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.contains("/cfg.toml"), "{e}");
+        }
+    }
+
+    /// toml quotes the offending line in its own message: a `proxy` URL's password must
+    /// not reach the terminal that way.
+    #[test]
+    fn a_parse_error_never_shows_a_proxy_password() {
+        for text in [
+            "proxy = \"http://alice:s3cret@proxy.corp:3128\" region = \"x\"\n",
+            "proxy = \"http://alice:s3cret@proxy.corp:3128\nregion = \"x\"\n",
+            "proxy = \"http://alice:s3cret@proxy.corp:3128\"\nproxy = \"http://bob:s3cret@p\"\n",
+            "parallel = \"http://alice:s3cret@proxy.corp:3128\"\n",
+            "proxy = \"http://alice:s3cret@proxy.corp:3128\" x\n",
+        ] {
+            let e = p(text).unwrap_err().0;
+            assert!(!e.contains("s3cret"), "{text:?}: {e}");
+            assert!(e.contains("line "), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
         }
     }
 

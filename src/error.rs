@@ -15,7 +15,7 @@
 //! | 10 | local IO failed (stdin/stdout) |
 //! | 11 | the data channel dropped and the service says the session has ended |
 //! | 12 | the target matches several managed nodes and there is no terminal to pick on, or the picker was cancelled (pass an ID, or `--pick first`) |
-//! | 13 | the config file cannot be read or is invalid; an unusable proxy URL or CA bundle |
+//! | 13 | the config file cannot be read or is invalid; a plain `http://` endpoint beyond this machine; an unusable proxy URL or CA bundle |
 //! | 14 | this computer's clock is more than 5 minutes off AWS's |
 //! | 15 | the SSH host key is unknown under `--strict-host-key-checking=yes`, changed, or revoked |
 //! | 16 | the instance refused SSH authentication (the pushed key, or the OS user) |

@@ -19,3 +19,36 @@ pub mod session;
 pub mod ssh;
 pub mod target;
 pub mod transport;
+
+/// Whether a log event from `target` at `level` may be written: sallyport's own at any
+/// level (it never logs a secret), other crates' at DEBUG and above only. At TRACE the AWS
+/// SDK prints requests and answers whole (StartSession's TokenValue, signed headers with
+/// the session token); no RUST_LOG setting lets those through.
+pub fn log_allowed(target: &str, level: tracing::Level) -> bool {
+    let ours = target == "sallyport" || target.starts_with("sallyport::");
+    ours || level <= tracing::Level::DEBUG
+}
+
+#[cfg(test)]
+mod log_tests {
+    use tracing::Level;
+
+    #[test]
+    fn only_our_own_logs_reach_trace() {
+        assert!(super::log_allowed(
+            "sallyport::transport::link",
+            Level::TRACE
+        ));
+        assert!(super::log_allowed("sallyport", Level::TRACE));
+        for other in [
+            "aws_smithy_runtime::client::orchestrator",
+            "aws_sigv4::http_request::sign",
+            "sallyport_testbed",
+            "hyper",
+        ] {
+            assert!(!super::log_allowed(other, Level::TRACE), "{other}");
+            assert!(super::log_allowed(other, Level::DEBUG), "{other}");
+            assert!(super::log_allowed(other, Level::ERROR), "{other}");
+        }
+    }
+}

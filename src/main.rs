@@ -149,8 +149,14 @@ fn report(f: Failure) -> std::process::ExitCode {
 }
 
 /// Diagnostics go to stderr only, and only when asked for (-v or RUST_LOG).
+///
+/// Other crates never log below DEBUG, whatever RUST_LOG says: at TRACE the AWS SDK
+/// prints requests and answers whole (StartSession's TokenValue, the signed headers with
+/// the session token), and a pasted log must give nothing away.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
         // Our warnings only: dependencies' chatter would land in the user's ssh session.
         0 => "error,sallyport=warn",
@@ -162,5 +168,9 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            sallyport::log_allowed(meta.target(), *meta.level())
+        }))
         .init();
 }

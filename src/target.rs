@@ -71,8 +71,38 @@ impl std::fmt::Display for Spec {
     }
 }
 
+/// Characters no target or OS user holds: what a shell would act on (`$(…)`, `` ` ``,
+/// `;`, `|`, `&`, redirections, quotes, `\`), and control characters. An OpenSSH before
+/// 9.6 passes such a host name (from a git submodule URL, say) into a ProxyCommand run by
+/// `sh -c`; refusing it here keeps the word from going anywhere, AWS included.
+fn unsafe_char(c: char) -> bool {
+    c.is_control() || "`$;|&<>()\\'\"".contains(c)
+}
+
+/// Refuses a typed word (`what`: "target", "user") holding [`unsafe_char`]s, naming the
+/// character but never echoing the word (it may hold terminal escapes).
+pub fn check_word(what: &str, raw: &str) -> Result<(), String> {
+    match raw.chars().find(|&c| unsafe_char(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "the {what} holds {}, which no {what} has (shell syntax or a control character); check where it came from",
+            if c.is_control() {
+                format!("the control character U+{:04X}", c as u32)
+            } else {
+                format!("{c:?}")
+            }
+        )),
+    }
+}
+
+/// An OS user as typed (`user@`, `--user`, `-l`, the config file): [`check_word`], exit 2.
+pub fn check_user(user: &str) -> Result<(), Failure> {
+    check_word("user", user).map_err(|m| Failure::new(ExitCode::Usage, m))
+}
+
 /// Parses a target as typed. ssh passes `%h` as typed but may add a trailing dot.
 pub fn parse(raw: &str) -> Result<Spec, Failure> {
+    check_word("target", raw).map_err(|m| Failure::new(ExitCode::Target, m))?;
     let t = raw.trim().trim_end_matches('.');
     if t.is_empty() {
         return Err(Failure::new(
@@ -625,6 +655,41 @@ mod tests {
                 "{}",
                 e.message
             );
+        }
+    }
+
+    /// What a shell would act on, or a terminal, is never a target or a user: refused
+    /// before any lookup, naming the character but not echoing the name.
+    #[test]
+    fn shell_syntax_and_control_characters_are_refused() {
+        for bad in [
+            "i-$(touch /tmp/x)",
+            "web`id`",
+            "web;id",
+            "a|b",
+            "a&b",
+            "a>b",
+            "a<b",
+            "(a)",
+            "a\\b",
+            "it's",
+            "say\"x\"",
+            "web\n1",
+            "web\u{1b}[31m",
+            "tag:Name=a$b",
+            "web\u{7f}",
+            "web\u{9b}1",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.code, ExitCode::Target, "{bad:?}");
+            assert!(e.message.contains("the target holds"), "{}", e.message);
+            assert!(!e.message.contains(bad), "not echoed: {}", e.message);
+            let e = check_user(bad).unwrap_err();
+            assert_eq!(e.code, ExitCode::Usage, "{bad:?}");
+        }
+        for good in ["ec2-user", "jane.doe", "svc_app", "user@corp", "Web Server"] {
+            assert!(check_user(good).is_ok(), "{good}");
+            assert!(parse(good).is_ok(), "{good}");
         }
     }
 

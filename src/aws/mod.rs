@@ -63,6 +63,7 @@ impl From<SdkConfig> for AwsConfig {
 /// profiles, SSO, roles, credential_process, web identity, container and instance roles).
 /// A bad proxy setting or CA bundle is an [`AwsErrorKind::Config`] error.
 pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
+    refuse_plain_http(settings.endpoint_url.as_deref(), std::env::vars())?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(p) = &settings.profile {
         loader = loader.profile_name(p);
@@ -77,6 +78,11 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
     let (network, bundle) = network::resolve(settings, &env).await?;
     loader = loader.http_client(network::http_client(&network, bundle.as_ref())?);
     let config = loader.load().await;
+    // The AWS profile's own `endpoint_url` (~/.aws/config), as the SDK resolved it.
+    if let Some(u) = config.endpoint_url() {
+        crate::config_file::plain_http_check(u)
+            .map_err(|m| AwsError::new(AwsErrorKind::Config, format!("the endpoint {m}")))?;
+    }
     // AWS_REGION="" reads as a region named "", which only fails later and obscurely.
     if config.region().is_none_or(|r| r.as_ref().trim().is_empty()) {
         return Err(AwsError::new(
@@ -88,4 +94,70 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
         sdk: config,
         network,
     })
+}
+
+/// Refuses a plain `http://` endpoint to another machine before any call: the resolved
+/// `--endpoint-url` / config file one, and every `AWS_ENDPOINT_URL*` variable (the SDK
+/// reads those itself).
+fn refuse_plain_http(
+    endpoint_url: Option<&str>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<(), AwsError> {
+    let from_env = env.filter(|(k, v)| k.starts_with("AWS_ENDPOINT_URL") && !v.is_empty());
+    let named = endpoint_url.map(|u| ("the endpoint".to_owned(), u.to_owned()));
+    for (source, url) in named.into_iter().chain(from_env) {
+        crate::config_file::plain_http_check(&url)
+            .map_err(|m| AwsError::new(AwsErrorKind::Config, format!("{source} {m}")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://ssm.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:4566",
+            "http://localhost:8080/",
+            "HTTP://[::1]:9000",
+            "http://user:pw@127.0.0.2",
+        ] {
+            assert!(refuse_plain_http(Some(ok), vars(&[])).is_ok(), "{ok}");
+        }
+        let e = refuse_plain_http(Some("http://ssm.example.com"), vars(&[])).unwrap_err();
+        assert_eq!(e.kind, AwsErrorKind::Config);
+        assert!(
+            e.message
+                .starts_with("the endpoint \"http://ssm.example.com\""),
+            "{}",
+            e.message
+        );
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", "http://10.0.0.5:4566"),
+            ("AWS_ENDPOINT_URL_SSM", "http://localhost.evil.example"),
+            ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1@kms.example.com"),
+        ] {
+            let e = refuse_plain_http(None, vars(&[("HOME", "/"), (k, v)])).unwrap_err();
+            assert_eq!(e.kind, AwsErrorKind::Config, "{k}");
+            assert!(e.message.starts_with(k), "{}", e.message);
+            assert!(!e.message.contains('\n'), "{}", e.message);
+        }
+        let e = refuse_plain_http(
+            None,
+            vars(&[("AWS_ENDPOINT_URL_STS", "http://u:s3cret@10.1.1.1")]),
+        )
+        .unwrap_err();
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
+        assert!(refuse_plain_http(None, vars(&[("AWS_ENDPOINT_URL", "")])).is_ok());
+    }
 }

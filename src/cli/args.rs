@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand};
     name = "sallyport",
     version,
     about = "ssh, scp and sftp into EC2 instances through AWS Systems Manager, without the AWS CLI or session-manager-plugin",
-    after_help = "In ~/.ssh/config:\n\n  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p\n\n\
+    after_help = "In ~/.ssh/config:\n\n  Host i-* mi-*\n      ProxyCommand sallyport proxy '%h' --port %p\n\n\
 With keys pushed through EC2 Instance Connect (nothing installed on the instance):\n\n  \
-Host i-*\n      ProxyCommand sallyport proxy %h --port %p --user %r --push-key --ephemeral\n"
+Host i-*\n      ProxyCommand sallyport proxy '%h' --port %p --user '%r' --push-key --ephemeral\n"
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -138,7 +138,7 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             port: args.port,
             push: match (args.push_key, args.user) {
                 (true, Some(user)) => Some(PushKeyFor {
-                    user,
+                    user: checked_user(user)?,
                     ephemeral: args.ephemeral,
                     identity: args.identity,
                 }),
@@ -288,6 +288,13 @@ fn transfer(file: &ConfigFile, t: &TransferArgs) -> (usize, bool) {
     (lanes, t.compression || file.compression.unwrap_or(false))
 }
 
+/// An OS user as typed (`user@`, `-l`, `--user`, the config file), refused when it holds
+/// shell syntax or control characters.
+fn checked_user(user: String) -> Result<String, Failure> {
+    crate::target::check_user(&user)?;
+    Ok(user)
+}
+
 /// Who logs in where, for `ssh`, `scp` and `sftp`: the user is `user@` > `-l` > the
 /// config file's (alias > `[profiles.P]` > top level); none left: guessed later from the
 /// platform.
@@ -299,11 +306,14 @@ fn login(
     compression: bool,
 ) -> Result<Login, Failure> {
     let (on, config_user) = inputs.target_and_user(raw_target)?;
+    let user = (dest_user.map(str::to_owned))
+        .or_else(|| args.user.clone())
+        .or(config_user)
+        .map(checked_user)
+        .transpose()?;
     Ok(Login {
         on,
-        user: (dest_user.map(str::to_owned))
-            .or_else(|| args.user.clone())
-            .or(config_user),
+        user,
         port: args.ssh_port,
         known_hosts: args.known_hosts.clone(),
         strictness: args.strict_host_key_checking.into(),

@@ -60,6 +60,9 @@ impl Inputs<'_> {
         raw_target: &str,
     ) -> Result<(TargetSettings, Option<String>), Failure> {
         let key = raw_target.trim().trim_end_matches('.');
+        // Before anything else, aliases included: shell syntax is never a target.
+        target::check_word("target", raw_target)
+            .map_err(|m| Failure::new(crate::error::ExitCode::Target, m))?;
         let alias = self.alias(raw_target);
         let target = match alias {
             Some((_, a)) => target::parse(&a.target).map_err(|f| {

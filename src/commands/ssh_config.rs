@@ -6,8 +6,12 @@
 //! `config` gets only the `Include` line, added once at the top (an `Include` inside a
 //! `Host` or `Match` block would only apply there), after a copy of the old file is kept
 //! as `config.sallyport.bak`. No other line is touched. The `Include` names the file by
-//! absolute path: ssh resolves `~` and relative includes against the passwd home, which
-//! is not `$HOME` in sandboxes and tests.
+//! absolute path, in double quotes (a home with a space): ssh resolves `~` and relative
+//! includes against the passwd home, which is not `$HOME` in sandboxes and tests.
+//!
+//! A `config` (or `sallyport.conf`) that is a symlink, as dotfile managers make, is
+//! written through to the file it points to, never replaced by a plain file: the new text
+//! goes to a 0600 temporary file beside that target, which is then renamed over it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,9 +34,13 @@ pub struct BlockSettings {
 pub fn host_block(s: &BlockSettings) -> String {
     let mut proxy = vec![proxy_word(&s.exe.to_string_lossy())];
     proxy.extend(s.global_args.iter().map(|a| proxy_word(a)));
-    proxy.extend(["proxy", "%h", "--port", "%p"].map(str::to_owned));
+    // ssh runs the ProxyCommand with `sh -c` after putting the host and user in for %h
+    // and %r as they were typed: quoted, `$(…)` or `;` in them stay text. (An OpenSSH
+    // before 9.6 lets a name holding `'` through; `proxy` refuses such names, but the shell
+    // has run by then.)
+    proxy.extend(["proxy", "'%h'", "--port", "%p"].map(str::to_owned));
     if s.push_key {
-        proxy.extend(["--user", "%r", "--push-key"].map(str::to_owned));
+        proxy.extend(["--user", "'%r'", "--push-key"].map(str::to_owned));
         if s.ephemeral {
             proxy.push("--ephemeral".to_owned());
         }
@@ -112,10 +120,11 @@ pub fn install(home: &Path, block: &str) -> Result<Installed, InstallError> {
     let conf = dir.join("sallyport.conf");
     let conf_written = std::fs::read_to_string(&conf).ok().as_deref() != Some(block);
     if conf_written {
-        write_private(&conf, block.as_bytes()).map_err(at(&conf))?;
+        let target = through_links(&conf).map_err(at(&conf))?;
+        write_private(&target, block.as_bytes()).map_err(at(&target))?;
     }
     let config = dir.join("config");
-    let include = format!("Include {}", conf.display());
+    let include = format!("Include \"{}\"", conf.display());
     let old = match std::fs::read(&config) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -123,7 +132,8 @@ pub fn install(home: &Path, block: &str) -> Result<Installed, InstallError> {
     };
     let (include_added, backup) = match old {
         None => {
-            write_private(&config, format!("{include}\n").as_bytes()).map_err(at(&config))?;
+            let target = through_links(&config).map_err(at(&config))?;
+            write_private(&target, format!("{include}\n").as_bytes()).map_err(at(&target))?;
             (true, None)
         }
         Some(old) if includes_us(&String::from_utf8_lossy(&old), &conf) => (false, None),
@@ -132,7 +142,8 @@ pub fn install(home: &Path, block: &str) -> Result<Installed, InstallError> {
             write_private(&backup, &old).map_err(at(&backup))?;
             let mut new = format!("{include}\n").into_bytes();
             new.extend_from_slice(&old);
-            write_keeping_mode(&config, &new).map_err(at(&config))?;
+            let target = through_links(&config).map_err(at(&config))?;
+            write_keeping_mode(&target, &new).map_err(at(&target))?;
             (true, Some(backup))
         }
     };
@@ -155,14 +166,52 @@ fn includes_us(config: &str, conf: &Path) -> bool {
             return false;
         };
         key.eq_ignore_ascii_case("include")
-            && rest
-                .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
-                .split_whitespace()
-                .any(|f| {
-                    let f = f.trim_matches('"');
-                    f == absolute || f == "sallyport.conf" || f == "~/.ssh/sallyport.conf"
-                })
+            && words(rest.trim_start_matches(|c: char| c.is_whitespace() || c == '='))
+                .iter()
+                .map(String::as_str)
+                .any(|f| f == absolute || f == "sallyport.conf" || f == "~/.ssh/sallyport.conf")
     })
+}
+
+/// An ssh_config argument list: words split at whitespace, `"…"` quoting a word with
+/// spaces (as ssh's own `argv_split` reads them).
+fn words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            c if c.is_whitespace() && !quoted => out.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    out.extend(word);
+    out
+}
+
+/// The file `path` names after following symlinks (a bounded number, as the kernel
+/// does), whether or not that file exists yet: where a write must go so a link stays.
+fn through_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut at = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&at)?;
+                at = match at.parent() {
+                    Some(dir) => dir.join(to),
+                    None => to,
+                };
+            }
+            Ok(_) => return Ok(at),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -191,14 +240,15 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> 
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(".{}.sallyport-tmp", name.unwrap_or_default()));
     let result = (|| {
+        // Private while it is written; its final mode just before it goes into place.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
+            .create_new(true)
+            .mode(0o600)
             .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -228,7 +278,7 @@ mod tests {
         assert!(b.contains("\nHost i-* mi-* jupyter db-1\n"), "{b}");
         assert!(
             b.contains(
-                "    ProxyCommand '/opt/my tools/sallyport' --profile 'dev%%1' proxy %h --port %p\n"
+                "    ProxyCommand '/opt/my tools/sallyport' --profile 'dev%%1' proxy '%h' --port %p\n"
             ),
             "{b}"
         );
@@ -239,7 +289,7 @@ mod tests {
             ..settings()
         });
         assert!(
-            b.contains("--port %p --user %r --push-key --ephemeral\n"),
+            b.contains("--port %p --user '%r' --push-key --ephemeral\n"),
             "{b}"
         );
     }
@@ -251,6 +301,8 @@ mod tests {
             "Include /h/.ssh/sallyport.conf",
             "  include=sallyport.conf",
             "INCLUDE other.conf ~/.ssh/sallyport.conf",
+            "Include \"/h/.ssh/sallyport.conf\"",
+            "Include=\"other file.conf\" \"/h/.ssh/sallyport.conf\"",
         ] {
             assert!(includes_us(yes, conf), "{yes}");
         }
@@ -258,6 +310,7 @@ mod tests {
             "# Include sallyport.conf",
             "Include other.conf",
             "Host sallyport.conf",
+            "Include \"/h/.ssh/sallyport.conf other\"",
         ] {
             assert!(!includes_us(no, conf), "{no}");
         }
@@ -278,7 +331,7 @@ mod tests {
         let first = install(home, &block).unwrap();
         assert!(first.conf_written && first.include_added);
         let config = std::fs::read_to_string(ssh.join("config")).unwrap();
-        let include = format!("Include {}\n", ssh.join("sallyport.conf").display());
+        let include = format!("Include \"{}\"\n", ssh.join("sallyport.conf").display());
         assert_eq!(config, format!("{include}{original}"));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&ssh.join("config")), 0o644, "mode kept");
@@ -322,8 +375,125 @@ mod tests {
         assert_eq!(mode(&done.config), 0o600);
         assert_eq!(
             std::fs::read_to_string(&done.config).unwrap(),
-            format!("Include {}\n", done.conf.display())
+            format!("Include \"{}\"\n", done.conf.display())
         );
         assert_eq!(done.backup, None);
+    }
+
+    /// What ssh does with the ProxyCommand: `%h`/`%r` replaced by the name as typed, `%%`
+    /// by `%`, and the line run by `sh -c`. Shell syntax in the name must stay text.
+    #[test]
+    fn a_hostile_host_or_user_name_stays_text_in_the_shell() {
+        let dir = sallyport_testbed::instance::sshd::TempDir::new("sallyport-ssh-quote").unwrap();
+        let made = dir.path().join("made");
+        let block = host_block(&BlockSettings {
+            exe: "/bin/echo".into(),
+            push_key: true,
+            ..Default::default()
+        });
+        let line = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ProxyCommand "))
+            .unwrap();
+        let hostile = format!(
+            "i-$(touch {})`touch {}`;touch {}",
+            made.display(),
+            made.display(),
+            made.display()
+        );
+        let expanded = line
+            .replace("%h", &hostile)
+            .replace("%r", &format!("u$(touch {})", made.display()))
+            .replace("%p", "22")
+            .replace("%%", "%");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&expanded)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{expanded}");
+        assert!(
+            !made.exists(),
+            "the shell ran what the name held: {expanded}"
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains(&hostile), "{printed}");
+    }
+
+    #[test]
+    fn a_symlinked_config_is_written_through_to_its_target() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = sallyport_testbed::instance::sshd::TempDir::new("sallyport-ssh-link").unwrap();
+        let home = dir.path().join("home");
+        let ssh = home.join(".ssh");
+        let dotfiles = dir.path().join("dotfiles");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::create_dir_all(&dotfiles).unwrap();
+        let original = "Host bastion\n    User me\n";
+        std::fs::write(dotfiles.join("ssh_config"), original).unwrap();
+        std::fs::set_permissions(
+            dotfiles.join("ssh_config"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        // A relative link, as stow makes.
+        symlink("../../dotfiles/ssh_config", ssh.join("config")).unwrap();
+        let done = install(&home, "Host i-*\n").unwrap();
+        assert!(done.include_added);
+        let meta = std::fs::symlink_metadata(ssh.join("config")).unwrap();
+        assert!(meta.file_type().is_symlink(), "the link is kept");
+        let target = std::fs::read_to_string(dotfiles.join("ssh_config")).unwrap();
+        assert_eq!(
+            target,
+            format!("Include \"{}\"\n{original}", done.conf.display())
+        );
+        let mode = std::fs::metadata(dotfiles.join("ssh_config"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "mode kept");
+        let names: Vec<_> = std::fs::read_dir(&dotfiles)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        assert!(!install(&home, "Host i-*\n").unwrap().include_added);
+
+        // A dangling link: the file it names is created, the link stays.
+        std::fs::remove_file(ssh.join("config")).unwrap();
+        symlink(dotfiles.join("new_config"), ssh.join("config")).unwrap();
+        install(&home, "Host i-*\n").unwrap();
+        assert!(
+            std::fs::symlink_metadata(ssh.join("config"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            std::fs::read_to_string(dotfiles.join("new_config"))
+                .unwrap()
+                .starts_with("Include ")
+        );
+    }
+
+    #[test]
+    fn a_home_with_a_space_is_included_and_recognised() {
+        let dir = sallyport_testbed::instance::sshd::TempDir::new("sallyport-ssh-space").unwrap();
+        let home = dir.path().join("Jane Doe");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".ssh/config"), "Host x\n").unwrap();
+        let first = install(&home, "Host i-*\n").unwrap();
+        assert!(first.include_added);
+        let config = std::fs::read_to_string(&first.config).unwrap();
+        assert!(
+            config.starts_with(&format!(
+                "Include \"{}/.ssh/sallyport.conf\"\n",
+                home.display()
+            )),
+            "{config}"
+        );
+        let second = install(&home, "Host i-*\n").unwrap();
+        assert!(!second.include_added, "idempotent");
+        assert_eq!(std::fs::read_to_string(&first.config).unwrap(), config);
     }
 }

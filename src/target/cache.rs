@@ -5,10 +5,15 @@
 //! by the SHA-256 of profile, region, endpoint, access key ID and the target, written 0600
 //! through a rename. Entries live [`TTL`]. Every failure here is only logged: the cache
 //! never stops a command.
+//!
+//! A cache someone else could write would choose the instance we connect to: the
+//! directory is used only when it is a real directory (not a symlink) owned by us and not
+//! writable by group or others, and an entry only when it is a regular file (opened
+//! without following a symlink) owned by us. Anything else is ignored with a debug line.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::PathBuf;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -52,7 +57,14 @@ impl Cache {
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
-        let bytes = std::fs::read(self.dir.join(key)).ok()?;
+        let bytes = match self.read(key) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::debug!("target cache not read: {e}");
+                return None;
+            }
+        };
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
         let now = now_secs();
         // A clock that went backwards makes an entry look new: distrust it too.
@@ -68,7 +80,56 @@ impl Cache {
 
     /// Drops an entry (when the ID it gave turned out not to work).
     pub fn remove(&self, key: &str) {
+        if let Err(e) = self.trusted_dir() {
+            tracing::debug!("target cache entry not removed: {e}");
+            return;
+        }
         let _ = std::fs::remove_file(self.dir.join(key));
+    }
+
+    /// An entry's bytes, from a regular file of ours in a directory of ours; small. The
+    /// file is judged as found (a symlink is not followed), and what was opened must be
+    /// that same file.
+    fn read(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        self.trusted_dir()?;
+        let path = self.dir.join(key);
+        let found = std::fs::symlink_metadata(&path)?;
+        if found.file_type().is_symlink() {
+            return Err(untrusted(&path, "is a symlink"));
+        }
+        if !found.is_file() {
+            return Err(untrusted(&path, "is not a regular file"));
+        }
+        if found.uid() != rustix::process::geteuid().as_raw() {
+            return Err(untrusted(&path, "belongs to another user"));
+        }
+        let f = std::fs::File::open(&path)?;
+        let opened = f.metadata()?;
+        if (opened.dev(), opened.ino()) != (found.dev(), found.ino()) {
+            return Err(untrusted(&path, "changed while it was read"));
+        }
+        let mut bytes = Vec::new();
+        f.take(4096).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The directory as found (not following a symlink): ours, a directory, private
+    /// enough. NotFound passes through as such.
+    fn trusted_dir(&self) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(&self.dir)?;
+        if meta.file_type().is_symlink() {
+            return Err(untrusted(&self.dir, "is a symlink"));
+        }
+        if !meta.is_dir() {
+            return Err(untrusted(&self.dir, "is not a directory"));
+        }
+        if meta.uid() != rustix::process::geteuid().as_raw() {
+            return Err(untrusted(&self.dir, "belongs to another user"));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(untrusted(&self.dir, "is writable by group or others"));
+        }
+        Ok(())
     }
 
     fn try_put(&self, key: &str, id: &str) -> std::io::Result<()> {
@@ -76,21 +137,27 @@ impl Cache {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
+        self.trusted_dir()?;
         let entry = Entry {
             id: id.to_owned(),
             at: now_secs(),
         };
         let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
         drop(f);
         std::fs::rename(&tmp, self.dir.join(key))
     }
+}
+
+/// Why a cache path is not used.
+fn untrusted(path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::other(format!("{} {why}; ignoring the cache", path.display()))
 }
 
 fn now_secs() -> u64 {
@@ -141,5 +208,76 @@ mod tests {
         c.remove(&k);
         assert_eq!(c.get(&k), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An entry someone else could have written picks the instance: ignored, and never
+    /// written through.
+    #[test]
+    fn files_and_directories_of_others_and_symlinks_are_ignored() {
+        use std::os::unix::fs::{chown, symlink};
+        let id = "i-0123456789abcdef0";
+        let fresh = serde_json::to_vec(&Entry {
+            id: id.into(),
+            at: now_secs(),
+        })
+        .unwrap();
+        let k = key("s", "web-1");
+        let other_uid = rustix::process::geteuid().as_raw() + 4242;
+
+        // A file of another user in our directory.
+        let dir = temp_dir("others-file");
+        let c = Cache::at(dir.clone(), TTL);
+        c.put(&k, id);
+        assert_eq!(c.get(&k).as_deref(), Some(id), "ours is used");
+        chown(dir.join(&k), Some(other_uid), None).unwrap();
+        assert_eq!(c.get(&k), None, "another user's entry");
+
+        // A symlink to an entry of ours.
+        std::fs::write(dir.join("real"), &fresh).unwrap();
+        std::fs::remove_file(dir.join(&k)).unwrap();
+        symlink(dir.join("real"), dir.join(&k)).unwrap();
+        assert_eq!(c.get(&k), None, "a symlinked entry");
+        c.put(&k, id);
+        assert!(
+            !std::fs::symlink_metadata(dir.join(&k))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "put replaces the link, never writes through it"
+        );
+        assert_eq!(std::fs::read(dir.join("real")).unwrap(), fresh);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // A directory of another user: neither read nor written.
+        let dir = temp_dir("others-dir");
+        let c = Cache::at(dir.clone(), TTL);
+        c.put(&k, id);
+        chown(&dir, Some(other_uid), None).unwrap();
+        assert_eq!(c.get(&k), None, "another user's directory");
+        std::fs::remove_file(dir.join(&k)).unwrap();
+        c.put(&k, id);
+        assert!(!dir.join(&k).exists(), "nothing written into it");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // A group-writable directory.
+        let dir = temp_dir("open-dir");
+        let c = Cache::at(dir.clone(), TTL);
+        c.put(&k, id);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(c.get(&k), None, "a directory others can write");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // The directory itself a symlink to one of ours.
+        let real = temp_dir("real-dir");
+        let c = Cache::at(real.clone(), TTL);
+        c.put(&k, id);
+        let link = temp_dir("link-dir");
+        symlink(&real, &link).unwrap();
+        let c = Cache::at(link.clone(), TTL);
+        assert_eq!(c.get(&k), None, "a symlinked directory");
+        c.remove(&k);
+        assert!(real.join(&k).exists(), "nothing removed through it");
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&real);
     }
 }

@@ -86,7 +86,7 @@ pub async fn connect(
 ) -> Result<DataChannelSocket, ConnectError> {
     let uri: Uri = stream_url
         .parse()
-        .map_err(|_| ConnectError::BadUrl(stream_url.to_owned()))?;
+        .map_err(|_| ConnectError::BadUrl(redact(stream_url)))?;
     let host = uri.host().unwrap_or_default().to_owned();
     match uri.scheme_str() {
         Some("wss") => {}
@@ -229,9 +229,10 @@ fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Stream URLs carry nothing secret today, but their query may; keep logs to the path.
+/// Stream URLs carry nothing secret today, but their query (or a fragment) may; keep
+/// messages and logs to the path, whether or not the URL parses.
 fn redact(url: &str) -> String {
-    url.split('?').next().unwrap_or(url).to_owned()
+    url.split(['?', '#']).next().unwrap_or(url).to_owned()
 }
 
 #[cfg(test)]
@@ -260,6 +261,21 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConnectError::Insecure(_)), "{err}");
         assert!(!err.to_string().contains("role="), "query is redacted");
+    }
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_keeps_its_query_out_of_the_error() {
+        for url in [
+            "wss://ssm messages.example.com/v1/data-channel/s?X-Amz-Signature=s3cret",
+            "wss://ssmmessages.example.com/v1/data-channel/s\n?X-Amz-Signature=s3cret",
+            "https://ssmmessages.example.com/v1/data-channel/s?X-Amz-Signature=s3cret",
+        ] {
+            let err = connect(url, "t", "c", &Dialer::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::BadUrl(_)), "{url}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{url}: {err}");
+        }
     }
 
     /// Signs with a fixed header and counts its calls; fails when `fail`.

@@ -23,7 +23,7 @@ pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_e
 pub use link::{
     Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,
 };
-pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl};
+pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl, redact_userinfo};
 pub use trust::{CaBundle, CaBundleError, client_config, is_unknown_issuer};
 pub use tunnel::{NetStream, ProxyFailure, open_tunnel};
 pub use upgrade_auth::{SignError, UpgradeAuth, UpgradeSigner, is_presigned};

@@ -267,27 +267,30 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `scheme://user:pass@host` -> `scheme://user:***@host`, for messages about bad URLs.
-fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{user}:***@{host}")
-        }
-        None => authority.to_owned(),
+/// `scheme://user:pass@host` -> `scheme://user:***@host`, for messages about bad URLs,
+/// including ones that do not parse: everything up to the last `@` is userinfo (a
+/// password may hold `/`, `?`, `#` or `@`), and only the user name before its first `:`
+/// (or `/`) is kept.
+pub fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    if scheme.is_empty() {
-        format!("{authority}{path}")
-    } else {
-        format!("{scheme}://{authority}{path}")
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo
+                .split([':', '/', '?', '#'])
+                .next()
+                .unwrap_or_default();
+            format!("{scheme}{user}:***@{host}")
+        }
+        None => format!("{scheme}{rest}"),
     }
 }
 
-/// What the user asked for, before the environment is read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the user asked for, before the environment is read. Its `Debug` hides the
+/// passwords in the URLs (settings holding it get logged and printed in panics).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxyRequest {
     /// `--proxy URL`.
     pub flag: Option<String>,
@@ -295,6 +298,17 @@ pub struct ProxyRequest {
     pub disabled: bool,
     /// `proxy = "…"` in the config file.
     pub config: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |u: &Option<String>| u.as_deref().map(redact_userinfo);
+        f.debug_struct("ProxyRequest")
+            .field("flag", &hide(&self.flag))
+            .field("disabled", &self.disabled)
+            .field("config", &hide(&self.config))
+            .finish()
+    }
 }
 
 /// The resolved proxy settings: which proxy, if any, each destination goes through.

@@ -202,3 +202,37 @@ fn a_bad_proxy_in_the_environment_is_an_error_naming_the_variable() {
     );
     assert!(ok.is_ok());
 }
+
+#[test]
+fn a_password_never_shows_in_an_error_even_when_the_url_does_not_parse() {
+    for bad in [
+        "http://alice:s3cr/et@proxy.corp:3128",
+        "http://alice:s3cr?et@proxy.corp:3128",
+        "http://alice:s3cr#et@proxy.corp:3128",
+        "http://alice:s3cr%zzet@proxy.corp:3128",
+        "http://alice:s3cret@proxy.corp:notaport",
+        "socks5://alice:s3cret@proxy.corp:1080",
+        "ftp://alice:s3cret@proxy.corp",
+        "alice:s3cr/et@proxy.corp:3128",
+        "http://alice:s3cret@[::1:3128",
+    ] {
+        let e = ProxyUrl::parse(bad, "HTTPS_PROXY").unwrap_err();
+        assert!(!e.message.contains("s3c"), "{bad}: {}", e.message);
+        assert!(e.message.contains("alice:***@"), "{bad}: {}", e.message);
+    }
+}
+
+#[test]
+fn settings_debug_output_hides_proxy_passwords() {
+    let req = ProxyRequest {
+        flag: Some("http://alice:s3cret@proxy.corp:3128".into()),
+        disabled: false,
+        config: Some("http://bob:0ther@p:1".into()),
+    };
+    let shown = format!("{req:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("0ther"),
+        "{shown}"
+    );
+    assert!(shown.contains("alice:***@proxy.corp:3128"), "{shown}");
+}

@@ -17,7 +17,7 @@ use crate::harness::{Fixture, ok, run};
 const QUICK: Duration = Duration::from_secs(60);
 
 /// A tinyproxy in the foreground; killed on drop.
-struct Tinyproxy {
+pub(crate) struct Tinyproxy {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -26,7 +26,11 @@ struct Tinyproxy {
 impl Tinyproxy {
     /// Starts tinyproxy allowing CONNECT to `connect_port`, with Basic auth when `auth`.
     /// `None` (after printing why) when tinyproxy is missing and CI is not set.
-    fn start(f: &Fixture, connect_port: u16, auth: Option<(&str, &str)>) -> Option<Tinyproxy> {
+    pub(crate) fn start(
+        f: &Fixture,
+        connect_port: u16,
+        auth: Option<(&str, &str)>,
+    ) -> Option<Tinyproxy> {
         let Some(bin) = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
             .into_iter()
             .map(PathBuf::from)
@@ -81,12 +85,12 @@ impl Tinyproxy {
         }
     }
 
-    fn url(&self, userinfo: &str) -> String {
+    pub(crate) fn url(&self, userinfo: &str) -> String {
         format!("http://{userinfo}127.0.0.1:{}", self.port)
     }
 
     /// The request lines tinyproxy logged (`CONNECT host:port`, `POST http://…`).
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -24,9 +24,9 @@ fn config_ssh_install_works_with_real_ssh() {
     let printed = ok(&run(&mut f.sallyport(&["config", "ssh"]), None, QUICK));
     assert!(printed.contains("Host i-* mi-* box\n"), "{printed}");
     assert!(
-        printed.contains(&format!("ProxyCommand {SALLYPORT} proxy %h --port %p\n"))
+        printed.contains(&format!("ProxyCommand {SALLYPORT} proxy '%h' --port %p\n"))
             || printed.contains(&format!(
-                "ProxyCommand {} proxy %h --port %p\n",
+                "ProxyCommand {} proxy '%h' --port %p\n",
                 std::fs::canonicalize(SALLYPORT).unwrap().display()
             )),
         "{printed}"
@@ -39,7 +39,7 @@ fn config_ssh_install_works_with_real_ssh() {
     );
     ok(&first);
     let conf = ssh_dir.join("sallyport.conf");
-    let include = format!("Include {}\n", conf.display());
+    let include = format!("Include \"{}\"\n", conf.display());
     let config = std::fs::read_to_string(ssh_dir.join("config")).unwrap();
     assert_eq!(config, format!("{include}{mine}"));
     assert_eq!(

@@ -10,6 +10,7 @@ mod fidelity;
 mod forward;
 mod harness;
 mod http_proxy;
+mod hygiene;
 mod instance_connect;
 mod kms;
 mod ls_doctor;
