@@ -83,6 +83,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
         crate::config_file::plain_http_check(u)
             .map_err(|m| AwsError::new(AwsErrorKind::Config, format!("the endpoint {m}")))?;
     }
+    refuse_plain_http_services(&config)?;
     // AWS_REGION="" reads as a region named "", which only fails later and obscurely.
     if config.region().is_none_or(|r| r.as_ref().trim().is_empty()) {
         return Err(AwsError::new(
@@ -94,6 +95,44 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
         sdk: config,
         network,
     })
+}
+
+/// The SDK's service IDs of every API sallyport calls, as each client looks up its own
+/// endpoint (`AWS_ENDPOINT_URL_<ID>`, `endpoint_url` in a profile's `services` section).
+const SERVICE_IDS: [&str; 5] = [
+    "SSM",
+    "KMS",
+    "STS",
+    "EC2 Instance Connect",
+    "Resource Groups Tagging API",
+];
+
+/// Refuses a plain `http://` endpoint to another machine that a client would take from the
+/// shared config's `services` sections (or the environment), looked up as the SDK's
+/// clients look it up, before any call.
+fn refuse_plain_http_services(config: &SdkConfig) -> Result<(), AwsError> {
+    let Some(services) = config.service_config() else {
+        return Ok(());
+    };
+    for id in SERVICE_IDS {
+        let Ok(key) = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id(id)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+        else {
+            continue;
+        };
+        if let Some(url) = services.load_config(key) {
+            crate::config_file::plain_http_check(&url).map_err(|m| {
+                AwsError::new(
+                    AwsErrorKind::Config,
+                    format!("the {id} endpoint from the AWS config {m}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a plain `http://` endpoint to another machine before any call: the resolved

@@ -147,6 +147,22 @@ fn plain_http_endpoints_beyond_this_machine_are_refused() {
     std::fs::write(&config, "endpoint_url = \"http://192.0.2.1\"\n").unwrap();
     let out = run(&mut f.proxy(&f.instance), None, QUICK);
     refused(&out, 13);
+    std::fs::remove_file(&config).unwrap();
+    // A `services` section of the AWS config file, which the SDK's clients read themselves.
+    let aws_config = f.path("aws-config");
+    std::fs::write(
+        &aws_config,
+        "[default]\nservices = corp\n\n[services corp]\nssm =\n  endpoint_url = http://192.0.2.1:4566\n",
+    )
+    .unwrap();
+    let mut cmd = f.proxy(&f.instance);
+    cmd.env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", &aws_config);
+    let err = refused(&run(&mut cmd, None, QUICK), 13);
+    assert!(
+        err.contains("SSM") && err.contains("plain http://"),
+        "{err}"
+    );
     assert!(f.testbed.calls().is_empty(), "{:?}", f.testbed.calls());
 }
 
