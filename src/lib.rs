@@ -17,4 +17,5 @@ pub mod proto;
 pub mod session;
 pub mod ssh;
 pub mod target;
+pub mod text;
 pub mod transport;
