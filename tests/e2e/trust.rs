@@ -127,13 +127,12 @@ fn a_name_tag_moved_to_an_instance_with_another_host_key_is_refused() {
     let kh_arg = kh.to_str().unwrap();
     let first = two.world("db-1", "build-box");
     let out = run(
-        &mut two
-            .sallyport(
-                &first,
-                "cache-1",
-                &["ssh", "root@db-1", "--known-hosts", kh_arg],
-            )
-            .arg("echo reached"),
+        two.sallyport(
+            &first,
+            "cache-1",
+            &["ssh", "root@db-1", "--known-hosts", kh_arg],
+        )
+        .arg("echo reached"),
         None,
         LIMIT,
     );
@@ -154,8 +153,7 @@ fn a_name_tag_moved_to_an_instance_with_another_host_key_is_refused() {
     let remote = two.dir.path().join("landed.txt");
     let dest = format!("root@db-1:{}", remote.display());
     let out = run(
-        &mut two
-            .sallyport(&second, "cache-2", &["scp", "--known-hosts", kh_arg])
+        two.sallyport(&second, "cache-2", &["scp", "--known-hosts", kh_arg])
             .arg(&secret)
             .arg(&dest),
         None,
@@ -173,8 +171,7 @@ fn a_name_tag_moved_to_an_instance_with_another_host_key_is_refused() {
 
     // By its ID, B is simply a new host.
     let out = run(
-        &mut two
-            .sallyport(&second, "cache-2", &["ssh", &format!("root@{B}")])
+        two.sallyport(&second, "cache-2", &["ssh", &format!("root@{B}")])
             .args(["--known-hosts", kh_arg, "echo b"]),
         None,
         LIMIT,
