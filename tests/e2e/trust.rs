@@ -2,8 +2,8 @@
 //! the terminal as text, and a SOCKS server beyond loopback has to be asked for.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sallyport_testbed::instance::sshd::{InstanceConnect, SshdOptions, TempDir, TestSshd};
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
@@ -92,6 +92,72 @@ impl TwoInstances {
     }
 }
 
+/// An ssh-agent on a socket in `dir`, killed on drop: where `proxy --push-key
+/// --ephemeral` puts the key OpenSSH then offers.
+struct Agent {
+    child: std::process::Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent { child, sock }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TwoInstances {
+    /// Real OpenSSH `ssh root@HOST` through `sallyport proxy %h`, checking host keys
+    /// strictly against our known_hosts file only.
+    fn openssh(&self, testbed: &Testbed, cache: &str, agent: &Agent, host: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts().display()
+            ))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20", "-o"])
+            .arg(format!(
+                "ProxyCommand={SALLYPORT} proxy %h --port %p --user %r --push-key --ephemeral"
+            ))
+            .arg(format!("root@{host}"));
+        hermetic_env(&mut cmd, testbed, self.dir.path());
+        cmd.env("HOME", self.dir.path().join("home"))
+            .env("TMPDIR", self.dir.path())
+            .env("XDG_CACHE_HOME", self.dir.path().join(cache))
+            .env("SSH_AUTH_SOCK", &agent.sock);
+        cmd
+    }
+}
+
 fn key_fields(public: &str) -> String {
     public
         .split_whitespace()
@@ -144,6 +210,15 @@ fn a_name_tag_moved_to_an_instance_with_another_host_key_is_refused() {
         openssh_knows("db-1", &kh),
         "OpenSSH finds the name's entry: {recorded}"
     );
+    // `ssh db-1` through the ProxyCommand, strict, trusts what sallyport recorded.
+    let agent = Agent::start(two.dir.path());
+    let out = run(
+        two.openssh(&first, "cache-1", &agent, "db-1")
+            .arg("echo via-openssh"),
+        None,
+        LIMIT,
+    );
+    assert_eq!(ok(&out), "via-openssh\n");
     drop(first);
 
     // The tag moves to B, whose host key is another.
@@ -168,6 +243,18 @@ fn a_name_tag_moved_to_an_instance_with_another_host_key_is_refused() {
         recorded,
         "nothing recorded"
     );
+
+    // OpenSSH, keyed on %h, refuses the moved name the same way.
+    let out = run(
+        two.openssh(&second, "cache-2", &agent, "db-1")
+            .arg("echo reached"),
+        None,
+        LIMIT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains("Host key verification failed"), "{err}");
+    assert!(out.stdout.is_empty());
 
     // By its ID, B is simply a new host.
     let out = run(
