@@ -311,3 +311,33 @@ fn socks_beyond_loopback_is_refused_before_any_aws_call() {
     }
     assert!(fx.testbed.calls().is_empty(), "{:?}", fx.testbed.calls());
 }
+
+/// Remote file names holding an escape sequence or a bidi override appear escaped in
+/// scp's errors, at -j 1 and at -j 4.
+#[test]
+fn scp_shows_hostile_remote_file_names_as_text() {
+    let fx = Fixture::instance_connect();
+    let kh = fx.path("known_hosts");
+    let to = fx.path("to");
+    for (name, shown) in [
+        ("invoice\u{202e}fdp.exe", "invoice\\u{202e}fdp.exe"),
+        ("d\x1b]0;pwned\x07", "d\\x1b]0;pwned\\x07"),
+    ] {
+        let dir = fx.path(name);
+        std::fs::create_dir(&dir).unwrap();
+        for lanes in ["1", "4"] {
+            let mut cmd = fx.sallyport(&["scp", "-j", lanes, "--known-hosts"]);
+            cmd.arg(&kh)
+                .arg(format!("root@{}:{}", fx.instance, dir.display()))
+                .arg(&to);
+            let out = run(&mut cmd, None, LIMIT);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(17), "-j {lanes}: {err}");
+            assert!(
+                !err.contains(['\x1b', '\x07', '\u{202e}']),
+                "-j {lanes}: {err:?}"
+            );
+            assert!(err.contains(shown), "-j {lanes}: {err}");
+        }
+    }
+}
