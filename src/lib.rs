@@ -18,6 +18,7 @@ pub mod proto;
 pub mod session;
 pub mod ssh;
 pub mod target;
+pub mod text;
 pub mod transport;
 
 /// Whether a log event from `target` at `level` may be written: sallyport's own at any

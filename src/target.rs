@@ -395,7 +395,7 @@ impl Resolver<'_> {
                 } else {
                     let list: Vec<String> = close
                         .iter()
-                        .map(|(c, kind)| format!("{c} ({kind})"))
+                        .map(|(c, kind)| format!("{} ({kind})", crate::text::shown_max(c, 256)))
                         .collect();
                     format!("did you mean {}?", list.join(", or "))
                 };
@@ -573,11 +573,18 @@ fn table(spec: &Spec, nodes: &[NodeInfo]) -> String {
                 n.ping_status.clone(),
                 seen,
             ]
+            // From AWS or the instance (a Name tag, a computer name): text, not controls.
+            .map(|cell| crate::text::shown_max(&cell, 256).into_owned())
         })
         .collect();
     let header = ["ID", "NAME", "IP", "STATUS", ""].map(str::to_owned);
     let all: Vec<&[String; 5]> = std::iter::once(&header).chain(rows.iter()).collect();
-    let width = |col: usize| all.iter().map(|r| r[col].len()).max().unwrap_or(0);
+    let width = |col: usize| {
+        all.iter()
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
     let widths: Vec<usize> = (0..4).map(width).collect();
     all.iter()
         .map(|r| {
@@ -747,5 +754,17 @@ mod tests {
             "{t}"
         );
         assert!(lines[2].contains("ConnectionLost  last seen"), "{t}");
+    }
+
+    #[test]
+    fn the_ambiguity_table_and_picker_rows_show_remote_names_as_text() {
+        let mut a = node("i-0aaaaaaaaaaaaaaaa", "Online", "a.internal");
+        a.name = Some("\x1b]0;pwned\x07".into());
+        let b = node("i-0bbbbbbbbbbbbbbbb", "Online", "b\u{202e}\u{9b}.in");
+        let t = table(&Spec::Pick, &[a, b]);
+        assert!(!t.contains(['\x1b', '\x07', '\u{202e}', '\u{9b}']), "{t:?}");
+        assert!(t.contains("\\x1b]0;pwned\\x07") && t.contains("b\\u{202e}\\u{9b}.in"));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1].find("10.0.0.1"), lines[2].find("10.0.0.1"), "{t}");
     }
 }

@@ -297,7 +297,12 @@ pub struct ForwardArgs {
     #[arg(short = 'D', long = "socks", value_name = "[BIND:]PORT",
           value_parser = super::parse::socks_addr)]
     pub socks: Option<std::net::SocketAddr>,
-    /// Open http://127.0.0.1:<port>/ of the first SPEC in the browser once it is up.
+    /// Let -D listen on an address other machines can reach (e.g. 0.0.0.0): anyone who
+    /// reaches it gets into the target's network, without authentication.
+    #[arg(long)]
+    pub allow_remote_socks: bool,
+    /// Open http://<bind>:<port>/ of the first SPEC in the browser once it is up
+    /// (127.0.0.1 for a 0.0.0.0 bind).
     #[arg(long)]
     pub open: bool,
     #[command(flatten)]

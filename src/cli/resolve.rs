@@ -264,6 +264,9 @@ fn forward_words(args: &mut ForwardArgs) -> Result<(), Failure> {
             }
         }
     }
+    if let Some(addr) = args.socks {
+        crate::session::forward::check_socks_bind(addr, args.allow_remote_socks)?;
+    }
     if args.specs.is_empty() && args.socks.is_none() {
         let hint = match (&args.target, not_a_spec) {
             // `forward 8888:localhost`: a SPEC with a typo, more likely than a target.
@@ -503,5 +506,23 @@ mod tests {
             "{}",
             e.message
         );
+    }
+    #[test]
+    fn socks_beyond_loopback_must_be_asked_for() {
+        let forward = |argv: &[&str]| match resolved(argv) {
+            Ok(Resolved::Forward(r)) => Ok(r),
+            Ok(_) => panic!("not forward"),
+            Err(e) => Err(e),
+        };
+        for lan in ["0.0.0.0:1080", "*:1080", "[::]:1080", "192.168.1.9:1080"] {
+            let e = forward(&["forward", "web-1", "-D", lan]).err().expect(lan);
+            assert_eq!(e.code, ExitCode::Usage, "{lan}");
+            assert!(e.message.contains("--allow-remote-socks"), "{}", e.message);
+            let r = forward(&["forward", "web-1", "-D", lan, "--allow-remote-socks"]).unwrap();
+            assert!(r.socks.is_some_and(|a| !a.ip().is_loopback()));
+        }
+        assert!(forward(&["forward", "web-1", "-D", "127.0.0.1:1080"]).is_ok());
+        // Port forwards beyond loopback stay allowed (with a warning when they listen).
+        assert!(forward(&["forward", "web-1", "0.0.0.0:8080:80"]).is_ok());
     }
 }

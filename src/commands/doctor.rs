@@ -104,7 +104,8 @@ impl Check {
             line.push_str("; fix: ");
             line.push_str(fix);
         }
-        line
+        // Details quote the node's platform and agent, and AWS's error texts: as text.
+        crate::text::shown(&line).into_owned()
     }
 }
 
@@ -149,7 +150,8 @@ impl Report {
             "ok": self.first_failure().is_none(),
             "checks": self.checks,
         });
-        serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".to_owned()) + "\n"
+        let text = serde_json::to_string_pretty(&v).unwrap_or_else(|_| "{}".to_owned());
+        crate::text::json_safe(&text).into_owned() + "\n"
     }
 }
 
@@ -749,5 +751,20 @@ mod tests {
             .find(|c| c.check == "instance connect")
             .unwrap();
         assert_eq!(ic.status, Status::Warn);
+    }
+    #[test]
+    fn what_the_node_says_is_reported_as_text() {
+        let mut n = node("3.3.0.0", "Online", "i-1");
+        n.platform = Some("Amazon\x1b]0;pwned\x07 Linux\u{9b}".into());
+        let mut r = Report::default();
+        node_checks(&n, &mut r);
+        let text = r.text();
+        assert!(!text.contains(['\x1b', '\x07', '\u{9b}']), "{text:?}");
+        assert!(
+            text.contains("Amazon\\x1b]0;pwned\\x07 Linux\\u{9b}"),
+            "{text}"
+        );
+        let json = r.json();
+        assert!(!json.contains(['\x1b', '\x07', '\u{9b}']), "{json:?}");
     }
 }

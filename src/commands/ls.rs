@@ -156,6 +156,9 @@ fn display_name<'a>(
         .or(n.name.as_deref())
 }
 
+/// The most characters a cell of the table shows (a Name tag holds at most 256).
+const CELL_MAX: usize = 256;
+
 impl Listing {
     fn name_cell(&self, n: &NodeInfo) -> String {
         let names = match &self.tags {
@@ -201,6 +204,8 @@ impl Listing {
                     },
                     dash(&n.computer_name),
                 ]
+                // Every cell came from AWS or the instance: text, never terminal controls.
+                .map(|cell| crate::text::shown_max(&cell, CELL_MAX).into_owned())
             })
             .collect();
         let all: Vec<&[String; 8]> = std::iter::once(&header).chain(rows.iter()).collect();
@@ -253,7 +258,10 @@ impl Listing {
                 computer_name: n.computer_name.as_deref(),
             })
             .collect();
-        let mut text = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned());
+        let text = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned());
+        // The same JSON value, with what JSON leaves raw (C1 controls, bidi overrides)
+        // written as \uXXXX: safe on a terminal too.
+        let mut text = crate::text::json_safe(&text).into_owned();
         text.push('\n');
         text
     }
@@ -366,5 +374,42 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&l.json()).unwrap();
         assert_eq!(json[0]["name_tags_read"], false);
+    }
+    #[test]
+    fn remote_names_are_shown_as_text() {
+        let mut fleet = fleet();
+        fleet[1].computer_name = Some("evil\u{9b}2J.corp".into());
+        let tags = Tags::Read(
+            [
+                (
+                    "i-0000000000000000a".to_owned(),
+                    "\x1b]0;pwned\x07".to_owned(),
+                ),
+                ("i-0000000000000000b".to_owned(), "web\u{202e}2".to_owned()),
+            ]
+            .into(),
+        );
+        let l = select(fleet, tags, &[], &BTreeMap::new());
+        let t = l.table(UNIX_EPOCH + std::time::Duration::from_secs(400));
+        assert!(t.contains("\\x1b]0;pwned\\x07"), "{t}");
+        assert!(
+            t.contains("web\\u{202e}2") && t.contains("evil\\u{9b}2J.corp"),
+            "{t}"
+        );
+        assert!(!t.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']), "{t:?}");
+        // Columns line up on what is shown.
+        let header = t.lines().next().unwrap();
+        let row = t.lines().find(|l| l.contains("pwned")).unwrap();
+        assert_eq!(header.find("IP"), row.find("10.0.0."), "{t}");
+        // JSON keeps the value and stays inert: serde escapes C0, json_safe the rest.
+        let json = l.json();
+        assert!(
+            !json.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+            "{json:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let names: Vec<&str> = (0..4).filter_map(|i| v[i]["name"].as_str()).collect();
+        assert!(names.contains(&"\x1b]0;pwned\x07"), "{names:?}");
+        assert!(names.contains(&"web\u{202e}2"), "{names:?}");
     }
 }

@@ -151,14 +151,19 @@ impl ForwardSpec {
     }
 }
 
-/// `i-0abc:8888`, or `db.internal:5432 via i-0abc`.
+/// `i-0abc:8888`, or `db.internal:5432 via i-0abc`. A host name may come from a SOCKS
+/// client: it is shown as text ([`crate::text::shown`]).
 pub fn describe_remote(target: &str, remote: &Remote) -> String {
     match remote {
         Remote::Port(p) => format!("{target}:{p}"),
-        Remote::Host { host, port } if host.contains(':') => {
-            format!("[{host}]:{port} via {target}")
+        Remote::Host { host, port } => {
+            let host = crate::text::shown_max(host, 255);
+            if host.contains(':') {
+                format!("[{host}]:{port} via {target}")
+            } else {
+                format!("{host}:{port} via {target}")
+            }
         }
-        Remote::Host { host, port } => format!("{host}:{port} via {target}"),
     }
 }
 
@@ -167,7 +172,7 @@ pub struct ForwardRequest {
     pub specs: Vec<ForwardSpec>,
     /// `-D [bind:]port`: a SOCKS5 server.
     pub socks: Option<SocketAddr>,
-    /// Open `http://127.0.0.1:<port>/` of the first forward in a browser.
+    /// Open the first forward's address ([`browser_url`]) in a browser.
     pub open: bool,
     pub start: StartOptions,
     pub link: LinkOptions,
@@ -193,6 +198,13 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    // Listening beyond loopback: say so, once per listener, before anything connects.
+    let bound = listeners.iter().chain(socks_listener.as_ref());
+    for addr in bound.filter_map(|l| l.local_addr().ok()) {
+        if let Some(warning) = exposure_warning(addr) {
+            eprintln!("{warning}");
+        }
+    }
     let (stop_tx, stop) = watch::channel(false);
     let shared = Shared {
         ssm: ssm.clone(),
@@ -242,6 +254,56 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
     Ok(first_failure.map_or(0, |c| c as u8))
 }
 
+/// Whether `ip` reaches only this machine (`::ffff:127.0.0.1` included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// The warning line for a listener other machines can reach: no authentication stands
+/// between them and what the target reaches.
+pub fn exposure_warning(bound: SocketAddr) -> Option<String> {
+    (!is_loopback(bound.ip())).then(|| {
+        format!(
+            "sallyport: warning: listening on {bound}, beyond this machine: anyone who can \
+             reach it gets through to the target's network, with no authentication \
+             (bind 127.0.0.1 unless that is meant)"
+        )
+    })
+}
+
+/// `-D` on an address other machines can reach is a SOCKS proxy into the target's network
+/// for anyone on them: refused unless `allowed` (`--allow-remote-socks`).
+pub fn check_socks_bind(addr: SocketAddr, allowed: bool) -> Result<(), Failure> {
+    if allowed || is_loopback(addr.ip()) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        ExitCode::Usage,
+        format!(
+            "-D {addr} would let anyone who can reach this machine into the target's network \
+             (SOCKS has no authentication); bind 127.0.0.1, or pass --allow-remote-socks if \
+             that is what you want"
+        ),
+    ))
+}
+
+/// The URL `--open` opens for a listener bound to `bound`: its own address, or loopback
+/// for a wildcard bind (`0.0.0.0`, `::`), which loopback reaches.
+pub fn browser_url(bound: SocketAddr) -> String {
+    let port = bound.port();
+    match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => format!("http://127.0.0.1:{port}/"),
+        IpAddr::V6(v6) if v6.is_unspecified() => format!("http://[::1]:{port}/"),
+        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
     TcpListener::bind(addr)
         .await
@@ -263,7 +325,7 @@ async fn forward_listener(
         eprintln!("forwarding {local} -> {label}");
         tracing::debug!(mode = mode.name(), "forward up");
         if open {
-            open_browser(local.port());
+            open_browser(local);
         }
     };
     let document = spec.document(local.port());
@@ -362,9 +424,9 @@ impl Kind for Settle {
     }
 }
 
-/// Opens `http://127.0.0.1:<port>/` with the desktop's opener; failure is a warning.
-fn open_browser(port: u16) {
-    let url = format!("http://127.0.0.1:{port}/");
+/// Opens [`browser_url`] of `bound` with the desktop's opener; failure is a warning.
+fn open_browser(bound: SocketAddr) {
+    let url = browser_url(bound);
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
@@ -446,6 +508,50 @@ mod tests {
     }
 
     #[test]
+    fn open_goes_to_the_address_bound() {
+        let url = |a: &str| browser_url(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(url("127.0.0.2:8080"), "http://127.0.0.2:8080/");
+        assert_eq!(url("10.1.2.3:80"), "http://10.1.2.3:80/");
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080/");
+        assert_eq!(url("[fd00::5]:8080"), "http://[fd00::5]:8080/");
+        assert_eq!(
+            url("0.0.0.0:8080"),
+            "http://127.0.0.1:8080/",
+            "wildcard: loopback"
+        );
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080/");
+    }
+
+    #[test]
+    fn listeners_beyond_loopback_warn_and_socks_there_needs_asking() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for lo in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(exposure_warning(a(lo)), None, "{lo}");
+            assert!(check_socks_bind(a(lo), false).is_ok(), "{lo}");
+        }
+        for lan in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.168.1.5:8080",
+            "[fd00::5]:8080",
+        ] {
+            let w = exposure_warning(a(lan)).expect(lan);
+            assert!(w.starts_with("sallyport: warning: listening on "), "{w}");
+            assert!(w.contains(&a(lan).to_string()) && !w.contains('\n'), "{w}");
+            let e = check_socks_bind(a(lan), false).unwrap_err();
+            assert_eq!(e.code, ExitCode::Usage);
+            assert!(e.message.contains("--allow-remote-socks") && !e.message.contains('\n'));
+            assert!(check_socks_bind(a(lan), true).is_ok());
+        }
+    }
+
+    #[test]
     fn remotes_are_described_for_the_user() {
         assert_eq!(
             describe_remote("i-0abc", &Remote::Port(8888)),
@@ -460,6 +566,14 @@ mod tests {
                 }
             ),
             "[::1]:80 via i-0abc"
+        );
+        let hostile = Remote::Host {
+            host: "a\x1b]0;x\x07\u{202e}".into(),
+            port: 80,
+        };
+        assert_eq!(
+            describe_remote("i-0abc", &hostile),
+            "a\\x1b]0;x\\x07\\u{202e}:80 via i-0abc"
         );
     }
 }

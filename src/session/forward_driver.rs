@@ -298,7 +298,8 @@ impl<A: FnOnce(&Mode)> Kind for Forward<'_, A> {
                 customer_message,
             } => {
                 if !customer_message.is_empty() {
-                    eprintln!("{customer_message}");
+                    // The agent's words: text, not terminal controls.
+                    eprintln!("{}", crate::text::shown(&customer_message));
                 }
                 let mode = Mode::for_session(&params);
                 if let Some(announce) = self.announce.take() {
@@ -324,7 +325,7 @@ impl<A: FnOnce(&Mode)> Kind for Forward<'_, A> {
                 let why = if output.is_empty() {
                     "the service ended the session".to_owned()
                 } else {
-                    output
+                    crate::text::shown(output.trim()).into_owned()
                 };
                 return Err(self.failure(ExitCode::SessionEnded, why));
             }

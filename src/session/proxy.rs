@@ -138,6 +138,7 @@ async fn stream(
         }
         Outcome::ClosedByService { output } => {
             if !output.is_empty() {
+                let output = crate::text::shown(output.trim());
                 eprintln!("sallyport: {}: {output}", started.session_id);
             }
             Ok(())

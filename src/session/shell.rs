@@ -58,6 +58,8 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
     lifecycle::terminate(ssm, &opened.started.session_id).await;
     let output = result?;
     if !output.is_empty() {
+        // The service's closing text, after the terminal is back in cooked mode: as text.
+        let output = crate::text::shown(output.trim());
         eprintln!("\nsallyport: {}: {output}", opened.started.session_id);
     }
     Ok(0)

@@ -95,7 +95,15 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<R
             let mut name = vec![0u8; len as usize];
             s.read_exact(&mut name).await?;
             match String::from_utf8(name) {
-                Ok(n) if !n.is_empty() && !n.contains(['/', ' ', '\0']) => n,
+                // A host name never holds a control character or a bidi override; such a
+                // name would only reach a terminal (in messages) and a log.
+                Ok(n)
+                    if !n.is_empty()
+                        && !n.contains(['/', ' '])
+                        && !n.chars().any(crate::text::needs_escape) =>
+                {
+                    n
+                }
                 _ => {
                     s.write_all(&reply_bytes(reply::GENERAL_FAILURE)).await?;
                     return Err(SocksError::BadName);
@@ -279,6 +287,23 @@ mod tests {
                 port: 8080
             }
         );
+    }
+
+    #[tokio::test]
+    async fn names_with_terminal_controls_are_refused() {
+        for name in [
+            &b"a\x1b]0;x\x07"[..],
+            b"evil\xc2\x9b2J",
+            "x\u{202e}y".as_bytes(),
+            b"a\0b",
+        ] {
+            let mut req = vec![5, 1, 0, 5, 1, 0, 3, name.len() as u8];
+            req.extend_from_slice(name);
+            req.extend_from_slice(&80u16.to_be_bytes());
+            let (r, answer) = talk(&req).await;
+            assert_eq!(r.unwrap_err(), SocksError::BadName, "{name:?}");
+            assert_eq!(answer[2..], reply_bytes(reply::GENERAL_FAILURE));
+        }
     }
 
     #[tokio::test]

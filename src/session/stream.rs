@@ -146,9 +146,29 @@ fn explain_end(outcome: &Outcome, target: &str, port: u16) -> Option<Failure> {
             if output.is_empty() {
                 format!("the service closed the session to {target} port {port}")
             } else {
-                format!("the service closed the session to {target} port {port}: {output}")
+                format!(
+                    "the service closed the session to {target} port {port}: {}",
+                    crate::text::shown(output.trim())
+                )
             },
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_closing_words_are_shown_as_text() {
+        let outcome = Outcome::ClosedByService {
+            output: "\x1b]0;pwned\x07bye\u{202e}\n".to_owned(),
+        };
+        let f = explain_end(&outcome, "i-0abc", 22).expect("explained");
+        assert_eq!(
+            f.message,
+            "the service closed the session to i-0abc port 22: \\x1b]0;pwned\\x07bye\\u{202e}"
+        );
     }
 }

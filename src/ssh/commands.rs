@@ -11,7 +11,7 @@ use crate::target::{self, TargetSettings};
 use crate::transport::LinkOptions;
 
 use super::client::{self, Connection, SshOptions};
-use super::known_hosts::{HostKeyPolicy, Strictness};
+use super::known_hosts::{HostKeyPolicy, Strictness, typed_host_name};
 use super::transfer::CopyPlan;
 
 /// Sessions a `scp`/`sftp` copy may use when neither `-j` nor the config file says.
@@ -137,12 +137,15 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         user,
         user_guessed: guessed,
         port: login.port,
+        // OpenSSH through the ProxyCommand keys a host on %h, the name typed: so do we,
+        // beside the ID, or a name moved to another instance would pass unnoticed.
         host_keys: HostKeyPolicy::new(
             login.known_hosts.clone(),
             login.strictness,
             &found.id,
             login.port,
-        )?,
+        )?
+        .also_as(typed_host_name(&s.raw, &found.id)),
         start: found.start_options(s),
         link: login.link.clone(),
     };

@@ -1,10 +1,14 @@
 //! Host keys in OpenSSH's `known_hosts` format, keyed by the instance ID (so `ssh i-0abc`
-//! through `sallyport proxy` and `sallyport ssh i-0abc` share entries).
+//! through `sallyport proxy` and `sallyport ssh i-0abc` share entries) and, when the target
+//! was typed as a name, tag, IP address or alias, by that name too, as OpenSSH keys a
+//! ProxyCommand host on `%h`: `ssh db-1` and `sallyport ssh db-1` share entries, and a
+//! name that now leads to an instance with another key is refused, whatever its ID.
 //!
 //! Read: comments, `@revoked` (a listed key is refused), `@cert-authority` (skipped: we do
 //! not use host certificates), comma-separated patterns with `*`/`?` wildcards and `!`
 //! negation, hashed names (`|1|salt|HMAC-SHA1`), `[host]:port` for ports other than 22.
-//! Written: one plain line per new host, appended.
+//! Written: one plain line per new name, appended; a name that cannot stand in a
+//! known_hosts line as it is (a space, a comma, a pattern character) is written hashed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -181,6 +185,52 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// The name a target was typed as, when host keys should be checked under it too: `None`
+/// for no target or an instance ID typed as such. ssh lower-cases `%h`; a trailing dot is
+/// dropped here (as the target parser drops it) so `db-1.` cannot step round `db-1`'s
+/// entry, and an IP address loses its brackets (`[::1]`).
+pub fn typed_host_name(raw: &str, id: &str) -> Option<String> {
+    let t = raw.trim().trim_end_matches('.');
+    let t = match t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(inner) if inner.parse::<std::net::IpAddr>().is_ok() => inner,
+        _ => t,
+    };
+    let name = t.to_ascii_lowercase();
+    (!name.is_empty() && name != id.to_ascii_lowercase()).then_some(name)
+}
+
+/// Whether `name` can be written into a known_hosts line as it is: anything that would
+/// split the line or read as a pattern, negation, marker, hash or comment cannot.
+fn plain_writable(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['#', '@', '|', '['])
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, ',' | '*' | '?' | '!' | ']')
+        })
+}
+
+/// `|1|salt|HMAC-SHA1(salt, name)`, as `ssh-keygen -H` and `HashKnownHosts yes` write.
+fn hashed_entry(name: &str) -> Result<String, Failure> {
+    use aws_lc_rs::{hmac, rand};
+    let mut salt = [0u8; 20];
+    rand::fill(&mut salt).map_err(|_| {
+        Failure::new(
+            ExitCode::Internal,
+            "no random bytes for a hashed known_hosts entry",
+        )
+    })?;
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt),
+        name.as_bytes(),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!(
+        "|1|{}|{}",
+        b64.encode(salt),
+        b64.encode(tag.as_ref())
+    ))
+}
+
 /// Checks a server's host key against one known_hosts file, recording it when new.
 #[derive(Debug, Clone)]
 pub struct HostKeyPolicy {
@@ -188,6 +238,9 @@ pub struct HostKeyPolicy {
     pub strictness: Strictness,
     /// The instance ID.
     pub host: String,
+    /// The name the target was typed as (see [`typed_host_name`]), checked and recorded
+    /// beside the instance ID.
+    pub typed: Option<String>,
     pub port: u16,
 }
 
@@ -214,12 +267,20 @@ impl HostKeyPolicy {
             path,
             strictness,
             host: host.to_owned(),
+            typed: None,
             port,
         })
     }
 
+    /// Also checks and records the key under `name`, the target as typed.
+    pub fn also_as(mut self, name: Option<String>) -> HostKeyPolicy {
+        self.typed = name.filter(|n| !n.eq_ignore_ascii_case(&self.host));
+        self
+    }
+
     /// `Ok` to go on (after recording a new key, or warning about a changed one under
     /// `no`), `Err` with OpenSSH's kind of message otherwise. Notices go to stderr.
+    /// Every name is looked up before anything is written: a refusal records nothing.
     pub fn check(&self, key: &HostKey) -> Result<(), Failure> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
@@ -231,55 +292,106 @@ impl HostKeyPolicy {
                 ));
             }
         };
+        let id = lookup(&text, &self.host, self.port, key);
+        let typed = (self.typed.as_deref()).map(|n| (n, lookup(&text, n, self.port, key)));
         let entry = host_entry(&self.host, self.port);
-        match lookup(&text, &self.host, self.port, key) {
-            Recorded::Known => Ok(()),
-            Recorded::Revoked(line) => Err(Failure::new(
+        for (name, recorded) in
+            std::iter::once((self.host.as_str(), &id)).chain(typed.iter().map(|(n, r)| (*n, r)))
+        {
+            if let Recorded::Revoked(line) = recorded {
+                return Err(self.revoked(&host_entry(name, self.port), key, *line));
+            }
+        }
+        let mut changed = Vec::new();
+        if let Recorded::Changed(lines) = &id {
+            changed.push(changed_warning(&entry, key, &self.path, lines));
+        }
+        if let Some((name, Recorded::Changed(lines))) = &typed {
+            changed.push(self.name_changed(name, key, lines));
+        }
+        if !changed.is_empty() {
+            let warning = changed.join("\n");
+            if self.strictness != Strictness::No {
+                return Err(Failure::new(ExitCode::HostKey, warning));
+            }
+            eprintln!("{warning}\nsallyport: connecting anyway (--strict-host-key-checking=no)");
+            return Ok(());
+        }
+        let mut new: Vec<&str> = Vec::new();
+        if id == Recorded::Unknown {
+            new.push(&self.host);
+        }
+        if let Some((name, Recorded::Unknown)) = &typed {
+            new.push(name);
+        }
+        let all_new = new.len() == 1 + usize::from(typed.is_some());
+        if new.is_empty() || (self.strictness == Strictness::Yes && !all_new) {
+            // Known under at least one name; `yes` writes nothing.
+            return Ok(());
+        }
+        let shown: Vec<String> = new.iter().map(|n| host_entry(n, self.port)).collect();
+        if self.strictness == Strictness::Yes {
+            return Err(Failure::new(
                 ExitCode::HostKey,
                 format!(
-                    "the {} host key of {entry} ({}) is marked as revoked in {}:{line}; \
-                     refusing to connect",
-                    key.algorithm,
-                    key.fingerprint,
-                    self.path.display()
-                ),
-            )),
-            Recorded::Unknown if self.strictness == Strictness::Yes => Err(Failure::new(
-                ExitCode::HostKey,
-                format!(
-                    "no host key is known for {entry} in {} and --strict-host-key-checking=yes \
+                    "no host key is known for {} in {} and --strict-host-key-checking=yes \
                      is set; the server offered {} {}. Host key verification failed.",
+                    shown.join(" or "),
                     self.path.display(),
                     key.algorithm,
                     key.fingerprint
                 ),
-            )),
-            Recorded::Unknown => {
-                self.record(key)?;
-                eprintln!(
-                    "sallyport: permanently added {entry} ({} {}) to {}",
-                    key.algorithm,
-                    key.fingerprint,
-                    self.path.display()
-                );
-                Ok(())
-            }
-            Recorded::Changed(lines) => {
-                let warning = changed_warning(&entry, key, &self.path, &lines);
-                if self.strictness == Strictness::No {
-                    eprintln!(
-                        "{warning}\nsallyport: connecting anyway (--strict-host-key-checking=no)"
-                    );
-                    Ok(())
-                } else {
-                    Err(Failure::new(ExitCode::HostKey, warning))
-                }
-            }
+            ));
         }
+        self.record(&new, key)?;
+        eprintln!(
+            "sallyport: permanently added {} ({} {}) to {}",
+            shown.join(", "),
+            key.algorithm,
+            key.fingerprint,
+            self.path.display()
+        );
+        Ok(())
     }
 
-    /// Appends `entry algorithm base64` (creating `~/.ssh` 0700 if needed).
-    fn record(&self, key: &HostKey) -> Result<(), Failure> {
+    fn revoked(&self, entry: &str, key: &HostKey, line: usize) -> Failure {
+        Failure::new(
+            ExitCode::HostKey,
+            format!(
+                "the {} host key of {entry} ({}) is marked as revoked in {}:{line}; \
+                 refusing to connect",
+                key.algorithm,
+                key.fingerprint,
+                self.path.display()
+            ),
+        )
+    }
+
+    /// The refusal when the typed name has another key on record than its instance has.
+    fn name_changed(&self, name: &str, key: &HostKey, lines: &[(usize, String)]) -> String {
+        let entry = host_entry(name, self.port);
+        let at: Vec<String> = lines
+            .iter()
+            .map(|(n, alg)| format!("{alg} at {}:{n}", self.path.display()))
+            .collect();
+        format!(
+            "the host key recorded for {entry} ({}) is not the key of {}, the instance \
+             {name} now names: it offered {} {}. Someone may have given another instance \
+             the name {name} (for example a Name tag). Connect by instance ID if {} is the \
+             host you mean; if {name} was moved on purpose, remove the old entry with: \
+             ssh-keygen -R {entry} -f {}. Host key verification failed.",
+            at.join(", "),
+            self.host,
+            key.algorithm,
+            key.fingerprint,
+            self.host,
+            self.path.display()
+        )
+    }
+
+    /// Appends `name algorithm base64` for each of `names` (hashed where a name cannot be
+    /// written plainly), creating `~/.ssh` 0700 if needed.
+    fn record(&self, names: &[&str], key: &HostKey) -> Result<(), Failure> {
         let io = |e: std::io::Error| {
             Failure::new(
                 ExitCode::LocalIo,
@@ -296,22 +408,25 @@ impl HostKeyPolicy {
                 .map_err(io)?;
         }
         let existing = std::fs::read(&self.path).unwrap_or_default();
+        let mut text = String::new();
+        if existing.last().is_some_and(|&b| b != b'\n') {
+            text.push('\n');
+        }
+        for name in names {
+            let entry = host_entry(name, self.port);
+            let entry = if plain_writable(name) {
+                entry
+            } else {
+                hashed_entry(&entry.to_ascii_lowercase())?
+            };
+            text.push_str(&format!("{entry} {} {}\n", key.algorithm, key.base64));
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        let mut line = String::new();
-        if existing.last().is_some_and(|&b| b != b'\n') {
-            line.push('\n');
-        }
-        line.push_str(&format!(
-            "{} {} {}\n",
-            host_entry(&self.host, self.port),
-            key.algorithm,
-            key.base64
-        ));
-        f.write_all(line.as_bytes()).map_err(io)
+        f.write_all(text.as_bytes()).map_err(io)
     }
 }
 
@@ -444,6 +559,130 @@ mod tests {
             ExitCode::HostKey,
             "yes refuses unknown hosts"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    fn temp_file(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sp-kh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir.join("known_hosts"), dir)
+    }
+
+    #[test]
+    fn typed_names_are_what_ssh_keys_percent_h_on() {
+        assert_eq!(typed_host_name("DB-1", "i-0abc"), Some("db-1".into()));
+        assert_eq!(typed_host_name("db-1.", "i-0abc"), Some("db-1".into()));
+        assert_eq!(typed_host_name("[::1]", "i-0abc"), Some("::1".into()));
+        assert_eq!(
+            typed_host_name("10.0.0.7", "i-0abc"),
+            Some("10.0.0.7".into())
+        );
+        assert_eq!(
+            typed_host_name("tag:Env=prod", "i-0abc"),
+            Some("tag:env=prod".into())
+        );
+        assert_eq!(typed_host_name("I-0ABC", "i-0abc"), None, "the ID itself");
+        assert_eq!(typed_host_name("", "i-0abc"), None, "no target: picked");
+    }
+
+    #[test]
+    fn a_name_is_recorded_beside_the_id_and_a_moved_name_is_refused() {
+        let (path, dir) = temp_file("name");
+        let p = HostKeyPolicy::new(Some(path.clone()), Strictness::AcceptNew, "i-0aaa", 22)
+            .unwrap()
+            .also_as(typed_host_name("DB-1", "i-0aaa"));
+        let ka = key("ssh-ed25519", "KEYA");
+        p.check(&ka).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "i-0aaa ssh-ed25519 KEYA\ndb-1 ssh-ed25519 KEYA\n",
+            "one plain line per name, as OpenSSH writes for `ssh db-1`"
+        );
+        // The name now leads to another instance with another key: refused, nothing written.
+        let moved = HostKeyPolicy {
+            host: "i-0bbb".into(),
+            ..p.clone()
+        };
+        let before = std::fs::read_to_string(&path).unwrap();
+        let e = moved.check(&key("ssh-ed25519", "KEYB")).unwrap_err();
+        assert_eq!(e.code, ExitCode::HostKey);
+        assert!(
+            e.message.contains("db-1") && e.message.contains("i-0bbb"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(&format!("{}:2", path.display())),
+            "{}",
+            e.message
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        // By its ID, the other instance is simply new.
+        let by_id = HostKeyPolicy {
+            typed: None,
+            ..moved.clone()
+        };
+        by_id.check(&key("ssh-ed25519", "KEYB")).unwrap();
+        // `no` warns and goes on; `yes` accepts a key known under one of the names.
+        let lax = HostKeyPolicy {
+            strictness: Strictness::No,
+            ..moved.clone()
+        };
+        lax.check(&key("ssh-ed25519", "KEYB")).unwrap();
+        let strict = HostKeyPolicy {
+            strictness: Strictness::Yes,
+            typed: Some("db-2".into()),
+            ..p.clone()
+        };
+        strict.check(&ka).unwrap();
+        assert!(
+            !std::fs::read_to_string(&path).unwrap().contains("db-2"),
+            "yes writes nothing"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_name_recorded_by_openssh_is_honoured_hashed_or_not() {
+        let (path, dir) = temp_file("ossh");
+        let ka = key("ssh-ed25519", "KEYA");
+        // What `ssh -o HashKnownHosts=yes db-1` would have written, with a port.
+        let hashed = hashed_entry("[db-1]:2222").unwrap();
+        std::fs::write(&path, format!("{hashed} ssh-ed25519 OTHER\n")).unwrap();
+        let p = HostKeyPolicy::new(Some(path.clone()), Strictness::AcceptNew, "i-0aaa", 2222)
+            .unwrap()
+            .also_as(Some("db-1".into()));
+        let e = p.check(&ka).unwrap_err();
+        assert_eq!(e.code, ExitCode::HostKey);
+        assert!(e.message.contains("[db-1]:2222"), "{}", e.message);
+        std::fs::write(&path, format!("{hashed} ssh-ed25519 KEYA\n")).unwrap();
+        p.check(&ka).unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("[i-0aaa]:2222 ssh-ed25519 KEYA\n"),
+            "the ID is added; the name's entry stands"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_that_cannot_stand_plainly_are_hashed() {
+        let (path, dir) = temp_file("hash");
+        let p = HostKeyPolicy::new(Some(path.clone()), Strictness::AcceptNew, "i-0aaa", 22)
+            .unwrap()
+            .also_as(Some("my server,*".into()));
+        let ka = key("ssh-ed25519", "KEYA");
+        p.check(&ka).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let second = text.lines().nth(1).unwrap();
+        assert!(second.starts_with("|1|"), "{text}");
+        assert_eq!(lookup(&text, "my server,*", 22, &ka), Recorded::Known);
+        assert_eq!(lookup(&text, "other", 22, &ka), Recorded::Unknown);
+        assert!(plain_writable("db-1") && plain_writable("10.0.0.7") && plain_writable("::1"));
+        for bad in ["a b", "a,b", "*", "!x", "#x", "@x", "|1|x", "[x", "a\tb"] {
+            assert!(!plain_writable(bad), "{bad:?}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -205,10 +205,11 @@ fn io_text(e: &io::Error) -> String {
 pub(crate) fn sftp_problem(path: &str, e: &SftpError) -> Problem {
     match e {
         SftpError::Status(s) => {
+            // The server's words: shown as text, never as terminal controls.
             let text = if s.error_message.is_empty() {
                 s.status_code.to_string()
             } else {
-                s.error_message.clone()
+                crate::text::shown_max(&s.error_message, 512).into_owned()
             };
             item(REMOTE_FILE_ERROR, format!("{}: {text}", printable(path)))
         }
@@ -225,7 +226,10 @@ pub(crate) fn session_failure(e: &SftpError) -> Failure {
              instance is stalled (run with -v to see the data channel's reconnects)",
             sftp_config().request_timeout_secs
         ),
-        other => format!("the SFTP session failed: {other}"),
+        other => format!(
+            "the SFTP session failed: {}",
+            crate::text::shown_max(&other.to_string(), 512)
+        ),
     };
     Failure::new(ExitCode::Protocol, message)
 }
@@ -239,15 +243,14 @@ fn remote_io_problem(path: &str, e: &io::Error) -> Problem {
     if e.kind() == io::ErrorKind::TimedOut {
         return Problem::Fatal(session_failure(&SftpError::Timeout));
     }
-    item(REMOTE_FILE_ERROR, format!("{}: {e}", printable(path)))
+    let text = crate::text::shown_max(&e.to_string(), 512).into_owned();
+    item(REMOTE_FILE_ERROR, format!("{}: {text}", printable(path)))
 }
 
-/// Shows control characters (a newline in a file name) as escapes.
+/// Shows control characters (a newline in a file name), escape sequences and bidi
+/// overrides as escapes: [`crate::text::shown`].
 pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    Cow::Owned(s.chars().flat_map(char::escape_default).collect())
+    crate::text::shown(s)
 }
 
 /// Joins a remote directory and a relative path with exactly one '/'.

@@ -156,7 +156,7 @@ impl<R: AsyncRead + Unpin> Kind for Stream<R> {
                 customer_message, ..
             } => {
                 if !customer_message.is_empty() {
-                    tracing::info!("{customer_message}");
+                    tracing::info!("{}", crate::text::shown(&customer_message));
                 }
             }
             ClientEvent::Closed { output } => {

@@ -21,3 +21,4 @@ mod rotation;
 mod shell;
 mod signing;
 mod tls;
+mod trust;
