@@ -133,6 +133,12 @@ pub struct SshConfigArgs {
     /// ~/.ssh/config (backed up to ~/.ssh/config.sallyport.bak first); idempotent.
     #[arg(long)]
     pub install: bool,
+    /// Reuse one connection per host: ControlMaster auto, a ControlPath in a private
+    /// directory (~/.ssh/sallyport-mux, made 0700), ControlPersist 10m. Later ssh, scp,
+    /// rsync and git to the same host ride the first one's session; `ssh -O exit HOST`
+    /// ends it.
+    #[arg(long)]
+    pub multiplex: bool,
 }
 
 #[derive(Debug, Args)]

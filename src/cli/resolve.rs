@@ -233,7 +233,13 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             })
         }
         Command::Config(ConfigCommand::Ssh(args)) => Resolved::ConfigSsh(ConfigSshRun {
-            block: host_block(inputs.global, inputs.file, args.push_key, args.ephemeral)?,
+            block: host_block(
+                inputs.global,
+                inputs.file,
+                args.push_key,
+                args.ephemeral,
+                args.multiplex,
+            )?,
             install: args.install,
         }),
     })
@@ -332,6 +338,7 @@ fn host_block(
     file: &ConfigFile,
     push_key: bool,
     ephemeral: bool,
+    multiplex: bool,
 ) -> Result<BlockSettings, Failure> {
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
@@ -361,7 +368,42 @@ fn host_block(
         aliases: file.aliases.keys().cloned().collect(),
         push_key,
         ephemeral,
+        control_dir: if multiplex {
+            Some(control_dir()?)
+        } else {
+            None
+        },
     })
+}
+
+/// Where `config ssh --multiplex` puts the control sockets: `~/.ssh/sallyport-mux`, or
+/// `$XDG_RUNTIME_DIR/sallyport-mux` when the home's path is too long for a socket path.
+fn control_dir() -> Result<PathBuf, Failure> {
+    use crate::commands::ssh_config::control_dir_fits;
+    let home = dirs::home_dir().map(|h| h.join(".ssh").join("sallyport-mux"));
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(|d| PathBuf::from(d).join("sallyport-mux"));
+    let tried: Vec<PathBuf> = home.into_iter().chain(runtime).collect();
+    tried
+        .iter()
+        .find(|d| control_dir_fits(d))
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<String> = tried.iter().map(|d| d.display().to_string()).collect();
+            Failure::new(
+                ExitCode::Usage,
+                format!(
+                    "no directory for ssh's control sockets has a path short enough for a unix \
+                 socket (tried: {}); set XDG_RUNTIME_DIR to a short private directory",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -60,8 +60,17 @@ pub async fn ls(args: &LsRun) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// `sallyport config ssh [--push-key [--ephemeral]] [--install]`.
+/// `sallyport config ssh [--push-key [--ephemeral]] [--multiplex] [--install]`.
 pub fn config_ssh(args: ConfigSshRun) -> Result<u8, Failure> {
+    if let Some(dir) = &args.block.control_dir {
+        // ssh does not make the directory, and without it every connection is its own.
+        ssh_config::ensure_control_dir(dir).map_err(|e| {
+            Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot use the directory for ssh's control sockets: {e}"),
+            )
+        })?;
+    }
     let block = ssh_config::host_block(&args.block);
     if !args.install {
         stdout(&block)?;

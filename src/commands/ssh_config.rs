@@ -28,6 +28,48 @@ pub struct BlockSettings {
     pub aliases: Vec<String>,
     pub push_key: bool,
     pub ephemeral: bool,
+    /// `--multiplex`: the private directory for ssh's control sockets.
+    pub control_dir: Option<PathBuf>,
+}
+
+/// ssh's `%C`: a 40-character hash of the local host, host, port and user.
+const CONTROL_NAME_LEN: usize = 40;
+/// While it sets a master up, ssh binds `PATH.` plus 16 random characters, then renames.
+const CONTROL_TEMP_SUFFIX: usize = 17;
+/// `sun_path` (Linux: 108 bytes, macOS and the BSDs: 104), less its terminating NUL.
+#[cfg(target_os = "linux")]
+const SOCKET_PATH_MAX: usize = 107;
+#[cfg(not(target_os = "linux"))]
+const SOCKET_PATH_MAX: usize = 103;
+
+/// Whether sockets in `dir` fit a unix socket path (with ssh's temporary suffix).
+pub fn control_dir_fits(dir: &Path) -> bool {
+    dir.as_os_str().len() + 1 + CONTROL_NAME_LEN + CONTROL_TEMP_SUFFIX <= SOCKET_PATH_MAX
+}
+
+/// Makes `dir` (mode 0700) or checks that the one there is ours: a real directory owned by
+/// this user that no one else can enter. Anyone who can write there could put a socket of
+/// theirs where ssh looks for its master.
+pub fn ensure_control_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Some(parent) = dir.parent() {
+        create_private_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} must be a directory of yours that only you can use (mode 0700, not a link); \
+             remove it or fix its owner and mode",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The `Host` block.
@@ -68,7 +110,27 @@ pub fn host_block(s: &BlockSettings) -> String {
     out.push_str(&format!("    ProxyCommand {}\n", proxy.join(" ")));
     out.push_str("    # Instance IDs and aliases are not DNS names: no canonicalisation.\n");
     out.push_str("    CanonicalizeHostname no\n");
+    if let Some(dir) = &s.control_dir {
+        out.push_str(
+            "    # One session per host, reused by later ssh, scp, rsync and git for 10 minutes\n    # after the last one ends; `ssh -O exit HOST` ends it now.\n",
+        );
+        out.push_str("    ControlMaster auto\n");
+        out.push_str(&format!(
+            "    ControlPath {}\n",
+            config_path(&format!("{}/%C", dir.to_string_lossy().replace('%', "%%")))
+        ));
+        out.push_str("    ControlPersist 10m\n");
+    }
     out
+}
+
+/// A path as an ssh_config argument: in double quotes when it holds a space.
+fn config_path(p: &str) -> String {
+    if p.contains(char::is_whitespace) {
+        format!("\"{p}\"")
+    } else {
+        p.to_owned()
+    }
 }
 
 /// A word of the ProxyCommand: `%` doubled (ssh expands `%` tokens in it), and quoted for
@@ -269,6 +331,66 @@ mod tests {
             aliases: vec!["Jupyter".into(), "web box".into(), "db-1".into()],
             push_key: false,
             ephemeral: false,
+            control_dir: None,
+        }
+    }
+
+    #[test]
+    fn multiplex_adds_a_master_a_private_control_path_and_persistence() {
+        assert!(!host_block(&settings()).contains("Control"));
+        let mut s = settings();
+        s.control_dir = Some("/home/al ice/.ssh/sallyport-mux%x".into());
+        let b = host_block(&s);
+        assert!(b.contains("\n    ControlMaster auto\n"), "{b}");
+        // `%` of the path doubled (ssh expands tokens there), quoted for the space.
+        assert!(
+            b.contains("\n    ControlPath \"/home/al ice/.ssh/sallyport-mux%%x/%C\"\n"),
+            "{b}"
+        );
+        assert!(b.contains("\n    ControlPersist 10m\n"), "{b}");
+        // Inside the Host block: after its ProxyCommand, before anything else.
+        assert!(b.find("ProxyCommand").unwrap() < b.find("ControlMaster").unwrap());
+    }
+
+    #[test]
+    fn control_sockets_must_fit_a_unix_socket_path() {
+        assert!(control_dir_fits(Path::new(
+            "/home/alice/.ssh/sallyport-mux"
+        )));
+        // A directory of N characters leaves N + "/" + 40 + 17 for the socket.
+        let longest = SOCKET_PATH_MAX - 1 - CONTROL_NAME_LEN - CONTROL_TEMP_SUFFIX;
+        let fits = format!("/{}", "d".repeat(longest - 1));
+        let too_long = format!("/{}", "d".repeat(longest));
+        assert!(control_dir_fits(Path::new(&fits)));
+        assert!(!control_dir_fits(Path::new(&too_long)));
+    }
+
+    #[test]
+    fn the_control_directory_is_made_private_and_a_shared_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = sallyport_testbed::instance::sshd::TempDir::new("sallyport-mux").unwrap();
+        let dir = tmp.path().join(".ssh/sallyport-mux");
+        ensure_control_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        ensure_control_dir(&dir).expect("ours already: fine");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ensure_control_dir(&dir).unwrap_err();
+        assert!(e.contains("only you can use"), "{e}");
+        std::fs::remove_dir(&dir).unwrap();
+        // A link to a directory of someone else's choosing.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert!(ensure_control_dir(&dir).is_err());
+        std::fs::remove_file(&dir).unwrap();
+        // Owned by another user.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+            assert!(ensure_control_dir(&dir).is_err());
         }
     }
 

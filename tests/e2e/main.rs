@@ -14,6 +14,7 @@ mod hygiene;
 mod instance_connect;
 mod kms;
 mod ls_doctor;
+mod multiplex;
 mod parallel;
 mod proxy;
 mod resilience;
