@@ -8,7 +8,8 @@
 //!   SFTP server's start directory (its `realpath .`), as OpenSSH's scp assumes; `~user/…`
 //!   needs the server's `expand-path@openssh.com` extension. Download sources are glob
 //!   patterns (`*`, `?`, `[…]`, a backslash quotes the next character), as in OpenSSH scp's
-//!   SFTP mode; a pattern that matches nothing is used as a plain name.
+//!   SFTP mode; a pattern that matches nothing is used as a plain name, and when no such
+//!   file exists either it is reported as a pattern that matches nothing (exit 17).
 //! * Modes: a new file gets the source's permission bits (`& 0777`) minus the receiving
 //!   side's umask (the local umask on download; sftp-server's on upload), like OpenSSH. An
 //!   existing file keeps its mode. With `preserve` (`-p`), modes are set exactly and

@@ -19,3 +19,4 @@ mod rotation;
 mod shell;
 mod signing;
 mod tls;
+mod transfer_safety;

@@ -40,8 +40,12 @@ impl Copier<'_> {
                 ));
                 continue;
             }
+            // Nothing matched: the pattern itself is tried as a name, as OpenSSH does.
+            let unmatched = super::super::glob::has_glob(&pattern_abs)
+                && paths == [super::super::glob::unescape_glob(&pattern_abs)];
             for path in paths {
-                self.download_one(&path, &dest, dest_is_dir).await?;
+                self.download_one(&path, &dest, dest_is_dir, unmatched)
+                    .await?;
             }
         }
         Ok(())
@@ -52,9 +56,22 @@ impl Copier<'_> {
         path: &str,
         dest: &Path,
         dest_is_dir: bool,
+        unmatched: bool,
     ) -> Result<(), Failure> {
         let attrs = match self.sftp.metadata(path).await {
             Ok(a) => a,
+            Err(SftpError::Status(s))
+                if unmatched && s.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
+            {
+                self.note(&Failure::new(
+                    REMOTE_FILE_ERROR,
+                    format!(
+                        "{}: no such file or directory (the pattern matches nothing)",
+                        printable(path)
+                    ),
+                ));
+                return Ok(());
+            }
             Err(e) => {
                 self.absorb::<()>(Err(sftp_problem(path, &e)))?;
                 return Ok(());
