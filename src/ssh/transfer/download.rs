@@ -24,9 +24,11 @@ impl Copier<'_> {
             let Some(pattern_abs) = self.absorb(step)? else {
                 continue;
             };
-            let paths = match remote_glob(self.sftp, &pattern_abs).await {
-                Ok(p) => p,
-                Err(e) => return Err(session_failure(&e)),
+            let step = remote_glob(self.sftp, &pattern_abs)
+                .await
+                .map_err(|e| list_problem(pattern, &e));
+            let Some(paths) = self.absorb(step)? else {
+                continue;
             };
             if paths.len() > 1 && !dest_is_dir {
                 self.note(&Failure::new(
@@ -325,15 +327,14 @@ impl Copier<'_> {
                         continue;
                     }
                     ancestors.push(canonical.clone());
-                    let entries = match self.sftp.read_dir(remote.as_str()).await {
-                        Ok(rd) => rd,
-                        Err(e) => {
-                            self.absorb::<()>(Err(sftp_problem(&remote, &e)))?;
-                            continue;
-                        }
+                    let step = self
+                        .sftp
+                        .list(&remote)
+                        .await
+                        .map_err(|e| list_problem(&remote, &e));
+                    let Some(mut entries) = self.absorb(step)? else {
+                        continue;
                     };
-                    let mut entries: Vec<(String, FileAttributes)> =
-                        entries.map(|e| (e.file_name(), e.metadata())).collect();
                     entries.sort_by(|a, b| a.0.cmp(&b.0));
                     let step = self.make_local_dir(&local, &attrs).await;
                     let Some(finish) = self.absorb(step)? else {

@@ -262,6 +262,14 @@ async fn sftp_channel(
     Ok(channel.into_stream())
 }
 
+/// Opens an SFTP channel on `conn` for bounded listings ([`Sftp::list`]).
+pub(crate) async fn open_lister(conn: &Connection) -> Result<RawSftpSession, Failure> {
+    let stream = sftp_channel(conn).await?;
+    let raw = RawSftpSession::new_with_config(stream, sftp_config());
+    raw.init().await.map_err(|e| session_failure(&e))?;
+    Ok(raw)
+}
+
 /// The files and which way they go, shared by the lanes.
 struct Jobs {
     files: Vec<FileJob>,
@@ -503,7 +511,7 @@ pub(crate) async fn copy(
     par: &ParallelOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
 ) -> Result<Outcome, Failure> {
-    let walk = open_session(&first).await;
+    let walk = Sftp::open(&first).await;
     let lane = match &walk {
         Ok(_) => res.add_lane_on(&first).await,
         Err(_) => Ok(()),
@@ -512,14 +520,14 @@ pub(crate) async fn copy(
     let sftp = walk?;
     lane?;
     let result = copy_with(&sftp, connector, res, plan, opts, par, report).await;
-    let _ = sftp.close().await;
+    sftp.close().await;
     result
 }
 
 /// [`copy`] with the walk on `sftp`, and the lanes in `res` (idle ones first, then new
 /// connections from `connector`). The lanes still alive go back to `res`.
 pub(crate) async fn copy_with(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     connector: &Connector,
     res: &Resources,
     plan: &CopyPlan,
