@@ -37,6 +37,38 @@ impl Server {
     }
 }
 
+/// Starts sftp-server (umask 022) and a raw SFTP session on it (initialised). `None` if
+/// this machine has no sftp-server (see [`start`]).
+pub(crate) async fn start_raw(start: &Path) -> Option<(RawSftpSession, Child)> {
+    let Some(program) = SERVERS.iter().find(|p| Path::new(p).exists()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no sftp-server at {SERVERS:?}: install the Debian package openssh-sftp-server"
+        );
+        return None;
+    };
+    let mut child = Command::new(program)
+        .args(["-u", "022", "-d"])
+        .arg(start)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sftp-server");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let raw = RawSftpSession::new_with_config(
+        tokio::io::join(stdout, stdin),
+        crate::ssh::transfer::sftp_config(),
+    );
+    tokio::time::timeout(LIMIT, raw.init())
+        .await
+        .expect("SFTP init timed out")
+        .expect("SFTP init");
+    Some((raw, child))
+}
+
 /// Starts sftp-server (umask 022, start directory `start`) and an SFTP session on it with
 /// `config`; `delay` is added to each direction. `None` (with the reason printed) if this
 /// machine has no sftp-server.

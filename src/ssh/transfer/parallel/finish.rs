@@ -350,6 +350,71 @@ mod tests {
         assert_eq!(remote_dir("f"), "");
     }
 
+    /// Finishes an upload of `job` (its data already in `temp`) over `raw`.
+    async fn finish_one(raw: RawSftpSession, posix: bool, preserve: bool, job: &FileJob) {
+        let res = Resources::default();
+        res.posix_rename
+            .store(posix, std::sync::atomic::Ordering::Relaxed);
+        let lanes = [raw];
+        let up = UploadFinish {
+            lanes: &lanes,
+            res: &res,
+            preserve,
+            umask: tokio::sync::OnceCell::new(),
+        };
+        let temp = remote_temp_name(&job.remote, 0);
+        let done = tokio::time::timeout(super::super::super::test_fixture::LIMIT, async {
+            up.finish(job, &temp).await
+        })
+        .await
+        .expect("bounded");
+        assert!(done.is_ok(), "posix-rename {posix}");
+    }
+
+    #[tokio::test]
+    async fn uploads_are_renamed_into_place_with_or_without_posix_rename() {
+        use super::super::super::test_fixture as fx;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = fx::TempDir::new("finish-upload");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for posix in [true, false] {
+            for (name, existing) in [("new.bin", false), ("old.bin", true)] {
+                let remote = dir.path().join(format!("{posix}-{name}"));
+                if existing {
+                    std::fs::write(&remote, b"old").unwrap();
+                    std::fs::set_permissions(&remote, std::fs::Permissions::from_mode(0o600))
+                        .unwrap();
+                }
+                let job = FileJob {
+                    remote: remote.to_str().unwrap().to_owned(),
+                    local: PathBuf::from("/nonexistent"),
+                    size: 3,
+                    mode: 0o666,
+                    times: None,
+                };
+                let temp = PathBuf::from(remote_temp_name(&job.remote, 0));
+                std::fs::write(&temp, b"new").unwrap();
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)).unwrap();
+                let Some((raw, _server)) = fx::start_raw(dir.path()).await else {
+                    return;
+                };
+                finish_one(raw, posix, false, &job).await;
+                assert_eq!(std::fs::read(&remote).unwrap(), b"new");
+                assert!(!temp.exists(), "renamed, not copied");
+                // An existing file keeps its mode; a new one: 0666 minus sftp-server's 022.
+                let want = if existing { 0o600 } else { 0o644 };
+                assert_eq!(mode(&remote), want, "{name}, posix-rename {posix}");
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().contains("sallyport"))
+            .collect();
+        assert!(left.is_empty(), "no probe or temporary file left: {left:?}");
+    }
+
     #[test]
     fn the_rename_request_is_two_ssh_strings() {
         assert_eq!(
