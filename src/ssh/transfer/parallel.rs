@@ -145,7 +145,8 @@ struct Jobs {
     bar: Option<ProgressBar>,
 }
 
-struct SftpLane {
+struct SftpLane<'a> {
+    res: &'a Resources,
     raw: RawSftpSession,
     jobs: Arc<Jobs>,
 }
@@ -156,13 +157,14 @@ struct LaneOpener<'a> {
     jobs: Arc<Jobs>,
 }
 
-impl Opener for LaneOpener<'_> {
-    type Lane = SftpLane;
-    async fn open(&self) -> Result<SftpLane, Failure> {
+impl<'a> Opener for LaneOpener<'a> {
+    type Lane = SftpLane<'a>;
+    async fn open(&self) -> Result<SftpLane<'a>, Failure> {
         let conn = self.connector.connect().await?;
         let raw = self.res.open_raw(&conn).await;
         self.res.add(conn).await;
         Ok(SftpLane {
+            res: self.res,
             raw: raw?,
             jobs: self.jobs.clone(),
         })
@@ -184,7 +186,7 @@ fn piece_local(path: &Path, e: &io::Error) -> PieceError {
     }
 }
 
-impl Lane for SftpLane {
+impl Lane for SftpLane<'_> {
     async fn run(&mut self, piece: Piece) -> Result<(), PieceError> {
         let job = &self.jobs.files[piece.file];
         let mut moved = 0;
@@ -207,7 +209,7 @@ impl Lane for SftpLane {
     }
 }
 
-impl SftpLane {
+impl SftpLane<'_> {
     fn count(&self, moved: &mut u64, n: u64) {
         *moved += n;
         if let Some(bar) = &self.jobs.bar {
@@ -300,7 +302,9 @@ impl SftpLane {
         Ok(out)
     }
 
-    /// Writes a piece into `temp`, the temporary file the planner created.
+    /// Writes a piece into `temp`: the temporary file the planner created, or for a
+    /// file of one piece, made here (exclusively and 0600, or truncated when a piece
+    /// redone finds it made), so that only files being copied have one.
     async fn upload(
         &self,
         job: &FileJob,
@@ -309,12 +313,29 @@ impl SftpLane {
         moved: &mut u64,
     ) -> Result<(), PieceError> {
         let remote = job.remote.as_str();
+        let (flags, attrs) = match (p.whole, self.res.has_remote_temp(temp)) {
+            (true, false) => (
+                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                FileAttributes {
+                    permissions: Some(0o600),
+                    ..FileAttributes::default()
+                },
+            ),
+            (true, true) => (
+                OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                FileAttributes::default(),
+            ),
+            (false, _) => (OpenFlags::WRITE, FileAttributes::default()),
+        };
         let handle = self
             .raw
-            .open(temp, OpenFlags::WRITE, FileAttributes::default())
+            .open(temp, flags, attrs)
             .await
             .map_err(|e| piece_sftp(remote, &e))?
             .handle;
+        if p.whole {
+            self.res.remote_temp_added(temp);
+        }
         let written = self.write_from(&handle, job, p, moved).await;
         let closed = self.raw.close(handle).await;
         written?;
@@ -430,9 +451,22 @@ impl Copier<'_> {
         } = plan;
         // Prepare each file's temporary file; a file whose cannot be made is reported
         // and skipped.
+        let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
+        let mut pieces = stripe::split(&sizes, par.lanes);
         let (temps, remote_temps) = match direction {
             Direction::Download => (self.prepare_downloads(&files, res)?, Vec::new()),
-            Direction::Upload => (Vec::new(), self.prepare_uploads(&files, res).await?),
+            Direction::Upload => {
+                let whole: Vec<bool> =
+                    pieces
+                        .iter()
+                        .filter(|p| p.whole)
+                        .fold(vec![false; files.len()], |mut v, p| {
+                            v[p.file] = true;
+                            v
+                        });
+                let made = self.prepare_uploads(&files, &whole, res).await?;
+                (Vec::new(), made)
+            }
         };
         let skip: Vec<bool> = (0..files.len())
             .map(|i| match direction {
@@ -440,8 +474,6 @@ impl Copier<'_> {
                 Direction::Upload => remote_temps[i].is_none(),
             })
             .collect();
-        let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
-        let mut pieces = stripe::split(&sizes, par.lanes);
         pieces.retain(|p| !skip[p.file]);
         let total = pieces.iter().fold(0u64, |t, p| t.saturating_add(p.len));
         let bar = self.total_bar(total);
@@ -461,6 +493,7 @@ impl Copier<'_> {
             .take_idle()
             .into_iter()
             .map(|raw| SftpLane {
+                res,
                 raw,
                 jobs: jobs.clone(),
             })

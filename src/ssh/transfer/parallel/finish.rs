@@ -131,17 +131,22 @@ impl Copier<'_> {
         Ok(temps)
     }
 
-    /// Creates each upload's temporary file on the server, empty, exclusively and 0600;
-    /// `None` where it failed (reported).
+    /// Names each upload's temporary file on the server and creates those of files of
+    /// several pieces (not `whole`), empty, exclusively and 0600 (a lane creates a
+    /// one-piece file's when it copies it); `None` where that failed (reported).
     pub(super) async fn prepare_uploads(
         &mut self,
         files: &[FileJob],
+        whole: &[bool],
         res: &Resources,
     ) -> Result<Vec<Option<String>>, Failure> {
         let sftp = self.sftp;
         let made: Vec<Step<String>> = futures_util::stream::iter(files.iter().enumerate())
             .map(|(i, job)| async move {
                 let temp = remote_temp_name(&job.remote, i);
+                if whole[i] {
+                    return Ok(temp);
+                }
                 sftp.open_with_flags_and_attributes(
                     temp.as_str(),
                     OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,

@@ -55,8 +55,11 @@ impl Resources {
         }
     }
 
+    /// Registers `p` (once) for removal should the copy stop.
     pub(super) fn remote_temp_added(&self, p: &str) {
-        if let Ok(mut t) = self.remote_temps.lock() {
+        if let Ok(mut t) = self.remote_temps.lock()
+            && !t.iter().any(|x| x == p)
+        {
             t.push(p.to_owned());
         }
     }
@@ -65,6 +68,12 @@ impl Resources {
         if let Ok(mut t) = self.remote_temps.lock() {
             t.retain(|x| x != p);
         }
+    }
+
+    pub(super) fn has_remote_temp(&self, p: &str) -> bool {
+        self.remote_temps
+            .lock()
+            .is_ok_and(|t| t.iter().any(|x| x == p))
     }
 
     pub(super) fn posix_rename(&self) -> bool {
