@@ -449,31 +449,9 @@ impl Copier<'_> {
             local_dirs,
             remote_dirs,
         } = plan;
-        // Prepare each file's temporary file; a file whose cannot be made is reported
-        // and skipped.
         let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
         let mut pieces = stripe::split(&sizes, par.lanes);
-        let (temps, remote_temps) = match direction {
-            Direction::Download => (self.prepare_downloads(&files, res)?, Vec::new()),
-            Direction::Upload => {
-                let whole: Vec<bool> =
-                    pieces
-                        .iter()
-                        .filter(|p| p.whole)
-                        .fold(vec![false; files.len()], |mut v, p| {
-                            v[p.file] = true;
-                            v
-                        });
-                let made = self.prepare_uploads(&files, &whole, res).await?;
-                (Vec::new(), made)
-            }
-        };
-        let skip: Vec<bool> = (0..files.len())
-            .map(|i| match direction {
-                Direction::Download => temps[i].is_none(),
-                Direction::Upload => remote_temps[i].is_none(),
-            })
-            .collect();
+        let (temps, remote_temps, skip) = self.prepare(&files, &pieces, direction, res).await?;
         pieces.retain(|p| !skip[p.file]);
         let total = pieces.iter().fold(0u64, |t, p| t.saturating_add(p.len));
         let bar = self.total_bar(total);
@@ -559,6 +537,38 @@ impl Copier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Each file's temporary file (see [`finish`]); a file whose cannot be made is
+    /// reported and skipped (`true` in the third list).
+    async fn prepare(
+        &mut self,
+        files: &[FileJob],
+        pieces: &[Piece],
+        direction: Direction,
+        res: &Resources,
+    ) -> Result<(Vec<Option<PathBuf>>, Vec<Option<String>>, Vec<bool>), Failure> {
+        let (temps, remote_temps) = match direction {
+            Direction::Download => (self.prepare_downloads(files, res)?, Vec::new()),
+            Direction::Upload => {
+                let whole =
+                    pieces
+                        .iter()
+                        .filter(|p| p.whole)
+                        .fold(vec![false; files.len()], |mut v, p| {
+                            v[p.file] = true;
+                            v
+                        });
+                (Vec::new(), self.prepare_uploads(files, &whole, res).await?)
+            }
+        };
+        let skip = (0..files.len())
+            .map(|i| match direction {
+                Direction::Download => temps[i].is_none(),
+                Direction::Upload => remote_temps[i].is_none(),
+            })
+            .collect();
+        Ok((temps, remote_temps, skip))
     }
 
     /// Renames each copied file into place; a failed one's temporary file is removed.
