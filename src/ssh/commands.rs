@@ -307,13 +307,14 @@ pub async fn sftp(run: SftpRun) -> Result<u8, Failure> {
 /// failure the data channel explains better replaces SFTP's own.
 async fn with_sftp(
     mut conn: Connection,
-    work: impl AsyncFnOnce(&russh_sftp::client::SftpSession) -> Result<u8, Failure>,
+    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, Failure>,
 ) -> Result<u8, Failure> {
-    let opened = open_sftp(&conn).await;
+    // Two channels: the session, and one for bounded directory listings.
+    let opened = super::transfer::Sftp::open(&conn).await;
     let result = match opened {
         Ok(sftp) => {
             let r = work(&sftp).await;
-            let _ = sftp.close().await;
+            sftp.close().await;
             r
         }
         Err(f) => Err(f),
@@ -324,32 +325,6 @@ async fn with_sftp(
     };
     conn.close().await;
     result
-}
-
-async fn open_sftp(conn: &Connection) -> Result<russh_sftp::client::SftpSession, Failure> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::new(ExitCode::Protocol, format!("{what}: {e}"))
-    };
-    let channel = conn
-        .handle
-        .channel_open_session()
-        .await
-        .map_err(|e| failed("cannot open an SSH channel", &e))?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| failed("the server refused the sftp subsystem", &e))?;
-    russh_sftp::client::SftpSession::new_with_config(
-        channel.into_stream(),
-        super::transfer::sftp_config(),
-    )
-    .await
-    .map_err(|e| {
-        failed(
-            "SFTP did not start (is the server's sftp subsystem enabled?)",
-            &e,
-        )
-    })
 }
 
 #[cfg(test)]

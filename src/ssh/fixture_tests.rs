@@ -1,5 +1,5 @@
 //! Test fixture: OpenSSH's real `sftp-server` as a child process, an [`SftpSession`] on
-//! its stdio (optionally through a pipe that delays each direction), and temporary
+//! its stdio (and a second one for the [`Sftp`]'s listings) (optionally through a pipe that delays each direction), and temporary
 //! directories that clean up after themselves.
 
 use std::os::unix::fs::PermissionsExt;
@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use russh_sftp::client::{Config, SftpSession};
+use russh_sftp::client::{Config, RawSftpSession, SftpSession};
+
+use crate::ssh::transfer::Sftp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -22,15 +24,49 @@ const SERVERS: [&str; 3] = [
 pub(crate) const LIMIT: Duration = Duration::from_secs(120);
 
 pub(crate) struct Server {
-    pub sftp: SftpSession,
+    pub sftp: Sftp,
     child: Child,
+    lister: Child,
 }
 
 impl Server {
     /// Ends sftp-server, as a dropped connection would.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill sftp-server");
+        self.lister.kill().await.expect("kill sftp-server");
     }
+}
+
+/// Starts sftp-server (umask 022) and a raw SFTP session on it (initialised). `None` if
+/// this machine has no sftp-server (see [`start`]).
+pub(crate) async fn start_raw(start: &Path) -> Option<(RawSftpSession, Child)> {
+    let Some(program) = SERVERS.iter().find(|p| Path::new(p).exists()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no sftp-server at {SERVERS:?}: install the Debian package openssh-sftp-server"
+        );
+        return None;
+    };
+    let mut child = Command::new(program)
+        .args(["-u", "022", "-d"])
+        .arg(start)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sftp-server");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let raw = RawSftpSession::new_with_config(
+        tokio::io::join(stdout, stdin),
+        crate::ssh::transfer::sftp_config(),
+    );
+    tokio::time::timeout(LIMIT, raw.init())
+        .await
+        .expect("SFTP init timed out")
+        .expect("SFTP init");
+    Some((raw, child))
 }
 
 /// Starts sftp-server (umask 022, start directory `start`) and an SFTP session on it with
@@ -47,28 +83,44 @@ pub(crate) async fn start(start: &Path, config: Config, delay: Option<Duration>)
         eprintln!("skipped: no sftp-server at {SERVERS:?} (install openssh-sftp-server)");
         return None;
     };
-    let mut child = Command::new(program)
-        .args(["-u", "022", "-d"])
-        .arg(start)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn sftp-server");
+    let spawn = || {
+        Command::new(program)
+            .args(["-u", "022", "-d"])
+            .arg(start)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sftp-server")
+    };
+    let mut child = spawn();
     let stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
+    let lister_config = config.clone();
     let session = async {
         match delay {
             None => SftpSession::new_with_config(tokio::io::join(stdout, stdin), config).await,
             Some(d) => SftpSession::new_with_config(delayed(stdout, stdin, d), config).await,
         }
     };
-    let sftp = tokio::time::timeout(LIMIT, session)
+    let session = tokio::time::timeout(LIMIT, session)
         .await
         .expect("SFTP init timed out")
         .expect("SFTP init");
-    Some(Server { sftp, child })
+    let mut lister = spawn();
+    let stdin = lister.stdin.take().expect("stdin");
+    let stdout = lister.stdout.take().expect("stdout");
+    let raw = RawSftpSession::new_with_config(tokio::io::join(stdout, stdin), lister_config);
+    tokio::time::timeout(LIMIT, raw.init())
+        .await
+        .expect("SFTP init timed out")
+        .expect("SFTP init");
+    Some(Server {
+        sftp: Sftp::new(session, raw),
+        child,
+        lister,
+    })
 }
 
 /// A stream to the server whose bytes each take `delay` to arrive, either way.

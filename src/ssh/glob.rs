@@ -1,11 +1,14 @@
 //! Shell-style patterns for `scp` and `sftp` sources, as OpenSSH's scp (SFTP mode) and
 //! sftp expand them: `*`, `?`, `[…]` (with `!` negation and ranges), a backslash quotes
 //! the next character; names starting with `.` match only an explicit `.`.
+//!
+//! Bounds: each remote directory is listed through [`Sftp::list`] (at most
+//! [`MAX_LISTING_ENTRIES`] entries), and a pattern expands to at most that many paths at
+//! any step (local patterns too); beyond that the expansion is an error, not a truncation.
 
-use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 
-use super::transfer::{is_plain_name, remote_join};
+use super::transfer::{ListError, MAX_LISTING_ENTRIES, Sftp, is_plain_name, remote_join};
 
 /// Whether `pattern` has an unquoted `*`, `?` or `[`.
 pub fn has_glob(pattern: &str) -> bool {
@@ -136,40 +139,65 @@ fn match_class(p: &[char], c: char) -> Option<(bool, usize)> {
 }
 
 /// Expands a remote pattern into the paths that exist, sorted; a pattern without
-/// wildcards, or one that matches nothing, comes back unquoted as the only path. Only
-/// a lost session is an error.
-pub async fn remote_glob(sftp: &SftpSession, pattern: &str) -> Result<Vec<String>, SftpError> {
-    expand(pattern, async |dir: &str| match sftp.read_dir(dir).await {
-        Ok(entries) => Ok(Some(
-            entries
-                .map(|e| e.file_name())
-                .filter(|n| is_plain_name(n))
-                .collect(),
-        )),
-        // Missing or unreadable: no matches there.
-        Err(SftpError::Status(_)) => Ok(None),
-        Err(e) => Err(e),
+/// wildcards, or one that matches nothing, comes back unquoted as the only path. A
+/// directory that cannot be listed matches nothing there; a listing or a set of matches
+/// beyond [`Sftp::max_entries`] is an error, as is a lost session.
+pub async fn remote_glob(sftp: &Sftp, pattern: &str) -> Result<Vec<String>, ListError> {
+    let cap = sftp.max_entries();
+    let too_many = || ListError::TooLong { entries: cap };
+    expand(pattern, cap, too_many, async |dir: &str| {
+        match sftp.list(dir).await {
+            Ok(entries) => Ok(Some(
+                entries
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .filter(|n| is_plain_name(n))
+                    .collect(),
+            )),
+            // Missing or unreadable: no matches there.
+            Err(ListError::Sftp(SftpError::Status(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
     })
     .await
 }
 
+/// A local pattern matched more than [`MAX_LISTING_ENTRIES`] paths (or a directory on
+/// the way has more entries).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooMany;
+
 /// Expands a local pattern like [`remote_glob`] (names that are not UTF-8 are left out).
-pub async fn local_glob(pattern: &str) -> Vec<String> {
-    let expanded = expand(pattern, async |dir: &str| {
-        Ok::<_, std::convert::Infallible>(std::fs::read_dir(dir).ok().map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        }))
-    })
-    .await;
-    let Ok(paths) = expanded;
-    paths
+pub async fn local_glob(pattern: &str) -> Result<Vec<String>, TooMany> {
+    let cap = MAX_LISTING_ENTRIES;
+    expand(
+        pattern,
+        cap,
+        || TooMany,
+        async |dir: &str| {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return Ok(None);
+            };
+            let names: Vec<String> = rd
+                .take(cap + 1)
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            if names.len() > cap {
+                return Err(TooMany);
+            }
+            Ok(Some(names))
+        },
+    )
+    .await
 }
 
 /// The walk both expansions share, one path component at a time: `list(dir)` gives the
-/// names in a directory (`None`: it cannot be listed, so nothing matches there).
+/// names in a directory (`None`: it cannot be listed, so nothing matches there). More
+/// than `cap` paths at any step is `too_many()`.
 async fn expand<E>(
     pattern: &str,
+    cap: usize,
+    too_many: impl Fn() -> E,
     mut list: impl AsyncFnMut(&str) -> Result<Option<Vec<String>>, E>,
 ) -> Result<Vec<String>, E> {
     if !has_glob(pattern) {
@@ -194,6 +222,9 @@ async fn expand<E>(
                     .filter(|n| glob_match(component, n))
                     .collect();
                 names.sort();
+                if next.len() + names.len() > cap {
+                    return Err(too_many());
+                }
                 next.extend(names.iter().map(|n| remote_join(base, n)));
             }
         } else {
@@ -245,12 +276,12 @@ mod tests {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
         let base = escape_glob(dir.to_str().unwrap());
-        let got = local_glob(&format!("{base}/*.txt")).await;
+        let got = local_glob(&format!("{base}/*.txt")).await.unwrap();
         assert_eq!(got, [format!("{base}/a.txt"), format!("{base}/b.txt")]);
-        let got = local_glob(&format!("{base}/*/*.txt")).await;
+        let got = local_glob(&format!("{base}/*/*.txt")).await.unwrap();
         assert_eq!(got, [format!("{base}/sub/d.txt")]);
         let none = format!("{base}/*.none");
-        assert_eq!(local_glob(&none).await, vec![none]);
+        assert_eq!(local_glob(&none).await, Ok(vec![none]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,4 +1,4 @@
-//! `sallyport sftp`: OpenSSH sftp's command interpreter over an [`SftpSession`].
+//! `sallyport sftp`: OpenSSH sftp's command interpreter over an [`Sftp`] session.
 //!
 //! Lines are split like OpenSSH's sftp: whitespace separates words; `'…'` and `"…"` quote
 //! (a backslash escapes only the closing quote, or `\\` within double quotes); outside
@@ -14,15 +14,14 @@
 
 use std::path::{Path, PathBuf};
 
-use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, FileType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{ExitCode, Failure};
 use crate::ssh::glob::{self, escape_glob};
 use crate::ssh::transfer::{
-    self, CopyOptions, CopyPlan, Direction, Problem, printable, remote_join, resolve_remote,
-    session_failure, sftp_problem,
+    self, CopyOptions, CopyPlan, Direction, Problem, Sftp, list_problem, printable, remote_join,
+    resolve_remote, session_failure, sftp_problem,
 };
 
 /// How the session runs.
@@ -39,7 +38,7 @@ pub struct ShellOptions {
 /// Runs commands from `input` until EOF or `exit`/`quit`/`bye`; `Ok` is the exit code.
 /// `Err` only when the SFTP session is lost or `out`/`err` cannot be written.
 pub async fn run<R, W, E>(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     input: R,
     opts: &ShellOptions,
     out: &mut W,
@@ -55,7 +54,7 @@ where
 
 /// [`run`], with `get`/`put` spread over several sessions when `striping` is given.
 pub async fn run_striped<R, W, E>(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     striping: Option<&Striping<'_>>,
     mut input: R,
     opts: &ShellOptions,
@@ -309,7 +308,7 @@ mod transfers;
 pub use transfers::Striping;
 
 struct Shell<'a> {
-    sftp: &'a SftpSession,
+    sftp: &'a Sftp,
     cwd: String,
     home: String,
     lcwd: PathBuf,
@@ -466,7 +465,7 @@ impl Shell<'_> {
         let pattern = resolve_remote(self.sftp, &self.cwd, &word.pattern, true).await?;
         glob::remote_glob(self.sftp, &pattern)
             .await
-            .map_err(|e| Problem::Fatal(session_failure(&e)))
+            .map_err(|e| list_problem(&word.text, &e))
     }
 
     fn local(&self, text: &str) -> PathBuf {
@@ -553,11 +552,11 @@ impl Shell<'_> {
             }
             let entries = self
                 .sftp
-                .read_dir(target.as_str())
+                .list(&target)
                 .await
-                .map_err(|e| in_cmd("ls", sftp_problem(&target, &e)))?;
+                .map_err(|e| in_cmd("ls", list_problem(&target, &e)))?;
             let mut entries: Vec<(String, FileAttributes)> = entries
-                .map(|e| (e.file_name(), e.metadata()))
+                .into_iter()
                 .filter(|(n, _)| all || !n.starts_with('.'))
                 .collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -11,7 +11,7 @@ struct Ran {
     err: String,
 }
 
-async fn shell(sftp: &SftpSession, script: &str, opts: ShellOptions) -> Ran {
+async fn shell(sftp: &crate::ssh::transfer::Sftp, script: &str, opts: ShellOptions) -> Ran {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = tokio::time::timeout(
         LIMIT,

@@ -8,7 +8,8 @@
 //!   SFTP server's start directory (its `realpath .`), as OpenSSH's scp assumes; `~user/…`
 //!   needs the server's `expand-path@openssh.com` extension. Download sources are glob
 //!   patterns (`*`, `?`, `[…]`, a backslash quotes the next character), as in OpenSSH scp's
-//!   SFTP mode; a pattern that matches nothing is used as a plain name.
+//!   SFTP mode; a pattern that matches nothing is used as a plain name, and when no such
+//!   file exists either it is reported as a pattern that matches nothing (exit 17).
 //! * Modes: a new file gets the source's permission bits (`& 0777`) minus the receiving
 //!   side's umask (the local umask on download; sftp-server's on upload), like OpenSSH. An
 //!   existing file keeps its mode. With `preserve` (`-p`), modes are set exactly and
@@ -41,8 +42,12 @@ use super::glob::{escape_glob, remote_glob};
 
 mod download;
 pub mod parallel;
+mod session;
 pub mod stripe;
 mod upload;
+
+pub(crate) use session::list_problem;
+pub use session::{ListError, MAX_LISTING_ENTRIES, MAX_LISTING_NAME_BYTES, Sftp};
 
 /// Exit code for a file the SFTP server refused (missing, permission denied, disk full).
 pub const REMOTE_FILE_ERROR: ExitCode = ExitCode::RemoteFile;
@@ -113,18 +118,14 @@ pub struct CopyStats {
 /// Copies as `scp` would. Each file that cannot be copied is reported on stderr
 /// (`sallyport: …`) and the others still copy; then the result is an error that counts
 /// them. A lost or broken SFTP session ends the copy at once.
-pub async fn copy(
-    sftp: &SftpSession,
-    plan: &CopyPlan,
-    opts: &CopyOptions,
-) -> Result<CopyStats, Failure> {
+pub async fn copy(sftp: &Sftp, plan: &CopyPlan, opts: &CopyOptions) -> Result<CopyStats, Failure> {
     let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
     copy_reporting(sftp, plan, opts, &mut report).await
 }
 
 /// [`copy`], with each per-file problem handed to `report` instead of printed.
 pub async fn copy_reporting(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
@@ -155,7 +156,7 @@ pub(crate) struct Outcome {
 /// The copy; `Err` when it could not go on: the session failed (code
 /// [`ExitCode::Protocol`]) or the destination cannot take several sources.
 pub(crate) async fn copy_collect(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
@@ -357,7 +358,7 @@ enum DownWork {
 }
 
 struct Copier<'a> {
-    sftp: &'a SftpSession,
+    sftp: &'a Sftp,
     opts: CopyOptions,
     stats: CopyStats,
     report: &'a mut (dyn FnMut(&Failure) + Send),
@@ -374,7 +375,7 @@ impl<'a> Copier<'a> {
     /// A copier that copies itself (`plan` None: it gets a copy buffer), or that only
     /// walks the sources and collects a striped copy's [`parallel::Plan`].
     fn new(
-        sftp: &'a SftpSession,
+        sftp: &'a Sftp,
         opts: &CopyOptions,
         report: &'a mut (dyn FnMut(&Failure) + Send),
         plan: Option<parallel::Plan>,

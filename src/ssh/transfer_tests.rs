@@ -27,7 +27,7 @@ fn opts(recursive: bool, preserve: bool) -> CopyOptions {
 
 /// Runs a copy with a bounded time, collecting the per-file reports.
 async fn run(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
 ) -> (Result<CopyStats, Failure>, Vec<String>) {

@@ -22,4 +22,5 @@ mod rotation;
 mod shell;
 mod signing;
 mod tls;
+mod transfer_safety;
 mod trust;

@@ -26,7 +26,7 @@ fn starts(fx: &Fixture) -> usize {
         .count()
 }
 
-fn stderr(out: &std::process::Output) -> String {
+pub(crate) fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -239,7 +239,7 @@ fn a_session_killed_mid_download_is_redone_on_the_others() {
 }
 
 /// Waits (bounded) for `cond`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "{what} within {limit:?}");
@@ -248,7 +248,7 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// Waits (bounded) for the child to exit; kills it and fails otherwise.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::Output {
+pub(crate) fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::Output {
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -273,7 +273,17 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
     }
 }
 
-fn temp_files(dir: &Path) -> Vec<String> {
+/// Sends SIGINT to the child, with the shell's builtin kill (no procps needed).
+pub(crate) fn interrupt(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+pub(crate) fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -287,6 +297,8 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
     let fx = Fixture::instance_connect();
     let src = fx.path("big.bin");
     std::fs::write(&src, random_bytes(20_000_000, 5)).unwrap();
+    // Readable by all: the temporary file is private all the same.
+    set_mode(&src, 0o644);
     let dest_dir = fx.path("dest");
     std::fs::create_dir_all(&dest_dir).unwrap();
     let dest = dest_dir.join("big.bin");
@@ -307,13 +319,10 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
                 .unwrap_or(false)
         })
     });
-    let pid = child.id().to_string();
-    // The shell's builtin kill: no procps needed.
-    let killed = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -INT {pid}")])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    for t in temp_files(&dest_dir) {
+        assert_eq!(mode(&dest_dir.join(&t)), 0o600, "{t} is private");
+    }
+    interrupt(&child);
     let out = wait_exit(&mut child, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert_eq!(std::fs::read(&dest).unwrap(), b"the previous version\n");
@@ -331,10 +340,12 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
 }
 
 #[test]
-fn verify_catches_a_file_changed_on_the_instance() {
-    let fx = Fixture::instance_connect();
+fn verify_catches_a_file_changed_during_the_copy() {
+    // A slow instance (2 MB/s): a 4 MB upload takes about two seconds.
+    let fx = Fixture::instance_connect_with(|c| c.agent.instance_write_rate = Some(2_000_000));
     let src = fx.path("data.bin");
-    std::fs::write(&src, random_bytes(1_000_000, 8)).unwrap();
+    let original = random_bytes(4_000_000, 8);
+    std::fs::write(&src, &original).unwrap();
     let remote_file = format!("root@{}:{}", fx.instance, src.display());
     // Unchanged: verified, exit 0.
     let good = fx.path("good.bin");
@@ -343,32 +354,46 @@ fn verify_catches_a_file_changed_on_the_instance() {
         None,
         LIMIT,
     ));
-    // Changed between the copy and the check: the gate holds sallyport there.
-    let gate = fx.path("gate");
-    std::fs::create_dir_all(&gate).unwrap();
-    let bad = fx.path("bad.bin");
+    // Changed after its first bytes reached the instance: the copy there holds the old
+    // first byte, the local file the new one; --verify must see it.
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
     let mut child = fx
-        .sallyport(&["scp", "--verify", &remote_file, bad.to_str().unwrap()])
-        .env("SALLYPORT_TEST_VERIFY_GATE", &gate)
+        .sallyport(&["scp", "--verify", src.to_str().unwrap(), &remote])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the copy to reach the verify gate", LIMIT, || {
-        gate.join("ready").exists()
+    wait_for("the first 64 KiB on the instance", LIMIT, || {
+        holds_prefix(&remote_dir, &original[..64 * 1024])
     });
-    let mut changed = std::fs::read(&src).unwrap();
-    changed[500_000] ^= 1;
-    std::fs::write(&src, changed).unwrap();
-    std::fs::write(gate.join("go"), b"").unwrap();
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::File::options().write(true).open(&src).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&[original[0] ^ 1]).unwrap();
+    }
     let out = wait_exit(&mut child, LIMIT);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(17), "{err}");
     assert!(
-        err.contains("--verify failed") && err.contains(src.to_str().unwrap()),
+        err.contains("--verify failed") && err.contains("data.bin"),
         "names the file: {err}"
     );
+}
+
+/// Whether a file in `dir` (the destination or a temporary one) starts with `prefix`.
+fn holds_prefix(dir: &Path, prefix: &[u8]) -> bool {
+    use std::io::Read;
+    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let mut head = vec![0; prefix.len()];
+        std::fs::File::open(e.path())
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && head == prefix
+    })
 }
 
 #[test]

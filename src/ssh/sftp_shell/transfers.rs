@@ -78,7 +78,13 @@ impl Shell<'_> {
             let base = escape_glob(&path_string(&self.lcwd)?);
             remote_join(&base, &ops[0].pattern)
         };
-        let sources = glob::local_glob(&pattern).await;
+        let sources = glob::local_glob(&pattern).await.map_err(|_| {
+            local_fail(format!(
+                "{}: matches more than {} paths",
+                printable(&ops[0].text),
+                transfer::MAX_LISTING_ENTRIES
+            ))
+        })?;
         let dest = match ops.get(1) {
             Some(w) => self.remote(w).await?,
             None => self.cwd.clone(),

@@ -24,9 +24,11 @@ impl Copier<'_> {
             let Some(pattern_abs) = self.absorb(step)? else {
                 continue;
             };
-            let paths = match remote_glob(self.sftp, &pattern_abs).await {
-                Ok(p) => p,
-                Err(e) => return Err(session_failure(&e)),
+            let step = remote_glob(self.sftp, &pattern_abs)
+                .await
+                .map_err(|e| list_problem(pattern, &e));
+            let Some(paths) = self.absorb(step)? else {
+                continue;
             };
             if paths.len() > 1 && !dest_is_dir {
                 self.note(&Failure::new(
@@ -40,8 +42,12 @@ impl Copier<'_> {
                 ));
                 continue;
             }
+            // Nothing matched: the pattern itself is tried as a name, as OpenSSH does.
+            let unmatched = super::super::glob::has_glob(&pattern_abs)
+                && paths == [super::super::glob::unescape_glob(&pattern_abs)];
             for path in paths {
-                self.download_one(&path, &dest, dest_is_dir).await?;
+                self.download_one(&path, &dest, dest_is_dir, unmatched)
+                    .await?;
             }
         }
         Ok(())
@@ -52,9 +58,22 @@ impl Copier<'_> {
         path: &str,
         dest: &Path,
         dest_is_dir: bool,
+        unmatched: bool,
     ) -> Result<(), Failure> {
         let attrs = match self.sftp.metadata(path).await {
             Ok(a) => a,
+            Err(SftpError::Status(s))
+                if unmatched && s.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
+            {
+                self.note(&Failure::new(
+                    REMOTE_FILE_ERROR,
+                    format!(
+                        "{}: no such file or directory (the pattern matches nothing)",
+                        printable(path)
+                    ),
+                ));
+                return Ok(());
+            }
             Err(e) => {
                 self.absorb::<()>(Err(sftp_problem(path, &e)))?;
                 return Ok(());
@@ -308,15 +327,14 @@ impl Copier<'_> {
                         continue;
                     }
                     ancestors.push(canonical.clone());
-                    let entries = match self.sftp.read_dir(remote.as_str()).await {
-                        Ok(rd) => rd,
-                        Err(e) => {
-                            self.absorb::<()>(Err(sftp_problem(&remote, &e)))?;
-                            continue;
-                        }
+                    let step = self
+                        .sftp
+                        .list(&remote)
+                        .await
+                        .map_err(|e| list_problem(&remote, &e));
+                    let Some(mut entries) = self.absorb(step)? else {
+                        continue;
                     };
-                    let mut entries: Vec<(String, FileAttributes)> =
-                        entries.map(|e| (e.file_name(), e.metadata())).collect();
                     entries.sort_by(|a, b| a.0.cmp(&b.0));
                     let step = self.make_local_dir(&local, &attrs).await;
                     let Some(finish) = self.absorb(step)? else {

@@ -1,19 +1,24 @@
 //! Striped copies (`scp -j N`, and `--verify`): the tree is walked on the first
 //! connection as a plain copy would (same naming, mode and error rules) but files are only
 //! collected; then [`stripe::run`] moves their pieces over up to N connections with
-//! positioned SFTP reads and writes; then each file is finished (download: its temporary
-//! file gets its mode and times and is renamed over the destination; upload: `-p`
-//! attributes), then directories get their final modes, then `--verify` compares SHA-256.
+//! positioned SFTP reads and writes; then each file is finished (its temporary file gets
+//! its mode and times and is renamed over the destination), then directories get their
+//! final modes, then `--verify` compares SHA-256.
 //!
-//! A download is written to `.NAME.sallyport-PID-I.part` in the destination's directory
-//! and renamed when complete, so an interrupted copy never leaves a half-written file
-//! under the destination's name. [`Resources`] holds what must be released however the
-//! copy ends (temporary files, connections), so the caller can release them on Ctrl-C.
+//! Both ways, a file is written to `.NAME.sallyport-PID-I.part` (0600) in the
+//! destination's directory and renamed when complete (see [`finish`]), so an interrupted
+//! copy (Ctrl-C, a killed process, a dead session) never leaves a half-written file under
+//! the destination's name. [`Resources`] holds what must be released however the copy ends
+//! (temporary files, connections), so the caller can release them on Ctrl-C.
 //!
-//! Differences from `-j 1` that come with the rename: an existing destination keeps its
-//! mode (copied onto the new file) but not its owner, hard links or ACLs, and a symlink at
-//! the destination is replaced by the file instead of being written through; the
-//! destination's directory must be writable.
+//! The sizes planned with are the server's claims on download: nothing allocated follows
+//! them ([`stripe::split`] bounds the pieces; the temporary file is not preallocated), and
+//! a file shorter than its claim fails ("got shorter") when its reads come back empty.
+//!
+//! Differences from `-j 1` (which writes in place, as OpenSSH does) that come with the
+//! rename: an existing destination keeps its mode (copied onto the new file) but not its
+//! owner, hard links or ACLs, and a symlink at the destination is replaced by the file
+//! instead of being written through; the destination's directory must be writable.
 
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
@@ -27,8 +32,12 @@ use super::stripe::{self, Lane, Opener, Piece, PieceError, RunOptions};
 use super::*;
 use crate::ssh::client::{Connection, Connector};
 
+mod finish;
+mod resources;
 mod verify;
-use verify::{test_pause_before_verify, verify};
+use finish::{UploadFinish, local_umask};
+pub use resources::Resources;
+use verify::verify;
 
 /// Bytes per SFTP read or write request.
 const CHUNK: u64 = 64 * 1024;
@@ -85,73 +94,6 @@ pub struct ParallelOptions {
     pub verify: bool,
 }
 
-/// What a striped copy must release however it ends.
-#[derive(Default)]
-pub struct Resources {
-    pool: tokio::sync::Mutex<Vec<Connection>>,
-    temps: std::sync::Mutex<Vec<PathBuf>>,
-    /// Open SFTP channels no copy is using (kept for the next `get`/`put` of `sftp`).
-    idle: std::sync::Mutex<Vec<RawSftpSession>>,
-}
-
-impl Resources {
-    /// Opens an SFTP channel on `conn` for copies to use.
-    pub async fn add_lane_on(&self, conn: &Connection) -> Result<(), Failure> {
-        let raw = open_raw(conn).await?;
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(raw);
-        }
-        Ok(())
-    }
-
-    fn take_idle(&self) -> Vec<RawSftpSession> {
-        self.idle
-            .lock()
-            .map(|mut i| std::mem::take(&mut *i))
-            .unwrap_or_default()
-    }
-
-    fn give_back(&self, lanes: Vec<RawSftpSession>) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.extend(lanes);
-        }
-    }
-
-    pub async fn add(&self, conn: Connection) {
-        self.pool.lock().await.push(conn);
-    }
-
-    fn temp_added(&self, p: &Path) {
-        if let Ok(mut t) = self.temps.lock() {
-            t.push(p.to_owned());
-        }
-    }
-
-    fn temp_gone(&self, p: &Path) {
-        if let Ok(mut t) = self.temps.lock() {
-            t.retain(|x| x != p);
-        }
-    }
-
-    /// Removes the temporary files left and closes every connection (ending its
-    /// session). Sessions whose connection was cancelled mid-setup are ended by the
-    /// caller: `Connector::await_background`.
-    pub async fn release(&self) {
-        let temps = self.temps.lock().map(|mut t| std::mem::take(&mut *t));
-        for t in temps.unwrap_or_default() {
-            let _ = std::fs::remove_file(t);
-        }
-        drop(self.take_idle());
-        let conns = std::mem::take(&mut *self.pool.lock().await);
-        futures_util::future::join_all(conns.into_iter().map(Connection::close)).await;
-    }
-
-    /// How many connections were opened (and not yet released).
-    pub async fn sessions(&self) -> usize {
-        self.pool.lock().await.len()
-    }
-}
-
 /// Opens an SFTP channel on `conn` for the planning walk.
 pub async fn open_session(conn: &Connection) -> Result<SftpSession, Failure> {
     let stream = sftp_channel(conn).await?;
@@ -183,7 +125,8 @@ async fn sftp_channel(
     Ok(channel.into_stream())
 }
 
-async fn open_raw(conn: &Connection) -> Result<RawSftpSession, Failure> {
+/// Opens an SFTP channel on `conn` for bounded listings ([`Sftp::list`]).
+pub(crate) async fn open_lister(conn: &Connection) -> Result<RawSftpSession, Failure> {
     let stream = sftp_channel(conn).await?;
     let raw = RawSftpSession::new_with_config(stream, sftp_config());
     raw.init().await.map_err(|e| session_failure(&e))?;
@@ -195,12 +138,15 @@ struct Jobs {
     files: Vec<FileJob>,
     /// Download: each file's temporary name.
     temps: Vec<Option<PathBuf>>,
+    /// Upload: each file's temporary name on the server.
+    remote_temps: Vec<Option<String>>,
     direction: Direction,
     /// The copy's one progress bar: each chunk moved counts at once.
     bar: Option<ProgressBar>,
 }
 
-struct SftpLane {
+struct SftpLane<'a> {
+    res: &'a Resources,
     raw: RawSftpSession,
     jobs: Arc<Jobs>,
 }
@@ -211,13 +157,14 @@ struct LaneOpener<'a> {
     jobs: Arc<Jobs>,
 }
 
-impl Opener for LaneOpener<'_> {
-    type Lane = SftpLane;
-    async fn open(&self) -> Result<SftpLane, Failure> {
+impl<'a> Opener for LaneOpener<'a> {
+    type Lane = SftpLane<'a>;
+    async fn open(&self) -> Result<SftpLane<'a>, Failure> {
         let conn = self.connector.connect().await?;
-        let raw = open_raw(&conn).await;
+        let raw = self.res.open_raw(&conn).await;
         self.res.add(conn).await;
         Ok(SftpLane {
+            res: self.res,
             raw: raw?,
             jobs: self.jobs.clone(),
         })
@@ -239,7 +186,7 @@ fn piece_local(path: &Path, e: &io::Error) -> PieceError {
     }
 }
 
-impl Lane for SftpLane {
+impl Lane for SftpLane<'_> {
     async fn run(&mut self, piece: Piece) -> Result<(), PieceError> {
         let job = &self.jobs.files[piece.file];
         let mut moved = 0;
@@ -248,7 +195,11 @@ impl Lane for SftpLane {
                 let temp = self.jobs.temps[piece.file].as_deref().unwrap_or(&job.local);
                 self.download(job, temp, piece, &mut moved).await
             }
-            Direction::Upload => self.upload(job, piece, &mut moved).await,
+            Direction::Upload => {
+                let temp = self.jobs.remote_temps[piece.file].as_deref();
+                let temp = temp.unwrap_or(&job.remote);
+                self.upload(job, temp, piece, &mut moved).await
+            }
         };
         // A piece that will be redone (or whose file failed) no longer counts.
         if let (Err(_), Some(bar)) = (&result, &self.jobs.bar) {
@@ -258,7 +209,7 @@ impl Lane for SftpLane {
     }
 }
 
-impl SftpLane {
+impl SftpLane<'_> {
     fn count(&self, moved: &mut u64, n: u64) {
         *moved += n;
         if let Some(bar) = &self.jobs.bar {
@@ -351,25 +302,40 @@ impl SftpLane {
         Ok(out)
     }
 
-    async fn upload(&self, job: &FileJob, p: Piece, moved: &mut u64) -> Result<(), PieceError> {
+    /// Writes a piece into `temp`: the temporary file the planner created, or for a
+    /// file of one piece, made here (exclusively and 0600, or truncated when a piece
+    /// redone finds it made), so that only files being copied have one.
+    async fn upload(
+        &self,
+        job: &FileJob,
+        temp: &str,
+        p: Piece,
+        moved: &mut u64,
+    ) -> Result<(), PieceError> {
         let remote = job.remote.as_str();
-        // The only piece creates and truncates; the pieces of a larger file write into
-        // the file the planner created.
-        let flags = if p.whole {
-            OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE
-        } else {
-            OpenFlags::WRITE
-        };
-        let attrs = FileAttributes {
-            permissions: Some(job.mode),
-            ..FileAttributes::default()
+        let (flags, attrs) = match (p.whole, self.res.has_remote_temp(temp)) {
+            (true, false) => (
+                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                FileAttributes {
+                    permissions: Some(0o600),
+                    ..FileAttributes::default()
+                },
+            ),
+            (true, true) => (
+                OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                FileAttributes::default(),
+            ),
+            (false, _) => (OpenFlags::WRITE, FileAttributes::default()),
         };
         let handle = self
             .raw
-            .open(remote, flags, attrs)
+            .open(temp, flags, attrs)
             .await
             .map_err(|e| piece_sftp(remote, &e))?
             .handle;
+        if p.whole {
+            self.res.remote_temp_added(temp);
+        }
         let written = self.write_from(&handle, job, p, moved).await;
         let closed = self.raw.close(handle).await;
         written?;
@@ -417,13 +383,6 @@ impl SftpLane {
     }
 }
 
-/// The temporary name a download of `local` is written under.
-fn temp_name(local: &Path, i: usize) -> PathBuf {
-    let name = local_basename(local).unwrap_or_else(|| "file".to_owned());
-    let tmp = format!(".{name}.sallyport-{}-{i}.part", std::process::id());
-    local.with_file_name(tmp)
-}
-
 /// Copies `plan` over up to `par.lanes` connections from `connector`; `first` is already
 /// open (it also serves the walk). Per-file problems go to `report`; `Err` when the copy
 /// could not go on. Everything opened is registered in `res`, which the caller releases.
@@ -436,7 +395,7 @@ pub(crate) async fn copy(
     par: &ParallelOptions,
     report: &mut (dyn FnMut(&Failure) + Send),
 ) -> Result<Outcome, Failure> {
-    let walk = open_session(&first).await;
+    let walk = Sftp::open(&first).await;
     let lane = match &walk {
         Ok(_) => res.add_lane_on(&first).await,
         Err(_) => Ok(()),
@@ -445,14 +404,14 @@ pub(crate) async fn copy(
     let sftp = walk?;
     lane?;
     let result = copy_with(&sftp, connector, res, plan, opts, par, report).await;
-    let _ = sftp.close().await;
+    sftp.close().await;
     result
 }
 
 /// [`copy`] with the walk on `sftp`, and the lanes in `res` (idle ones first, then new
 /// connections from `connector`). The lanes still alive go back to `res`.
 pub(crate) async fn copy_with(
-    sftp: &SftpSession,
+    sftp: &Sftp,
     connector: &Connector,
     res: &Resources,
     plan: &CopyPlan,
@@ -492,58 +451,14 @@ impl Copier<'_> {
         } = plan;
         let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
         let mut pieces = stripe::split(&sizes, par.lanes);
-        // Prepare each file: download: its temporary file; upload of several pieces: the
-        // remote file, created and truncated once.
-        let mut temps = vec![None; files.len()];
-        let mut skip = vec![false; files.len()];
-        let piece_counts = pieces.iter().fold(vec![0usize; files.len()], |mut v, p| {
-            v[p.file] += 1;
-            v
-        });
-        for (i, job) in files.iter().enumerate() {
-            let step = match direction {
-                Direction::Download => {
-                    let t = temp_name(&job.local, i);
-                    let made = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(job.mode | 0o200)
-                        .open(&t)
-                        .and_then(|f| f.set_len(job.size));
-                    match made {
-                        Ok(()) => {
-                            res.temp_added(&t);
-                            temps[i] = Some(t);
-                            Ok(())
-                        }
-                        Err(e) => Err(local_problem(&job.local, &e)),
-                    }
-                }
-                Direction::Upload if piece_counts[i] > 1 => self
-                    .sftp
-                    .open_with_flags_and_attributes(
-                        job.remote.as_str(),
-                        OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                        FileAttributes {
-                            permissions: Some(job.mode),
-                            ..FileAttributes::default()
-                        },
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(|e| sftp_problem(&job.remote, &e)),
-                Direction::Upload => Ok(()),
-            };
-            if self.absorb(step)?.is_none() {
-                skip[i] = true;
-            }
-        }
+        let (temps, remote_temps, skip) = self.prepare(&files, &pieces, direction, res).await?;
         pieces.retain(|p| !skip[p.file]);
-        let total: u64 = pieces.iter().map(|p| p.len).sum();
+        let total = pieces.iter().fold(0u64, |t, p| t.saturating_add(p.len));
         let bar = self.total_bar(total);
         let jobs = Arc::new(Jobs {
             files,
             temps,
+            remote_temps,
             direction,
             bar: bar.clone(),
         });
@@ -556,11 +471,11 @@ impl Copier<'_> {
             .take_idle()
             .into_iter()
             .map(|raw| SftpLane {
+                res,
                 raw,
                 jobs: jobs.clone(),
             })
             .collect();
-        let mut notices = Vec::new();
         let run = stripe::run(
             &opener,
             first,
@@ -573,10 +488,7 @@ impl Copier<'_> {
                         b.set_message(sessions_text(busy));
                     }
                 },
-                notice: &mut |s| {
-                    eprintln!("sallyport: {s}");
-                    notices.push(s);
-                },
+                notice: &mut |s| eprintln!("sallyport: {s}"),
             },
         )
         .await;
@@ -605,32 +517,11 @@ impl Copier<'_> {
             );
         }
         let lanes: Vec<RawSftpSession> = report.lanes.into_iter().map(|l| l.raw).collect();
-        // Finish each file.
-        let mut done = Vec::new();
-        for (i, job) in jobs.files.iter().enumerate() {
-            if skip[i] {
-                continue;
-            }
-            let step = match report.failed.get(&i) {
-                Some(f) => Err(Problem::Item(Failure::new(f.code, f.message.clone()))),
-                None => {
-                    self.finish_file(job, jobs.temps[i].as_deref(), direction, &lanes)
-                        .await
-                }
-            };
-            if let Some(t) = &jobs.temps[i] {
-                if step.is_err() {
-                    let _ = std::fs::remove_file(t);
-                }
-                res.temp_gone(t);
-            }
-            if self.absorb(step)?.is_some() {
-                self.stats.files += 1;
-                self.stats.bytes += job.size;
-                done.push(i);
-            }
-        }
+        let done = self
+            .finish_files(&jobs, &skip, &report.failed, res, &lanes)
+            .await;
         res.give_back(lanes);
+        let done = done?;
         for f in local_dirs {
             let step = Self::finish_local_dir(f).await;
             self.absorb(step)?;
@@ -640,13 +531,117 @@ impl Copier<'_> {
             self.absorb(step)?;
         }
         if par.verify {
-            test_pause_before_verify().await;
             for i in done {
                 let step = verify(res, &jobs.files[i]).await;
                 self.absorb(step)?;
             }
         }
         Ok(())
+    }
+
+    /// Each file's temporary file (see [`finish`]); a file whose cannot be made is
+    /// reported and skipped (`true` in the third list).
+    async fn prepare(
+        &mut self,
+        files: &[FileJob],
+        pieces: &[Piece],
+        direction: Direction,
+        res: &Resources,
+    ) -> Result<(Vec<Option<PathBuf>>, Vec<Option<String>>, Vec<bool>), Failure> {
+        let (temps, remote_temps) = match direction {
+            Direction::Download => (self.prepare_downloads(files, res)?, Vec::new()),
+            Direction::Upload => {
+                let whole =
+                    pieces
+                        .iter()
+                        .filter(|p| p.whole)
+                        .fold(vec![false; files.len()], |mut v, p| {
+                            v[p.file] = true;
+                            v
+                        });
+                (Vec::new(), self.prepare_uploads(files, &whole, res).await?)
+            }
+        };
+        let skip = (0..files.len())
+            .map(|i| match direction {
+                Direction::Download => temps[i].is_none(),
+                Direction::Upload => remote_temps[i].is_none(),
+            })
+            .collect();
+        Ok((temps, remote_temps, skip))
+    }
+
+    /// Renames each copied file into place; a failed one's temporary file is removed.
+    /// Returns the indexes of the files now in place.
+    async fn finish_files(
+        &mut self,
+        jobs: &Jobs,
+        skip: &[bool],
+        failed: &std::collections::BTreeMap<usize, Failure>,
+        res: &Resources,
+        lanes: &[RawSftpSession],
+    ) -> Result<Vec<usize>, Failure> {
+        let umask = local_umask();
+        let uploads = UploadFinish {
+            lanes,
+            res,
+            preserve: self.opts.preserve,
+            umask: tokio::sync::OnceCell::new(),
+        };
+        let this = &*self;
+        let steps: Vec<(usize, Step<()>)> =
+            futures_util::stream::iter((0..jobs.files.len()).filter(|&i| !skip[i]))
+                .map(|i| {
+                    let uploads = &uploads;
+                    async move {
+                        let job = &jobs.files[i];
+                        let step = match (failed.get(&i), jobs.direction) {
+                            (Some(f), _) => {
+                                Err(Problem::Item(Failure::new(f.code, f.message.clone())))
+                            }
+                            (None, Direction::Download) => match &jobs.temps[i] {
+                                Some(t) => this.finish_download(job, t, umask),
+                                None => Ok(()),
+                            },
+                            (None, Direction::Upload) => match &jobs.remote_temps[i] {
+                                Some(t) => uploads.finish(job, t).await,
+                                None => Ok(()),
+                            },
+                        };
+                        (i, step)
+                    }
+                })
+                .buffered(16)
+                .collect()
+                .await;
+        // The files that failed: their temporary files go (a cut file is worth nothing).
+        let mut gone = Vec::new();
+        for (i, step) in &steps {
+            if let Some(Some(t)) = jobs.temps.get(*i) {
+                if step.is_err() {
+                    let _ = std::fs::remove_file(t);
+                }
+                res.temp_gone(t);
+            }
+            if let (Err(_), Some(Some(t))) = (step, jobs.remote_temps.get(*i))
+                && res.remote_temps.lock().is_ok_and(|l| l.contains(t))
+            {
+                gone.push(t.clone());
+            }
+        }
+        if let (false, Some(raw)) = (gone.is_empty(), lanes.first()) {
+            finish::remove_remote(raw, &gone).await;
+            gone.iter().for_each(|t| res.remote_temp_gone(t));
+        }
+        let mut done = Vec::new();
+        for (i, step) in steps {
+            if self.absorb(step)?.is_some() {
+                self.stats.files += 1;
+                self.stats.bytes = self.stats.bytes.saturating_add(jobs.files[i].size);
+                done.push(i);
+            }
+        }
+        Ok(done)
     }
 
     fn total_bar(&self, len: u64) -> Option<ProgressBar> {
@@ -661,68 +656,6 @@ impl Copier<'_> {
         }
         bar.set_message(sessions_text(1));
         Some(bar)
-    }
-
-    async fn finish_file(
-        &self,
-        job: &FileJob,
-        temp: Option<&Path>,
-        direction: Direction,
-        lanes: &[RawSftpSession],
-    ) -> Step<()> {
-        match (direction, temp) {
-            (Direction::Download, Some(temp)) => {
-                let mode = if self.opts.preserve {
-                    Some(job.mode)
-                } else {
-                    // An existing file keeps its mode, as when it is overwritten in place.
-                    std::fs::metadata(&job.local)
-                        .ok()
-                        .filter(|m| m.is_file())
-                        .map(|m| m.mode() & 0o7777)
-                };
-                let times = if self.opts.preserve { job.times } else { None };
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(temp)
-                    .map_err(|e| local_problem(temp, &e))?;
-                set_attributes(&file, mode, times).map_err(|e| local_problem(&job.local, &e))?;
-                drop(file);
-                std::fs::rename(temp, &job.local).map_err(|e| local_problem(&job.local, &e))
-            }
-            (Direction::Download, None) => Ok(()),
-            (Direction::Upload, _) => {
-                if !self.opts.preserve {
-                    return Ok(());
-                }
-                let attrs = FileAttributes {
-                    permissions: Some(job.mode),
-                    atime: job.times.map(|t| t.0),
-                    mtime: job.times.map(|t| t.1),
-                    ..FileAttributes::default()
-                };
-                let remote = job.remote.as_str();
-                match self.sftp.set_metadata(remote, attrs.clone()).await {
-                    Ok(()) => Ok(()),
-                    // The walk's connection died: any live lane can set them.
-                    Err(e) => match sftp_problem(remote, &e) {
-                        Problem::Fatal(f) => {
-                            for raw in lanes {
-                                match raw.setstat(remote, attrs.clone()).await {
-                                    Ok(_) => return Ok(()),
-                                    Err(e) => match sftp_problem(remote, &e) {
-                                        Problem::Fatal(_) => continue,
-                                        item => return Err(item),
-                                    },
-                                }
-                            }
-                            Err(Problem::Fatal(f))
-                        }
-                        item => Err(item),
-                    },
-                }
-            }
-        }
     }
 }
 

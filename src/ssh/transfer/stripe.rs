@@ -69,11 +69,47 @@ pub fn piece_len(size: u64, lanes: usize) -> u64 {
     clamped.div_ceil(64 * 1024) * 64 * 1024
 }
 
+/// Most pieces one file is split into, whatever size it claims: a larger file gets longer
+/// pieces. Sizes come from the peer (a download's SFTP attributes), so what [`split`]
+/// holds must not follow them.
+pub const MAX_PIECES_PER_FILE: u64 = 4096;
+
+/// Most pieces one [`split`] returns (about 40 bytes each: 80 MiB). When the files would
+/// need more, each file's cap is halved until they fit; every file keeps at least one
+/// piece, so callers plan fewer files than this (a striped copy plans at most a million).
+pub const MAX_PIECES: usize = 1 << 21;
+
+/// The piece length for a file of `size` bytes split into at most `cap` pieces.
+fn capped_len(size: u64, lanes: usize, cap: u64) -> u64 {
+    let floor = size
+        .div_ceil(cap.max(1))
+        .div_ceil(64 * 1024)
+        .saturating_mul(64 * 1024);
+    piece_len(size, lanes).max(floor)
+}
+
+/// How many pieces a file of `size` bytes gets at a piece length of `len`.
+fn count(size: u64, len: u64) -> u64 {
+    size.div_ceil(len).max(1)
+}
+
 /// Splits files (by size) into pieces, in file order; an empty file is one empty piece.
+/// At most [`MAX_PIECES_PER_FILE`] pieces per file and [`MAX_PIECES`] in all (for at most
+/// that many files), whatever the sizes: nothing here grows with a claimed size.
 pub fn split(sizes: &[u64], lanes: usize) -> Vec<Piece> {
+    let mut cap = MAX_PIECES_PER_FILE;
+    while cap > 1 {
+        let total = sizes.iter().fold(0u64, |sum, &size| {
+            sum.saturating_add(count(size, capped_len(size, lanes, cap)))
+        });
+        if total <= MAX_PIECES as u64 {
+            break;
+        }
+        cap /= 2;
+    }
     let mut pieces = Vec::new();
     for (file, &size) in sizes.iter().enumerate() {
-        let step = piece_len(size, lanes);
+        let step = capped_len(size, lanes, cap);
         let whole = size <= step;
         let mut offset = 0;
         loop {

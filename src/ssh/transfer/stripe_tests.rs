@@ -26,6 +26,46 @@ fn pieces_cover_every_byte_once() {
     assert_eq!(piece_len(u64::MAX / 4, 8), MAX_PIECE);
 }
 
+/// The pieces of each file are contiguous and cover it exactly.
+fn assert_covers(sizes: &[u64], pieces: &[Piece]) {
+    let mut next = vec![0u64; sizes.len()];
+    for p in pieces {
+        assert_eq!(p.offset, next[p.file], "contiguous");
+        next[p.file] += p.len;
+    }
+    assert_eq!(next, sizes);
+}
+
+#[test]
+fn a_claimed_size_of_2_pow_63_gives_a_bounded_split() {
+    // A lying server's claim: without the cap this is 2^40 pieces of 8 MiB (tens of GB).
+    let sizes = [i64::MAX as u64];
+    let pieces = split(&sizes, 4);
+    assert!(
+        pieces.len() as u64 <= MAX_PIECES_PER_FILE,
+        "{}",
+        pieces.len()
+    );
+    assert!(pieces.capacity() as u64 <= 2 * MAX_PIECES_PER_FILE);
+    assert_covers(&sizes, &pieces);
+    let sizes = [u64::MAX, 0, 5, u64::MAX - 1];
+    let pieces = split(&sizes, 64);
+    assert!(pieces.len() as u64 <= 2 * MAX_PIECES_PER_FILE + 2);
+    assert_covers(&sizes, &pieces);
+}
+
+#[test]
+fn many_huge_claims_stay_within_the_total_bound() {
+    // 5000 files each claiming 2^63: the per-file cap alone would allow 20 M pieces.
+    let sizes = vec![i64::MAX as u64; 5000];
+    let pieces = split(&sizes, 8);
+    assert!(pieces.len() <= MAX_PIECES, "{}", pieces.len());
+    assert!(pieces.capacity() <= 2 * MAX_PIECES);
+    assert_covers(&sizes, &pieces);
+    // Ordinary sizes keep their ordinary pieces.
+    assert_eq!(split(&[20_000_000], 4).len(), 8);
+}
+
 /// A fake instance: the "remote" file bytes are copied into `dest` piece by piece.
 struct World {
     source: Vec<u8>,

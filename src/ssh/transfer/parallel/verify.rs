@@ -6,21 +6,6 @@ use super::*;
 /// Most bytes of `sha256sum` output read.
 const VERIFY_OUTPUT_CAP: usize = 64 * 1024;
 
-/// A test hook, for the e2e test of `--verify`: with `SALLYPORT_TEST_VERIFY_GATE=DIR`,
-/// creates `DIR/ready` before verifying and waits (up to 30 s) for `DIR/go`, so a test
-/// can change a file on the instance after it was copied and before it is checked.
-pub(super) async fn test_pause_before_verify() {
-    let Some(dir) = std::env::var_os("SALLYPORT_TEST_VERIFY_GATE") else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    let _ = std::fs::write(dir.join("ready"), b"");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !dir.join("go").exists() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))

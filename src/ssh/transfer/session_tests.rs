@@ -1,0 +1,177 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use russh_sftp::protocol::{File as Entry, Handle, Name, Status};
+
+use super::super::test_fixture::{self as fx, LIMIT};
+use super::*;
+
+/// A lying SFTP server: every directory is endless; each READDIR answers `per_reply`
+/// names of `name_len` bytes, never EOF. Counts the READDIRs it answered.
+struct Endless {
+    per_reply: usize,
+    name_len: usize,
+    next: usize,
+    readdirs: Arc<AtomicUsize>,
+}
+
+impl russh_sftp::server::Handler for Endless {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn opendir(&mut self, id: u32, _path: String) -> Result<Handle, StatusCode> {
+        Ok(Handle {
+            id,
+            handle: "d".to_owned(),
+        })
+    }
+
+    async fn readdir(&mut self, id: u32, _handle: String) -> Result<Name, StatusCode> {
+        self.readdirs.fetch_add(1, Ordering::Relaxed);
+        let files = (0..self.per_reply)
+            .map(|_| {
+                self.next += 1;
+                let mut name = format!("f{:09}", self.next);
+                name.extend(std::iter::repeat_n('x', self.name_len.saturating_sub(10)));
+                Entry::new(name, FileAttributes::default())
+            })
+            .collect();
+        Ok(Name { id, files })
+    }
+
+    async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
+        Ok(Status {
+            id,
+            status_code: StatusCode::Ok,
+            error_message: "Ok".to_owned(),
+            language_tag: "en-US".to_owned(),
+        })
+    }
+}
+
+/// An [`Sftp`] whose both channels reach an [`Endless`] server.
+async fn endless(per_reply: usize, name_len: usize) -> (Sftp, Arc<AtomicUsize>) {
+    let readdirs = Arc::new(AtomicUsize::new(0));
+    let mut ends = Vec::new();
+    for _ in 0..2 {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let handler = Endless {
+            per_reply,
+            name_len,
+            next: 0,
+            readdirs: readdirs.clone(),
+        };
+        russh_sftp::server::run(server, handler).await;
+        ends.push(client);
+    }
+    let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
+    lister.init().await.expect("init");
+    let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
+        .await
+        .expect("init");
+    (Sftp::new(session, lister), readdirs)
+}
+
+#[tokio::test]
+async fn an_endless_listing_stops_at_the_entry_bound() {
+    let (mut sftp, readdirs) = endless(100, 10).await;
+    sftp.set_max_entries(5_000);
+    let listed = tokio::time::timeout(LIMIT, sftp.list("/d"))
+        .await
+        .expect("bounded");
+    assert!(
+        matches!(listed, Err(ListError::TooLong { entries: 5_000 })),
+        "{listed:?}"
+    );
+    // It stopped reading at the bound: one reply past it at most.
+    assert!(readdirs.load(Ordering::Relaxed) <= 51, "{readdirs:?}");
+    let p = list_problem("/d", &listed.unwrap_err());
+    let Problem::Item(f) = p else {
+        panic!("an item problem")
+    };
+    assert_eq!(f.code, ExitCode::RemoteFile);
+    assert!(
+        f.message.contains("more than 5000 entries"),
+        "{}",
+        f.message
+    );
+}
+
+#[tokio::test]
+async fn an_endless_listing_of_long_names_stops_at_the_byte_bound() {
+    // 100 KB names, one a reply (with its long form, within the 256 KiB packet): the
+    // default entry bound is far away; the bytes stop it.
+    let (sftp, readdirs) = endless(1, 100_000).await;
+    let listed = tokio::time::timeout(LIMIT, sftp.list("/d"))
+        .await
+        .expect("bounded");
+    assert!(
+        matches!(listed, Err(ListError::TooLong { .. })),
+        "{listed:?}"
+    );
+    let replies = readdirs.load(Ordering::Relaxed);
+    let most = MAX_LISTING_NAME_BYTES / 100_000 + 2;
+    assert!(replies <= most, "{replies} > {most}");
+}
+
+#[tokio::test]
+async fn an_endless_tree_fails_the_copy_with_one_line_per_directory() {
+    let (mut sftp, _) = endless(100, 10).await;
+    sftp.set_max_entries(1_000);
+    let local = fx::TempDir::new("endless-local");
+    let plan = CopyPlan {
+        direction: Direction::Download,
+        sources: vec!["/d/*".to_owned()],
+        destination: local.path().to_str().unwrap().to_owned(),
+    };
+    let mut reports = Vec::new();
+    let mut report = |f: &Failure| reports.push(f.message.clone());
+    let copied = tokio::time::timeout(
+        LIMIT,
+        copy_reporting(&sftp, &plan, &CopyOptions::default(), &mut report),
+    )
+    .await
+    .expect("bounded");
+    let err = copied.expect_err("refused");
+    assert_eq!(err.code, ExitCode::RemoteFile);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].contains("/d/*: the server lists more than 1000"),
+        "{reports:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_real_listing_within_the_bound_is_whole_and_the_bound_holds_for_globs() {
+    let dir = fx::TempDir::new("listing");
+    for i in 0..30 {
+        std::fs::write(dir.path().join(format!("f{i:02}")), b"x").unwrap();
+    }
+    let Some(mut server) = fx::start(dir.path(), sftp_config(), None).await else {
+        return;
+    };
+    let base = dir.path().to_str().unwrap().to_owned();
+    let mut names: Vec<String> = server
+        .sftp
+        .list(&base)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 30, "no . or ..: {names:?}");
+    assert_eq!(names[0], "f00");
+    let pattern = format!("{}/f*", crate::ssh::glob::escape_glob(&base));
+    let all = crate::ssh::glob::remote_glob(&server.sftp, &pattern).await;
+    assert_eq!(all.expect("30 matches").len(), 30);
+    server.sftp.set_max_entries(29);
+    let capped = crate::ssh::glob::remote_glob(&server.sftp, &pattern).await;
+    assert!(
+        matches!(capped, Err(ListError::TooLong { entries: 29 })),
+        "{capped:?}"
+    );
+}
