@@ -32,7 +32,8 @@ RESULTS = []
 
 def report(name, ok, detail=""):
     RESULTS.append(ok)
-    print("%s  %s%s" % ("PASS" if ok else "FAIL", name, ("  (" + detail + ")") if detail else ""), flush=True)
+    shown = ("\n      got: " + " ".join(detail.split())[-240:]) if detail and not ok else ""
+    print("%s  %s%s" % ("PASS" if ok else "FAIL", name, shown), flush=True)
 
 
 class Relay:
@@ -169,12 +170,13 @@ def check_shell(sallyport, relay, label):
 def check_interactive(sallyport, relay):
     """InteractiveCommands: a command on the agent's pty, through --document."""
     t = Pty([sallyport, "shell", INSTANCE, "--document", "AWS-StartInteractiveCommand", "--parameter",
-             "command=sh -c 'echo inter-$((5*5)); stty size | tr \" \" x; read line; echo got-$line'"],
+             "command=sh -c 'echo inter-$((5*5)); read line; echo got-$line; stty size | tr \" \" x'"],
             relay.env, 30, 90)
     report("interactive command: output comes back", t.expect("inter-25", 60), t.tail())
-    report("interactive command: runs on a pty of the local size", t.expect("30x90", 10), t.tail())
     t.send("abc\r")
     report("interactive command: input reaches it", t.expect("got-abc", 20), t.tail())
+    # asked after the input, so the size sent at the start has had time to arrive
+    report("interactive command: runs on a pty of the local size", t.expect("30x90", 10), t.tail())
     rc = t.wait(30)
     report("interactive command: the session ends with the command", rc is not None, "sallyport exit %s" % rc)
 
