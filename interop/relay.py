@@ -259,6 +259,7 @@ class Relay:
         for end in (session.client, session.agent):
             if end.live():
                 await end.ws.close()
+        self.sessions.pop(session.sid, None)  # an ended session is unknown from now on
 
     # ------------------------------------------------------------------ the two websockets
 
