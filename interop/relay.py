@@ -133,6 +133,7 @@ class Relay:
         self.args = args
         self.sessions = {}
         self.trace = open(args.trace, "a", buffering=1) if args.trace else None
+        self.capture = open(args.capture, "a", buffering=1) if args.capture else None
         self.client_url = ""
         self.agent_url = ""
 
@@ -323,6 +324,10 @@ class Relay:
             if self.trace:
                 self.trace.write("%.4f %s %s %s seq=%d ptype=%d len=%d\n" % (
                     time.time(), end.name, session.sid, mtype, seq, ptype, len(frame) - FRAME_MIN))
+            if self.capture:
+                # the format of tests/data/captures/*.jsonl
+                self.capture.write(json.dumps({"t": round(time.time(), 4), "dir": "%s->%s" % (end.name, other.name),
+                                               "hex": frame.hex()}) + "\n")
             if other.live():
                 await other.ws.send_bytes(frame)
             elif len(other.pending) < MAX_PENDING:
@@ -445,6 +450,9 @@ def main():
     ap.add_argument("--ca", help="CA the harness trusts (default OUT/tls/ca.pem)")
     ap.add_argument("--harness-log", default="", metavar="FILE", help="append the harnesses' logs to FILE")
     ap.add_argument("--trace", default="", metavar="FILE", help="append one line per relayed frame to FILE")
+    ap.add_argument("--capture", default="", metavar="FILE",
+                    help="append every relayed frame to FILE as JSON lines (t, dir, hex), the format of "
+                         "tests/data/captures; the frames hold the session's bytes, so only for test keys")
     ap.add_argument("--kms-key-id", default="", metavar="KEY",
                     help="encrypt every session with KEY, serving a stand-in KMS on the client port")
     ap.add_argument("--separate-output", default="", choices=["", "true", "false"],
