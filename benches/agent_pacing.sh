@@ -3,15 +3,14 @@
 # own session code, side by side on this machine: the same sshd, the same client
 # (OpenSSH scp through `sallyport proxy`), the same file, runs interleaved.
 #
-#   benches/agent_pacing.sh --peers DIR --relay FILE [--size-mb N] [--runs N] [--no-build]
+#   benches/agent_pacing.sh [--interop DIR] [--relay FILE] [--size-mb N] [--runs N] [--no-build]
 #
-#   --peers DIR     where the official implementations were built: needs
-#                   amazon-ssm-agent/bin/fakeagent (the agent's own session code in a
-#                   one-session harness), tls/ (test CA and certificate) and venv-ws/ (a
-#                   Python with aiohttp); see docs/architecture.md, "Interop with the
-#                   official implementations"
-#   --relay FILE    the stand-in Message Gateway (a Python script) that starts one
-#                   fakeagent per StartSession and relays frames verbatim (required)
+#   --interop DIR   the interop kit's build output (default $INTEROP_DIR, else
+#                   ${TMPDIR:-/tmp}/sallyport-interop): bin/agent-harness (the official
+#                   agent's session code in a one-session harness), tls/ and venv/; build it
+#                   with interop/build.sh, see interop/README.md (--peers: the same)
+#   --relay FILE    the stand-in MGS that starts one harness per StartSession and relays
+#                   frames verbatim (default interop/relay.py)
 #   --size-mb N     size of the random file, MB = 10^6 bytes (default 5)
 #   --runs N        runs per agent (default 5)
 #   --no-build      use the existing release binaries
@@ -19,20 +18,19 @@
 #
 # Paths (everything on 127.0.0.1, rtt 0):
 #   testbed:  scp --ProxyCommand--> sallyport proxy --ws--> sallyport-testbed serve --> sshd
-#   official: scp --ProxyCommand--> sallyport proxy --ws--> fake_mgs_relay.py
-#             --wss--> fakeagent (the agent's datachannel + Port plugin code) --> sshd
+#   official: scp --ProxyCommand--> sallyport proxy --ws--> interop/relay.py
+#             --wss--> agent-harness (the agent's datachannel + Port plugin code) --> sshd
 #
 # Rate = file bytes / wall time of the whole scp (setup included), OpenSSH scp in its
 # default SFTP mode; every download is checked with SHA-256. Prints min/median/max per
 # agent and the ratio of medians (testbed / official). Target: within 0.9-1.1.
 #
-# Not a CI test: the official agent code is built from its public source with the
-# `fetch` tool, which CI does not have.
+# Not a CI test: it needs the official agent's source, built by interop/build.sh.
 
 set -euo pipefail
 
-PEERS=
-RELAY=
+INTEROP=${INTEROP_DIR:-${TMPDIR:-/tmp}/sallyport-interop}
+RELAY=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/interop/relay.py
 SIZE_MB=5
 RUNS=5
 BUILD=1
@@ -46,7 +44,7 @@ die() {
 
 while (($# > 0)); do
     case "$1" in
-        --peers) PEERS=${2:?--peers needs a value}; shift 2 ;;
+        --interop | --peers) INTEROP=${2:?--interop needs a value}; shift 2 ;;
         --relay) RELAY=${2:?--relay needs a value}; shift 2 ;;
         --size-mb) SIZE_MB=${2:?--size-mb needs a value}; shift 2 ;;
         --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
@@ -56,11 +54,10 @@ while (($# > 0)); do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-[[ -n $PEERS ]] || die "--peers DIR is required (see docs/architecture.md, Interop)"
-[[ -n $RELAY ]] || die "--relay FILE is required (see docs/architecture.md, Interop)"
-[[ -x $PEERS/amazon-ssm-agent/bin/fakeagent ]] || die "no $PEERS/amazon-ssm-agent/bin/fakeagent"
-[[ -x $PEERS/venv-ws/bin/python ]] || die "no $PEERS/venv-ws/bin/python"
-[[ -f $RELAY ]] || die "no fake MGS relay at $RELAY (pass --relay)"
+[[ -x $INTEROP/bin/agent-harness ]] ||
+    die "no $INTEROP/bin/agent-harness: run interop/build.sh first, or pass --interop DIR (see interop/README.md)"
+[[ -x $INTEROP/venv/bin/python ]] || die "no $INTEROP/venv/bin/python: run interop/build.sh first"
+[[ -f $RELAY ]] || die "no relay at $RELAY (pass --relay)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 
 BENCH_NAME=agent_pacing.sh
@@ -77,21 +74,13 @@ wait_for_line "$TMP/testbed.env" 15 SALLYPORT_TESTBED_INSTANCE= "$!"
 TB_INSTANCE=$(sed -n 's/^SALLYPORT_TESTBED_INSTANCE=//p' "$TMP/testbed.env")
 mapfile -t TB_ENV < <(grep -E '^[A-Z_][A-Z0-9_]*=' "$TMP/testbed.env")
 
-# The official agent code behind the fake Message Gateway.
-CLIENT_PORT=$(free_port)
-AGENT_PORT=$(free_port)
-"$PEERS/venv-ws/bin/python" "$RELAY" --client-port "$CLIENT_PORT" --agent-port "$AGENT_PORT" \
-    --cert "$PEERS/tls/srv.pem" --key "$PEERS/tls/srv.key" \
-    --stream-url-base "ws://127.0.0.1:$CLIENT_PORT" \
-    --spawn-agent "$PEERS/amazon-ssm-agent/bin/fakeagent" --agent-ca "$PEERS/tls/ca.pem" \
-    --agent-log "$TMP/agent.log" --verbose 0 >"$TMP/relay.log" 2>&1 &
+# The official agent code behind the kit's stand-in Message Gateway.
+"$INTEROP/venv/bin/python" "$RELAY" --out "$INTEROP" --harness-log "$TMP/agent.log" \
+    >"$TMP/relay.env" 2>"$TMP/relay.log" &
 PIDS+=("$!")
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$CLIENT_PORT") 2>/dev/null && break
-    sleep 0.1
-done
-OFFICIAL_ENV=(AWS_ENDPOINT_URL="http://127.0.0.1:$CLIENT_PORT" AWS_ACCESS_KEY_ID=AKIDPEERS
-    AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1)
+wait_for_line "$TMP/relay.env" 30 INTEROP_RELAY_ENDPOINT= "$!"
+OFFICIAL_ENV=(AWS_ENDPOINT_URL="$(sed -n 's/^INTEROP_RELAY_ENDPOINT=//p' "$TMP/relay.env")"
+    AWS_ACCESS_KEY_ID=AKIDINTEROP AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1)
 OFFICIAL_INSTANCE=i-0123456789abcdef0
 
 HERMETIC=(
@@ -147,7 +136,7 @@ $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs, sallyport $(cd "$R
 
 | agent | min MB/s | median MB/s | max MB/s |
 |---|---:|---:|---:|
-| official agent code (fakeagent) | $of_min | $of_med | $of_max |
+| official agent code (interop harness) | $of_min | $of_med | $of_max |
 | testbed | $tb_min | $tb_med | $tb_max |
 
 - ratio of medians (testbed / official): $ratio (target 0.9-1.1)
