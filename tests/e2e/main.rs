@@ -8,6 +8,7 @@ mod engine;
 mod fidelity;
 mod forward;
 mod harness;
+mod hostile;
 mod http_proxy;
 mod instance_connect;
 mod kms;

@@ -1,0 +1,255 @@
+//! `sallyport scp` and `sallyport sftp` against a hostile instance: the testbed's lying
+//! SSH/SFTP server (`sallyport_testbed::instance::hostile`) in place of sshd. Whatever it
+//! claims, each command must
+//! - write nothing outside its destination (a sibling directory stays empty, no file the
+//!   server named with `..` or an absolute path appears),
+//! - allocate nothing from a claim: sallyport runs under a hard address-space limit of
+//!   [`AS_LIMIT`] (`prlimit --as`), so a client that believes a size or a listing dies
+//!   fast instead of eating the machine,
+//! - print no raw escape sequence or other control character the server sent,
+//! - end within [`LIMIT`], with a non-zero exit and one line saying what went wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use sallyport_testbed::instance::hostile::names::{ABSOLUTE_NAME, EVIL_NAMES, HONEST_LEN};
+use sallyport_testbed::instance::sshd::TempDir;
+use sallyport_testbed::world::hostile_ssh::HostileSsh;
+use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
+
+use crate::harness::{SALLYPORT, TLS_BY_DEFAULT, hermetic_env, run};
+
+/// Every command ends within this, or the test fails.
+const LIMIT: Duration = Duration::from_secs(90);
+/// The address-space bound sallyport runs under: 1 GiB of virtual memory (with glibc
+/// kept to 2 malloc arenas). An honest copy needs well under it (see
+/// `honest_copies_fit_in_the_memory_bound`); a client that allocates from a claimed size
+/// of 2^64-1 or collects an endless listing does not.
+const AS_LIMIT: u64 = 1 << 30;
+/// Lines on stderr a recursive copy may print: one per refused name the server listed,
+/// and the last.
+const MAX_LINES: usize = EVIL_NAMES.len() + 4;
+
+/// A testbed whose one instance's port 22 is the hostile server, and a directory with an
+/// empty HOME, a destination and a sibling of it.
+struct Hostile {
+    // Field order is drop order: testbed and runtime before the temp dir.
+    testbed: Testbed,
+    _runtime: tokio::runtime::Runtime,
+    instance: String,
+    dir: TempDir,
+}
+
+impl Hostile {
+    fn new(behaviours: &[HostileSsh]) -> Hostile {
+        let dir = TempDir::new("sallyport-hostile").expect("temp dir");
+        for sub in ["home", "tmp", "work/dest", "work/hostile-sibling"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("dirs");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Port 22 is replaced by the hostile server's; this address is never dialled.
+        let mut instance = InstanceConfig::ssh_shortcut("127.0.0.1:9".parse().unwrap());
+        instance.hostile = behaviours.to_vec();
+        let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![instance]);
+        config.eic_state_dir = Some(dir.path().join("eic-state"));
+        config.tls = TLS_BY_DEFAULT;
+        config.agent.pace = Duration::ZERO;
+        let testbed = runtime
+            .block_on(Testbed::start(config))
+            .expect("start testbed");
+        let instance = testbed.instance_ids[0].clone();
+        let _ = std::fs::remove_file(ABSOLUTE_NAME);
+        Hostile {
+            testbed,
+            _runtime: runtime,
+            instance,
+            dir,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn dest(&self) -> PathBuf {
+        self.path("work/dest")
+    }
+
+    fn remote(&self, path: &str) -> String {
+        format!("root@{}:{path}", self.instance)
+    }
+
+    /// `sallyport ARGS` under `prlimit --as=AS_LIMIT`, with the testbed's environment,
+    /// HOME and TMPDIR in the fixture, the destination's parent as working directory.
+    fn sallyport(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--as={AS_LIMIT}")).arg("--").arg(SALLYPORT);
+        cmd.args(args);
+        hermetic_env(&mut cmd, &self.testbed, self.dir.path());
+        cmd.env("HOME", self.path("home"))
+            .env("TMPDIR", self.path("tmp"))
+            .env("MALLOC_ARENA_MAX", "2")
+            .env_remove("SSH_AUTH_SOCK")
+            .current_dir(self.path("work"));
+        cmd
+    }
+
+    fn scp(&self, j: usize, extra: &[&str], from: &str, to: &str) -> Output {
+        let j = j.to_string();
+        let mut args = vec!["scp", "-q", "-j", &j];
+        args.extend(extra);
+        args.extend([from, to]);
+        run(&mut self.sallyport(&args), None, LIMIT)
+    }
+
+    /// `sallyport sftp -b BATCH` with these commands.
+    fn sftp(&self, batch: &str) -> Output {
+        let file = self.path("batch");
+        std::fs::write(&file, batch).unwrap();
+        let dest = format!("root@{}", self.instance);
+        let args = ["sftp", "-b", file.to_str().unwrap(), &dest];
+        run(&mut self.sallyport(&args), None, LIMIT)
+    }
+
+    /// Nothing was written outside `work/dest`: `work` holds only `dest` and the sibling,
+    /// the sibling is empty, nothing the server named exists above `work`, and the
+    /// absolute path the server listed does not exist.
+    fn assert_nothing_outside_dest(&self, what: &str) {
+        let mut work: Vec<String> = std::fs::read_dir(self.path("work"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        work.sort();
+        assert_eq!(
+            work,
+            ["dest", "hostile-sibling"],
+            "{what}: written beside dest"
+        );
+        let sibling = std::fs::read_dir(self.path("work/hostile-sibling")).unwrap();
+        assert_eq!(sibling.count(), 0, "{what}: written into the sibling");
+        for name in ["hostile-up", "planted"] {
+            assert!(
+                !self.path(name).exists() && !self.dir.path().parent().unwrap().join(name).exists(),
+                "{what}: {name} written above the destination"
+            );
+        }
+        assert!(
+            !Path::new(ABSOLUTE_NAME).exists(),
+            "{what}: {ABSOLUTE_NAME} written (an absolute name from the server)"
+        );
+    }
+}
+
+/// stderr lines but the first-use host key notice.
+fn message_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("permanently added"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The first control character (C0 but tab and newline, DEL, C1) in `bytes`.
+fn control_char(bytes: &[u8]) -> Option<char> {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .find(|&c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}')
+}
+
+/// No raw escape sequence or other control character reached the terminal.
+fn assert_no_raw_control(out: &Output, what: &str) {
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !bytes.contains(&0x1b),
+            "{what}: a raw ESC on {stream}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        if let Some(c) = control_char(bytes) {
+            panic!(
+                "{what}: raw control character {c:?} on {stream}: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}
+
+/// The command failed cleanly: a non-zero exit (not a signal, such as the abort of a
+/// failed allocation under the memory bound), between one and `max_lines` lines on
+/// stderr, the last one not empty, and no raw control character anywhere.
+fn assert_fails_cleanly(out: &Output, max_lines: usize, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or_else(|| {
+        panic!(
+            "{what}: killed by a signal ({:?}; under the {AS_LIMIT}-byte address-space \
+             limit an abort means an allocation from a claim); stderr: {stderr}",
+            out.status
+        )
+    });
+    assert_ne!(code, 0, "{what}: exit 0; stderr: {stderr}");
+    assert_no_raw_control(out, what);
+    let lines = message_lines(out);
+    assert!(
+        (1..=max_lines).contains(&lines.len()),
+        "{what}: {} lines on stderr (want 1 to {max_lines}): {stderr}",
+        lines.len()
+    );
+    assert!(
+        lines.last().is_some_and(|l| !l.trim().is_empty()),
+        "{what}: the last line is empty: {stderr:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.len() <= 1000),
+        "{what}: a line over 1000 bytes: {stderr}"
+    );
+}
+
+/// The files (not directories) under `dir`, recursively, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The honest 64 KiB file's bytes, as the server makes them.
+fn honest_content() -> Vec<u8> {
+    sallyport_testbed::instance::hostile::names::content(0, HONEST_LEN as usize)
+}
+
+#[test]
+fn honest_copies_fit_in_the_memory_bound() {
+    // Control: the hostile server's honest file, both ways, at -j 1 and -j 4, succeeds
+    // under the same address-space limit (lying-status lies only in failures and writes
+    // it drops; a download of /f is honest).
+    let fx = Hostile::new(&[HostileSsh::LyingStatus]);
+    for j in [1, 4] {
+        let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
+        assert!(
+            out.status.success(),
+            "-j {j}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(fx.dest().join("f")).unwrap(),
+            honest_content()
+        );
+        std::fs::remove_file(fx.dest().join("f")).unwrap();
+    }
+    fx.assert_nothing_outside_dest("control");
+}
