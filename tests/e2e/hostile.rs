@@ -253,3 +253,260 @@ fn honest_copies_fit_in_the_memory_bound() {
     }
     fx.assert_nothing_outside_dest("control");
 }
+
+/// Empties the destination between runs.
+fn clear_dest(fx: &Hostile) {
+    std::fs::remove_dir_all(fx.dest()).unwrap();
+    std::fs::create_dir(fx.dest()).unwrap();
+}
+
+/// Runs `check` at `-j 1` and at `-j 4` with an empty destination, and fails with what
+/// failed at each (so one report says how both went).
+fn at_j_1_and_4(fx: &Hostile, check: impl Fn(usize)) {
+    let mut failures = Vec::new();
+    for j in [1, 4] {
+        clear_dest(fx);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(j)));
+        if let Err(e) = result {
+            let msg = (e.downcast_ref::<String>().cloned())
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("-j {j}: {msg}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// The depth of the deepest directory under `dir` (0: none).
+fn depth_under(dir: &Path) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+#[test]
+fn evil_names_in_a_recursive_download_stay_inside_the_destination() {
+    let fx = Hostile::new(&[HostileSsh::EvilNames]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -r -j {j} host:/d");
+        let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
+        fx.assert_nothing_outside_dest(&what);
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+        assert_eq!(
+            std::fs::read(fx.dest().join("d/ok.txt")).ok(),
+            Some(honest_content()),
+            "{what}: the honest entry is still copied"
+        );
+    });
+}
+
+#[test]
+fn evil_names_from_a_remote_glob_stay_inside_the_destination() {
+    let fx = Hostile::new(&[HostileSsh::EvilNames]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} 'host:/d/*'");
+        let out = fx.scp(j, &[], &fx.remote("/d/*"), "dest/");
+        eprintln!("{what}: copied {:?}", files_under(&fx.dest()));
+        fx.assert_nothing_outside_dest(&what);
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+    });
+}
+
+#[test]
+fn evil_names_through_sftp_ls_and_get_r_are_shown_as_text_and_stay_inside() {
+    let fx = Hostile::new(&[HostileSsh::EvilNames]);
+    let out = fx.sftp("-ls -l /d\nget -r /d dest\n");
+    fx.assert_nothing_outside_dest("sftp get -r /d");
+    assert_fails_cleanly(&out, MAX_LINES, "sftp ls -l /d; get -r /d");
+}
+
+#[test]
+fn a_claimed_size_of_2_64_is_not_believed_downloading_a_file() {
+    let fx = Hostile::new(&[HostileSsh::HugeSize]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} host:/f (claims u64::MAX)");
+        let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
+        assert_fails_cleanly(&out, 1, &what);
+        assert_eq!(
+            files_under(&fx.dest()),
+            Vec::<String>::new(),
+            "{what}: a partial file left"
+        );
+        fx.assert_nothing_outside_dest(&what);
+    });
+}
+
+#[test]
+fn a_claimed_size_of_2_64_is_not_believed_in_a_recursive_download() {
+    let fx = Hostile::new(&[HostileSsh::HugeSize]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -r -j {j} host:/d (sizes u64::MAX)");
+        let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+        fx.assert_nothing_outside_dest(&what);
+    });
+}
+
+#[test]
+fn an_upload_over_a_file_claiming_2_64_bytes_allocates_nothing() {
+    // The destination exists and claims u64::MAX bytes; nothing about the upload needs
+    // that size, so the copy must not allocate from it (the address-space limit) and must
+    // end; whether it succeeds is the client's call (the server takes the bytes).
+    let fx = Hostile::new(&[HostileSsh::HugeSize]);
+    let src = fx.path("src.bin");
+    std::fs::write(&src, crate::harness::random_bytes(3_000_000, 21)).unwrap();
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} src host:/f (claims u64::MAX)");
+        let out = fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/f"));
+        assert!(
+            out.status.code().is_some(),
+            "{what}: killed by a signal ({:?}; an allocation from the claim under the \
+             address-space limit); stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_no_raw_control(&out, &what);
+        eprintln!("{what}: {:?}", out.status);
+    });
+}
+
+#[test]
+fn an_endless_listing_ends_a_recursive_download() {
+    let fx = Hostile::new(&[HostileSsh::EndlessListing]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -r -j {j} host:/d (endless listing)");
+        let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+        fx.assert_nothing_outside_dest(&what);
+    });
+}
+
+#[test]
+fn an_endless_listing_ends_a_remote_glob_and_sftp_ls() {
+    let fx = Hostile::new(&[HostileSsh::EndlessListing]);
+    let out = fx.scp(1, &[], &fx.remote("/d/*"), "dest/");
+    assert_fails_cleanly(&out, MAX_LINES, "scp 'host:/d/*' (endless listing)");
+    fx.assert_nothing_outside_dest("scp glob");
+    let out = fx.sftp("ls /d\n");
+    assert_fails_cleanly(&out, MAX_LINES, "sftp ls /d (endless listing)");
+}
+
+#[test]
+fn a_file_that_ends_before_its_size_is_an_error_not_a_short_copy() {
+    // 1 MiB claimed, at most 1000 bytes per READ, EOF at 300 000.
+    let fx = Hostile::new(&[HostileSsh::ShortRead]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} host:/f (short reads, early EOF)");
+        let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
+        assert_fails_cleanly(&out, 1, &what);
+        assert_eq!(
+            files_under(&fx.dest()),
+            Vec::<String>::new(),
+            "{what}: a truncated file left as if complete"
+        );
+        let what = format!("scp -r -j {j} host:/d (short reads, early EOF)");
+        let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+        assert!(
+            !fx.dest().join("d/ok.txt").exists(),
+            "{what}: a truncated file left as if complete"
+        );
+        fx.assert_nothing_outside_dest(&what);
+    });
+}
+
+#[test]
+fn escape_sequences_in_status_messages_never_reach_the_terminal() {
+    let fx = Hostile::new(&[HostileSsh::LyingStatus]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} host:/missing (lying status)");
+        let out = fx.scp(j, &[], &fx.remote("/missing"), "dest/");
+        assert_fails_cleanly(&out, 1, &what);
+        let what = format!("scp -r -j {j} host:/missing (lying status)");
+        let out = fx.scp(j, &["-r"], &fx.remote("/missing"), "dest/");
+        assert_fails_cleanly(&out, 1, &what);
+        fx.assert_nothing_outside_dest(&what);
+    });
+    let out = fx.sftp("get /missing dest\n");
+    assert_fails_cleanly(&out, 1, "sftp get /missing (lying status)");
+}
+
+#[test]
+fn an_upload_whose_writes_are_acknowledged_and_dropped_fails() {
+    // WRITE answers OK and keeps nothing; closing the file fails with escape sequences.
+    let fx = Hostile::new(&[HostileSsh::LyingStatus]);
+    let src = fx.path("src.bin");
+    std::fs::write(&src, crate::harness::random_bytes(3_000_000, 5)).unwrap();
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -j {j} src host:/up/ (writes dropped)");
+        let out = fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/up/"));
+        assert_fails_cleanly(&out, 1, &what);
+    });
+    let out = fx.sftp(&format!("put {} /up/x\n", src.display()));
+    assert_fails_cleanly(&out, 1, "sftp put (writes dropped)");
+}
+
+#[test]
+fn a_symlink_loop_the_server_hides_ends_a_recursive_download() {
+    // `loop` is a symlink to a directory holding `loop` again, and REALPATH answers each
+    // path as asked, so the client cannot see the cycle; it must stop by depth (OpenSSH's
+    // sftp stops at 64 levels).
+    let fx = Hostile::new(&[HostileSsh::SymlinkLoop]);
+    at_j_1_and_4(&fx, |j| {
+        let what = format!("scp -r -j {j} host:/d (symlink loop)");
+        let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
+        let depth = depth_under(&fx.dest());
+        assert!(depth <= 65, "{what}: followed the loop {depth} levels deep");
+        assert_fails_cleanly(&out, MAX_LINES, &what);
+        fx.assert_nothing_outside_dest(&what);
+    });
+    let out = fx.sftp("get -r /d dest\n");
+    assert!(
+        depth_under(&fx.dest()) <= 65,
+        "sftp get -r followed the loop"
+    );
+    assert_fails_cleanly(&out, MAX_LINES, "sftp get -r /d (symlink loop)");
+}
+
+#[test]
+fn a_host_key_that_changes_between_connections_is_refused() {
+    // Every connection presents a new host key. The first copy records one (first use);
+    // every later connection, down or up, at -j 1 or -j 4, must be refused with exit 15.
+    let fx = Hostile::new(&[HostileSsh::NewHostKey]);
+    let first = fx.scp(1, &[], &fx.remote("/f"), "dest/");
+    assert!(
+        first.status.success(),
+        "first use: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    clear_dest(&fx);
+    let src = fx.path("src.bin");
+    std::fs::write(&src, crate::harness::random_bytes(100_000, 7)).unwrap();
+    at_j_1_and_4(&fx, |j| {
+        for (what, out) in [
+            (
+                format!("scp -j {j} host:/f (new host key)"),
+                fx.scp(j, &[], &fx.remote("/f"), "dest/"),
+            ),
+            (
+                format!("scp -j {j} src host:/up/ (new host key)"),
+                fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/up/")),
+            ),
+        ] {
+            assert_fails_cleanly(&out, 1, &what);
+            assert_eq!(out.status.code(), Some(15), "{what}");
+            assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
+        }
+    });
+    let out = fx.sftp("get /f dest\n");
+    assert_fails_cleanly(&out, 1, "sftp (new host key)");
+    assert_eq!(out.status.code(), Some(15), "sftp (new host key)");
+}
