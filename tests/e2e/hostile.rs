@@ -27,9 +27,16 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// `honest_copies_fit_in_the_memory_bound`); a client that allocates from a claimed size
 /// of 2^64-1 or collects an endless listing does not.
 const AS_LIMIT: u64 = 1 << 30;
+/// Lines on stderr a copy of one file may print: what went wrong, and the count of
+/// files that could not be copied.
+const ONE_PROBLEM: usize = 2;
 /// Lines on stderr a recursive copy may print: one per refused name the server listed,
 /// and the last.
 const MAX_LINES: usize = EVIL_NAMES.len() + 4;
+/// Lines of the changed-host-key warning (OpenSSH's text, on purpose).
+const HOST_KEY_WARNING: usize = 16;
+/// The line a `lying-status` server forges after its escape sequences.
+const FORGED_LINE: &str = "sallyport: all files copied";
 
 /// A testbed whose one instance's port 22 is the hostile server, and a directory with an
 /// empty HOME, a destination and a sibling of it.
@@ -206,6 +213,12 @@ fn assert_fails_cleanly(out: &Output, max_lines: usize, what: &str) {
         lines.iter().all(|l| l.len() <= 1000),
         "{what}: a line over 1000 bytes: {stderr}"
     );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.trim_start().starts_with(FORGED_LINE)),
+        "{what}: the server's forged line stands as a line of its own: {stderr}"
+    );
 }
 
 /// The files (not directories) under `dir`, recursively, as paths relative to it.
@@ -283,7 +296,11 @@ fn depth_under(dir: &Path) -> usize {
     let mut stack = vec![(dir.to_path_buf(), 0)];
     while let Some((d, depth)) = stack.pop() {
         deepest = deepest.max(depth);
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
+        // A directory too deep to name (ENAMETOOLONG) still counts at its depth.
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push((e.path(), depth + 1));
             }
@@ -334,7 +351,7 @@ fn a_claimed_size_of_2_64_is_not_believed_downloading_a_file() {
     at_j_1_and_4(&fx, |j| {
         let what = format!("scp -j {j} host:/f (claims u64::MAX)");
         let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
-        assert_fails_cleanly(&out, 1, &what);
+        assert_fails_cleanly(&out, ONE_PROBLEM, &what);
         assert_eq!(
             files_under(&fx.dest()),
             Vec::<String>::new(),
@@ -406,7 +423,7 @@ fn a_file_that_ends_before_its_size_is_an_error_not_a_short_copy() {
     at_j_1_and_4(&fx, |j| {
         let what = format!("scp -j {j} host:/f (short reads, early EOF)");
         let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
-        assert_fails_cleanly(&out, 1, &what);
+        assert_fails_cleanly(&out, ONE_PROBLEM, &what);
         assert_eq!(
             files_under(&fx.dest()),
             Vec::<String>::new(),
@@ -429,14 +446,14 @@ fn escape_sequences_in_status_messages_never_reach_the_terminal() {
     at_j_1_and_4(&fx, |j| {
         let what = format!("scp -j {j} host:/missing (lying status)");
         let out = fx.scp(j, &[], &fx.remote("/missing"), "dest/");
-        assert_fails_cleanly(&out, 1, &what);
+        assert_fails_cleanly(&out, ONE_PROBLEM, &what);
         let what = format!("scp -r -j {j} host:/missing (lying status)");
         let out = fx.scp(j, &["-r"], &fx.remote("/missing"), "dest/");
-        assert_fails_cleanly(&out, 1, &what);
+        assert_fails_cleanly(&out, ONE_PROBLEM, &what);
         fx.assert_nothing_outside_dest(&what);
     });
     let out = fx.sftp("get /missing dest\n");
-    assert_fails_cleanly(&out, 1, "sftp get /missing (lying status)");
+    assert_fails_cleanly(&out, ONE_PROBLEM, "sftp get /missing (lying status)");
 }
 
 #[test]
@@ -448,10 +465,10 @@ fn an_upload_whose_writes_are_acknowledged_and_dropped_fails() {
     at_j_1_and_4(&fx, |j| {
         let what = format!("scp -j {j} src host:/up/ (writes dropped)");
         let out = fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/up/"));
-        assert_fails_cleanly(&out, 1, &what);
+        assert_fails_cleanly(&out, ONE_PROBLEM, &what);
     });
     let out = fx.sftp(&format!("put {} /up/x\n", src.display()));
-    assert_fails_cleanly(&out, 1, "sftp put (writes dropped)");
+    assert_fails_cleanly(&out, ONE_PROBLEM, "sftp put (writes dropped)");
 }
 
 #[test]
@@ -478,8 +495,23 @@ fn a_symlink_loop_the_server_hides_ends_a_recursive_download() {
 
 #[test]
 fn a_host_key_that_changes_between_connections_is_refused() {
-    // Every connection presents a new host key. The first copy records one (first use);
-    // every later connection, down or up, at -j 1 or -j 4, must be refused with exit 15.
+    // Every connection presents a new host key. Within one striped copy: the first
+    // session records its key (first use), the next sessions present others, and the copy
+    // must stop with exit 15, not take them.
+    let fx = Hostile::new(&[HostileSsh::NewHostKey]);
+    let out = fx.scp(4, &[], &fx.remote("/big"), "dest/");
+    let what = "scp -j 4 host:/big, first use (new host key per session)";
+    let carried: Vec<u64> = (fx.testbed.data_stats().iter())
+        .map(|(_, s)| s.agent_bytes)
+        .filter(|&b| b > 1_000_000)
+        .collect();
+    eprintln!("{what}: sessions that carried over 1 MB: {carried:?}");
+    assert_fails_cleanly(&out, HOST_KEY_WARNING, what);
+    assert_eq!(out.status.code(), Some(15), "{what}");
+    assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
+    drop(fx);
+    // The first copy records one key; every later connection, down or up, at -j 1 or
+    // -j 4, must be refused with exit 15.
     let fx = Hostile::new(&[HostileSsh::NewHostKey]);
     let first = fx.scp(1, &[], &fx.remote("/f"), "dest/");
     assert!(
@@ -501,12 +533,12 @@ fn a_host_key_that_changes_between_connections_is_refused() {
                 fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/up/")),
             ),
         ] {
-            assert_fails_cleanly(&out, 1, &what);
+            assert_fails_cleanly(&out, HOST_KEY_WARNING, &what);
             assert_eq!(out.status.code(), Some(15), "{what}");
             assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
         }
     });
     let out = fx.sftp("get /f dest\n");
-    assert_fails_cleanly(&out, 1, "sftp (new host key)");
+    assert_fails_cleanly(&out, HOST_KEY_WARNING, "sftp (new host key)");
     assert_eq!(out.status.code(), Some(15), "sftp (new host key)");
 }

@@ -5,7 +5,7 @@
 //! (`hostile = [...]` in an instances file) or for all (`serve --hostile-ssh`).
 //!
 //! It accepts any public key. Its file system is made up ([`names`]): `/f` an honest
-//! 64 KiB file, `/d` the directory whose listing carries the lies, `/up` a directory that
+//! 64 KiB file, `/big` an honest 16 MiB one, `/d` the directory whose listing carries the lies, `/up` a directory that
 //! takes uploads (their bytes are counted, never kept). Every path a lie names can be
 //! stat'ed and read, so a client that believes the lie acts on it.
 //!

@@ -9,6 +9,9 @@ use crate::world::hostile_ssh::HostileSsh;
 pub const LISTED_DIR: &str = "/d";
 /// An honest regular file (`scp host:/f …`), [`HONEST_LEN`] bytes.
 pub const FILE: &str = "/f";
+/// An honest file of [`BIG_LEN`] bytes: big enough that `scp -j 4` opens several sessions.
+pub const BIG_FILE: &str = "/big";
+pub const BIG_LEN: u64 = 16 * 1024 * 1024;
 /// An honest directory that takes uploads (`scp … host:/up/`).
 pub const UPLOAD_DIR: &str = "/up";
 /// The length of every honest file.

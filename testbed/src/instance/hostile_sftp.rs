@@ -10,8 +10,8 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use super::names::{
-    EVIL_CONTENT, FILE, HONEST_LEN, LISTED_DIR, Lies, Node, READ_MAX, SHORT_READ_MAX, UPLOAD_DIR,
-    attrs, content, normalize,
+    BIG_FILE, BIG_LEN, EVIL_CONTENT, FILE, HONEST_LEN, LISTED_DIR, Lies, Node, READ_MAX,
+    SHORT_READ_MAX, UPLOAD_DIR, attrs, content, normalize,
 };
 
 /// Open handles per connection; more are refused (OpenSSH's sftp-server allows 512).
@@ -66,6 +66,9 @@ impl Sftp {
         }
         if p == FILE || p == format!("{LISTED_DIR}/ok.txt") {
             return Some(self.lies.file(HONEST_LEN));
+        }
+        if p == BIG_FILE {
+            return Some(self.lies.file(BIG_LEN));
         }
         if let Some(&len) = self.files.get(&p) {
             return Some(self.lies.file(len));
