@@ -273,21 +273,32 @@ fn clear_dest(fx: &Hostile) {
     std::fs::create_dir(fx.dest()).unwrap();
 }
 
-/// Runs `check` at `-j 1` and at `-j 4` with an empty destination, and fails with what
-/// failed at each (so one report says how both went).
-fn at_j_1_and_4(fx: &Hostile, check: impl Fn(usize)) {
-    let mut failures = Vec::new();
-    for j in [1, 4] {
-        clear_dest(fx);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(j)));
+/// Checks that all run even when some fail, so one report says how each went.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, label: &str, check: impl FnOnce()) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
         if let Err(e) = result {
             let msg = (e.downcast_ref::<String>().cloned())
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            failures.push(format!("-j {j}: {msg}"));
+            self.0.push(format!("{label}: {msg}"));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+
+    fn finish(self) {
+        assert!(self.0.is_empty(), "{}", self.0.join("\n---\n"));
+    }
+}
+
+/// Runs `check` at `-j 1` and at `-j 4`, each with an empty destination.
+fn at_j_1_and_4(fx: &Hostile, checks: &mut Checks, check: impl Fn(usize)) {
+    for j in [1, 4] {
+        clear_dest(fx);
+        checks.check(&format!("-j {j}"), || check(j));
+    }
 }
 
 /// The depth of the deepest directory under `dir` (0: none).
@@ -312,7 +323,8 @@ fn depth_under(dir: &Path) -> usize {
 #[test]
 fn evil_names_in_a_recursive_download_stay_inside_the_destination() {
     let fx = Hostile::new(&[HostileSsh::EvilNames]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -r -j {j} host:/d");
         let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
         fx.assert_nothing_outside_dest(&what);
@@ -323,18 +335,21 @@ fn evil_names_in_a_recursive_download_stay_inside_the_destination() {
             "{what}: the honest entry is still copied"
         );
     });
+    checks.finish();
 }
 
 #[test]
 fn evil_names_from_a_remote_glob_stay_inside_the_destination() {
     let fx = Hostile::new(&[HostileSsh::EvilNames]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} 'host:/d/*'");
         let out = fx.scp(j, &[], &fx.remote("/d/*"), "dest/");
         eprintln!("{what}: copied {:?}", files_under(&fx.dest()));
         fx.assert_nothing_outside_dest(&what);
         assert_fails_cleanly(&out, MAX_LINES, &what);
     });
+    checks.finish();
 }
 
 #[test]
@@ -348,7 +363,8 @@ fn evil_names_through_sftp_ls_and_get_r_are_shown_as_text_and_stay_inside() {
 #[test]
 fn a_claimed_size_of_2_64_is_not_believed_downloading_a_file() {
     let fx = Hostile::new(&[HostileSsh::HugeSize]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} host:/f (claims u64::MAX)");
         let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
         assert_fails_cleanly(&out, ONE_PROBLEM, &what);
@@ -359,17 +375,20 @@ fn a_claimed_size_of_2_64_is_not_believed_downloading_a_file() {
         );
         fx.assert_nothing_outside_dest(&what);
     });
+    checks.finish();
 }
 
 #[test]
 fn a_claimed_size_of_2_64_is_not_believed_in_a_recursive_download() {
     let fx = Hostile::new(&[HostileSsh::HugeSize]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -r -j {j} host:/d (sizes u64::MAX)");
         let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
         assert_fails_cleanly(&out, MAX_LINES, &what);
         fx.assert_nothing_outside_dest(&what);
     });
+    checks.finish();
 }
 
 #[test]
@@ -380,7 +399,8 @@ fn an_upload_over_a_file_claiming_2_64_bytes_allocates_nothing() {
     let fx = Hostile::new(&[HostileSsh::HugeSize]);
     let src = fx.path("src.bin");
     std::fs::write(&src, crate::harness::random_bytes(3_000_000, 21)).unwrap();
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} src host:/f (claims u64::MAX)");
         let out = fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/f"));
         assert!(
@@ -393,34 +413,44 @@ fn an_upload_over_a_file_claiming_2_64_bytes_allocates_nothing() {
         assert_no_raw_control(&out, &what);
         eprintln!("{what}: {:?}", out.status);
     });
+    checks.finish();
 }
 
 #[test]
 fn an_endless_listing_ends_a_recursive_download() {
     let fx = Hostile::new(&[HostileSsh::EndlessListing]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -r -j {j} host:/d (endless listing)");
         let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
         assert_fails_cleanly(&out, MAX_LINES, &what);
         fx.assert_nothing_outside_dest(&what);
     });
+    checks.finish();
 }
 
 #[test]
 fn an_endless_listing_ends_a_remote_glob_and_sftp_ls() {
     let fx = Hostile::new(&[HostileSsh::EndlessListing]);
-    let out = fx.scp(1, &[], &fx.remote("/d/*"), "dest/");
-    assert_fails_cleanly(&out, MAX_LINES, "scp 'host:/d/*' (endless listing)");
-    fx.assert_nothing_outside_dest("scp glob");
-    let out = fx.sftp("ls /d\n");
-    assert_fails_cleanly(&out, MAX_LINES, "sftp ls /d (endless listing)");
+    let mut checks = Checks::default();
+    checks.check("scp glob", || {
+        let out = fx.scp(1, &[], &fx.remote("/d/*"), "dest/");
+        assert_fails_cleanly(&out, MAX_LINES, "scp 'host:/d/*' (endless listing)");
+        fx.assert_nothing_outside_dest("scp glob");
+    });
+    checks.check("sftp ls", || {
+        let out = fx.sftp("ls /d\n");
+        assert_fails_cleanly(&out, MAX_LINES, "sftp ls /d (endless listing)");
+    });
+    checks.finish();
 }
 
 #[test]
 fn a_file_that_ends_before_its_size_is_an_error_not_a_short_copy() {
     // 1 MiB claimed, at most 1000 bytes per READ, EOF at 300 000.
     let fx = Hostile::new(&[HostileSsh::ShortRead]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} host:/f (short reads, early EOF)");
         let out = fx.scp(j, &[], &fx.remote("/f"), "dest/");
         assert_fails_cleanly(&out, ONE_PROBLEM, &what);
@@ -438,12 +468,14 @@ fn a_file_that_ends_before_its_size_is_an_error_not_a_short_copy() {
         );
         fx.assert_nothing_outside_dest(&what);
     });
+    checks.finish();
 }
 
 #[test]
 fn escape_sequences_in_status_messages_never_reach_the_terminal() {
     let fx = Hostile::new(&[HostileSsh::LyingStatus]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} host:/missing (lying status)");
         let out = fx.scp(j, &[], &fx.remote("/missing"), "dest/");
         assert_fails_cleanly(&out, ONE_PROBLEM, &what);
@@ -452,8 +484,11 @@ fn escape_sequences_in_status_messages_never_reach_the_terminal() {
         assert_fails_cleanly(&out, ONE_PROBLEM, &what);
         fx.assert_nothing_outside_dest(&what);
     });
-    let out = fx.sftp("get /missing dest\n");
-    assert_fails_cleanly(&out, ONE_PROBLEM, "sftp get /missing (lying status)");
+    checks.check("sftp", || {
+        let out = fx.sftp("get /missing dest\n");
+        assert_fails_cleanly(&out, ONE_PROBLEM, "sftp get /missing (lying status)");
+    });
+    checks.finish();
 }
 
 #[test]
@@ -462,13 +497,17 @@ fn an_upload_whose_writes_are_acknowledged_and_dropped_fails() {
     let fx = Hostile::new(&[HostileSsh::LyingStatus]);
     let src = fx.path("src.bin");
     std::fs::write(&src, crate::harness::random_bytes(3_000_000, 5)).unwrap();
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -j {j} src host:/up/ (writes dropped)");
         let out = fx.scp(j, &[], src.to_str().unwrap(), &fx.remote("/up/"));
         assert_fails_cleanly(&out, ONE_PROBLEM, &what);
     });
-    let out = fx.sftp(&format!("put {} /up/x\n", src.display()));
-    assert_fails_cleanly(&out, ONE_PROBLEM, "sftp put (writes dropped)");
+    checks.check("sftp", || {
+        let out = fx.sftp(&format!("put {} /up/x\n", src.display()));
+        assert_fails_cleanly(&out, ONE_PROBLEM, "sftp put (writes dropped)");
+    });
+    checks.finish();
 }
 
 #[test]
@@ -477,7 +516,8 @@ fn a_symlink_loop_the_server_hides_ends_a_recursive_download() {
     // path as asked, so the client cannot see the cycle; it must stop by depth (OpenSSH's
     // sftp stops at 64 levels).
     let fx = Hostile::new(&[HostileSsh::SymlinkLoop]);
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         let what = format!("scp -r -j {j} host:/d (symlink loop)");
         let out = fx.scp(j, &["-r"], &fx.remote("/d"), "dest/");
         let depth = depth_under(&fx.dest());
@@ -485,16 +525,21 @@ fn a_symlink_loop_the_server_hides_ends_a_recursive_download() {
         assert_fails_cleanly(&out, MAX_LINES, &what);
         fx.assert_nothing_outside_dest(&what);
     });
-    let out = fx.sftp("get -r /d dest\n");
-    assert!(
-        depth_under(&fx.dest()) <= 65,
-        "sftp get -r followed the loop"
-    );
-    assert_fails_cleanly(&out, MAX_LINES, "sftp get -r /d (symlink loop)");
+    clear_dest(&fx);
+    checks.check("sftp", || {
+        let out = fx.sftp("get -r /d dest\n");
+        let depth = depth_under(&fx.dest());
+        assert!(
+            depth <= 65,
+            "sftp get -r followed the loop {depth} levels deep"
+        );
+        assert_fails_cleanly(&out, MAX_LINES, "sftp get -r /d (symlink loop)");
+    });
+    checks.finish();
 }
 
 #[test]
-fn a_host_key_that_changes_between_connections_is_refused() {
+fn a_host_key_that_changes_within_a_striped_copy_is_refused() {
     // Every connection presents a new host key. Within one striped copy: the first
     // session records its key (first use), the next sessions present others, and the copy
     // must stop with exit 15, not take them.
@@ -509,7 +554,10 @@ fn a_host_key_that_changes_between_connections_is_refused() {
     assert_fails_cleanly(&out, HOST_KEY_WARNING, what);
     assert_eq!(out.status.code(), Some(15), "{what}");
     assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
-    drop(fx);
+}
+
+#[test]
+fn a_host_key_that_changes_between_connections_is_refused() {
     // The first copy records one key; every later connection, down or up, at -j 1 or
     // -j 4, must be refused with exit 15.
     let fx = Hostile::new(&[HostileSsh::NewHostKey]);
@@ -522,7 +570,8 @@ fn a_host_key_that_changes_between_connections_is_refused() {
     clear_dest(&fx);
     let src = fx.path("src.bin");
     std::fs::write(&src, crate::harness::random_bytes(100_000, 7)).unwrap();
-    at_j_1_and_4(&fx, |j| {
+    let mut checks = Checks::default();
+    at_j_1_and_4(&fx, &mut checks, |j| {
         for (what, out) in [
             (
                 format!("scp -j {j} host:/f (new host key)"),
@@ -538,7 +587,10 @@ fn a_host_key_that_changes_between_connections_is_refused() {
             assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
         }
     });
-    let out = fx.sftp("get /f dest\n");
-    assert_fails_cleanly(&out, HOST_KEY_WARNING, "sftp (new host key)");
-    assert_eq!(out.status.code(), Some(15), "sftp (new host key)");
+    checks.check("sftp", || {
+        let out = fx.sftp("get /f dest\n");
+        assert_fails_cleanly(&out, HOST_KEY_WARNING, "sftp (new host key)");
+        assert_eq!(out.status.code(), Some(15), "sftp (new host key)");
+    });
+    checks.finish();
 }

@@ -408,3 +408,75 @@ impl russh_sftp::server::Handler for Sftp {
         Ok(Packet::Status(Self::ok(id)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use russh_sftp::server::Handler as _;
+
+    use super::*;
+    use crate::world::hostile_ssh::HostileSsh;
+
+    #[tokio::test]
+    async fn an_endless_listing_never_says_eof_and_an_honest_one_does() {
+        let mut sftp = Sftp::new(Lies::new(&[HostileSsh::EndlessListing]));
+        let handle = sftp.opendir(1, "/d".to_owned()).await.unwrap().handle;
+        let mut seen = std::collections::HashSet::new();
+        for id in 0..200 {
+            let name = sftp.readdir(id, handle.clone()).await.unwrap();
+            assert!(!name.files.is_empty());
+            for f in name.files {
+                assert!(seen.insert(f.filename), "a name repeated");
+            }
+        }
+        assert!(seen.len() > 200 * 256);
+        let mut honest = Sftp::new(Lies::default());
+        let handle = honest.opendir(1, "/d".to_owned()).await.unwrap().handle;
+        assert!(honest.readdir(2, handle.clone()).await.is_ok());
+        let eof = honest.readdir(3, handle).await.unwrap_err();
+        assert_eq!(eof.status_code, StatusCode::Eof);
+    }
+
+    #[tokio::test]
+    async fn short_reads_end_early_and_lying_status_drops_writes() {
+        let mut sftp = Sftp::new(Lies::new(&[HostileSsh::ShortRead]));
+        let h = (sftp.open(
+            1,
+            FILE.to_owned(),
+            OpenFlags::READ,
+            FileAttributes::default(),
+        ))
+        .await
+        .unwrap()
+        .handle;
+        let data = sftp.read(2, h.clone(), 0, 65536).await.unwrap().data;
+        assert_eq!(data.len(), SHORT_READ_MAX as usize);
+        let eof = sftp
+            .read(3, h, crate::instance::hostile::names::SHORT_EOF, 10)
+            .await;
+        assert_eq!(eof.unwrap_err().status_code, StatusCode::Eof);
+
+        let mut sftp = Sftp::new(Lies::new(&[HostileSsh::LyingStatus]));
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE;
+        let h = (sftp.open(1, "/up/x".to_owned(), flags, FileAttributes::default()))
+            .await
+            .unwrap()
+            .handle;
+        let ok = sftp.write(2, h.clone(), 0, vec![1; 100]).await.unwrap();
+        assert_eq!(ok.status_code, StatusCode::Ok);
+        let closed = sftp.close(3, h).await.unwrap_err();
+        assert!(closed.error_message.unwrap().contains('\x1b'));
+        assert!(
+            sftp.stat(4, "/up/x".to_owned()).await.is_err(),
+            "nothing kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn handles_are_bounded() {
+        let mut sftp = Sftp::new(Lies::default());
+        for id in 0..MAX_HANDLES as u32 {
+            sftp.opendir(id, "/".to_owned()).await.unwrap();
+        }
+        assert!(sftp.opendir(9999, "/".to_owned()).await.is_err());
+    }
+}
