@@ -357,6 +357,11 @@ fn evil_names_from_a_remote_glob_stay_inside_the_destination() {
 fn evil_names_through_sftp_ls_and_get_r_are_shown_as_text_and_stay_inside() {
     let fx = Hostile::new(&[HostileSsh::EvilNames]);
     let out = fx.sftp("-ls -l /d\nget -r /d dest\n");
+    eprintln!("sftp said: {:?}", String::from_utf8_lossy(&out.stdout));
+    eprintln!(
+        "sftp complained: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fx.assert_nothing_outside_dest("sftp get -r /d");
     assert_fails_cleanly(&out, MAX_LINES, "sftp ls -l /d; get -r /d");
 }
