@@ -97,4 +97,22 @@ mod tests {
         );
         assert!(HostileSsh::parse_list(",").is_err());
     }
+
+    #[test]
+    fn an_instances_file_names_them_per_instance() {
+        use crate::world::config::InstanceConfig;
+        let text = "id = \"i-0123456789abcdef0\"\nhostile = [\"huge-size\", \"symlink-loop\"]\n";
+        let i: InstanceConfig = toml::from_str(text).unwrap();
+        assert_eq!(i.hostile, [HostileSsh::HugeSize, HostileSsh::SymlinkLoop]);
+        let honest: InstanceConfig = toml::from_str("id = \"i-0123456789abcdef0\"").unwrap();
+        assert!(honest.hostile.is_empty());
+        let bad = "id = \"i-0123456789abcdef0\"\nhostile = [\"wrong-digest\"]\n";
+        let e = toml::from_str::<InstanceConfig>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown hostile SSH behaviour \"wrong-digest\""),
+            "{e}"
+        );
+    }
 }
