@@ -33,7 +33,8 @@
 //!
 //! - [`world`]: what everything shares and nothing owns: configuration (instances, agent
 //!   and relay settings), sessions, the clock, faults, queue bounds, data counts, KMS keys.
-//! - [`instance`]: the instance side: a throw-away sshd, the Instance Connect key store.
+//! - [`instance`]: the instance side: a throw-away sshd, the Instance Connect key store, a
+//!   lying SSH/SFTP server (`instance::hostile`).
 //! - [`aws_api`]: the AWS HTTP APIs (SSM, KMS, EC2 Instance Connect, STS, tagging), the
 //!   JSON 1.1 wire, SigV4 checks, the account's credentials and call log.
 //! - [`agent`]: amazon-ssm-agent's session end: data channel, handshake, port (basic and

@@ -21,6 +21,7 @@ use sallyport_testbed::tools::delay_proxy;
 use sallyport_testbed::world::config::{
     AgentSettings, InstanceConfig, TestbedConfig, UnsignedPolicy, load_instances,
 };
+use sallyport_testbed::world::hostile_ssh::HostileSsh;
 use sallyport_testbed::{Testbed, server};
 
 #[derive(Parser)]
@@ -77,13 +78,18 @@ struct ServeArgs {
     /// TOML file of [[instance]] tables (see instances.example.toml).
     #[arg(
         long,
-        required_unless_present = "ssh_target",
+        required_unless_present_any = ["ssh_target", "hostile_ssh"],
         conflicts_with = "ssh_target"
     )]
     instances: Option<PathBuf>,
     /// Shortcut: one instance whose port 22 is this address (e.g. a test sshd).
     #[arg(long, value_name = "ADDR")]
     ssh_target: Option<SocketAddr>,
+    /// Every instance's port 22 is a lying SSH/SFTP server run by the testbed: evil-names,
+    /// huge-size, endless-listing, short-read, lying-status, symlink-loop, new-host-key
+    /// (comma-separated). Alone: one instance, as --ssh-target makes.
+    #[arg(long, value_name = "BEHAVIOUR[,..]", value_parser = parse_hostile_ssh)]
+    hostile_ssh: Option<HostileList>,
     /// Round-trip time the relay adds, e.g. 40ms (half each way).
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     rtt: Duration,
@@ -212,6 +218,14 @@ fn parse_unsigned(s: &str) -> Result<UnsignedPolicy, String> {
     UnsignedPolicy::parse(s).ok_or_else(|| format!("'{s}' is neither accept nor refuse"))
 }
 
+/// `--hostile-ssh`'s list (one value to clap, not one per behaviour).
+#[derive(Clone, Debug, PartialEq)]
+struct HostileList(Vec<HostileSsh>);
+
+fn parse_hostile_ssh(s: &str) -> Result<HostileList, String> {
+    HostileSsh::parse_list(s).map(HostileList)
+}
+
 fn parse_hostile(s: &str) -> Result<sallyport_testbed::world::faults::Hostile, String> {
     sallyport_testbed::world::faults::Hostile::parse(s)
         .ok_or_else(|| format!("unknown hostile frame kind {s:?}"))
@@ -323,11 +337,21 @@ fn fail(e: anyhow::Error) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::ensure_loopback(args.listen)?;
     anyhow::ensure!(args.chunk_size > 0, "--chunk-size must be at least 1");
-    let instances = match (&args.instances, args.ssh_target) {
-        (Some(path), _) => load_instances(path)?,
-        (None, Some(addr)) => vec![InstanceConfig::ssh_shortcut(addr)],
-        (None, None) => anyhow::bail!("give --instances FILE or --ssh-target ADDR"),
+    let mut instances = match (&args.instances, args.ssh_target, &args.hostile_ssh) {
+        (Some(path), _, _) => load_instances(path)?,
+        (None, Some(addr), _) => vec![InstanceConfig::ssh_shortcut(addr)],
+        // Port 22 becomes the hostile server's below; this address is never dialled.
+        (None, None, Some(_)) => vec![InstanceConfig::ssh_shortcut(SocketAddr::from((
+            [127, 0, 0, 1],
+            22,
+        )))],
+        (None, None, None) => anyhow::bail!("give --instances FILE or --ssh-target ADDR"),
     };
+    if let Some(HostileList(behaviours)) = &args.hostile_ssh {
+        for i in &mut instances {
+            i.hostile = behaviours.clone();
+        }
+    }
     let mut config = TestbedConfig::new(args.listen, instances);
     config.region = args.region;
     config.rtt = args.rtt;
@@ -541,6 +565,19 @@ mod tests {
             e.contains("'lots' is not a whole number of messages"),
             "{e}"
         );
+        let argv = ["x", "serve", "--hostile-ssh", "huge-size,new-host-key"];
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            args.hostile_ssh,
+            Some(HostileList(vec![
+                HostileSsh::HugeSize,
+                HostileSsh::NewHostKey
+            ]))
+        );
+        let e = refused("--hostile-ssh", "wrong-digest");
+        assert!(e.contains("unknown hostile SSH behaviour"), "{e}");
         // One of --instances / --ssh-target is required, not both.
         assert!(Cli::try_parse_from(["sallyport-testbed", "serve"]).is_err());
         assert!(

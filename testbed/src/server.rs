@@ -83,6 +83,28 @@ impl AppState {
     }
 }
 
+/// For every instance with `hostile` behaviours: a lying SSH server's listener, which
+/// becomes the instance's port 22.
+async fn bind_hostile_instances(
+    config: &mut TestbedConfig,
+) -> anyhow::Result<Vec<(TcpListener, Vec<crate::world::hostile_ssh::HostileSsh>)>> {
+    let mut out = Vec::new();
+    for instance in config
+        .instances
+        .iter_mut()
+        .filter(|i| !i.hostile.is_empty())
+    {
+        let listener = crate::instance::hostile::bind().await?;
+        let addr = listener
+            .local_addr()
+            .context("hostile listener has no address")?;
+        tracing::info!(instance = %instance.id, %addr, behaviours = ?instance.hostile, "hostile SSH instance");
+        instance.ports.insert(22, addr);
+        out.push((listener, instance.hostile.clone()));
+    }
+    Ok(out)
+}
+
 /// A running testbed. Dropping it stops the listener and every connection it accepted.
 pub struct Testbed {
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
@@ -132,8 +154,12 @@ impl Testbed {
         };
         let region = config.region.clone();
         let instance_ids = config.instances.iter().map(|i| i.id.clone()).collect();
+        let hostile = bind_hostile_instances(&mut config).await?;
         let state = Arc::new(AppState::new(config, addr));
         state.account.add_credentials(ACCESS_KEY_ID, &secret);
+        for (listener, behaviours) in hostile {
+            state.spawn(crate::instance::hostile::serve(listener, behaviours));
+        }
         let acceptor =
             (tls.as_ref()).map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone()));
         state.spawn(accept_loop(listener, acceptor, state.clone()));

@@ -9,6 +9,7 @@ mod exec_documents;
 mod fidelity;
 mod forward;
 mod harness;
+mod hostile;
 mod http_proxy;
 mod hygiene;
 mod instance_connect;

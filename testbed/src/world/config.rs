@@ -84,6 +84,11 @@ pub struct InstanceConfig {
     /// for a caller without `ec2-instance-connect:SendSSHPublicKey` on it. Default false.
     #[serde(default)]
     pub instance_connect_denied: bool,
+    /// Fault: the instance's port 22 is a lying SSH/SFTP server the testbed runs
+    /// (`crate::instance::hostile`) instead of `ports`' address, e.g.
+    /// `hostile = ["huge-size", "new-host-key"]`. Default: none (an honest instance).
+    #[serde(default)]
+    pub hostile: Vec<crate::world::hostile_ssh::HostileSsh>,
 }
 
 fn default_host() -> String {
@@ -121,6 +126,7 @@ impl InstanceConfig {
             kms_key_id: None,
             ec2_state: None,
             instance_connect_denied: false,
+            hostile: Vec::new(),
         }
     }
 

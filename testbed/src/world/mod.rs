@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod data_stats;
 pub mod faults;
+pub mod hostile_ssh;
 pub mod http_date;
 pub mod kms_keys;
 pub mod state;
