@@ -120,7 +120,7 @@ const OUTSIDE: [(&str, &str); 5] = [
 
 /// Where the tree is checked, relative to the workspace root: directories (walked) and
 /// single files. Captured frames are data, not prose.
-const CHECKED_DIRS: [&str; 8] = [
+const CHECKED_DIRS: [&str; 10] = [
     "src",
     "testbed/src",
     "testbed/tests",
@@ -129,6 +129,8 @@ const CHECKED_DIRS: [&str; 8] = [
     "fuzz/fuzz_targets",
     "contrib",
     ".ci",
+    "interop",
+    "docs",
 ];
 const CHECKED_FILES: [&str; 5] = [
     "README.md",
