@@ -142,7 +142,17 @@ fn refuse_plain_http(
     endpoint_url: Option<&str>,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<(), AwsError> {
-    let from_env = env.filter(|(k, v)| k.starts_with("AWS_ENDPOINT_URL") && !v.is_empty());
+    let mut from_env = Vec::new();
+    for (k, v) in env.filter(|(k, _)| k.starts_with("AWS_ENDPOINT_URL")) {
+        // The SDK takes a set-but-empty variable as an endpoint and panics on it.
+        if v.trim().is_empty() {
+            return Err(AwsError::new(
+                AwsErrorKind::Config,
+                format!("{k} is set but empty: unset it, or set it to the endpoint's URL"),
+            ));
+        }
+        from_env.push((k, v));
+    }
     let named = endpoint_url.map(|u| ("the endpoint".to_owned(), u.to_owned()));
     for (source, url) in named.into_iter().chain(from_env) {
         crate::config_file::plain_http_check(&url)
@@ -197,6 +207,12 @@ mod endpoint_tests {
         )
         .unwrap_err();
         assert!(!e.message.contains("s3cret"), "{}", e.message);
-        assert!(refuse_plain_http(None, vars(&[("AWS_ENDPOINT_URL", "")])).is_ok());
+        // Set but empty: the SDK would panic on it, so it is refused, naming the variable.
+        let e = refuse_plain_http(None, vars(&[("AWS_ENDPOINT_URL", "")])).unwrap_err();
+        assert!(
+            e.message.contains("AWS_ENDPOINT_URL is set but empty"),
+            "{}",
+            e.message
+        );
     }
 }

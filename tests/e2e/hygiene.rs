@@ -166,6 +166,23 @@ fn plain_http_endpoints_beyond_this_machine_are_refused() {
     assert!(f.testbed.calls().is_empty(), "{:?}", f.testbed.calls());
 }
 
+/// An endpoint variable that is set but empty (`AWS_ENDPOINT_URL=` in a script) is one
+/// line and exit 13, not a panic inside the SDK.
+#[test]
+fn an_empty_endpoint_variable_is_a_clear_error() {
+    let f = Fixture::new();
+    for var in ["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"] {
+        let mut cmd = f.proxy(&f.instance);
+        cmd.env(var, "");
+        if var == "AWS_ENDPOINT_URL" {
+            cmd.env_remove("AWS_ENDPOINT_URL_SSM");
+        }
+        let err = refused(&run(&mut cmd, None, QUICK), 13);
+        assert!(err.contains(var) && err.contains("empty"), "{err}");
+    }
+    assert!(f.testbed.calls().is_empty(), "{:?}", f.testbed.calls());
+}
+
 /// A `RUST_LOG=trace` log is safe to paste: no TokenValue, session token, secret key or
 /// proxy password in it, from `proxy` (through a proxy with Basic auth) or `exec`.
 #[test]
