@@ -15,14 +15,13 @@
 //! failure here is only logged.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{AwsError, Ssm};
+use crate::target::cache::{Store, fresh};
 
 /// The document parameter that asks the agent for separate streams and the exit code.
 pub const SEPARATE_OUTPUT: &str = "separateOutputStream";
@@ -145,12 +144,17 @@ pub async fn learn(
     }
 }
 
-/// The on-disk record of which documents declare [`SEPARATE_OUTPUT`].
+/// The on-disk record of which documents declare [`SEPARATE_OUTPUT`], in a private
+/// store with the target cache's rules (`target::cache::Store`: a directory of ours,
+/// regular files of ours, 0600 through a rename, small reads).
 #[derive(Clone, Debug)]
 pub struct DocumentCache {
-    dir: PathBuf,
+    store: Store,
     ttl: Duration,
 }
+
+/// Most bytes of a document cache entry that are believed.
+const MAX_ENTRY: usize = 256;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -167,7 +171,10 @@ impl DocumentCache {
     }
 
     pub fn at(dir: PathBuf, ttl: Duration) -> DocumentCache {
-        DocumentCache { dir, ttl }
+        DocumentCache {
+            store: Store::at(dir),
+            ttl,
+        }
     }
 
     /// The cache key of `document` in the AWS context `scope` (hex SHA-256).
@@ -176,43 +183,23 @@ impl DocumentCache {
     }
 
     pub fn get(&self, key: &str) -> Option<bool> {
-        let meta = std::fs::metadata(self.dir.join(key)).ok()?;
-        if !meta.is_file() || meta.len() > 256 {
+        let bytes = self.store.get(key, "document cache")?;
+        // An entry is ~40 bytes; anything much larger was not written by us.
+        if bytes.len() > MAX_ENTRY {
             return None;
         }
-        let bytes = std::fs::read(self.dir.join(key)).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        let now = now_secs();
-        // A clock that went backwards makes an entry look new: distrust it too.
-        let fresh = entry.at <= now + 5 && now.saturating_sub(entry.at) < self.ttl.as_secs();
-        fresh.then_some(entry.separate_output)
+        fresh(entry.at, self.ttl).then_some(entry.separate_output)
     }
 
     pub fn put(&self, key: &str, separate_output: bool) {
-        if let Err(e) = self.try_put(key, separate_output) {
-            tracing::debug!("document cache not written: {e}");
-        }
-    }
-
-    fn try_put(&self, key: &str, separate_output: bool) -> std::io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
         let entry = Entry {
             separate_output,
             at: now_secs(),
         };
-        let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
-        drop(f);
-        std::fs::rename(&tmp, self.dir.join(key))
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.store.put(key, &bytes, "document cache");
+        }
     }
 }
 

@@ -161,3 +161,34 @@ fn cache_round_trip_private_files_expiry_and_hostile_content() {
     assert_eq!(c.get(&k), None, "corrupt");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The document cache keeps the target cache's rules: an entry of another user, a
+/// symlinked entry or a directory others can write is not believed (it would decide
+/// whether `exec` asks for the exit code).
+#[test]
+fn the_document_cache_believes_only_its_own_private_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("sallyport-doccache-own-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = DocumentCache::at(dir.clone(), TTL);
+    let k = DocumentCache::key("default|us-east-1|", "AWS-StartNonInteractiveCommand");
+    c.put(&k, false);
+    assert_eq!(c.get(&k), Some(false));
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(dir.join(&k), Some(4242), None).unwrap();
+        assert_eq!(c.get(&k), None, "an entry of another user");
+        std::fs::remove_file(dir.join(&k)).unwrap();
+        c.put(&k, false);
+    }
+    let elsewhere = dir.with_extension("elsewhere");
+    std::fs::write(&elsewhere, std::fs::read(dir.join(&k)).unwrap()).unwrap();
+    std::fs::remove_file(dir.join(&k)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join(&k)).unwrap();
+    assert_eq!(c.get(&k), None, "a symlinked entry");
+    std::fs::remove_file(dir.join(&k)).unwrap();
+    c.put(&k, false);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(c.get(&k), None, "a directory others can write");
+    let _ = std::fs::remove_file(&elsewhere);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,8 +24,16 @@ pub const TTL: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct Cache {
-    dir: PathBuf,
+    store: Store,
     ttl: Duration,
+}
+
+/// A private directory of small files, one per key: used only when it is ours (see the
+/// module doc), written 0600 through a rename, read at most [`Store::MAX_ENTRY`] bytes.
+/// Every cache sallyport keeps on disk goes through one (targets, session documents).
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,38 +61,69 @@ impl Cache {
     }
 
     pub fn at(dir: PathBuf, ttl: Duration) -> Cache {
-        Cache { dir, ttl }
+        Cache {
+            store: Store::at(dir),
+            ttl,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
-        let bytes = match self.read(key) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::debug!("target cache not read: {e}");
-                return None;
-            }
-        };
-        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        let now = now_secs();
-        // A clock that went backwards makes an entry look new: distrust it too.
-        let fresh = entry.at <= now + 5 && now.saturating_sub(entry.at) < self.ttl.as_secs();
-        (fresh && crate::target::is_instance_id(&entry.id)).then_some(entry.id)
+        let entry: Entry = serde_json::from_slice(&self.store.get(key, "target cache")?).ok()?;
+        (fresh(entry.at, self.ttl) && crate::target::is_instance_id(&entry.id)).then_some(entry.id)
     }
 
     pub fn put(&self, key: &str, id: &str) {
-        if let Err(e) = self.try_put(key, id) {
-            tracing::debug!("target cache not written: {e}");
+        let entry = Entry {
+            id: id.to_owned(),
+            at: now_secs(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.store.put(key, &bytes, "target cache");
         }
     }
 
     /// Drops an entry (when the ID it gave turned out not to work).
     pub fn remove(&self, key: &str) {
-        if let Err(e) = self.trusted_dir() {
+        if let Err(e) = self.store.trusted_dir() {
             tracing::debug!("target cache entry not removed: {e}");
             return;
         }
-        let _ = std::fs::remove_file(self.dir.join(key));
+        let _ = std::fs::remove_file(self.store.dir.join(key));
+    }
+}
+
+/// Whether an entry written at `at` (Unix seconds) is still to be trusted for `ttl`. A
+/// clock that went backwards makes an entry look new: such an entry is distrusted too.
+pub fn fresh(at: u64, ttl: Duration) -> bool {
+    let now = now_secs();
+    at <= now + 5 && now.saturating_sub(at) < ttl.as_secs()
+}
+
+impl Store {
+    /// Most bytes of an entry that are read.
+    pub const MAX_ENTRY: u64 = 4096;
+
+    pub fn at(dir: PathBuf) -> Store {
+        Store { dir }
+    }
+
+    /// An entry's bytes, or `None` (missing, untrusted or unreadable: logged as `what`).
+    pub fn get(&self, key: &str, what: &str) -> Option<Vec<u8>> {
+        match self.read(key) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::debug!("{what} not read: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes an entry; a failure is only logged (as `what`).
+    pub fn put(&self, key: &str, bytes: &[u8], what: &str) {
+        if let Err(e) = self.try_put(key, bytes) {
+            tracing::debug!("{what} not written: {e}");
+        }
     }
 
     /// An entry's bytes, from a regular file of ours in a directory of ours; small. The
@@ -109,7 +148,7 @@ impl Cache {
             return Err(untrusted(&path, "changed while it was read"));
         }
         let mut bytes = Vec::new();
-        f.take(4096).read_to_end(&mut bytes)?;
+        f.take(Self::MAX_ENTRY).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
@@ -132,16 +171,12 @@ impl Cache {
         Ok(())
     }
 
-    fn try_put(&self, key: &str, id: &str) -> std::io::Result<()> {
+    fn try_put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
         self.trusted_dir()?;
-        let entry = Entry {
-            id: id.to_owned(),
-            at: now_secs(),
-        };
         let tmp = self.dir.join(format!(".{key}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
@@ -149,7 +184,7 @@ impl Cache {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
+        f.write_all(bytes)?;
         drop(f);
         std::fs::rename(&tmp, self.dir.join(key))
     }
