@@ -18,6 +18,13 @@
 //! * Symlinks are followed both ways (a link to a file is copied as a file, a link to a
 //!   directory as a directory); a directory that is its own ancestor (a symlink loop) is
 //!   reported and skipped. Sockets, FIFOs and devices are reported and skipped.
+//! * A remote tree is walked at most [`MAX_DIR_DEPTH`] (64) directory levels deep, as
+//!   OpenSSH's sftp client: the first deeper directory is reported ("maximum directory
+//!   depth of 64 exceeded") and the walk of that tree ends there, so a symlink loop the
+//!   server hides from REALPATH ends.
+//! * A downloaded file that ends before the size the server claimed for it is an error
+//!   ("the file got shorter while it was copied"), never a short copy; a download that
+//!   fails midway removes the cut destination file.
 //! * Names the server lists that are not plain names (empty, `.`, `..`, containing '/')
 //!   are refused, so a hostile server cannot write outside the destination.
 //! * Speed: russh-sftp's [`File`] keeps several reads and writes in flight; the session
@@ -46,6 +53,7 @@ mod session;
 pub mod stripe;
 mod upload;
 
+pub use download::MAX_DIR_DEPTH;
 pub(crate) use session::list_problem;
 pub use session::{ListError, MAX_LISTING_ENTRIES, MAX_LISTING_NAME_BYTES, Sftp};
 

@@ -508,6 +508,60 @@ async fn symlinks_are_followed_and_loops_skipped() {
     assert_eq!(std::fs::read(back.join("dlink/inner")).unwrap(), b"inner");
 }
 
+/// `root` and `levels - 1` directories `d` below it, each holding a file `f`.
+fn chain(root: &Path, levels: usize) -> std::path::PathBuf {
+    let mut dir = root.to_owned();
+    for level in 0..levels {
+        if level > 0 {
+            dir = dir.join("d");
+        }
+        make_dir(&dir, 0o755);
+        write_file(&dir.join("f"), b"f", 0o644);
+    }
+    dir
+}
+
+#[tokio::test]
+async fn a_remote_walk_descends_64_levels_and_no_deeper() {
+    let local = TempDir::new("deep-local");
+    let remote = TempDir::new("deep-remote");
+    let server = server!(remote.path());
+    let deepest = chain(&remote.path().join("deep"), MAX_DIR_DEPTH);
+    let down = plan(
+        Direction::Download,
+        &[&remote.remote("deep")],
+        local.path().join("a").to_str().unwrap(),
+    );
+    let (result, reports) = run(&server.sftp, &down, &opts(true, false)).await;
+    assert!(result.is_ok(), "{result:?} {reports:?}");
+    let rel = deepest.strip_prefix(remote.path().join("deep")).unwrap();
+    assert_eq!(
+        std::fs::read(local.path().join("a").join(rel).join("f")).unwrap(),
+        b"f"
+    );
+
+    // One level more: reported by name, and the walk of that tree ends there.
+    make_dir(&deepest.join("d"), 0o755);
+    let down = plan(
+        Direction::Download,
+        &[&remote.remote("deep")],
+        local.path().join("b").to_str().unwrap(),
+    );
+    let (result, reports) = run(&server.sftp, &down, &opts(true, false)).await;
+    assert_eq!(result.expect_err("too deep").code, REMOTE_FILE_ERROR);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let too_deep = remote.remote("deep") + &"/d".repeat(MAX_DIR_DEPTH);
+    assert_eq!(
+        reports[0],
+        format!(
+            "{too_deep}: maximum directory depth of 64 exceeded; the rest of the tree is not \
+             copied"
+        )
+    );
+    let made = local.path().join("b").join(rel);
+    assert!(made.is_dir() && !made.join("d").exists());
+}
+
 #[tokio::test]
 async fn a_lost_session_ends_the_copy_at_once() {
     let local = TempDir::new("lost-local");

@@ -1,6 +1,56 @@
 //! Remote sources (patterns) to a local destination: files, and trees with `-r`.
+//!
+//! A file is copied in place, reading until the server says end of file; the size its
+//! stat claimed only sets the progress bar (nothing is allocated from it). A file that
+//! ends before that size is an error ("the file got shorter while it was copied"), as
+//! on the striped path, and a copy that fails midway removes the cut destination when it
+//! is a regular file (never a device such as `/dev/null`). A tree is walked at most
+//! [`MAX_DIR_DEPTH`] directories deep, so a server that hides a symlink loop (each
+//! REALPATH answered as asked) cannot lead the walk on until the local path is too long:
+//! the first directory past the bound is reported and the walk of that tree ends there
+//! (files and directories not yet reached are not copied; other sources still are).
 
 use super::*;
+
+/// How many directory levels a remote tree walk descends (`scp -r`, plain or striped, and
+/// `sftp get -r`): the top directory and 63 below it, as OpenSSH's sftp client
+/// (`MAX_DIR_DEPTH` in sftp-client.c). A directory deeper than that is reported and ends the
+/// walk of its tree (OpenSSH goes on with its siblings; in a hidden loop each of those
+/// is a copy of one above, reported again when it fails).
+pub const MAX_DIR_DEPTH: usize = 64;
+
+/// The failure for a file whose reads ended before the size its stat claimed.
+fn shorter(remote: &str) -> Problem {
+    item(
+        REMOTE_FILE_ERROR,
+        format!(
+            "{}: the file got shorter while it was copied",
+            printable(remote)
+        ),
+    )
+}
+
+/// Removes a destination a failed copy cut short, when it is a regular file: its old
+/// content was truncated away already, and a cut file must not pass for a copy.
+async fn remove_cut(sink: tokio::fs::File, local: &Path) {
+    let regular = sink.metadata().await.is_ok_and(|m| m.is_file());
+    drop(sink);
+    if regular {
+        let _ = tokio::fs::remove_file(local).await;
+    }
+}
+
+/// The failure for a directory [`MAX_DIR_DEPTH`] levels below the top of a walk.
+fn too_deep(remote: &str) -> Failure {
+    Failure::new(
+        REMOTE_FILE_ERROR,
+        format!(
+            "{}: maximum directory depth of {MAX_DIR_DEPTH} exceeded; the rest of the tree \
+             is not copied",
+            printable(remote)
+        ),
+    )
+}
 
 impl Copier<'_> {
     pub(super) async fn download(
@@ -154,7 +204,11 @@ impl Copier<'_> {
         let bar = self.bar(attrs.len(), &name);
         let result = self
             .pump_down(&mut source, &mut sink, remote, local, bar.as_ref())
-            .await;
+            .await
+            .and_then(|n| match attrs.size {
+                Some(claimed) if n < claimed => Err(shorter(remote)),
+                _ => Ok(n),
+            });
         // Closing a file we only read cannot fail in a way that matters: do not wait.
         drop(source);
         let n = match result {
@@ -163,6 +217,7 @@ impl Copier<'_> {
                 if let Some(bar) = bar {
                     bar.abandon();
                 }
+                remove_cut(sink, local).await;
                 return Err(p);
             }
         };
@@ -316,6 +371,14 @@ impl Copier<'_> {
                     attrs,
                     mut ancestors,
                 } => {
+                    if ancestors.len() >= MAX_DIR_DEPTH {
+                        // Past this depth the tree is a loop the server hides: each level
+                        // would repeat the ones above, so the walk ends here; directories
+                        // already made still get their final modes.
+                        self.note(&too_deep(&remote));
+                        stack.retain(|w| matches!(w, DownWork::Finish(_)));
+                        continue;
+                    }
                     if ancestors.contains(&canonical) {
                         self.note(&Failure::new(
                             REMOTE_FILE_ERROR,
