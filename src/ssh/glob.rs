@@ -138,22 +138,28 @@ fn match_class(p: &[char], c: char) -> Option<(bool, usize)> {
     }
 }
 
+/// What a pattern expanded to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Globbed {
+    /// The paths that exist, sorted (or the unquoted pattern: see [`remote_glob`]).
+    pub paths: Vec<String>,
+    /// Names the server listed that the pattern matches but that are no plain entry
+    /// names (`../x`, `a/b`, an absolute path, a NUL): (directory, name). They are never
+    /// expanded into a path; the caller reports them.
+    pub refused: Vec<(String, String)>,
+}
+
 /// Expands a remote pattern into the paths that exist, sorted; a pattern without
 /// wildcards, or one that matches nothing, comes back unquoted as the only path. A
 /// directory that cannot be listed matches nothing there; a listing or a set of matches
-/// beyond [`Sftp::max_entries`] is an error, as is a lost session.
-pub async fn remote_glob(sftp: &Sftp, pattern: &str) -> Result<Vec<String>, ListError> {
+/// (refused names included) beyond [`Sftp::max_entries`] is an error, as is a lost
+/// session.
+pub async fn remote_glob(sftp: &Sftp, pattern: &str) -> Result<Globbed, ListError> {
     let cap = sftp.max_entries();
     let too_many = || ListError::TooLong { entries: cap };
     expand(pattern, cap, too_many, async |dir: &str| {
         match sftp.list(dir).await {
-            Ok(entries) => Ok(Some(
-                entries
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .filter(|n| is_plain_name(n))
-                    .collect(),
-            )),
+            Ok(entries) => Ok(Some(entries.into_iter().map(|(name, _)| name).collect())),
             // Missing or unreadable: no matches there.
             Err(ListError::Sftp(SftpError::Status(_))) => Ok(None),
             Err(e) => Err(e),
@@ -189,20 +195,27 @@ pub async fn local_glob(pattern: &str) -> Result<Vec<String>, TooMany> {
         },
     )
     .await
+    .map(|g| g.paths)
 }
 
 /// The walk both expansions share, one path component at a time: `list(dir)` gives the
-/// names in a directory (`None`: it cannot be listed, so nothing matches there). More
-/// than `cap` paths at any step is `too_many()`.
+/// names in a directory (`None`: it cannot be listed, so nothing matches there). A
+/// matching name that is not a plain entry name is refused, not joined. More than `cap`
+/// paths and refused names at any step is `too_many()`.
 async fn expand<E>(
     pattern: &str,
     cap: usize,
     too_many: impl Fn() -> E,
     mut list: impl AsyncFnMut(&str) -> Result<Option<Vec<String>>, E>,
-) -> Result<Vec<String>, E> {
+) -> Result<Globbed, E> {
+    let literal = |p: &str| Globbed {
+        paths: vec![unescape_glob(p)],
+        refused: Vec::new(),
+    };
     if !has_glob(pattern) {
-        return Ok(vec![unescape_glob(pattern)]);
+        return Ok(literal(pattern));
     }
+    let mut refused = Vec::new();
     let absolute = pattern.starts_with('/');
     let mut bases = vec![if absolute {
         "/".to_owned()
@@ -217,15 +230,16 @@ async fn expand<E>(
                 let Some(names) = list(dir).await? else {
                     continue;
                 };
-                let mut names: Vec<String> = names
+                let (mut names, invalid): (Vec<String>, Vec<String>) = names
                     .into_iter()
                     .filter(|n| glob_match(component, n))
-                    .collect();
+                    .partition(|n| is_plain_name(n));
                 names.sort();
-                if next.len() + names.len() > cap {
+                if next.len() + refused.len() + names.len() + invalid.len() > cap {
                     return Err(too_many());
                 }
                 next.extend(names.iter().map(|n| remote_join(base, n)));
+                refused.extend(invalid.into_iter().map(|n| (dir.to_owned(), n)));
             }
         } else {
             let literal = unescape_glob(component);
@@ -237,9 +251,15 @@ async fn expand<E>(
         }
     }
     if bases.is_empty() {
-        return Ok(vec![unescape_glob(pattern)]);
+        return Ok(Globbed {
+            refused,
+            ..literal(pattern)
+        });
     }
-    Ok(bases)
+    Ok(Globbed {
+        paths: bases,
+        refused,
+    })
 }
 
 #[cfg(test)]
@@ -265,6 +285,45 @@ mod tests {
         assert!(has_glob("a*") && !has_glob("a\\*") && !has_glob("plain"));
         assert_eq!(unescape_glob(&escape_glob("a*b[c]\\d")), "a*b[c]\\d");
         assert!(glob_match(&escape_glob("x[1]*"), "x[1]*"));
+    }
+
+    #[tokio::test]
+    async fn matching_names_that_are_no_plain_names_are_refused_not_joined() {
+        let listing = ["ok.txt", "a/b", "/abs", "nul\0x", "../up", ".hidden"];
+        let glob = async |pattern: &str| {
+            expand(
+                pattern,
+                100,
+                || (),
+                async |dir: &str| {
+                    assert_eq!(dir, "/d");
+                    Ok(Some(listing.iter().map(|n| n.to_string()).collect()))
+                },
+            )
+            .await
+            .unwrap()
+        };
+        let refused = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| ("/d".to_owned(), n.to_string()))
+                .collect()
+        };
+        let got = glob("/d/*").await;
+        assert_eq!(got.paths, ["/d/ok.txt"]);
+        assert_eq!(got.refused, refused(&["a/b", "/abs", "nul\0x"]));
+        let got = glob("/d/.*").await;
+        assert_eq!(got.paths, ["/d/.hidden"]);
+        assert_eq!(got.refused, refused(&["../up"]));
+        // Only refused names match: the pattern stands for itself, the names are still told.
+        let got = glob("/d/a*").await;
+        assert_eq!(got.paths, ["/d/a*"]);
+        assert_eq!(got.refused, refused(&["a/b"]));
+        let got = glob("/d/*.txt").await;
+        assert_eq!(
+            (got.paths, got.refused),
+            (vec!["/d/ok.txt".to_owned()], vec![])
+        );
     }
 
     #[tokio::test]

@@ -465,6 +465,7 @@ impl Shell<'_> {
         let pattern = resolve_remote(self.sftp, &self.cwd, &word.pattern, true).await?;
         glob::remote_glob(self.sftp, &pattern)
             .await
+            .map(|g| g.paths)
             .map_err(|e| list_problem(&word.text, &e))
     }
 

@@ -117,10 +117,16 @@ impl Hostile {
 
     /// `sallyport sftp -b BATCH` with these commands.
     fn sftp(&self, batch: &str) -> Output {
+        self.sftp_j(1, batch)
+    }
+
+    /// `sallyport sftp -j J -b BATCH` with these commands.
+    fn sftp_j(&self, j: usize, batch: &str) -> Output {
         let file = self.path("batch");
         std::fs::write(&file, batch).unwrap();
         let dest = format!("root@{}", self.instance);
-        let args = ["sftp", "-b", file.to_str().unwrap(), &dest];
+        let j = j.to_string();
+        let args = ["sftp", "-j", &j, "-b", file.to_str().unwrap(), &dest];
         run(&mut self.sallyport(&args), None, LIMIT)
     }
 
@@ -557,6 +563,18 @@ fn a_host_key_that_changes_within_a_striped_copy_is_refused() {
         .filter(|&b| b > 1_000_000)
         .collect();
     eprintln!("{what}: sessions that carried over 1 MB: {carried:?}");
+    assert_fails_cleanly(&out, HOST_KEY_WARNING, what);
+    assert_eq!(out.status.code(), Some(15), "{what}");
+    assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");
+}
+
+#[test]
+fn a_host_key_that_changes_within_a_striped_sftp_get_is_refused() {
+    // As above through `sftp -j 4`: the refusal ends the shell with exit 15, even for a
+    // command whose errors the batch ignores (`-get`), and the next command never runs.
+    let fx = Hostile::new(&[HostileSsh::NewHostKey]);
+    let out = fx.sftp_j(4, "-get /big dest\nget /big dest/again\n");
+    let what = "sftp -j 4: -get /big, first use (new host key per session)";
     assert_fails_cleanly(&out, HOST_KEY_WARNING, what);
     assert_eq!(out.status.code(), Some(15), "{what}");
     assert_eq!(files_under(&fx.dest()), Vec::<String>::new(), "{what}");

@@ -146,7 +146,10 @@ impl Shell<'_> {
                 .map_err(Problem::Fatal)?;
         }
         match result {
-            Err(f) if f.code == ExitCode::Protocol => Err(Problem::Fatal(f)),
+            // A refused host key on another session ends the shell, even under `-`.
+            Err(f) if matches!(f.code, ExitCode::Protocol | ExitCode::HostKey) => {
+                Err(Problem::Fatal(f))
+            }
             Err(f) => Err(Problem::Item(f)),
             Ok(outcome) => match (outcome.first_code, last) {
                 (Some(code), Some(last)) => Err(Problem::Item(Failure::new(code, last))),

@@ -77,9 +77,11 @@ impl Copier<'_> {
             let step = remote_glob(self.sftp, &pattern_abs)
                 .await
                 .map_err(|e| list_problem(pattern, &e));
-            let Some(paths) = self.absorb(step)? else {
+            let Some(globbed) = self.absorb(step)? else {
                 continue;
             };
+            self.refused_names(&globbed.refused);
+            let paths = globbed.paths;
             if paths.len() > 1 && !dest_is_dir {
                 self.note(&Failure::new(
                     ExitCode::LocalIo,
@@ -101,6 +103,21 @@ impl Copier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Reports each name a pattern matched in a listing that is no plain entry name
+    /// (`..`, `a/b`, an absolute path): never copied, and the copy ends non-zero.
+    fn refused_names(&mut self, refused: &[(String, String)]) {
+        for (dir, name) in refused {
+            self.note(&Failure::new(
+                REMOTE_FILE_ERROR,
+                format!(
+                    "{}: the server listed an invalid name \"{}\"; skipped",
+                    printable(dir),
+                    printable(name)
+                ),
+            ));
+        }
     }
 
     async fn download_one(

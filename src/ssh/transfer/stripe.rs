@@ -12,6 +12,8 @@
 //! * An opener failure while lanes exist (StartSession refused or throttled) is not an
 //!   error: the run continues with the lanes it has (saying so once through `notice`) and
 //!   tries again after [`GROWTH_BACKOFF`], doubling, [`GROWTH_ATTEMPTS`] times in all.
+//! * Except a refused host key ([`ExitCode::HostKey`]): a security event, not a lack
+//!   of capacity. It ends the run at once, whatever lanes exist.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::future::Future;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use crate::error::Failure;
+use crate::error::{ExitCode, Failure};
 
 /// Smallest and largest piece of a large file.
 pub const MIN_PIECE: u64 = 1024 * 1024;
@@ -227,7 +229,7 @@ pub async fn run<O: Opener>(
                 break;
             }
             return Err(Failure::new(
-                crate::error::ExitCode::Protocol,
+                ExitCode::Protocol,
                 format!(
                     "every session to the instance failed and the reopen budget ({}) is \
                      spent; {} pieces were not copied",
@@ -267,6 +269,9 @@ pub async fn run<O: Opener>(
                     ever_had_lane = true;
                     idle.push(lane);
                 }
+                // Not a capacity problem: the caller ends the copy (and releases what
+                // the lanes hold) as on any other fatal error.
+                Err(f) if f.code == ExitCode::HostKey => return Err(f),
                 Err(f) => {
                     if busy.len() + idle.len() + opening.len() > 0 {
                         if refusals == 0 {

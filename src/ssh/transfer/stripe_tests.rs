@@ -77,6 +77,8 @@ struct World {
     open_limit: Option<u32>,
     /// These opening attempts (1-based, counting failures) fail.
     fail_attempts: Vec<u32>,
+    /// Why those attempts fail (a throttled StartSession unless told otherwise).
+    fail_code: ExitCode,
     attempts: u32,
     /// Pieces of this file fail with a file error.
     bad_file: Option<usize>,
@@ -135,7 +137,7 @@ impl Opener for FakeOpener {
         w.attempts += 1;
         if w.fail_attempts.contains(&w.attempts) {
             return Err(Failure::new(
-                ExitCode::Aws,
+                w.fail_code,
                 "ThrottlingException: Rate exceeded",
             ));
         }
@@ -163,6 +165,7 @@ fn world(len: usize) -> Rc<RefCell<World>> {
         die: None,
         open_limit: None,
         fail_attempts: Vec::new(),
+        fail_code: ExitCode::Aws,
         attempts: 0,
         bad_file: None,
         log: Vec::new(),
@@ -360,5 +363,32 @@ fn after_a_refusal_growth_resumes_after_the_back_off() {
         assert_eq!(r.opened, 4, "grew to 4 after backing off");
         assert!(started.elapsed() >= GROWTH_BACKOFF);
         assert_eq!(w.borrow().dest, w.borrow().source);
+    });
+}
+
+#[test]
+fn a_host_key_refusal_on_another_lane_ends_the_run() {
+    rt().block_on(async {
+        let len = 40 * 1024 * 1024;
+        let w = world(len);
+        // The second session's host key is refused: a security event, not a lack of
+        // capacity, so no "continuing with fewer", no retry, no more pieces.
+        w.borrow_mut().fail_attempts = vec![2];
+        w.borrow_mut().fail_code = ExitCode::HostKey;
+        w.borrow_mut().yields = vec![0, 1000, 1000, 1000, 1000, 1000];
+        let (r, notes) = go(&w, one_file(len as u64, 4), 4).await;
+        let f = r.err().expect("the run ends with the refusal");
+        assert_eq!(f.code, ExitCode::HostKey);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(
+            w.borrow().log.len() < 8,
+            "stopped early: {:?}",
+            w.borrow().log
+        );
+        assert!(
+            w.borrow().attempts <= 4,
+            "no retry: {}",
+            w.borrow().attempts
+        );
     });
 }
