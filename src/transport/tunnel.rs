@@ -157,13 +157,13 @@ pub async fn open_tunnel(
     }
 }
 
-enum HeadError {
+pub(crate) enum HeadError {
     Io(String),
     Malformed(String),
 }
 
 /// Reads up to and including the blank line that ends the proxy's response head.
-async fn read_head(stream: &mut NetStream) -> Result<String, HeadError> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, HeadError> {
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_RESPONSE {
@@ -187,7 +187,7 @@ async fn read_head(stream: &mut NetStream) -> Result<String, HeadError> {
 }
 
 /// `HTTP/1.1 403 Forbidden` -> `(403, "403 Forbidden")`.
-fn parse_status(head: &str) -> Option<(u16, String)> {
+pub(crate) fn parse_status(head: &str) -> Option<(u16, String)> {
     let line = head.lines().next()?;
     let rest = line.strip_prefix("HTTP/")?;
     let (_version, status) = rest.split_once(' ')?;
