@@ -1,4 +1,4 @@
-//! Any bytes as payload JSON and flags: the client handshake steps, acknowledges and channel_closed.
+//! Any bytes as payload JSON and flags: the client handshake, acks and channel_closed.
 //! Properties in `sallyport::fuzz::payload`: no panic, nothing larger than the
 //! input justifies.
 #![no_main]
