@@ -32,10 +32,11 @@ fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
 
+/// A message for the user: one line, with nothing a terminal would act on.
 fn one_line(what: &str, msg: &str) {
     assert!(
-        !msg.contains(['\n', '\r']),
-        "{what}: the message is not one line: {msg:?}"
+        !msg.chars().any(crate::text::needs_escape),
+        "{what}: the message is not one line of plain text: {msg:?}"
     );
 }
 

@@ -43,7 +43,7 @@ impl Rng {
 fn random_input(rng: &mut Rng, tokens: &[&[u8]]) -> Vec<u8> {
     let len = rng.below(MAX_LEN);
     let mut out = Vec::with_capacity(len);
-    let tokenised = rng.next() % 2 == 0;
+    let tokenised = rng.below(2) == 0;
     while out.len() < len {
         if tokenised && rng.below(4) != 0 {
             out.extend_from_slice(rng.pick(tokens));
@@ -255,7 +255,7 @@ fn config_toml() {
     let seeds: &[&[u8]] = &[
         full.as_bytes(),
         proxy.as_bytes(),
-        b"user = \"ec2-user\"\n[profiles.\"a b\"]\nregion = \"x\"\n[alias]\n\"c d\" = \"e\"\n",
+        b"user = \"ec2-user\"\n[profiles.\"a\\nb\"]\nregion = \"x\"\n[alias]\n\"c\\u001bd\" = \"e\"\n",
     ];
     let tokens: &[&[u8]] = &[
         b"=",
