@@ -186,14 +186,15 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<St
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// `HTTP/1.1 403 Forbidden` -> `(403, "403 Forbidden")`.
+/// `HTTP/1.1 403 Forbidden` -> `(403, "403 Forbidden")`. The status goes into a message
+/// for the user, so it is shown as text (a proxy's reason phrase is the peer's words).
 pub(crate) fn parse_status(head: &str) -> Option<(u16, String)> {
     let line = head.lines().next()?;
     let rest = line.strip_prefix("HTTP/")?;
     let (_version, status) = rest.split_once(' ')?;
     let status = status.trim();
     let code = status.get(..3)?.parse().ok()?;
-    Some((code, status.to_owned()))
+    Some((code, crate::text::shown(status).into_owned()))
 }
 
 #[cfg(test)]
