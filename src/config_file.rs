@@ -154,7 +154,9 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             endpoint_url: p.endpoint_url,
             user: p.user,
         };
-        check_defaults(&d, &format!("[profiles.{name}] ")).map_err(bad)?;
+        // The name is shown as text: a quoted TOML key may hold a newline or an escape.
+        let section = format!("[profiles.{}] ", crate::text::shown(&name));
+        check_defaults(&d, &section).map_err(bad)?;
         profiles.insert(name, d);
     }
     let mut aliases = BTreeMap::new();
@@ -197,7 +199,8 @@ fn toml_error(e: &toml::de::Error, text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    format!("{}{message}", at.unwrap_or_default())
+    // Keys toml quotes back may hold escapes (`"a\u001b"`): shown as text.
+    format!("{}{}", at.unwrap_or_default(), crate::text::shown(&message))
 }
 
 fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {

@@ -11,6 +11,12 @@ pub mod cli;
 pub mod commands;
 pub mod config_file;
 pub mod error;
+/// Parser properties on arbitrary input, for cargo-fuzz and the tests.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
+#[cfg(test)]
+mod fuzz_properties_tests;
 pub mod keys;
 #[cfg(test)]
 mod layering_tests;

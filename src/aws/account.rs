@@ -46,10 +46,15 @@ pub async fn session_kms(config: &SdkConfig) -> Result<SessionKms, AwsError> {
             };
         }
     };
-    let content: serde_json::Value =
-        serde_json::from_str(out.content().unwrap_or("{}")).unwrap_or_default();
-    Ok(match content["inputs"]["kmsKeyId"].as_str() {
+    Ok(kms_of_document(out.content().unwrap_or("{}")))
+}
+
+/// The preferences document's `inputs.kmsKeyId` (GetDocument's `Content`: hostile text;
+/// anything that is not such a JSON object means no key).
+pub fn kms_of_document(content: &str) -> SessionKms {
+    let content: serde_json::Value = serde_json::from_str(content).unwrap_or_default();
+    match content["inputs"]["kmsKeyId"].as_str() {
         Some(k) if !k.is_empty() => SessionKms::Key(k.to_owned()),
         _ => SessionKms::Off,
-    })
+    }
 }

@@ -21,6 +21,9 @@ pub use retry::{StartOptions, advise, retry_throttled, start_session};
 pub use ssm::{SessionDocument, Ssm, StartedSession};
 pub use tagging::{Tagging, is_denied as tagging_denied};
 pub use upgrade_signer::{SIGNING_NAME, SdkUpgradeSigner, sign_upgrade};
+/// Answers parsed by hand, for the fuzz properties.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use {retry::missing_permission, tagging::instance_id};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 

@@ -62,7 +62,7 @@ impl Tagging {
 }
 
 /// `arn:aws:ec2:REGION:ACCOUNT:instance/i-…` -> `i-…`.
-fn instance_id(arn: &str) -> Option<&str> {
+pub(crate) fn instance_id(arn: &str) -> Option<&str> {
     let (prefix, id) = arn.rsplit_once(":instance/")?;
     (prefix.starts_with("arn:") && id.starts_with("i-")).then_some(id)
 }

@@ -126,8 +126,9 @@ pub fn parse_operands<S: AsRef<str>>(operands: &[S]) -> Result<ScpOperands, Usag
     }
 }
 
+/// Operands are echoed as text: a pasted name may hold a newline or an escape sequence.
 fn usage(message: impl Into<String>) -> UsageError {
-    UsageError(message.into())
+    UsageError(crate::text::shown(&message.into()).into_owned())
 }
 
 #[cfg(test)]

@@ -25,5 +25,8 @@ pub use link::{
 };
 pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl, redact_userinfo};
 pub use trust::{CaBundle, CaBundleError, client_config, is_unknown_issuer};
+/// The proxy's CONNECT answer parser, for the fuzz properties.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use tunnel::{HeadError, MAX_RESPONSE, parse_status, read_head};
 pub use tunnel::{NetStream, ProxyFailure, open_tunnel};
 pub use upgrade_auth::{SignError, UpgradeAuth, UpgradeSigner, is_presigned};

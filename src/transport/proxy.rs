@@ -272,9 +272,17 @@ fn percent_decode(s: &str) -> Option<String> {
 /// password may hold `/`, `?`, `#` or `@`), and only the user name before its first `:`
 /// (or `/`) is kept.
 pub fn redact_userinfo(url: &str) -> String {
+    // Only a real scheme (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`) is
+    // kept whole: a `://` further on (in a query, after a mistyped `http:/`) leaves the
+    // text before it to the userinfo rule.
+    let is_scheme = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    };
     let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
+        Some((scheme, rest)) if is_scheme(scheme) => (format!("{scheme}://"), rest),
+        _ => (String::new(), url),
     };
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {

@@ -220,6 +220,14 @@ fn a_password_never_shows_in_an_error_even_when_the_url_does_not_parse() {
         assert!(!e.message.contains("s3c"), "{bad}: {}", e.message);
         assert!(e.message.contains("alice:***@"), "{bad}: {}", e.message);
     }
+    // A `://` after the password (a mistyped `http:/`, a URL in the query) is no scheme.
+    for bad in [
+        "http:/alice:s3cret@proxy.corp:3128/?next=http://x",
+        "proxy = \"https:/alice:s3cret@[::1]\"\nproxy = \"http://u:***@p\"",
+    ] {
+        let e = ProxyUrl::parse(bad, "HTTPS_PROXY").unwrap_err();
+        assert!(!e.message.contains("s3c"), "{bad}: {}", e.message);
+    }
 }
 
 #[test]

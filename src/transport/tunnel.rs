@@ -157,13 +157,13 @@ pub async fn open_tunnel(
     }
 }
 
-enum HeadError {
+pub(crate) enum HeadError {
     Io(String),
     Malformed(String),
 }
 
 /// Reads up to and including the blank line that ends the proxy's response head.
-async fn read_head(stream: &mut NetStream) -> Result<String, HeadError> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, HeadError> {
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_RESPONSE {
@@ -186,14 +186,15 @@ async fn read_head(stream: &mut NetStream) -> Result<String, HeadError> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// `HTTP/1.1 403 Forbidden` -> `(403, "403 Forbidden")`.
-fn parse_status(head: &str) -> Option<(u16, String)> {
+/// `HTTP/1.1 403 Forbidden` -> `(403, "403 Forbidden")`. The status goes into a message
+/// for the user, so it is shown as text (a proxy's reason phrase is the peer's words).
+pub(crate) fn parse_status(head: &str) -> Option<(u16, String)> {
     let line = head.lines().next()?;
     let rest = line.strip_prefix("HTTP/")?;
     let (_version, status) = rest.split_once(' ')?;
     let status = status.trim();
     let code = status.get(..3)?.parse().ok()?;
-    Some((code, status.to_owned()))
+    Some((code, crate::text::shown(status).into_owned()))
 }
 
 #[cfg(test)]
