@@ -31,11 +31,19 @@ fn shorter(remote: &str) -> Problem {
 }
 
 /// Removes a destination a failed copy cut short, when it is a regular file: its old
-/// content was truncated away already, and a cut file must not pass for a copy.
+/// content was truncated away already, and a cut file must not pass for a copy. Only the
+/// file that was written is removed: the name is judged as found (a symlink is not
+/// followed), and must still be that same file; a symlink the user put there stays.
 async fn remove_cut(sink: tokio::fs::File, local: &Path) {
-    let regular = sink.metadata().await.is_ok_and(|m| m.is_file());
+    use std::os::unix::fs::MetadataExt as _;
+    let written = sink.metadata().await.ok().filter(|m| m.is_file());
     drop(sink);
-    if regular {
+    let found = tokio::fs::symlink_metadata(local).await.ok();
+    let same = match (written, found) {
+        (Some(w), Some(f)) => f.is_file() && (f.dev(), f.ino()) == (w.dev(), w.ino()),
+        _ => false,
+    };
+    if same {
         let _ = tokio::fs::remove_file(local).await;
     }
 }
@@ -485,5 +493,40 @@ impl Copier<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cut_copy_removes_the_file_it_wrote_but_never_a_symlink_to_it() {
+        let dir = std::env::temp_dir().join(format!("sallyport-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("target"), dir.join("link"));
+        std::fs::write(&target, b"cut").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Written through the user's symlink, as a copy in place opens its destination.
+        let sink = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&link)
+            .await
+            .unwrap();
+        remove_cut(sink, &link).await;
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok(),
+            "the user's symlink was removed"
+        );
+        // A plain destination that was cut is removed.
+        let sink = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .await
+            .unwrap();
+        remove_cut(sink, &target).await;
+        assert!(!target.exists(), "the cut file stays as if complete");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
