@@ -272,6 +272,7 @@ fn init_logging(verbose: u8) {
 mod tests {
     use super::*;
     use sallyport_testbed::world::config::{UnsignedPolicy, load_instances};
+    use sallyport_testbed::world::endpoints::DEFAULT_VPC_ID;
     use sallyport_testbed::world::hostile_ssh::HostileSsh;
 
     #[test]
@@ -321,6 +322,7 @@ mod tests {
         assert_eq!(args.faults.relay_queue, None);
         assert_eq!(args.unsigned_data_channel, UnsignedPolicy::Refuse);
         assert!(!args.tls && !args.presign_stream_urls);
+        assert!(!args.eice && args.eice_rate.is_none());
         let cli = Cli::try_parse_from([
             "sallyport-testbed",
             "serve",
@@ -343,6 +345,16 @@ mod tests {
         assert_eq!(args.faults.plan().relay_queue, Some(256));
         assert_eq!(args.faults.plan().relay_rate, Some(500_000));
         assert_eq!(args.faults.plan().jitter, Duration::from_millis(5));
+        let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", "--eice"];
+        let more = ["--eice-rate", "1000000"];
+        let Command::Serve(args) = Cli::try_parse_from(argv.iter().chain(&more))
+            .unwrap()
+            .command
+        else {
+            panic!("expected serve")
+        };
+        assert!(args.eice);
+        assert_eq!(args.eice_rate, Some(1_000_000));
         let argv = ["x", "serve", "--ssh-target", "127.0.0.1:22", "--tls"];
         let more = ["--unsigned-data-channel", "accept", "--presign-stream-urls"];
         let Command::Serve(args) = Cli::try_parse_from(argv.iter().chain(&more))
@@ -367,6 +379,8 @@ mod tests {
             e.contains("'2MB' is not a whole number of bytes per second"),
             "{e}"
         );
+        let e = refused("--eice-rate", "0");
+        assert!(e.contains("at least 1 byte per second"), "{e}");
         let e = refused("--unsigned-data-channel", "maybe");
         assert!(e.contains("'maybe' is neither accept nor refuse"), "{e}");
         let e = refused("--relay-queue", "0");
@@ -457,6 +471,70 @@ mod tests {
             Some("web-1")
         );
         assert_eq!(instances[1].ping_status, "ConnectionLost");
+        let (instances, endpoints) = load_world(&path).unwrap();
+        assert_eq!(
+            instances[1].ec2_state(),
+            "running",
+            "reachable through EICE only"
+        );
+        assert_eq!(instances[1].vpc_id(), "vpc-0a1b2c3d4e5f60789");
+        assert_eq!(instances[0].vpc_id(), DEFAULT_VPC_ID);
+        assert_eq!(instances[0].ipv6_address.as_deref(), Some("fd00:ec2::7"));
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].vpc_id, "vpc-0a1b2c3d4e5f60789");
+        assert_eq!(endpoints[0].state, "create-complete");
+        assert_eq!(endpoints[0].max_connections(), 20);
+    }
+
+    #[test]
+    fn eice_adds_one_endpoint_in_the_first_instance_vpc() {
+        let instances = vec![InstanceConfig::ssh_shortcut(
+            "127.0.0.1:22".parse().unwrap(),
+        )];
+        let mut endpoints = Vec::new();
+        add_default_endpoint(&instances, &mut endpoints);
+        add_default_endpoint(&instances, &mut endpoints);
+        assert_eq!(
+            endpoints,
+            [EndpointConfig::new(
+                DEFAULT_ENDPOINT_ID,
+                DEFAULT_VPC_ID,
+                sallyport_testbed::world::endpoints::DEFAULT_SUBNET_ID
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_endpoint_tables_are_refused() {
+        let dir = std::env::temp_dir().join(format!("testbed-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eice.toml");
+        let instance = "[[instance]]\nid = \"i-0123456789abcdef0\"\n";
+        let cases = [
+            (
+                "id = \"eice-1\"\nvpc_id = \"v\"\nsubnet_id = \"s\"",
+                "17 hex digits",
+            ),
+            (
+                "id = \"eice-0123456789abcdef0\"\nvpc_id = \"v\"\nsubnet_id = \"s\"\nstate = \"ready\"",
+                "state \"ready\"",
+            ),
+            (
+                "id = \"eice-0123456789abcdef0\"\nvpc_id = \"v\"\nsubnet_id = \"s\"\nmax_connections = 0",
+                "at least 1",
+            ),
+            (
+                "id = \"eice-0123456789abcdef0\"\nvpc_id = \"v\"",
+                "subnet_id",
+            ),
+        ];
+        for (table, want) in cases {
+            let text = format!("{instance}[[instance_connect_endpoint]]\n{table}\n");
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", load_world(&path).unwrap_err());
+            assert!(err.contains(want) && err.contains("eice.toml"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! The one loopback listener: the SSM JSON API on `POST /` and the data-channel websockets on
-//! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there; and, for benchmarks,
-//! `GET /testbed/stats`: every session's stream data counts as JSON (see [`Testbed::data_stats`])
-//! and every data-channel dial (see [`Testbed::data_channel_dials`]). Plain HTTP, or HTTPS
-//! and WSS with `TestbedConfig::tls` ([`crate::tls`]).
+//! The one loopback listener: the AWS APIs on `POST /` (SSM and the other JSON 1.1 APIs,
+//! EC2 and STS over the Query protocol), the data-channel websockets on
+//! `GET /v1/data-channel/<SessionId>`, as `StreamUrl` points there, the EC2 Instance Connect
+//! Endpoint tunnels on `GET /openTunnel` ([`crate::eice`]); and, for benchmarks,
+//! `GET /testbed/stats`: every session's stream data counts as JSON (see
+//! [`Testbed::data_stats`]), every data-channel dial (see [`Testbed::data_channel_dials`])
+//! and the tunnel counts (see [`Testbed::tunnel_stats`]). Plain HTTP, or HTTPS and WSS with
+//! `TestbedConfig::tls` ([`crate::tls`]).
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -16,6 +16,7 @@ use sallyport_testbed::world::endpoints::EndpointConfig;
 use sallyport_testbed::{InstanceConfig, Testbed, TestbedConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,7 +29,7 @@ const ELSEWHERE_IP: &str = "10.9.0.9";
 const ENDPOINT: &str = "eice-0123456789abcdef0";
 const PATIENCE: Duration = Duration::from_secs(20);
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// A TCP echo on loopback; it serves until the test's runtime ends.
 async fn echo() -> SocketAddr {
@@ -60,6 +61,10 @@ async fn greeter() -> SocketAddr {
 /// An agent-less instance (reachable through EICE only) with port 22 = an echo and port
 /// 23 = the greeter, and one in another VPC; an endpoint in the first one's VPC.
 async fn start() -> Testbed {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut TestbedConfig)) -> Testbed {
     let mut here = InstanceConfig::named(INSTANCE, "web");
     here.ping_status = "ConnectionLost".to_owned();
     here.ec2_state = Some("running".to_owned());
@@ -74,6 +79,7 @@ async fn start() -> Testbed {
     let endpoint = EndpointConfig::new(ENDPOINT, here.vpc_id(), here.subnet_id());
     let mut config = TestbedConfig::new("127.0.0.1:0".parse().unwrap(), vec![here, there]);
     config.instance_connect_endpoints = vec![endpoint];
+    tweak(&mut config);
     Testbed::start(config).await.unwrap()
 }
 
@@ -99,10 +105,12 @@ fn presign(tb: &Testbed) -> Presign {
 /// `ws://…/openTunnel?…`, presigned like the AWS CLI (service `ec2-instance-connect`,
 /// `host` signed, empty body hashed) unless `p` is None.
 fn tunnel_url(tb: &Testbed, query: &str, p: Option<&Presign>) -> String {
-    let base = format!("ws://{}/openTunnel?{query}", tb.addr);
     let Some(p) = p else {
-        return base;
+        return format!("ws://{}/openTunnel?{query}", tb.addr);
     };
+    // The client names the host it signed for (its Host header); `dial` connects to the
+    // testbed's address whatever the name.
+    let base = format!("ws://{}/openTunnel?{query}", p.host);
     let creds = Credentials::new(&tb.access_key_id, &p.secret, None, None, "test");
     let identity = creds.into();
     let mut settings = SigningSettings::default();
@@ -152,11 +160,20 @@ fn query(ip: &str, port: u16) -> String {
     )
 }
 
-/// Opens the websocket; the HTTP status of a refusal otherwise.
+/// Opens the websocket (over TLS when the testbed serves it); the HTTP status of a
+/// refusal otherwise.
 async fn dial(tb: &Testbed, url: &str) -> Result<Ws, u16> {
     let tcp = TcpStream::connect(tb.addr).await.unwrap();
+    let (url, connector) = match tb.tls_client_config() {
+        Some(tls) => (
+            url.replacen("ws://", "wss://", 1),
+            Some(Connector::Rustls(tls)),
+        ),
+        None => (url.to_owned(), None),
+    };
     let req = url.into_client_request().unwrap();
-    match tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(req, tcp)).await {
+    let handshake = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, connector);
+    match tokio::time::timeout(PATIENCE, handshake).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
         Ok(Err(e)) => panic!("websocket handshake failed: {e}"),
@@ -219,6 +236,44 @@ async fn a_good_tunnel_relays_bytes_intact_both_ways() {
     let (got, close) = read_to_close(&mut ws).await;
     assert_eq!(got, b"bye\n");
     assert_eq!(close.map(|c| c.0), Some(CloseCode::Normal));
+}
+
+/// Sends `n` bytes through an echo tunnel and returns how long until all came back.
+async fn echo_time(tb: &Testbed, n: usize) -> Duration {
+    let url = tunnel_url(tb, &query(IP, 22), Some(&presign(tb)));
+    let mut ws = dial(tb, &url).await.expect("tunnel opens");
+    let started = std::time::Instant::now();
+    for chunk in vec![7u8; n].chunks(65_000) {
+        ws.send(Message::binary(chunk.to_vec())).await.unwrap();
+    }
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("echo")
+        {
+            Some(Ok(Message::Binary(b))) => got += b.len(),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn tunnels_run_over_tls_and_through_the_shaped_link() {
+    let tb = start_with(|c| c.tls = true).await;
+    assert!(
+        echo_time(&tb, 100_000).await < Duration::from_secs(5),
+        "TLS tunnel"
+    );
+    let tb = start_with(|c| c.rtt = Duration::from_millis(300)).await;
+    let t = echo_time(&tb, 10).await;
+    assert!(t >= Duration::from_millis(300), "--rtt: {t:?}");
+    // 100 kB each way at 200 kB/s: 0.5 s to send, and the echo of the first 65 000-byte
+    // frame (0.325 s in) takes 0.5 s to come back: at least 0.8 s (milliseconds unshaped).
+    let tb = start_with(|c| c.eice_rate = Some(200_000)).await;
+    let t = echo_time(&tb, 100_000).await;
+    assert!(t >= Duration::from_millis(780), "--eice-rate: {t:?}");
 }
 
 #[tokio::test]
