@@ -85,6 +85,8 @@ async fn start_with(tweak: impl FnOnce(&mut TestbedConfig)) -> Testbed {
 
 /// How to presign; each field can be made wrong.
 struct Presign {
+    access_key_id: String,
+    token: Option<String>,
     host: String,
     region: String,
     secret: String,
@@ -94,6 +96,8 @@ struct Presign {
 
 fn presign(tb: &Testbed) -> Presign {
     Presign {
+        access_key_id: tb.access_key_id.clone(),
+        token: None,
         host: tb.eice_dns_name(),
         region: tb.region.clone(),
         secret: tb.secret_access_key.clone(),
@@ -111,7 +115,7 @@ fn tunnel_url(tb: &Testbed, query: &str, p: Option<&Presign>) -> String {
     // The client names the host it signed for (its Host header); `dial` connects to the
     // testbed's address whatever the name.
     let base = format!("ws://{}/openTunnel?{query}", p.host);
-    let creds = Credentials::new(&tb.access_key_id, &p.secret, None, None, "test");
+    let creds = Credentials::new(&p.access_key_id, &p.secret, p.token.clone(), None, "test");
     let identity = creds.into();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
@@ -414,8 +418,13 @@ async fn the_21st_connection_is_refused() {
     assert!(dial(&tb, &url()).await.is_ok());
 }
 
-/// Signs and POSTs a Query-API form to the testbed; returns status and body.
+/// Signs and POSTs an EC2 Query-API form to the testbed; returns status and body.
 async fn ec2_call(tb: &Testbed, form: &str) -> (u16, String) {
+    query_call(tb, form, "ec2").await
+}
+
+/// Signs (for `service`) and POSTs a Query-API form to the testbed.
+async fn query_call(tb: &Testbed, form: &str, service: &str) -> (u16, String) {
     let host = tb.addr.to_string();
     let amz_date = sallyport_testbed::world::clock::format_amz_date(
         sallyport_testbed::world::clock::now_secs(0),
@@ -436,7 +445,7 @@ async fn ec2_call(tb: &Testbed, form: &str) -> (u16, String) {
         &tb.access_key_id,
         &tb.secret_access_key,
         &tb.region,
-        "ec2",
+        service,
     );
     let mut tcp = TcpStream::connect(tb.addr).await.unwrap();
     let head = format!(
@@ -579,4 +588,31 @@ async fn a_caller_without_permission_gets_unauthorized_operation() {
     let (status, xml) = ec2_call(&tb, "Action=DescribeInstances&Version=2016-11-15").await;
     assert_eq!(status, 403);
     assert_eq!(between(&xml, "Code"), ["UnauthorizedOperation"]);
+}
+
+#[tokio::test]
+async fn temporary_credentials_need_their_session_token() {
+    let tb = start().await;
+    let form = "Action=AssumeRole&Version=2011-06-15&RoleSessionName=tunnel&\
+                RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Feice";
+    let (status, xml) = query_call(&tb, form, "sts").await;
+    assert_eq!(status, 200, "{xml}");
+    let field = |tag: &str| between(&xml, tag)[0].to_owned();
+    let temp = || Presign {
+        access_key_id: field("AccessKeyId"),
+        secret: field("SecretAccessKey"),
+        token: Some(field("SessionToken")),
+        ..presign(&tb)
+    };
+    let q = query(IP, 22);
+    assert!(dial(&tb, &tunnel_url(&tb, &q, Some(&temp()))).await.is_ok());
+    // Signed correctly with the temporary key, but without its token.
+    let no_token = Presign {
+        token: None,
+        ..temp()
+    };
+    assert_eq!(
+        dial(&tb, &tunnel_url(&tb, &q, Some(&no_token))).await.err(),
+        Some(403)
+    );
 }
