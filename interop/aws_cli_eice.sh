@@ -46,7 +46,13 @@ ca_dest=/usr/local/share/ca-certificates/sallyport-testbed-eice.crt
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -f "$ca_dest" ]; then rm -f "$ca_dest"; update-ca-certificates >/dev/null 2>&1 || true; fi
+  if [ -f "$ca_dest" ]; then
+    rm -f "$ca_dest"
+    update-ca-certificates >/dev/null 2>&1 || true
+    # update-ca-certificates leaves the links to a removed certificate behind.
+    find /etc/ssl/certs -maxdepth 1 -type l \( -name sallyport-testbed-eice.pem \
+      -o -lname sallyport-testbed-eice.pem \) -delete 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
