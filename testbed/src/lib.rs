@@ -23,7 +23,7 @@
 //! # Layout
 //!
 //! One folder per concern, and imports run one way: `world` <- (`instance`, `aws_api`,
-//! `agent`, `mgs`) <- `server` <- `tools` and `main.rs`. Within the middle row, `aws_api`
+//! `agent`, `mgs`, `eice`) <- `server` <- `tools` and `main.rs`. Within the middle row, `aws_api`
 //! may use `instance` (Instance Connect writes the instance's key store) and `mgs` may use
 //! `agent` (the relay runs the agent); `agent` may use only `mgs::frames` of `mgs` (a
 //! failed KMS handshake closes the channel with MGS's frame), never the relay. Nothing
@@ -35,18 +35,21 @@
 //!   and relay settings), sessions, the clock, faults, queue bounds, data counts, KMS keys.
 //! - [`instance`]: the instance side: a throw-away sshd, the Instance Connect key store, a
 //!   lying SSH/SFTP server (`instance::hostile`).
-//! - [`aws_api`]: the AWS HTTP APIs (SSM, KMS, EC2 Instance Connect, STS, tagging), the
+//! - [`aws_api`]: the AWS HTTP APIs (SSM, KMS, EC2 Instance Connect, EC2, STS, tagging), the
 //!   JSON 1.1 wire, SigV4 checks, the account's credentials and call log.
 //! - [`agent`]: amazon-ssm-agent's session end: data channel, handshake, port (basic and
 //!   smux), shell, command, KMS session crypto, instance write rate.
 //! - [`mgs`]: the Message Gateway: the relay between client websocket and agent, its
 //!   delay line and queues, its own frames.
+//! - [`eice`]: the EC2 Instance Connect Endpoint's `/openTunnel` websocket: the presign
+//!   and target checks, the byte relay. May use `aws_api` (the account, SigV4).
 //! - [`server`]: the one loopback listener that routes to `aws_api` and `mgs`; [`Testbed`].
 //! - [`tls`]: the listener's HTTPS/WSS identity.
 //! - [`tools`]: what runs on top: the delay proxy and the demo.
 
 pub mod agent;
 pub mod aws_api;
+pub mod eice;
 pub mod instance;
 pub mod mgs;
 pub mod server;
