@@ -204,7 +204,7 @@ impl Running<'_> {
             }
             tokio::select! {
                 frame = io.from_client.recv() => {
-                    let Some(frame) = frame else { return None };
+                    let frame = frame?;
                     if apply_input(feed(ch, &io.to_client, &frame), self.pid) {
                         return None;
                     }
