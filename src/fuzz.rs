@@ -213,7 +213,7 @@ fn channel_control(data: &[u8]) {
 pub fn socks(data: &[u8]) -> bool {
     use crate::session::forward::Remote;
     let mut stream = tokio::io::join(data, Vec::new());
-    let result = ready(crate::session::socks::negotiate(&mut stream));
+    let result = ready(crate::session::forward::socks::negotiate(&mut stream));
     let (rest, answer) = stream.into_inner();
     let used = data.len() - rest.len();
     assert!(used <= 2 + 255 + 4 + 1 + 255 + 2, "read {used} bytes");

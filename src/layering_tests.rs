@@ -530,10 +530,15 @@ fn the_session_check_catches_a_reach_up_and_spares_other_names() {
     let bad = concat!("        let key = crate::", "ssh::keys::ephemeral()?;");
     assert_eq!(session_reaches_ssh("session/proxy.rs", bad).len(), 1);
     let bad_use = concat!("use crate::", "ssh;");
-    assert_eq!(session_reaches_ssh("session/forward.rs", bad_use).len(), 1);
+    assert_eq!(
+        session_reaches_ssh("session/forward/mod.rs", bad_use).len(),
+        1
+    );
     // Outside session/, and names that only start with `ssh`, are fine.
     assert!(session_reaches_ssh("commands/scp.rs", bad).is_empty());
     let other = concat!("use crate::", "ssh_config::Block;");
     assert!(session_reaches_ssh("session/proxy.rs", other).is_empty());
     assert!(session_reaches_ssh("session/proxy.rs", "use crate::keys;").is_empty());
 }
+
+mod size;

@@ -527,7 +527,7 @@ pub fn node_checks(node: &NodeInfo, report: &mut Report) {
             "start the instance if it is stopped; else check the agent (`systemctl status amazon-ssm-agent`), its instance profile (AmazonSSMManagedInstanceCore) and its network path to ssm, ssmmessages and ec2messages",
         ));
     }
-    let newer = crate::session::forward_driver::version_newer_than;
+    let newer = crate::session::forward::driver::version_newer_than;
     match node.agent_version.as_deref() {
         None => report.push(Check::warn("agent version", "unknown", "")),
         Some(v) if !newer(v, PORT_SESSIONS_MIN) && v != PORT_SESSIONS_MIN => report.push(Check::fail(

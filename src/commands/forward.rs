@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::aws::Ssm;
 use crate::error::Failure;
 use crate::session::forward::{self, ForwardRequest, ForwardSpec};
-use crate::target::{self, TargetSettings};
+use crate::target::TargetSettings;
 use crate::transport::LinkOptions;
 
 /// `sallyport forward`.
@@ -20,14 +20,16 @@ pub struct ForwardRun {
 
 /// `sallyport forward`: every forward, until Ctrl-C or until all have ended.
 pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
-    let (config, found) = target::locate(&run.on).await?;
-    let req = ForwardRequest {
-        target: found.id.clone(),
-        specs: run.specs,
-        socks: run.socks,
-        open: run.open,
-        start: found.start_options(&run.on),
-        link: run.link,
-    };
-    forward::run(&Ssm::new(&config), &req).await
+    super::on_node(&run.on, async |config, found| {
+        let req = ForwardRequest {
+            target: found.id.clone(),
+            specs: run.specs,
+            socks: run.socks,
+            open: run.open,
+            start: found.start_options(&run.on),
+            link: run.link,
+        };
+        forward::run(&Ssm::new(config), &req).await
+    })
+    .await
 }

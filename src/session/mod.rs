@@ -6,12 +6,9 @@
 pub mod exec;
 pub mod exec_document;
 pub mod forward;
-pub mod forward_conn;
-pub mod forward_driver;
 pub mod lifecycle;
 pub mod proxy;
 pub mod shell;
-pub mod socks;
 pub mod stream;
 pub mod terminal;
 

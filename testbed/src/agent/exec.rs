@@ -108,65 +108,41 @@ pub async fn run(
     let pid = child.id();
     let sent = Arc::new(Notify::new());
     let (done_tx, mut done_rx) = mpsc::channel::<()>(2);
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(
-            out,
+    // One pump per pipe the command has, in this order: stdout, the combined pipe, stderr.
+    let pipes: [(Option<Pipe>, PayloadType); 3] = [
+        (
+            child.stdout.take().map(|r| Box::new(r) as Pipe),
             PayloadType::Output,
-            ch.clone(),
-            io.to_client.clone(),
-            settings.clone(),
-            sent.clone(),
-            done_tx.clone(),
-        )));
-    }
-    if let Some(out) = combined {
-        pumps.push(tokio::spawn(pump(
-            out,
-            PayloadType::Output,
-            ch.clone(),
-            io.to_client.clone(),
-            settings.clone(),
-            sent.clone(),
-            done_tx.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(
-            err,
+        ),
+        (combined.map(|r| Box::new(r) as Pipe), PayloadType::Output),
+        (
+            child.stderr.take().map(|r| Box::new(r) as Pipe),
             PayloadType::StdErr,
-            ch.clone(),
-            io.to_client.clone(),
-            settings.clone(),
-            sent.clone(),
-            done_tx.clone(),
-        )));
-    }
+        ),
+    ];
+    let pumps: Vec<_> = pipes
+        .into_iter()
+        .filter_map(|(pipe, kind)| {
+            let pipe = pipe?;
+            Some(tokio::spawn(pump(
+                pipe,
+                kind,
+                ch.clone(),
+                io.to_client.clone(),
+                settings.clone(),
+                sent.clone(),
+                done_tx.clone(),
+            )))
+        })
+        .collect();
     drop(done_tx);
-    let mut open_pumps = pumps.len();
-    let mut status = None;
-    let terminated = loop {
-        if open_pumps == 0
-            && let Some(code) = status
-        {
-            break Some(code);
-        }
-        tokio::select! {
-            frame = io.from_client.recv() => {
-                let Some(frame) = frame else { break None };
-                if apply_input(feed(&ch, &io.to_client, &frame), pid) {
-                    break None;
-                }
-            }
-            _ = sleep_opt(next_timer(&ch)) => on_timer(&ch, &io.to_client),
-            _ = sent.notified() => {}
-            Some(()) = done_rx.recv(), if open_pumps > 0 => open_pumps -= 1,
-            exit = child.wait(), if status.is_none() => {
-                // A process killed by a signal has no code; Go reports -1.
-                status = Some(exit.ok().and_then(|s| s.code()).unwrap_or(-1));
-            }
-        }
+    let running = Running {
+        ch: &ch,
+        pid,
+        sent: &sent,
+        open_pumps: pumps.len(),
     };
+    let terminated = running.wait(&mut io, &mut child, &mut done_rx).await;
     for p in pumps {
         p.abort();
     }
@@ -195,6 +171,55 @@ pub async fn run(
 }
 
 type Spawned = std::io::Result<(Child, Option<pipe::Receiver>)>;
+
+/// One of the command's output pipes, as a pump reads it.
+type Pipe = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A started command whose output is being pumped.
+struct Running<'a> {
+    ch: &'a Shared,
+    pid: Option<u32>,
+    /// Notified after each message a pump sends.
+    sent: &'a Notify,
+    /// Pumps whose pipe has not ended yet.
+    open_pumps: usize,
+}
+
+impl Running<'_> {
+    /// Serves the client (input, timers) until the command has exited and every pipe has
+    /// ended: `Some(exit code)`; `None` when the client ended the session first.
+    async fn wait(
+        mut self,
+        io: &mut AgentIo,
+        child: &mut Child,
+        done_rx: &mut mpsc::Receiver<()>,
+    ) -> Option<i32> {
+        let ch = self.ch;
+        let mut status = None;
+        loop {
+            if self.open_pumps == 0
+                && let Some(code) = status
+            {
+                return Some(code);
+            }
+            tokio::select! {
+                frame = io.from_client.recv() => {
+                    let frame = frame?;
+                    if apply_input(feed(ch, &io.to_client, &frame), self.pid) {
+                        return None;
+                    }
+                }
+                _ = sleep_opt(next_timer(ch)) => on_timer(ch, &io.to_client),
+                _ = self.sent.notified() => {}
+                Some(()) = done_rx.recv(), if self.open_pumps > 0 => self.open_pumps -= 1,
+                exit = child.wait(), if status.is_none() => {
+                    // A process killed by a signal has no code; Go reports -1.
+                    status = Some(exit.ok().and_then(|s| s.code()).unwrap_or(-1));
+                }
+            }
+        }
+    }
+}
 
 /// `sh -c COMMAND` with stdout and stderr on pipes of their own.
 fn spawn_separate(command: &str) -> Spawned {

@@ -23,9 +23,9 @@ use crate::proto::payload::PayloadFlag;
 use crate::transport::engine::sleep_opt;
 use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, Ready};
 
-use super::forward_conn::{Backlog, ConnEvent, LocalConn};
-use super::lifecycle::{self, now};
+use super::conn::{Backlog, ConnEvent, LocalConn};
 use crate::proto::smux::{KeepAlive, Mux, MuxEvent, Role};
+use crate::session::lifecycle::{self, now};
 
 /// Remote bytes waiting for slow local readers (all connections together) beyond which
 /// we stop taking frames from the link (xtaci's MaxReceiveBuffer, where the plugin's smux

@@ -1,6 +1,7 @@
 //! `sallyport forward`: local ports to ports on the target (`AWS-StartPortForwardingSession`)
 //! or to hosts the target can reach (`...ToRemoteHost`), one session per SPEC, all in one
-//! process; and with `-D` a SOCKS5 server ([`super::socks`]).
+//! process; and with `-D` a SOCKS5 server ([`socks`]). [`driver`] carries one session's
+//! connections (smux or basic, by the agent's version) and [`conn`] one local connection.
 //!
 //! Messages go to stderr only: one line per forward once its session is up
 //! (`forwarding 127.0.0.1:58888 -> i-0abc:8888`). Ctrl-C (or SIGTERM, SIGHUP) ends every
@@ -19,8 +20,12 @@ use crate::proto::client::{ClientEvent, ClientSession};
 use crate::proto::payload::PayloadFlag;
 use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, LinkOptions, Ready};
 
-use super::forward_driver::{Ended, Incoming, Mode};
 use super::lifecycle::{self, Signals, now};
+use driver::{Ended, Incoming, Mode};
+
+pub mod conn;
+pub mod driver;
+pub mod socks;
 
 /// Where the remote end of a forward is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -224,7 +229,7 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
         ));
     }
     if let Some(l) = socks_listener {
-        tasks.spawn(super::socks::serve(shared.clone(), l));
+        tasks.spawn(socks::serve(shared.clone(), l));
     }
     let mut signals = Signals::new();
     let mut first_failure: Option<ExitCode> = None;
@@ -354,7 +359,7 @@ pub async fn one_session(
         o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
         _ = super::lifecycle::stopped(&mut stop) => return Ok(Ended::Stopped),
     };
-    let result = super::forward_driver::carry(
+    let result = driver::carry(
         &mut opened.link,
         &mut opened.session,
         lifecycle::engine_options(&opened.data_keys),

@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 
 use crate::error::Failure;
 
-use super::forward::{Remote, Shared, describe_remote, one_session};
-use super::forward_driver::Incoming;
+use super::driver::Incoming;
+use super::{Remote, Shared, describe_remote, one_session};
 
 /// How long a client may take to say where it wants to go.
 const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +146,7 @@ pub async fn serve(shared: Shared, listener: TcpListener) -> Result<(), Failure>
     let negotiating = Arc::new(Semaphore::new(MAX_NEGOTIATING));
     loop {
         tokio::select! {
-            _ = super::lifecycle::stopped(&mut stop) => break,
+            _ = crate::session::lifecycle::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
                     let Ok(permit) = negotiating.clone().try_acquire_owned() else {
@@ -218,7 +218,7 @@ async fn destination(
         local_port: socks_port,
     };
     let label = describe_remote(&shared.target, &remote);
-    let announce = |_: &super::forward_driver::Mode| {
+    let announce = |_: &super::driver::Mode| {
         tracing::info!(destination = label, "SOCKS destination session up");
     };
     if let Err(f) = one_session(
