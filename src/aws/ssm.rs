@@ -106,6 +106,8 @@ pub struct Ssm {
     /// The proxy routes and trust every data-channel dial takes, as [`super::load`]
     /// resolved them for the SDK's own calls.
     network: crate::transport::Network,
+    /// Rewrites every StreamUrl's host when an ssmmessages endpoint is configured.
+    endpoints: super::Endpoints,
     /// Calls started where nothing could await them (a session guard dropped mid-setup
     /// ends its session from a spawned task), shared by every clone: awaited by
     /// [`Ssm::await_background`] before the command exits. At most one per session
@@ -121,6 +123,7 @@ impl Ssm {
             kms_client: aws_sdk_kms::Client::new(sdk),
             signer: SdkUpgradeSigner::from_config(sdk).map(Arc::new),
             network: config.network.clone(),
+            endpoints: config.endpoints.clone(),
             background: Arc::default(),
         }
     }
@@ -181,7 +184,7 @@ impl Ssm {
         Ok(StartedSession {
             session_id: out.session_id.ok_or_else(|| missing("SessionId"))?,
             token: out.token_value.ok_or_else(|| missing("TokenValue"))?,
-            stream_url: out.stream_url.ok_or_else(|| missing("StreamUrl"))?,
+            stream_url: self.dialled(out.stream_url.ok_or_else(|| missing("StreamUrl"))?),
         })
     }
 
@@ -207,11 +210,29 @@ impl Ssm {
             }
         };
         Ok(match (out.token_value, out.stream_url) {
-            (Some(token), Some(stream_url)) if !token.is_empty() => {
-                Some(Resumed { token, stream_url })
-            }
+            (Some(token), Some(stream_url)) if !token.is_empty() => Some(Resumed {
+                token,
+                stream_url: self.dialled(stream_url),
+            }),
             _ => None,
         })
+    }
+
+    /// The StreamUrl to dial for one the service returned: on the configured ssmmessages
+    /// endpoint, if any (docs/protocol.md §2.8).
+    fn dialled(&self, stream_url: String) -> String {
+        match &self.endpoints.ssmmessages {
+            Some(host) => {
+                let url = host.rewrite(&stream_url);
+                tracing::debug!(
+                    endpoint = host.url(),
+                    source = host.source,
+                    "data channel host taken from the ssmmessages endpoint"
+                );
+                url
+            }
+            None => stream_url,
+        }
     }
 
     /// GetDocument's `Content` of `name`, asked for as JSON (hostile text: the caller bounds

@@ -128,6 +128,10 @@ struct ServeArgs {
     /// Hand out StreamUrls with presigned SigV4 query parameters (X-Amz-Signature, …).
     #[arg(long)]
     presign_stream_urls: bool,
+    /// StreamUrls name HOST[:PORT] instead of this listener (path and query unchanged): an
+    /// unreachable host for a client that rewrites it, or a delay-proxy in front of --listen.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    stream_host: Option<String>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -359,6 +363,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.eic_state_dir = args.eic_state;
     (config.tls, config.presign_stream_urls) = (args.tls, args.presign_stream_urls);
     config.unsigned_data_channel = args.unsigned_data_channel;
+    config.stream_host = args.stream_host;
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,

@@ -17,6 +17,7 @@ mod kms;
 mod ls_doctor;
 mod multiplex;
 mod parallel;
+mod private_network;
 mod proxy;
 mod resilience;
 mod rotation;

@@ -296,6 +296,10 @@ pub struct TestbedConfig {
     pub unsigned_data_channel: UnsignedPolicy,
     /// StartSession/ResumeSession hand out StreamUrls presigned by the testbed itself.
     pub presign_stream_urls: bool,
+    /// `HOST[:PORT]` the StreamUrls name instead of this listener (`serve --stream-host`):
+    /// a host the client cannot reach (a VPC endpoint's private name), or a `delay-proxy`
+    /// in front of the listener. The path and query are the same.
+    pub stream_host: Option<String>,
 }
 
 impl TestbedConfig {
@@ -316,6 +320,7 @@ impl TestbedConfig {
             tls: false,
             unsigned_data_channel: UnsignedPolicy::Refuse,
             presign_stream_urls: false,
+            stream_host: None,
         }
     }
 }
