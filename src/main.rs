@@ -13,6 +13,7 @@ use sallyport::session::shell::{self, ShellRequest};
 use sallyport::{ssh, target};
 
 fn main() -> std::process::ExitCode {
+    sallyport::timeline::start();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

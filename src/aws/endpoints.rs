@@ -55,6 +55,52 @@ impl Endpoints {
     }
 }
 
+/// Where StartSession's StreamUrl will most likely lead (`wss://host[:port]`), so the
+/// data channel's connection can open while StartSession is in flight: the ssmmessages
+/// endpoint when one is named; else, when the SSM API has its own endpoint (a testbed,
+/// an emulator), that endpoint's host, which serves both there; else AWS's ssmmessages
+/// host for the region under FIPS / dual-stack. A wrong guess costs one unused connection.
+pub fn stream_origin_guess(endpoints: &Endpoints, sdk: &SdkConfig) -> Option<String> {
+    if let Some(h) = &endpoints.ssmmessages {
+        return Some(h.origin());
+    }
+    let api = sdk.endpoint_url().map(str::to_owned).or_else(|| {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id("SSM")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        sdk.service_config()?.load_config(key)
+    });
+    match api {
+        Some(url) => StreamHost::parse(&url, "the SSM endpoint")
+            .ok()
+            .map(|h| h.origin()),
+        None => sdk.region().map(|r| {
+            format!(
+                "wss://{}",
+                endpoints.default_host("ssmmessages", r.as_ref())
+            )
+        }),
+    }
+}
+
+/// Whether two websocket URLs lead to the same scheme, host and port.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    let key = |u: &str| {
+        let uri: Uri = u.parse().ok()?;
+        let tls = uri.scheme_str()? == "wss";
+        let host = uri.host()?.to_ascii_lowercase();
+        Some((
+            tls,
+            host,
+            uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        ))
+    };
+    key(a).is_some_and(|k| Some(k) == key(b))
+}
+
 /// An ssmmessages endpoint that replaces the StreamUrl's scheme and host (and port),
 /// keeping its path and query: `https://vpce-…` makes `wss://vpce-…`, `http://127.0.0.1:…`
 /// (a local testbed only) makes `ws://…`.
@@ -112,6 +158,12 @@ impl StreamHost {
     /// The endpoint as a URL (`https://host[:port]`), for `doctor`.
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+
+    /// The websocket origin on this endpoint (`wss://host[:port]`).
+    pub fn origin(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
         format!("{scheme}://{}", self.authority)
     }
 
@@ -321,6 +373,44 @@ mod tests {
                 assert_eq!(resolved.url(), format!("https://{ours}"), "{fips} {dual}");
             }
         }
+    }
+
+    #[test]
+    fn the_stream_origin_is_guessed_from_the_endpoints_then_the_region() {
+        let region = |fips, dual| {
+            SdkConfig::builder()
+                .region(aws_config::Region::new("eu-west-1"))
+                .use_fips(fips)
+                .use_dual_stack(dual)
+                .build()
+        };
+        let guess = |e: &Endpoints, sdk: &SdkConfig| stream_origin_guess(e, sdk);
+        let sdk = region(true, false);
+        assert_eq!(
+            guess(&Endpoints::new(&sdk, None), &sdk).as_deref(),
+            Some("wss://ssmmessages-fips.eu-west-1.amazonaws.com")
+        );
+        let vpce = Endpoints::new(&sdk, Some(host("https://vpce-1.example:8443")));
+        assert_eq!(
+            guess(&vpce, &sdk).as_deref(),
+            Some("wss://vpce-1.example:8443")
+        );
+        let testbed = SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:4566")
+            .build();
+        assert_eq!(
+            guess(&Endpoints::new(&testbed, None), &testbed).as_deref(),
+            Some("ws://127.0.0.1:4566")
+        );
+        assert_eq!(
+            guess(&Endpoints::default(), &SdkConfig::builder().build()),
+            None
+        );
+        assert!(same_origin("wss://A.example/x?y", "wss://a.example:443"));
+        assert!(!same_origin("wss://a.example:444/x", "wss://a.example"));
+        assert!(!same_origin("ws://a.example/x", "wss://a.example"));
+        assert!(!same_origin("wss://b.example/x", "wss://a.example"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod tagging;
 mod upgrade_signer;
 
 pub use eic::{InstanceConnect, KEY_VALIDITY};
-pub use endpoints::{Endpoints, SSMMESSAGES_ENV, StreamHost};
+pub use endpoints::{Endpoints, SSMMESSAGES_ENV, StreamHost, same_origin, stream_origin_guess};
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};

@@ -108,6 +108,8 @@ pub struct Ssm {
     network: crate::transport::Network,
     /// Rewrites every StreamUrl's host when an ssmmessages endpoint is configured.
     endpoints: super::Endpoints,
+    /// Where the StreamUrl will most likely lead, to open its connection early.
+    origin_guess: Option<String>,
     /// Calls started where nothing could await them (a session guard dropped mid-setup
     /// ends its session from a spawned task), shared by every clone: awaited by
     /// [`Ssm::await_background`] before the command exits. At most one per session
@@ -124,6 +126,7 @@ impl Ssm {
             signer: SdkUpgradeSigner::from_config(sdk).map(Arc::new),
             network: config.network.clone(),
             endpoints: config.endpoints.clone(),
+            origin_guess: super::stream_origin_guess(&config.endpoints, sdk),
             background: Arc::default(),
         }
     }
@@ -150,6 +153,11 @@ impl Ssm {
         let _ = tokio::time::timeout(budget, futures_util::future::join_all(pending)).await;
     }
 
+    /// Where StartSession's StreamUrl will most likely lead (`wss://host[:port]`).
+    pub fn stream_origin_guess(&self) -> Option<&str> {
+        self.origin_guess.as_deref()
+    }
+
     /// How this session's websockets are dialled: signed with this client's credentials
     /// chain in its region (docs/protocol.md §2.6).
     pub fn dialer(&self) -> Dialer {
@@ -171,10 +179,14 @@ impl Ssm {
         for (name, values) in document.parameters() {
             req = req.parameters(name, values);
         }
+        let began = std::time::Instant::now();
         let out = req
+            .customize()
+            .interceptor(SetupTimes::default())
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("StartSession", e))?;
+        crate::timeline::done(crate::timeline::Step::StartSession, began);
         let missing = |what: &str| {
             AwsError::new(
                 AwsErrorKind::Service,
@@ -279,5 +291,42 @@ impl Resume for Ssm {
                     message: e.message,
                 })
         })
+    }
+}
+
+/// Puts StartSession's credential resolution on the set-up timeline: the SDK resolves the
+/// identity between these two hooks of each attempt.
+#[derive(Debug, Default)]
+struct SetupTimes {
+    attempt: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for SetupTimes {
+    fn name(&self) -> &'static str {
+        "SetupTimes"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &aws_sdk_ssm::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_sdk_ssm::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Ok(mut a) = self.attempt.lock() {
+            *a = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    fn read_before_signing(
+        &self,
+        _: &aws_sdk_ssm::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_sdk_ssm::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(began) = self.attempt.lock().ok().and_then(|a| *a) {
+            crate::timeline::done(crate::timeline::Step::Credentials, began);
+        }
+        Ok(())
     }
 }

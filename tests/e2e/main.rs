@@ -23,6 +23,7 @@ mod resilience;
 mod rotation;
 mod shell;
 mod signing;
+mod startup;
 mod tls;
 mod transfer_safety;
 mod trust;
