@@ -273,6 +273,9 @@ struct DelayProxyArgs {
     /// Where to relay connections (HOST:PORT).
     #[arg(long, value_name = "ADDR")]
     to: String,
+    /// Also hold each new connection for one --rtt, as TCP's handshake costs on a real link.
+    #[arg(long)]
+    tcp_handshake: bool,
 }
 
 #[derive(Args)]
@@ -392,7 +395,7 @@ async fn delay(args: DelayProxyArgs) -> anyhow::Result<()> {
     let listener = delay_proxy::bind(args.listen).await?;
     print_flush(&format!("LISTEN={}\n", listener.local_addr()?))?;
     tokio::select! {
-        r = delay_proxy::serve(listener, args.to, args.rtt) => r,
+        r = delay_proxy::serve_with(listener, args.to, args.rtt, args.tcp_handshake) => r,
         r = wait_for_signal() => r,
     }
 }

@@ -40,7 +40,20 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Accepts on `listener` forever; connections live as long as this future.
 pub async fn serve(listener: TcpListener, to: String, rtt: Duration) -> anyhow::Result<()> {
+    serve_with(listener, to, rtt, false).await
+}
+
+/// [`serve`]; with `handshake`, each connection also waits one `rtt` before anything
+/// passes, as TCP's SYN / SYN-ACK costs a client on a real link before it can send (bytes
+/// the client sends at once arrive 1.5 round trips after its connect, as they would).
+pub async fn serve_with(
+    listener: TcpListener,
+    to: String,
+    rtt: Duration,
+    handshake: bool,
+) -> anyhow::Result<()> {
     let to: Arc<str> = to.into();
+    let hold = if handshake { rtt } else { Duration::ZERO };
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -48,6 +61,7 @@ pub async fn serve(listener: TcpListener, to: String, rtt: Duration) -> anyhow::
                 let (inbound, peer) = accepted.context("delay proxy: accept failed")?;
                 let to = to.clone();
                 conns.spawn(async move {
+                    tokio::time::sleep(hold).await;
                     if let Err(e) = relay(inbound, &to, rtt / 2).await {
                         tracing::debug!(%peer, "delay proxy connection ended: {e}");
                     }
