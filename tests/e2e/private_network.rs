@@ -84,3 +84,19 @@ fn a_bad_ssmmessages_endpoint_is_one_line_and_exit_13() {
         assert!(f.testbed.data_channel_dials().is_empty());
     }
 }
+
+/// `doctor` probes the data channel's endpoint, not the host StartSession would name.
+#[test]
+fn doctor_probes_the_ssmmessages_endpoint_in_use() {
+    let f = unreachable_stream_host();
+    let mut cmd = f.sallyport(&["doctor"]);
+    cmd.env("AWS_ENDPOINT_URL_SSMMESSAGES", endpoint(&f));
+    let out = run(&mut cmd, None, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("ssmmessages"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("AWS_ENDPOINT_URL_SSMMESSAGES"), "{stdout}");
+    assert!(line.contains(&f.testbed.addr.to_string()), "{stdout}");
+}
