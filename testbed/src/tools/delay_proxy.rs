@@ -199,6 +199,32 @@ mod tests {
         }
     }
 
+    /// With the TCP handshake modelled, the first exchange on a new connection costs two
+    /// round trips (SYN/SYN-ACK, then the data); later ones one.
+    #[tokio::test]
+    async fn the_tcp_handshake_costs_one_more_round_trip_on_the_first_exchange() {
+        let rtt = Duration::from_millis(60);
+        let listener = bind(loopback0()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let to = echo_server().await.to_string();
+        tokio::spawn(async move { serve_with(listener, to, rtt, true).await });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut took = Vec::new();
+        for _ in 0..2 {
+            let start = std::time::Instant::now();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            took.push(start.elapsed());
+        }
+        assert!(took[0] >= rtt * 2, "first exchange {took:?}");
+        assert!(
+            took[1] >= rtt && took[1] < took[0],
+            "second exchange {took:?}"
+        );
+    }
+
     #[tokio::test]
     async fn ten_megabytes_pass_intact_and_half_close_propagates() {
         let proxy = spawn(
