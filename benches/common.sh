@@ -136,8 +136,9 @@ else
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') ||
         TARGET_DIR=$REPO/target
 fi
-SALLYPORT=$TARGET_DIR/release/sallyport
-TESTBED=$TARGET_DIR/release/sallyport-testbed
+# BENCH_PROFILE=debug uses the debug binaries (e.g. on a machine too loaded for release builds).
+SALLYPORT=$TARGET_DIR/${BENCH_PROFILE:-release}/sallyport
+TESTBED=$TARGET_DIR/${BENCH_PROFILE:-release}/sallyport-testbed
 [[ -x $SALLYPORT ]] || die "$SALLYPORT not found (build it, or drop --no-build)"
 [[ -x $TESTBED ]] || die "$TESTBED not found (build it, or drop --no-build)"
 

@@ -6,6 +6,7 @@
 //! profile = "dev"                     # defaults, below flags and environment variables
 //! region = "eu-west-1"
 //! endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+//! endpoint_url_ssmmessages = "https://vpce-0def-456.ssmmessages.eu-west-1.vpce.amazonaws.com"
 //! proxy = "http://proxy.corp:3128"    # below --proxy/--no-proxy, above HTTPS_PROXY etc.
 //!
 //! [profiles.research]                 # applied when the profile in use is "research"
@@ -50,6 +51,8 @@ pub struct Defaults {
     pub profile: Option<String>,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// The data channel's endpoint: replaces the StreamUrl's host.
+    pub endpoint_url_ssmmessages: Option<String>,
     /// The OS user `sallyport ssh/scp/sftp` log in as when none is given.
     pub user: Option<String>,
 }
@@ -62,6 +65,7 @@ pub struct Alias {
     pub profile: Option<String>,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    pub endpoint_url_ssmmessages: Option<String>,
     /// The OS user to log in as on this target.
     pub user: Option<String>,
 }
@@ -72,6 +76,7 @@ struct RawFile {
     profile: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    endpoint_url_ssmmessages: Option<String>,
     user: Option<String>,
     proxy: Option<String>,
     #[serde(default)]
@@ -87,6 +92,7 @@ struct RawFile {
 struct RawProfile {
     region: Option<String>,
     endpoint_url: Option<String>,
+    endpoint_url_ssmmessages: Option<String>,
     user: Option<String>,
 }
 
@@ -140,6 +146,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         profile: raw.profile,
         region: raw.region,
         endpoint_url: raw.endpoint_url,
+        endpoint_url_ssmmessages: raw.endpoint_url_ssmmessages,
         user: raw.user,
     };
     check_defaults(&defaults, "").map_err(bad)?;
@@ -152,6 +159,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
             profile: None,
             region: p.region,
             endpoint_url: p.endpoint_url,
+            endpoint_url_ssmmessages: p.endpoint_url_ssmmessages,
             user: p.user,
         };
         // The name is shown as text: a quoted TOML key may hold a newline or an escape.
@@ -215,6 +223,9 @@ fn check_defaults(d: &Defaults, prefix: &str) -> Result<(), String> {
     }
     if let Some(u) = &d.endpoint_url {
         check_url(u).map_err(|e| format!("{prefix}`endpoint_url` {e}"))?;
+    }
+    if let Some(u) = &d.endpoint_url_ssmmessages {
+        crate::aws::StreamHost::parse(u, &format!("{prefix}`endpoint_url_ssmmessages`"))?;
     }
     Ok(())
 }
@@ -302,15 +313,19 @@ fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
         profile: table.remove("profile"),
         region: table.remove("region"),
         endpoint_url: table.remove("endpoint_url"),
+        endpoint_url_ssmmessages: table.remove("endpoint_url_ssmmessages"),
         user: table.remove("user"),
     };
     if let Some(u) = &alias.endpoint_url {
         check_url(u).map_err(|e| format!("alias {name:?}: `endpoint_url` {e}"))?;
     }
+    if let Some(u) = &alias.endpoint_url_ssmmessages {
+        crate::aws::StreamHost::parse(u, &format!("alias {name:?}: `endpoint_url_ssmmessages`"))?;
+    }
     if let Some(unknown) = table.keys().next() {
         return Err(format!(
             "alias {name:?} has an unknown key `{unknown}` (known: target, tag, profile, region, \
-             endpoint_url, user)"
+             endpoint_url, endpoint_url_ssmmessages, user)"
         ));
     }
     Ok(alias)
@@ -330,8 +345,10 @@ mod tests {
             profile = "dev"
             region = "eu-west-1"
             endpoint_url = "https://vpce-0abc-123.ssm.eu-west-1.vpce.amazonaws.com"
+            endpoint_url_ssmmessages = "https://vpce-0def-456.ssmmessages.eu-west-1.vpce.amazonaws.com"
             [profiles.research]
             region = "us-east-2"
+            endpoint_url_ssmmessages = "https://[fd00::5]:8443"
             [alias]
             jupyter = "i-0123456789abcdef0"
             notebook = { tag = "Name=jupyter-alice", profile = "research" }
@@ -340,6 +357,14 @@ mod tests {
         let c = p(text).unwrap();
         assert_eq!(c.defaults.profile.as_deref(), Some("dev"));
         assert_eq!(c.profiles["research"].region.as_deref(), Some("us-east-2"));
+        assert_eq!(
+            c.defaults.endpoint_url_ssmmessages.as_deref(),
+            Some("https://vpce-0def-456.ssmmessages.eu-west-1.vpce.amazonaws.com")
+        );
+        assert_eq!(
+            c.profiles["research"].endpoint_url_ssmmessages.as_deref(),
+            Some("https://[fd00::5]:8443")
+        );
         assert_eq!(c.aliases["jupyter"].target, "i-0123456789abcdef0");
         let nb = &c.aliases["notebook"];
         assert_eq!(nb.target, "tag:Name=jupyter-alice");
@@ -374,6 +399,18 @@ mod tests {
             (
                 "[alias]\na = { target = \"x\", endpoint_url = \"HTTP://[fd00::1]:80\" }",
                 "plain http://",
+            ),
+            (
+                "endpoint_url_ssmmessages = \"https://vpce.example/v1\"",
+                "`endpoint_url_ssmmessages` \"https://vpce.example/v1\" has a path or query",
+            ),
+            (
+                "[profiles.p]\nendpoint_url_ssmmessages = \"http://10.0.0.5\"",
+                "[profiles.p] `endpoint_url_ssmmessages` \"http://10.0.0.5\" is plain http://",
+            ),
+            (
+                "[alias]\na = { target = \"x\", endpoint_url_ssmmessages = \"\" }",
+                "`endpoint_url_ssmmessages` is set but empty",
             ),
             ("region = \"\"", "`region` is empty"),
             ("[alias]\na = 5", "invalid config file /cfg.toml"),

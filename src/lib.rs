@@ -25,6 +25,7 @@ pub mod session;
 pub mod ssh;
 pub mod target;
 pub mod text;
+pub mod timeline;
 pub mod transport;
 
 /// Whether a log event from `target` at `level` may be written: sallyport's own at any

@@ -4,6 +4,7 @@
 
 pub mod account;
 mod eic;
+mod endpoints;
 mod error;
 mod instances;
 mod kms;
@@ -14,6 +15,7 @@ mod tagging;
 mod upgrade_signer;
 
 pub use eic::{InstanceConnect, KEY_VALIDITY};
+pub use endpoints::{Endpoints, SSMMESSAGES_ENV, StreamHost, same_origin, stream_origin_guess};
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};
@@ -34,6 +36,9 @@ pub struct AwsSettings {
     pub region: Option<String>,
     /// Overrides every service's endpoint (the SDK also reads `AWS_ENDPOINT_URL[_SSM]`).
     pub endpoint_url: Option<String>,
+    /// The config file's `endpoint_url_ssmmessages`: the data channel's host
+    /// (docs/protocol.md §2.8); `AWS_ENDPOINT_URL_SSMMESSAGES` is read at load.
+    pub endpoint_url_ssmmessages: Option<String>,
     /// `--proxy` / `--no-proxy` / `proxy` in the config file (the environment is read at
     /// load).
     pub proxy: crate::transport::ProxyRequest,
@@ -48,6 +53,9 @@ pub struct AwsSettings {
 pub struct AwsConfig {
     pub sdk: SdkConfig,
     pub network: crate::transport::Network,
+    /// FIPS, dual-stack and the data channel's host override, for connections outside
+    /// the SDK (the SDK's clients read the first two from `sdk`).
+    pub endpoints: Endpoints,
 }
 
 /// An SDK configuration built elsewhere (tests, library users), with the direct path and
@@ -55,6 +63,7 @@ pub struct AwsConfig {
 impl From<SdkConfig> for AwsConfig {
     fn from(sdk: SdkConfig) -> AwsConfig {
         AwsConfig {
+            endpoints: Endpoints::new(&sdk, None),
             sdk,
             network: crate::transport::Network::default(),
         }
@@ -94,7 +103,14 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
             "no AWS region is configured",
         ));
     }
+    let ssmmessages = endpoints::ssmmessages_override(
+        settings.endpoint_url_ssmmessages.as_deref(),
+        &env,
+        &config,
+    )
+    .map_err(|m| AwsError::new(AwsErrorKind::Config, m))?;
     Ok(AwsConfig {
+        endpoints: Endpoints::new(&config, ssmmessages),
         sdk: config,
         network,
     })

@@ -106,6 +106,10 @@ pub struct Ssm {
     /// The proxy routes and trust every data-channel dial takes, as [`super::load`]
     /// resolved them for the SDK's own calls.
     network: crate::transport::Network,
+    /// Rewrites every StreamUrl's host when an ssmmessages endpoint is configured.
+    endpoints: super::Endpoints,
+    /// Where the StreamUrl will most likely lead, to open its connection early.
+    origin_guess: Option<String>,
     /// Calls started where nothing could await them (a session guard dropped mid-setup
     /// ends its session from a spawned task), shared by every clone: awaited by
     /// [`Ssm::await_background`] before the command exits. At most one per session
@@ -121,6 +125,8 @@ impl Ssm {
             kms_client: aws_sdk_kms::Client::new(sdk),
             signer: SdkUpgradeSigner::from_config(sdk).map(Arc::new),
             network: config.network.clone(),
+            endpoints: config.endpoints.clone(),
+            origin_guess: super::stream_origin_guess(&config.endpoints, sdk),
             background: Arc::default(),
         }
     }
@@ -147,6 +153,11 @@ impl Ssm {
         let _ = tokio::time::timeout(budget, futures_util::future::join_all(pending)).await;
     }
 
+    /// Where StartSession's StreamUrl will most likely lead (`wss://host[:port]`).
+    pub fn stream_origin_guess(&self) -> Option<&str> {
+        self.origin_guess.as_deref()
+    }
+
     /// How this session's websockets are dialled: signed with this client's credentials
     /// chain in its region (docs/protocol.md §2.6).
     pub fn dialer(&self) -> Dialer {
@@ -168,10 +179,14 @@ impl Ssm {
         for (name, values) in document.parameters() {
             req = req.parameters(name, values);
         }
+        let began = std::time::Instant::now();
         let out = req
+            .customize()
+            .interceptor(SetupTimes::default())
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("StartSession", e))?;
+        crate::timeline::done(crate::timeline::Step::StartSession, began);
         let missing = |what: &str| {
             AwsError::new(
                 AwsErrorKind::Service,
@@ -181,7 +196,7 @@ impl Ssm {
         Ok(StartedSession {
             session_id: out.session_id.ok_or_else(|| missing("SessionId"))?,
             token: out.token_value.ok_or_else(|| missing("TokenValue"))?,
-            stream_url: out.stream_url.ok_or_else(|| missing("StreamUrl"))?,
+            stream_url: self.dialled(out.stream_url.ok_or_else(|| missing("StreamUrl"))?),
         })
     }
 
@@ -207,11 +222,29 @@ impl Ssm {
             }
         };
         Ok(match (out.token_value, out.stream_url) {
-            (Some(token), Some(stream_url)) if !token.is_empty() => {
-                Some(Resumed { token, stream_url })
-            }
+            (Some(token), Some(stream_url)) if !token.is_empty() => Some(Resumed {
+                token,
+                stream_url: self.dialled(stream_url),
+            }),
             _ => None,
         })
+    }
+
+    /// The StreamUrl to dial for one the service returned: on the configured ssmmessages
+    /// endpoint, if any (docs/protocol.md §2.8).
+    fn dialled(&self, stream_url: String) -> String {
+        match &self.endpoints.ssmmessages {
+            Some(host) => {
+                let url = host.rewrite(&stream_url);
+                tracing::debug!(
+                    endpoint = host.url(),
+                    source = host.source,
+                    "data channel host taken from the ssmmessages endpoint"
+                );
+                url
+            }
+            None => stream_url,
+        }
     }
 
     /// GetDocument's `Content` of `name`, asked for as JSON (hostile text: the caller bounds
@@ -258,5 +291,42 @@ impl Resume for Ssm {
                     message: e.message,
                 })
         })
+    }
+}
+
+/// Puts StartSession's credential resolution on the set-up timeline: the SDK resolves the
+/// identity between these two hooks of each attempt.
+#[derive(Debug, Default)]
+struct SetupTimes {
+    attempt: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for SetupTimes {
+    fn name(&self) -> &'static str {
+        "SetupTimes"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &aws_sdk_ssm::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_sdk_ssm::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Ok(mut a) = self.attempt.lock() {
+            *a = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    fn read_before_signing(
+        &self,
+        _: &aws_sdk_ssm::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_sdk_ssm::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(began) = self.attempt.lock().ok().and_then(|a| *a) {
+            crate::timeline::done(crate::timeline::Step::Credentials, began);
+        }
+        Ok(())
     }
 }

@@ -7,6 +7,9 @@
 //!   config `[profiles.P] region` > config `region` > the AWS profile's region;
 //! - endpoint: `--endpoint-url` > the alias's `endpoint_url` > `AWS_ENDPOINT_URL_SSM` /
 //!   `AWS_ENDPOINT_URL` > config `[profiles.P] endpoint_url` > config `endpoint_url` > SDK;
+//! - data channel host: the alias's `endpoint_url_ssmmessages` >
+//!   `AWS_ENDPOINT_URL_SSMMESSAGES` > config `[profiles.P] endpoint_url_ssmmessages` > config
+//!   `endpoint_url_ssmmessages` > the AWS profile's `services` section (read at load);
 //! - proxy: `--no-proxy` > `--proxy` > config `proxy` > `*_PROXY` variables (read by
 //!   `transport::ProxyRoutes`).
 
@@ -132,6 +135,15 @@ impl Inputs<'_> {
                         .or_else(|| file.defaults.endpoint_url.clone())
                 }
             });
+        // Only the config file's: the environment and the AWS profile are read at load.
+        let endpoint_url_ssmmessages = a(|a| &a.endpoint_url_ssmmessages).or_else(|| {
+            if from_env(&[crate::aws::SSMMESSAGES_ENV]) {
+                None
+            } else {
+                (per_profile.and_then(|p| p.endpoint_url_ssmmessages.clone()))
+                    .or_else(|| file.defaults.endpoint_url_ssmmessages.clone())
+            }
+        });
         let user = a(|a| &a.user)
             .or_else(|| per_profile.and_then(|p| p.user.clone()))
             .or_else(|| file.defaults.user.clone());
@@ -152,6 +164,7 @@ impl Inputs<'_> {
                 profile,
                 region,
                 endpoint_url,
+                endpoint_url_ssmmessages,
                 proxy: proxy_request(g, Some(file)),
             },
             cache_scope,
@@ -263,6 +276,42 @@ mod tests {
             (Some("p"), Some("r"))
         );
         assert_eq!(s.aws.endpoint_url.as_deref(), Some("http://e"));
+    }
+
+    #[test]
+    fn the_data_channel_host_comes_from_alias_env_profile_then_file() {
+        let text = r#"
+            endpoint_url_ssmmessages = "https://top.example"
+            [profiles.research]
+            endpoint_url_ssmmessages = "https://research.example"
+            [alias]
+            nb = { target = "x", profile = "research" }
+            db = { target = "y", endpoint_url_ssmmessages = "https://db.example" }
+        "#;
+        let file = config_file::parse(text, std::path::Path::new("/c.toml")).unwrap();
+        let got = |raw: &str, env: &dyn Fn(&str) -> Option<String>| {
+            for_target(&global(&[]), &file, raw, env)
+                .unwrap()
+                .aws
+                .endpoint_url_ssmmessages
+        };
+        assert_eq!(got("web", &no_env).as_deref(), Some("https://top.example"));
+        assert_eq!(
+            got("nb", &no_env).as_deref(),
+            Some("https://research.example")
+        );
+        let env = |k: &str| {
+            (k == "AWS_ENDPOINT_URL_SSMMESSAGES").then(|| "https://env.example".to_owned())
+        };
+        assert_eq!(
+            got("nb", &env),
+            None,
+            "left to the load, which reads the variable"
+        );
+        assert_eq!(got("db", &env).as_deref(), Some("https://db.example"));
+        // The API endpoint variables do not move the data channel.
+        let api = |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:9".to_owned());
+        assert_eq!(got("web", &api).as_deref(), Some("https://top.example"));
     }
 
     #[test]

@@ -692,7 +692,12 @@ pub async fn run(args: DoctorRun) -> Result<u8, Failure> {
             .map(|r| r.to_string())
             .unwrap_or_default();
         report.push(Check::ok("region", region.clone()));
-        let endpoints = endpoints(aws.endpoint_url.as_deref(), &region, &env);
+        let endpoints = endpoints(
+            aws.endpoint_url.as_deref(),
+            &region,
+            &env,
+            &config.endpoints,
+        );
         let (probes, identity) = tokio::join!(
             futures_util::future::join_all(endpoints.iter().map(|e| probe(e, &config.network))),
             identity(&config.sdk)
@@ -785,20 +790,18 @@ async fn doctor_target(
 }
 
 /// The endpoint URL each service would use: `--endpoint-url` (or the config file's) for
-/// all, else `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`, else AWS's default.
-/// ssmmessages' URL comes from StartSession; with an ssm override it is the same host.
+/// all, else `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`, else AWS's default
+/// under the FIPS / dual-stack choice. ssmmessages' URL is the configured ssmmessages
+/// endpoint (the data channel is dialled there, docs/protocol.md §2.8); else StartSession
+/// names it, and with an ssm override it is the same host.
 fn endpoints(
     override_url: Option<&str>,
     region: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    choices: &crate::aws::Endpoints,
 ) -> Vec<Endpoint> {
     let ignore_env = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v == "true");
     let env = |k: &str| if ignore_env { None } else { env(k) };
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
     let one = |service: &'static str, key: Option<&str>| {
         let (url, source) = if let Some(u) = override_url {
             (u.to_owned(), "--endpoint-url or config file".to_owned())
@@ -810,9 +813,15 @@ fn endpoints(
         } else if let Some(u) = env("AWS_ENDPOINT_URL") {
             (u, "AWS_ENDPOINT_URL".to_owned())
         } else {
+            let source = match (choices.use_fips, choices.use_dual_stack) {
+                (false, false) => "default",
+                (true, false) => "default, FIPS",
+                (false, true) => "default, dual-stack",
+                (true, true) => "default, FIPS and dual-stack",
+            };
             (
-                format!("https://{service}.{region}.{suffix}"),
-                "default".to_owned(),
+                format!("https://{}", choices.default_host(service, region)),
+                source.to_owned(),
             )
         };
         Endpoint {
@@ -822,7 +831,13 @@ fn endpoints(
         }
     };
     let ssm = one("ssm", Some("SSM"));
-    let messages = if ssm.source == "default" {
+    let messages = if let Some(host) = &choices.ssmmessages {
+        Endpoint {
+            service: "ssmmessages",
+            url: host.url(),
+            source: host.source.clone(),
+        }
+    } else if ssm.source.starts_with("default") {
         one("ssmmessages", None)
     } else {
         Endpoint {
@@ -843,6 +858,60 @@ fn endpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_probed_hosts_are_the_ones_used() {
+        let no_env = |_: &str| None;
+        let urls = |e: &[Endpoint]| -> Vec<String> { e.iter().map(|e| e.url.clone()).collect() };
+        let fips = crate::aws::Endpoints {
+            use_fips: true,
+            ..Default::default()
+        };
+        let got = endpoints(None, "us-east-1", &no_env, &fips);
+        assert_eq!(
+            urls(&got)[..2],
+            [
+                "https://ssm-fips.us-east-1.amazonaws.com",
+                "https://ssmmessages-fips.us-east-1.amazonaws.com"
+            ]
+        );
+        assert!(got.iter().all(|e| e.source == "default, FIPS"), "{got:?}");
+        let dual = crate::aws::Endpoints {
+            use_dual_stack: true,
+            ..Default::default()
+        };
+        let got = endpoints(None, "eu-west-1", &no_env, &dual);
+        assert_eq!(got[4].url, "https://sts.eu-west-1.api.aws");
+        // The data channel's endpoint, wherever the APIs go.
+        let vpce = crate::aws::Endpoints {
+            ssmmessages: Some(
+                crate::aws::StreamHost::parse(
+                    "https://vpce-1.ssmmessages.eu-west-1.vpce.amazonaws.com",
+                    "AWS_ENDPOINT_URL_SSMMESSAGES",
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        for api in [
+            None,
+            Some("https://vpce-2.ssm.eu-west-1.vpce.amazonaws.com"),
+        ] {
+            let got = endpoints(api, "eu-west-1", &no_env, &vpce);
+            assert_eq!(got[1].service, "ssmmessages");
+            assert_eq!(
+                got[1].url,
+                "https://vpce-1.ssmmessages.eu-west-1.vpce.amazonaws.com"
+            );
+            assert_eq!(got[1].source, "AWS_ENDPOINT_URL_SSMMESSAGES");
+        }
+        let plain = endpoints(None, "cn-north-1", &no_env, &Default::default());
+        assert_eq!(
+            plain[1].url,
+            "https://ssmmessages.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(plain[1].source, "default");
+    }
 
     #[test]
     fn http_dates() {

@@ -41,8 +41,9 @@ pub struct ExecRequest {
 /// Runs the command; returns the exit code to leave with.
 pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, Failure> {
     let name = req.document.as_deref().unwrap_or(DEFAULT_DOCUMENT);
+    let ahead = lifecycle::Ahead::start(ssm);
     let started = start(ssm, req, name).await?;
-    let mut opened = lifecycle::attach(ssm, &req.target, started, &req.link).await?;
+    let mut opened = lifecycle::attach_ahead(ssm, &req.target, started, &req.link, ahead).await?;
     let result = drive(&mut opened, name).await;
     opened.link.close().await;
     lifecycle::terminate(ssm, &opened.started.session_id).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
 use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientSession, InputGate};
-use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTarget};
+use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTarget, Predialed};
 
 /// How long to give TerminateSession when we leave.
 pub const TERMINATE_BUDGET: Duration = Duration::from_secs(3);
@@ -34,6 +34,7 @@ pub async fn open(
     start: &StartOptions,
     link_options: &LinkOptions,
 ) -> Result<Opened, Failure> {
+    let ahead = Ahead::start(ssm);
     let started = crate::aws::start_session(ssm, target, document, start)
         .await
         .map_err(|e| Failure::aws(e, target))?;
@@ -42,33 +43,80 @@ pub async fn open(
         document = document.name().unwrap_or("(default)"),
         "session started"
     );
-    attach(ssm, target, started, link_options).await
+    attach_ahead(ssm, target, started, link_options, ahead).await
 }
 
-/// Opens the data channel of a session StartSession returned (the second half of
-/// [`open`], for callers that start the session themselves). On a failure the session
-/// is terminated before returning.
-pub async fn attach(
+/// The data channel's DNS, TCP and TLS, opened while StartSession is in flight on the host
+/// the StreamUrl will most likely name ([`Ssm::stream_origin_guess`]). Dropped unused
+/// (its task ended) when StartSession fails or the StreamUrl names another host.
+pub struct Ahead {
+    origin: String,
+    task: tokio::task::JoinHandle<Option<Predialed>>,
+}
+
+impl Ahead {
+    /// Starts dialling, when there is a guess.
+    pub fn start(ssm: &Ssm) -> Option<Ahead> {
+        let origin = ssm.stream_origin_guess()?.to_owned();
+        let network = ssm.dialer().network;
+        let to = origin.clone();
+        let task = tokio::spawn(async move {
+            match crate::transport::predial(&to, &network).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::debug!("the data channel's connection opened ahead failed: {e}");
+                    None
+                }
+            }
+        });
+        Some(Ahead { origin, task })
+    }
+
+    /// The connection, when it leads where `stream_url` does (waiting for it to finish
+    /// opening: it started first); else `None`, and it is dropped.
+    pub async fn take(mut self, stream_url: &str) -> Option<Predialed> {
+        if !crate::aws::same_origin(&self.origin, stream_url) {
+            tracing::debug!("the StreamUrl names another host than the one dialled ahead");
+            return None;
+        }
+        (&mut self.task).await.ok().flatten()
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// [`attach`], upgrading on the connection `ahead` opened when it leads to the StreamUrl.
+pub async fn attach_ahead(
     ssm: &Ssm,
     target: &str,
     started: StartedSession,
     link_options: &LinkOptions,
+    ahead: Option<Ahead>,
 ) -> Result<Opened, Failure> {
+    let predialed = match ahead {
+        Some(a) => a.take(&started.stream_url).await,
+        None => None,
+    };
     let link_target = LinkTarget {
         session_id: started.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),
         resumer: Some(Arc::new(ssm.clone())),
         dialer: ssm.dialer(),
     };
-    let link = match Link::open(
+    let ws = crate::transport::connect_reusing(
         &started.stream_url,
         &started.token,
-        link_target,
-        link_options.clone(),
+        &link_target.client_id,
+        &link_target.dialer,
+        predialed,
     )
-    .await
-    {
-        Ok(link) => link,
+    .await;
+    let link = match ws {
+        Ok(ws) => Link::start(ws, link_target, link_options.clone()),
         Err(e) => {
             terminate(ssm, &started.session_id).await;
             return Err(Failure::connect(e));
@@ -80,6 +128,18 @@ pub async fn attach(
         link,
         session: new_client_session(),
     })
+}
+
+/// Opens the data channel of a session StartSession returned (the second half of
+/// [`open`], for callers that start the session themselves). On a failure the session
+/// is terminated before returning.
+pub async fn attach(
+    ssm: &Ssm,
+    target: &str,
+    started: StartedSession,
+    link_options: &LinkOptions,
+) -> Result<Opened, Failure> {
+    attach_ahead(ssm, target, started, link_options, None).await
 }
 
 /// Input to an SSH session waits for the agent's first output after the handshake

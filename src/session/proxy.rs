@@ -61,6 +61,7 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
             None => Ok(()),
         }
     };
+    let ahead = crate::session::lifecycle::Ahead::start(ssm);
     let (started, pushed) = tokio::join!(start, push);
     let started = started.map_err(|e| Failure::aws(e, &req.target))?;
     if let Err(e) = pushed {
@@ -68,7 +69,7 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
         return Err(Failure::aws(e, &req.target));
     }
     tracing::debug!(session_id = started.session_id, "session started");
-    let result = stream(ssm, &started, req).await;
+    let result = stream(ssm, &started, req, ahead).await;
     // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
     // them keeps the console's session history honest.
     crate::session::lifecycle::terminate(ssm, &started.session_id).await;
@@ -79,6 +80,7 @@ async fn stream(
     ssm: &Ssm,
     started: &crate::aws::StartedSession,
     req: &ProxyRequest,
+    ahead: Option<crate::session::lifecycle::Ahead>,
 ) -> Result<(), Failure> {
     let target = LinkTarget {
         session_id: started.session_id.clone(),
@@ -86,14 +88,20 @@ async fn stream(
         resumer: Some(Arc::new(ssm.clone())),
         dialer: ssm.dialer(),
     };
-    let mut link = Link::open(
+    let predialed = match ahead {
+        Some(a) => a.take(&started.stream_url).await,
+        None => None,
+    };
+    let ws = transport::connect_reusing(
         &started.stream_url,
         &started.token,
-        target,
-        req.link.clone(),
+        &target.client_id,
+        &target.dialer,
+        predialed,
     )
     .await
     .map_err(Failure::connect)?;
+    let mut link = Link::start(ws, target, req.link.clone());
     let mut session = crate::session::lifecycle::new_client_session()
         .with_input_gate(crate::session::lifecycle::SSH_INPUT_GATE);
     // Port sessions are never encrypted by the agent (docs/protocol.md §5.1), but answer a KMS

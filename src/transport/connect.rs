@@ -76,6 +76,48 @@ pub struct Network {
     pub ca_bundle: Option<String>,
 }
 
+/// A TCP (and TLS) connection to a data-channel host, opened while StartSession is in
+/// flight; [`connect_reusing`] upgrades on it when the StreamUrl names the same scheme,
+/// host and port.
+pub struct Predialed {
+    tls: bool,
+    host: String,
+    port: u16,
+    stream: MaybeTlsStream<NetStream>,
+}
+
+impl Predialed {
+    fn serves(&self, tls: bool, host: &str, port: u16) -> bool {
+        self.tls == tls && self.port == port && self.host.eq_ignore_ascii_case(host)
+    }
+}
+
+/// Opens DNS, TCP (or the proxy's tunnel) and TLS to `origin` (`wss://host[:port]`, or
+/// `ws://` to a loopback host) ahead of the StreamUrl, on the same route and trust as
+/// [`connect`]. Bounded by the websocket handshake timeout.
+pub async fn predial(origin: &str, network: &Network) -> Result<Predialed, ConnectError> {
+    let uri: Uri = origin
+        .parse()
+        .map_err(|_| ConnectError::BadUrl(redact(origin)))?;
+    let host = uri.host().unwrap_or_default().to_owned();
+    let tls = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") if is_loopback(&host) => false,
+        _ => return Err(ConnectError::BadUrl(redact(origin))),
+    };
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let config = network.tls.clone().unwrap_or_else(|| client_config(&[]));
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(tls, &host, port, network, &config))
+        .await
+        .map_err(|_| ConnectError::Timeout(HANDSHAKE_TIMEOUT))??;
+    Ok(Predialed {
+        tls,
+        host,
+        port,
+        stream,
+    })
+}
+
 /// Dials `stream_url` as returned by StartSession and sends the opening text frame.
 /// Signs the upgrade with `dialer`'s signer unless the URL is presigned (docs/protocol.md §2.6).
 pub async fn connect(
@@ -83,6 +125,18 @@ pub async fn connect(
     token: &str,
     client_id: &str,
     dialer: &Dialer,
+) -> Result<DataChannelSocket, ConnectError> {
+    connect_reusing(stream_url, token, client_id, dialer, None).await
+}
+
+/// [`connect`], upgrading on `predialed` when it leads to the StreamUrl's scheme, host and
+/// port (else it is dropped and the StreamUrl's host dialled afresh).
+pub async fn connect_reusing(
+    stream_url: &str,
+    token: &str,
+    client_id: &str,
+    dialer: &Dialer,
+    predialed: Option<Predialed>,
 ) -> Result<DataChannelSocket, ConnectError> {
     let uri: Uri = stream_url
         .parse()
@@ -106,61 +160,46 @@ pub async fn connect(
     let net = &dialer.network;
     let tls = net.tls.clone().unwrap_or_else(|| client_config(&[]));
     let dial = async {
-        let stream = match net.routes.choose(tls_dest, &host, port) {
-            Some(proxy) => {
-                tracing::info!(%proxy, "data channel websocket via proxy");
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
-                open_tunnel(proxy, bare, port, &tls)
-                    .await
-                    .map_err(ConnectError::Proxy)?
+        let stream = match predialed {
+            Some(p) if p.serves(tls_dest, &host, port) => {
+                tracing::debug!(
+                    host,
+                    port,
+                    "upgrading on the connection opened during StartSession"
+                );
+                p.stream
             }
-            None => {
-                tracing::info!(host, port, "data channel websocket direct (no proxy)");
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
-                let tcp = TcpStream::connect((bare, port)).await.map_err(|e| {
-                    ConnectError::Unreachable {
-                        host: host.clone(),
-                        source: tungstenite::Error::Io(e),
-                    }
-                })?;
-                let _ = tcp.set_nodelay(true);
-                NetStream::Tcp(tcp)
+            other => {
+                if let Some(p) = other {
+                    tracing::debug!(
+                        opened = p.host,
+                        wanted = host,
+                        "the StreamUrl names another host than the one dialled ahead: dialling it"
+                    );
+                }
+                open(tls_dest, &host, port, net, &tls).await?
             }
         };
-        let connector = if tls_dest {
-            tokio_tungstenite::Connector::Rustls(tls.clone())
-        } else {
-            tokio_tungstenite::Connector::Plain
-        };
-        tokio_tungstenite::client_async_tls_with_config(
-            request,
-            stream,
-            Some(config),
-            Some(connector),
-        )
-        .await
-        .map_err(|source| match source {
-            tungstenite::Error::Http(resp) => ConnectError::Refused {
-                status: resp.status().as_u16(),
-            },
-            source if is_unknown_issuer(&source) => ConnectError::UnknownIssuer {
-                host: host.clone(),
-                bundle: net
-                    .ca_bundle
-                    .as_ref()
-                    .map(|b| format!("; the CA bundle in use, {b}, does not sign it"))
-                    .unwrap_or_default(),
-            },
-            source => ConnectError::Unreachable {
-                host: host.clone(),
-                source,
-            },
-        })
+        let began = std::time::Instant::now();
+        let upgraded = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|source| match source {
+                tungstenite::Error::Http(resp) => ConnectError::Refused {
+                    status: resp.status().as_u16(),
+                },
+                source => ConnectError::Unreachable {
+                    host: host.clone(),
+                    source,
+                },
+            })?;
+        crate::timeline::done(crate::timeline::Step::Upgrade, began);
+        Ok::<_, ConnectError>(upgraded)
     };
     let (mut ws, _response) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
         Err(_) => return Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
         Ok(r) => r?,
     };
+    crate::timeline::websocket_opened();
     let open = OpenDataChannelInput {
         message_schema_version: "1.0".to_owned(),
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -173,6 +212,73 @@ pub async fn connect(
         .await
         .map_err(|source| ConnectError::Unreachable { host, source })?;
     Ok(ws)
+}
+
+/// DNS, TCP (or a proxy's CONNECT tunnel) and, for `tls`, TLS to `host:port`, each step
+/// on the set-up timeline.
+async fn open(
+    tls: bool,
+    host: &str,
+    port: u16,
+    net: &Network,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<MaybeTlsStream<NetStream>, ConnectError> {
+    use crate::timeline::{Step, done};
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let unreachable = |e: std::io::Error| ConnectError::Unreachable {
+        host: host.to_owned(),
+        source: tungstenite::Error::Io(e),
+    };
+    let stream = match net.routes.choose(tls, host, port) {
+        Some(proxy) => {
+            tracing::info!(%proxy, "data channel websocket via proxy");
+            let began = std::time::Instant::now();
+            let tunnel = open_tunnel(proxy, bare, port, config)
+                .await
+                .map_err(ConnectError::Proxy)?;
+            done(Step::Tcp, began);
+            tunnel
+        }
+        None => {
+            tracing::info!(host, port, "data channel websocket direct (no proxy)");
+            let began = std::time::Instant::now();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare, port))
+                .await
+                .map_err(unreachable)?
+                .collect();
+            done(Step::Dns, began);
+            let began = std::time::Instant::now();
+            let tcp = TcpStream::connect(&addrs[..]).await.map_err(unreachable)?;
+            done(Step::Tcp, began);
+            let _ = tcp.set_nodelay(true);
+            NetStream::Tcp(tcp)
+        }
+    };
+    if !tls {
+        return Ok(MaybeTlsStream::Plain(stream));
+    }
+    let began = std::time::Instant::now();
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
+        .map_err(|_| ConnectError::BadUrl(host.to_owned()))?;
+    let secured = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            if is_unknown_issuer(&e) {
+                ConnectError::UnknownIssuer {
+                    host: host.to_owned(),
+                    bundle: net
+                        .ca_bundle
+                        .as_ref()
+                        .map(|b| format!("; the CA bundle in use, {b}, does not sign it"))
+                        .unwrap_or_default(),
+                }
+            } else {
+                unreachable(e)
+            }
+        })?;
+    done(Step::Tls, began);
+    Ok(MaybeTlsStream::Rustls(secured))
 }
 
 /// Adds the SigV4 headers to the upgrade request, unless the URL is presigned or there is
@@ -394,6 +500,59 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ConnectError::Credentials(_)), "{err}");
         assert_eq!(s.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// Serves websockets on 127.0.0.1 and counts the TCP connections accepted.
+    async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("ws://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                        use futures_util::StreamExt;
+                        while ws.next().await.is_some() {}
+                    }
+                });
+            }
+        });
+        (origin, accepted)
+    }
+
+    fn count(n: &std::sync::atomic::AtomicU32) -> u32 {
+        n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn the_connection_opened_ahead_carries_the_upgrade() {
+        let (origin, accepted) = counting_server().await;
+        let ahead = predial(&origin, &Network::default()).await.unwrap();
+        let url = format!("{origin}/v1/data-channel/s?role=publish_subscribe");
+        let _ws = connect_reusing(&url, "t", "c", &Dialer::default(), Some(ahead))
+            .await
+            .unwrap();
+        // A fresh dial's upgrade would finish only after both connections were accepted.
+        assert_eq!(count(&accepted), 1, "no second connection");
+    }
+
+    #[tokio::test]
+    async fn a_stream_url_on_another_host_is_dialled_afresh() {
+        let (a, a_accepted) = counting_server().await;
+        let (b, b_accepted) = counting_server().await;
+        let ahead = predial(&a, &Network::default()).await.unwrap();
+        let url = format!("{b}/v1/data-channel/s?role=publish_subscribe");
+        let _ws = connect_reusing(&url, "t", "c", &Dialer::default(), Some(ahead))
+            .await
+            .unwrap();
+        assert_eq!((count(&a_accepted), count(&b_accepted)), (1, 1));
+        // Not a websocket origin, or plain ws:// to another machine: nothing is dialled.
+        for bad in ["https://a.example", "ws://a.example:80"] {
+            let e = predial(bad, &Network::default()).await.err().unwrap();
+            assert!(matches!(e, ConnectError::BadUrl(_)), "{bad}: {e}");
+        }
     }
 
     #[tokio::test]

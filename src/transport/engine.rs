@@ -296,7 +296,10 @@ impl<'a> Engine<'a> {
                 Woke::Handshake => {
                     return Err(DriveError::HandshakeTimeout(self.opts.handshake_timeout).into());
                 }
-                Woke::Wrote(Ok(())) => None,
+                Woke::Wrote(Ok(())) => {
+                    crate::timeline::since_open(crate::timeline::Step::FirstByte);
+                    None
+                }
                 Woke::Wrote(Err((id, e))) => {
                     self.outputs.fail(id);
                     kind.on_output_error(id, e)?
@@ -351,6 +354,7 @@ impl<'a> Engine<'a> {
                 break;
             };
             if let ClientEvent::Established { params, .. } = &event {
+                crate::timeline::since_open(crate::timeline::Step::Handshake);
                 tracing::debug!(
                     session_type = params.session_type,
                     agent_version = params.agent_version,

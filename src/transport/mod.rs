@@ -16,7 +16,9 @@ mod trust;
 mod tunnel;
 mod upgrade_auth;
 
-pub use connect::{ConnectError, DataChannelSocket, Dialer, Network, connect};
+pub use connect::{
+    ConnectError, DataChannelSocket, Dialer, Network, Predialed, connect, connect_reusing, predial,
+};
 pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
 pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_event};

@@ -82,6 +82,9 @@ struct DelayProxyArgs {
     /// Where to relay connections (HOST:PORT).
     #[arg(long, value_name = "ADDR")]
     to: String,
+    /// Also hold each new connection for one --rtt, as TCP's handshake costs on a real link.
+    #[arg(long)]
+    tcp_handshake: bool,
 }
 
 #[derive(Args)]
@@ -179,6 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.eic_state_dir = args.eic_state;
     (config.tls, config.presign_stream_urls) = (args.tls, args.presign_stream_urls);
     config.unsigned_data_channel = args.unsigned_data_channel;
+    config.stream_host = args.stream_host;
     config.instance_connect_endpoints = endpoints;
     config.eice_rate = args.eice_rate;
     config.agent = AgentSettings {
@@ -225,7 +229,7 @@ async fn delay(args: DelayProxyArgs) -> anyhow::Result<()> {
     let listener = delay_proxy::bind(args.listen).await?;
     print_flush(&format!("LISTEN={}\n", listener.local_addr()?))?;
     tokio::select! {
-        r = delay_proxy::serve(listener, args.to, args.rtt) => r,
+        r = delay_proxy::serve_with(listener, args.to, args.rtt, args.tcp_handshake) => r,
         r = wait_for_signal() => r,
     }
 }

@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
     /// Hand out StreamUrls with presigned SigV4 query parameters (X-Amz-Signature, …).
     #[arg(long)]
     pub(crate) presign_stream_urls: bool,
+    /// StreamUrls name HOST[:PORT] instead of this listener (path and query unchanged): an
+    /// unreachable host for a client that rewrites it, or a delay-proxy in front of --listen.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub(crate) stream_host: Option<String>,
     /// Add an EC2 Instance Connect Endpoint (eice-0123456789abcdef0) in the VPC and subnet
     /// of the --ssh-target instance (with --instances: of the first instance), so
     /// DescribeInstanceConnectEndpoints lists it and /openTunnel reaches that VPC.

@@ -88,11 +88,12 @@ impl Account {
         }
     }
 
-    /// The StreamUrl for a session: `ws://` or `wss://` to this listener, presigned by the
+    /// The StreamUrl for a session: `ws://` or `wss://` to this listener (or to
+    /// `stream_host`), presigned by the
     /// testbed when `presign_stream_urls` is set. The cell number is new on every call.
     pub fn stream_url(&self, session_id: &str, cell_number: &str) -> String {
         let scheme = if self.config.tls { "wss" } else { "ws" };
-        let host = self.local_addr.to_string();
+        let host = (self.config.stream_host.clone()).unwrap_or_else(|| self.local_addr.to_string());
         let path = format!("{DATA_CHANNEL_PREFIX}{session_id}");
         let mut query = format!("role=publish_subscribe&cell-number={cell_number}");
         if self.config.presign_stream_urls {

@@ -40,7 +40,20 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Accepts on `listener` forever; connections live as long as this future.
 pub async fn serve(listener: TcpListener, to: String, rtt: Duration) -> anyhow::Result<()> {
+    serve_with(listener, to, rtt, false).await
+}
+
+/// [`serve`]; with `handshake`, each connection also waits one `rtt` before anything
+/// passes, as TCP's SYN / SYN-ACK costs a client on a real link before it can send (bytes
+/// the client sends at once arrive 1.5 round trips after its connect, as they would).
+pub async fn serve_with(
+    listener: TcpListener,
+    to: String,
+    rtt: Duration,
+    handshake: bool,
+) -> anyhow::Result<()> {
     let to: Arc<str> = to.into();
+    let hold = if handshake { rtt } else { Duration::ZERO };
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -48,6 +61,7 @@ pub async fn serve(listener: TcpListener, to: String, rtt: Duration) -> anyhow::
                 let (inbound, peer) = accepted.context("delay proxy: accept failed")?;
                 let to = to.clone();
                 conns.spawn(async move {
+                    tokio::time::sleep(hold).await;
                     if let Err(e) = relay(inbound, &to, rtt / 2).await {
                         tracing::debug!(%peer, "delay proxy connection ended: {e}");
                     }
@@ -183,6 +197,32 @@ mod tests {
             assert!(took >= rtt, "round trip took {took:?} < {rtt:?}");
             assert!(took < rtt * 10, "round trip took {took:?}");
         }
+    }
+
+    /// With the TCP handshake modelled, the first exchange on a new connection costs two
+    /// round trips (SYN/SYN-ACK, then the data); later ones one.
+    #[tokio::test]
+    async fn the_tcp_handshake_costs_one_more_round_trip_on_the_first_exchange() {
+        let rtt = Duration::from_millis(60);
+        let listener = bind(loopback0()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let to = echo_server().await.to_string();
+        tokio::spawn(async move { serve_with(listener, to, rtt, true).await });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut took = Vec::new();
+        for _ in 0..2 {
+            let start = std::time::Instant::now();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            took.push(start.elapsed());
+        }
+        assert!(took[0] >= rtt * 2, "first exchange {took:?}");
+        assert!(
+            took[1] >= rtt && took[1] < took[0],
+            "second exchange {took:?}"
+        );
     }
 
     #[tokio::test]

@@ -327,6 +327,10 @@ pub struct TestbedConfig {
     /// Fault: `ec2:DescribeInstances` and `ec2:DescribeInstanceConnectEndpoints` answer
     /// `UnauthorizedOperation`.
     pub ec2_describe_denied: bool,
+    /// `HOST[:PORT]` the StreamUrls name instead of this listener (`serve --stream-host`):
+    /// a host the client cannot reach (a VPC endpoint's private name), or a `delay-proxy`
+    /// in front of the listener. The path and query are the same.
+    pub stream_host: Option<String>,
 }
 
 impl TestbedConfig {
@@ -350,6 +354,7 @@ impl TestbedConfig {
             instance_connect_endpoints: Vec::new(),
             eice_rate: None,
             ec2_describe_denied: false,
+            stream_host: None,
         }
     }
 }
