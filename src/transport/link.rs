@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::connect::{ConnectError, DataChannelSocket, Dialer, connect};
+use crate::proto::message::is_channel_closed;
 
 /// Fresh connection details from `ResumeSession`.
 #[derive(Clone)]
@@ -514,13 +515,6 @@ async fn carry(
 struct Carried {
     ended: Ended,
     delivered: u64,
-}
-
-/// The header's MessageType field says `channel_closed` (docs/protocol.md §3.1).
-fn is_channel_closed(frame: &[u8]) -> bool {
-    frame
-        .get(4..36)
-        .is_some_and(|t| t.starts_with(b"channel_closed"))
 }
 
 /// ResumeSession + redial with exponential backoff and jitter inside the outage's budget.
