@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use uuid::Uuid;
 
 use super::congestion::Congestion;
@@ -189,7 +190,8 @@ enum State {
 }
 
 struct Outgoing {
-    frame: Vec<u8>,
+    /// The encoded message; resends share its buffer.
+    frame: Bytes,
     first_sent: Instant,
     last_sent: Instant,
     sent_count: u32,
@@ -199,7 +201,7 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(frame: Vec<u8>, now: Instant, sent_count: u32, state: State) -> Outgoing {
+    fn new(frame: Bytes, now: Instant, sent_count: u32, state: State) -> Outgoing {
         Outgoing {
             frame,
             first_sent: now,
@@ -261,7 +263,7 @@ pub struct Channel {
     expected: i64,
     reorder: BTreeMap<i64, Incoming>,
     reorder_bytes: usize,
-    transmit: VecDeque<Vec<u8>>,
+    transmit: VecDeque<Bytes>,
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
     /// The relay asked us to stop publishing (`pause_publication`); like the agent, we
@@ -401,7 +403,7 @@ impl Channel {
             payload_type: payload_type as u32,
             payload,
         };
-        let frame = msg.encode();
+        let frame = Bytes::from(msg.encode());
         self.stats.sent += 1;
         if self.unacked.len() >= self.config.send_window
             && self.config.overflow == Overflow::SendUnstored
@@ -636,7 +638,7 @@ impl Channel {
             payload_type: PayloadType::Undefined as u32,
             payload: serde_json::to_vec(&ack).unwrap_or_default(),
         };
-        self.transmit.push_back(msg.encode());
+        self.transmit.push_back(Bytes::from(msg.encode()));
     }
 
     /// The earliest moment [`Channel::handle_timeout`] has work to do.
@@ -770,7 +772,7 @@ impl Channel {
     }
 
     /// The next frame to write to the websocket.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.transmit.pop_front()
     }
 

@@ -14,6 +14,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::channel::{Channel, ChannelConfig, ChannelEvent};
 
 struct Side {
@@ -52,8 +54,8 @@ pub fn run(data: &[u8]) {
         got: Vec::new(),
         failed: false,
     };
-    let mut c2a: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut a2c: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut c2a: VecDeque<Bytes> = VecDeque::new();
+    let mut a2c: VecDeque<Bytes> = VecDeque::new();
     let mut now = t0;
     let mut corrupted = false;
     let mut counter = 0u8;
@@ -109,7 +111,8 @@ pub fn run(data: &[u8]) {
                 } else {
                     (&mut a2c, &mut c)
                 };
-                if let Some(mut f) = q.pop_front() {
+                if let Some(f) = q.pop_front() {
+                    let mut f = f.to_vec();
                     let i = usize::from(arg) * 5 % f.len().max(1);
                     if let Some(b) = f.get_mut(i) {
                         *b ^= 0x5a;
@@ -167,7 +170,7 @@ fn deliver(dst: &mut Side, now: Instant, frame: &[u8], corrupted: bool) {
     }
 }
 
-fn pump(side: &mut Side, q: &mut VecDeque<Vec<u8>>) {
+fn pump(side: &mut Side, q: &mut VecDeque<Bytes>) {
     while let Some(f) = side.ch.poll_transmit() {
         q.push_back(f);
     }

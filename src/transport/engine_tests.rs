@@ -40,7 +40,7 @@ const PIPE: usize = 4 * 1024;
 
 /// Frames an agent sends: `MESSAGES` Output messages of 1 KiB (a shell session needs no
 /// handshake, so the first one establishes it).
-fn agent_frames(payload: &[u8]) -> Vec<Vec<u8>> {
+fn agent_frames(payload: &[u8]) -> Vec<bytes::Bytes> {
     let mut agent = Channel::new(ChannelConfig::agent(), now(), 1, 2);
     agent.send_data(now(), payload);
     std::iter::from_fn(|| agent.poll_transmit()).collect()

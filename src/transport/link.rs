@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -86,8 +87,8 @@ impl Default for LinkOptions {
 
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A websocket message (binary or text) from the service.
-    Frame(Vec<u8>),
+    /// A websocket message (binary or text) from the service, as tungstenite read it.
+    Frame(Bytes),
     /// The websocket was replaced after a drop; unacknowledged messages must be resent.
     Reconnected { attempt: u32, after: Duration },
     /// The link is over and will not come back.
@@ -133,7 +134,7 @@ pub enum LinkError {
 /// The driver's end of a link. Dropping it closes the websocket.
 pub struct Link {
     events: mpsc::Receiver<LinkEvent>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Bytes>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -178,7 +179,7 @@ impl Link {
     /// A link whose task is the caller: the far ends of its two queues. For tests of
     /// drivers, without a websocket.
     #[cfg(test)]
-    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Vec<u8>>) {
+    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Bytes>) {
         let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
         let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
         let task = tokio::spawn(async {});
@@ -190,7 +191,7 @@ impl Link {
     /// reconnecting are dropped: the channel resends what matters after
     /// [`LinkEvent::Reconnected`]. Once the link is over, frames are dropped too; its
     /// last event says why.
-    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+    pub fn try_send(&self, frame: Bytes) -> Result<(), Bytes> {
         match self.out.try_send(frame) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Full(frame)) => Err(frame),
@@ -251,7 +252,7 @@ async fn run(
     mut ws: DataChannelSocket,
     target: LinkTarget,
     opts: LinkOptions,
-    mut out_rx: mpsc::Receiver<Vec<u8>>,
+    mut out_rx: mpsc::Receiver<Bytes>,
     ev_tx: mpsc::Sender<LinkEvent>,
 ) {
     let mut session_over = false;
@@ -325,7 +326,7 @@ async fn run(
 }
 
 /// Drops whatever the driver queues until it goes away.
-async fn discard(out_rx: &mut mpsc::Receiver<Vec<u8>>) {
+async fn discard(out_rx: &mut mpsc::Receiver<Bytes>) {
     while out_rx.recv().await.is_some() {}
 }
 
@@ -398,7 +399,7 @@ impl Outage {
 async fn carry(
     ws: DataChannelSocket,
     opts: &LinkOptions,
-    out_rx: &mut mpsc::Receiver<Vec<u8>>,
+    out_rx: &mut mpsc::Receiver<Bytes>,
     ev_tx: &mpsc::Sender<LinkEvent>,
     session_over: &mut bool,
 ) -> Carried {
@@ -420,12 +421,12 @@ async fn carry(
                 biased;
                 frame = out_rx.recv() => {
                     let Some(frame) = frame else { return Ended::DriverGone };
-                    if let Err(e) = sink.feed(WsMessage::binary(frame)).await {
+                    if let Err(e) = sink.feed(WsMessage::Binary(frame)).await {
                         return Ended::Lost(e.to_string());
                     }
                     // Batch whatever else is queued into one flush.
                     while let Ok(more) = out_rx.try_recv() {
-                        if let Err(e) = sink.feed(WsMessage::binary(more)).await {
+                        if let Err(e) = sink.feed(WsMessage::Binary(more)).await {
                             return Ended::Lost(e.to_string());
                         }
                     }
@@ -443,7 +444,7 @@ async fn carry(
                     if !waiting_on_us && heard().elapsed() >= opts.dead_after {
                         return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
                     }
-                    if let Err(e) = sink.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
+                    if let Err(e) = sink.send(WsMessage::Ping(Bytes::from_static(b"keepalive"))).await {
                         return Ended::Lost(e.to_string());
                     }
                 }
@@ -455,9 +456,10 @@ async fn carry(
             let msg = stream.next().await;
             *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             let bytes = match msg {
-                Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                // Tungstenite's buffer itself: no copy on the way to the core.
+                Some(Ok(WsMessage::Binary(b))) => b,
                 // The plugin feeds text frames to the same parser.
-                Some(Ok(WsMessage::Text(t))) => t.as_bytes().to_vec(),
+                Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
                 Some(Ok(WsMessage::Ping(_))) => {
                     pinged.notify_one();
                     continue;
