@@ -1,7 +1,7 @@
 //! The client's loss recovery and congestion control against simulated bottlenecks, in
 //! virtual time: a rate-limited link with a bounded queue (tail drop), a deep queue that
 //! never drops (a buffering relay), and a peer that goes silent. The agent end runs the
-//! agent's own rules (`ChannelConfig::agent`).
+//! agent's own rules ([`AgentChannel`]).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::channel::{Channel, ChannelConfig, ChannelEvent};
 use super::message::Message;
 use super::sim::{Link, Rng};
+use super::test_agent::AgentChannel;
 
 const WALL: u64 = 1_700_000_000_000;
 const MS: Duration = Duration::from_millis(1);
@@ -31,7 +32,7 @@ fn upload(size: usize, mut c2a: Link, mut a2c: Link, seed: u64) -> (Report, Link
     let t0 = Instant::now();
     let data = Rng::new(seed).bytes(size);
     let mut c = Channel::new(ChannelConfig::client(), t0, WALL, 1);
-    let mut a = Channel::new(ChannelConfig::agent(), t0, WALL, 2);
+    let mut a = AgentChannel::new(t0, WALL, 2);
     let mut seen = HashSet::new();
     let (mut new_bytes, mut resent_bytes) = (0u64, 0u64);
     let mut sent = 0;
