@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::congestion::Congestion;
+use super::congestion::{Congestion, Controller};
 use super::endpoint::{Receiver, Stamper};
 use super::message::{DecodeError, Message, MessageType};
 use super::payload::{Acknowledge, ChannelClosed, PayloadType};
@@ -178,7 +178,7 @@ pub struct Channel {
     unacked: BTreeMap<i64, Outgoing>,
     /// Transmissions in flight, loss detection, probe timeout.
     recovery: Recovery,
-    congestion: Congestion,
+    congestion: Box<dyn Controller>,
     /// Sequence numbers declared lost, resent lowest first.
     lost: BTreeSet<i64>,
     /// Sequence numbers not yet transmitted, in order.
@@ -217,9 +217,23 @@ pub struct ChannelStats {
 impl Channel {
     /// `now` and `wall_ms` are the same moment on the monotonic and the wall clock;
     /// `seed` makes MessageIds (pass randomness in production, a constant in tests).
+    /// Congestion control is the default [`Congestion`].
     pub fn new(config: ChannelConfig, now: Instant, wall_ms: u64, seed: u128) -> Channel {
+        let controller = Box::new(Congestion::new(config.send_window));
+        Channel::with_controller(config, controller, now, wall_ms, seed)
+    }
+
+    /// [`Channel::new`] with another congestion controller. The channel never has more
+    /// than `send_window` messages unacknowledged, whatever the controller's window.
+    pub fn with_controller(
+        config: ChannelConfig,
+        controller: Box<dyn Controller>,
+        now: Instant,
+        wall_ms: u64,
+        seed: u128,
+    ) -> Channel {
         Channel {
-            congestion: Congestion::new(config.send_window),
+            congestion: controller,
             receiver: Receiver::new(config.reorder_capacity, config.reorder_max_bytes),
             config,
             stamp: Stamper::new(now, wall_ms, seed),
@@ -249,8 +263,8 @@ impl Channel {
         &self.rtt
     }
 
-    pub fn congestion(&self) -> &Congestion {
-        &self.congestion
+    pub fn congestion(&self) -> &dyn Controller {
+        self.congestion.as_ref()
     }
 
     /// Messages that may still be sent before the window is full (none while paused):
