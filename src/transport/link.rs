@@ -455,37 +455,14 @@ async fn carry(
         loop {
             let msg = stream.next().await;
             *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            let bytes = match msg {
-                // Tungstenite's buffer itself: no copy on the way to the core.
-                Some(Ok(WsMessage::Binary(b))) => b,
-                // The plugin feeds text frames to the same parser.
-                Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
-                Some(Ok(WsMessage::Ping(_))) => {
+            let bytes = match read(msg) {
+                Read::Frame(bytes) => bytes,
+                Read::Pinged => {
                     pinged.notify_one();
                     continue;
                 }
-                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                Some(Ok(WsMessage::Close(frame))) => {
-                    let what = match frame {
-                        Some(f) => format!(
-                            "closed by the service, code {}{}",
-                            u16::from(f.code),
-                            if f.reason.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {}", f.reason)
-                            }
-                        ),
-                        None => "closed by the service".to_owned(),
-                    };
-                    return Ended::Lost(what);
-                }
-                // A message or frame over the size limit: no genuine peer sends one.
-                Some(Err(e @ tungstenite::Error::Capacity(_))) => {
-                    return Ended::Violation(e.to_string());
-                }
-                Some(Err(e)) => return Ended::Lost(e.to_string()),
-                None => return Ended::Lost("connection closed".to_owned()),
+                Read::Nothing => continue,
+                Read::End(ended) => return ended,
             };
             if is_channel_closed(&bytes) {
                 *session_over = true;
@@ -511,6 +488,49 @@ async fn carry(
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
     Carried { ended, delivered }
+}
+
+/// What one read from the websocket means to the link.
+enum Read {
+    /// A message for the core.
+    Frame(Bytes),
+    /// A ping: tungstenite queued the pong, which goes out on the next flush.
+    Pinged,
+    /// Nothing for anyone (a pong).
+    Nothing,
+    End(Ended),
+}
+
+fn read(msg: Option<Result<WsMessage, tungstenite::Error>>) -> Read {
+    match msg {
+        // Tungstenite's buffer itself: no copy on the way to the core.
+        Some(Ok(WsMessage::Binary(b))) => Read::Frame(b),
+        // The plugin feeds text frames to the same parser.
+        Some(Ok(WsMessage::Text(t))) => Read::Frame(Bytes::from(t)),
+        Some(Ok(WsMessage::Ping(_))) => Read::Pinged,
+        Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => Read::Nothing,
+        Some(Ok(WsMessage::Close(frame))) => {
+            let what = match frame {
+                Some(f) => format!(
+                    "closed by the service, code {}{}",
+                    u16::from(f.code),
+                    if f.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", f.reason)
+                    }
+                ),
+                None => "closed by the service".to_owned(),
+            };
+            Read::End(Ended::Lost(what))
+        }
+        // A message or frame over the size limit: no genuine peer sends one.
+        Some(Err(e @ tungstenite::Error::Capacity(_))) => {
+            Read::End(Ended::Violation(e.to_string()))
+        }
+        Some(Err(e)) => Read::End(Ended::Lost(e.to_string())),
+        None => Read::End(Ended::Lost("connection closed".to_owned())),
+    }
 }
 
 /// How one websocket ended, and how many frames it delivered to the driver.
