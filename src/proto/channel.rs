@@ -9,12 +9,14 @@
 //! 4. after each of the above, drain [`Channel::poll_transmit`] (frames to write) and
 //!    [`Channel::poll_event`] (in-order payloads and control events).
 //!
-//! The same type plays either end ([`Role`]); the resend rules are a setting so that the
-//! testbed can reproduce the real agent's (head of line only, one check per 100 ms tick)
-//! while our client runs loss detection, a probe timeout with backoff
-//! ([`super::recovery`]) and a congestion window ([`super::congestion`]): it transmits,
-//! new or resent, only while fewer than a window's worth of messages are in flight, and
-//! [`Channel::window_available`] tells the driver how much local input to read.
+//! This is the client's end, with the client's sending rules only: loss detection, a
+//! probe timeout with backoff ([`super::recovery`]) and a congestion window
+//! ([`super::congestion`]). It transmits, new or resent, only while fewer than a window's
+//! worth of messages are in flight, and [`Channel::window_available`] tells the driver how
+//! much local input to read. Receiving (in-order delivery, the reorder buffer, acks) is
+//! the same at both ends and lives in [`super::endpoint`]. The agent's own sending rules
+//! (head of line only, one check per 100 ms tick, docs/protocol.md §6.3) exist only as a
+//! test peer.
 //!
 //! Bounds (docs/architecture.md, "Bounded by construction"): unacknowledged messages at most `send_window` (plus the few of
 //! one `send_data` call); the reorder buffer at most `reorder_capacity` messages and
@@ -25,10 +27,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
+use bytes::Bytes;
 
-use super::congestion::Congestion;
-use super::message::{DecodeError, Message, MessageType, flags};
+use super::congestion::{Congestion, Controller};
+use super::endpoint::{Receiver, Stamper};
+use super::message::{DecodeError, Message, MessageType};
 use super::payload::{Acknowledge, ChannelClosed, PayloadType};
 use super::recovery::Recovery;
 use super::rtt::RttEstimator;
@@ -43,13 +46,15 @@ pub enum Role {
 }
 
 impl Role {
-    fn sends(self) -> MessageType {
+    /// The stream message type this end sends.
+    pub fn sends(self) -> MessageType {
         match self {
             Role::Client => MessageType::InputStreamData,
             Role::Agent => MessageType::OutputStreamData,
         }
     }
-    fn receives(self) -> MessageType {
+    /// The stream message type this end receives.
+    pub fn receives(self) -> MessageType {
         match self {
             Role::Client => MessageType::OutputStreamData,
             Role::Agent => MessageType::InputStreamData,
@@ -57,38 +62,17 @@ impl Role {
     }
 }
 
-/// When unacknowledged messages are sent again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResendPolicy {
-    /// Our client's: loss detection from later acks, a backed-off probe timeout for the
-    /// tail, and a congestion window over everything it transmits.
-    Recovery,
-    /// The real peers' scheduler: every `tick`, only the oldest unacked message, if overdue.
-    HeadOfLine { tick: Duration },
-}
-
-/// What happens to a message sent while `send_window` messages are unacknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Keep it (the driver is expected to respect [`Channel::window_available`]).
-    Keep,
-    /// The agent's rule: send it once, never store it for retransmission.
-    SendUnstored,
-}
-
 #[derive(Clone, Debug)]
+/// The client channel's settings.
 pub struct ChannelConfig {
-    pub role: Role,
     /// Largest stream payload [`Channel::send_data`] puts in one message.
     pub max_payload: usize,
     /// Unacknowledged messages beyond which [`Channel::window_available`] is zero.
     pub send_window: usize,
-    pub overflow: Overflow,
     /// Out-of-order messages held; beyond it they are dropped unacknowledged.
     pub reorder_capacity: usize,
     /// Payload bytes the reorder buffer may hold; beyond it, the same.
     pub reorder_max_bytes: usize,
-    pub resend: ResendPolicy,
     /// Give up when unacknowledged data has seen no acknowledgement for this long.
     pub stall_timeout: Option<Duration>,
 }
@@ -99,31 +83,11 @@ impl ChannelConfig {
     /// says so; 10 000 out-of-order messages or 16 MiB held, whichever comes first.
     pub fn client() -> Self {
         ChannelConfig {
-            role: Role::Client,
             max_payload: 1024,
             send_window: 4096,
-            overflow: Overflow::Keep,
             reorder_capacity: 10_000,
             reorder_max_bytes: 16 << 20,
-            resend: ResendPolicy::Recovery,
             stall_timeout: Some(Duration::from_secs(300)),
-        }
-    }
-
-    /// amazon-ssm-agent's constants and rules (docs/protocol.md §6, §12).
-    pub fn agent() -> Self {
-        ChannelConfig {
-            role: Role::Agent,
-            max_payload: 1024,
-            send_window: 100_000,
-            overflow: Overflow::SendUnstored,
-            reorder_capacity: 100_000,
-            // The agent counts messages only; at its 1 KiB chunks that is ~100 MB.
-            reorder_max_bytes: usize::MAX,
-            resend: ResendPolicy::HeadOfLine {
-                tick: Duration::from_millis(100),
-            },
-            stall_timeout: None,
         }
     }
 }
@@ -161,18 +125,12 @@ pub enum ChannelError {
     Stalled(Duration),
 }
 
-/// No real peer can be this far ahead: the agent's whole outgoing buffer is 100 000
-/// messages (docs/protocol.md §6.4).
-const FAR_SEQUENCE: i64 = 1_000_000;
-
 /// Timers, one table: the driver only ever sees the earliest deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
-    /// Agent policy: the next 100 ms resend tick.
-    Tick,
-    /// Client: the time threshold of loss detection.
+    /// The time threshold of loss detection.
     Loss,
-    /// Client: the probe timeout.
+    /// The probe timeout.
     Probe,
     Stall,
 }
@@ -189,7 +147,8 @@ enum State {
 }
 
 struct Outgoing {
-    frame: Vec<u8>,
+    /// The encoded message; resends share its buffer.
+    frame: Bytes,
     first_sent: Instant,
     last_sent: Instant,
     sent_count: u32,
@@ -199,7 +158,7 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(frame: Vec<u8>, now: Instant, sent_count: u32, state: State) -> Outgoing {
+    fn new(frame: Bytes, now: Instant, sent_count: u32, state: State) -> Outgoing {
         Outgoing {
             frame,
             first_sent: now,
@@ -211,57 +170,22 @@ impl Outgoing {
     }
 }
 
-/// Wall-clock milliseconds for CreatedDate, derived from the `now` the caller passes.
-struct WallClock {
-    origin: Instant,
-    origin_ms: u64,
-}
-
-impl WallClock {
-    fn ms(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin).as_millis();
-        self.origin_ms
-            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
-            .max(1)
-    }
-}
-
-/// Distinct version-4 MessageIds from one random seed.
-struct IdGen {
-    state: u128,
-}
-
-impl IdGen {
-    fn next(&mut self) -> Uuid {
-        // Weyl sequence: distinct for 2^128 steps; version/variant bits set by the builder.
-        self.state = self
-            .state
-            .wrapping_add(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-        uuid::Builder::from_random_bytes(self.state.to_be_bytes()).into_uuid()
-    }
-}
-
 pub struct Channel {
     config: ChannelConfig,
-    clock: WallClock,
-    ids: IdGen,
+    stamp: Stamper,
     rtt: RttEstimator,
     next_seq: i64,
     unacked: BTreeMap<i64, Outgoing>,
-    /// Client: transmissions in flight, loss detection, probe timeout.
+    /// Transmissions in flight, loss detection, probe timeout.
     recovery: Recovery,
-    congestion: Congestion,
-    /// Client: sequence numbers declared lost, resent lowest first.
+    congestion: Box<dyn Controller>,
+    /// Sequence numbers declared lost, resent lowest first.
     lost: BTreeSet<i64>,
-    /// Client: sequence numbers not yet transmitted, in order.
+    /// Sequence numbers not yet transmitted, in order.
     unsent: VecDeque<i64>,
-    /// Agent: the next resend tick.
-    next_tick: Option<Instant>,
     last_progress: Instant,
-    expected: i64,
-    reorder: BTreeMap<i64, Incoming>,
-    reorder_bytes: usize,
-    transmit: VecDeque<Vec<u8>>,
+    receiver: Receiver,
+    transmit: VecDeque<Bytes>,
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
     /// The relay asked us to stop publishing (`pause_publication`); like the agent, we
@@ -276,9 +200,9 @@ pub struct ChannelStats {
     pub sent: u64,
     /// Transmissions of a message after its first.
     pub resent: u64,
-    /// Messages declared lost by loss detection (client).
+    /// Messages declared lost by loss detection.
     pub lost: u64,
-    /// Probe-timeout expiries (client).
+    /// Probe-timeout expiries.
     pub probes: u64,
     /// Lost messages whose ack arrived before they were resent.
     pub spurious_losses: u64,
@@ -293,26 +217,33 @@ pub struct ChannelStats {
 impl Channel {
     /// `now` and `wall_ms` are the same moment on the monotonic and the wall clock;
     /// `seed` makes MessageIds (pass randomness in production, a constant in tests).
+    /// Congestion control is the default [`Congestion`].
     pub fn new(config: ChannelConfig, now: Instant, wall_ms: u64, seed: u128) -> Channel {
+        let controller = Box::new(Congestion::new(config.send_window));
+        Channel::with_controller(config, controller, now, wall_ms, seed)
+    }
+
+    /// [`Channel::new`] with another congestion controller. The channel never has more
+    /// than `send_window` messages unacknowledged, whatever the controller's window.
+    pub fn with_controller(
+        config: ChannelConfig,
+        controller: Box<dyn Controller>,
+        now: Instant,
+        wall_ms: u64,
+        seed: u128,
+    ) -> Channel {
         Channel {
-            congestion: Congestion::new(config.send_window),
+            congestion: controller,
+            receiver: Receiver::new(config.reorder_capacity, config.reorder_max_bytes),
             config,
-            clock: WallClock {
-                origin: now,
-                origin_ms: wall_ms,
-            },
-            ids: IdGen { state: seed },
+            stamp: Stamper::new(now, wall_ms, seed),
             rtt: RttEstimator::default(),
             next_seq: 0,
             unacked: BTreeMap::new(),
             recovery: Recovery::default(),
             lost: BTreeSet::new(),
             unsent: VecDeque::new(),
-            next_tick: None,
             last_progress: now,
-            expected: 0,
-            reorder: BTreeMap::new(),
-            reorder_bytes: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: ChannelStats::default(),
@@ -332,24 +263,17 @@ impl Channel {
         &self.rtt
     }
 
-    pub fn congestion(&self) -> &Congestion {
-        &self.congestion
+    pub fn congestion(&self) -> &dyn Controller {
+        self.congestion.as_ref()
     }
 
-    fn controlled(&self) -> bool {
-        self.config.resend == ResendPolicy::Recovery
-    }
-
-    /// Messages that may still be sent before the window is full (none while paused).
-    /// For the client this is also what the congestion window has room for.
+    /// Messages that may still be sent before the window is full (none while paused):
+    /// within the send window and what the congestion window has room for.
     pub fn window_available(&self) -> usize {
         if self.paused {
             return 0;
         }
         let window = self.config.send_window.saturating_sub(self.unacked.len());
-        if !self.controlled() {
-            return window;
-        }
         let queued = self.recovery.in_flight() + self.lost.len() + self.unsent.len();
         window.min(self.congestion.window().saturating_sub(queued))
     }
@@ -364,14 +288,14 @@ impl Channel {
         self.unacked.len()
     }
 
-    /// Client: transmissions in flight (neither acked nor declared lost).
+    /// Transmissions in flight (neither acked nor declared lost).
     pub fn in_flight(&self) -> usize {
         self.recovery.in_flight()
     }
 
     /// Payload bytes held in the reorder buffer.
     pub fn reorder_bytes(&self) -> usize {
-        self.reorder_bytes
+        self.receiver.bytes()
     }
 
     /// Sends `data` as Output messages of at most `max_payload` bytes. Empty input sends
@@ -382,56 +306,32 @@ impl Channel {
         }
     }
 
-    /// Sends one sequenced stream message (the client's waits for room in the congestion
-    /// window; control messages are never refused, so they may wait behind data).
+    /// Sends one sequenced stream message. It waits for room in the congestion window;
+    /// control messages are never refused, so they may wait behind data.
     pub fn send(&mut self, now: Instant, payload_type: PayloadType, payload: Vec<u8>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let msg = Message {
-            message_type: self.config.role.sends(),
-            schema_version: 1,
-            created_date: self.clock.ms(now),
-            sequence_number: seq,
-            flags: if seq == 0 && self.config.role == Role::Agent {
-                flags::SYN
-            } else {
-                0
-            },
-            message_id: self.ids.next(),
-            payload_type: payload_type as u32,
+        let frame = self.stamp.stream(
+            now,
+            Role::Client.sends(),
+            seq,
+            0,
+            payload_type as u32,
             payload,
-        };
-        let frame = msg.encode();
+        );
         self.stats.sent += 1;
-        if self.unacked.len() >= self.config.send_window
-            && self.config.overflow == Overflow::SendUnstored
-        {
-            self.transmit.push_back(frame);
-            return;
-        }
         if self.unacked.is_empty() {
             // Nothing was outstanding: a quiet period is not a stall.
             self.last_progress = now;
         }
-        if self.controlled() {
-            // Queued; `fill` transmits it when the congestion window has room.
-            let out = Outgoing::new(frame, now, 0, State::Unsent);
-            self.unacked.insert(seq, out);
-            self.unsent.push_back(seq);
-            self.fill(now);
-            return;
-        }
-        self.transmit.push_back(frame.clone());
-        let out = Outgoing::new(frame, now, 1, State::InFlight(0));
+        // Queued; `fill` transmits it when the congestion window has room.
+        let out = Outgoing::new(frame, now, 0, State::Unsent);
         self.unacked.insert(seq, out);
-        if self.next_tick.is_none()
-            && let ResendPolicy::HeadOfLine { tick } = self.config.resend
-        {
-            self.next_tick = Some(now + tick);
-        }
+        self.unsent.push_back(seq);
+        self.fill(now);
     }
 
-    /// Client: transmits lost messages, then new ones, while the congestion window has
+    /// Transmits lost messages, then new ones, while the congestion window has
     /// room and the relay has not paused us.
     fn fill(&mut self, now: Instant) {
         while !self.paused && self.recovery.in_flight() < self.congestion.window() {
@@ -446,7 +346,7 @@ impl Channel {
         }
     }
 
-    /// Client: puts one transmission of `seq` on the wire. `probe` transmissions may go
+    /// Puts one transmission of `seq` on the wire. `probe` transmissions may go
     /// beyond the congestion window.
     fn transmit_now(&mut self, now: Instant, seq: i64, probe: bool) {
         let Some(out) = self.unacked.get_mut(&seq) else {
@@ -474,7 +374,7 @@ impl Channel {
         let msg = Message::decode(frame)?;
         match &msg.message_type {
             MessageType::Acknowledge => self.on_ack(now, &msg.payload),
-            t if *t == self.config.role.receives() => self.on_stream(now, msg),
+            t if *t == Role::Client.receives() => self.on_stream(now, msg),
             MessageType::ChannelClosed => {
                 // Lenient: the text is informative; a malformed one still ends the session.
                 let closed = serde_json::from_slice(&msg.payload).unwrap_or_default();
@@ -508,10 +408,8 @@ impl Channel {
         }
         self.paused = false;
         self.last_progress = now;
-        if self.controlled() {
-            self.recovery.restart_timer(now);
-            self.fill(now);
-        }
+        self.recovery.restart_timer(now);
+        self.fill(now);
     }
 
     fn on_ack(&mut self, now: Instant, payload: &[u8]) -> Result<(), ChannelError> {
@@ -525,12 +423,6 @@ impl Channel {
         };
         self.last_progress = now;
         let sample = (out.sent_count == 1).then(|| now.saturating_duration_since(out.first_sent));
-        if !self.controlled() {
-            if let Some(r) = sample {
-                self.rtt.on_sample(r);
-            }
-            return Ok(());
-        }
         match out.state {
             State::InFlight(tx) => {
                 if let Some(r) = sample {
@@ -560,7 +452,7 @@ impl Channel {
         Ok(())
     }
 
-    /// Client: moves what the acks prove lost to the resend set.
+    /// Moves what the acks prove lost to the resend set.
     fn detect_lost(&mut self, now: Instant) {
         for sent in self.recovery.detect_lost(now, &self.rtt) {
             if let Some(out) = self.unacked.get_mut(&sent.seq) {
@@ -575,73 +467,26 @@ impl Channel {
 
     fn on_stream(&mut self, now: Instant, msg: Message) -> Result<(), ChannelError> {
         let seq = msg.sequence_number;
-        if seq < 0 {
-            return Err(ChannelError::NegativeSequence(seq));
-        }
-        if seq - self.expected > FAR_SEQUENCE {
-            return Err(ChannelError::FarSequence {
-                got: seq,
-                expected: self.expected,
-            });
-        }
+        self.receiver.check(seq)?;
         self.stats.received += 1;
         self.unpause(now);
         let incoming = Incoming {
             payload_type: msg.payload_type,
             payload: msg.payload,
         };
-        if seq < self.expected {
-            // Our ack was lost: acknowledge again so the peer stops resending.
-            self.stats.duplicates += 1;
-            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
-        } else if seq == self.expected {
-            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
-            self.events.push_back(ChannelEvent::Message(incoming));
-            self.expected += 1;
-            while let Some(next) = self.reorder.remove(&self.expected) {
-                self.reorder_bytes -= next.payload.len();
-                self.events.push_back(ChannelEvent::Message(next));
-                self.expected += 1;
-            }
-        } else if self.reorder.contains_key(&seq) {
-            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
-        } else if (seq - self.expected) as u64 <= self.config.reorder_capacity as u64
-            && self.reorder.len() < self.config.reorder_capacity
-            && self.reorder_bytes + incoming.payload.len() <= self.config.reorder_max_bytes
+        if self
+            .receiver
+            .accept(seq, incoming, &mut self.stats, &mut self.events)
         {
-            self.queue_ack(now, &msg.message_type, msg.message_id, seq);
-            self.reorder_bytes += incoming.payload.len();
-            self.reorder.insert(seq, incoming);
-        } else {
-            // No room: drop without an ack; the sender will retransmit.
-            self.stats.dropped_out_of_window += 1;
+            let ack = self.stamp.ack(now, &msg.message_type, msg.message_id, seq);
+            self.transmit.push_back(ack);
         }
         Ok(())
     }
 
-    fn queue_ack(&mut self, now: Instant, acked_type: &MessageType, id: Uuid, seq: i64) {
-        let ack = Acknowledge {
-            acknowledged_message_type: acked_type.as_str().to_owned(),
-            acknowledged_message_id: id,
-            acknowledged_message_sequence_number: seq,
-            is_sequential_message: true,
-        };
-        let msg = Message {
-            message_type: MessageType::Acknowledge,
-            schema_version: 1,
-            created_date: self.clock.ms(now),
-            sequence_number: 0,
-            flags: flags::ACK,
-            message_id: self.ids.next(),
-            payload_type: PayloadType::Undefined as u32,
-            payload: serde_json::to_vec(&ack).unwrap_or_default(),
-        };
-        self.transmit.push_back(msg.encode());
-    }
-
     /// The earliest moment [`Channel::handle_timeout`] has work to do.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        [Timer::Tick, Timer::Loss, Timer::Probe, Timer::Stall]
+        [Timer::Loss, Timer::Probe, Timer::Stall]
             .into_iter()
             .filter_map(|t| self.deadline(t))
             .min()
@@ -654,7 +499,6 @@ impl Channel {
         match timer {
             // While paused nothing may be sent, and the silence is the relay's request.
             _ if self.paused => None,
-            Timer::Tick => self.next_tick,
             Timer::Loss => self.recovery.loss_deadline(),
             Timer::Probe => self.recovery.pto_deadline(&self.rtt),
             Timer::Stall => self.config.stall_timeout.map(|t| self.last_progress + t),
@@ -671,36 +515,17 @@ impl Channel {
         {
             return Err(ChannelError::Stalled(limit));
         }
-        match self.config.resend {
-            ResendPolicy::Recovery => {
-                if self.deadline(Timer::Loss).is_some_and(|t| now >= t) {
-                    self.detect_lost(now);
-                }
-                if self.deadline(Timer::Probe).is_some_and(|t| now >= t) {
-                    self.on_probe_timeout(now);
-                }
-                self.fill(now);
-            }
-            ResendPolicy::HeadOfLine { tick } => {
-                let rto = self.rtt.rto();
-                while let Some(t) = self.next_tick.filter(|t| *t <= now) {
-                    self.next_tick = Some(t + tick);
-                    let head = self.unacked.iter().next().map(|(s, o)| (*s, o.last_sent));
-                    if let Some((seq, last)) = head
-                        && now.saturating_duration_since(last) > rto
-                    {
-                        self.resend_head(now, seq);
-                    }
-                }
-                if self.unacked.is_empty() {
-                    self.next_tick = None;
-                }
-            }
+        if self.deadline(Timer::Loss).is_some_and(|t| now >= t) {
+            self.detect_lost(now);
         }
+        if self.deadline(Timer::Probe).is_some_and(|t| now >= t) {
+            self.on_probe_timeout(now);
+        }
+        self.fill(now);
         Ok(())
     }
 
-    /// Client: nothing acked for a probe timeout. Back off and resend the oldest
+    /// Nothing acked for a probe timeout. Back off and resend the oldest
     /// unacknowledged message, so the peer (if it is there) answers and loss detection
     /// can take over.
     fn on_probe_timeout(&mut self, now: Instant) {
@@ -728,49 +553,32 @@ impl Channel {
         }
     }
 
-    /// Agent policy: one more transmission of the head of line.
-    fn resend_head(&mut self, now: Instant, seq: i64) {
-        if let Some(out) = self.unacked.get_mut(&seq) {
-            out.last_sent = now;
-            out.sent_count = out.sent_count.saturating_add(1);
-            self.transmit.push_back(out.frame.clone());
-            self.stats.resent += 1;
-        }
-    }
-
     /// The transport was replaced (websocket resumed): everything in flight may have been
-    /// lost with the old connection. The client counts it all lost and resends it as a
-    /// fresh congestion window allows; the agent policy sends it all again now. The stall
-    /// clock restarts. Sequence state is untouched: nothing is lost or delivered twice.
+    /// lost with the old connection. It is all counted lost and resent as a fresh
+    /// congestion window allows. The stall clock restarts. Sequence state is untouched:
+    /// nothing is lost or delivered twice.
     pub fn on_reconnect(&mut self, now: Instant) {
         self.last_progress = now;
-        if self.controlled() {
-            tracing::debug!(
-                in_flight = self.recovery.in_flight(),
-                window = self.congestion.window(),
-                unacked = self.unacked.len(),
-                srtt = ?self.rtt.srtt(),
-                stats = ?self.stats,
-                "resending what was in flight"
-            );
-            for sent in self.recovery.take_all() {
-                if let Some(out) = self.unacked.get_mut(&sent.seq) {
-                    out.state = State::Lost;
-                    self.lost.insert(sent.seq);
-                }
+        tracing::debug!(
+            in_flight = self.recovery.in_flight(),
+            window = self.congestion.window(),
+            unacked = self.unacked.len(),
+            srtt = ?self.rtt.srtt(),
+            stats = ?self.stats,
+            "resending what was in flight"
+        );
+        for sent in self.recovery.take_all() {
+            if let Some(out) = self.unacked.get_mut(&sent.seq) {
+                out.state = State::Lost;
+                self.lost.insert(sent.seq);
             }
-            self.congestion.on_reconnect(now);
-            self.fill(now);
-            return;
         }
-        let seqs: Vec<i64> = self.unacked.keys().copied().collect();
-        for seq in seqs {
-            self.resend_head(now, seq);
-        }
+        self.congestion.on_reconnect(now);
+        self.fill(now);
     }
 
     /// The next frame to write to the websocket.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.transmit.pop_front()
     }
 

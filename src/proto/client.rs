@@ -493,7 +493,7 @@ impl ClientSession {
         Ok(self.channel.handle_timeout(now)?)
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<bytes::Bytes> {
         self.channel.poll_transmit()
     }
 

@@ -1,5 +1,10 @@
-//! The client's congestion window, counted in messages (one message carries at most
+//! The client's congestion control, counted in messages (one message carries at most
 //! 1 KiB). Sans-IO: the channel reports acks, losses and probe timeouts with `now`.
+//!
+//! The channel talks to a [`Controller`] (quinn-proto's `congestion::Controller` shape:
+//! events in, a window out), so another algorithm can be plugged in with
+//! [`Channel::with_controller`](super::channel::Channel::with_controller) and run through
+//! the same bottleneck simulations. [`Congestion`], below, is the default.
 //!
 //! Why a window at all: the data channel has no flow control of its own (docs/protocol.md
 //! §6.4). The real agent runs its handlers on the websocket reader, so when its write to
@@ -52,6 +57,35 @@ const LOSS_BETA: (usize, usize) = (7, 10);
 /// Window after a delay signal: a gentler 0.85, since nothing was lost.
 const DELAY_BETA: (usize, usize) = (17, 20);
 
+/// What the channel asks of a congestion controller. Every call passes `now`; none does
+/// IO. No pacing hook: the default controller does not pace (the agent's own pacing,
+/// docs/protocol.md §6.6, is on the other end), so the channel sends whenever the window
+/// has room.
+pub trait Controller: Send {
+    /// A message first sent at `sent` was acknowledged; `sample` is its RTT when it was
+    /// sent only once (Karn's rule).
+    fn on_ack(&mut self, now: Instant, sent: Instant, sample: Option<Duration>);
+
+    /// A message last sent at `sent` was declared lost by loss detection.
+    fn on_loss(&mut self, now: Instant, sent: Instant);
+
+    /// Probe timeouts in a row: the path may be gone (RFC 9002 §7.6).
+    fn on_persistent_congestion(&mut self, now: Instant);
+
+    /// A new websocket: a new path, maybe through another gateway host.
+    fn on_reconnect(&mut self, now: Instant);
+
+    /// How many messages may be in flight (resends included).
+    fn window(&self) -> usize;
+
+    /// The path's minimum RTT, if the controller tracks one; the channel uses it to tell
+    /// a spurious loss from a real one (and falls back to the smoothed RTT without it).
+    fn min_rtt(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// The default controller: AIMD with a delay signal (see the module doc).
 #[derive(Clone, Debug)]
 pub struct Congestion {
     window: usize,
@@ -89,45 +123,19 @@ impl Congestion {
         }
     }
 
-    /// How many messages may be in flight.
-    pub fn window(&self) -> usize {
-        self.window
-    }
-
     pub fn in_slow_start(&self) -> bool {
         self.window < self.ssthresh
-    }
-
-    /// The smallest RTT seen in the last [`MIN_RTT_WINDOW`] or so.
-    pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt.get()
     }
 
     fn in_recovery(&self, sent: Instant) -> bool {
         self.recovery_start.is_some_and(|start| sent <= start)
     }
 
-    /// A message first sent at `sent` was acknowledged; `sample` is its RTT when it was
-    /// sent only once (Karn's rule).
-    pub fn on_ack(&mut self, now: Instant, sent: Instant, sample: Option<Duration>) {
-        if let Some(rtt) = sample {
-            self.min_rtt.update(now, rtt);
-            self.on_rtt_sample(now, sent, rtt);
-        }
-        if self.in_recovery(sent) {
-            return;
-        }
-        if self.in_slow_start() {
-            self.window += 1;
-        } else {
-            let acks_per_step = if self.headroom { 2 } else { self.window };
-            self.acked_in_avoidance += 1;
-            if self.acked_in_avoidance >= acks_per_step {
-                self.acked_in_avoidance = 0;
-                self.window += 1;
-            }
-        }
-        self.window = self.window.min(self.max);
+    fn reduce(&mut self, now: Instant, (num, den): (usize, usize)) {
+        self.window = (self.window * num / den).clamp(MIN_WINDOW, self.max);
+        self.ssthresh = self.window;
+        self.acked_in_avoidance = 0;
+        self.recovery_start = Some(now);
     }
 
     /// Collects a round trip's samples; at its end, judges the queueing delay by the
@@ -153,9 +161,31 @@ impl Congestion {
             self.reduce(now, DELAY_BETA);
         }
     }
+}
 
-    /// A message last sent at `sent` was declared lost.
-    pub fn on_loss(&mut self, now: Instant, sent: Instant) {
+impl Controller for Congestion {
+    fn on_ack(&mut self, now: Instant, sent: Instant, sample: Option<Duration>) {
+        if let Some(rtt) = sample {
+            self.min_rtt.update(now, rtt);
+            self.on_rtt_sample(now, sent, rtt);
+        }
+        if self.in_recovery(sent) {
+            return;
+        }
+        if self.in_slow_start() {
+            self.window += 1;
+        } else {
+            let acks_per_step = if self.headroom { 2 } else { self.window };
+            self.acked_in_avoidance += 1;
+            if self.acked_in_avoidance >= acks_per_step {
+                self.acked_in_avoidance = 0;
+                self.window += 1;
+            }
+        }
+        self.window = self.window.min(self.max);
+    }
+
+    fn on_loss(&mut self, now: Instant, sent: Instant) {
         if self.in_recovery(sent) {
             return;
         }
@@ -163,18 +193,16 @@ impl Congestion {
         self.reduce(now, LOSS_BETA);
     }
 
-    /// Probe timeouts in a row: the path may be gone; start again from the minimum
-    /// (RFC 9002 §7.6, persistent congestion).
-    pub fn on_persistent_congestion(&mut self, now: Instant) {
+    /// Starts again from the minimum (RFC 9002 §7.6, persistent congestion).
+    fn on_persistent_congestion(&mut self, now: Instant) {
         self.ssthresh = (self.window * LOSS_BETA.0 / LOSS_BETA.1).max(MIN_WINDOW);
         self.window = MIN_WINDOW;
         self.acked_in_avoidance = 0;
         self.recovery_start = Some(now);
     }
 
-    /// A new websocket: a new path, maybe through another gateway host. Start slowly
-    /// again, but remember how far the old one went.
-    pub fn on_reconnect(&mut self, now: Instant) {
+    /// Starts slowly again, but remembers how far the old path went.
+    fn on_reconnect(&mut self, now: Instant) {
         self.ssthresh = self.window.max(INITIAL_WINDOW);
         self.window = INITIAL_WINDOW.min(self.max);
         self.acked_in_avoidance = 0;
@@ -183,11 +211,13 @@ impl Congestion {
         self.round = None;
     }
 
-    fn reduce(&mut self, now: Instant, (num, den): (usize, usize)) {
-        self.window = (self.window * num / den).clamp(MIN_WINDOW, self.max);
-        self.ssthresh = self.window;
-        self.acked_in_avoidance = 0;
-        self.recovery_start = Some(now);
+    fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The smallest RTT seen in the last [`MIN_RTT_WINDOW`] or so.
+    fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.get()
     }
 }
 

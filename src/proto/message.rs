@@ -195,6 +195,20 @@ impl Message {
     }
 }
 
+/// The MessageType a frame's header names, read without decoding or validating the rest
+/// (the field is parsed as [`Message::decode`] parses it, docs/protocol.md §3.1, §3.6);
+/// `None` when the frame ends before the field or the field is empty or not text.
+pub fn peek_type(frame: &[u8]) -> Option<MessageType> {
+    parse_type(frame.get(layout::MESSAGE_TYPE)?).ok()
+}
+
+/// True when the frame is a `channel_closed` message, recognised by its MessageType
+/// alone (docs/protocol.md §4): the service has ended the session, so a websocket that
+/// drops after it is not worth resuming.
+pub fn is_channel_closed(frame: &[u8]) -> bool {
+    peek_type(frame) == Some(MessageType::ChannelClosed)
+}
+
 fn parse_type(field: &[u8]) -> Result<MessageType, DecodeError> {
     let text = std::str::from_utf8(field).map_err(|_| DecodeError::TypeNotText)?;
     let trimmed = text.trim_matches('\0').trim();

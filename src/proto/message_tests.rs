@@ -189,3 +189,51 @@ fn real_captured_frames_round_trip() {
         }
     }
 }
+
+#[test]
+fn recognises_channel_closed_frames_by_header() {
+    let mut frame = vec![0u8; 120];
+    frame[4..36].copy_from_slice(format!("{:<32}", "channel_closed").as_bytes());
+    assert!(is_channel_closed(&frame));
+    frame[4..36].copy_from_slice(format!("{:<32}", "output_stream_data").as_bytes());
+    assert!(!is_channel_closed(&frame));
+    assert!(!is_channel_closed(&[1, 2, 3]));
+}
+
+/// The peek reads the type field as the decoder does: NUL padding and surrounding spaces
+/// are trimmed, a longer name is another type, and the rest of the header is not looked at.
+#[test]
+fn the_channel_closed_peek_agrees_with_the_decoder() {
+    let closed = Message {
+        message_type: MessageType::ChannelClosed,
+        payload: br#"{"Output":"bye"}"#.to_vec(),
+        ..input_ls()
+    }
+    .encode();
+    assert_eq!(
+        Message::decode(&closed).unwrap().message_type,
+        MessageType::ChannelClosed
+    );
+    assert!(is_channel_closed(&closed));
+    assert_eq!(peek_type(&closed), Some(MessageType::ChannelClosed));
+    for (field, expected) in [
+        (format!("{:\0<32}", "channel_closed"), true),
+        (format!("{:^32}", "channel_closed"), true),
+        (format!("{:<32}", "channel_closed_later"), false),
+        (format!("{:<32}", "channel"), false),
+        (" ".repeat(32), false),
+    ] {
+        let mut frame = closed.clone();
+        frame[layout::MESSAGE_TYPE].copy_from_slice(field.as_bytes());
+        let decoded = Message::decode(&frame).map(|m| m.message_type);
+        assert_eq!(is_channel_closed(&frame), expected, "{field:?}");
+        assert_eq!(
+            decoded == Ok(MessageType::ChannelClosed),
+            expected,
+            "{field:?}: the decoder says {decoded:?}"
+        );
+    }
+    // Only the type field counts: a header cut short after it is still recognised.
+    assert!(is_channel_closed(&closed[..36]));
+    assert!(!is_channel_closed(&closed[..35]));
+}

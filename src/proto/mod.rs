@@ -7,6 +7,7 @@ pub mod channel;
 pub mod client;
 pub mod congestion;
 pub mod crypto;
+mod endpoint;
 pub mod handshake;
 pub mod message;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -15,6 +16,8 @@ pub mod payload;
 pub mod recovery;
 pub mod rtt;
 pub mod smux;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod test_agent;
 
 #[cfg(test)]
 mod bottleneck_tests;

@@ -14,16 +14,30 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::channel::{Channel, ChannelConfig, ChannelEvent};
+use bytes::Bytes;
 
-struct Side {
-    ch: Channel,
+use super::channel::{Channel, ChannelConfig, ChannelEvent};
+use super::test_agent::{AgentChannel, Peer};
+
+struct Side<P> {
+    ch: P,
     sent: Vec<u8>,
     got: Vec<u8>,
     failed: bool,
 }
 
-impl Side {
+impl<P: Peer> Side<P> {
+    fn send(&mut self, now: Instant, chunk: &[u8]) {
+        self.ch.send_data(now, chunk);
+        self.sent.extend(chunk);
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if !self.failed && self.ch.handle_timeout(now).is_err() {
+            self.failed = true;
+        }
+    }
+
     fn collect(&mut self) {
         while let Some(ev) = self.ch.poll_event() {
             if let ChannelEvent::Message(m) = ev {
@@ -47,13 +61,13 @@ pub fn run(data: &[u8]) {
         failed: false,
     };
     let mut a = Side {
-        ch: Channel::new(ChannelConfig::agent(), t0, 1_700_000_000_000, 2),
+        ch: AgentChannel::new(t0, 1_700_000_000_000, 2),
         sent: Vec::new(),
         got: Vec::new(),
         failed: false,
     };
-    let mut c2a: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut a2c: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut c2a: VecDeque<Bytes> = VecDeque::new();
+    let mut a2c: VecDeque<Bytes> = VecDeque::new();
     let mut now = t0;
     let mut corrupted = false;
     let mut counter = 0u8;
@@ -63,26 +77,29 @@ pub fn run(data: &[u8]) {
         let to_agent = arg & 1 == 0;
         match op % 9 {
             0 | 1 => {
-                let side = if op % 9 == 0 { &mut c } else { &mut a };
-                if op % 9 == 1 || side.ch.window_available() > 0 {
+                let to_client = op % 9 == 1;
+                if to_client || c.ch.window_available() > 0 {
                     let chunk: Vec<u8> = (0..usize::from(arg) * 9)
                         .map(|_| {
                             counter = counter.wrapping_add(1);
                             counter
                         })
                         .collect();
-                    side.ch.send_data(now, &chunk);
-                    side.sent.extend(&chunk);
+                    if to_client {
+                        a.send(now, &chunk);
+                    } else {
+                        c.send(now, &chunk);
+                    }
                 }
             }
-            2 | 3 => {
-                let (q, dst) = if op % 9 == 2 {
-                    (&mut c2a, &mut a)
-                } else {
-                    (&mut a2c, &mut c)
-                };
-                if let Some(f) = q.pop_front() {
-                    deliver(dst, now, &f, corrupted);
+            2 => {
+                if let Some(f) = c2a.pop_front() {
+                    deliver(&mut a, now, &f, corrupted);
+                }
+            }
+            3 => {
+                if let Some(f) = a2c.pop_front() {
+                    deliver(&mut c, now, &f, corrupted);
                 }
             }
             4 => {
@@ -97,19 +114,13 @@ pub fn run(data: &[u8]) {
             }
             6 => {
                 now += Duration::from_millis(u64::from(arg) * 7);
-                for side in [&mut c, &mut a] {
-                    if !side.failed && side.ch.handle_timeout(now).is_err() {
-                        side.failed = true;
-                    }
-                }
+                c.timeout(now);
+                a.timeout(now);
             }
             7 => {
-                let (q, dst) = if to_agent {
-                    (&mut c2a, &mut a)
-                } else {
-                    (&mut a2c, &mut c)
-                };
-                if let Some(mut f) = q.pop_front() {
+                let q = if to_agent { &mut c2a } else { &mut a2c };
+                if let Some(f) = q.pop_front() {
+                    let mut f = f.to_vec();
                     let i = usize::from(arg) * 5 % f.len().max(1);
                     if let Some(b) = f.get_mut(i) {
                         *b ^= 0x5a;
@@ -117,7 +128,11 @@ pub fn run(data: &[u8]) {
                     // Header fields carry no checksum, so from here on a mutated sequence
                     // number may legitimately misplace data: stop checking integrity.
                     corrupted = true;
-                    deliver(dst, now, &f, true);
+                    if to_agent {
+                        deliver(&mut a, now, &f, true);
+                    } else {
+                        deliver(&mut c, now, &f, true);
+                    }
                 }
             }
             _ => {
@@ -154,7 +169,7 @@ pub fn run(data: &[u8]) {
     panic!("a clean link did not deliver everything");
 }
 
-fn deliver(dst: &mut Side, now: Instant, frame: &[u8], corrupted: bool) {
+fn deliver<P: Peer>(dst: &mut Side<P>, now: Instant, frame: &[u8], corrupted: bool) {
     if dst.failed {
         return;
     }
@@ -167,7 +182,7 @@ fn deliver(dst: &mut Side, now: Instant, frame: &[u8], corrupted: bool) {
     }
 }
 
-fn pump(side: &mut Side, q: &mut VecDeque<Vec<u8>>) {
+fn pump<P: Peer>(side: &mut Side<P>, q: &mut VecDeque<Bytes>) {
     while let Some(f) = side.ch.poll_transmit() {
         q.push_back(f);
     }
@@ -177,7 +192,7 @@ fn pump(side: &mut Side, q: &mut VecDeque<Vec<u8>>) {
     }
 }
 
-fn check(c: &Side, a: &Side, corrupted: bool) {
+fn check(c: &Side<Channel>, a: &Side<AgentChannel>, corrupted: bool) {
     // One send may overshoot the window by the messages of a single chunk (at most 3 here).
     assert!(c.ch.unacked() <= c.ch.config().send_window + 3);
     assert_eq!(
@@ -185,9 +200,8 @@ fn check(c: &Side, a: &Side, corrupted: bool) {
         0,
         "a transmission beyond the window"
     );
-    for side in [c, a] {
-        assert!(side.ch.reorder_bytes() <= side.ch.config().reorder_max_bytes);
-    }
+    assert!(c.ch.reorder_bytes() <= c.ch.config().reorder_max_bytes);
+    assert!(a.ch.reorder_bytes() <= a.ch.reorder_max_bytes());
     if !corrupted {
         assert!(
             c.sent.starts_with(&a.got),

@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 /// xorshift64*: deterministic and good enough to pick which frames to drop.
 pub struct Rng(u64);
 
@@ -46,7 +48,7 @@ pub struct Link {
     /// Everything sent in this span of time is dropped.
     pub silent: Option<(Instant, Instant)>,
     rng: Rng,
-    in_flight: Vec<(Instant, u64, Vec<u8>)>,
+    in_flight: Vec<(Instant, u64, Bytes)>,
     /// Departure times of frames still waiting for the wire (bottleneck only).
     queue: VecDeque<Instant>,
     order: u64,
@@ -110,7 +112,7 @@ impl Link {
         }
     }
 
-    pub fn send(&mut self, now: Instant, frame: Vec<u8>) {
+    pub fn send(&mut self, now: Instant, frame: Bytes) {
         if self
             .silent
             .is_some_and(|(from, to)| now >= from && now < to)
@@ -155,7 +157,7 @@ impl Link {
     }
 
     /// Frames due by `now`, in arrival order.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Vec<u8>> {
+    pub fn take_due(&mut self, now: Instant) -> Vec<Bytes> {
         let mut due: Vec<_> = Vec::new();
         let mut keep = Vec::with_capacity(self.in_flight.len());
         for item in self.in_flight.drain(..) {

@@ -213,7 +213,7 @@ pub struct Engine<'a> {
     opts: EngineOptions,
     outputs: Outputs<'a>,
     /// A frame the link had no room for; sent before anything else.
-    stash: Option<Vec<u8>>,
+    stash: Option<bytes::Bytes>,
 }
 
 impl<'a> Engine<'a> {

@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::*;
-use crate::proto::channel::{Channel, ChannelConfig};
+use crate::proto::test_agent::AgentChannel;
 
 /// A kind that writes remote bytes to its one output and has nothing else to do.
 struct Sink(OutputId);
@@ -40,8 +40,8 @@ const PIPE: usize = 4 * 1024;
 
 /// Frames an agent sends: `MESSAGES` Output messages of 1 KiB (a shell session needs no
 /// handshake, so the first one establishes it).
-fn agent_frames(payload: &[u8]) -> Vec<Vec<u8>> {
-    let mut agent = Channel::new(ChannelConfig::agent(), now(), 1, 2);
+fn agent_frames(payload: &[u8]) -> Vec<bytes::Bytes> {
+    let mut agent = AgentChannel::new(now(), 1, 2);
     agent.send_data(now(), payload);
     std::iter::from_fn(|| agent.poll_transmit()).collect()
 }
@@ -167,7 +167,7 @@ async fn input_resumes_as_soon_as_the_link_has_room() {
     let started = tokio::time::Instant::now();
     let mut seqs = std::collections::BTreeSet::new();
     // The agent acknowledges what arrives, so the congestion window keeps opening.
-    let mut agent = Channel::new(ChannelConfig::agent(), now(), 1, 3);
+    let mut agent = AgentChannel::new(now(), 1, 3);
     while seqs.len() < SENT {
         for _ in 0..8 {
             let Ok(frame) = from_engine.try_recv() else {

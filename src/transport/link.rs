@@ -29,12 +29,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::connect::{ConnectError, DataChannelSocket, Dialer, connect};
+use crate::proto::message::is_channel_closed;
 
 /// Fresh connection details from `ResumeSession`.
 #[derive(Clone)]
@@ -85,8 +87,8 @@ impl Default for LinkOptions {
 
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A websocket message (binary or text) from the service.
-    Frame(Vec<u8>),
+    /// A websocket message (binary or text) from the service, as tungstenite read it.
+    Frame(Bytes),
     /// The websocket was replaced after a drop; unacknowledged messages must be resent.
     Reconnected { attempt: u32, after: Duration },
     /// The link is over and will not come back.
@@ -132,7 +134,7 @@ pub enum LinkError {
 /// The driver's end of a link. Dropping it closes the websocket.
 pub struct Link {
     events: mpsc::Receiver<LinkEvent>,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Bytes>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -177,7 +179,7 @@ impl Link {
     /// A link whose task is the caller: the far ends of its two queues. For tests of
     /// drivers, without a websocket.
     #[cfg(test)]
-    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Vec<u8>>) {
+    pub(crate) fn detached() -> (Link, mpsc::Sender<LinkEvent>, mpsc::Receiver<Bytes>) {
         let (ev_tx, events) = mpsc::channel(INBOUND_EVENTS);
         let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES);
         let task = tokio::spawn(async {});
@@ -189,7 +191,7 @@ impl Link {
     /// reconnecting are dropped: the channel resends what matters after
     /// [`LinkEvent::Reconnected`]. Once the link is over, frames are dropped too; its
     /// last event says why.
-    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+    pub fn try_send(&self, frame: Bytes) -> Result<(), Bytes> {
         match self.out.try_send(frame) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Full(frame)) => Err(frame),
@@ -250,7 +252,7 @@ async fn run(
     mut ws: DataChannelSocket,
     target: LinkTarget,
     opts: LinkOptions,
-    mut out_rx: mpsc::Receiver<Vec<u8>>,
+    mut out_rx: mpsc::Receiver<Bytes>,
     ev_tx: mpsc::Sender<LinkEvent>,
 ) {
     let mut session_over = false;
@@ -324,7 +326,7 @@ async fn run(
 }
 
 /// Drops whatever the driver queues until it goes away.
-async fn discard(out_rx: &mut mpsc::Receiver<Vec<u8>>) {
+async fn discard(out_rx: &mut mpsc::Receiver<Bytes>) {
     while out_rx.recv().await.is_some() {}
 }
 
@@ -397,7 +399,7 @@ impl Outage {
 async fn carry(
     ws: DataChannelSocket,
     opts: &LinkOptions,
-    out_rx: &mut mpsc::Receiver<Vec<u8>>,
+    out_rx: &mut mpsc::Receiver<Bytes>,
     ev_tx: &mpsc::Sender<LinkEvent>,
     session_over: &mut bool,
 ) -> Carried {
@@ -419,12 +421,12 @@ async fn carry(
                 biased;
                 frame = out_rx.recv() => {
                     let Some(frame) = frame else { return Ended::DriverGone };
-                    if let Err(e) = sink.feed(WsMessage::binary(frame)).await {
+                    if let Err(e) = sink.feed(WsMessage::Binary(frame)).await {
                         return Ended::Lost(e.to_string());
                     }
                     // Batch whatever else is queued into one flush.
                     while let Ok(more) = out_rx.try_recv() {
-                        if let Err(e) = sink.feed(WsMessage::binary(more)).await {
+                        if let Err(e) = sink.feed(WsMessage::Binary(more)).await {
                             return Ended::Lost(e.to_string());
                         }
                     }
@@ -442,7 +444,7 @@ async fn carry(
                     if !waiting_on_us && heard().elapsed() >= opts.dead_after {
                         return Ended::Lost(format!("nothing received for {:?}", opts.dead_after));
                     }
-                    if let Err(e) = sink.send(WsMessage::Ping(b"keepalive".to_vec().into())).await {
+                    if let Err(e) = sink.send(WsMessage::Ping(Bytes::from_static(b"keepalive"))).await {
                         return Ended::Lost(e.to_string());
                     }
                 }
@@ -453,36 +455,14 @@ async fn carry(
         loop {
             let msg = stream.next().await;
             *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            let bytes = match msg {
-                Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
-                // The plugin feeds text frames to the same parser.
-                Some(Ok(WsMessage::Text(t))) => t.as_bytes().to_vec(),
-                Some(Ok(WsMessage::Ping(_))) => {
+            let bytes = match read(msg) {
+                Read::Frame(bytes) => bytes,
+                Read::Pinged => {
                     pinged.notify_one();
                     continue;
                 }
-                Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                Some(Ok(WsMessage::Close(frame))) => {
-                    let what = match frame {
-                        Some(f) => format!(
-                            "closed by the service, code {}{}",
-                            u16::from(f.code),
-                            if f.reason.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {}", f.reason)
-                            }
-                        ),
-                        None => "closed by the service".to_owned(),
-                    };
-                    return Ended::Lost(what);
-                }
-                // A message or frame over the size limit: no genuine peer sends one.
-                Some(Err(e @ tungstenite::Error::Capacity(_))) => {
-                    return Ended::Violation(e.to_string());
-                }
-                Some(Err(e)) => return Ended::Lost(e.to_string()),
-                None => return Ended::Lost("connection closed".to_owned()),
+                Read::Nothing => continue,
+                Read::End(ended) => return ended,
             };
             if is_channel_closed(&bytes) {
                 *session_over = true;
@@ -510,17 +490,53 @@ async fn carry(
     Carried { ended, delivered }
 }
 
+/// What one read from the websocket means to the link.
+enum Read {
+    /// A message for the core.
+    Frame(Bytes),
+    /// A ping: tungstenite queued the pong, which goes out on the next flush.
+    Pinged,
+    /// Nothing for anyone (a pong).
+    Nothing,
+    End(Ended),
+}
+
+fn read(msg: Option<Result<WsMessage, tungstenite::Error>>) -> Read {
+    match msg {
+        // Tungstenite's buffer itself: no copy on the way to the core.
+        Some(Ok(WsMessage::Binary(b))) => Read::Frame(b),
+        // The plugin feeds text frames to the same parser.
+        Some(Ok(WsMessage::Text(t))) => Read::Frame(Bytes::from(t)),
+        Some(Ok(WsMessage::Ping(_))) => Read::Pinged,
+        Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => Read::Nothing,
+        Some(Ok(WsMessage::Close(frame))) => {
+            let what = match frame {
+                Some(f) => format!(
+                    "closed by the service, code {}{}",
+                    u16::from(f.code),
+                    if f.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", f.reason)
+                    }
+                ),
+                None => "closed by the service".to_owned(),
+            };
+            Read::End(Ended::Lost(what))
+        }
+        // A message or frame over the size limit: no genuine peer sends one.
+        Some(Err(e @ tungstenite::Error::Capacity(_))) => {
+            Read::End(Ended::Violation(e.to_string()))
+        }
+        Some(Err(e)) => Read::End(Ended::Lost(e.to_string())),
+        None => Read::End(Ended::Lost("connection closed".to_owned())),
+    }
+}
+
 /// How one websocket ended, and how many frames it delivered to the driver.
 struct Carried {
     ended: Ended,
     delivered: u64,
-}
-
-/// The header's MessageType field says `channel_closed` (docs/protocol.md §3.1).
-fn is_channel_closed(frame: &[u8]) -> bool {
-    frame
-        .get(4..36)
-        .is_some_and(|t| t.starts_with(b"channel_closed"))
 }
 
 /// ResumeSession + redial with exponential backoff and jitter inside the outage's budget.

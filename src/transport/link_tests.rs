@@ -5,16 +5,6 @@ use tokio::net::TcpListener;
 
 use super::*;
 
-#[test]
-fn recognises_channel_closed_frames_by_header() {
-    let mut frame = vec![0u8; 120];
-    frame[4..36].copy_from_slice(format!("{:<32}", "channel_closed").as_bytes());
-    assert!(is_channel_closed(&frame));
-    frame[4..36].copy_from_slice(format!("{:<32}", "output_stream_data").as_bytes());
-    assert!(!is_channel_closed(&frame));
-    assert!(!is_channel_closed(&[1, 2, 3]));
-}
-
 /// What a test data-channel server does with each websocket once the client's opening
 /// frame arrived.
 #[derive(Clone, Copy)]
