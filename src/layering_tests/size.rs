@@ -21,14 +21,12 @@ const LONG_FUNCTIONS: &[&str] = &[
     "src/ssh/transfer/parallel.rs: stripe",
     "src/ssh/transfer/stripe.rs: run",
     "src/ssh/transfer/upload.rs: upload_tree",
-    "src/transport/link.rs: carry",
     "testbed/src/mgs/relay.rs: serve_data_channel",
 ];
 
 /// Files over the limit today (path from the workspace root). This list may only shrink.
 const LONG_FILES: &[&str] = &[
     "src/commands/doctor.rs",
-    "src/proto/channel.rs",
     "src/target.rs",
 ];
 
