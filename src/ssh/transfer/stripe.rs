@@ -367,7 +367,6 @@ impl<L: Lane> Sched<L> {
     fn may_share(&self, busy: usize, opening: usize) -> bool {
         self.queue.is_empty()
             && self.idle.is_empty()
-            && opening == 0
             && busy + opening < self.max
             && self.refusals < GROWTH_ATTEMPTS
             && self
