@@ -365,8 +365,7 @@ impl<L: Lane> Sched<L> {
     /// Whether a lane more could take part of the pieces in flight (looked at again every
     /// [`GROWTH_LOOK`]).
     fn may_share(&self, busy: usize, opening: usize) -> bool {
-        self.queue.is_empty()
-            && self.idle.is_empty()
+        self.idle.is_empty()
             && busy + opening < self.max
             && self.refusals < GROWTH_ATTEMPTS
             && self
