@@ -150,7 +150,7 @@ impl Span {
         }
         let rate = (s.done - first_len) as f64 / span.as_secs_f64();
         let to_first = first_at.checked_duration_since(s.started)?;
-        let own = Duration::from_secs_f64(first_len as f64 / rate);
+        let own = Duration::try_from_secs_f64(first_len as f64 / rate).ok()?;
         Some(Sample {
             rate,
             overhead: to_first.saturating_sub(own),

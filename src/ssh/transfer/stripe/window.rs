@@ -64,7 +64,7 @@ impl Window {
         let (Some(rate), Some(quickest)) = (self.rate, self.quickest) else {
             return START.min(self.most);
         };
-        let own = Duration::from_secs_f64(self.chunk as f64 / rate);
+        let own = Duration::try_from_secs_f64(self.chunk as f64 / rate).unwrap_or(Duration::MAX);
         let round_trip = quickest.saturating_sub(own).as_secs_f64();
         let bytes = self.chunk as f64 + 2.0 * rate * round_trip;
         let n = (bytes / self.chunk as f64).ceil();
