@@ -519,3 +519,51 @@ fn upload_p_survives_the_first_session_dying() {
     eprintln!("{err}");
     assert!(err.contains("redone after a session failed"), "{err}");
 }
+
+/// One file of `len` bytes up and down at `-j jobs` through the paced testbed (one
+/// session moves ~0.5 MB/s, so idle lanes take over the backs of busy ones' pieces).
+fn round_trip_at(len: usize, jobs: &str, seed: u64) {
+    let fx = Fixture::instance_connect();
+    let src = fx.path("src.bin");
+    std::fs::write(&src, random_bytes(len, seed)).unwrap();
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let remote = format!("root@{}:{}/", fx.instance, remote_dir.display());
+    let t0 = Instant::now();
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", jobs, src.to_str().unwrap(), &remote]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    eprintln!("upload {len} B at -j {jobs}: {:?}", t0.elapsed());
+    let up = remote_dir.join("src.bin");
+    assert_eq!(sha256_file(&up), sha256_file(&src));
+    let uploads = starts(&fx);
+    assert!(uploads <= jobs.parse().unwrap(), "{uploads} sessions");
+
+    let back = fx.path("back.bin");
+    let remote_file = format!("root@{}:{}", fx.instance, up.display());
+    let t0 = Instant::now();
+    let out = run(
+        &mut fx.sallyport(&["scp", "-j", jobs, &remote_file, back.to_str().unwrap()]),
+        None,
+        LIMIT,
+    );
+    ok(&out);
+    eprintln!("download {len} B at -j {jobs}: {:?}", t0.elapsed());
+    assert_eq!(sha256_file(&back), sha256_file(&src));
+    assert!(starts(&fx) - uploads <= jobs.parse().unwrap());
+    assert_no_temp_files(&fx.path(""));
+    assert_no_temp_files(&remote_dir);
+}
+
+#[test]
+fn scp_j8_moves_12_mib_both_ways_intact() {
+    round_trip_at(12 * 1024 * 1024, "8", 1212);
+}
+
+#[test]
+fn scp_j4_moves_3_mib_both_ways_intact() {
+    round_trip_at(3 * 1024 * 1024, "4", 333);
+}

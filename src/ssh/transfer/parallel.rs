@@ -24,25 +24,25 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use russh_sftp::client::RawSftpSession;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::stripe::{self, Lane, Opener, Piece, PieceError, RunOptions};
+use super::stripe::{self, Lane, Opener, Piece, PieceError, RunOptions, Span, Window};
 use super::*;
 use crate::ssh::client::{Connection, Connector};
 
 mod finish;
+mod lane;
 mod resources;
 mod verify;
 use finish::{UploadFinish, local_umask};
+use lane::{LaneOpener, SftpLane};
 pub use resources::Resources;
 use verify::verify;
 
 /// Bytes per SFTP read or write request.
 const CHUNK: u64 = 64 * 1024;
-/// Requests in flight per lane (2 MiB: several times a session's paced bandwidth-delay
-/// product even at 200 ms of round trip).
+/// Most requests in flight per lane (2 MiB); a lane keeps fewer, as its measured
+/// bandwidth-delay product needs ([`Window`]).
 const IN_FLIGHT: usize = 32;
 /// Lanes that may be opened to replace dead ones once every lane has died.
 const REOPEN_BUDGET: u32 = 3;
@@ -145,244 +145,6 @@ struct Jobs {
     bar: Option<ProgressBar>,
 }
 
-struct SftpLane<'a> {
-    res: &'a Resources,
-    raw: RawSftpSession,
-    jobs: Arc<Jobs>,
-}
-
-struct LaneOpener<'a> {
-    connector: &'a Connector,
-    res: &'a Resources,
-    jobs: Arc<Jobs>,
-}
-
-impl<'a> Opener for LaneOpener<'a> {
-    type Lane = SftpLane<'a>;
-    async fn open(&self) -> Result<SftpLane<'a>, Failure> {
-        let conn = self.connector.connect().await?;
-        let raw = self.res.open_raw(&conn).await;
-        self.res.add(conn).await;
-        Ok(SftpLane {
-            res: self.res,
-            raw: raw?,
-            jobs: self.jobs.clone(),
-        })
-    }
-}
-
-/// A failed SFTP request in a piece: the server's refusal fails the file; anything else
-/// means the connection is gone.
-fn piece_sftp(path: &str, e: &SftpError) -> PieceError {
-    match sftp_problem(path, e) {
-        Problem::Item(f) => PieceError::File(f),
-        Problem::Fatal(f) => PieceError::Lane(f),
-    }
-}
-
-fn piece_local(path: &Path, e: &io::Error) -> PieceError {
-    match local_problem(path, e) {
-        Problem::Item(f) | Problem::Fatal(f) => PieceError::File(f),
-    }
-}
-
-impl Lane for SftpLane<'_> {
-    async fn run(&mut self, piece: Piece) -> Result<(), PieceError> {
-        let job = &self.jobs.files[piece.file];
-        let mut moved = 0;
-        let result = match self.jobs.direction {
-            Direction::Download => {
-                let temp = self.jobs.temps[piece.file].as_deref().unwrap_or(&job.local);
-                self.download(job, temp, piece, &mut moved).await
-            }
-            Direction::Upload => {
-                let temp = self.jobs.remote_temps[piece.file].as_deref();
-                let temp = temp.unwrap_or(&job.remote);
-                self.upload(job, temp, piece, &mut moved).await
-            }
-        };
-        // A piece that will be redone (or whose file failed) no longer counts.
-        if let (Err(_), Some(bar)) = (&result, &self.jobs.bar) {
-            bar.set_position(bar.position().saturating_sub(moved));
-        }
-        result
-    }
-}
-
-impl SftpLane<'_> {
-    fn count(&self, moved: &mut u64, n: u64) {
-        *moved += n;
-        if let Some(bar) = &self.jobs.bar {
-            bar.inc(n);
-        }
-    }
-
-    async fn download(
-        &self,
-        job: &FileJob,
-        temp: &Path,
-        p: Piece,
-        moved: &mut u64,
-    ) -> Result<(), PieceError> {
-        let remote = job.remote.as_str();
-        let handle = self
-            .raw
-            .open(remote, OpenFlags::READ, FileAttributes::default())
-            .await
-            .map_err(|e| piece_sftp(remote, &e))?
-            .handle;
-        let result = self.read_into(&handle, job, temp, p, moved).await;
-        // Closing a file we only read cannot fail in a way that matters.
-        let _ = self.raw.close(handle).await;
-        result
-    }
-
-    async fn read_into(
-        &self,
-        handle: &str,
-        job: &FileJob,
-        temp: &Path,
-        p: Piece,
-        moved: &mut u64,
-    ) -> Result<(), PieceError> {
-        let mut sink = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(temp)
-            .await
-            .map_err(|e| piece_local(temp, &e))?;
-        sink.seek(io::SeekFrom::Start(p.offset))
-            .await
-            .map_err(|e| piece_local(temp, &e))?;
-        let end = p.offset + p.len;
-        let mut reads = futures_util::stream::iter((p.offset..end).step_by(CHUNK as usize))
-            .map(|off| self.read_exact(handle, &job.remote, off, CHUNK.min(end - off)))
-            .buffered(IN_FLIGHT);
-        while let Some(data) = reads.next().await {
-            let data = data?;
-            sink.write_all(&data)
-                .await
-                .map_err(|e| piece_local(temp, &e))?;
-            self.count(moved, data.len() as u64);
-        }
-        sink.flush().await.map_err(|e| piece_local(temp, &e))
-    }
-
-    /// `len` bytes at `off`, asking again after a short read.
-    async fn read_exact(
-        &self,
-        handle: &str,
-        remote: &str,
-        off: u64,
-        len: u64,
-    ) -> Result<Vec<u8>, PieceError> {
-        let mut out = Vec::with_capacity(len as usize);
-        while (out.len() as u64) < len {
-            let at = off + out.len() as u64;
-            let want = (len - out.len() as u64) as u32;
-            let data = match self.raw.read(handle, at, want).await {
-                Ok(d) => d.data,
-                Err(SftpError::Status(s))
-                    if s.status_code == russh_sftp::protocol::StatusCode::Eof =>
-                {
-                    Vec::new()
-                }
-                Err(e) => return Err(piece_sftp(remote, &e)),
-            };
-            if data.is_empty() {
-                return Err(PieceError::File(Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: the file got shorter while it was copied",
-                        printable(remote)
-                    ),
-                )));
-            }
-            out.extend_from_slice(&data);
-        }
-        Ok(out)
-    }
-
-    /// Writes a piece into `temp`: the temporary file the planner created, or for a
-    /// file of one piece, made here (exclusively and 0600, or truncated when a piece
-    /// redone finds it made), so that only files being copied have one.
-    async fn upload(
-        &self,
-        job: &FileJob,
-        temp: &str,
-        p: Piece,
-        moved: &mut u64,
-    ) -> Result<(), PieceError> {
-        let remote = job.remote.as_str();
-        let (flags, attrs) = match (p.whole, self.res.has_remote_temp(temp)) {
-            (true, false) => (
-                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
-                FileAttributes {
-                    permissions: Some(0o600),
-                    ..FileAttributes::default()
-                },
-            ),
-            (true, true) => (
-                OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                FileAttributes::default(),
-            ),
-            (false, _) => (OpenFlags::WRITE, FileAttributes::default()),
-        };
-        let handle = self
-            .raw
-            .open(temp, flags, attrs)
-            .await
-            .map_err(|e| piece_sftp(remote, &e))?
-            .handle;
-        if p.whole {
-            self.res.remote_temp_added(temp);
-        }
-        let written = self.write_from(&handle, job, p, moved).await;
-        let closed = self.raw.close(handle).await;
-        written?;
-        closed.map(|_| ()).map_err(|e| piece_sftp(remote, &e))
-    }
-
-    async fn write_from(
-        &self,
-        handle: &str,
-        job: &FileJob,
-        p: Piece,
-        moved: &mut u64,
-    ) -> Result<(), PieceError> {
-        use tokio::io::AsyncReadExt as _;
-        let local = job.local.as_path();
-        let mut source = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| piece_local(local, &e))?;
-        source
-            .seek(io::SeekFrom::Start(p.offset))
-            .await
-            .map_err(|e| piece_local(local, &e))?;
-        let end = p.offset + p.len;
-        let mut off = p.offset;
-        let mut writes = FuturesUnordered::new();
-        loop {
-            while off < end && writes.len() < IN_FLIGHT {
-                let n = CHUNK.min(end - off) as usize;
-                let mut buf = vec![0; n];
-                source
-                    .read_exact(&mut buf)
-                    .await
-                    .map_err(|e| piece_local(local, &e))?;
-                writes.push(async move { (n, self.raw.write(handle, off, buf).await) });
-                off += n as u64;
-            }
-            match writes.next().await {
-                Some((n, r)) => {
-                    r.map_err(|e| piece_sftp(&job.remote, &e))?;
-                    self.count(moved, n as u64);
-                }
-                None => return Ok(()),
-            }
-        }
-    }
-}
-
 /// Copies `plan` over up to `par.lanes` connections from `connector`; `first` is already
 /// open (it also serves the walk). Per-file problems go to `report`; `Err` when the copy
 /// could not go on. Everything opened is registered in `res`, which the caller releases.
@@ -435,7 +197,78 @@ pub(crate) async fn copy_with(
     })
 }
 
+/// Runs the scheduler over the idle lanes in `res` and new ones from `connector`, up to
+/// `lanes`, with the copy's progress bar; says on stderr when pieces were redone.
+async fn move_pieces<'a>(
+    connector: &'a Connector,
+    res: &'a Resources,
+    jobs: &Arc<Jobs>,
+    pieces: Vec<Piece>,
+    lanes: usize,
+) -> Result<stripe::RunReport<SftpLane<'a>>, Failure> {
+    let bar = jobs.bar.clone();
+    let opener = LaneOpener {
+        connector,
+        res,
+        jobs: jobs.clone(),
+    };
+    let first: Vec<SftpLane> = res
+        .take_idle()
+        .into_iter()
+        .map(|raw| SftpLane {
+            res,
+            raw,
+            jobs: jobs.clone(),
+            window: Window::new(CHUNK, IN_FLIGHT),
+        })
+        .collect();
+    let run = stripe::run(
+        &opener,
+        first,
+        pieces,
+        RunOptions {
+            max_lanes: lanes,
+            reopen_budget: REOPEN_BUDGET,
+            progress: &mut |_, busy| {
+                if let Some(b) = &bar {
+                    b.set_message(sessions_text(busy));
+                }
+            },
+            notice: &mut |s| eprintln!("sallyport: {s}"),
+        },
+    )
+    .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match run {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(b) = bar {
+                b.abandon();
+            }
+            return Err(f);
+        }
+    };
+    tracing::debug!(
+        opened = report.opened,
+        peak = report.peak,
+        redone = report.redone,
+        stolen = report.stolen,
+        "striped copy done"
+    );
+    if report.redone > 0 {
+        eprintln!(
+            "sallyport: {} piece(s) redone after a session failed; {} session(s) opened",
+            report.redone, report.opened
+        );
+    }
+    Ok(report)
+}
+
 impl Copier<'_> {
+    /// Moves the walked files' pieces over the lanes, then puts files and directories in
+    /// place, then verifies.
     async fn stripe(
         &mut self,
         connector: &Connector,
@@ -454,68 +287,14 @@ impl Copier<'_> {
         let (temps, remote_temps, skip) = self.prepare(&files, &pieces, direction, res).await?;
         pieces.retain(|p| !skip[p.file]);
         let total = pieces.iter().fold(0u64, |t, p| t.saturating_add(p.len));
-        let bar = self.total_bar(total);
         let jobs = Arc::new(Jobs {
             files,
             temps,
             remote_temps,
             direction,
-            bar: bar.clone(),
+            bar: self.total_bar(total),
         });
-        let opener = LaneOpener {
-            connector,
-            res,
-            jobs: jobs.clone(),
-        };
-        let first: Vec<SftpLane> = res
-            .take_idle()
-            .into_iter()
-            .map(|raw| SftpLane {
-                res,
-                raw,
-                jobs: jobs.clone(),
-            })
-            .collect();
-        let run = stripe::run(
-            &opener,
-            first,
-            pieces,
-            RunOptions {
-                max_lanes: par.lanes,
-                reopen_budget: REOPEN_BUDGET,
-                progress: &mut |_, busy| {
-                    if let Some(b) = &bar {
-                        b.set_message(sessions_text(busy));
-                    }
-                },
-                notice: &mut |s| eprintln!("sallyport: {s}"),
-            },
-        )
-        .await;
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
-        let report = match run {
-            Ok(r) => r,
-            Err(f) => {
-                if let Some(b) = bar {
-                    b.abandon();
-                }
-                return Err(f);
-            }
-        };
-        tracing::debug!(
-            opened = report.opened,
-            peak = report.peak,
-            redone = report.redone,
-            "striped copy done"
-        );
-        if report.redone > 0 {
-            eprintln!(
-                "sallyport: {} piece(s) redone after a session failed; {} session(s) opened",
-                report.redone, report.opened
-            );
-        }
+        let report = move_pieces(connector, res, &jobs, pieces, par.lanes).await?;
         let lanes: Vec<RawSftpSession> = report.lanes.into_iter().map(|l| l.raw).collect();
         let done = self
             .finish_files(&jobs, &skip, &report.failed, res, &lanes)

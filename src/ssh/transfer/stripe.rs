@@ -17,11 +17,22 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use tokio::time::Instant;
+
 use crate::error::{ExitCode, Failure};
+
+mod meter;
+mod span;
+mod window;
+use meter::Meter;
+pub use span::{ALIGN, Span};
+pub use window::Window;
 
 /// Smallest and largest piece of a large file.
 pub const MIN_PIECE: u64 = 1024 * 1024;
@@ -29,6 +40,8 @@ pub const MAX_PIECE: u64 = 8 * 1024 * 1024;
 
 /// After a refused opening, wait this long before the next (doubling each time).
 pub const GROWTH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a run looks whether the pieces in flight are worth one more lane.
+pub const GROWTH_LOOK: Duration = Duration::from_millis(50);
 /// Refused openings after which a run stops trying to grow.
 pub const GROWTH_ATTEMPTS: u32 = 3;
 
@@ -54,7 +67,24 @@ pub enum PieceError {
 
 /// Moves pieces.
 pub trait Lane {
+    /// Moves all of `piece`.
     fn run(&mut self, piece: Piece) -> impl Future<Output = Result<(), PieceError>>;
+
+    /// Moves what `span` hands out of `piece`, [`Span::claim`]ing each request just
+    /// before sending it and reporting arrivals with [`Span::moved`], so that an idle lane
+    /// can take over the back of the piece. A lane that cannot stop early keeps this
+    /// default: it claims the rest at once (nothing of it can be taken).
+    fn run_span(
+        &mut self,
+        piece: Piece,
+        span: &Span,
+    ) -> impl Future<Output = Result<(), PieceError>> {
+        let end = span.claim_all();
+        self.run(Piece {
+            len: end.saturating_sub(piece.offset),
+            ..piece
+        })
+    }
 }
 
 /// Makes lanes.
@@ -142,6 +172,8 @@ pub struct RunReport<L> {
     pub opened: u32,
     /// Most lanes in use at once.
     pub peak: usize,
+    /// Pieces taken over from a busy lane by an idle one.
+    pub stolen: u32,
     /// The lanes still alive at the end (for the caller's finishing touches).
     pub lanes: Vec<L>,
 }
@@ -158,145 +190,297 @@ pub struct RunOptions<'a> {
     pub notice: &'a mut dyn FnMut(String),
 }
 
+/// A lane at work: the lane back, with its piece, span and result.
+async fn work<L: Lane>(
+    mut lane: L,
+    piece: Piece,
+    span: Arc<Span>,
+) -> (L, Piece, Arc<Span>, Result<(), PieceError>) {
+    let r = lane.run_span(piece, &span).await;
+    (lane, piece, span, r)
+}
+
+/// An opening, with how long it took.
+async fn timed<F: Future>(f: F) -> (F::Output, Duration) {
+    let t = Instant::now();
+    let out = f.await;
+    (out, t.elapsed())
+}
+
 /// Moves `pieces` over lanes: `first` (already open) and more from `opener`, up to
 /// `max_lanes` in all. `Err` when no lane is left and none can be opened.
 pub async fn run<O: Opener>(
     opener: &O,
     first: Vec<O::Lane>,
     pieces: Vec<Piece>,
-    opts: RunOptions<'_>,
+    mut opts: RunOptions<'_>,
 ) -> Result<RunReport<O::Lane>, Failure> {
-    let max = opts.max_lanes.max(1);
-    let mut report = RunReport {
-        failed: BTreeMap::new(),
-        redone: 0,
-        opened: 0,
-        peak: 0,
-        lanes: Vec::new(),
-    };
-    let mut queue: VecDeque<Piece> = pieces.into();
-    report.opened = first.len() as u32;
-    let mut idle: Vec<O::Lane> = first;
+    let mut st = Sched::new(first, pieces, &opts);
     let mut busy = FuturesUnordered::new();
     let mut opening = FuturesUnordered::new();
-    // After a refused opening: no new lane before this instant (backing off), and after
-    // GROWTH_ATTEMPTS refusals none at all.
-    let mut paused_until: Option<tokio::time::Instant> = None;
-    let mut refusals = 0u32;
-    let mut reopens_left = opts.reopen_budget;
-    // Lanes died: the next openings replace them (counted against the budget).
-    let mut ever_had_lane = !idle.is_empty();
     loop {
-        // Drop queued pieces of failed files.
-        queue.retain(|p| !report.failed.contains_key(&p.file));
-        while let Some(lane) = idle.pop() {
-            match queue.pop_front() {
-                Some(piece) => {
-                    let mut lane = lane;
-                    busy.push(async move {
-                        let r = lane.run(piece).await;
-                        (lane, piece, r)
-                    });
-                }
-                None => {
-                    idle.push(lane);
-                    break;
-                }
-            }
+        while let Some((lane, piece, span)) = st.next_work() {
+            busy.push(work(lane, piece, span));
         }
-        report.peak = report.peak.max(busy.len());
-        // Open more only for work no lane (open or opening) will take.
-        let lanes_now = busy.len() + idle.len();
-        let paused = refusals >= GROWTH_ATTEMPTS
-            || paused_until.is_some_and(|t| tokio::time::Instant::now() < t);
-        // After a refusal, one opening at a time.
-        while (!paused || lanes_now == 0)
-            && (refusals == 0 || opening.is_empty())
-            && queue.len() > opening.len()
-            && lanes_now + opening.len() < max
-        {
-            let replacing = ever_had_lane && lanes_now == 0;
-            if replacing {
-                if reopens_left == 0 {
-                    break;
-                }
-                reopens_left -= 1;
-            }
-            opening.push(opener.open());
+        st.report.peak = st.report.peak.max(busy.len());
+        for _ in 0..st.openings(busy.len(), opening.len()) {
+            opening.push(timed(opener.open()));
         }
         if busy.is_empty() && opening.is_empty() {
-            if queue.is_empty() {
-                break;
+            return st.end(&opts);
+        }
+        let paused_until = st.paused_until;
+        tokio::select! {
+            Some((lane, piece, span, r)) = busy.next(), if !busy.is_empty() => {
+                st.piece_done(lane, piece, &span, r, busy.len() + 1, &mut opts);
             }
+            // The back-off is over: look again at whether to open more.
+            _ = tokio::time::sleep_until(paused_until.unwrap_or_else(Instant::now)),
+                if st.backing_off() => {}
+            // Pieces in flight may have grown worth sharing with one more lane.
+            _ = tokio::time::sleep(GROWTH_LOOK), if st.may_share(busy.len(), opening.len()) => {}
+            Some((opened, took)) = opening.next(), if !opening.is_empty() => {
+                let lanes = busy.len() + opening.len();
+                st.opened(opened, took, lanes, &mut opts)?;
+            }
+        }
+    }
+}
+
+/// The scheduler's state between events (the futures stay in [`run`]).
+struct Sched<L> {
+    report: RunReport<L>,
+    queue: VecDeque<Piece>,
+    idle: Vec<L>,
+    /// The pieces being moved, with their spans (what an idle lane may steal from).
+    active: Vec<(Piece, Arc<Span>)>,
+    meter: Meter,
+    /// After a refused opening: no new lane before this instant (backing off), and after
+    /// GROWTH_ATTEMPTS refusals none at all.
+    paused_until: Option<Instant>,
+    refusals: u32,
+    reopens_left: u32,
+    max: usize,
+    /// Lanes died: the next openings replace them (counted against the budget).
+    ever_had_lane: bool,
+}
+
+impl<L: Lane> Sched<L> {
+    fn new(first: Vec<L>, pieces: Vec<Piece>, opts: &RunOptions<'_>) -> Sched<L> {
+        Sched {
+            report: RunReport {
+                failed: BTreeMap::new(),
+                redone: 0,
+                opened: first.len() as u32,
+                peak: 0,
+                stolen: 0,
+                lanes: Vec::new(),
+            },
+            queue: pieces.into(),
+            ever_had_lane: !first.is_empty(),
+            idle: first,
+            active: Vec::new(),
+            meter: Meter::default(),
+            paused_until: None,
+            refusals: 0,
+            reopens_left: opts.reopen_budget,
+            max: opts.max_lanes.max(1),
+        }
+    }
+
+    /// An idle lane and what it should move: the next queued piece, or else the back of
+    /// the largest piece in flight.
+    fn next_work(&mut self) -> Option<(L, Piece, Arc<Span>)> {
+        // Drop queued pieces of failed files.
+        let failed = &self.report.failed;
+        self.queue.retain(|p| !failed.contains_key(&p.file));
+        if self.idle.is_empty() {
+            return None;
+        }
+        let piece = match self.queue.pop_front() {
+            Some(p) => p,
+            None => self.steal()?,
+        };
+        let lane = self.idle.pop()?;
+        let span = Arc::new(Span::new(&piece));
+        self.active.push((piece, span.clone()));
+        Some((lane, piece, span))
+    }
+
+    /// The spans an idle lane may take from: a piece of several whose lane has begun
+    /// (a lane that cannot stop early claims all at once), of a file still going.
+    fn stealable(&self) -> impl Iterator<Item = &(Piece, Arc<Span>)> {
+        self.active
+            .iter()
+            .filter(|(p, s)| !p.whole && s.started() && !self.report.failed.contains_key(&p.file))
+    }
+
+    /// The back of the largest piece in flight, when it is worth a new start.
+    fn steal(&mut self) -> Option<Piece> {
+        let (min, overhead) = (self.meter.min_piece(), self.meter.overhead_bytes());
+        let (victim, span) = self.stealable().max_by_key(|(_, s)| s.unclaimed())?;
+        let file = victim.file;
+        let (offset, len) = span.steal(min, overhead)?;
+        self.report.stolen += 1;
+        Some(Piece {
+            file,
+            offset,
+            len,
+            whole: false,
+        })
+    }
+
+    /// How many lanes to start opening now: for queued pieces no lane (open or opening)
+    /// will take, and for pieces in flight large enough to share.
+    fn openings(&mut self, busy: usize, opening: usize) -> usize {
+        let lanes_now = busy + self.idle.len();
+        let paused = self.refusals >= GROWTH_ATTEMPTS
+            || self.paused_until.is_some_and(|t| Instant::now() < t);
+        let min = self.meter.min_piece();
+        let shareable = if self.idle.is_empty() && self.meter.worth_opening(&self.active) {
+            self.stealable()
+                .filter(|(_, s)| s.unclaimed() >= 2 * min)
+                .count()
+        } else {
+            0
+        };
+        let mut n = 0;
+        // After a refusal, one opening at a time.
+        while (!paused || lanes_now == 0)
+            && (self.refusals == 0 || opening + n == 0)
+            && self.queue.len() + shareable > opening + n
+            && lanes_now + opening + n < self.max
+        {
+            if self.ever_had_lane && lanes_now == 0 {
+                if self.reopens_left == 0 {
+                    break;
+                }
+                self.reopens_left -= 1;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Whether a lane more could take part of the pieces in flight (looked at again every
+    /// [`GROWTH_LOOK`]).
+    fn may_share(&self, busy: usize, opening: usize) -> bool {
+        self.idle.is_empty()
+            && busy + opening < self.max
+            && self.refusals < GROWTH_ATTEMPTS
+            && self
+                .active
+                .iter()
+                .any(|(p, s)| !p.whole && s.unclaimed() > 0)
+    }
+
+    fn backing_off(&self) -> bool {
+        self.refusals < GROWTH_ATTEMPTS
+            && !self.queue.is_empty()
+            && self.paused_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Nothing moves and nothing opens: done, or out of lanes.
+    fn end(self, opts: &RunOptions<'_>) -> Result<RunReport<L>, Failure> {
+        if !self.queue.is_empty() {
             return Err(Failure::new(
                 ExitCode::Protocol,
                 format!(
                     "every session to the instance failed and the reopen budget ({}) is \
                      spent; {} pieces were not copied",
                     opts.reopen_budget,
-                    queue.len()
+                    self.queue.len()
                 ),
             ));
         }
-        tokio::select! {
-            Some((lane, piece, r)) = busy.next(), if !busy.is_empty() => match r {
-                Ok(()) => {
-                    (opts.progress)(piece.len, busy.len() + 1);
-                    idle.push(lane);
+        let mut report = self.report;
+        report.lanes = self.idle;
+        Ok(report)
+    }
+
+    fn piece_done(
+        &mut self,
+        lane: L,
+        piece: Piece,
+        span: &Arc<Span>,
+        r: Result<(), PieceError>,
+        lanes: usize,
+        opts: &mut RunOptions<'_>,
+    ) {
+        self.active.retain(|(_, s)| !Arc::ptr_eq(s, span));
+        // What this lane was left with after any steals.
+        let moved = Piece {
+            len: span.end().saturating_sub(piece.offset),
+            ..piece
+        };
+        match r {
+            Ok(()) => {
+                if let Some(sample) = span.sample() {
+                    self.meter.add(sample);
                 }
-                Err(PieceError::File(f)) => {
-                    report.failed.entry(piece.file).or_insert(f);
-                    idle.push(lane);
-                }
-                Err(PieceError::Lane(f)) => {
-                    drop(lane);
-                    report.redone += 1;
-                    (opts.notice)(format!(
-                        "a session failed ({}); its piece is redone on another",
-                        f.message
-                    ));
-                    queue.push_front(piece);
-                }
-            },
-            // The back-off is over: look again at whether to open more.
-            _ = tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)),
-                if refusals < GROWTH_ATTEMPTS
-                    && !queue.is_empty()
-                    && paused_until.is_some_and(|t| tokio::time::Instant::now() < t) => {}
-            Some(opened) = opening.next(), if !opening.is_empty() => match opened {
-                Ok(lane) => {
-                    report.opened += 1;
-                    ever_had_lane = true;
-                    idle.push(lane);
-                }
-                // Not a capacity problem: the caller ends the copy (and releases what
-                // the lanes hold) as on any other fatal error.
-                Err(f) if f.code == ExitCode::HostKey => return Err(f),
-                Err(f) => {
-                    if busy.len() + idle.len() + opening.len() > 0 {
-                        if refusals == 0 {
-                            (opts.notice)(format!(
-                                "could not open another session ({}); continuing with {} \
-                                 and trying again later",
-                                f.message,
-                                busy.len() + idle.len() + opening.len()
-                            ));
-                        }
-                        refusals += 1;
-                        paused_until = Some(
-                            tokio::time::Instant::now() + GROWTH_BACKOFF * 2u32.pow(refusals - 1),
-                        );
-                    } else if reopens_left == 0 || !ever_had_lane {
-                        return Err(f);
-                    }
-                }
-            },
+                (opts.progress)(moved.len, lanes);
+                self.idle.push(lane);
+            }
+            Err(PieceError::File(f)) => {
+                self.report.failed.entry(piece.file).or_insert(f);
+                self.idle.push(lane);
+            }
+            Err(PieceError::Lane(f)) => {
+                drop(lane);
+                self.report.redone += 1;
+                (opts.notice)(format!(
+                    "a session failed ({}); its piece is redone on another",
+                    f.message
+                ));
+                self.queue.push_front(moved);
+            }
         }
     }
-    report.lanes = idle;
-    Ok(report)
+
+    /// An opening finished; `lanes` were busy or still opening besides it.
+    fn opened(
+        &mut self,
+        opened: Result<L, Failure>,
+        took: Duration,
+        lanes: usize,
+        opts: &mut RunOptions<'_>,
+    ) -> Result<(), Failure> {
+        let f = match opened {
+            Ok(lane) => {
+                self.report.opened += 1;
+                self.ever_had_lane = true;
+                self.meter.open = Some(took);
+                self.idle.push(lane);
+                return Ok(());
+            }
+            // Not a capacity problem: the caller ends the copy (and releases what the
+            // lanes hold) as on any other fatal error.
+            Err(f) if f.code == ExitCode::HostKey => return Err(f),
+            Err(f) => f,
+        };
+        let have = lanes + self.idle.len();
+        if have > 0 {
+            if self.refusals == 0 {
+                (opts.notice)(format!(
+                    "could not open another session ({}); continuing with {have} and trying \
+                     again later",
+                    f.message
+                ));
+            }
+            self.refusals += 1;
+            self.paused_until = Some(Instant::now() + GROWTH_BACKOFF * 2u32.pow(self.refusals - 1));
+            Ok(())
+        } else if self.reopens_left == 0 || !self.ever_had_lane {
+            Err(f)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
 #[path = "stripe_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod steal_tests;

@@ -1,0 +1,281 @@
+//! Work stealing on a paused clock: lanes that move a request's worth at a paced rate, as
+//! a session through the agent does.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::error::ExitCode;
+
+/// Bytes a lane asks for at a time.
+const REQ: u64 = 64 * 1024;
+/// One session's paced rate (bytes a second) and the round trip.
+const RATE: u64 = 512 * 1024;
+const RTT: Duration = Duration::from_millis(40);
+
+struct Paced {
+    source: Vec<u8>,
+    dest: Vec<u8>,
+    /// How many times each byte was written by a request that completed.
+    writes: Vec<u8>,
+    /// Each lane's (by id, 1-based) end of its last piece.
+    finished: Vec<Option<Instant>>,
+    /// Pieces run: (lane, offset, length at the start).
+    log: Vec<(u32, u64, u64)>,
+    opens: u32,
+    /// This lane dies once it has moved this many bytes.
+    die: Option<(u32, u64)>,
+    open_time: Duration,
+}
+
+struct PacedLane {
+    id: u32,
+    moved: u64,
+    world: Rc<RefCell<Paced>>,
+}
+
+fn sleep_for(bytes: u64) -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / RATE as f64))
+}
+
+impl Lane for PacedLane {
+    async fn run(&mut self, piece: Piece) -> Result<(), PieceError> {
+        self.run_span(piece, &Span::new(&piece)).await
+    }
+
+    async fn run_span(&mut self, piece: Piece, span: &Span) -> Result<(), PieceError> {
+        self.world
+            .borrow_mut()
+            .log
+            .push((self.id, piece.offset, span.end() - piece.offset));
+        // The file opens in a round trip; two requests in flight from then on.
+        tokio::time::sleep(RTT).await;
+        let mut sent: VecDeque<(u64, u64)> = VecDeque::new();
+        loop {
+            while sent.len() < 2 {
+                let Some(r) = span.claim(REQ) else { break };
+                sent.push_back(r);
+            }
+            let Some((off, len)) = sent.pop_front() else {
+                break;
+            };
+            sleep_for(len).await;
+            let (s, e) = (off as usize, (off + len) as usize);
+            let mut w = self.world.borrow_mut();
+            if w.die
+                .is_some_and(|(id, after)| id == self.id && self.moved >= after)
+            {
+                w.dest[s..e].fill(0xEE);
+                return Err(PieceError::Lane(Failure::new(ExitCode::Protocol, "gone")));
+            }
+            let chunk = w.source[s..e].to_vec();
+            w.dest[s..e].copy_from_slice(&chunk);
+            w.writes[s..e].iter_mut().for_each(|c| *c += 1);
+            self.moved += len;
+            drop(w);
+            span.moved(len);
+        }
+        self.world.borrow_mut().finished[self.id as usize] = Some(Instant::now());
+        Ok(())
+    }
+}
+
+struct PacedOpener(Rc<RefCell<Paced>>);
+
+impl Opener for PacedOpener {
+    type Lane = PacedLane;
+    async fn open(&self) -> Result<PacedLane, Failure> {
+        let took = self.0.borrow().open_time;
+        tokio::time::sleep(took).await;
+        let mut w = self.0.borrow_mut();
+        w.opens += 1;
+        Ok(PacedLane {
+            id: w.opens,
+            moved: 0,
+            world: self.0.clone(),
+        })
+    }
+}
+
+fn paced(len: usize) -> Rc<RefCell<Paced>> {
+    Rc::new(RefCell::new(Paced {
+        source: (0..len).map(|i| (i * 31 % 251) as u8).collect(),
+        dest: vec![0; len],
+        writes: vec![0; len],
+        finished: vec![None; 64],
+        log: Vec::new(),
+        opens: 0,
+        die: None,
+        open_time: Duration::from_millis(300),
+    }))
+}
+
+async fn go(w: &Rc<RefCell<Paced>>, pieces: Vec<Piece>, max: usize) -> RunReport<PacedLane> {
+    let opener = PacedOpener(w.clone());
+    let first = vec![opener.open().await.unwrap()];
+    run(
+        &opener,
+        first,
+        pieces,
+        RunOptions {
+            max_lanes: max,
+            reopen_budget: 2,
+            progress: &mut |_, _| {},
+            notice: &mut |_| {},
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// The time one lane takes to move `bytes`.
+fn time_of(bytes: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / RATE as f64)
+}
+
+#[test]
+fn eight_lanes_finish_within_one_small_piece_of_each_other() {
+    rt().block_on(async {
+        let len = 12 * 1024 * 1024;
+        let w = paced(len);
+        let started = Instant::now();
+        let r = go(&w, split(&[len as u64], 8), 8).await;
+        let took = started.elapsed();
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source);
+        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
+        assert_eq!(r.opened, 8);
+        let ends: Vec<Instant> = w.finished.iter().flatten().copied().collect();
+        assert_eq!(ends.len(), 8, "every lane worked");
+        let spread = *ends.iter().max().unwrap() - *ends.iter().min().unwrap();
+        // The smallest piece here is one request (the rate times the start-up cost is
+        // less); a lane may also be one request ahead in its window.
+        let small = time_of(2 * ALIGN);
+        assert!(
+            spread <= small,
+            "lanes finished {spread:?} apart (> {small:?})"
+        );
+        assert!(r.stolen > 0);
+        // 12 MiB over 8 lanes at 0.5 MiB/s: 3 s of transfer, plus the openings.
+        assert!(took < Duration::from_millis(4000), "took {took:?}");
+    });
+}
+
+/// One piece of 4 MiB over 2 lanes: the second lane, once open, takes the back of the
+/// first's piece; then lane `dies` dies.
+fn stolen_then_dead(dies: u32) {
+    rt().block_on(async {
+        let len = 4 * 1024 * 1024;
+        let w = paced(len);
+        w.borrow_mut().die = Some((dies, 512 * 1024));
+        let piece = Piece {
+            file: 0,
+            offset: 0,
+            len: len as u64,
+            whole: false,
+        };
+        let r = go(&w, vec![piece], 2).await;
+        assert_eq!(r.redone, 1);
+        assert!(r.stolen >= 1);
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source, "intact");
+        // The stolen range went to lane 2 whole, and only lane `dies`'s own range was
+        // run again: no byte beyond a redone piece was written twice.
+        let (_, cut, stolen_len) = *w.log.iter().find(|(id, _, _)| *id == 2).unwrap();
+        assert_eq!(cut + stolen_len, len as u64);
+        let redo = w
+            .log
+            .iter()
+            .filter(|(id, _, _)| *id > 2)
+            .collect::<Vec<_>>();
+        assert_eq!(redo.len(), 1, "{:?}", w.log);
+        let (_, ro, rl) = *redo[0];
+        let (dead_from, dead_to) = if dies == 1 {
+            (0, cut)
+        } else {
+            (cut, len as u64)
+        };
+        assert!(
+            ro >= dead_from && ro + rl <= dead_to,
+            "redo {ro}+{rl} within the dead lane's range"
+        );
+        let outside = |i: usize| (i as u64) < ro || (i as u64) >= ro + rl;
+        assert!(
+            w.writes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| outside(*i))
+                .all(|(_, &c)| c == 1),
+            "bytes outside the redone piece were moved once"
+        );
+    });
+}
+
+#[test]
+fn a_dead_victims_stolen_range_is_done_once() {
+    stolen_then_dead(1);
+}
+
+#[test]
+fn a_dead_thiefs_range_is_done_once() {
+    stolen_then_dead(2);
+}
+
+#[test]
+fn a_steal_cuts_where_both_lanes_finish_together() {
+    let s = Span::new(&Piece {
+        file: 0,
+        offset: 0,
+        len: 100 * ALIGN,
+        whole: false,
+    });
+    assert_eq!(s.claim(ALIGN), Some((0, ALIGN)));
+    // Nothing arrived yet, no start-up cost: the back half.
+    assert_eq!(s.steal(ALIGN, 0), Some((50 * ALIGN, 50 * ALIGN)));
+    // One request arrived; a thief that needs 10 requests' time to start takes about 5
+    // less than half: the victim has 30 to go, the thief 10 + 19.
+    s.moved(ALIGN);
+    assert_eq!(s.steal(ALIGN, 10 * ALIGN), Some((31 * ALIGN, 19 * ALIGN)));
+    // Never a claimed byte, and never less than the smallest piece.
+    while s.claim(ALIGN).is_some_and(|(at, _)| at < 28 * ALIGN) {}
+    assert_eq!(s.steal(3 * ALIGN, 0), None);
+    assert_eq!(s.end(), 31 * ALIGN);
+}
+
+#[test]
+fn a_lane_keeps_its_bandwidth_delay_product_in_flight() {
+    rt().block_on(async {
+        // Paced: a request's transfer (128 ms) is longer than the round trip (40 ms), so
+        // two in flight keep it busy, and no more is held back from other lanes.
+        let mut w = Window::new(REQ, 32);
+        assert_eq!(w.requests(), 4, "before anything is measured");
+        let t0 = Instant::now();
+        for i in 1..=8u32 {
+            tokio::time::sleep_until(t0 + RTT + time_of(REQ) * i).await;
+            w.answered(t0.max(Instant::now() - RTT - time_of(REQ)), REQ);
+        }
+        assert_eq!(w.requests(), 2);
+        // 32 MiB/s over 40 ms: 1.3 MB a round trip, about 21 requests; capped at the most.
+        let fast = 32 * 1024 * 1024;
+        let mut w = Window::new(REQ, 32);
+        let t0 = Instant::now();
+        let each = Duration::from_secs_f64(REQ as f64 / fast as f64);
+        for i in 1..=8u32 {
+            tokio::time::sleep_until(t0 + RTT + each * i).await;
+            w.answered(Instant::now() - RTT - each, REQ);
+        }
+        assert!((20..=32).contains(&w.requests()), "{}", w.requests());
+    });
+}
