@@ -3,6 +3,7 @@
 //! CLI can say one clear sentence for each.
 
 pub mod account;
+mod ec2;
 mod eic;
 mod error;
 mod instances;
@@ -13,6 +14,7 @@ mod ssm;
 mod tagging;
 mod upgrade_signer;
 
+pub use ec2::{ConnectEndpoint, Ec2, Ec2Instance, InstanceQuery};
 pub use eic::{InstanceConnect, KEY_VALIDITY};
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
@@ -102,8 +104,9 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
 
 /// The SDK's service IDs of every API sallyport calls, as each client looks up its own
 /// endpoint (`AWS_ENDPOINT_URL_<ID>`, `endpoint_url` in a profile's `services` section).
-const SERVICE_IDS: [&str; 5] = [
+const SERVICE_IDS: [&str; 6] = [
     "SSM",
+    "EC2",
     "KMS",
     "STS",
     "EC2 Instance Connect",
