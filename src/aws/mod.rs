@@ -5,6 +5,7 @@
 pub mod account;
 mod ec2;
 mod eic;
+mod eice_signer;
 mod error;
 mod instances;
 mod kms;
@@ -16,6 +17,7 @@ mod upgrade_signer;
 
 pub use ec2::{ConnectEndpoint, Ec2, Ec2Instance, InstanceQuery};
 pub use eic::{InstanceConnect, KEY_VALIDITY};
+pub use eice_signer::{SdkTunnelPresigner, presign_tunnel};
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};

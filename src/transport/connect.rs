@@ -101,22 +101,47 @@ pub async fn connect(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let mut ws = dial(request, &uri, &dialer.network, config, "data channel").await?;
+    let open = OpenDataChannelInput {
+        message_schema_version: "1.0".to_owned(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        token_value: token.to_owned(),
+        client_id: client_id.to_owned(),
+        client_version: CLIENT_VERSION.to_owned(),
+    };
+    let text = serde_json::to_string(&open).unwrap_or_default();
+    ws.send(WsMessage::text(text))
+        .await
+        .map_err(|source| ConnectError::Unreachable { host, source })?;
+    Ok(ws)
+}
+
+/// Opens a websocket for `request` (already authenticated) to `uri`, a `ws://` or `wss://`
+/// URL checked by the caller: through the proxy [`ProxyRoutes::choose`] picks or direct,
+/// TLS with `net`'s trust, within [`HANDSHAKE_TIMEOUT`]. Every websocket sallyport opens
+/// goes this way (the data channel, EICE tunnels).
+pub(crate) async fn dial(
+    request: tungstenite::handshake::client::Request,
+    uri: &Uri,
+    net: &Network,
+    config: WebSocketConfig,
+    what: &'static str,
+) -> Result<DataChannelSocket, ConnectError> {
+    let host = uri.host().unwrap_or_default().to_owned();
     let tls_dest = uri.scheme_str() == Some("wss");
     let port = uri.port_u16().unwrap_or(if tls_dest { 443 } else { 80 });
-    let net = &dialer.network;
     let tls = net.tls.clone().unwrap_or_else(|| client_config(&[]));
     let dial = async {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
         let stream = match net.routes.choose(tls_dest, &host, port) {
             Some(proxy) => {
-                tracing::info!(%proxy, "data channel websocket via proxy");
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                tracing::info!(%proxy, host, port, "{what} websocket via proxy");
                 open_tunnel(proxy, bare, port, &tls)
                     .await
                     .map_err(ConnectError::Proxy)?
             }
             None => {
-                tracing::info!(host, port, "data channel websocket direct (no proxy)");
-                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                tracing::info!(host, port, "{what} websocket direct (no proxy)");
                 let tcp = TcpStream::connect((bare, port)).await.map_err(|e| {
                     ConnectError::Unreachable {
                         host: host.clone(),
@@ -157,22 +182,10 @@ pub async fn connect(
             },
         })
     };
-    let (mut ws, _response) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
-        Err(_) => return Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
-        Ok(r) => r?,
-    };
-    let open = OpenDataChannelInput {
-        message_schema_version: "1.0".to_owned(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        token_value: token.to_owned(),
-        client_id: client_id.to_owned(),
-        client_version: CLIENT_VERSION.to_owned(),
-    };
-    let text = serde_json::to_string(&open).unwrap_or_default();
-    ws.send(WsMessage::text(text))
-        .await
-        .map_err(|source| ConnectError::Unreachable { host, source })?;
-    Ok(ws)
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
+        Err(_) => Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
+        Ok(r) => Ok(r?.0),
+    }
 }
 
 /// Adds the SigV4 headers to the upgrade request, unless the URL is presigned or there is
@@ -223,7 +236,7 @@ async fn authenticate(
     Ok(())
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
