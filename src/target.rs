@@ -14,6 +14,7 @@
 
 pub mod cache;
 mod suggest;
+pub mod via;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};

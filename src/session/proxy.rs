@@ -147,7 +147,7 @@ async fn stream(
 }
 
 /// Resolves with the name of the first SIGHUP, SIGINT or SIGTERM.
-async fn stop_signal() -> &'static str {
+pub(crate) async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::hangup()),

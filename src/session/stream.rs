@@ -138,6 +138,45 @@ impl Drop for SessionGuard {
     }
 }
 
+/// The guard of a stream over either way: a Session Manager session or an EICE tunnel.
+pub enum StreamGuard {
+    Ssm(SessionGuard),
+    Eice {
+        guard: transport::TunnelGuard,
+        target: String,
+        port: u16,
+    },
+}
+
+impl StreamGuard {
+    /// See [`SessionGuard::failure`]; for a tunnel, how it ended if it did within `grace`.
+    pub async fn failure(&mut self, grace: Duration) -> Option<Failure> {
+        match self {
+            StreamGuard::Ssm(g) => g.failure(grace).await,
+            StreamGuard::Eice {
+                guard,
+                target,
+                port,
+            } => guard
+                .failure(grace)
+                .await
+                .map(|e| crate::session::eice::failure(e, target, *port)),
+        }
+    }
+
+    /// See [`SessionGuard::finish`]; a tunnel is given the same budget to deliver.
+    pub async fn finish(self) {
+        match self {
+            StreamGuard::Ssm(g) => g.finish().await,
+            StreamGuard::Eice { mut guard, .. } => {
+                if let Some(e) = guard.failure(FINISH_BUDGET).await {
+                    tracing::debug!("tunnel ended: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// A clean end of the stream that still explains an early end of the protocol on top.
 fn explain_end(outcome: &Outcome, target: &str, port: u16) -> Option<Failure> {
     match outcome {
