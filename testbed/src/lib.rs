@@ -47,6 +47,7 @@
 
 pub mod agent;
 pub mod aws_api;
+pub mod eice;
 pub mod instance;
 pub mod mgs;
 pub mod server;

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sallyport_testbed::tools::delay_proxy;
-use sallyport_testbed::world::config::{
-    AgentSettings, InstanceConfig, TestbedConfig, UnsignedPolicy, load_instances,
-};
-use sallyport_testbed::world::hostile_ssh::HostileSsh;
+use sallyport_testbed::world::config::{AgentSettings, InstanceConfig, TestbedConfig, load_world};
+use sallyport_testbed::world::endpoints::{DEFAULT_ENDPOINT_ID, EndpointConfig};
 use sallyport_testbed::{Testbed, server};
+use serve_args::{HostileList, ServeArgs, parse_duration};
+
+mod serve_args;
 
 #[derive(Parser)]
 #[command(name = "sallyport-testbed", version, about)]
@@ -68,194 +69,6 @@ struct AuthorizedKeysArgs {
     user: String,
     /// Only the key with this fingerprint (`%f`, `SHA256:…`).
     fingerprint: Option<String>,
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// Loopback address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// TOML file of [[instance]] tables (see instances.example.toml).
-    #[arg(
-        long,
-        required_unless_present_any = ["ssh_target", "hostile_ssh"],
-        conflicts_with = "ssh_target"
-    )]
-    instances: Option<PathBuf>,
-    /// Shortcut: one instance whose port 22 is this address (e.g. a test sshd).
-    #[arg(long, value_name = "ADDR")]
-    ssh_target: Option<SocketAddr>,
-    /// Every instance's port 22 is a lying SSH/SFTP server run by the testbed: evil-names,
-    /// huge-size, endless-listing, short-read, lying-status, symlink-loop, new-host-key
-    /// (comma-separated). Alone: one instance, as --ssh-target makes.
-    #[arg(long, value_name = "BEHAVIOUR[,..]", value_parser = parse_hostile_ssh)]
-    hostile_ssh: Option<HostileList>,
-    /// Round-trip time the relay adds, e.g. 40ms (half each way).
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    rtt: Duration,
-    /// Bytes the agent reads from the instance-side socket per message.
-    #[arg(long, default_value_t = AgentSettings::default().chunk_size)]
-    chunk_size: usize,
-    /// Time per data message the agent sends (its read + send + 1 ms sleep; 1.9 ms as
-    /// measured for the official agent code), e.g. 1ms; 0 for no pacing.
-    #[arg(long, default_value = "1900us", value_parser = parse_duration)]
-    pace: Duration,
-    /// A slow instance: the agent writes client data to the instance side (port
-    /// connections, the shell's pty) at most this fast, after a 16 KiB burst. While a write
-    /// waits, the agent reads and acknowledges no further client messages, as the real
-    /// agent does. Default: no limit.
-    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
-    instance_write_rate: Option<u64>,
-    /// An agent slow to mark its handshake done: for this long after it sent
-    /// HandshakeComplete it acknowledges and drops client data, and the instance port is
-    /// dialled only after it (a stalled agent goroutine; see docs/protocol.md §5.2). e.g. 300ms.
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
-    handshake_complete_lag: Duration,
-    /// Region the testbed claims to be; requests must be signed for it.
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// Where EC2 Instance Connect records pushed keys, for `authorized-keys --state DIR`
-    /// (default: a temporary directory, printed as SALLYPORT_TESTBED_EIC_STATE).
-    #[arg(long, value_name = "DIR")]
-    eic_state: Option<PathBuf>,
-    /// Serve HTTPS and WSS with a CA made at start; prints AWS_CA_BUNDLE=<its PEM file>.
-    #[arg(long)]
-    tls: bool,
-    /// A data-channel upgrade without SigV4 headers or a presigned URL: `refuse` (403, like
-    /// a service enforcing the plugin's minimum version) or `accept` (older clients).
-    #[arg(long, default_value = "refuse", value_name = "accept|refuse", value_parser = parse_unsigned)]
-    unsigned_data_channel: UnsignedPolicy,
-    /// Hand out StreamUrls with presigned SigV4 query parameters (X-Amz-Signature, …).
-    #[arg(long)]
-    presign_stream_urls: bool,
-    #[command(flatten)]
-    faults: FaultArgs,
-}
-
-/// Faults the relay injects (see testbed/src/world/faults.rs).
-#[derive(Args)]
-struct FaultArgs {
-    /// Close every client websocket this long after it opens (code 1000), like the
-    /// service's recycle; clients must ResumeSession.
-    #[arg(long, value_parser = parse_duration)]
-    recycle_every: Option<Duration>,
-    /// Probability of losing a message, each direction (e.g. 0.01).
-    #[arg(long, default_value_t = 0.0)]
-    drop: f64,
-    /// Probability of duplicating a message, each direction.
-    #[arg(long, default_value_t = 0.0)]
-    duplicate: f64,
-    /// Probability of holding a message back behind the next one, each direction.
-    #[arg(long, default_value_t = 0.0)]
-    reorder: f64,
-    /// Answer ResumeSession with 403 AccessDenied.
-    #[arg(long)]
-    refuse_resume: bool,
-    /// Send one malformed frame after the handshake: short, wrong-header-length,
-    /// wrong-digest, absurd-length, unknown-type, negative-sequence, far-sequence, huge-json.
-    #[arg(long, value_parser = parse_hostile)]
-    hostile: Option<sallyport_testbed::world::faults::Hostile>,
-    /// Send pause_publication at AFTER, start_publication DURATION later (e.g. 2s+3s).
-    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    pause: Option<sallyport_testbed::world::faults::Window>,
-    /// The relay goes silent (no reads, no pongs, no writes) at AFTER for DURATION.
-    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    vanish: Option<sallyport_testbed::world::faults::Window>,
-    /// The agent freezes at AFTER for DURATION.
-    #[arg(long, value_name = "AFTER+DURATION", value_parser = parse_window)]
-    stall: Option<sallyport_testbed::world::faults::Window>,
-    /// End sessions after this long without client input (the service's idle timeout).
-    #[arg(long, value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// End sessions this long after they start.
-    #[arg(long, value_parser = parse_duration)]
-    max_duration: Option<Duration>,
-    /// Messages the relay holds in flight per direction (delay line and agent queue
-    /// included); when full it stops reading from the sender, as a full TCP path does,
-    /// and never drops. Default: 100000 (the agent's own buffer size).
-    #[arg(long, value_name = "MESSAGES", value_parser = parse_queue)]
-    relay_queue: Option<usize>,
-    /// Bytes per second each relay direction carries (a bottleneck in each direction, on
-    /// top of --rtt); frames queue behind it up to --relay-queue.
-    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = parse_rate)]
-    relay_rate: Option<u64>,
-    /// Extra one-way delay per frame, uniform between 0 and this (e.g. 5ms); frames
-    /// never overtake each other.
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
-    jitter: Duration,
-    /// End the Nth session started once its agent sent BYTES to the client (N:BYTES).
-    #[arg(long, value_name = "N:BYTES", value_parser = sallyport_testbed::world::faults::KillSession::parse)]
-    kill_session: Option<sallyport_testbed::world::faults::KillSession>,
-}
-
-/// A whole number of at least 1 `unit` (`units` in the plural), e.g. `example`.
-fn parse_positive(s: &str, unit: &str, units: &str, example: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err(format!("must be at least 1 {unit}")),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!(
-            "'{s}' is not a whole number of {units} (e.g. {example})"
-        )),
-    }
-}
-
-fn parse_rate(s: &str) -> Result<u64, String> {
-    parse_positive(s, "byte per second", "bytes per second", "2000000")
-}
-
-fn parse_queue(s: &str) -> Result<usize, String> {
-    let n = parse_positive(s, "message", "messages", "256")?;
-    usize::try_from(n).map_err(|_| format!("'{s}' is too large"))
-}
-
-fn parse_window(s: &str) -> Result<sallyport_testbed::world::faults::Window, String> {
-    sallyport_testbed::world::faults::Window::parse(s, |d| {
-        parse_duration(d).map_err(|e| e.to_string())
-    })
-}
-
-fn parse_unsigned(s: &str) -> Result<UnsignedPolicy, String> {
-    UnsignedPolicy::parse(s).ok_or_else(|| format!("'{s}' is neither accept nor refuse"))
-}
-
-/// `--hostile-ssh`'s list (one value to clap, not one per behaviour).
-#[derive(Clone, Debug, PartialEq)]
-struct HostileList(Vec<HostileSsh>);
-
-fn parse_hostile_ssh(s: &str) -> Result<HostileList, String> {
-    HostileSsh::parse_list(s).map(HostileList)
-}
-
-fn parse_hostile(s: &str) -> Result<sallyport_testbed::world::faults::Hostile, String> {
-    sallyport_testbed::world::faults::Hostile::parse(s)
-        .ok_or_else(|| format!("unknown hostile frame kind {s:?}"))
-}
-
-impl FaultArgs {
-    fn plan(&self) -> sallyport_testbed::world::faults::FaultPlan {
-        let imp = sallyport_testbed::world::faults::Impairment {
-            drop: self.drop,
-            duplicate: self.duplicate,
-            reorder: self.reorder,
-        };
-        sallyport_testbed::world::faults::FaultPlan {
-            recycle_every: self.recycle_every,
-            to_client: imp,
-            to_agent: imp,
-            refuse_resume: self.refuse_resume,
-            hostile: self.hostile,
-            pause: self.pause,
-            vanish: self.vanish,
-            stall: self.stall,
-            idle_timeout: self.idle_timeout,
-            max_duration: self.max_duration,
-            seed: 1,
-            relay_queue: self.relay_queue,
-            relay_rate: self.relay_rate,
-            jitter: self.jitter,
-            kill_session: self.kill_session.clone(),
-        }
-    }
 }
 
 #[derive(Args)]
@@ -337,16 +150,23 @@ fn fail(e: anyhow::Error) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::ensure_loopback(args.listen)?;
     anyhow::ensure!(args.chunk_size > 0, "--chunk-size must be at least 1");
-    let mut instances = match (&args.instances, args.ssh_target, &args.hostile_ssh) {
-        (Some(path), _, _) => load_instances(path)?,
-        (None, Some(addr), _) => vec![InstanceConfig::ssh_shortcut(addr)],
+    let (mut instances, mut endpoints) = match (&args.instances, args.ssh_target, &args.hostile_ssh)
+    {
+        (Some(path), _, _) => load_world(path)?,
+        (None, Some(addr), _) => (vec![InstanceConfig::ssh_shortcut(addr)], Vec::new()),
         // Port 22 becomes the hostile server's below; this address is never dialled.
-        (None, None, Some(_)) => vec![InstanceConfig::ssh_shortcut(SocketAddr::from((
-            [127, 0, 0, 1],
-            22,
-        )))],
+        (None, None, Some(_)) => (
+            vec![InstanceConfig::ssh_shortcut(SocketAddr::from((
+                [127, 0, 0, 1],
+                22,
+            )))],
+            Vec::new(),
+        ),
         (None, None, None) => anyhow::bail!("give --instances FILE or --ssh-target ADDR"),
     };
+    if args.eice {
+        add_default_endpoint(&instances, &mut endpoints);
+    }
     if let Some(HostileList(behaviours)) = &args.hostile_ssh {
         for i in &mut instances {
             i.hostile = behaviours.clone();
@@ -359,6 +179,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.eic_state_dir = args.eic_state;
     (config.tls, config.presign_stream_urls) = (args.tls, args.presign_stream_urls);
     config.unsigned_data_channel = args.unsigned_data_channel;
+    config.instance_connect_endpoints = endpoints;
+    config.eice_rate = args.eice_rate;
     config.agent = AgentSettings {
         chunk_size: args.chunk_size,
         pace: args.pace,
@@ -381,6 +203,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     testbed.shutdown();
     Ok(())
+}
+
+/// `serve --eice`: one endpoint in the first instance's VPC and subnet, unless the
+/// instances file already has one with that ID.
+fn add_default_endpoint(instances: &[InstanceConfig], endpoints: &mut Vec<EndpointConfig>) {
+    let Some(first) = instances.first() else {
+        return;
+    };
+    if endpoints.iter().any(|e| e.id == DEFAULT_ENDPOINT_ID) {
+        return;
+    }
+    endpoints.push(EndpointConfig::new(
+        DEFAULT_ENDPOINT_ID,
+        first.vpc_id(),
+        first.subnet_id(),
+    ));
 }
 
 async fn delay(args: DelayProxyArgs) -> anyhow::Result<()> {
@@ -430,38 +268,11 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// `0`, or a number with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`. Fractions are allowed
-/// (`1.5s`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("'{s}' has no unit: write e.g. 40ms, 1s or 250us"))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' does not start with a number"))?;
-    let scale = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{s}' (use ns, us, ms, s or m)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{s}': {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sallyport_testbed::world::config::{UnsignedPolicy, load_instances};
+    use sallyport_testbed::world::hostile_ssh::HostileSsh;
 
     #[test]
     fn durations() {

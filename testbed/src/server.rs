@@ -49,6 +49,8 @@ pub struct AppState {
     pub account: Account,
     /// The relay's live agents, one per session.
     pub hub: Arc<crate::mgs::relay::Hub>,
+    /// EC2 Instance Connect Endpoint tunnels: counts and open places per endpoint.
+    pub tunnels: Arc<crate::world::tunnel_stats::TunnelStats>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -58,6 +60,7 @@ impl AppState {
         AppState {
             hub: Arc::new(crate::mgs::relay::Hub::with_kms(account.kms.clone())),
             account,
+            tunnels: Arc::new(crate::world::tunnel_stats::TunnelStats::default()),
             tasks: Mutex::new(JoinSet::new()),
         }
     }
@@ -272,6 +275,18 @@ impl Testbed {
         self.state.account.dials.all()
     }
 
+    /// EC2 Instance Connect Endpoint tunnels so far: opened, refused, open now, bytes each
+    /// way. The same as `eice_tunnels` in `GET /testbed/stats`.
+    pub fn tunnel_stats(&self) -> crate::world::tunnel_stats::TunnelCounts {
+        self.state.tunnels.snapshot()
+    }
+
+    /// The `DnsName` `DescribeInstanceConnectEndpoints` hands out: the host (and port,
+    /// unless 443) an `/openTunnel` URL must be presigned for.
+    pub fn eice_dns_name(&self) -> String {
+        crate::aws_api::ec2_xml::endpoint_dns_name(&self.state.account)
+    }
+
     /// With TLS: a client configuration that trusts the testbed's CA (and nothing else).
     pub fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
         self.tls.as_ref().and_then(|t| t.client_config().ok())
@@ -350,7 +365,14 @@ async fn route(
     let eic = amz_target(crate::aws_api::eic::TARGET_PREFIX);
     let tagging = amz_target(crate::aws_api::tagging::TARGET_PREFIX);
     let offset = state.account.config.clock_offset_secs;
-    let mut resp = if req.method() == Method::POST && path == "/" && form {
+    // The Query protocol serves EC2 and STS, told apart by the signature's scope.
+    let ec2 = req.headers().get(header::AUTHORIZATION).is_some_and(|v| {
+        let scope = format!("/{}/aws4_request", crate::aws_api::ec2::SIGNING_NAME);
+        String::from_utf8_lossy(v.as_bytes()).contains(&scope)
+    });
+    let mut resp = if req.method() == Method::POST && path == "/" && form && ec2 {
+        crate::aws_api::ec2::handle(&state.account, req).await
+    } else if req.method() == Method::POST && path == "/" && form {
         // The AWS Query protocol: STS.
         crate::aws_api::sts::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" && kms {
@@ -362,6 +384,8 @@ async fn route(
         crate::aws_api::tagging::handle(&state.account, req).await
     } else if req.method() == Method::POST && path == "/" {
         crate::aws_api::ssm::handle(&state.account, req).await
+    } else if req.method() == Method::GET && path == crate::eice::request::PATH {
+        open_tunnel(&state, req).await
     } else if req.method() == Method::GET && path == STATS_PATH {
         stats_json(&state)
     } else if let (&Method::GET, Some(id)) = (req.method(), path.strip_prefix(DATA_CHANNEL_PREFIX))
@@ -400,28 +424,12 @@ fn data_channel(state: &Arc<AppState>, req: Request<Incoming>, id: &str) -> Resp
     if !role_ok {
         return text(StatusCode::BAD_REQUEST, "missing role=publish_subscribe");
     }
-    let headers = req.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    let upgrade =
-        has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket");
-    let version_ok = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v.as_bytes() == b"13");
-    let (true, true, Some(key)) = (upgrade, version_ok, headers.get(header::SEC_WEBSOCKET_KEY))
-    else {
+    let Some(accept) = websocket_accept(req.headers()) else {
         return text(
             StatusCode::BAD_REQUEST,
             "expected a websocket upgrade (version 13)",
         );
     };
-    let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = state.account.config.clone();
     let sessions = state.account.sessions.clone();
@@ -442,13 +450,156 @@ fn data_channel(state: &Arc<AppState>, req: Request<Incoming>, id: &str) -> Resp
             tracing::debug!(%session_id, "data channel ended: {e:#}");
         }
     });
+    switching_protocols(&accept)
+}
+
+/// The `Sec-WebSocket-Accept` value for a well-formed version-13 upgrade, or None.
+fn websocket_accept(headers: &hyper::HeaderMap) -> Option<String> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let upgrade =
+        has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket");
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    (upgrade && version_ok).then(|| derive_accept_key(key.as_bytes()))
+}
+
+fn switching_protocols(accept: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
+    if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// How long dialling the instance's port may take before the tunnel is refused.
+const TUNNEL_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET /openTunnel`: checks the presign and the target ([`crate::eice::request`]),
+/// takes a place under the endpoint's connection limit, dials the instance's port, then
+/// accepts the websocket and hands both to [`crate::eice::relay`].
+async fn open_tunnel(state: &Arc<AppState>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let refused = |r: crate::eice::request::Refusal| {
+        state.tunnels.refused();
+        tracing::info!(code = r.code, "tunnel refused: {}", r.message);
+        refusal_response(r.status, r.code, &r.message)
+    };
+    let (parts, body) = req.into_parts();
+    let target = match crate::eice::request::check(&state.account, &parts) {
+        Ok(t) => t,
+        Err(r) => return refused(r),
+    };
+    req = Request::from_parts(parts, body);
+    let Some(accept) = websocket_accept(req.headers()) else {
+        state.tunnels.refused();
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a websocket upgrade (version 13)",
+        );
+    };
+    let limit = target.endpoint.max_connections();
+    let Some(slot) = state.tunnels.try_open(&target.endpoint.id, limit) else {
+        // Unverified: how the service refuses a connection over the endpoint's quota.
+        return refused(crate::eice::request::Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "TooManyConnections",
+            message: format!(
+                "endpoint {} already has {limit} open connections",
+                target.endpoint.id
+            ),
+        });
+    };
+    let tcp = match tokio::time::timeout(
+        TUNNEL_DIAL_TIMEOUT,
+        tokio::net::TcpStream::connect(target.dial),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            drop(slot);
+            // Unverified: what the service answers when the instance refuses the connection.
+            return refused(crate::eice::request::Refusal {
+                status: StatusCode::BAD_GATEWAY,
+                code: "ConnectionRefused",
+                message: format!(
+                    "instance {} refused the connection: {e}",
+                    target.instance_id
+                ),
+            });
+        }
+        Err(_) => {
+            drop(slot);
+            return refused(crate::eice::request::Refusal {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "ConnectionTimeout",
+                message: format!("instance {} did not answer", target.instance_id),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let config = &state.account.config;
+    let faults = &config.faults;
+    let rate = match (faults.relay_rate, config.eice_rate) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let shape = crate::world::link_shape::LinkShape {
+        one_way: config.rtt / 2,
+        rate,
+        jitter: faults.jitter,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let stats = state.tunnels.clone();
+    let id = target.instance_id.clone();
+    state.spawn(async move {
+        let _slot = slot;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(instance = %id, "tunnel upgrade failed: {e}");
+                return;
+            }
+        };
+        let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(crate::eice::relay::MAX_CLIENT_MESSAGE))
+            .max_frame_size(Some(crate::eice::relay::MAX_CLIENT_MESSAGE));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+                .await;
+        let max = target.max_duration;
+        if let Err(e) = crate::eice::relay::run(ws, tcp, shape, max, stats).await {
+            tracing::debug!(instance = %id, "tunnel ended: {e:#}");
+        }
+    });
+    switching_protocols(&accept)
+}
+
+/// A refused upgrade: the status, the AWS-style error code in `x-amzn-errortype` and a
+/// JSON body `{"__type": code, "message": …}`.
+fn refusal_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "__type": code, "message": message });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(code) {
+        h.insert("x-amzn-errortype", v);
     }
     resp
 }
@@ -458,18 +609,7 @@ fn data_channel(state: &Arc<AppState>, req: Request<Incoming>, id: &str) -> Resp
 /// with a JSON error is what AWS's JSON services answer.
 fn dial_refused(e: &AuthError) -> Response<Full<Bytes>> {
     let message = e.message.lines().next().unwrap_or_default();
-    let body = serde_json::json!({ "__type": e.code, "message": message });
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = StatusCode::FORBIDDEN;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(e.code) {
-        h.insert("x-amzn-errortype", v);
-    }
-    resp
+    refusal_response(StatusCode::FORBIDDEN, e.code, message)
 }
 
 /// `{"sessions":[{"session_id":…,"ended":…,"client_messages":…,…}],
@@ -479,6 +619,7 @@ fn stats_json(state: &AppState) -> Response<Full<Bytes>> {
     let body = serde_json::json!({
         "sessions": state.hub.data_stats(),
         "data_channel_dials": state.account.dials.all(),
+        "eice_tunnels": state.tunnels.snapshot(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert(

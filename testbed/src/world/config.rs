@@ -89,6 +89,17 @@ pub struct InstanceConfig {
     /// `hostile = ["huge-size", "new-host-key"]`. Default: none (an honest instance).
     #[serde(default)]
     pub hostile: Vec<crate::world::hostile_ssh::HostileSsh>,
+    /// EC2 `VpcId`. Default: the account's default VPC
+    /// ([`crate::world::endpoints::DEFAULT_VPC_ID`]).
+    #[serde(default)]
+    pub vpc_id: Option<String>,
+    /// EC2 `SubnetId`. Default: the default VPC's subnet.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// EC2 `Ipv6Address` (the primary IPv6 address); an EC2 Instance Connect Endpoint
+    /// tunnel may ask for it as well as for `ip_address`. Default: none.
+    #[serde(default)]
+    pub ipv6_address: Option<String>,
 }
 
 fn default_host() -> String {
@@ -127,6 +138,9 @@ impl InstanceConfig {
             ec2_state: None,
             instance_connect_denied: false,
             hostile: Vec::new(),
+            vpc_id: None,
+            subnet_id: None,
+            ipv6_address: None,
         }
     }
 
@@ -193,6 +207,16 @@ impl InstanceConfig {
             None if self.ping_status == "Online" => "running",
             None => "stopped",
         }
+    }
+
+    /// EC2 `VpcId`: the configured one, else the default VPC.
+    pub fn vpc_id(&self) -> &str {
+        (self.vpc_id.as_deref()).unwrap_or(crate::world::endpoints::DEFAULT_VPC_ID)
+    }
+
+    /// EC2 `SubnetId`: the configured one, else the default subnet.
+    pub fn subnet_id(&self) -> &str {
+        (self.subnet_id.as_deref()).unwrap_or(crate::world::endpoints::DEFAULT_SUBNET_ID)
     }
 
     /// Where a session to this instance's `port` connects.
@@ -296,6 +320,13 @@ pub struct TestbedConfig {
     pub unsigned_data_channel: UnsignedPolicy,
     /// StartSession/ResumeSession hand out StreamUrls presigned by the testbed itself.
     pub presign_stream_urls: bool,
+    /// The EC2 Instance Connect Endpoints (`[[instance_connect_endpoint]]`, `serve --eice`).
+    pub instance_connect_endpoints: Vec<crate::world::endpoints::EndpointConfig>,
+    /// `serve --eice-rate`: bytes per second each EICE tunnel carries, each direction.
+    pub eice_rate: Option<u64>,
+    /// Fault: `ec2:DescribeInstances` and `ec2:DescribeInstanceConnectEndpoints` answer
+    /// `UnauthorizedOperation`.
+    pub ec2_describe_denied: bool,
 }
 
 impl TestbedConfig {
@@ -316,17 +347,33 @@ impl TestbedConfig {
             tls: false,
             unsigned_data_channel: UnsignedPolicy::Refuse,
             presign_stream_urls: false,
+            instance_connect_endpoints: Vec::new(),
+            eice_rate: None,
+            ec2_describe_denied: false,
         }
     }
 }
 
 /// Reads a TOML file of `[[instance]]` tables (see `instances.example.toml`).
 pub fn load_instances(path: &std::path::Path) -> anyhow::Result<Vec<InstanceConfig>> {
+    load_world(path).map(|(instances, _)| instances)
+}
+
+/// Reads a TOML file of `[[instance]]` and `[[instance_connect_endpoint]]` tables (see
+/// `instances.example.toml`).
+pub fn load_world(
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    Vec<InstanceConfig>,
+    Vec<crate::world::endpoints::EndpointConfig>,
+)> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct InstancesFile {
         #[serde(default)]
         instance: Vec<InstanceConfig>,
+        #[serde(default)]
+        instance_connect_endpoint: Vec<crate::world::endpoints::EndpointConfig>,
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read instances file {}: {e}", path.display()))?;
@@ -347,5 +394,15 @@ pub fn load_instances(path: &std::path::Path) -> anyhow::Result<Vec<InstanceConf
             i.id
         );
     }
-    Ok(file.instance)
+    for e in &file.instance_connect_endpoint {
+        e.validate()
+            .map_err(|err| anyhow::anyhow!("instances file {}: {err}", path.display()))?;
+        anyhow::ensure!(
+            seen.insert(e.id.as_str()),
+            "instances file {}: instance_connect_endpoint {} is listed twice",
+            path.display(),
+            e.id
+        );
+    }
+    Ok((file.instance, file.instance_connect_endpoint))
 }
