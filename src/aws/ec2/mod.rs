@@ -187,9 +187,17 @@ impl Ec2 {
                 creds,
                 region: self.region.clone(),
             });
-        if let Some(c) = self.config.http_client() {
-            op = op.http_client(c);
-        }
+        op = match self.config.http_client() {
+            Some(c) => op.http_client(c),
+            // A configuration built by hand (tests, library users): the SDK's default client.
+            None => op.http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                    ))
+                    .build_https(),
+            ),
+        };
         if let Some(s) = self.config.sleep_impl() {
             op = op.sleep_impl(s);
         }
