@@ -3,8 +3,8 @@
 //! Data flows one way through the layers: `cli` resolves settings, `aws` starts a session,
 //! `transport` drives [`proto::channel`] over the websocket, and a `session` kind moves
 //! bytes between the channel and the user. Nothing below `transport` knows about AWS;
-//! nothing in `proto` knows about tokio. Beside that path, [`commands`] holds what helps
-//! people find and reach nodes (`ls`, `doctor`, `config ssh`), on settings `cli` resolves.
+//! nothing in `proto` knows about tokio. [`commands`] is the top: one file per command
+//! runs its flow on those layers, on the settings `cli` resolved; `main` only dispatches.
 
 pub mod aws;
 pub mod cli;

@@ -4,13 +4,8 @@ use clap::Parser;
 use sallyport::cli::args::Cli;
 use sallyport::cli::generate;
 use sallyport::cli::resolve::{self, Resolved};
-use sallyport::cli::tools;
+use sallyport::commands;
 use sallyport::error::{ExitCode, Failure};
-use sallyport::session::exec::{self, ExecRequest};
-use sallyport::session::forward::{self, ForwardRequest};
-use sallyport::session::proxy::{self, ProxyRequest, PushKey};
-use sallyport::session::shell::{self, ShellRequest};
-use sallyport::{ssh, target};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -45,7 +40,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Resolved::Completions(shell) => {
             let mut out = Vec::new();
             generate::completions(shell, &mut out);
-            write_stdout(&out)
+            commands::stdout(&out).map(|()| 0)
         }
         Resolved::Man(dir) => {
             let n = generate::write_man_pages(&dir).map_err(|e| {
@@ -57,89 +52,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             eprintln!("sallyport: wrote {n} man pages into {}", dir.display());
             Ok(0)
         }
-        Resolved::Proxy(run) => {
-            let (config, found) = target::locate(&run.on).await?;
-            let ssm = sallyport::aws::Ssm::new(&config);
-            let push = match run.push {
-                Some(p) => Some(PushKey {
-                    eic: sallyport::aws::InstanceConnect::new(&config.sdk),
-                    user: p.user,
-                    public_key: proxy::key_to_push(p.ephemeral, p.identity.as_deref()).await?,
-                    profile: run.on.aws.profile.clone(),
-                }),
-                None => None,
-            };
-            let req = ProxyRequest {
-                target: found.id.clone(),
-                port: run.port,
-                start: found.start_options(&run.on),
-                link: run.link,
-                push,
-            };
-            let result = proxy::run(&ssm, &req).await;
-            found.settle(&result);
-            result.map(|()| 0)
-        }
-        Resolved::Exec(run) => {
-            let (config, found) = target::locate(&run.on).await?;
-            let req = ExecRequest {
-                target: found.id.clone(),
-                command: run.command,
-                document: run.document,
-                parameters: run.parameters,
-                cache_scope: run.on.cache_scope.clone(),
-                start: found.start_options(&run.on),
-                link: run.link,
-            };
-            let result = exec::run(&sallyport::aws::Ssm::new(&config), &req).await;
-            found.settle(&result);
-            result
-        }
-        Resolved::Forward(run) => {
-            let (config, found) = target::locate(&run.on).await?;
-            let req = ForwardRequest {
-                target: found.id.clone(),
-                specs: run.specs,
-                socks: run.socks,
-                open: run.open,
-                start: found.start_options(&run.on),
-                link: run.link,
-            };
-            forward::run(&sallyport::aws::Ssm::new(&config), &req).await
-        }
-        Resolved::Shell(run) => {
-            let (config, found) = target::locate(&run.on).await?;
-            let req = ShellRequest {
-                target: found.id.clone(),
-                document: run.document,
-                parameters: run.parameters,
-                start: found.start_options(&run.on),
-                link: run.link,
-            };
-            let result = shell::run(&sallyport::aws::Ssm::new(&config), &req).await;
-            found.settle(&result);
-            result
-        }
-        Resolved::Ssh(run) => ssh::commands::ssh(run).await,
-        Resolved::Scp(run) => ssh::commands::scp(run).await,
-        Resolved::Sftp(run) => ssh::commands::sftp(run).await,
-        Resolved::Ls(run) => tools::ls(&run).await,
-        Resolved::Doctor(run) => tools::doctor(run).await,
-        Resolved::ConfigSsh(run) => tools::config_ssh(run),
-    }
-}
-
-/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error worth a message.
-fn write_stdout(bytes: &[u8]) -> Result<u8, Failure> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(Failure::new(
-            ExitCode::LocalIo,
-            format!("cannot write to stdout: {e}"),
-        )),
+        Resolved::Proxy(run) => commands::proxy::run(run).await,
+        Resolved::Exec(run) => commands::exec::run(run).await,
+        Resolved::Forward(run) => commands::forward::run(run).await,
+        Resolved::Shell(run) => commands::shell::run(run).await,
+        Resolved::Ssh(run) => commands::ssh::run(run).await,
+        Resolved::Scp(run) => commands::scp::run(run).await,
+        Resolved::Sftp(run) => commands::sftp::run(run).await,
+        Resolved::Ls(run) => commands::ls::run(&run).await,
+        Resolved::Doctor(run) => commands::doctor::run(run).await,
+        Resolved::ConfigSsh(run) => commands::ssh_config::run(run),
     }
 }
 

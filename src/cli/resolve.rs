@@ -3,17 +3,23 @@
 //! layers below own. Nothing after this step reads parsed args or the config file.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::aws::AwsSettings;
-use crate::commands::ssh_config::BlockSettings;
+use crate::commands::doctor::DoctorRun;
+use crate::commands::exec::ExecRun;
+use crate::commands::forward::ForwardRun;
+use crate::commands::login::{self, Login};
+use crate::commands::ls::LsRun;
+use crate::commands::proxy::{ProxyRun, PushKeyFor};
+use crate::commands::scp::ScpRun;
+use crate::commands::sftp::SftpRun;
+use crate::commands::shell::ShellRun;
+use crate::commands::ssh::SshRun;
+use crate::commands::ssh_config::{BlockSettings, ConfigSshRun};
 use crate::config_file::{self, ConfigFile};
 use crate::error::{ExitCode, Failure};
 use crate::session::forward::ForwardSpec;
-use crate::ssh::commands::{self as ssh, Login};
-use crate::target::{Spec, TargetSettings};
-use crate::transport::LinkOptions;
+use crate::target::TargetSettings;
 
 use super::args::{
     Cli, Command, ConfigCommand, ForwardArgs, GlobalArgs, SshClientArgs, TransferArgs,
@@ -29,76 +35,12 @@ pub enum Resolved {
     Exec(ExecRun),
     Forward(ForwardRun),
     Shell(ShellRun),
-    Ssh(ssh::SshRun),
-    Scp(ssh::ScpRun),
-    Sftp(ssh::SftpRun),
+    Ssh(SshRun),
+    Scp(ScpRun),
+    Sftp(SftpRun),
     Ls(LsRun),
     Doctor(DoctorRun),
     ConfigSsh(ConfigSshRun),
-}
-
-/// `sallyport proxy`.
-pub struct ProxyRun {
-    pub on: TargetSettings,
-    pub port: u16,
-    /// `--push-key`: for this OS user, with this key.
-    pub push: Option<PushKeyFor>,
-    pub link: LinkOptions,
-}
-
-pub struct PushKeyFor {
-    pub user: String,
-    pub ephemeral: bool,
-    pub identity: Option<PathBuf>,
-}
-
-/// `sallyport exec`.
-pub struct ExecRun {
-    pub on: TargetSettings,
-    /// The command line for the remote shell.
-    pub command: String,
-    pub document: Option<String>,
-    pub parameters: BTreeMap<String, Vec<String>>,
-    pub link: LinkOptions,
-}
-
-/// `sallyport forward`.
-pub struct ForwardRun {
-    pub on: TargetSettings,
-    pub specs: Vec<ForwardSpec>,
-    pub socks: Option<SocketAddr>,
-    pub open: bool,
-    pub link: LinkOptions,
-}
-
-/// `sallyport shell`.
-pub struct ShellRun {
-    pub on: TargetSettings,
-    pub document: Option<String>,
-    pub parameters: BTreeMap<String, Vec<String>>,
-    pub link: LinkOptions,
-}
-
-/// `sallyport ls`.
-pub struct LsRun {
-    /// The first filter's alias, if it is one, brings its profile and region for all.
-    pub aws: AwsSettings,
-    pub forms: Vec<Spec>,
-    pub json: bool,
-}
-
-/// `sallyport doctor`.
-pub struct DoctorRun {
-    pub aws: AwsSettings,
-    /// Never interactive: doctor shows no picker.
-    pub target: Option<TargetSettings>,
-    pub json: bool,
-}
-
-/// `sallyport config ssh`.
-pub struct ConfigSshRun {
-    pub block: BlockSettings,
-    pub install: bool,
 }
 
 /// Resolves `cli` with the config file it names, the process environment and the
@@ -171,8 +113,8 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
         }),
         Command::Ssh(args) => {
             let (user, target) =
-                ssh::split_destination(args.destination.as_deref().unwrap_or_default());
-            Resolved::Ssh(ssh::SshRun {
+                login::split_destination(args.destination.as_deref().unwrap_or_default());
+            Resolved::Ssh(SshRun {
                 login: login(inputs, user, target, &args.client, false)?,
                 command: (!args.command.is_empty()).then(|| args.command.join(" ")),
                 stdin_null: args.stdin_null,
@@ -189,7 +131,7 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
                 &args.client,
                 compression,
             )?;
-            Resolved::Scp(ssh::ScpRun {
+            Resolved::Scp(ScpRun {
                 login,
                 plan: ops.plan,
                 recursive: args.recursive,
@@ -200,9 +142,9 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
             })
         }
         Command::Sftp(args) => {
-            let (user, target) = ssh::split_destination(&args.destination);
+            let (user, target) = login::split_destination(&args.destination);
             let (lanes, compression) = transfer(inputs.file, &args.transfer);
-            Resolved::Sftp(ssh::SftpRun {
+            Resolved::Sftp(SftpRun {
                 login: login(inputs, user, target, &args.client, compression)?,
                 batch: args.batch,
                 lanes,
@@ -291,9 +233,10 @@ fn forward_words(args: &mut ForwardArgs) -> Result<(), Failure> {
 
 /// `-j` (else the config file's `parallel`, else 4) and `-C` (or `compression = true`).
 fn transfer(file: &ConfigFile, t: &TransferArgs) -> (usize, bool) {
-    let lanes = t
-        .parallel
-        .map_or(file.parallel.unwrap_or(ssh::DEFAULT_PARALLEL), usize::from);
+    let lanes = t.parallel.map_or(
+        file.parallel.unwrap_or(login::DEFAULT_PARALLEL),
+        usize::from,
+    );
     (lanes, t.compression || file.compression.unwrap_or(false))
 }
 
@@ -409,6 +352,7 @@ fn control_dir() -> Result<PathBuf, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::Spec;
     use clap::Parser as _;
 
     fn file() -> ConfigFile {

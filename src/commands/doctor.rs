@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::aws::{AwsError, AwsErrorKind, Instances, NodeFilter, NodeInfo, Tagging};
+use crate::error::{ExitCode, Failure};
+use crate::target::TargetSettings;
 
 /// How long one endpoint probe step may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -650,6 +652,192 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// `sallyport doctor`.
+pub struct DoctorRun {
+    pub aws: crate::aws::AwsSettings,
+    /// Never interactive: doctor shows no picker.
+    pub target: Option<TargetSettings>,
+    pub json: bool,
+}
+
+/// `sallyport doctor [TARGET] [--json]`: exit 0 only when no check failed, else the exit
+/// code of the first failure's kind (3 credentials, 4 denied, 5 target, 6 unreachable,
+/// 9 region, 14 clock).
+pub async fn run(args: DoctorRun) -> Result<u8, Failure> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let aws = &args.aws;
+    let mut report = Report::default();
+    let config = match crate::aws::load(aws).await {
+        Ok(c) => Some(c),
+        Err(e) if e.kind == crate::aws::AwsErrorKind::NoRegion => {
+            report.push(Check::fail(
+                "region",
+                Blame::Region,
+                "no AWS region is configured",
+                "pass --region, set AWS_REGION, or set `region` in your AWS profile or in sallyport's config file",
+            ));
+            None
+        }
+        Err(e) => {
+            report.push(aws_failure("configuration", &e, ""));
+            None
+        }
+    };
+    if let Some(config) = config {
+        let region = config
+            .sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        report.push(Check::ok("region", region.clone()));
+        let endpoints = endpoints(aws.endpoint_url.as_deref(), &region, &env);
+        let (probes, identity) = tokio::join!(
+            futures_util::future::join_all(endpoints.iter().map(|e| probe(e, &config.network))),
+            identity(&config.sdk)
+        );
+        let mut skew = false;
+        report.push(match identity {
+            Ok(c) => c,
+            Err(e) => {
+                skew = e.kind == crate::aws::AwsErrorKind::ClockSkew;
+                let e = crate::aws::advise(e, aws.profile.as_deref());
+                aws_failure("credentials", &e, "")
+            }
+        });
+        let dates: Vec<(i64, i64)> = probes.iter().filter_map(|p| p.date).collect();
+        report.push(clock_check(&dates, skew));
+        for p in probes {
+            report.push(p.check);
+        }
+        let nodes = permissions(&config.sdk, &mut report).await;
+        report.push(session_kms(&config.sdk).await);
+        if let Some(ts) = args.target {
+            doctor_target(ts, &config.sdk, nodes.is_some(), &mut report).await;
+        }
+    }
+    if args.json {
+        super::stdout(report.json().as_bytes())?;
+    } else {
+        super::stdout(report.text().as_bytes())?;
+    }
+    Ok(match report.first_failure() {
+        None => 0,
+        Some(b) => {
+            (match b {
+                Blame::Region | Blame::Other => ExitCode::Aws,
+                Blame::Credentials => ExitCode::Credentials,
+                Blame::AccessDenied => ExitCode::AccessDenied,
+                Blame::Clock => ExitCode::ClockSkew,
+                Blame::Unreachable => ExitCode::Unreachable,
+                Blame::Target => ExitCode::Target,
+            }) as u8
+        }
+    })
+}
+
+async fn doctor_target(
+    ts: TargetSettings,
+    config: &aws_config::SdkConfig,
+    can_describe: bool,
+    report: &mut Report,
+) {
+    use crate::target::Spec;
+    let fail = |detail: String, fix: &str| Check::fail("target", Blame::Target, detail, fix);
+    let raw = &ts.raw;
+    if !can_describe && !matches!(ts.target, Spec::Id(_)) {
+        return report.push(fail(
+            format!("{raw:?} cannot be looked up without ssm:DescribeInstanceInformation"),
+            "pass an instance ID, or allow the action",
+        ));
+    }
+    let found = match crate::target::find(&ts, config).await {
+        Ok(found) => found,
+        Err(f) => {
+            let first = f.message.lines().next().unwrap_or_default().to_owned();
+            return report.push(fail(first, "see `sallyport ls`"));
+        }
+    };
+    let how = match &ts.target {
+        Spec::Id(_) => "an ID, used as is".to_owned(),
+        Spec::Name(n) => format!("the name {n:?} (Name tag, else host or node name)"),
+        Spec::Tag { key, value } => format!("the tag {key}={value}"),
+        Spec::Ip(ip) => format!("the IP address {ip}"),
+        Spec::Pick => "no target".to_owned(),
+    };
+    let alias = ts
+        .alias
+        .map(|a| format!("alias {a:?} -> "))
+        .unwrap_or_default();
+    report.push(Check::ok(
+        "target",
+        format!("{raw} -> {} (by {alias}{how})", found.id),
+    ));
+    match found.instances.node(&found.id).await {
+        Ok(Some(node)) => node_checks(&node, report),
+        Ok(None) => report.push(fail(
+            format!("SSM does not know {}", found.id),
+            "check the ID, --profile and --region; the instance needs the SSM agent and an instance profile with AmazonSSMManagedInstanceCore",
+        )),
+        Err(e) => report.push(aws_failure("target", &e, "allow ssm:DescribeInstanceInformation")),
+    }
+}
+
+/// The endpoint URL each service would use: `--endpoint-url` (or the config file's) for
+/// all, else `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`, else AWS's default.
+/// ssmmessages' URL comes from StartSession; with an ssm override it is the same host.
+fn endpoints(
+    override_url: Option<&str>,
+    region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Endpoint> {
+    let ignore_env = env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v == "true");
+    let env = |k: &str| if ignore_env { None } else { env(k) };
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    let one = |service: &'static str, key: Option<&str>| {
+        let (url, source) = if let Some(u) = override_url {
+            (u.to_owned(), "--endpoint-url or config file".to_owned())
+        } else if let Some((k, u)) = key
+            .map(|k| format!("AWS_ENDPOINT_URL_{k}"))
+            .and_then(|k| env(&k).map(|u| (k, u)))
+        {
+            (u, k)
+        } else if let Some(u) = env("AWS_ENDPOINT_URL") {
+            (u, "AWS_ENDPOINT_URL".to_owned())
+        } else {
+            (
+                format!("https://{service}.{region}.{suffix}"),
+                "default".to_owned(),
+            )
+        };
+        Endpoint {
+            service,
+            url,
+            source,
+        }
+    };
+    let ssm = one("ssm", Some("SSM"));
+    let messages = if ssm.source == "default" {
+        one("ssmmessages", None)
+    } else {
+        Endpoint {
+            service: "ssmmessages",
+            url: ssm.url.clone(),
+            source: format!("{}; StartSession names the real one", ssm.source),
+        }
+    };
+    vec![
+        ssm,
+        messages,
+        one("ec2-instance-connect", Some("EC2_INSTANCE_CONNECT")),
+        one("kms", Some("KMS")),
+        one("sts", Some("STS")),
+    ]
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use aws_config::SdkConfig;
 use serde::Serialize;
 
 use crate::aws::{AwsError, Instances, NodeFilter, NodeInfo, Tagging};
+use crate::error::Failure;
 use crate::target::{Spec, glob_match};
 
 /// What became of the Name tags.
@@ -265,6 +266,52 @@ impl Listing {
         text.push('\n');
         text
     }
+}
+
+/// `sallyport ls`.
+pub struct LsRun {
+    /// The first filter's alias, if it is one, brings its profile and region for all.
+    pub aws: crate::aws::AwsSettings,
+    pub forms: Vec<Spec>,
+    pub json: bool,
+}
+
+/// `sallyport ls [TARGET…] [--json]`.
+pub async fn run(args: &LsRun) -> Result<u8, Failure> {
+    let (aws, forms) = (&args.aws, &args.forms);
+    let config = crate::aws::load(aws)
+        .await
+        .map_err(|e| Failure::aws(e, "the managed nodes"))?;
+    let listing = list(&config.sdk, forms)
+        .await
+        .map_err(|e| {
+            let e = crate::aws::advise(e, aws.profile.as_deref());
+            let e = match e.kind {
+                crate::aws::AwsErrorKind::AccessDenied if e.hint.is_none() => e.with_hint(
+                    "listing needs ssm:DescribeInstanceInformation (and tag:GetResources for Name tags)",
+                ),
+                _ => e,
+            };
+            Failure::aws(e, "the managed nodes")
+        })?;
+    match &listing.tags {
+        Tags::Denied => eprintln!(
+            "sallyport: no permission to read Name tags (tag:GetResources); names shown only for on-premises nodes"
+        ),
+        Tags::Failed(why) => {
+            eprintln!("sallyport: Name tags unavailable: {why}")
+        }
+        Tags::Read(_) => {}
+    }
+    if args.json {
+        super::stdout(listing.json().as_bytes())?;
+    } else {
+        if listing.nodes.is_empty() {
+            eprintln!("sallyport: no managed node matches");
+        }
+        super::stdout(listing.table(std::time::SystemTime::now()).as_bytes())?;
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,59 @@
-//! Commands that help people find and reach their nodes rather than carry a session:
-//! `ls` ([`ls`]), `config ssh` ([`ssh_config`]). They take plain settings from `cli/` and never parse
-//! arguments or read the config file themselves.
+//! One file per command: each takes the plain settings `cli/` resolved for it (its `…Run`
+//! type, defined here) and runs its flow on the layers below. `proxy`, `exec`,
+//! `forward` and `shell` run a session kind on one node; `ssh`, `scp` and `sftp` the
+//! embedded SSH client ([`login`] is what they share); `ls`, `doctor` and `config ssh`
+//! ([`ssh_config`]) help people find and reach their nodes. Nothing here parses
+//! arguments or reads the config file.
 
 pub mod doctor;
+pub mod exec;
+pub mod forward;
+pub mod login;
 pub mod ls;
+pub mod proxy;
+pub mod scp;
+pub mod sftp;
+pub mod shell;
+pub mod ssh;
 pub mod ssh_config;
+
+use crate::aws::AwsConfig;
+use crate::error::{ExitCode, Failure};
+use crate::target::{self, Found, TargetSettings};
+
+/// Finds the node `on` names (loading the AWS configuration for it), runs `work` there,
+/// and forgets a cached lookup whose ID the service then refused.
+async fn on_node<T>(
+    on: &TargetSettings,
+    work: impl AsyncFnOnce(&AwsConfig, &Found) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let (config, found) = target::locate(on).await?;
+    let result = work(&config, &found).await;
+    found.settle(&result);
+    result
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike
+/// `print!` a failed write is a message, not a panic.
+pub fn stdout(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How long a copy waits, before it exits, for the sessions of connections cancelled
+/// mid-setup to be ended on the service.
+const BACKGROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
+    Failure::new(
+        ExitCode::Interrupted,
+        format!("interrupted by {}; the copy is incomplete", sig.name()),
+    )
+}

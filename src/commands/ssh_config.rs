@@ -16,6 +16,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::error::{ExitCode, Failure};
+
 /// What the block is made from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockSettings {
@@ -318,6 +320,54 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `sallyport config ssh`.
+pub struct ConfigSshRun {
+    pub block: BlockSettings,
+    pub install: bool,
+}
+
+/// `sallyport config ssh [--push-key [--ephemeral]] [--multiplex] [--install]`.
+pub fn run(args: ConfigSshRun) -> Result<u8, Failure> {
+    if let Some(dir) = &args.block.control_dir {
+        // ssh does not make the directory, and without it every connection is its own.
+        ensure_control_dir(dir).map_err(|e| {
+            Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot use the directory for ssh's control sockets: {e}"),
+            )
+        })?;
+    }
+    let block = host_block(&args.block);
+    if !args.install {
+        super::stdout(block.as_bytes())?;
+        return Ok(0);
+    }
+    let home = dirs::home_dir().ok_or_else(|| {
+        Failure::new(
+            ExitCode::LocalIo,
+            "cannot find your home directory; set HOME",
+        )
+    })?;
+    let done = install(&home, &block).map_err(|e| {
+        Failure::new(
+            ExitCode::LocalIo,
+            format!("cannot install the ssh configuration: {e}"),
+        )
+    })?;
+    let conf = done.conf.display();
+    let config = done.config.display();
+    match (done.conf_written, done.include_added, &done.backup) {
+        (false, false, _) => eprintln!("sallyport: {conf} is up to date and {config} includes it"),
+        (true, false, _) => eprintln!("sallyport: updated {conf}; {config} already includes it"),
+        (_, true, Some(b)) => eprintln!(
+            "sallyport: wrote {conf} and added `Include` at the top of {config} (the old one is kept as {})",
+            b.display()
+        ),
+        (_, true, None) => eprintln!("sallyport: wrote {conf} and created {config} to include it"),
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

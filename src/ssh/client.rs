@@ -331,3 +331,27 @@ impl Connection {
         self.guard.failure(Duration::from_millis(500)).await
     }
 }
+
+/// Opens the SFTP subsystem on `conn`, runs `work` with it, and closes everything. A
+/// failure the data channel explains better replaces SFTP's own.
+pub async fn with_sftp(
+    mut conn: Connection,
+    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, Failure>,
+) -> Result<u8, Failure> {
+    // Two channels: the session, and one for bounded directory listings.
+    let opened = super::transfer::Sftp::open(&conn).await;
+    let result = match opened {
+        Ok(sftp) => {
+            let r = work(&sftp).await;
+            sftp.close().await;
+            r
+        }
+        Err(f) => Err(f),
+    };
+    let result = match result {
+        Err(f) if f.code == ExitCode::Protocol => Err(conn.link_failure().await.unwrap_or(f)),
+        other => other,
+    };
+    conn.close().await;
+    result
+}

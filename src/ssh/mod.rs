@@ -3,7 +3,6 @@
 //! in-memory Ed25519 key pushed through EC2 Instance Connect.
 
 pub mod client;
-pub mod commands;
 pub mod glob;
 pub mod known_hosts;
 pub mod remote;

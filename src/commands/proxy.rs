@@ -1,0 +1,50 @@
+//! `sallyport proxy`: an ssh ProxyCommand to a node's port, optionally pushing a key
+//! through EC2 Instance Connect while the session starts.
+
+use std::path::PathBuf;
+
+use crate::aws::{InstanceConnect, Ssm};
+use crate::error::Failure;
+use crate::session::proxy::{self, ProxyRequest, PushKey};
+use crate::target::TargetSettings;
+use crate::transport::LinkOptions;
+
+/// `sallyport proxy`.
+pub struct ProxyRun {
+    pub on: TargetSettings,
+    pub port: u16,
+    /// `--push-key`: for this OS user, with this key.
+    pub push: Option<PushKeyFor>,
+    pub link: LinkOptions,
+}
+
+pub struct PushKeyFor {
+    pub user: String,
+    pub ephemeral: bool,
+    pub identity: Option<PathBuf>,
+}
+
+/// `sallyport proxy`: stdin and stdout carried to the node's port until either side ends.
+pub async fn run(run: ProxyRun) -> Result<u8, Failure> {
+    super::on_node(&run.on, async |config, found| {
+        let ssm = Ssm::new(config);
+        let push = match run.push {
+            Some(p) => Some(PushKey {
+                eic: InstanceConnect::new(&config.sdk),
+                user: p.user,
+                public_key: proxy::key_to_push(p.ephemeral, p.identity.as_deref()).await?,
+                profile: run.on.aws.profile.clone(),
+            }),
+            None => None,
+        };
+        let req = ProxyRequest {
+            target: found.id.clone(),
+            port: run.port,
+            start: found.start_options(&run.on),
+            link: run.link,
+            push,
+        };
+        proxy::run(&ssm, &req).await.map(|()| 0)
+    })
+    .await
+}

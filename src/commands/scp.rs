@@ -1,0 +1,75 @@
+//! `sallyport scp`: one remote side, copied through SFTP, striped over several sessions
+//! unless `-j 1`.
+
+use crate::error::Failure;
+use crate::ssh::client::with_sftp;
+use crate::ssh::transfer::{self, CopyPlan};
+
+use super::login::{Login, connector};
+use super::{BACKGROUND_BUDGET, interrupted};
+
+/// `sallyport scp`.
+pub struct ScpRun {
+    pub login: Login,
+    pub plan: CopyPlan,
+    pub recursive: bool,
+    pub preserve: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    pub verify: bool,
+    /// Sessions the copy may use.
+    pub lanes: usize,
+}
+
+/// `sallyport scp`: one remote side, copied through SFTP.
+pub async fn run(run: ScpRun) -> Result<u8, Failure> {
+    let (args, lanes) = (&run, run.lanes);
+    // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
+    let mut signals = crate::session::lifecycle::Signals::new();
+    let connecting = connector(&run.login);
+    let (connector, conn) = tokio::select! {
+        c = connecting => c?,
+        sig = signals.recv() => return Err(interrupted(sig)),
+    };
+    let opts = transfer::CopyOptions {
+        recursive: args.recursive,
+        preserve: args.preserve,
+        progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    if lanes > 1 || args.verify {
+        let par = transfer::parallel::ParallelOptions {
+            lanes,
+            verify: args.verify,
+        };
+        let res = transfer::parallel::Resources::default();
+        let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
+        let work =
+            transfer::parallel::copy(&connector, conn, &res, &run.plan, &opts, &par, &mut report);
+        let result = tokio::select! {
+            r = work => r,
+            sig = signals.recv() => Err(interrupted(sig)),
+        };
+        res.release().await;
+        connector.await_background(BACKGROUND_BUDGET).await;
+        let outcome = result?;
+        return match (outcome.problems, outcome.first_code) {
+            (0, _) | (_, None) => Ok(0),
+            (n, Some(code)) => Err(Failure::new(
+                code,
+                if n == 1 {
+                    "1 file or directory could not be copied".to_owned()
+                } else {
+                    format!("{n} files or directories could not be copied")
+                },
+            )),
+        };
+    }
+    // -j 1: one session, written in place, as before striping existed.
+    let work = with_sftp(conn, async |sftp| {
+        transfer::copy(sftp, &run.plan, &opts).await.map(|_| 0)
+    });
+    tokio::select! {
+        r = work => r,
+        sig = signals.recv() => Err(interrupted(sig)),
+    }
+}

@@ -1,0 +1,86 @@
+//! `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`), with get and put
+//! striped over several sessions.
+
+use std::path::PathBuf;
+
+use crate::error::{ExitCode, Failure};
+use crate::ssh::client::with_sftp;
+use crate::ssh::sftp_shell;
+use crate::ssh::transfer;
+
+use super::login::{Login, connector};
+use super::{BACKGROUND_BUDGET, interrupted};
+
+/// `sallyport sftp`.
+pub struct SftpRun {
+    pub login: Login,
+    /// Commands from this file (`-` for stdin) instead of a prompt.
+    pub batch: Option<PathBuf>,
+    /// Sessions a get or put may use.
+    pub lanes: usize,
+}
+
+/// `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`).
+pub async fn run(run: SftpRun) -> Result<u8, Failure> {
+    let args = &run;
+    use std::io::IsTerminal as _;
+    // Open the batch file before connecting: a typo should not cost a session.
+    let batch: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = match &args.batch {
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(tokio::io::stdin())),
+        Some(p) => Some(Box::new(tokio::fs::File::open(p).await.map_err(|e| {
+            Failure::new(
+                ExitCode::LocalIo,
+                format!("cannot read the batch file {}: {e}", p.display()),
+            )
+        })?)),
+        None => None,
+    };
+    let lanes = run.lanes;
+    let (connector, conn) = connector(&run.login).await?;
+    let res = transfer::parallel::Resources::default();
+    let striping = sftp_shell::Striping {
+        connector: &connector,
+        res: &res,
+        lanes,
+    };
+    // A channel on this connection for striped get/put; without one they run unstriped.
+    let striped = lanes > 1 && res.add_lane_on(&conn).await.is_ok();
+    let opts = sftp_shell::ShellOptions {
+        batch: batch.is_some(),
+        interactive: batch.is_none() && std::io::stdin().is_terminal(),
+        progress: std::io::stdout().is_terminal(),
+    };
+    let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match batch {
+        Some(b) => b,
+        None => Box::new(tokio::io::stdin()),
+    };
+    let work = with_sftp(conn, async |sftp| {
+        let mut out = tokio::io::stdout();
+        let mut err = tokio::io::stderr();
+        let input = tokio::io::BufReader::new(input);
+        let code = sftp_shell::run_striped(
+            sftp,
+            striped.then_some(&striping),
+            input,
+            &opts,
+            &mut out,
+            &mut err,
+        )
+        .await?;
+        Ok(code)
+    });
+    // Striped: a signal must still remove the temporary files of a `get` and end the
+    // extra sessions. (Unstriped, the default action stays: the process ends.)
+    let result = if striped {
+        let mut signals = crate::session::lifecycle::Signals::new();
+        tokio::select! {
+            r = work => r,
+            sig = signals.recv() => Err(interrupted(sig)),
+        }
+    } else {
+        work.await
+    };
+    res.release().await;
+    connector.await_background(BACKGROUND_BUDGET).await;
+    result
+}

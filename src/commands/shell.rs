@@ -1,0 +1,32 @@
+//! `sallyport shell`: an interactive shell on a node, on the local terminal.
+
+use std::collections::BTreeMap;
+
+use crate::aws::Ssm;
+use crate::error::Failure;
+use crate::session::shell::{self, ShellRequest};
+use crate::target::TargetSettings;
+use crate::transport::LinkOptions;
+
+/// `sallyport shell`.
+pub struct ShellRun {
+    pub on: TargetSettings,
+    pub document: Option<String>,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub link: LinkOptions,
+}
+
+/// `sallyport shell`.
+pub async fn run(run: ShellRun) -> Result<u8, Failure> {
+    super::on_node(&run.on, async |config, found| {
+        let req = ShellRequest {
+            target: found.id.clone(),
+            document: run.document,
+            parameters: run.parameters,
+            start: found.start_options(&run.on),
+            link: run.link,
+        };
+        shell::run(&Ssm::new(config), &req).await
+    })
+    .await
+}
