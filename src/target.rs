@@ -42,6 +42,10 @@ pub struct TargetSettings {
     pub aliases: Vec<String>,
     /// Identifies the AWS context for the lookup cache: profile, region, endpoint, key ID.
     pub cache_scope: String,
+    /// The way to reach the target (`--via`, `via =`).
+    pub via: via::Via,
+    /// EICE tunnels end after this long (`--max-tunnel-duration`).
+    pub max_tunnel_duration: Duration,
 }
 
 /// A parsed target.

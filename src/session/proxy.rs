@@ -75,6 +75,21 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     result
 }
 
+/// [`run`] over an EC2 Instance Connect Endpoint tunnel: the key push and the tunnel side
+/// by side, then stdin/stdout carried until either side ends.
+pub async fn run_eice(
+    tunnel: &crate::session::eice::EiceStream,
+    req: &ProxyRequest,
+) -> Result<(), Failure> {
+    if let Some(p) = &req.push {
+        p.eic
+            .send_ssh_public_key(&req.target, &p.user, &p.public_key, p.profile.as_deref())
+            .await
+            .map_err(|e| Failure::aws(e, &req.target))?;
+    }
+    crate::session::eice::proxy(tunnel).await
+}
+
 async fn stream(
     ssm: &Ssm,
     started: &crate::aws::StartedSession,

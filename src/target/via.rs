@@ -115,6 +115,34 @@ impl Choice<'_> {
         decide(self.via, id, &facts, self)
     }
 
+    /// After Session Manager failed to reach `id` with `failed` (exit 5): the EICE way
+    /// under `auto`; under `ssm` the hint when an endpoint would serve it; otherwise
+    /// `failed`, under `auto` with what keeps EICE from reaching it. Session Manager is
+    /// tried first so that reaching an online node costs no extra call.
+    pub async fn after_ssm_failure(&self, id: &str, failed: Failure) -> Result<Way, Failure> {
+        if failed.code != ExitCode::Target || self.via == Via::Eice {
+            return Err(failed);
+        }
+        let node = self.instances.node(id).await.ok().flatten();
+        if node.as_ref().is_some_and(NodeInfo::is_online) {
+            return Err(failed);
+        }
+        let facts = self.ec2_facts(id, node).await;
+        match decide(self.via, id, &facts, self) {
+            Ok(way @ Way::Eice { .. }) => Ok(way),
+            Ok(Way::Ssm { .. }) => Err(failed),
+            Err(hint) if self.via == Via::Ssm => Err(hint),
+            Err(_) => Err(Failure::new(
+                failed.code,
+                format!(
+                    "{}; and {}",
+                    failed.message.trim_end().trim_end_matches('.'),
+                    missing(&facts, id)
+                ),
+            )),
+        }
+    }
+
     async fn ec2_facts(&self, id: &str, node: Option<NodeInfo>) -> Facts {
         let mut facts = Facts {
             node,
@@ -168,9 +196,10 @@ pub fn choose_endpoint<'a>(
 
 /// The decision once SSM said the agent is not online (or was not asked).
 pub fn decide(via: Via, id: &str, facts: &Facts, c: &Choice) -> Result<Way, Failure> {
-    let agent = match &facts.node {
-        Some(n) => format!("its SSM agent is {}", n.ping_status),
-        None => "it is not a managed node in Session Manager".to_owned(),
+    let agent = match (&facts.node, via) {
+        (Some(n), _) => format!("its SSM agent is {}", n.ping_status),
+        (None, Via::Eice) => "Session Manager not asked".to_owned(),
+        (None, _) => "it is not a managed node in Session Manager".to_owned(),
     };
     let running = facts
         .instance

@@ -179,8 +179,7 @@ fn no_way_names_what_is_missing() {
         let f = run(via, &facts, &config(false, None)).unwrap_err();
         assert_eq!(f.code, ExitCode::Target);
         assert!(
-            f.message.contains("not a managed node")
-                && f.message.contains("no EC2 Instance Connect Endpoint")
+            f.message.contains("no EC2 Instance Connect Endpoint")
                 && f.message.contains("vpc-1")
                 && f.message.contains("would reach it"),
             "{}",

@@ -9,7 +9,7 @@ use sallyport_testbed::TestbedConfig;
 use sallyport_testbed::world::endpoints::EndpointConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::Fixture;
+use crate::harness::{Fixture, ok, random_bytes, run, sha256_file};
 
 pub const ENDPOINT: &str = "eice-0123456789abcdef0";
 
@@ -86,4 +86,136 @@ fn the_library_chooses_eice_and_its_tunnel_reaches_sshd() {
         assert_eq!(f5.code as i32, 5);
         assert!(f5.message.contains("--via eice"), "{}", f5.message);
     });
+}
+
+const QUICK: Duration = Duration::from_secs(60);
+const TRANSFER: Duration = Duration::from_secs(180);
+
+/// Tunnels the testbed opened so far.
+fn tunnels(f: &Fixture) -> u64 {
+    f.testbed.tunnel_stats().opened
+}
+
+/// OpenSSH `ssh`, `scp` and `sftp` through `sallyport proxy` (auto) to an instance whose
+/// agent is offline and whose VPC has an endpoint: all intact, all through tunnels, no
+/// Session Manager session.
+#[test]
+fn openssh_reaches_an_agentless_instance_through_the_endpoint() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(f.ssh_with("-v").arg("echo over-eice"), None, QUICK);
+    assert_eq!(ok(&out), "over-eice\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("via EC2 Instance Connect Endpoint eice-0123456789abcdef0"),
+        "-v says the way and why: {err}"
+    );
+    let local = f.path("up.bin");
+    std::fs::write(&local, random_bytes(3 << 20, 7)).unwrap();
+    ok(&run(
+        f.scp(false).arg(&local).arg(f.remote("up-copy.bin")),
+        None,
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&f.path("up-copy.bin")), sha256_file(&local));
+    let back = f.path("back.bin");
+    ok(&run(
+        f.scp(true).arg(f.remote("up-copy.bin")).arg(&back),
+        None,
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&back), sha256_file(&local));
+    let sftp_back = f.path("sftp-back.bin");
+    let batch = format!(
+        "get {} {}\n",
+        f.path("up.bin").display(),
+        sftp_back.display()
+    );
+    ok(&run(
+        f.sftp()
+            .arg("-b")
+            .arg("-")
+            .arg(format!("root@{}", f.instance)),
+        Some(batch.as_bytes()),
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&sftp_back), sha256_file(&local));
+    // Session Manager is asked first (and refuses); no data channel is ever opened.
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+    assert!(tunnels(&f) >= 4, "{} tunnels", tunnels(&f));
+}
+
+#[test]
+fn via_ssm_to_it_fails_with_the_eice_hint_and_via_eice_without_an_endpoint_names_what_is_missing() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(f.proxy(&f.instance).args(["--via", "ssm"]), None, QUICK);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--via eice") && err.contains(ENDPOINT),
+        "{err}"
+    );
+    assert_eq!(tunnels(&f), 0);
+
+    let g = Fixture::with_config(|c| agentless(c, false));
+    let out = run(g.proxy(&g.instance).args(["--via", "eice"]), None, QUICK);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no EC2 Instance Connect Endpoint") && err.contains("vpc-"),
+        "{err}"
+    );
+    // auto: today's error, and what EICE lacks.
+    let out = run(&mut g.proxy(&g.instance), None, QUICK);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would reach it"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+/// The embedded client: `ssh` and `scp -j 4` over EICE, each lane its own tunnel.
+#[test]
+fn embedded_ssh_and_striped_scp_over_eice() {
+    let f = Fixture::instance_connect_with(|c| agentless(c, true));
+    let out = run(
+        &mut f.sallyport(&["ssh", &format!("root@{}", f.instance), "echo", "embedded"]),
+        None,
+        QUICK,
+    );
+    assert_eq!(ok(&out), "embedded\n");
+    let src = f.path("src.bin");
+    std::fs::write(&src, random_bytes(6 << 20, 11)).unwrap();
+    let dst = f.path("dst.bin");
+    let before = tunnels(&f);
+    ok(&run(
+        &mut f.sallyport(&[
+            "scp",
+            "-j",
+            "4",
+            &f.remote("src.bin"),
+            dst.to_str().unwrap(),
+        ]),
+        None,
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&dst), sha256_file(&src));
+    assert!(
+        tunnels(&f) - before >= 2,
+        "lanes over their own tunnels: {}",
+        tunnels(&f) - before
+    );
+}
+
+/// A tunnel ended at `--max-tunnel-duration`: the one line, exit 11.
+#[test]
+fn a_tunnel_ended_at_its_maximum_duration_says_so() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(
+        f.ssh_with("--max-tunnel-duration 2")
+            .arg("sleep 8; echo late"),
+        None,
+        QUICK,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reached its maximum duration of 2 s"), "{err}");
 }
