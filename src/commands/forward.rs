@@ -29,5 +29,32 @@ pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
         start: found.start_options(&run.on),
         link: run.link,
     };
-    forward::run(&Ssm::new(&config), &req).await
+    // Forwards listen for a long time: the way is decided once, up front (`auto` asks
+    // whether the agent is online; an offline one with an endpoint goes through EICE).
+    let first_port = match req.specs.first().map(|s| &s.remote) {
+        Some(forward::Remote::Port(p) | forward::Remote::Host { port: p, .. }) => *p,
+        None => 22,
+    };
+    let eice = match super::way_first(&config, &found, &run.on, first_port).await? {
+        Some(t) => Some(t),
+        None if run.on.via == crate::target::via::Via::Auto => {
+            let node = found.instances.node(&found.id).await.ok().flatten();
+            if node.is_some_and(|n| n.is_online()) {
+                None
+            } else {
+                let offline = Failure::new(
+                    crate::error::ExitCode::Target,
+                    format!("{} is not connected to Session Manager", found.id),
+                );
+                super::way_after(&config, &found, &run.on, first_port, offline)
+                    .await
+                    .ok()
+            }
+        }
+        None => None,
+    };
+    match eice {
+        Some(t) => crate::session::forward_eice::run(&t, &req).await,
+        None => forward::run(&Ssm::new(&config), &req).await,
+    }
 }

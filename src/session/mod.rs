@@ -9,6 +9,7 @@ pub mod exec_document;
 pub mod forward;
 pub mod forward_conn;
 pub mod forward_driver;
+pub mod forward_eice;
 pub mod lifecycle;
 pub mod proxy;
 pub mod shell;

@@ -219,3 +219,21 @@ fn a_tunnel_ended_at_its_maximum_duration_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reached its maximum duration of 2 s"), "{err}");
 }
+
+/// `forward` over EICE: 20 concurrent connections, each its own tunnel, all intact.
+#[test]
+fn a_forward_over_eice_carries_20_concurrent_connections() {
+    use crate::forward::{Forwarder, HttpServer, concurrent_gets};
+    let web = HttpServer::start("eice-web");
+    let addr = web.addr;
+    let f = Fixture::with_config(|c| {
+        agentless(c, true);
+        c.instances[0].ports.insert(8080, addr);
+    });
+    let mut fwd = Forwarder::start(&f, &[&f.instance, "0:8080"]);
+    let local = fwd.wait_forward();
+    concurrent_gets(local, 20, "eice-web");
+    assert!(tunnels(&f) >= 20, "{} tunnels", tunnels(&f));
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+    assert_eq!(fwd.interrupt(), Some(0), "stderr: {}", fwd.stderr());
+}
