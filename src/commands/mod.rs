@@ -6,6 +6,7 @@
 //! arguments or reads the config file.
 
 pub mod doctor;
+mod doctor_eice;
 pub mod exec;
 pub mod forward;
 pub mod login;

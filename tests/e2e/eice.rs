@@ -237,3 +237,31 @@ fn a_forward_over_eice_carries_20_concurrent_connections() {
     assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
     assert_eq!(fwd.interrupt(), Some(0), "stderr: {}", fwd.stderr());
 }
+
+/// `doctor TARGET` has its EICE line: the endpoint, its state, and that security groups
+/// are not checked; without an endpoint, what would reach the instance.
+#[test]
+fn doctor_has_its_eice_line() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(&mut f.sallyport(&["doctor", &f.instance]), None, QUICK);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("eice"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(ENDPOINT)
+            && line.contains("create-complete")
+            && line.contains("security groups are not checked"),
+        "{text}"
+    );
+    let g = Fixture::with_config(|c| agentless(c, false));
+    let out = run(&mut g.sallyport(&["doctor", &g.instance]), None, QUICK);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("eice")
+                && l.contains("no EC2 Instance Connect Endpoint serves vpc-")),
+        "{text}"
+    );
+}
