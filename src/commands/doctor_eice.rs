@@ -69,11 +69,11 @@ pub async fn check(config: &aws_config::SdkConfig, id: &str) -> Check {
             ),
             "wait for create-complete, or create another endpoint",
         ),
-        None => Check::warn(
+        // No endpoint is no fault: Session Manager may be the way.
+        None => Check::ok(
             NAME,
-            format!("no EC2 Instance Connect Endpoint serves {vpc}"),
             format!(
-                "without Session Manager, an endpoint would reach it: aws ec2 create-instance-connect-endpoint --subnet-id {}",
+                "no EC2 Instance Connect Endpoint serves {vpc} (one would reach {id} without Session Manager: aws ec2 create-instance-connect-endpoint --subnet-id {})",
                 instance.subnet_id.as_deref().unwrap_or("SUBNET")
             ),
         ),

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod forward;
 pub mod login;
 pub mod ls;
+mod ls_eice;
 pub mod proxy;
 pub mod scp;
 pub mod sftp;

@@ -265,3 +265,20 @@ fn doctor_has_its_eice_line() {
         "{text}"
     );
 }
+
+/// `ls` shows the way per instance: `eice` for the agent-less one an endpoint serves.
+#[test]
+fn ls_shows_the_way_per_instance() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(&mut f.sallyport(&["ls"]), None, QUICK);
+    let table = ok(&out);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.trim_end().ends_with("VIA"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&f.instance))
+        .unwrap_or_default();
+    assert!(row.trim_end().ends_with(" eice"), "{table}");
+    let json = ok(&run(&mut f.sallyport(&["ls", "--json"]), None, QUICK));
+    assert!(json.contains("\"via\": \"eice\""), "{json}");
+}
