@@ -55,6 +55,8 @@ pub struct Defaults {
     pub endpoint_url_ssmmessages: Option<String>,
     /// The OS user `sallyport ssh/scp/sftp` log in as when none is given.
     pub user: Option<String>,
+    /// `via = "ssm" | "eice" | "auto"`: the way to reach targets.
+    pub via: Option<crate::target::via::Via>,
 }
 
 /// An alias: a target and, optionally, where to look for it.
@@ -68,6 +70,8 @@ pub struct Alias {
     pub endpoint_url_ssmmessages: Option<String>,
     /// The OS user to log in as on this target.
     pub user: Option<String>,
+    /// The way to reach this target.
+    pub via: Option<crate::target::via::Via>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +82,7 @@ struct RawFile {
     endpoint_url: Option<String>,
     endpoint_url_ssmmessages: Option<String>,
     user: Option<String>,
+    via: Option<String>,
     proxy: Option<String>,
     #[serde(default)]
     profiles: BTreeMap<String, RawProfile>,
@@ -94,6 +99,7 @@ struct RawProfile {
     endpoint_url: Option<String>,
     endpoint_url_ssmmessages: Option<String>,
     user: Option<String>,
+    via: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +154,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
         endpoint_url: raw.endpoint_url,
         endpoint_url_ssmmessages: raw.endpoint_url_ssmmessages,
         user: raw.user,
+        via: via(raw.via.as_deref(), "").map_err(bad)?,
     };
     check_defaults(&defaults, "").map_err(bad)?;
     if let Some(p) = &raw.proxy {
@@ -155,15 +162,16 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
     }
     let mut profiles = BTreeMap::new();
     for (name, p) in raw.profiles {
+        // The name is shown as text: a quoted TOML key may hold a newline or an escape.
+        let section = format!("[profiles.{}] ", crate::text::shown(&name));
         let d = Defaults {
             profile: None,
             region: p.region,
             endpoint_url: p.endpoint_url,
             endpoint_url_ssmmessages: p.endpoint_url_ssmmessages,
             user: p.user,
+            via: via(p.via.as_deref(), &section).map_err(bad)?,
         };
-        // The name is shown as text: a quoted TOML key may hold a newline or an escape.
-        let section = format!("[profiles.{}] ", crate::text::shown(&name));
         check_defaults(&d, &section).map_err(bad)?;
         profiles.insert(name, d);
     }
@@ -276,6 +284,12 @@ pub fn plain_http_check(url: &str) -> Result<(), String> {
     }
 }
 
+/// `via = "…"`: ssm, eice or auto.
+fn via(raw: Option<&str>, prefix: &str) -> Result<Option<crate::target::via::Via>, String> {
+    raw.map(|v| v.parse().map_err(|e| format!("{prefix}`via`: {e}")))
+        .transpose()
+}
+
 fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
     if name.trim().is_empty() {
         return Err("an alias name is empty".to_owned());
@@ -315,6 +329,7 @@ fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
         endpoint_url: table.remove("endpoint_url"),
         endpoint_url_ssmmessages: table.remove("endpoint_url_ssmmessages"),
         user: table.remove("user"),
+        via: via(table.remove("via").as_deref(), &format!("alias {name:?}: "))?,
     };
     if let Some(u) = &alias.endpoint_url {
         check_url(u).map_err(|e| format!("alias {name:?}: `endpoint_url` {e}"))?;
@@ -325,7 +340,7 @@ fn alias(name: &str, raw: RawAlias) -> Result<Alias, String> {
     if let Some(unknown) = table.keys().next() {
         return Err(format!(
             "alias {name:?} has an unknown key `{unknown}` (known: target, tag, profile, region, \
-             endpoint_url, endpoint_url_ssmmessages, user)"
+             endpoint_url, endpoint_url_ssmmessages, user, via)"
         ));
     }
     Ok(alias)
@@ -458,5 +473,36 @@ mod tests {
     fn explicit_path_must_exist_default_may_not() {
         let e = load(Some(Path::new("/nonexistent/sallyport.toml"))).unwrap_err();
         assert!(e.0.contains("cannot read the config file"), "{}", e.0);
+    }
+
+    #[test]
+    fn via_is_read_at_the_top_per_profile_and_per_alias() {
+        use crate::target::via::Via;
+        let c = p(r#"
+            via = "ssm"
+            [profiles.prod]
+            via = "EICE"
+            [alias.db]
+            target = "i-0123456789abcdef0"
+            via = "auto"
+            [alias.web]
+            target = "web-1"
+        "#)
+        .unwrap();
+        assert_eq!(c.defaults.via, Some(Via::Ssm));
+        assert_eq!(c.profiles["prod"].via, Some(Via::Eice));
+        assert_eq!(c.aliases["db"].via, Some(Via::Auto));
+        assert_eq!(c.aliases["web"].via, None);
+        for (text, says) in [
+            ("via = \"bastion\"", "`via`: \"bastion\" is not a way"),
+            ("[profiles.x]\nvia = \"x\"", "[profiles.x] `via`"),
+            (
+                "[alias.a]\ntarget = \"i-0123456789abcdef0\"\nvia = \"\"",
+                "alias \"a\": `via`",
+            ),
+        ] {
+            let e = p(text).unwrap_err();
+            assert!(e.0.contains(says), "{text}: {}", e.0);
+        }
     }
 }

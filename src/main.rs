@@ -8,7 +8,6 @@ use sallyport::commands;
 use sallyport::error::{ExitCode, Failure};
 
 fn main() -> std::process::ExitCode {
-    sallyport::timeline::start();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,7 @@
 
 pub mod cache;
 mod suggest;
+pub mod via;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -41,6 +42,10 @@ pub struct TargetSettings {
     pub aliases: Vec<String>,
     /// Identifies the AWS context for the lookup cache: profile, region, endpoint, key ID.
     pub cache_scope: String,
+    /// The way to reach the target (`--via`, `via =`).
+    pub via: via::Via,
+    /// EICE tunnels end after this long (`--max-tunnel-duration`).
+    pub max_tunnel_duration: Duration,
 }
 
 /// A parsed target.
@@ -163,6 +168,9 @@ pub struct Resolver<'a> {
     pub cache: Option<cache::Cache>,
     /// The cache key's context: profile, region, endpoint, access key ID.
     pub cache_scope: String,
+    /// Where names, tags and addresses of running EC2 instances that Session Manager does
+    /// not know are looked up (their way is an EC2 Instance Connect Endpoint).
+    pub ec2: Option<crate::aws::Ec2>,
 }
 
 /// The outcome of a lookup.
@@ -223,8 +231,49 @@ impl Resolver<'_> {
         })
     }
 
-    /// The matching nodes, and (when it was fetched) the full list for suggestions.
+    /// The matching nodes; when Session Manager knows none, the running EC2 instances
+    /// that match (if EC2 may be asked).
     async fn lookup(&self, spec: &Spec) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), Failure> {
+        let (found, everyone) = self.lookup_ssm(spec).await?;
+        if !found.is_empty() {
+            return Ok((found, everyone));
+        }
+        Ok((self.lookup_ec2(spec).await, everyone))
+    }
+
+    /// Running EC2 instances matching a name, tag or address; none when EC2 cannot be
+    /// asked (the lookup then fails as it did before, with the SSM view).
+    async fn lookup_ec2(&self, spec: &Spec) -> Vec<NodeInfo> {
+        let Some(ec2) = &self.ec2 else {
+            return Vec::new();
+        };
+        let filter = match spec {
+            Spec::Name(n) => ("tag:Name".to_owned(), n.clone()),
+            Spec::Tag { key, value } => (format!("tag:{key}"), value.clone()),
+            Spec::Ip(ip) => ("private-ip-address".to_owned(), ip.to_string()),
+            Spec::Id(_) | Spec::Pick => return Vec::new(),
+        };
+        let query = crate::aws::InstanceQuery {
+            ids: Vec::new(),
+            filters: vec![
+                (filter.0, vec![filter.1]),
+                ("instance-state-name".to_owned(), vec!["running".to_owned()]),
+            ],
+        };
+        match ec2.describe_instances(&query).await {
+            Ok(found) => found.iter().map(not_managed).collect(),
+            Err(e) => {
+                tracing::debug!("EC2 lookup of {spec} failed: {}", e.message);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The matching nodes, and (when it was fetched) the full list for suggestions.
+    async fn lookup_ssm(
+        &self,
+        spec: &Spec,
+    ) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), Failure> {
         let describe = |f: NodeFilter| async move {
             self.instances.describe(&f).await.map_err(|e| {
                 let e = crate::aws::advise(e, self.profile.as_deref());
@@ -408,6 +457,23 @@ impl Resolver<'_> {
     }
 }
 
+/// An EC2 instance that is no managed node, as a row of the listings.
+pub fn not_managed(i: &crate::aws::Ec2Instance) -> NodeInfo {
+    NodeInfo {
+        id: i.instance_id.clone(),
+        ping_status: NOT_MANAGED.to_owned(),
+        last_ping: None,
+        ip_address: i.private_ip.clone().or_else(|| i.ipv6.clone()),
+        computer_name: None,
+        name: i.name().map(str::to_owned),
+        platform: None,
+        agent_version: None,
+    }
+}
+
+/// The ping status shown for EC2 instances Session Manager does not know.
+pub const NOT_MANAGED: &str = "NotManaged";
+
 /// Online first, then the most recently seen, then by ID: the order of the listing, the
 /// picker, and what `--pick first` takes.
 fn order(mut matches: Vec<NodeInfo>) -> Vec<NodeInfo> {
@@ -460,6 +526,7 @@ pub async fn find(
         profile: settings.aws.profile.clone(),
         cache: cache.clone(),
         cache_scope: settings.cache_scope.clone(),
+        ec2: Some(crate::aws::Ec2::new(config)),
     };
     let resolved = resolver.resolve(&settings.target).await?;
     if let Some(alias) = &settings.alias {

@@ -1,12 +1,15 @@
 //! The set-up timeline `-v` prints: how long each step before the first remote byte took
 //! (credentials, StartSession, the websocket's DNS, TCP, TLS and upgrade, the handshake,
-//! the first byte), and when it ended, counted from [`start`] (the process's start).
+//! the first byte), and when it ended, counted from the [`Timeline`]'s creation (when
+//! the command built its network settings, just after the process started).
 //!
-//! Each step is reported once, the first time it completes: a command that opens several
-//! sessions (`scp -j N`) shows the first one's set-up, the one the user waits on.
+//! Each step is reported once per [`Timeline`], the first time it completes: a command
+//! that opens several sessions (`scp -j N`) shares one and shows the first one's set-up,
+//! the one the user waits on. The timeline is owned by the command's network settings
+//! ([`crate::transport::Network`]) and passed down, not kept in a process-wide static.
 //! Lines go to the log (target `sallyport::timeline`, INFO), never to stdout.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The steps, in the order they usually end.
@@ -60,45 +63,61 @@ impl Step {
     }
 }
 
-static ORIGIN: OnceLock<Instant> = OnceLock::new();
-static SEEN: Mutex<[bool; 8]> = Mutex::new([false; 8]);
-/// When the data channel's websocket opened, for the steps counted from it.
-static OPENED: OnceLock<Instant> = OnceLock::new();
+/// One command's set-up timeline; clones share it.
+#[derive(Clone, Debug)]
+pub struct Timeline(Arc<State>);
 
-/// Marks the process's start (the first call wins).
-pub fn start() {
-    ORIGIN.get_or_init(Instant::now);
+#[derive(Debug)]
+struct State {
+    origin: Instant,
+    seen: Mutex<[bool; 8]>,
+    /// When the data channel's websocket opened, for the steps counted from it.
+    opened: OnceLock<Instant>,
 }
 
-/// Reports `step`, begun at `began`, as done now: once per process.
-pub fn done(step: Step, began: Instant) {
-    let now = Instant::now();
-    let first = SEEN
-        .lock()
-        .map(|mut seen| !std::mem::replace(&mut seen[step.index()], true))
-        .unwrap_or(false);
-    if !first {
-        return;
+impl Default for Timeline {
+    /// A timeline starting now.
+    fn default() -> Self {
+        Timeline(Arc::new(State {
+            origin: Instant::now(),
+            seen: Mutex::new([false; 8]),
+            opened: OnceLock::new(),
+        }))
     }
-    let origin = *ORIGIN.get_or_init(|| began);
-    tracing::info!(
-        target: "sallyport::timeline",
-        "set-up: {} {} ms (done at {} ms)",
-        step.name(),
-        ms(now.saturating_duration_since(began)),
-        ms(now.saturating_duration_since(origin)),
-    );
 }
 
-/// The websocket is open: [`Step::Handshake`] and [`Step::FirstByte`] count from here.
-pub fn websocket_opened() {
-    OPENED.get_or_init(Instant::now);
-}
+impl Timeline {
+    /// Reports `step`, begun at `began`, as done now: once per timeline.
+    pub fn done(&self, step: Step, began: Instant) {
+        let now = Instant::now();
+        let first = self
+            .0
+            .seen
+            .lock()
+            .map(|mut seen| !std::mem::replace(&mut seen[step.index()], true))
+            .unwrap_or(false);
+        if !first {
+            return;
+        }
+        tracing::info!(
+            target: "sallyport::timeline",
+            "set-up: {} {} ms (done at {} ms)",
+            step.name(),
+            ms(now.saturating_duration_since(began)),
+            ms(now.saturating_duration_since(self.0.origin.min(began))),
+        );
+    }
 
-/// Reports a step counted from the websocket's opening (nothing before it opened).
-pub fn since_open(step: Step) {
-    if let Some(opened) = OPENED.get() {
-        done(step, *opened);
+    /// The websocket is open: [`Step::Handshake`] and [`Step::FirstByte`] count from here.
+    pub fn websocket_opened(&self) {
+        self.0.opened.get_or_init(Instant::now);
+    }
+
+    /// Reports a step counted from the websocket's opening (nothing before it opened).
+    pub fn since_open(&self, step: Step) {
+        if let Some(opened) = self.0.opened.get() {
+            self.done(step, *opened);
+        }
     }
 }
 

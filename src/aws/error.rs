@@ -140,10 +140,17 @@ fn is_clock_skew(message: &str) -> bool {
 fn kind_for_code(code: &str) -> AwsErrorKind {
     match code {
         "TargetNotConnected" => AwsErrorKind::TargetNotConnected,
-        "InvalidTarget" | "InvalidInstanceId" | "ValidationException" => {
-            AwsErrorKind::InvalidTarget
+        "InvalidTarget"
+        | "InvalidInstanceId"
+        | "ValidationException"
+        | "InvalidInstanceID.NotFound"
+        | "InvalidInstanceID.Malformed" => AwsErrorKind::InvalidTarget,
+        "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation" => {
+            AwsErrorKind::AccessDenied
         }
-        "AccessDeniedException" | "AccessDenied" => AwsErrorKind::AccessDenied,
+        // EC2's names: bad or unknown keys, and a request signed too long ago.
+        "AuthFailure" => AwsErrorKind::Credentials,
+        "RequestExpired" => AwsErrorKind::ClockSkew,
         "UnrecognizedClientException"
         | "InvalidClientTokenId"
         | "ExpiredTokenException"
@@ -152,9 +159,10 @@ fn kind_for_code(code: &str) -> AwsErrorKind {
         | "SignatureDoesNotMatch"
         | "MissingAuthenticationTokenException"
         | "IncompleteSignatureException" => AwsErrorKind::Credentials,
-        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
-            AwsErrorKind::Throttled
-        }
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded" => AwsErrorKind::Throttled,
         _ => AwsErrorKind::Service,
     }
 }

@@ -3,7 +3,9 @@
 //! CLI can say one clear sentence for each.
 
 pub mod account;
+mod ec2;
 mod eic;
+mod eice_signer;
 mod endpoints;
 mod error;
 mod instances;
@@ -14,7 +16,9 @@ mod ssm;
 mod tagging;
 mod upgrade_signer;
 
+pub use ec2::{ConnectEndpoint, Ec2, Ec2Instance, InstanceQuery};
 pub use eic::{InstanceConnect, KEY_VALIDITY};
+pub use eice_signer::{SdkTunnelPresigner, presign_tunnel};
 pub use endpoints::{Endpoints, SSMMESSAGES_ENV, StreamHost, same_origin, stream_origin_guess};
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
@@ -118,8 +122,9 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsConfig, AwsError> {
 
 /// The SDK's service IDs of every API sallyport calls, as each client looks up its own
 /// endpoint (`AWS_ENDPOINT_URL_<ID>`, `endpoint_url` in a profile's `services` section).
-const SERVICE_IDS: [&str; 5] = [
+const SERVICE_IDS: [&str; 6] = [
     "SSM",
+    "EC2",
     "KMS",
     "STS",
     "EC2 Instance Connect",

@@ -52,6 +52,7 @@ pub async fn resolve(
         ca_bundle: bundle
             .as_ref()
             .map(|b| format!("{} from {}", b.path.display(), b.source)),
+        timeline: Default::default(),
     };
     Ok((network, bundle))
 }

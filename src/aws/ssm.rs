@@ -182,11 +182,16 @@ impl Ssm {
         let began = std::time::Instant::now();
         let out = req
             .customize()
-            .interceptor(SetupTimes::default())
+            .interceptor(SetupTimes {
+                attempt: std::sync::Mutex::new(None),
+                timeline: self.network.timeline.clone(),
+            })
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("StartSession", e))?;
-        crate::timeline::done(crate::timeline::Step::StartSession, began);
+        self.network
+            .timeline
+            .done(crate::timeline::Step::StartSession, began);
         let missing = |what: &str| {
             AwsError::new(
                 AwsErrorKind::Service,
@@ -299,6 +304,7 @@ impl Resume for Ssm {
 #[derive(Debug, Default)]
 struct SetupTimes {
     attempt: std::sync::Mutex<Option<std::time::Instant>>,
+    timeline: crate::timeline::Timeline,
 }
 
 impl aws_smithy_runtime_api::client::interceptors::Intercept for SetupTimes {
@@ -325,7 +331,8 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for SetupTimes {
         _: &mut aws_sdk_ssm::config::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         if let Some(began) = self.attempt.lock().ok().and_then(|a| *a) {
-            crate::timeline::done(crate::timeline::Step::Credentials, began);
+            self.timeline
+                .done(crate::timeline::Step::Credentials, began);
         }
         Ok(())
     }

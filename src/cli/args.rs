@@ -48,9 +48,22 @@ pub struct GlobalArgs {
     /// (e.g. 90s, 2m): right after a boot the agent takes a while to come online.
     #[arg(long, global = true, value_name = "DURATION", value_parser = super::parse::duration)]
     pub wait: Option<std::time::Duration>,
+    /// The way to the target: `ssm` (Session Manager), `eice` (an EC2 Instance Connect
+    /// Endpoint tunnel) or `auto` (Session Manager when the agent is online, else an
+    /// endpoint that serves the instance's VPC); default: `via` in the config file, else auto.
+    #[arg(long, global = true, value_name = "WAY", value_parser = parse_via)]
+    pub via: Option<crate::target::via::Via>,
+    /// EICE: end each tunnel after this many seconds (1-3600, the service's maximum;
+    /// default 3600).
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_tunnel_duration: Option<u64>,
     /// More diagnostics on stderr (-v, -vv); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+fn parse_via(s: &str) -> Result<crate::target::via::Via, String> {
+    s.parse()
 }
 
 /// What to do when a target matches several managed nodes.

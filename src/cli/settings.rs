@@ -37,6 +37,8 @@ struct Context {
     cache_scope: String,
     /// The OS user from the config file (alias > `[profiles.P]` > top level).
     user: Option<String>,
+    /// `--via` > the alias's `via` > `[profiles.P] via` > top-level `via` > auto.
+    via: crate::target::via::Via,
 }
 
 impl Inputs<'_> {
@@ -95,6 +97,11 @@ impl Inputs<'_> {
             interactive: self.interactive,
             aliases: self.file.aliases.keys().cloned().collect(),
             cache_scope: cx.cache_scope,
+            via: cx.via,
+            max_tunnel_duration: g.max_tunnel_duration.map_or(
+                crate::transport::MAX_TUNNEL_DURATION,
+                std::time::Duration::from_secs,
+            ),
         };
         Ok((settings, cx.user))
     }
@@ -147,6 +154,11 @@ impl Inputs<'_> {
         let user = a(|a| &a.user)
             .or_else(|| per_profile.and_then(|p| p.user.clone()))
             .or_else(|| file.defaults.user.clone());
+        let via = (g.via)
+            .or_else(|| alias.and_then(|a| a.via))
+            .or_else(|| per_profile.and_then(|p| p.via))
+            .or(file.defaults.via)
+            .unwrap_or_default();
         let effective = |v: &Option<String>, keys: &[&str]| {
             v.clone()
                 .or_else(|| keys.iter().find_map(|k| env(k)))
@@ -169,6 +181,7 @@ impl Inputs<'_> {
             },
             cache_scope,
             user,
+            via,
         }
     }
 }

@@ -787,6 +787,7 @@ async fn doctor_target(
         )),
         Err(e) => report.push(aws_failure("target", &e, "allow ssm:DescribeInstanceInformation")),
     }
+    report.push(super::doctor_eice::check(config, &found.id).await);
 }
 
 /// The endpoint URL each service would use: `--endpoint-url` (or the config file's) for

@@ -1,12 +1,14 @@
 //! `sallyport forward`: local listeners (and a SOCKS5 server) whose connections ride port
-//! sessions to a node.
+//! sessions to a node, or EC2 Instance Connect Endpoint tunnels when that is the way.
 
 use std::net::SocketAddr;
 
-use crate::aws::Ssm;
+use crate::aws::{AwsConfig, Ssm};
 use crate::error::Failure;
+use crate::session::eice::EiceStream;
 use crate::session::forward::{self, ForwardRequest, ForwardSpec};
-use crate::target::TargetSettings;
+use crate::target::via::Via;
+use crate::target::{Found, TargetSettings};
 use crate::transport::LinkOptions;
 
 /// `sallyport forward`.
@@ -29,7 +31,42 @@ pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        forward::run(&Ssm::new(config), &req).await
+        match way(config, found, &run.on, &req).await? {
+            Some(t) => forward::eice::run(&t, &req).await,
+            None => forward::run(&Ssm::new(config), &req).await,
+        }
     })
     .await
+}
+
+/// Forwards listen for a long time: the way is decided once, up front (`auto` asks
+/// whether the agent is online; an offline one with an endpoint goes through EICE).
+/// `None`: Session Manager.
+async fn way(
+    config: &AwsConfig,
+    found: &Found,
+    on: &TargetSettings,
+    req: &ForwardRequest,
+) -> Result<Option<EiceStream>, Failure> {
+    let first_port = match req.specs.first().map(|s| &s.remote) {
+        Some(forward::Remote::Port(p) | forward::Remote::Host { port: p, .. }) => *p,
+        None => 22,
+    };
+    if let Some(t) = super::way_first(config, found, on, first_port).await? {
+        return Ok(Some(t));
+    }
+    if on.via != Via::Auto {
+        return Ok(None);
+    }
+    let node = found.instances.node(&found.id).await.ok().flatten();
+    if node.is_some_and(|n| n.is_online()) {
+        return Ok(None);
+    }
+    let offline = Failure::new(
+        crate::error::ExitCode::Target,
+        format!("{} is not connected to Session Manager", found.id),
+    );
+    Ok(super::way_after(config, found, on, first_port, offline)
+        .await
+        .ok())
 }

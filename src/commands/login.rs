@@ -121,7 +121,19 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
     let mut connector =
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
-    let result = connector.connect().await;
+    connector.eice = super::way_first(&config, &found, s, login.port).await?;
+    let mut result = connector.connect().await;
+    if connector.eice.is_none()
+        && let Err(f) = result
+    {
+        result = match super::way_after(&config, &found, s, login.port, f).await {
+            Ok(tunnel) => {
+                connector.eice = Some(tunnel);
+                connector.connect().await
+            }
+            Err(f) => Err(f),
+        };
+    }
     found.settle(&result);
     result.map(|c| (connector, c))
 }

@@ -35,6 +35,8 @@ pub enum Tags {
 pub struct Listing {
     pub nodes: Vec<NodeInfo>,
     pub tags: Tags,
+    /// Per instance ID: `ssm`, `eice` or `ssm+eice` (empty when EC2 could not be asked).
+    pub ways: BTreeMap<String, String>,
 }
 
 /// Lists the nodes `forms` admit (all when empty).
@@ -104,7 +106,11 @@ pub fn select(
         )
     });
     nodes.dedup_by(|a, b| a.id == b.id);
-    Listing { nodes, tags }
+    Listing {
+        nodes,
+        tags,
+        ways: BTreeMap::new(),
+    }
 }
 
 fn admits(
@@ -188,9 +194,10 @@ impl Listing {
             "STATUS",
             "LAST SEEN",
             "COMPUTER NAME",
+            "VIA",
         ]
         .map(str::to_owned);
-        let rows: Vec<[String; 8]> = (self.nodes.iter())
+        let rows: Vec<[String; 9]> = (self.nodes.iter())
             .map(|n| {
                 [
                     n.id.clone(),
@@ -204,13 +211,14 @@ impl Listing {
                         None => "-".to_owned(),
                     },
                     dash(&n.computer_name),
+                    dash(&self.ways.get(&n.id).cloned()),
                 ]
                 // Every cell came from AWS or the instance: text, never terminal controls.
                 .map(|cell| crate::text::shown_max(&cell, CELL_MAX).into_owned())
             })
             .collect();
-        let all: Vec<&[String; 8]> = std::iter::once(&header).chain(rows.iter()).collect();
-        let widths: Vec<usize> = (0..8)
+        let all: Vec<&[String; 9]> = std::iter::once(&header).chain(rows.iter()).collect();
+        let widths: Vec<usize> = (0..9)
             .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
@@ -241,6 +249,8 @@ impl Listing {
             /// Unix seconds.
             last_ping: Option<i64>,
             computer_name: Option<&'a str>,
+            /// `ssm`, `eice` or `ssm+eice`; null when none (or EC2 could not be asked).
+            via: Option<&'a str>,
         }
         let names = match &self.tags {
             Tags::Read(m) => Some(m),
@@ -257,6 +267,7 @@ impl Listing {
                 ping_status: &n.ping_status,
                 last_ping: n.last_ping,
                 computer_name: n.computer_name.as_deref(),
+                via: self.ways.get(&n.id).map(String::as_str),
             })
             .collect();
         let text = serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned());
@@ -294,6 +305,20 @@ pub async fn run(args: &LsRun) -> Result<u8, Failure> {
             };
             Failure::aws(e, "the managed nodes")
         })?;
+    let mut listing = listing;
+    match super::ls_eice::ways(&config.sdk, &listing.nodes).await {
+        Ok((ways, extra)) => {
+            let none = BTreeMap::new();
+            let admitted =
+                |n: &NodeInfo| forms.is_empty() || forms.iter().any(|f| admits(f, n, None, &none));
+            listing.nodes.extend(extra.into_iter().filter(admitted));
+            listing.ways = ways;
+        }
+        Err(why) => eprintln!(
+            "sallyport: EC2 not asked for EICE reachability and unmanaged instances: {}",
+            crate::text::shown_max(&why, 300)
+        ),
+    }
     match &listing.tags {
         Tags::Denied => eprintln!(
             "sallyport: no permission to read Name tags (tag:GetResources); names shown only for on-premises nodes"

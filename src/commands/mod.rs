@@ -6,10 +6,12 @@
 //! arguments or reads the config file.
 
 pub mod doctor;
+mod doctor_eice;
 pub mod exec;
 pub mod forward;
 pub mod login;
 pub mod ls;
+mod ls_eice;
 pub mod proxy;
 pub mod scp;
 pub mod sftp;
@@ -31,6 +33,83 @@ async fn on_node<T>(
     let result = work(&config, &found).await;
     found.settle(&result);
     result
+}
+
+/// The ways to the node `found` for streams to `port`: Session Manager first unless
+/// `--via eice`; see [`way_after`].
+fn choice<'a>(
+    ec2: &'a crate::aws::Ec2,
+    found: &'a Found,
+    on: &TargetSettings,
+    port: u16,
+) -> crate::target::via::Choice<'a> {
+    crate::target::via::Choice {
+        via: on.via,
+        instances: &found.instances,
+        ec2,
+        port,
+        max_duration: on.max_tunnel_duration,
+        waiting: on.wait.is_some(),
+    }
+}
+
+/// `--via eice`: the tunnels to open from the start; otherwise `None` (Session Manager
+/// is tried first).
+async fn way_first(
+    config: &AwsConfig,
+    found: &Found,
+    on: &TargetSettings,
+    port: u16,
+) -> Result<Option<crate::session::eice::EiceStream>, Failure> {
+    if on.via != crate::target::via::Via::Eice {
+        tracing::info!("{}: via Session Manager first (--via {})", found.id, on.via);
+        return Ok(None);
+    }
+    let ec2 = crate::aws::Ec2::new(&config.sdk);
+    let way = choice(&ec2, found, on, port).choose(&found.id).await?;
+    eice_stream(config, found, way).map(Some)
+}
+
+/// Session Manager could not reach the node (`failed`): the EICE tunnels to use instead
+/// under `auto`, or the failure to report (with the EICE hint or what EICE lacks).
+async fn way_after(
+    config: &AwsConfig,
+    found: &Found,
+    on: &TargetSettings,
+    port: u16,
+    failed: Failure,
+) -> Result<crate::session::eice::EiceStream, Failure> {
+    let ec2 = crate::aws::Ec2::new(&config.sdk);
+    let way = choice(&ec2, found, on, port)
+        .after_ssm_failure(&found.id, failed)
+        .await?;
+    eice_stream(config, found, way)
+}
+
+fn eice_stream(
+    config: &AwsConfig,
+    found: &Found,
+    way: crate::target::via::Way,
+) -> Result<crate::session::eice::EiceStream, Failure> {
+    use crate::target::via::Way;
+    match way {
+        Way::Eice { tunnel, why } => {
+            tracing::info!(
+                "{}: via EC2 Instance Connect Endpoint {} ({}): {why}",
+                found.id,
+                tunnel.endpoint_id,
+                tunnel.dns_name
+            );
+            crate::session::eice::EiceStream::new(config, tunnel, &found.id)
+        }
+        Way::Ssm { why } => Err(Failure::new(
+            ExitCode::Internal,
+            format!(
+                "{}: Session Manager chosen where EICE was asked: {why}",
+                found.id
+            ),
+        )),
+    }
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike

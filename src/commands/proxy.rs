@@ -37,6 +37,7 @@ pub async fn run(run: ProxyRun) -> Result<u8, Failure> {
             }),
             None => None,
         };
+        let eice = super::way_first(config, found, &run.on, run.port).await?;
         let req = ProxyRequest {
             target: found.id.clone(),
             port: run.port,
@@ -44,7 +45,17 @@ pub async fn run(run: ProxyRun) -> Result<u8, Failure> {
             link: run.link,
             push,
         };
-        proxy::run(&ssm, &req).await.map(|()| 0)
+        if let Some(tunnel) = eice {
+            return proxy::run_eice(&tunnel, &req).await.map(|()| 0);
+        }
+        // Session Manager fails before reading stdin, so the tunnel starts afresh.
+        match proxy::run(&ssm, &req).await {
+            Err(f) => {
+                let tunnel = super::way_after(config, found, &run.on, run.port, f).await?;
+                proxy::run_eice(&tunnel, &req).await.map(|()| 0)
+            }
+            Ok(()) => Ok(0),
+        }
     })
     .await
 }

@@ -110,7 +110,7 @@ pub fn exit_status(code: i32) -> u8 {
 }
 
 async fn drive(opened: &mut lifecycle::Opened, document: &str) -> Result<u8, Failure> {
-    let options = lifecycle::engine_options(&opened.data_keys);
+    let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Exec {
         stdout: engine.output(tokio::io::stdout()),

@@ -23,6 +23,8 @@ pub struct Opened {
     pub session: ClientSession,
     /// KMS data keys, should the agent ask for an encrypted session.
     pub data_keys: Arc<dyn DataKeyProvider>,
+    /// The command's set-up timeline (`-v`).
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// StartSession (with the retries and advice of `start`), then the data channel.
@@ -107,6 +109,7 @@ pub async fn attach_ahead(
         resumer: Some(Arc::new(ssm.clone())),
         dialer: ssm.dialer(),
     };
+    let link_target_timeline = link_target.dialer.network.timeline.clone();
     let ws = crate::transport::connect_reusing(
         &started.stream_url,
         &started.token,
@@ -124,6 +127,7 @@ pub async fn attach_ahead(
     };
     Ok(Opened {
         data_keys: ssm.data_keys(&started.session_id, target),
+        timeline: link_target_timeline,
         started,
         link,
         session: new_client_session(),
@@ -255,10 +259,11 @@ pub async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
 
 /// Engine settings for a session opened with [`open`]: our handshake timeout, and KMS
 /// data keys should the agent ask for an encrypted session.
-pub fn engine_options(keys: &Arc<dyn DataKeyProvider>) -> EngineOptions {
+pub fn engine_options(opened: &Opened) -> EngineOptions {
     EngineOptions {
         handshake_timeout: HANDSHAKE_TIMEOUT,
-        data_keys: Some(keys.clone()),
+        data_keys: Some(opened.data_keys.clone()),
+        timeline: opened.timeline.clone(),
         ..EngineOptions::default()
     }
 }

@@ -3,6 +3,7 @@
 //! local TCP connections (listeners, or a SOCKS5 server) over port sessions, `shell` runs
 //! an interactive shell on a raw local terminal.
 
+pub mod eice;
 pub mod exec;
 pub mod exec_document;
 pub mod forward;

@@ -76,6 +76,21 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     result
 }
 
+/// [`run`] over an EC2 Instance Connect Endpoint tunnel: the key push and the tunnel side
+/// by side, then stdin/stdout carried until either side ends.
+pub async fn run_eice(
+    tunnel: &crate::session::eice::EiceStream,
+    req: &ProxyRequest,
+) -> Result<(), Failure> {
+    if let Some(p) = &req.push {
+        p.eic
+            .send_ssh_public_key(&req.target, &p.user, &p.public_key, p.profile.as_deref())
+            .await
+            .map_err(|e| Failure::aws(e, &req.target))?;
+    }
+    crate::session::eice::proxy(tunnel).await
+}
+
 async fn stream(
     ssm: &Ssm,
     started: &crate::aws::StartedSession,
@@ -101,6 +116,7 @@ async fn stream(
     )
     .await
     .map_err(Failure::connect)?;
+    let timeline = target.dialer.network.timeline.clone();
     let mut link = Link::start(ws, target, req.link.clone());
     let mut session = crate::session::lifecycle::new_client_session()
         .with_input_gate(crate::session::lifecycle::SSH_INPUT_GATE);
@@ -108,6 +124,7 @@ async fn stream(
     // request anyway should a document ever make one.
     let opts = DriveOptions {
         data_keys: Some(ssm.data_keys(&started.session_id, &req.target)),
+        timeline: timeline.clone(),
         ..DriveOptions::default()
     };
     let ended = {
@@ -155,7 +172,7 @@ async fn stream(
 }
 
 /// Resolves with the name of the first SIGHUP, SIGINT or SIGTERM.
-async fn stop_signal() -> &'static str {
+pub(crate) async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hup), Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::hangup()),

@@ -67,7 +67,7 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
 
 /// Carries the session; returns the service's closing text.
 async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Failure> {
-    let options = lifecycle::engine_options(&opened.data_keys);
+    let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Shell {
         stdout: engine.output(tokio::io::stdout()),

@@ -42,6 +42,7 @@ impl PortStream {
         let session_id = opened.started.session_id.clone();
         let opts = DriveOptions {
             data_keys: Some(opened.data_keys.clone()),
+            timeline: opened.timeline.clone(),
             ..DriveOptions::default()
         };
         let target_owned = target.to_owned();
@@ -134,6 +135,45 @@ impl Drop for SessionGuard {
             });
             // The command awaits it before exiting (`Ssm::await_background`).
             ssm.keep_background(task);
+        }
+    }
+}
+
+/// The guard of a stream over either way: a Session Manager session or an EICE tunnel.
+pub enum StreamGuard {
+    Ssm(SessionGuard),
+    Eice {
+        guard: transport::TunnelGuard,
+        target: String,
+        port: u16,
+    },
+}
+
+impl StreamGuard {
+    /// See [`SessionGuard::failure`]; for a tunnel, how it ended if it did within `grace`.
+    pub async fn failure(&mut self, grace: Duration) -> Option<Failure> {
+        match self {
+            StreamGuard::Ssm(g) => g.failure(grace).await,
+            StreamGuard::Eice {
+                guard,
+                target,
+                port,
+            } => guard
+                .failure(grace)
+                .await
+                .map(|e| crate::session::eice::failure(e, target, *port)),
+        }
+    }
+
+    /// See [`SessionGuard::finish`]; a tunnel is given the same budget to deliver.
+    pub async fn finish(self) {
+        match self {
+            StreamGuard::Ssm(g) => g.finish().await,
+            StreamGuard::Eice { mut guard, .. } => {
+                if let Some(e) = guard.failure(FINISH_BUDGET).await {
+                    tracing::debug!("tunnel ended: {e}");
+                }
+            }
         }
     }
 }

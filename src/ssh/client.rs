@@ -11,7 +11,8 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 
 use crate::aws::{InstanceConnect, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
-use crate::session::stream::{PortStream, SessionGuard};
+use crate::session::eice::EiceStream;
+use crate::session::stream::{PortStream, StreamGuard};
 use crate::transport::LinkOptions;
 
 use super::known_hosts::{HostKey, HostKeyPolicy};
@@ -40,7 +41,7 @@ pub struct SshOptions {
 /// An authenticated SSH connection and the session it runs over.
 pub struct Connection {
     pub handle: Handle<Verifier>,
-    guard: SessionGuard,
+    guard: StreamGuard,
 }
 
 /// The russh handler: checks the host key, remembers why it refused one.
@@ -107,6 +108,9 @@ pub struct Connector {
     pushed: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Offer `zlib@openssh.com` (and `zlib`) before no compression.
     pub compression: bool,
+    /// Each connection over its own EC2 Instance Connect Endpoint tunnel instead of a
+    /// Session Manager session.
+    pub eice: Option<EiceStream>,
 }
 
 /// A push this old is redone before the next connection (the key is valid 60 s, and the
@@ -133,6 +137,7 @@ impl Connector {
             line,
             pushed: tokio::sync::Mutex::new(None),
             compression: false,
+            eice: None,
         })
     }
 
@@ -171,7 +176,22 @@ impl Connector {
     pub async fn connect(&self) -> Result<Connection, Failure> {
         let (ssm, target, opts) = (&self.ssm, self.target.as_str(), &self.opts);
         let push = self.ensure_pushed();
-        let open = PortStream::open(ssm, target, opts.port, &opts.start, &opts.link);
+        let open = async {
+            match &self.eice {
+                Some(e) => {
+                    let (io, guard) = e.with_port(opts.port).open().await?;
+                    let guard = StreamGuard::Eice {
+                        guard,
+                        target: target.to_owned(),
+                        port: opts.port,
+                    };
+                    Ok((io, guard))
+                }
+                None => PortStream::open(ssm, target, opts.port, &opts.start, &opts.link)
+                    .await
+                    .map(|(io, g)| (io, StreamGuard::Ssm(g))),
+            }
+        };
         let (pushed, stream) = tokio::join!(push, open);
         let (io, mut guard) = stream?;
         if let Err(f) = pushed {

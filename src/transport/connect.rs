@@ -74,6 +74,8 @@ pub struct Network {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The CA bundle in use, described for error messages ("/x.pem from AWS_CA_BUNDLE").
     pub ca_bundle: Option<String>,
+    /// The command's set-up timeline (`-v`), shared by every dial.
+    pub timeline: crate::timeline::Timeline,
 }
 
 /// A TCP (and TLS) connection to a data-channel host, opened while StartSession is in
@@ -107,9 +109,12 @@ pub async fn predial(origin: &str, network: &Network) -> Result<Predialed, Conne
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let config = network.tls.clone().unwrap_or_else(|| client_config(&[]));
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(tls, &host, port, network, &config))
-        .await
-        .map_err(|_| ConnectError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        open(tls, &host, port, network, &config, "data channel"),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout(HANDSHAKE_TIMEOUT))??;
     Ok(Predialed {
         tls,
         host,
@@ -155,9 +160,57 @@ pub async fn connect_reusing(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let mut ws = dial_on(
+        request,
+        &uri,
+        &dialer.network,
+        config,
+        predialed,
+        "data channel",
+    )
+    .await?;
+    dialer.network.timeline.websocket_opened();
+    let open = OpenDataChannelInput {
+        message_schema_version: "1.0".to_owned(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        token_value: token.to_owned(),
+        client_id: client_id.to_owned(),
+        client_version: CLIENT_VERSION.to_owned(),
+    };
+    let text = serde_json::to_string(&open).unwrap_or_default();
+    ws.send(WsMessage::text(text))
+        .await
+        .map_err(|source| ConnectError::Unreachable { host, source })?;
+    Ok(ws)
+}
+
+/// Opens a websocket for `request` (already authenticated) to `uri`, a `ws://` or `wss://`
+/// URL checked by the caller: through the proxy [`ProxyRoutes::choose`] picks or direct,
+/// TLS with `net`'s trust, within [`HANDSHAKE_TIMEOUT`]. Every websocket sallyport opens
+/// goes this way (the data channel, EICE tunnels).
+pub(crate) async fn dial(
+    request: tungstenite::handshake::client::Request,
+    uri: &Uri,
+    net: &Network,
+    config: WebSocketConfig,
+    what: &'static str,
+) -> Result<DataChannelSocket, ConnectError> {
+    dial_on(request, uri, net, config, None, what).await
+}
+
+/// [`dial`], upgrading on `predialed` when it leads to `uri`'s scheme, host and port
+/// (else it is dropped and the host dialled afresh).
+async fn dial_on(
+    request: tungstenite::handshake::client::Request,
+    uri: &Uri,
+    net: &Network,
+    config: WebSocketConfig,
+    predialed: Option<Predialed>,
+    what: &'static str,
+) -> Result<DataChannelSocket, ConnectError> {
+    let host = uri.host().unwrap_or_default().to_owned();
     let tls_dest = uri.scheme_str() == Some("wss");
     let port = uri.port_u16().unwrap_or(if tls_dest { 443 } else { 80 });
-    let net = &dialer.network;
     let tls = net.tls.clone().unwrap_or_else(|| client_config(&[]));
     let dial = async {
         let stream = match predialed {
@@ -177,7 +230,7 @@ pub async fn connect_reusing(
                         "the StreamUrl names another host than the one dialled ahead: dialling it"
                     );
                 }
-                open(tls_dest, &host, port, net, &tls).await?
+                open(tls_dest, &host, port, net, &tls, what).await?
             }
         };
         let began = std::time::Instant::now();
@@ -192,26 +245,13 @@ pub async fn connect_reusing(
                     source,
                 },
             })?;
-        crate::timeline::done(crate::timeline::Step::Upgrade, began);
+        net.timeline.done(crate::timeline::Step::Upgrade, began);
         Ok::<_, ConnectError>(upgraded)
     };
-    let (mut ws, _response) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
-        Err(_) => return Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
-        Ok(r) => r?,
-    };
-    crate::timeline::websocket_opened();
-    let open = OpenDataChannelInput {
-        message_schema_version: "1.0".to_owned(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        token_value: token.to_owned(),
-        client_id: client_id.to_owned(),
-        client_version: CLIENT_VERSION.to_owned(),
-    };
-    let text = serde_json::to_string(&open).unwrap_or_default();
-    ws.send(WsMessage::text(text))
-        .await
-        .map_err(|source| ConnectError::Unreachable { host, source })?;
-    Ok(ws)
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial).await {
+        Err(_) => Err(ConnectError::Timeout(HANDSHAKE_TIMEOUT)),
+        Ok(r) => Ok(r?.0),
+    }
 }
 
 /// DNS, TCP (or a proxy's CONNECT tunnel) and, for `tls`, TLS to `host:port`, each step
@@ -222,8 +262,10 @@ async fn open(
     port: u16,
     net: &Network,
     config: &Arc<rustls::ClientConfig>,
+    what: &'static str,
 ) -> Result<MaybeTlsStream<NetStream>, ConnectError> {
-    use crate::timeline::{Step, done};
+    use crate::timeline::Step;
+    let done = |step, began| net.timeline.done(step, began);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let unreachable = |e: std::io::Error| ConnectError::Unreachable {
         host: host.to_owned(),
@@ -231,7 +273,7 @@ async fn open(
     };
     let stream = match net.routes.choose(tls, host, port) {
         Some(proxy) => {
-            tracing::info!(%proxy, "data channel websocket via proxy");
+            tracing::info!(%proxy, host, port, "{what} websocket via proxy");
             let began = std::time::Instant::now();
             let tunnel = open_tunnel(proxy, bare, port, config)
                 .await
@@ -240,7 +282,7 @@ async fn open(
             tunnel
         }
         None => {
-            tracing::info!(host, port, "data channel websocket direct (no proxy)");
+            tracing::info!(host, port, "{what} websocket direct (no proxy)");
             let began = std::time::Instant::now();
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare, port))
                 .await
@@ -329,7 +371,7 @@ async fn authenticate(
     Ok(())
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

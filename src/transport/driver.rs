@@ -28,6 +28,8 @@ pub struct DriveOptions {
     /// Where data keys come from when the agent demands KMS encryption (None: such
     /// sessions fail with a clear error). Port sessions are never encrypted.
     pub data_keys: Option<Arc<dyn DataKeyProvider>>,
+    /// The command's set-up timeline, for the handshake and first-byte steps.
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl Default for DriveOptions {
@@ -37,6 +39,7 @@ impl Default for DriveOptions {
             drain_timeout: Duration::from_secs(10),
             linger: Duration::from_millis(300),
             data_keys: None,
+            timeline: crate::timeline::Timeline::default(),
         }
     }
 }
@@ -46,6 +49,7 @@ impl DriveOptions {
         EngineOptions {
             handshake_timeout: self.handshake_timeout,
             data_keys: self.data_keys.clone(),
+            timeline: self.timeline.clone(),
             ..EngineOptions::default()
         }
     }

@@ -79,6 +79,8 @@ pub struct EngineOptions {
     /// Delivered-but-unwritten bytes the core may hold while output is full before the
     /// engine stops taking frames ([`HOLD_BOUND`]).
     pub hold_bound: usize,
+    /// The command's set-up timeline, for the handshake and first-byte steps.
+    pub timeline: crate::timeline::Timeline,
 }
 
 impl Default for EngineOptions {
@@ -89,6 +91,7 @@ impl Default for EngineOptions {
             data_keys: None,
             output_bound: OUTPUT_BOUND,
             hold_bound: HOLD_BOUND,
+            timeline: crate::timeline::Timeline::default(),
         }
     }
 }
@@ -297,7 +300,9 @@ impl<'a> Engine<'a> {
                     return Err(DriveError::HandshakeTimeout(self.opts.handshake_timeout).into());
                 }
                 Woke::Wrote(Ok(())) => {
-                    crate::timeline::since_open(crate::timeline::Step::FirstByte);
+                    self.opts
+                        .timeline
+                        .since_open(crate::timeline::Step::FirstByte);
                     None
                 }
                 Woke::Wrote(Err((id, e))) => {
@@ -354,7 +359,9 @@ impl<'a> Engine<'a> {
                 break;
             };
             if let ClientEvent::Established { params, .. } = &event {
-                crate::timeline::since_open(crate::timeline::Step::Handshake);
+                self.opts
+                    .timeline
+                    .since_open(crate::timeline::Step::Handshake);
                 tracing::debug!(
                     session_type = params.session_type,
                     agent_version = params.agent_version,

@@ -9,6 +9,7 @@
 mod connect;
 mod data_key;
 mod driver;
+mod eice;
 pub mod engine;
 mod link;
 mod proxy;
@@ -21,6 +22,10 @@ pub use connect::{
 };
 pub use data_key::{DataKey, DataKeyError, DataKeyProvider, answer_data_key_request};
 pub use driver::{DriveError, DriveOptions, Outcome, drive_stream};
+pub use eice::{
+    EiceDialer, MAX_FRAME, MAX_TUNNEL_DURATION, TunnelError, TunnelGuard, TunnelPresigner,
+    TunnelTarget,
+};
 pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_event};
 pub use link::{
     Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,

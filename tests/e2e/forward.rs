@@ -242,7 +242,7 @@ fn count(f: &Fixture, op: &str) -> usize {
         .count()
 }
 
-fn concurrent_gets(addr: SocketAddr, n: usize, server: &str) {
+pub fn concurrent_gets(addr: SocketAddr, n: usize, server: &str) {
     let handles: Vec<_> = (0..n)
         .map(|i| std::thread::spawn(move || (i, http_get(addr, &format!("/req-{i}")))))
         .collect();

@@ -4,6 +4,7 @@
 
 mod congestion;
 mod control_plane;
+mod eice;
 mod engine;
 mod exec_documents;
 mod fidelity;

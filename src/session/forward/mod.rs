@@ -25,6 +25,7 @@ use driver::{Ended, Incoming, Mode};
 
 pub mod conn;
 pub mod driver;
+pub mod eice;
 pub mod socks;
 
 /// Where the remote end of a forward is.
@@ -359,10 +360,11 @@ pub async fn one_session(
         o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
         _ = super::lifecycle::stopped(&mut stop) => return Ok(Ended::Stopped),
     };
+    let options = lifecycle::engine_options(&opened);
     let result = driver::carry(
         &mut opened.link,
         &mut opened.session,
-        lifecycle::engine_options(&opened.data_keys),
+        options,
         incoming,
         &label,
         stop,
