@@ -1,8 +1,8 @@
 //! The agent's output pace, kept the agent's way (docs/protocol.md §6.6): each loop that
 //! turns instance output into messages reads at most 1 KiB, sends it, and then sleeps
-//! (`time.Sleep(time.Millisecond)` in the agent). The rate is one message per read + send
-//! + sleep, so it falls when the instance is busy and a wake-up comes late, as the agent's
-//! does; nothing catches up afterwards.
+//! (`time.Sleep(time.Millisecond)` in the agent). The rate is one message per read, send
+//! and sleep, so it falls when the instance is busy and a wake-up comes late, as the
+//! agent's does; nothing catches up afterwards.
 //!
 //! The sleep needs sub-millisecond precision. tokio's timers have 1 ms granularity and
 //! round a deadline up to the next tick, so `tokio::time::sleep(1 ms)` takes about 2.1 ms
