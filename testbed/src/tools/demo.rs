@@ -234,7 +234,7 @@ pub async fn run(sallyport: &Path, size_mb: usize) -> anyhow::Result<()> {
         size as f64 / 1e6 / secs
     );
     println!(
-        "\nDownloads run at the agent's pace (1 KiB per message, about 1.9 ms apart), as the official agent code runs on a small machine."
+        "\nDownloads run at the agent's pace (1 KiB per message and a short sleep after each), as the official agent code runs on an idle small machine."
     );
     println!("Everything worked. To use sallyport with AWS, put this in ~/.ssh/config:\n");
     println!("  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p");
