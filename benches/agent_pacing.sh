@@ -3,7 +3,8 @@
 # own session code, side by side on this machine: the same sshd, the same client
 # (OpenSSH scp through `sallyport proxy`), the same file, runs interleaved.
 #
-#   benches/agent_pacing.sh [--interop DIR] [--relay FILE] [--size-mb N] [--runs N] [--no-build]
+#   benches/agent_pacing.sh [--interop DIR] [--relay FILE] [--size-mb N] [--runs N]
+#                           [--testbed-pace D] [--no-build]
 #
 #   --interop DIR   the interop kit's build output (default $INTEROP_DIR, else
 #                   ${TMPDIR:-/tmp}/sallyport-interop): bin/agent-harness (the official
@@ -13,6 +14,7 @@
 #                   frames verbatim (default interop/relay.py)
 #   --size-mb N     size of the random file, MB = 10^6 bytes (default 5)
 #   --runs N        runs per agent (default 5)
+#   --testbed-pace D  the testbed's `serve --pace D` (default: its own default), to calibrate
 #   --no-build      use the existing release binaries
 #   --keep-tmp      keep the temp dir (logs) for inspection
 #
@@ -23,7 +25,9 @@
 #
 # Rate = file bytes / wall time of the whole scp (setup included), OpenSSH scp in its
 # default SFTP mode; every download is checked with SHA-256. Prints min/median/max per
-# agent and the ratio of medians (testbed / official). Target: within 0.9-1.1.
+# agent and the ratio of medians (testbed / official), and the machine's load (1-minute
+# load average before and after each pair of runs): both agents slow down under load,
+# so compare runs at a like load. Target: within 0.9-1.1 on an idle machine.
 #
 # Not a CI test: it needs the official agent's source, built by interop/build.sh.
 
@@ -35,6 +39,7 @@ SIZE_MB=5
 RUNS=5
 BUILD=1
 KEEP_TMP=0
+TB_PACE=()
 
 usage() { sed -n '2,/^# Paths/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die() {
@@ -48,6 +53,7 @@ while (($# > 0)); do
         --relay) RELAY=${2:?--relay needs a value}; shift 2 ;;
         --size-mb) SIZE_MB=${2:?--size-mb needs a value}; shift 2 ;;
         --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
+        --testbed-pace) TB_PACE=(--pace "${2:?--testbed-pace needs a value}"); shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep-tmp) KEEP_TMP=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -67,7 +73,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 start_sshd
 
 # The testbed, default agent settings (its pacing is what is measured).
-"$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" \
+"$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" "${TB_PACE[@]}" \
     >"$TMP/testbed.env" 2>"$TMP/testbed.log" &
 PIDS+=("$!")
 wait_for_line "$TMP/testbed.env" 15 SALLYPORT_TESTBED_INSTANCE= "$!"
@@ -117,27 +123,32 @@ download() {
     calc 3 "$SIZE_BYTES / 1000000 / ($end - $start)"
 }
 
-declare -a TB OF
+load() { cut -d' ' -f1 /proc/loadavg; }
+declare -a TB OF LOADS
 for i in $(seq 1 "$RUNS"); do
+    before=$(load)
     OF+=("$(download official)")
     TB+=("$(download testbed)")
-    echo "run $i: official ${OF[-1]} MB/s, testbed ${TB[-1]} MB/s" >&2
+    LOADS+=("$before" "$(load)")
+    echo "run $i: official ${OF[-1]} MB/s, testbed ${TB[-1]} MB/s, load $before -> $(load)" >&2
 done
 
 stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%s %s %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
 read -r of_min of_med of_max <<<"$(stats "${OF[@]}")"
 read -r tb_min tb_med tb_max <<<"$(stats "${TB[@]}")"
+read -r load_min load_med load_max <<<"$(stats "${LOADS[@]}")"
 ratio=$(calc 2 "$tb_med / $of_med")
 cat <<EOF
 
 ## Agent pacing: testbed vs the official agent code, ${SIZE_MB} MB scp download, ${RUNS} runs each
 
-$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs, sallyport $(cd "$REPO" && git rev-parse --short HEAD)
+$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs, sallyport $(cd "$REPO" && git rev-parse --short HEAD)${TB_PACE:+, testbed ${TB_PACE[*]}}
 
 | agent | min MB/s | median MB/s | max MB/s |
 |---|---:|---:|---:|
 | official agent code (interop harness) | $of_min | $of_med | $of_max |
 | testbed | $tb_min | $tb_med | $tb_max |
 
-- ratio of medians (testbed / official): $ratio (target 0.9-1.1)
+- ratio of medians (testbed / official): $ratio (target 0.9-1.1 idle)
+- load (1-minute average around the runs): min $load_min / median $load_med / max $load_max
 EOF

@@ -132,7 +132,7 @@ AuthorizedKeysCommandUser root
 # --chunk-size and --pace are the defaults (the real agent's), spelled out because the
 # download rates of both testbed paths depend on them.
 "$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" --rtt "$RTT" \
-    --chunk-size 1024 --pace 1900us --eic-state "$TMP/eic-state" \
+    --chunk-size 1024 --eic-state "$TMP/eic-state" \
     >"$TMP/testbed.env" 2>"$TMP/testbed.log" &
 PIDS+=("$!")
 wait_for_line "$TMP/testbed.env" 15 SALLYPORT_TESTBED_EIC_STATE= "$!"

@@ -147,7 +147,7 @@ start_testbed() {
     TB_NAME=$name
     # --chunk-size and --pace are the defaults (the real agent's), spelled out.
     "$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" --rtt "$RTT" \
-        --chunk-size 1024 --pace 1900us --instance-write-rate "$rate" "${extra[@]}" \
+        --chunk-size 1024 --instance-write-rate "$rate" "${extra[@]}" \
         >"$TMP/testbed-$name.env" 2>"$TMP/testbed-$name.log" &
     TB_PID=$!
     PIDS+=("$TB_PID")

@@ -34,9 +34,10 @@ pub(crate) struct ServeArgs {
     /// Bytes the agent reads from the instance-side socket per message.
     #[arg(long, default_value_t = AgentSettings::default().chunk_size)]
     pub(crate) chunk_size: usize,
-    /// Time per data message the agent sends (its read + send + 1 ms sleep; 1.9 ms as
-    /// measured for the official agent code), e.g. 1ms; 0 for no pacing.
-    #[arg(long, default_value = "1900us", value_parser = parse_duration)]
+    /// The agent's sleep after each data message it sends (the real agent sleeps 1 ms; the
+    /// default also covers its slower read and send, calibrated against the official
+    /// agent code), e.g. 1ms; 0 for no pacing.
+    #[arg(long, default_value = "1400us", value_parser = parse_duration)]
     pub(crate) pace: Duration,
     /// A slow instance: the agent writes client data to the instance side (port
     /// connections, the shell's pty) at most this fast, after a 16 KiB burst. While a write

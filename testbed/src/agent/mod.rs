@@ -13,13 +13,11 @@
 //!   with the agent's scheduler (one head-of-line check per 100 ms tick, once per RTO);
 //! - client stream data other than the handshake response is acknowledged and dropped
 //!   until HandshakeComplete has been sent (and for `handshake_complete_lag` after it);
-//! - output is read at most `chunk_size` bytes at a time, one message per `pace` (1 KiB and
-//!   1.9 ms by default): the agent reads StreamDataPayloadSize bytes, sends them and calls
-//!   `time.Sleep(time.Millisecond)`; read + send + sleep measured 1.9 ms per message
-//!   (median gap of its full messages in `tests/data/captures/`, and 0.48-0.56 MB/s in 18
-//!   downloads through the official agent code on a 2-core machine like ours). A
-//!   [`Pacer`] keeps that schedule with deadlines: tokio's timers have 1 ms granularity,
-//!   so "sleep 1 ms after each send" would give 2.1-2.3 ms per message, ~20 % slow;
+//! - output is read at most `chunk_size` bytes at a time, and each message sent is
+//!   followed by a `pace` sleep, as the agent reads StreamDataPayloadSize bytes, sends
+//!   them and calls `time.Sleep(time.Millisecond)`; the [`Pacer`] sleeps with
+//!   sub-millisecond precision, and its default is calibrated against the official agent
+//!   code (see [`crate::agent::pace`]);
 //! - duplicates are re-acknowledged; no digest check is made on receive;
 //! - client input is handled one frame at a time on the input path: a port or shell
 //!   session writes the data to the instance before it takes the next frame, and acks an
@@ -34,6 +32,7 @@ pub mod cipher;
 pub mod exec;
 pub mod kms;
 pub mod link;
+pub(crate) mod pace;
 pub mod payloads;
 pub mod port;
 pub mod port_mux;
@@ -50,6 +49,8 @@ use crate::agent::payloads::{
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub(crate) use crate::agent::pace::Pacer;
+
 use crate::agent::channel::{AgentDataChannel, AgentEvent};
 use crate::agent::cipher::{AgentCipher, agent_encrypts, client_encrypts};
 use crate::agent::link::{AgentInbox, ToClient};
@@ -58,39 +59,6 @@ use crate::world::state::SessionRecord;
 
 /// The agent's settings live with the rest of the configuration ([`crate::world::config`]).
 pub use crate::world::config::AgentSettings;
-
-/// The agent's output pace as a schedule: message k may go at `start + k·period`, and a
-/// sender that falls behind (a late timer) catches up instead of drifting, so the rate is
-/// the period's whatever the timer granularity. When the output paused (the read waited
-/// longer than a period for data), the schedule restarts half a period after that send:
-/// no burst after idle.
-pub(crate) struct Pacer {
-    period: Duration,
-    /// The last deadline, and when the sender woke from it.
-    last: Option<(Instant, Instant)>,
-}
-
-impl Pacer {
-    pub(crate) fn new(period: Duration) -> Pacer {
-        Pacer { period, last: None }
-    }
-
-    /// Called after each message is sent: waits until the next may go.
-    pub(crate) async fn after_send(&mut self) {
-        if self.period.is_zero() {
-            return;
-        }
-        let sent = Instant::now();
-        let due = match self.last {
-            Some((due, woke)) if sent.saturating_duration_since(woke) <= self.period => {
-                due + self.period
-            }
-            _ => sent + self.period / 2,
-        };
-        tokio::time::sleep_until(due).await;
-        self.last = Some((due, Instant::now()));
-    }
-}
 
 /// What the agent hands the relay.
 #[derive(Debug)]
@@ -497,31 +465,6 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_keeps_its_rate_when_timers_fire_late_and_restarts_after_idle() {
-        let period = Duration::from_micros(1900);
-        let mut pacer = Pacer::new(period);
-        let start = Instant::now();
-        for _ in 0..100 {
-            pacer.after_send().await;
-            // A late wake-up (tokio's 1 ms timer granularity) or a slow send.
-            tokio::time::advance(Duration::from_micros(700)).await;
-        }
-        // 100 periods, not 100 × (period + lateness).
-        let took = Instant::now() - start;
-        assert!(took < period * 101, "{took:?}");
-        assert!(took >= period * 100, "{took:?}");
-        // Idle for a second: the next message waits half a period, no burst.
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let before = Instant::now();
-        pacer.after_send().await;
-        let waited = Instant::now() - before;
-        assert!(
-            waited >= period / 2 && waited < period / 2 + Duration::from_millis(1),
-            "{waited:?}"
-        );
-    }
 
     #[test]
     fn versions_compare_like_the_agent() {

@@ -103,7 +103,7 @@ fn introduce(sallyport: &Path, sshd: &TestSshd, testbed: &Testbed, instance: &st
 
 fn conclude() {
     println!(
-        "\nDownloads run at the agent's pace (1 KiB per message, about 1.9 ms apart), as the official agent code runs on a small machine."
+        "\nDownloads run at the agent's pace (1 KiB per message and a short sleep after each), as the official agent code runs on an idle small machine."
     );
     println!("Everything worked. To use sallyport with AWS, put this in ~/.ssh/config:\n");
     println!("  Host i-* mi-*\n      ProxyCommand sallyport proxy %h --port %p");

@@ -234,8 +234,9 @@ impl InstanceConfig {
 pub struct AgentSettings {
     /// Bytes read from the instance-side socket per message (StreamDataPayloadSize).
     pub chunk_size: usize,
-    /// Time per data message sent: the agent's read + send + `time.Sleep(time.Millisecond)`
-    /// (see the module doc). Zero: no pacing.
+    /// The sleep after each data message sent, as the agent's `time.Sleep(time.Millisecond)`,
+    /// lengthened to stand in for the agent's own per-message work (see
+    /// [`crate::agent::pace`]). Zero: no pacing.
     pub pace: Duration,
     /// How long the agent waits for each handshake step before failing the session.
     pub handshake_timeout: Duration,
@@ -259,7 +260,7 @@ impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
             chunk_size: 1024,
-            pace: Duration::from_micros(1900),
+            pace: Duration::from_micros(1400),
             handshake_timeout: Duration::from_secs(15),
             instance_write_rate: None,
             handshake_complete_lag: Duration::ZERO,
