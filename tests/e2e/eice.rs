@@ -282,3 +282,131 @@ fn ls_shows_the_way_per_instance() {
     let json = ok(&run(&mut f.sallyport(&["ls", "--json"]), None, QUICK));
     assert!(json.contains("\"via\": \"eice\""), "{json}");
 }
+
+/// Through tinyproxy with the TLS testbed: every EICE websocket is a CONNECT tunnel through
+/// the proxy, like the API calls, and OpenSSH's bytes arrive intact.
+#[test]
+fn the_eice_websocket_goes_through_the_proxy() {
+    use crate::forward::{Forwarder, HttpServer, body_for, http_get};
+    use crate::http_proxy::Tinyproxy;
+    let web = HttpServer::start("eice-behind-the-proxy");
+    let addr = web.addr;
+    let f = Fixture::with_config(|c| {
+        agentless(c, true);
+        c.instances[0].ports.insert(8080, addr);
+    });
+    assert!(
+        f.testbed.endpoint.starts_with("https://"),
+        "the TLS testbed"
+    );
+    let port = f.testbed.addr.port();
+    let Some(proxy) = Tinyproxy::start(&f, port, None) else {
+        return;
+    };
+    let url = proxy.url("");
+    let connect = format!("CONNECT 127.0.0.1:{port} ");
+    let connects = |p: &Tinyproxy| {
+        p.requests()
+            .iter()
+            .filter(|r| r.starts_with(&connect))
+            .count()
+    };
+
+    let local = f.path("through.bin");
+    std::fs::write(&local, random_bytes(1 << 20, 23)).unwrap();
+    let mut ssh = f.ssh_with("-v");
+    ssh.env("HTTPS_PROXY", &url).env("HTTP_PROXY", &url);
+    let out = run(ssh.arg("cat"), Some(&std::fs::read(&local).unwrap()), QUICK);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sha256_of(&out.stdout), sha256_file(&local), "bytes intact");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("EICE tunnel websocket via proxy"), "{err}");
+    assert!(!err.contains("EICE tunnel websocket direct"), "{err}");
+    assert!(tunnels(&f) >= 1);
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+
+    // One local connection through a forward: one more tunnel, one more CONNECT.
+    let mut fwd = Forwarder::start_with(&f, &[&f.instance, "0:8080", "-v"], |cmd| {
+        cmd.env("HTTPS_PROXY", &url).env("HTTP_PROXY", &url);
+    });
+    let at = fwd.wait_forward();
+    let (tunnels_before, connects_before) = (tunnels(&f), connects(&proxy));
+    assert_eq!(
+        http_get(at, "/p").unwrap(),
+        body_for("eice-behind-the-proxy", "/p")
+    );
+    assert_eq!(tunnels(&f) - tunnels_before, 1, "one tunnel");
+    assert!(
+        connects(&proxy) > connects_before,
+        "the forward's tunnel did not use the proxy: {:#?}",
+        proxy.requests()
+    );
+    assert_eq!(fwd.interrupt(), Some(0), "stderr: {}", fwd.stderr());
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// A running EC2 instance Session Manager does not know (no agent registered) in a VPC an
+/// endpoint serves: `ls` lists it as reachable via eice only, and ssh reaches it by its
+/// Name tag (resolved through EC2) with `auto` over the endpoint.
+#[test]
+fn an_instance_session_manager_does_not_know_is_listed_and_reached_over_eice() {
+    use sallyport_testbed::world::config::InstanceConfig;
+    const MANAGED: &str = "i-0aaaaaaaaaaaaaaa1";
+    let f = Fixture::with_config(|c| {
+        agentless(c, true);
+        let i = &mut c.instances[0];
+        i.managed = false;
+        i.ec2_state = None;
+        i.tags.insert("Name".to_owned(), "agentless-web".to_owned());
+        c.instances
+            .push(InstanceConfig::named(MANAGED, "managed-web"));
+    });
+    let table = ok(&run(&mut f.sallyport(&["ls"]), None, QUICK));
+    let row = |id: &str| {
+        (table.lines())
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let unmanaged = row(&f.instance);
+    assert!(unmanaged.contains("NotManaged"), "{table}");
+    assert!(unmanaged.contains("agentless-web"), "{table}");
+    assert!(unmanaged.trim_end().ends_with(" eice"), "{table}");
+    assert!(row(MANAGED).trim_end().ends_with(" ssm+eice"), "{table}");
+
+    let json = ok(&run(&mut f.sallyport(&["ls", "--json"]), None, QUICK));
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let of = |id: &str| {
+        (rows.as_array().unwrap().iter())
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing: {json}"))
+            .clone()
+    };
+    let it = of(&f.instance);
+    assert_eq!(it["via"], "eice", "{json}");
+    assert_eq!(it["ping_status"], "NotManaged", "{json}");
+    assert_eq!(it["name"], "agentless-web", "{json}");
+    assert_eq!(of(MANAGED)["via"], "ssm+eice", "{json}");
+
+    // By Name tag, auto: Session Manager does not know it, the endpoint reaches it.
+    let (banner, err) = proxy_banner(f.proxy("agentless-web").arg("-v"));
+    assert_eq!(&banner, b"SSH-2.0-", "sshd's banner: {err}");
+    assert!(
+        err.contains("via EC2 Instance Connect Endpoint eice-0123456789abcdef0")
+            && err.contains("not a managed node"),
+        "-v says the way and why: {err}"
+    );
+    let out = run(f.ssh_to("agentless-web").arg("echo unmanaged"), None, QUICK);
+    assert_eq!(ok(&out), "unmanaged\n");
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+    assert!(tunnels(&f) >= 2, "{} tunnels", tunnels(&f));
+}
