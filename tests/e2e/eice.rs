@@ -349,11 +349,6 @@ fn sha256_of(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-fn sha256_of(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 /// A running EC2 instance Session Manager does not know (no agent registered) in a VPC an
 /// endpoint serves: `ls` lists it as reachable via eice only, and ssh reaches it by its
 /// Name tag (resolved through EC2) with `auto` over the endpoint.
@@ -409,4 +404,31 @@ fn an_instance_session_manager_does_not_know_is_listed_and_reached_over_eice() {
     assert_eq!(ok(&out), "unmanaged\n");
     assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
     assert!(tunnels(&f) >= 2, "{} tunnels", tunnels(&f));
+}
+
+/// Runs `sallyport proxy` with stdin held open, reads the first 8 bytes it passes on
+/// (sshd's banner), then ends it: (those bytes, its stderr).
+fn proxy_banner(cmd: &mut std::process::Command) -> ([u8; 8], String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = (cmd.stdin(Stdio::piped()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sallyport proxy");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = [0u8; 8];
+        let _ = tx.send(stdout.read_exact(&mut banner).map(|_| banner));
+    });
+    let banner = rx.recv_timeout(QUICK);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    match banner {
+        Ok(Ok(b)) => (b, err),
+        other => panic!("no banner from sallyport proxy ({other:?}): {err}"),
+    }
 }

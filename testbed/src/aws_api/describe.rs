@@ -174,7 +174,9 @@ pub fn describe_instance_information(
             ));
         }
     }
+    // An unmanaged instance is no managed node: Session Manager does not list it.
     let matching: Vec<InstanceInformation> = (state.config.instances.iter())
+        .filter(|i| i.managed)
         .map(|i| (i, info(state, i)))
         .filter(|(i, info)| checks.iter().all(|(k, v)| matches(i, info, k, v)))
         .map(|(_, info)| info)
@@ -281,6 +283,23 @@ mod tests {
         list.iter()
             .map(|i| i["InstanceId"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_unmanaged_instance_is_no_managed_node() {
+        let mut cfg = state(3).config.as_ref().clone();
+        cfg.instances[1].managed = false;
+        let st = Account::new(cfg, "127.0.0.1:4567".parse().unwrap());
+        let unmanaged = st.config.instances[1].id.clone();
+        let all = ids(&call(&st, "{}").unwrap());
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(!all.contains(&unmanaged), "{all:?}");
+        let body = format!(r#"{{"Filters":[{{"Key":"InstanceIds","Values":["{unmanaged}"]}}]}}"#);
+        assert!(ids(&call(&st, &body).unwrap()).is_empty());
+        assert_eq!(st.config.instances[1].ec2_state(), "running");
+        let start = format!(r#"{{"Target":"{unmanaged}"}}"#);
+        let e = dispatch(&st, "AmazonSSM.StartSession", start.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "TargetNotConnected");
     }
 
     #[test]

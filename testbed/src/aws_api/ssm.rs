@@ -164,7 +164,11 @@ fn start_session(
     // exist (or is not visible to the caller) and for one whose agent is offline.
     let not_connected =
         || ApiError::modeled("TargetNotConnected", format!("{target} is not connected."));
-    let instance = state.instance(&target).ok_or_else(not_connected)?;
+    // Unverified: that StartSession answers TargetNotConnected, as for an unknown target,
+    // to a running EC2 instance with no agent registered.
+    let instance = (state.instance(&target))
+        .filter(|i| i.managed)
+        .ok_or_else(not_connected)?;
     if instance.access_denied {
         return Err(access_denied(state, caller_arn, instance));
     }

@@ -100,6 +100,12 @@ pub struct InstanceConfig {
     /// tunnel may ask for it as well as for `ip_address`. Default: none.
     #[serde(default)]
     pub ipv6_address: Option<String>,
+    /// Whether Session Manager knows the instance (a managed node). `false`: an EC2 instance
+    /// with no agent registered, absent from `ssm:DescribeInstanceInformation`, refused by
+    /// `ssm:StartSession`, present in `ec2:DescribeInstances` (and reachable through an
+    /// EC2 Instance Connect Endpoint). Default true.
+    #[serde(default = "default_managed")]
+    pub managed: bool,
 }
 
 fn default_host() -> String {
@@ -107,6 +113,9 @@ fn default_host() -> String {
 }
 fn default_ping_status() -> String {
     "Online".to_owned()
+}
+fn default_managed() -> bool {
+    true
 }
 fn default_platform() -> String {
     "Amazon Linux".to_owned()
@@ -141,6 +150,7 @@ impl InstanceConfig {
             vpc_id: None,
             subnet_id: None,
             ipv6_address: None,
+            managed: true,
         }
     }
 
@@ -199,12 +209,12 @@ impl InstanceConfig {
         }
     }
 
-    /// The EC2 state: the configured one, else `running` for an `Online` agent and
-    /// `stopped` otherwise.
+    /// The EC2 state: the configured one, else `running` for an `Online` agent or an
+    /// unmanaged instance and `stopped` otherwise.
     pub fn ec2_state(&self) -> &str {
         match &self.ec2_state {
             Some(s) => s,
-            None if self.ping_status == "Online" => "running",
+            None if self.ping_status == "Online" || !self.managed => "running",
             None => "stopped",
         }
     }
