@@ -314,7 +314,7 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(args.rtt, Duration::from_millis(40));
-        assert_eq!(args.pace, Duration::from_micros(1400));
+        assert_eq!(args.pace, Duration::from_micros(1600));
         assert_eq!(
             args.pace,
             AgentSettings::default().pace,

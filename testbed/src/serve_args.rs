@@ -37,7 +37,7 @@ pub(crate) struct ServeArgs {
     /// The agent's sleep after each data message it sends (the real agent sleeps 1 ms; the
     /// default also covers its slower read and send, calibrated against the official
     /// agent code), e.g. 1ms; 0 for no pacing.
-    #[arg(long, default_value = "1400us", value_parser = parse_duration)]
+    #[arg(long, default_value = "1600us", value_parser = parse_duration)]
     pub(crate) pace: Duration,
     /// A slow instance: the agent writes client data to the instance side (port
     /// connections, the shell's pty) at most this fast, after a 16 KiB burst. While a write

@@ -270,7 +270,7 @@ impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
             chunk_size: 1024,
-            pace: Duration::from_micros(1400),
+            pace: Duration::from_micros(1600),
             handshake_timeout: Duration::from_secs(15),
             instance_write_rate: None,
             handshake_complete_lag: Duration::ZERO,
