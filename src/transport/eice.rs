@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -39,6 +39,16 @@ const DURATION_GRACE: Duration = Duration::from_secs(5);
 const DURATION_SLACK: Duration = Duration::from_secs(2);
 /// Longest close reason or text frame shown.
 const MAX_SHOWN_REASON: usize = 200;
+/// After the local side ends, the endpoint's bytes are still delivered until it closes,
+/// until nothing has come for this long, or for [`DRAIN_BOUND`] at most: a websocket has
+/// no half-close, so our close would cut off what the instance is still sending (a
+/// banner, a reply to the last request). Our choice; the AWS CLI's behaviour is not
+/// copied.
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// The longest the endpoint's bytes are awaited after the local side ended.
+const DRAIN_BOUND: Duration = Duration::from_secs(10);
+/// How long our close waits for the endpoint's.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where one tunnel leads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,19 +282,31 @@ async fn pump(ws: DataChannelSocket, pipe: DuplexStream, max: Duration) -> Tunne
     let (mut sink, stream) = ws.split();
     let (mut rd, wr) = tokio::io::split(pipe);
     let local_done = Arc::new(AtomicBool::new(false));
-    let mut down = tokio::spawn(receive(stream, wr, started, max, local_done.clone()));
+    let last_rx = Arc::new(AtomicU64::new(0));
+    let mut down = tokio::spawn(receive(
+        stream,
+        wr,
+        (started, max),
+        local_done.clone(),
+        last_rx.clone(),
+    ));
     let deadline = tokio::time::sleep(max + DURATION_GRACE);
     tokio::pin!(deadline);
+    let drain = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain);
+    let mut local_ended = started;
     let mut buf = vec![0u8; MAX_FRAME];
     let mut local_open = true;
     let end = loop {
         tokio::select! {
             n = rd.read(&mut buf), if local_open => match n {
                 Ok(0) | Err(_) => {
-                    // The local side is done: say so and wait for the endpoint's close.
+                    // The local side is done: keep delivering what the endpoint sends
+                    // until it closes or goes quiet (DRAIN_QUIET), then close.
                     local_open = false;
                     local_done.store(true, Ordering::SeqCst);
-                    let _ = sink.send(Message::Close(None)).await;
+                    local_ended = Instant::now();
+                    drain.as_mut().reset((local_ended + DRAIN_QUIET).into());
                 }
                 Ok(n) => {
                     if let Err(e) = sink.send(Message::binary(buf[..n].to_vec())).await {
@@ -298,6 +320,23 @@ async fn pump(ws: DataChannelSocket, pipe: DuplexStream, max: Duration) -> Tunne
                     let _ = sink.send(Message::Close(None)).await;
                 }
                 return end;
+            }
+            () = &mut drain, if !local_open => {
+                let heard = started + Duration::from_millis(last_rx.load(Ordering::SeqCst));
+                let quiet_until = heard.max(local_ended) + DRAIN_QUIET;
+                let now = Instant::now();
+                if quiet_until > now && now < local_ended + DRAIN_BOUND {
+                    drain.as_mut().reset(quiet_until.min(local_ended + DRAIN_BOUND).into());
+                    continue;
+                }
+                let _ = sink.send(Message::Close(None)).await;
+                return match tokio::time::timeout(CLOSE_WAIT, &mut down).await {
+                    Ok(end) => end.unwrap_or(TunnelEnd::Normal),
+                    Err(_) => {
+                        down.abort();
+                        TunnelEnd::Normal
+                    }
+                };
             }
             () = &mut deadline => {
                 let _ = sink.send(Message::Close(None)).await;
@@ -318,13 +357,15 @@ fn at_max(started: Instant, max: Duration) -> bool {
 async fn receive(
     mut stream: futures_util::stream::SplitStream<DataChannelSocket>,
     mut wr: tokio::io::WriteHalf<DuplexStream>,
-    started: Instant,
-    max: Duration,
+    (started, max): (Instant, Duration),
     local_done: Arc<AtomicBool>,
+    last_rx: Arc<AtomicU64>,
 ) -> TunnelEnd {
     loop {
         match stream.next().await {
             Some(Ok(Message::Binary(bytes))) => {
+                let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last_rx.store(at, Ordering::SeqCst);
                 if wr.write_all(&bytes).await.is_err() {
                     // The local reader is gone: nothing more to deliver.
                     return TunnelEnd::Normal;

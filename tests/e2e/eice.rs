@@ -406,6 +406,23 @@ fn an_instance_session_manager_does_not_know_is_listed_and_reached_over_eice() {
     assert!(tunnels(&f) >= 2, "{} tunnels", tunnels(&f));
 }
 
+/// A websocket has no half-close: when the local side ends at once (`proxy < /dev/null`),
+/// what the instance still sends (here sshd's banner) must still arrive before the tunnel
+/// is closed, as it does over Session Manager.
+#[test]
+fn what_the_instance_sends_after_local_input_ends_still_arrives() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    let out = run(&mut f.proxy(&f.instance), Some(b""), QUICK);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.stdout.starts_with(b"SSH-2.0-"),
+        "sshd's banner after stdin ended: stdout {:?}, stderr {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "exit {:?}: {err}", out.status.code());
+    assert!(tunnels(&f) >= 1, "over EICE");
+}
+
 /// Runs `sallyport proxy` with stdin held open, reads the first 8 bytes it passes on
 /// (sshd's banner), then ends it: (those bytes, its stderr).
 fn proxy_banner(cmd: &mut std::process::Command) -> ([u8; 8], String) {
