@@ -21,6 +21,7 @@ pub struct ExecRun {
 
 /// `sallyport exec`: `Ok` holds the remote command's exit code.
 pub async fn run(run: ExecRun) -> Result<u8, Failure> {
+    super::session_manager_only(&run.on, "exec")?;
     super::on_node(&run.on, async |config, found| {
         let req = ExecRequest {
             target: found.id.clone(),

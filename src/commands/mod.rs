@@ -35,6 +35,23 @@ async fn on_node<T>(
     result
 }
 
+/// `exec` and `shell` run a Session Manager document on the agent; an EC2 Instance Connect
+/// Endpoint carries only TCP ports. Asked for EICE (`--via eice`, or `via = "eice"` in the
+/// config file), they say so before any call rather than quietly taking Session Manager.
+fn session_manager_only(on: &TargetSettings, command: &str) -> Result<(), Failure> {
+    if on.via != crate::target::via::Via::Eice {
+        return Ok(());
+    }
+    Err(Failure::new(
+        ExitCode::Usage,
+        format!(
+            "`sallyport {command}` runs a Session Manager document on the agent, and an EC2 \
+             Instance Connect Endpoint carries only TCP ports: use `sallyport ssh TARGET \
+             COMMAND` over EICE, or `--via ssm` (or `--via auto`) for {command}"
+        ),
+    ))
+}
+
 /// The ways to the node `found` for streams to `port`: Session Manager first unless
 /// `--via eice`; see [`way_after`].
 fn choice<'a>(

@@ -18,6 +18,7 @@ pub struct ShellRun {
 
 /// `sallyport shell`.
 pub async fn run(run: ShellRun) -> Result<u8, Failure> {
+    super::session_manager_only(&run.on, "shell")?;
     super::on_node(&run.on, async |config, found| {
         let req = ShellRequest {
             target: found.id.clone(),

@@ -406,6 +406,27 @@ fn an_instance_session_manager_does_not_know_is_listed_and_reached_over_eice() {
     assert!(tunnels(&f) >= 2, "{} tunnels", tunnels(&f));
 }
 
+/// `exec` and `shell` need the agent: asked for EICE they say so (exit 2) before any
+/// call, rather than quietly going through Session Manager.
+#[test]
+fn exec_and_shell_asked_for_eice_say_they_need_session_manager() {
+    let f = Fixture::with_config(|c| agentless(c, true));
+    for args in [
+        vec!["exec", "--via", "eice", f.instance.as_str(), "--", "true"],
+        vec!["shell", "--via", "eice", f.instance.as_str()],
+    ] {
+        let out = run(&mut f.sallyport(&args), None, QUICK);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("carries only TCP ports") && err.contains("--via ssm"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(tunnels(&f), 0, "no tunnel");
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+}
+
 /// A websocket has no half-close: when the local side ends at once (`proxy < /dev/null`),
 /// what the instance still sends (here sshd's banner) must still arrive before the tunnel
 /// is closed, as it does over Session Manager.
