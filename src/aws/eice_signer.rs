@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
-use aws_sdk_ssm::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{
     SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
 };
@@ -44,24 +44,7 @@ impl TunnelPresigner for SdkTunnelPresigner {
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, SignError>> + Send + 'a>> {
         Box::pin(async move {
-            let creds = self
-                .provider
-                .provide_credentials()
-                .await
-                .map_err(|e| SignError {
-                    message: format!("no usable AWS credentials: {e}"),
-                    credentials: true,
-                })?;
-            let now = SystemTime::now();
-            if creds.expiry().is_some_and(|t| t <= now) {
-                return Err(SignError {
-                    message: format!(
-                        "the AWS credentials for access key {} have expired",
-                        creds.access_key_id()
-                    ),
-                    credentials: true,
-                });
-            }
+            let (creds, now) = super::upgrade_signer::fresh_credentials(&self.provider).await?;
             presign_tunnel(url, host, &creds, &self.region, now).map_err(|message| SignError {
                 message,
                 credentials: false,

@@ -46,6 +46,31 @@ impl SdkUpgradeSigner {
     }
 }
 
+/// The provider's current credentials and the time to sign at, refused when they have
+/// already expired (every signature sallyport makes: upgrades and EICE presigns).
+pub(super) async fn fresh_credentials(
+    provider: &SharedCredentialsProvider,
+) -> Result<(Credentials, SystemTime), SignError> {
+    let creds = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| SignError {
+            message: format!("no usable AWS credentials: {e}"),
+            credentials: true,
+        })?;
+    let now = SystemTime::now();
+    if creds.expiry().is_some_and(|t| t <= now) {
+        return Err(SignError {
+            message: format!(
+                "the AWS credentials for access key {} have expired",
+                creds.access_key_id()
+            ),
+            credentials: true,
+        });
+    }
+    Ok((creds, now))
+}
+
 impl UpgradeSigner for SdkUpgradeSigner {
     fn sign<'a>(
         &'a self,
@@ -53,24 +78,7 @@ impl UpgradeSigner for SdkUpgradeSigner {
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<UpgradeAuth, SignError>> + Send + 'a>> {
         Box::pin(async move {
-            let creds = self
-                .provider
-                .provide_credentials()
-                .await
-                .map_err(|e| SignError {
-                    message: format!("no usable AWS credentials: {e}"),
-                    credentials: true,
-                })?;
-            let now = SystemTime::now();
-            if creds.expiry().is_some_and(|t| t <= now) {
-                return Err(SignError {
-                    message: format!(
-                        "the AWS credentials for access key {} have expired",
-                        creds.access_key_id()
-                    ),
-                    credentials: true,
-                });
-            }
+            let (creds, now) = fresh_credentials(&self.provider).await?;
             let headers =
                 sign_upgrade(url, host, &creds, &self.region, now).map_err(|message| {
                     SignError {
