@@ -211,7 +211,7 @@ pub fn verify_presigned_with(
     let key = signing_key(&secret, date, region, service);
     let expected = hex(&hmac_sha256(&key, sts.as_bytes()));
     if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-        tracing::debug!(%creq, %sts, "presigned sigv4 mismatch");
+        tracing::debug!(creq = %crate::aws_api::sigv4::loggable(&creq), %sts, "presigned sigv4 mismatch");
         return Err(AuthError::invalid_signature(
             "The request signature we calculated does not match the signature you provided.",
         ));

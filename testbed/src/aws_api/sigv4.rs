@@ -192,7 +192,7 @@ pub fn verify(
     }
     let (creq, sts, expected) = compute(parts, body, &auth, &amz_date, &secret);
     if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
-        tracing::debug!(%creq, %sts, "sigv4 mismatch");
+        tracing::debug!(creq = %loggable(&creq), %sts, "sigv4 mismatch");
         return Err(AuthError::invalid_signature(format!(
             "The request signature we calculated does not match the signature you provided. \
              Check your AWS Secret Access Key and signing method. Consult the service \
@@ -372,6 +372,32 @@ pub fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// A canonical request as it may be logged: the session token's value (a header line
+/// `x-amz-security-token:` or a query parameter `X-Amz-Security-Token=`) replaced, since
+/// a token is a secret even in a debug log.
+pub(crate) fn loggable(creq: &str) -> String {
+    creq.split('\n')
+        .map(|line| {
+            let line = match line.split_once(':') {
+                Some((name, _)) if name.eq_ignore_ascii_case("x-amz-security-token") => {
+                    return format!("{name}:<redacted>");
+                }
+                _ => line,
+            };
+            line.split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("X-Amz-Security-Token") => {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Compares signatures in time independent of where they differ (aws-lc-rs's compare).
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
@@ -384,6 +410,20 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    #[test]
+    fn a_logged_canonical_request_shows_no_session_token() {
+        let creq = "GET\n/openTunnel\nA=1&X-Amz-Security-Token=SECRETTOKEN&b=2\n\
+                    host:h\nx-amz-security-token:SECRETTOKEN2\n\nhost;x-amz-security-token\nabc";
+        let shown = loggable(creq);
+        assert!(!shown.contains("SECRETTOKEN"), "{shown}");
+        assert!(
+            shown.contains("A=1&X-Amz-Security-Token=<redacted>&b=2"),
+            "{shown}"
+        );
+        assert!(shown.contains("x-amz-security-token:<redacted>"), "{shown}");
+        assert!(shown.contains("host;x-amz-security-token\nabc"), "{shown}");
+    }
     const SCOPE: &str = "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
 
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
