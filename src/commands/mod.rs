@@ -7,6 +7,7 @@
 
 pub mod doctor;
 mod doctor_eice;
+mod doctor_probe;
 pub mod exec;
 pub mod forward;
 pub mod login;

@@ -15,7 +15,7 @@ const MAX_FILE_LINES: usize = 700;
 /// This list may only shrink.
 const LONG_FUNCTIONS: &[&str] = &[
     "src/cli/resolve.rs: resolve_with",
-    "src/commands/doctor.rs: probe",
+    "src/commands/doctor_probe.rs: probe",
     "src/proto/ops.rs: run",
     "src/ssh/transfer/download.rs: download_tree",
     "src/ssh/transfer/upload.rs: upload_tree",
@@ -23,7 +23,7 @@ const LONG_FUNCTIONS: &[&str] = &[
 ];
 
 /// Files over the limit today (path from the workspace root). This list may only shrink.
-const LONG_FILES: &[&str] = &["src/commands/doctor.rs", "src/target.rs"];
+const LONG_FILES: &[&str] = &["src/target.rs"];
 
 /// Where the checked sources are, from the workspace root.
 const ROOTS: [&str; 2] = ["src", "testbed/src"];
