@@ -23,6 +23,7 @@
 #   via:     ssh --ProxyCommand--> sallyport proxy --https/wss--> delay-proxy (api-rtt)
 #                --> testbed serve --tls --rtt R --> sshd
 #   direct:  ssh --TCP--> delay-proxy (api-rtt) --> sshd
+#   direct-same-link: ssh --TCP--> delay-proxy (api-rtt) --> delay-proxy (rtt) --> sshd
 #
 # Why a delay proxy rather than a delay at accept: on AWS every new connection costs a
 # TCP handshake, a TLS handshake and then each request its own round trip. The proxy
@@ -74,9 +75,10 @@ done
 start_sshd ""
 
 TB_PORT=$(free_port)
-start_proxy() { # start_proxy NAME TO: a delay proxy with the TCP handshake; sets PROXY_ADDR
-    "$TESTBED" delay-proxy --listen 127.0.0.1:0 --rtt "$API_RTT" --tcp-handshake --to "$2" \
-        >"$TMP/$1.env" 2>"$TMP/$1.log" &
+start_proxy() { # start_proxy NAME TO [RTT [FLAG]]: a delay proxy (default: api-rtt, with the
+    # TCP handshake); sets PROXY_ADDR
+    "$TESTBED" delay-proxy --listen 127.0.0.1:0 --rtt "${3:-$API_RTT}" ${4---tcp-handshake} \
+        --to "$2" >"$TMP/$1.env" 2>"$TMP/$1.log" &
     PIDS+=("$!")
     wait_for_line "$TMP/$1.env" 15 LISTEN= "$!"
     PROXY_ADDR=$(sed -n 's/^LISTEN=//p' "$TMP/$1.env")
@@ -85,6 +87,11 @@ start_proxy api "127.0.0.1:$TB_PORT"
 API_ADDR=$PROXY_ADDR
 start_proxy direct "127.0.0.1:$SSHD_PORT"
 DIRECT_ADDR=$PROXY_ADDR
+# The link sallyport's ssh bytes cross: api-rtt (with its TCP handshake) to the service, then
+# the relay's rtt to the agent. Direct ssh over two delay proxies in a row crosses the same.
+start_proxy relay-link "127.0.0.1:$SSHD_PORT" "$RTT" ""
+start_proxy same-link "$PROXY_ADDR"
+SAME_ADDR=$PROXY_ADDR
 
 "$TESTBED" serve --listen "127.0.0.1:$TB_PORT" --ssh-target "127.0.0.1:$SSHD_PORT" --tls \
     --rtt "$RTT" --stream-host "$API_ADDR" >"$TMP/testbed.env" 2>"$TMP/testbed.log" &
@@ -113,9 +120,11 @@ SSH_OPTS=(
 one_run() {
     local label=$1 t0 rc=0
     t0=$(now)
-    if [[ $label == direct ]]; then
+    if [[ $label == direct || $label == direct-same-link ]]; then
+        local addr=$DIRECT_ADDR
+        [[ $label == direct ]] || addr=$SAME_ADDR
         bounded 60 "$TMP/runs.log" env "${HERMETIC[@]}" ssh "${SSH_OPTS[@]}" \
-            -o "Port=${DIRECT_ADDR##*:}" "root@${DIRECT_ADDR%:*}" true || rc=$?
+            -o "Port=${addr##*:}" "root@${addr%:*}" true || rc=$?
     else
         local bin=$2
         bounded 60 "$TMP/runs.log" env "${HERMETIC[@]}" "${ENV_TB[@]}" ssh "${SSH_OPTS[@]}" \
@@ -126,13 +135,15 @@ one_run() {
 }
 
 declare -A SAMPLES
-LABELS=(direct)
+LABELS=(direct direct-same-link)
 for b in "${BINS[@]}"; do LABELS+=("${b%%=*}"); done
 echo "==> $RUNS x ssh true per path (interleaved): ${LABELS[*]}; api-rtt $API_RTT, relay rtt $RTT" >&2
 for ((i = 1; i <= RUNS; i++)); do
-    ms=$(one_run direct)
-    SAMPLES[direct]+="$ms "
-    echo "    run $i direct $ms ms" >&2
+    for l in direct direct-same-link; do
+        ms=$(one_run "$l")
+        SAMPLES[$l]+="$ms "
+        echo "    run $i $l $ms ms" >&2
+    done
     for b in "${BINS[@]}"; do
         ms=$(one_run "${b%%=*}" "${b#*=}")
         SAMPLES[${b%%=*}]+="$ms "
@@ -149,6 +160,7 @@ stats() { # min median max of the samples in $1
 median() { stats "$1" | awk -F' [|] ' '{ print $2 }'; }
 rtt_ms=$(awk -v d="$API_RTT" 'BEGIN { v = d + 0; if (d ~ /us$/) v /= 1000; else if (d ~ /[0-9]s$/ && d !~ /ms$/) v *= 1000; print v }')
 DIRECT_MEDIAN=$(median "${SAMPLES[direct]}")
+SAME_MEDIAN=$(median "${SAMPLES[direct-same-link]}")
 
 cat <<EOF
 
@@ -157,13 +169,18 @@ cat <<EOF
 $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), \
 $(ssh -V 2>&1 | cut -d, -f1), tree $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'), $RUNS runs each, interleaved.
 
-| path | min ms | median ms | max ms | median - direct, ms | in round trips of $API_RTT |
-|---|---:|---:|---:|---:|---:|
+direct: ssh over api-rtt alone. direct-same-link: ssh over the link sallyport's ssh bytes cross
+(api-rtt, then the relay's rtt), so each of ssh's own round trips costs the same on both; the
+last two columns are what sallyport's set-up adds (StartSession, websocket, agent handshake).
+
+| path | min ms | median ms | max ms | median - direct, ms | in round trips of $API_RTT | median - direct-same-link, ms | in round trips of $API_RTT |
+|---|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for l in "${LABELS[@]}"; do
     m=$(median "${SAMPLES[$l]}")
     d=$(calc 1 "$m - $DIRECT_MEDIAN")
-    echo "| $l | $(stats "${SAMPLES[$l]}") | $d | $(calc 1 "$d / $rtt_ms") |"
+    e=$(calc 1 "$m - $SAME_MEDIAN")
+    echo "| $l | $(stats "${SAMPLES[$l]}") | $d | $(calc 1 "$d / $rtt_ms") | $e | $(calc 1 "$e / $rtt_ms") |"
 done
 first=${BINS[0]}
 echo

@@ -189,7 +189,7 @@ impl Connector {
                 }
                 None => PortStream::open(ssm, target, opts.port, &opts.start, &opts.link)
                     .await
-                    .map(|(io, g)| (io, StreamGuard::Ssm(g))),
+                    .map(|(io, g)| (io, StreamGuard::Ssm(Box::new(g)))),
             }
         };
         let (pushed, stream) = tokio::join!(push, open);
