@@ -12,7 +12,8 @@
 #                   exchange (TLS flights, HTTP request, upgrade) one D (default 40ms)
 #   --rtt D         the testbed relay's round trip between the data channel and the agent
 #                   (default 40ms)
-#   --runs N        `ssh true` runs per path (default 5); min/median/max are reported
+#   --runs N        `ssh true` runs per path (default 5), and pairs of multiplexed runs (a
+#                   first starting a ControlMaster, a second riding it); min/median/max
 #   --bin L=PATH    a sallyport binary to compare, labelled L (repeatable); default: the
 #                   built one, labelled "this"
 #   --no-build      use existing binaries (BENCH_PROFILE=debug for the debug ones)
@@ -183,6 +184,42 @@ for l in "${LABELS[@]}"; do
     echo "| $l | $(stats "${SAMPLES[$l]}") | $d | $(calc 1 "$d / $rtt_ms") | $e | $(calc 1 "$e / $rtt_ms") |"
 done
 first=${BINS[0]}
+
+# Reused connections: the three options `sallyport config ssh --multiplex` writes. The first
+# ssh starts a master (its own session through sallyport); the second rides it.
+MUX_OPTS=(-o ControlMaster=auto -o "ControlPath=$TMP/mux/%C" -o ControlPersist=10m
+    -o "ProxyCommand=$(printf '%q' "${first#*=}") proxy %h --port %p")
+mkdir -p "$TMP/mux" && chmod 700 "$TMP/mux"
+mux_ssh() { # mux_ssh [OPTION...] -- [COMMAND...]: ssh to the instance with MUX_OPTS
+    local opts=()
+    while (($# > 0)) && [[ $1 != -- ]]; do opts+=("$1") && shift; done
+    shift
+    bounded 60 "$TMP/mux.log" env "${HERMETIC[@]}" "${ENV_TB[@]}" ssh "${SSH_OPTS[@]}" \
+        "${MUX_OPTS[@]}" "${opts[@]}" "root@$INSTANCE" "$@"
+}
+echo "==> $RUNS x (first ssh true starting a master, second riding it) with ${first%%=*}" >&2
+for ((i = 1; i <= RUNS; i++)); do
+    for which in first second; do
+        t0=$(now)
+        mux_ssh -- true || die "multiplexed ssh true ($which) failed; see $TMP/mux.log"
+        ms=$(calc 1 "($(now) - $t0) * 1000")
+        SAMPLES[mux-$which]+="$ms "
+        echo "    run $i $which $ms ms" >&2
+    done
+    mux_ssh -O exit -- || die "ssh -O exit failed; see $TMP/mux.log"
+done
+FIRST_MEDIAN=$(median "${SAMPLES[mux-first]}")
+SECOND_MEDIAN=$(median "${SAMPLES[mux-second]}")
+echo
+echo "Multiplexed (\`ControlMaster auto\`, as \`config ssh --multiplex\` writes), ${first%%=*}:"
+echo
+echo "| ssh true | min ms | median ms | max ms |"
+echo "|---|---:|---:|---:|"
+echo "| first (starts the master) | $(stats "${SAMPLES[mux-first]}") |"
+echo "| second (rides it) | $(stats "${SAMPLES[mux-second]}") |"
+echo
+echo "- second / first (medians): $(calc 2 "$SECOND_MEDIAN / $FIRST_MEDIAN") (goal: at most 0.3)"
+
 echo
 echo "Set-up timeline of one more run of ${first%%=*} (\`sallyport proxy -v\`):"
 echo
