@@ -23,7 +23,7 @@ const LONG_FUNCTIONS: &[&str] = &[
 ];
 
 /// Files over the limit today (path from the workspace root). This list may only shrink.
-const LONG_FILES: &[&str] = &["src/target.rs"];
+const LONG_FILES: &[&str] = &[];
 
 /// Where the checked sources are, from the workspace root.
 const ROOTS: [&str; 2] = ["src", "testbed/src"];
