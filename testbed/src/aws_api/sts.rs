@@ -2,8 +2,6 @@
 //! assume-role profile chain (`source_profile` + `role_arn`) reaches the testbed. The keys it
 //! issues are temporary: requests signed with them must carry the session token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -161,7 +159,9 @@ fn assume_role(
         },
     );
     tracing::info!(%arn, %access_key_id, "role assumed");
-    let expiration = rfc3339(SystemTime::now() + Duration::from_secs(duration));
+    let expiration = crate::world::clock::format_rfc3339(
+        crate::world::clock::now_secs(0).saturating_add_unsigned(duration),
+    );
     let role_id = format!("AROA{}", random_upper(17));
     Ok(format!(
         "<AssumeRoleResponse xmlns=\"{XMLNS}\">\n  <AssumeRoleResult>\n    <AssumedRoleUser>\n      \
@@ -234,24 +234,6 @@ fn random_text(len: usize) -> String {
         .collect()
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC), as STS writes `Expiration`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 fn error_response(e: &StsError) -> Response<Full<Bytes>> {
     let kind = if e.status.is_server_error() {
         "Receiver"
@@ -283,13 +265,6 @@ fn respond(status: StatusCode, xml: String) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-    }
 
     #[test]
     fn form_decoding() {
