@@ -27,48 +27,46 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
 
 /// Seconds since the epoch -> `YYYYMMDDTHHMMSSZ`.
 pub fn format_amz_date(secs: i64) -> String {
-    let t = utc(secs);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let Fields { y, mo, d, h, mi, s } = fields(utc(secs));
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// Seconds since the epoch -> `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate).
 pub fn format_http_date(secs: i64) -> String {
     let t = utc(secs);
+    let Fields { y, d, h, mi, s, .. } = fields(t);
     // English names; the first three letters are the short ones.
     let (weekday, month) = (t.weekday().to_string(), t.month().to_string());
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        &weekday[..3],
-        t.day(),
-        &month[..3],
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let (weekday, month) = (&weekday[..3], &month[..3]);
+    format!("{weekday}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
 }
 
 /// Seconds since the epoch -> `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339 in UTC, as STS writes
 /// `Expiration`).
 pub fn format_rfc3339(secs: i64) -> String {
-    let t = utc(secs);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let Fields { y, mo, d, h, mi, s } = fields(utc(secs));
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// A calendar time's numbers, for the formats above.
+struct Fields {
+    y: i32,
+    mo: u8,
+    d: u8,
+    h: u8,
+    mi: u8,
+    s: u8,
+}
+
+fn fields(t: OffsetDateTime) -> Fields {
+    Fields {
+        y: t.year(),
+        mo: u8::from(t.month()),
+        d: t.day(),
+        h: t.hour(),
+        mi: t.minute(),
+        s: t.second(),
+    }
 }
 
 /// The UTC calendar time of `secs`, held within years 1 to 9999 (four-digit years).
