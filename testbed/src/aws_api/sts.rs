@@ -9,7 +9,8 @@ use hyper::{Request, Response, StatusCode};
 use rand::Rng as _;
 
 use crate::aws_api::account::{Account, Credential};
-use crate::aws_api::sigv4::{AuthError, percent_decode};
+use crate::aws_api::form::{field, parse_form};
+use crate::aws_api::sigv4::AuthError;
 use crate::world::config::ACCOUNT_ID;
 use crate::world::state::ApiCall;
 
@@ -188,22 +189,6 @@ fn get_caller_identity(caller: &Credential) -> String {
     )
 }
 
-fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body);
-    let dec = |s: &str| String::from_utf8_lossy(&percent_decode(s)).into_owned();
-    (text.split('&').filter(|p| !p.is_empty()))
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (dec(k), dec(v)))
-        .collect()
-}
-
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    (form.iter())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
 fn lower_first(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -272,5 +257,8 @@ mod tests {
         assert_eq!(field(&f, "Action"), Some("AssumeRole"));
         assert_eq!(field(&f, "RoleArn"), Some("arn:aws:iam::1:role/x"));
         assert_eq!(field(&f, "E"), None);
+        // Form encoding: `+` is a space.
+        let f = parse_form(b"RoleSessionName=my+session");
+        assert_eq!(field(&f, "RoleSessionName"), Some("my session"));
     }
 }
