@@ -370,8 +370,10 @@ pub fn target(data: &[u8]) -> bool {
     if let Some(name) = crate::ssh::known_hosts::typed_host_name(&t, "i-0abc") {
         assert!(name.len() <= t.len());
     }
-    let _ = crate::target::glob_match(&t, "web-1.example.com", true);
-    let _ = crate::target::glob_match("*web-?", &t, false);
+    use crate::wildcard::{Syntax, matches};
+    let _ = matches(&t, "web-1.example.com", Syntax::IGNORE_CASE);
+    let _ = matches("*web-?", &t, Syntax::PLAIN);
+    let _ = matches(&t, "[x]*.txt", Syntax::SHELL);
     scp_and_forward(&t);
     accepted
 }

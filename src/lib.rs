@@ -27,6 +27,7 @@ pub mod target;
 pub mod text;
 pub mod timeline;
 pub mod transport;
+pub mod wildcard;
 
 /// Whether a log event from `target` at `level` may be written: sallyport's own at any
 /// level (it never logs a secret), other crates' at DEBUG and above only. At TRACE the AWS

@@ -508,44 +508,6 @@ impl Found {
     }
 }
 
-/// `*` (any run) and `?` (one character) patterns, as `sallyport ls` filters names; no
-/// pattern characters means plain equality. Iterative with one backtrack point, so any
-/// input is linear-ish and cannot blow the stack.
-pub fn glob_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
-    let fold = |c: char| {
-        if ignore_case {
-            c.to_ascii_lowercase()
-        } else {
-            c
-        }
-    };
-    let p: Vec<char> = pattern.chars().map(fold).collect();
-    let t: Vec<char> = text.chars().map(fold).collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 /// A node's computer name (full, or its first label) or on-premises name, ignoring case.
 fn name_matches(n: &NodeInfo, name: &str) -> bool {
     let eq = |s: &str| s.eq_ignore_ascii_case(name);

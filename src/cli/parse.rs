@@ -10,28 +10,19 @@ use crate::session::forward::ForwardSpec;
 /// The longest duration accepted (`--wait`, `--keepalive`, …).
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// `90s`, `2m`, `1500ms`, `1h`, or plain seconds (`90`); at most an hour.
+/// A duration in the syntax the testbed takes too (the `humantime` crate's): a number
+/// with a unit, fractions allowed, terms adding up (`90s`, `2m`, `1500ms`, `0.5s`,
+/// `1m30s`); here also plain seconds (`90`). At most an hour.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 90s, 2m or 500ms"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
-            ));
-        }
+    let plain_seconds = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let parsed = if plain_seconds {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?;
+    let d = parsed
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 90s, 2m or 500ms"))?;
     if d > MAX_WAIT {
         return Err(format!("{s:?} is longer than the 1 h limit"));
     }
@@ -67,7 +58,11 @@ mod tests {
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(duration("0.5s"), Ok(Duration::from_millis(500)));
-        for bad in ["", "s", "ten", "5 parsecs", "2h", "-1s"] {
+        assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "ten", "5 parsecs", "2h", "-1s", ".", "1.", "61m"] {
             assert!(duration(bad).is_err(), "{bad}");
         }
     }

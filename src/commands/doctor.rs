@@ -350,30 +350,13 @@ pub(super) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT` -> Unix seconds.
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate) -> Unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
-    let mut words = s.split_whitespace().skip(1);
-    let day: i64 = words.next()?.parse().ok()?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month_word = words.next()?;
-    let month = MONTHS.iter().position(|m| *m == month_word)? as i64 + 1;
-    let year: i64 = words.next()?.parse().ok()?;
-    let mut hms = words.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if words.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+    let format = time::format_description::parse_borrowed::<2>(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT",
+    );
+    let t = time::PrimitiveDateTime::parse(s, &format.ok()?).ok()?;
+    Some(t.assume_utc().unix_timestamp())
 }
 
 /// `sallyport doctor`.

@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::aws::{AwsError, Instances, NodeFilter, NodeInfo, Tagging};
 use crate::error::Failure;
-use crate::target::{Spec, glob_match};
+use crate::target::Spec;
+use crate::wildcard::{self, Syntax};
 
 /// What became of the Name tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,17 +138,17 @@ fn admits(
         },
         Spec::Name(pattern) => {
             let tag = names.and_then(|m| m.get(&n.id));
-            tag.is_some_and(|t| glob_match(pattern, t, false))
+            tag.is_some_and(|t| wildcard::matches(pattern, t, Syntax::PLAIN))
                 || tagged("Name", pattern)
                 || n.computer_name.as_deref().is_some_and(|c| {
-                    glob_match(pattern, c, true)
+                    wildcard::matches(pattern, c, Syntax::IGNORE_CASE)
                         || c.split('.')
                             .next()
-                            .is_some_and(|s| glob_match(pattern, s, true))
+                            .is_some_and(|s| wildcard::matches(pattern, s, Syntax::IGNORE_CASE))
                 })
                 || n.name
                     .as_deref()
-                    .is_some_and(|s| glob_match(pattern, s, true))
+                    .is_some_and(|s| wildcard::matches(pattern, s, Syntax::IGNORE_CASE))
         }
     }
 }

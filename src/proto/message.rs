@@ -74,14 +74,6 @@ impl MessageType {
             other => MessageType::Other(other.to_owned()),
         }
     }
-
-    /// Sequenced stream data, as opposed to control messages.
-    pub fn is_stream_data(&self) -> bool {
-        matches!(
-            self,
-            MessageType::InputStreamData | MessageType::OutputStreamData
-        )
-    }
 }
 
 /// One decoded (or to-be-encoded) message.

@@ -47,126 +47,167 @@ impl<P: Peer> Side<P> {
     }
 }
 
+/// Both channels, the frames in flight each way, and the clock.
+struct World {
+    c: Side<Channel>,
+    a: Side<AgentChannel>,
+    c2a: VecDeque<Bytes>,
+    a2c: VecDeque<Bytes>,
+    now: Instant,
+    corrupted: bool,
+    counter: u8,
+}
+
 /// Runs the operations in `data`; panics if a property is violated.
 pub fn run(data: &[u8]) {
-    let t0 = Instant::now();
-    let mut small_client = ChannelConfig::client();
-    small_client.send_window = 64;
-    // Small enough that the operations reach it.
-    small_client.reorder_max_bytes = 8 * 1024;
-    let mut c = Side {
-        ch: Channel::new(small_client, t0, 1_700_000_000_000, 1),
-        sent: Vec::new(),
-        got: Vec::new(),
-        failed: false,
-    };
-    let mut a = Side {
-        ch: AgentChannel::new(t0, 1_700_000_000_000, 2),
-        sent: Vec::new(),
-        got: Vec::new(),
-        failed: false,
-    };
-    let mut c2a: VecDeque<Bytes> = VecDeque::new();
-    let mut a2c: VecDeque<Bytes> = VecDeque::new();
-    let mut now = t0;
-    let mut corrupted = false;
-    let mut counter = 0u8;
+    let mut w = World::new(Instant::now());
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
+        w.apply(op, arg);
+        pump(&mut w.c, &mut w.c2a);
+        pump(&mut w.a, &mut w.a2c);
+        check(&w.c, &w.a, w.corrupted);
+    }
+    if w.corrupted || w.c.failed || w.a.failed {
+        return;
+    }
+    w.settle();
+}
+
+impl World {
+    fn new(t0: Instant) -> World {
+        let mut small_client = ChannelConfig::client();
+        small_client.send_window = 64;
+        // Small enough that the operations reach it.
+        small_client.reorder_max_bytes = 8 * 1024;
+        World {
+            c: Side {
+                ch: Channel::new(small_client, t0, 1_700_000_000_000, 1),
+                sent: Vec::new(),
+                got: Vec::new(),
+                failed: false,
+            },
+            a: Side {
+                ch: AgentChannel::new(t0, 1_700_000_000_000, 2),
+                sent: Vec::new(),
+                got: Vec::new(),
+                failed: false,
+            },
+            c2a: VecDeque::new(),
+            a2c: VecDeque::new(),
+            now: t0,
+            corrupted: false,
+            counter: 0,
+        }
+    }
+
+    /// The frames in flight towards the agent (`to_agent`) or the client.
+    fn queue(&mut self, to_agent: bool) -> &mut VecDeque<Bytes> {
+        if to_agent {
+            &mut self.c2a
+        } else {
+            &mut self.a2c
+        }
+    }
+
+    /// One operation: `op` picks it, `arg` is its argument.
+    fn apply(&mut self, op: u8, arg: u8) {
         let to_agent = arg & 1 == 0;
         match op % 9 {
-            0 | 1 => {
-                let to_client = op % 9 == 1;
-                if to_client || c.ch.window_available() > 0 {
-                    let chunk: Vec<u8> = (0..usize::from(arg) * 9)
-                        .map(|_| {
-                            counter = counter.wrapping_add(1);
-                            counter
-                        })
-                        .collect();
-                    if to_client {
-                        a.send(now, &chunk);
-                    } else {
-                        c.send(now, &chunk);
-                    }
-                }
-            }
+            0 | 1 => self.send(op % 9 == 1, arg),
             2 => {
-                if let Some(f) = c2a.pop_front() {
-                    deliver(&mut a, now, &f, corrupted);
+                if let Some(f) = self.c2a.pop_front() {
+                    deliver(&mut self.a, self.now, &f, self.corrupted);
                 }
             }
             3 => {
-                if let Some(f) = a2c.pop_front() {
-                    deliver(&mut c, now, &f, corrupted);
+                if let Some(f) = self.a2c.pop_front() {
+                    deliver(&mut self.c, self.now, &f, self.corrupted);
                 }
             }
             4 => {
-                let q = if to_agent { &mut c2a } else { &mut a2c };
-                q.pop_front();
+                self.queue(to_agent).pop_front();
             }
             5 => {
-                let q = if to_agent { &mut c2a } else { &mut a2c };
+                let q = self.queue(to_agent);
                 if let Some(f) = q.front().cloned() {
                     q.push_back(f);
                 }
             }
             6 => {
-                now += Duration::from_millis(u64::from(arg) * 7);
-                c.timeout(now);
-                a.timeout(now);
+                self.now += Duration::from_millis(u64::from(arg) * 7);
+                self.c.timeout(self.now);
+                self.a.timeout(self.now);
             }
-            7 => {
-                let q = if to_agent { &mut c2a } else { &mut a2c };
-                if let Some(f) = q.pop_front() {
-                    let mut f = f.to_vec();
-                    let i = usize::from(arg) * 5 % f.len().max(1);
-                    if let Some(b) = f.get_mut(i) {
-                        *b ^= 0x5a;
-                    }
-                    // Header fields carry no checksum, so from here on a mutated sequence
-                    // number may legitimately misplace data: stop checking integrity.
-                    corrupted = true;
-                    if to_agent {
-                        deliver(&mut a, now, &f, true);
-                    } else {
-                        deliver(&mut c, now, &f, true);
-                    }
-                }
-            }
+            7 => self.corrupt(to_agent, arg),
             _ => {
-                let q = if to_agent { &mut c2a } else { &mut a2c };
+                let q = self.queue(to_agent);
                 if q.len() >= 2 {
                     q.swap(0, 1);
                 }
             }
         }
-        pump(&mut c, &mut c2a);
-        pump(&mut a, &mut a2c);
-        check(&c, &a, corrupted);
     }
-    if corrupted || c.failed || a.failed {
-        return;
+
+    /// Sends `arg * 9` counting bytes from the agent (`to_client`) or the client, the
+    /// client only while its window has room.
+    fn send(&mut self, to_client: bool, arg: u8) {
+        if to_client || self.c.ch.window_available() > 0 {
+            let chunk: Vec<u8> = (0..usize::from(arg) * 9)
+                .map(|_| {
+                    self.counter = self.counter.wrapping_add(1);
+                    self.counter
+                })
+                .collect();
+            if to_client {
+                self.a.send(self.now, &chunk);
+            } else {
+                self.c.send(self.now, &chunk);
+            }
+        }
     }
-    // Liveness: a clean link and time passing deliver everything.
-    for _ in 0..10_000 {
-        while let Some(f) = c2a.pop_front() {
-            deliver(&mut a, now, &f, false);
+
+    /// Flips one byte of the next frame in flight and delivers it.
+    fn corrupt(&mut self, to_agent: bool, arg: u8) {
+        if let Some(f) = self.queue(to_agent).pop_front() {
+            let mut f = f.to_vec();
+            let i = usize::from(arg) * 5 % f.len().max(1);
+            if let Some(b) = f.get_mut(i) {
+                *b ^= 0x5a;
+            }
+            // Header fields carry no checksum, so from here on a mutated sequence
+            // number may legitimately misplace data: stop checking integrity.
+            self.corrupted = true;
+            if to_agent {
+                deliver(&mut self.a, self.now, &f, true);
+            } else {
+                deliver(&mut self.c, self.now, &f, true);
+            }
         }
-        while let Some(f) = a2c.pop_front() {
-            deliver(&mut c, now, &f, false);
-        }
-        pump(&mut c, &mut c2a);
-        pump(&mut a, &mut a2c);
-        if c.got == a.sent && a.got == c.sent && c.ch.unacked() == 0 && a.ch.unacked() == 0 {
-            return;
-        }
-        now += Duration::from_millis(100);
-        assert!(c.ch.handle_timeout(now).is_ok() && a.ch.handle_timeout(now).is_ok());
-        check(&c, &a, false);
     }
-    panic!("a clean link did not deliver everything");
+
+    /// Liveness: a clean link and time passing deliver everything.
+    fn settle(mut self) {
+        let (c, a) = (&mut self.c, &mut self.a);
+        for _ in 0..10_000 {
+            while let Some(f) = self.c2a.pop_front() {
+                deliver(a, self.now, &f, false);
+            }
+            while let Some(f) = self.a2c.pop_front() {
+                deliver(c, self.now, &f, false);
+            }
+            pump(c, &mut self.c2a);
+            pump(a, &mut self.a2c);
+            if c.got == a.sent && a.got == c.sent && c.ch.unacked() == 0 && a.ch.unacked() == 0 {
+                return;
+            }
+            self.now += Duration::from_millis(100);
+            assert!(c.ch.handle_timeout(self.now).is_ok() && a.ch.handle_timeout(self.now).is_ok());
+            check(c, a, false);
+        }
+        panic!("a clean link did not deliver everything");
+    }
 }
 
 fn deliver<P: Peer>(dst: &mut Side<P>, now: Instant, frame: &[u8], corrupted: bool) {

@@ -12,7 +12,3 @@ pub mod proxy;
 pub mod shell;
 pub mod stream;
 pub mod terminal;
-
-/// smux lives with the rest of the sans-IO protocol code now; this path stays for
-/// existing users (the testbed's agent).
-pub use crate::proto::smux;

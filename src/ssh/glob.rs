@@ -8,6 +8,8 @@
 
 use russh_sftp::client::error::Error as SftpError;
 
+use crate::wildcard::{self, Syntax};
+
 use super::transfer::{ListError, MAX_LISTING_ENTRIES, Sftp, is_plain_name, remote_join};
 
 /// Whether `pattern` has an unquoted `*`, `?` or `[`.
@@ -57,85 +59,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     if name.starts_with('.') && !pattern.starts_with('.') && !pattern.starts_with("\\.") {
         return false;
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    match_from(&p, &n)
-}
-
-fn match_from(p: &[char], n: &[char]) -> bool {
-    let (mut pi, mut ni) = (0, 0);
-    // Where to resume after the last '*': (pattern index after it, name index it took).
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        let step = match p.get(pi) {
-            Some('*') => {
-                star = Some((pi + 1, ni));
-                pi += 1;
-                continue;
-            }
-            Some('?') => Some(pi + 1),
-            Some('[') => match match_class(&p[pi..], n[ni]) {
-                Some((true, len)) => Some(pi + len),
-                Some((false, _)) => None,
-                // An unclosed '[' is a literal.
-                None => (n[ni] == '[').then_some(pi + 1),
-            },
-            Some('\\') if pi + 1 < p.len() => (p[pi + 1] == n[ni]).then_some(pi + 2),
-            Some(&c) => (c == n[ni]).then_some(pi + 1),
-            None => None,
-        };
-        match step {
-            Some(next) => {
-                pi = next;
-                ni += 1;
-            }
-            None => match star {
-                Some((sp, sn)) => {
-                    pi = sp;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
-/// Matches `c` against the class at the start of `p` (`[…]`); returns whether it matched
-/// and the class's length, or `None` if the class is not closed.
-fn match_class(p: &[char], c: char) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some('!') | Some('^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let mut lo = *p.get(i)?;
-        if lo == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if lo == '\\' {
-            i += 1;
-            lo = *p.get(i)?;
-        }
-        i += 1;
-        let mut hi = lo;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|&h| h != ']') {
-            hi = p[i + 1];
-            i += 2;
-            if hi == '\\' {
-                hi = *p.get(i)?;
-                i += 1;
-            }
-        }
-        if lo <= c && c <= hi {
-            matched = true;
-        }
-    }
+    wildcard::matches(pattern, name, Syntax::SHELL)
 }
 
 /// What a pattern expanded to.

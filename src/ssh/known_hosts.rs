@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::error::{ExitCode, Failure};
+use crate::wildcard::{self, Syntax};
 
 /// What to do about a host whose key is not recorded, or recorded differently
 /// (`--strict-host-key-checking`, as OpenSSH's option of that name).
@@ -138,7 +139,7 @@ fn hosts_match(patterns: &str, name: &str) -> bool {
         let hit = if let Some(hashed) = p.strip_prefix("|1|") {
             hashed_match(hashed, name)
         } else {
-            wildcard_match(&p.to_ascii_lowercase(), name)
+            wildcard::matches(&p.to_ascii_lowercase(), name, Syntax::PLAIN)
         };
         if hit && negated {
             return false;
@@ -160,29 +161,6 @@ fn hashed_match(hashed: &str, name: &str) -> bool {
     };
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
     hmac::verify(&key, name.as_bytes(), &hash).is_ok()
-}
-
-/// `*` any run, `?` one character.
-fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The name a target was typed as, when host keys should be checked under it too: `None`
@@ -484,9 +462,6 @@ mod tests {
         let text = "i-*,!i-bad ssh-ed25519 AAAA1\n";
         assert_eq!(lookup(text, "i-0abc", 22, &k), Recorded::Known);
         assert_eq!(lookup(text, "i-bad", 22, &k), Recorded::Unknown);
-        assert!(wildcard_match("i-0?bc", "i-0abc"));
-        assert!(!wildcard_match("i-0?bc", "i-0abbc"));
-        assert!(wildcard_match("*", ""));
     }
 
     #[test]

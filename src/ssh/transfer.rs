@@ -424,17 +424,9 @@ impl<'a> Copier<'a> {
     }
 
     fn bar(&self, len: u64, name: &str) -> Option<ProgressBar> {
-        if !self.opts.progress {
-            return None;
-        }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{wide_msg} {percent:>3}% {bytes:>10} {binary_bytes_per_sec:>12} {eta:>4}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_message(printable(name).into_owned());
-        Some(bar)
+        self.opts
+            .progress
+            .then(|| progress_bar(len, printable(name).into_owned()))
     }
 
     /// The server's start directory (`realpath .`), asked once.
@@ -514,6 +506,19 @@ pub(crate) async fn resolve_remote(
         }
     };
     Ok(remote_join(&quote(&home), rest))
+}
+
+/// A progress bar on stderr for `len` bytes, labelled `message`: the one style of every
+/// copy's bars.
+fn progress_bar(len: u64, message: String) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{wide_msg} {percent:>3}% {bytes:>10} {binary_bytes_per_sec:>12} {eta:>4}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
 }
 
 #[cfg(test)]

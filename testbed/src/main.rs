@@ -290,11 +290,14 @@ mod tests {
             ("1.5s", Duration::from_millis(1500)),
             ("2m", Duration::from_secs(120)),
             ("0ms", Duration::ZERO),
+            ("1m30s", Duration::from_secs(90)),
+            // The client's syntax takes a space before the unit; so does this one.
+            ("40 ms", Duration::from_millis(40)),
         ];
         for (text, want) in ok {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "40", "ms", "40 ms", "4x", "-1s", "1..2s", "1e3ms"] {
+        for bad in ["", "40", "ms", "4x", "-1s", "1..2s", "1e3ms", "1.ms"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -215,31 +215,11 @@ impl FaultArgs {
     }
 }
 
-/// `0`, or a number with a unit: `ns`, `us` (or `µs`), `ms`, `s`, `m`. Fractions are allowed
-/// (`1.5s`).
+/// A duration in the syntax the client takes too (the `humantime` crate's): `0`, or a
+/// number with a unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`), fractions allowed
+/// (`1.5s`), terms adding up (`1m30s`). A plain number other than 0 is refused: is
+/// `--rtt 40` seconds or milliseconds?
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("'{s}' has no unit: write e.g. 40ms, 1s or 250us"))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' does not start with a number"))?;
-    let scale = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{s}' (use ns, us, ms, s or m)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{s}': {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration ({e}): write e.g. 40ms, 1s or 250us"))
 }

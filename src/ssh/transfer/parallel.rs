@@ -424,17 +424,7 @@ impl Copier<'_> {
     }
 
     fn total_bar(&self, len: u64) -> Option<ProgressBar> {
-        if !self.opts.progress {
-            return None;
-        }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{wide_msg} {percent:>3}% {bytes:>10} {binary_bytes_per_sec:>12} {eta:>4}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_message(sessions_text(1));
-        Some(bar)
+        (self.opts.progress).then(|| progress_bar(len, sessions_text(1)))
     }
 }
 

@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::aws_api::account::Account;
 use crate::aws_api::ec2_xml::{self, Ec2Error};
-use crate::aws_api::sigv4::percent_decode;
+use crate::aws_api::form::{field, parse_form};
 use crate::world::config::InstanceConfig;
 use crate::world::endpoints::EndpointConfig;
 use crate::world::state::ApiCall;
@@ -375,24 +375,6 @@ fn indexed(form: &[(String, String)], prefix: &str) -> Vec<String> {
         .collect();
     out.sort_by_key(|(n, _)| *n);
     out.into_iter().map(|(_, v)| v).collect()
-}
-
-fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body);
-    // `+` is a space in form encoding.
-    let dec =
-        |s: &str| String::from_utf8_lossy(&percent_decode(&s.replace('+', "%20"))).into_owned();
-    (text.split('&').filter(|p| !p.is_empty()))
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (dec(k), dec(v)))
-        .collect()
-}
-
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    (form.iter())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

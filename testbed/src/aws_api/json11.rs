@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::aws_api::account::Account;
 use crate::aws_api::sigv4::AuthError;
+use crate::world::state::ApiCall;
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// The largest request body the JSON 1.1 APIs (SSM, KMS, Instance Connect) read: far
@@ -74,6 +76,49 @@ impl From<AuthError> for ApiError {
             code,
             message,
             modeled: false,
+        }
+    }
+}
+
+/// One JSON 1.1 request to `service` (its signing name, `X-Amz-Target` prefix
+/// `target_prefix`): reads the body (bounded), checks the signature, records the call and
+/// answers with what `run(operation, body, caller_arn)` gives.
+pub async fn serve(
+    state: &Account,
+    req: Request<Incoming>,
+    service: &'static str,
+    target_prefix: &str,
+    run: impl FnOnce(&str, &[u8], &str) -> Result<Value, ApiError>,
+) -> Response<Full<Bytes>> {
+    let (parts, body, target) = match read_json11(req).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    let result = state
+        .authenticate(&parts, &body, service)
+        .map_err(ApiError::from)
+        .and_then(|(access_key_id, cred)| {
+            let operation = target.strip_prefix(target_prefix).unwrap_or(&target);
+            state.record_call(ApiCall {
+                service,
+                operation: operation.to_owned(),
+                access_key_id,
+                target: None,
+                os_user: None,
+                ssh_public_key: None,
+            });
+            run(operation, &body, &cred.arn)
+        });
+    match result {
+        Ok(value) => {
+            let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            resp
+        }
+        Err(e) => {
+            tracing::debug!(code = e.code, service, "API error: {}", e.message);
+            error_response(&e)
         }
     }
 }

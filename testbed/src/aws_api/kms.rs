@@ -11,15 +11,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::json11::{ApiError, error_response};
+use crate::aws_api::json11::ApiError;
 use crate::world::kms_keys::{KmsError, KmsState};
-use crate::world::state::ApiCall;
 
 pub const TARGET_PREFIX: &str = "TrentService.";
 const SIGNING_NAME: &str = "kms";
@@ -45,39 +43,14 @@ struct DecryptRequest {
 
 /// Reads the body (bounded), checks the signature for `kms`, answers the operation.
 pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body, target) = match crate::aws_api::json11::read_json11(req).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    let result = state
-        .authenticate(&parts, &body, SIGNING_NAME)
-        .map_err(ApiError::from)
-        .and_then(|(access_key_id, _)| {
-            let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target);
-            state.record_call(ApiCall {
-                service: SIGNING_NAME,
-                operation: operation.to_owned(),
-                access_key_id,
-                target: None,
-                os_user: None,
-                ssh_public_key: None,
-            });
-            dispatch(&state.kms, operation, &body)
-        });
-    match result {
-        Ok(value) => {
-            let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::aws_api::json11::CONTENT_TYPE),
-            );
-            resp
-        }
-        Err(e) => {
-            tracing::debug!(code = e.code, "KMS error: {}", e.message);
-            error_response(&e)
-        }
-    }
+    crate::aws_api::json11::serve(
+        state,
+        req,
+        SIGNING_NAME,
+        TARGET_PREFIX,
+        |operation, body, _| dispatch(&state.kms, operation, body),
+    )
+    .await
 }
 
 fn dispatch(kms: &KmsState, operation: &str, body: &[u8]) -> Result<Value, ApiError> {

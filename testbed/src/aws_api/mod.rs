@@ -12,6 +12,7 @@ pub mod documents;
 pub mod ec2;
 pub mod ec2_xml;
 pub mod eic;
+pub mod form;
 pub mod json11;
 pub mod kms;
 pub mod presign;

@@ -2,8 +2,6 @@
 //! assume-role profile chain (`source_profile` + `role_arn`) reaches the testbed. The keys it
 //! issues are temporary: requests signed with them must carry the session token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -11,7 +9,8 @@ use hyper::{Request, Response, StatusCode};
 use rand::Rng as _;
 
 use crate::aws_api::account::{Account, Credential};
-use crate::aws_api::sigv4::{AuthError, percent_decode};
+use crate::aws_api::form::{field, parse_form};
+use crate::aws_api::sigv4::AuthError;
 use crate::world::config::ACCOUNT_ID;
 use crate::world::state::ApiCall;
 
@@ -161,7 +160,9 @@ fn assume_role(
         },
     );
     tracing::info!(%arn, %access_key_id, "role assumed");
-    let expiration = rfc3339(SystemTime::now() + Duration::from_secs(duration));
+    let expiration = crate::world::clock::format_rfc3339(
+        crate::world::clock::now_secs(0).saturating_add_unsigned(duration),
+    );
     let role_id = format!("AROA{}", random_upper(17));
     Ok(format!(
         "<AssumeRoleResponse xmlns=\"{XMLNS}\">\n  <AssumeRoleResult>\n    <AssumedRoleUser>\n      \
@@ -186,22 +187,6 @@ fn get_caller_identity(caller: &Credential) -> String {
         arn = escape(&caller.arn),
         id = uuid::Uuid::new_v4(),
     )
-}
-
-fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body);
-    let dec = |s: &str| String::from_utf8_lossy(&percent_decode(s)).into_owned();
-    (text.split('&').filter(|p| !p.is_empty()))
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (dec(k), dec(v)))
-        .collect()
-}
-
-fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    (form.iter())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
 }
 
 fn lower_first(s: &str) -> String {
@@ -232,24 +217,6 @@ fn random_text(len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (UTC), as STS writes `Expiration`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 fn error_response(e: &StsError) -> Response<Full<Bytes>> {
@@ -285,17 +252,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-    }
-
-    #[test]
     fn form_decoding() {
         let f = parse_form(b"Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx&E=");
         assert_eq!(field(&f, "Action"), Some("AssumeRole"));
         assert_eq!(field(&f, "RoleArn"), Some("arn:aws:iam::1:role/x"));
         assert_eq!(field(&f, "E"), None);
+        // Form encoding: `+` is a space.
+        let f = parse_form(b"RoleSessionName=my+session");
+        assert_eq!(field(&f, "RoleSessionName"), Some("my session"));
     }
 }

@@ -12,15 +12,13 @@
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aws_api::account::Account;
-use crate::aws_api::json11::{ApiError, error_response};
+use crate::aws_api::json11::ApiError;
 use crate::world::config::ACCOUNT_ID;
-use crate::world::state::ApiCall;
 
 pub const TARGET_PREFIX: &str = "ResourceGroupsTaggingAPI_20170126.";
 pub const SIGNING_NAME: &str = "tagging";
@@ -46,36 +44,14 @@ struct TagFilter {
 
 /// Reads the body (bounded), checks the signature for `tagging`, answers.
 pub async fn handle(state: &Account, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body, target) = match crate::aws_api::json11::read_json11(req).await {
-        Ok(read) => read,
-        Err(response) => return response,
-    };
-    let result = state
-        .authenticate(&parts, &body, SIGNING_NAME)
-        .map_err(ApiError::from)
-        .and_then(|(access_key_id, cred)| {
-            let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(&target);
-            state.record_call(ApiCall {
-                service: SIGNING_NAME,
-                operation: operation.to_owned(),
-                access_key_id,
-                target: None,
-                os_user: None,
-                ssh_public_key: None,
-            });
-            dispatch(state, &cred.arn, operation, &body)
-        });
-    match result {
-        Ok(value) => {
-            let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::aws_api::json11::CONTENT_TYPE),
-            );
-            resp
-        }
-        Err(e) => error_response(&e),
-    }
+    crate::aws_api::json11::serve(
+        state,
+        req,
+        SIGNING_NAME,
+        TARGET_PREFIX,
+        |operation, body, caller_arn| dispatch(state, caller_arn, operation, body),
+    )
+    .await
 }
 
 /// Runs one operation on a JSON body (no signature check) for the caller `caller_arn`.

@@ -24,10 +24,12 @@
 //! printed on stderr when the session ends.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mgs::frames::{OpenDataChannel, channel_closed_frame, publication_frame};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use sallyport::proto::message::{Message, MessageType};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -39,12 +41,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::agent::link::{self, InboxSender};
-use crate::agent::{self, AgentIo, AgentOut};
-use crate::mgs::relay_paths::{LinkShape, ToAgentPlan, delay_line};
+use crate::agent::{self, AgentIo, AgentOut, sleep_opt};
+use crate::mgs::relay_paths::{LinkShape, ToAgent, ToAgentPlan, delay_line};
 use crate::world::backlog::Token;
 use crate::world::config::TestbedConfig;
 use crate::world::data_stats::{DataStats, SessionEntry, SessionStats, StatsBook};
-use crate::world::faults::Impairer;
+use crate::world::faults::{Hostile, Impairer, Window};
 use crate::world::state::{SessionRecord, Sessions};
 
 /// How long a client may take to send its opening text frame.
@@ -259,148 +261,269 @@ where
         let _ = sink.close().await;
         return Ok(());
     }
-    let one_way = config.rtt / 2;
-    let faults = &config.faults;
-    let seed = faults.seed ^ rand::random::<u64>();
-    let mut to_client_imp = Impairer::new(faults.to_client, seed.rotate_left(17));
-    let link = LinkShape {
-        one_way,
-        rate: faults.relay_rate,
-        jitter: faults.jitter,
+    let ends = Ends {
+        session,
+        sessions,
+        hub,
+        handle: handle.clone(),
+        config,
     };
-    let mut delayed_to_client = delay_line(from_agent, link, |(out, _)| match out {
-        AgentOut::Frame(f) => f.len(),
-        AgentOut::Close { .. } => 0,
-    });
-    let recycle_at = faults.recycle_every.map(|d| Instant::now() + d);
-    let mut hostile = faults.hostile;
-    let mut terminated_check = tokio::time::interval(Duration::from_millis(200));
-    let base = handle.started;
-    let at = |w: Option<crate::world::faults::Window>| {
-        w.map(|w| (base + w.after, base + w.after + w.lasts))
-    };
-    let now = Instant::now();
-    // Windows already over when this websocket opened do not happen again.
-    let live = |w: Option<(Instant, Instant)>| w.filter(|(_, end)| *end > now);
-    let mut pause = live(at(faults.pause));
-    let mut pause_sent = false;
-    // A vanish swallows the websockets open when it begins, not the ones a resume opens.
-    let mut vanish = at(faults.vanish).filter(|(start, _)| *start > now);
-    let stall = live(at(faults.stall));
+    let (mut to_client, plan) = ToClient::new(sink, from_agent, ends);
     // Client -> agent runs in tasks of its own; dropping `reader` stops them.
-    let mut reader = crate::mgs::relay_paths::spawn_to_agent(
-        stream,
-        handle.clone(),
-        ToAgentPlan {
+    let mut reader = crate::mgs::relay_paths::spawn_to_agent(stream, handle, plan);
+    // A failed write ends at once; any other end closes the websocket first.
+    let result = to_client.run(&mut reader).await?;
+    drop(reader);
+    let _ = to_client.sink.close().await;
+    result
+}
+
+/// What one websocket serves: the session, where sessions end, and its agent.
+struct Ends {
+    session: Arc<SessionRecord>,
+    sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
+    handle: Arc<AgentHandle>,
+    config: Arc<TestbedConfig>,
+}
+
+/// After one event: go on, or end the websocket with this result.
+type Step = anyhow::Result<ControlFlow<anyhow::Result<()>>>;
+
+/// The agent-to-client direction of one websocket, with the session's timed events
+/// (pause, vanish, stall, idle and maximum duration, recycle, termination).
+struct ToClient<S> {
+    sink: SplitSink<WebSocketStream<S>, WsMessage>,
+    ends: Ends,
+    /// Agent output after the delay line.
+    delayed: mpsc::UnboundedReceiver<Outbound>,
+    imp: Impairer,
+    hostile: Option<Hostile>,
+    /// The fault windows as instants; each is taken once over.
+    pause: Option<(Instant, Instant)>,
+    pause_sent: bool,
+    vanish: Option<(Instant, Instant)>,
+    stall: Option<(Instant, Instant)>,
+    /// Frames held while the agent is stalled, and their places in the queue count.
+    held: Vec<Vec<u8>>,
+    held_tokens: Vec<Token>,
+    max_end: Option<Instant>,
+    recycle_at: Option<Instant>,
+    terminated_check: tokio::time::Interval,
+}
+
+impl<S> ToClient<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Sets up this direction and the fault windows; also returns the plan of the other
+    /// direction, whose faults share the seed and windows.
+    fn new(
+        sink: SplitSink<WebSocketStream<S>, WsMessage>,
+        from_agent: mpsc::UnboundedReceiver<Outbound>,
+        ends: Ends,
+    ) -> (ToClient<S>, ToAgentPlan) {
+        let faults = &ends.config.faults;
+        let seed = faults.seed ^ rand::random::<u64>();
+        let imp = Impairer::new(faults.to_client, seed.rotate_left(17));
+        let link = LinkShape {
+            one_way: ends.config.rtt / 2,
+            rate: faults.relay_rate,
+            jitter: faults.jitter,
+        };
+        let delayed = delay_line(from_agent, link, |(out, _)| match out {
+            AgentOut::Frame(f) => f.len(),
+            AgentOut::Close { .. } => 0,
+        });
+        let recycle_at = faults.recycle_every.map(|d| Instant::now() + d);
+        let hostile = faults.hostile;
+        let terminated_check = tokio::time::interval(Duration::from_millis(200));
+        let base = ends.handle.started;
+        let at = |w: Option<Window>| w.map(|w| (base + w.after, base + w.after + w.lasts));
+        let now = Instant::now();
+        // Windows already over when this websocket opened do not happen again.
+        let live = |w: Option<(Instant, Instant)>| w.filter(|(_, end)| *end > now);
+        let pause = live(at(faults.pause));
+        // A vanish swallows the websockets open when it begins, not the ones a resume opens.
+        let vanish = at(faults.vanish).filter(|(start, _)| *start > now);
+        let stall = live(at(faults.stall));
+        let plan = ToAgentPlan {
             imp: Impairer::new(faults.to_agent, seed),
             link,
             vanish,
             stall,
-        },
-    );
-    let mut held_to_client: Vec<Vec<u8>> = Vec::new();
-    let mut held_tokens: Vec<Token> = Vec::new();
-    let stalled = |t: Instant| stall.is_some_and(|(s, e)| t >= s && t < e);
-    let max_end = faults.max_duration.map(|d| base + d);
-    let result = loop {
-        let idle_end = faults
-            .idle_timeout
-            .map(|d| *handle.last_input.lock().unwrap_or_else(|e| e.into_inner()) + d);
-        let pause_next = pause.map(|(s, e)| if pause_sent { e } else { s });
-        let end_text = |t: Instant| {
-            if max_end.is_some_and(|m| t >= m) {
-                crate::world::faults::MAX_DURATION_TEXT
-            } else {
-                crate::world::faults::IDLE_TEXT
-            }
         };
+        let max_end = faults.max_duration.map(|d| base + d);
+        let to_client = ToClient {
+            sink,
+            ends,
+            delayed,
+            imp,
+            hostile,
+            pause,
+            pause_sent: false,
+            vanish,
+            stall,
+            held: Vec::new(),
+            held_tokens: Vec::new(),
+            max_end,
+            recycle_at,
+            terminated_check,
+        };
+        (to_client, plan)
+    }
+
+    /// Handles events until the websocket ends: `Err` for a failed write, else how it
+    /// ended (the client's side's end among them).
+    async fn run(&mut self, reader: &mut ToAgent) -> anyhow::Result<anyhow::Result<()>> {
+        loop {
+            if let ControlFlow::Break(result) = self.step(reader).await? {
+                return Ok(result);
+            }
+        }
+    }
+
+    /// Waits for the next event and handles it.
+    async fn step(&mut self, reader: &mut ToAgent) -> Step {
+        let idle_end = self.ends.config.faults.idle_timeout.map(|d| {
+            *self
+                .ends
+                .handle
+                .last_input
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                + d
+        });
+        let pause_next = self.pause.map(|(s, e)| if self.pause_sent { e } else { s });
+        let stall_end = self
+            .stall
+            .map(|(_, e)| e)
+            .filter(|e| *e > Instant::now() && !self.held.is_empty());
         tokio::select! {
-            _ = sleep_opt(vanish.map(|(s, _)| s)) => {
-                // A black hole: no writes (the reader stops reading meanwhile), then carry on.
-                let (_, end) = vanish.take().unwrap_or((base, base));
-                tokio::time::sleep_until(end).await;
-                while delayed_to_client.try_recv().is_ok() {}
-            }
-            _ = sleep_opt(pause_next) => {
-                let kind = if pause_sent {
-                    pause = None;
-                    MessageType::StartPublication
-                } else {
-                    pause_sent = true;
-                    MessageType::PausePublication
-                };
-                sink.send(WsMessage::binary(publication_frame(kind))).await?;
-            }
-            _ = sleep_opt(stall.map(|(_, e)| e).filter(|e| *e > Instant::now() && !held_to_client.is_empty())) => {
-                for f in held_to_client.drain(..) { sink.send(WsMessage::binary(f)).await?; }
-                held_tokens.clear();
-            }
-            _ = sleep_opt([idle_end, max_end].into_iter().flatten().min()) => {
-                let text = end_text(Instant::now());
-                send_channel_closed(&mut sink, &session.session_id, text).await?;
-                hub.forget(&session.session_id);
-                break Ok(());
+            _ = sleep_opt(self.vanish.map(|(s, _)| s)) => self.vanish_now().await,
+            _ = sleep_opt(pause_next) => self.pause_or_resume().await?,
+            _ = sleep_opt(stall_end) => self.release_held().await?,
+            _ = sleep_opt([idle_end, self.max_end].into_iter().flatten().min()) => {
+                let text = self.end_text(Instant::now());
+                return self.end_session(text).await;
             }
             // The client left (close frame, end of stream or error); the agent stays for a
             // resume.
-            done = reader.done() => break done,
-            out = delayed_to_client.recv() => match out {
-                Some((AgentOut::Frame(f), token)) => {
-                    if let Some(h) = hostile.filter(|_| is_after_handshake(&f)) {
-                        hostile = None;
-                        if let Ok(base) = Message::decode(&f) {
-                            sink.send(WsMessage::binary(h.frame(&base))).await?;
-                        }
-                    }
-                    for f in to_client_imp.apply(f) {
-                        if stalled(Instant::now()) {
-                            held_to_client.push(f);
-                        } else {
-                            sink.send(WsMessage::binary(f)).await?;
-                        }
-                    }
-                    if !held_to_client.is_empty() {
-                        held_tokens.push(token);
-                    }
-                }
-                Some((AgentOut::Close { output }, _)) => {
-                    send_channel_closed(&mut sink, &session.session_id, &output).await?;
-                    hub.forget(&session.session_id);
-                    break Ok(());
-                }
-                // A newer websocket took over this session.
-                None => break Ok(()),
-            },
-            _ = sleep_opt(recycle_at) => {
+            done = reader.done() => return Ok(ControlFlow::Break(done)),
+            out = self.delayed.recv() => return self.forward(out).await,
+            _ = sleep_opt(self.recycle_at) => {
                 // The service's periodic recycle: a normal close; the client must resume.
                 let close = CloseFrame { code: CloseCode::Normal, reason: "recycle".into() };
-                let _ = sink.send(WsMessage::Close(Some(close))).await;
-                break Ok(());
+                let _ = self.sink.send(WsMessage::Close(Some(close))).await;
+                return Ok(ControlFlow::Break(Ok(())));
             }
-            _ = terminated_check.tick() => {
-                let killed = faults.kill_session.as_ref().is_some_and(|k| {
-                    k.due(&session.session_id, handle.stats.snapshot().agent_bytes)
-                });
-                if killed {
-                    sessions.terminate(&session.session_id);
-                }
-                if killed || sessions.is_terminated(&session.session_id) {
-                    send_channel_closed(&mut sink, &session.session_id, "").await?;
-                    hub.forget(&session.session_id);
-                    break Ok(());
-                }
+            _ = self.terminated_check.tick() => return self.check_terminated().await,
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// A black hole: no writes (the reader stops reading meanwhile), then carry on.
+    async fn vanish_now(&mut self) {
+        let base = self.ends.handle.started;
+        let (_, end) = self.vanish.take().unwrap_or((base, base));
+        tokio::time::sleep_until(end).await;
+        while self.delayed.try_recv().is_ok() {}
+    }
+
+    /// The pause window begins (pause_publication) or ends (start_publication).
+    async fn pause_or_resume(&mut self) -> anyhow::Result<()> {
+        let kind = if self.pause_sent {
+            self.pause = None;
+            MessageType::StartPublication
+        } else {
+            self.pause_sent = true;
+            MessageType::PausePublication
+        };
+        self.sink
+            .send(WsMessage::binary(publication_frame(kind)))
+            .await?;
+        Ok(())
+    }
+
+    /// The stall is over: what the agent said meanwhile reaches the client.
+    async fn release_held(&mut self) -> anyhow::Result<()> {
+        for f in self.held.drain(..) {
+            self.sink.send(WsMessage::binary(f)).await?;
+        }
+        self.held_tokens.clear();
+        Ok(())
+    }
+
+    /// The service's text for a session it ends at `t`: maximum duration or idle.
+    fn end_text(&self, t: Instant) -> &'static str {
+        if self.max_end.is_some_and(|m| t >= m) {
+            crate::world::faults::MAX_DURATION_TEXT
+        } else {
+            crate::world::faults::IDLE_TEXT
+        }
+    }
+
+    /// Tells the client the session ended with `output` and forgets the session.
+    async fn end_session(&mut self, output: &str) -> Step {
+        let id = &self.ends.session.session_id;
+        send_channel_closed(&mut self.sink, id, output).await?;
+        self.ends.hub.forget(id);
+        Ok(ControlFlow::Break(Ok(())))
+    }
+
+    /// Agent output after the delay line: frames pass the faults to the client; the
+    /// agent's close ends the session; `None` means a newer websocket took over.
+    async fn forward(&mut self, out: Option<Outbound>) -> Step {
+        match out {
+            Some((AgentOut::Frame(f), token)) => {
+                self.send_frame(f, token).await?;
+                Ok(ControlFlow::Continue(()))
+            }
+            Some((AgentOut::Close { output }, _)) => self.end_session(&output).await,
+            None => Ok(ControlFlow::Break(Ok(()))),
+        }
+    }
+
+    /// One agent frame to the client, through the impairments (and the hostile frame
+    /// first, once); held while the agent is stalled.
+    async fn send_frame(&mut self, f: Vec<u8>, token: Token) -> anyhow::Result<()> {
+        if let Some(h) = self.hostile.filter(|_| is_after_handshake(&f)) {
+            self.hostile = None;
+            if let Ok(base) = Message::decode(&f) {
+                self.sink.send(WsMessage::binary(h.frame(&base))).await?;
             }
         }
-    };
-    drop(reader);
-    let _ = sink.close().await;
-    result
-}
+        for f in self.imp.apply(f) {
+            let now = Instant::now();
+            if self.stall.is_some_and(|(s, e)| now >= s && now < e) {
+                self.held.push(f);
+            } else {
+                self.sink.send(WsMessage::binary(f)).await?;
+            }
+        }
+        if !self.held.is_empty() {
+            self.held_tokens.push(token);
+        }
+        Ok(())
+    }
 
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+    /// Ends the session if it was terminated (or `--kill-session` picks it now).
+    async fn check_terminated(&mut self) -> Step {
+        let ends = &self.ends;
+        let id = &ends.session.session_id;
+        let killed = ends
+            .config
+            .faults
+            .kill_session
+            .as_ref()
+            .is_some_and(|k| k.due(id, ends.handle.stats.snapshot().agent_bytes));
+        if killed {
+            ends.sessions.terminate(id);
+        }
+        if killed || ends.sessions.is_terminated(id) {
+            return self.end_session("").await;
+        }
+        Ok(ControlFlow::Continue(()))
     }
 }
 

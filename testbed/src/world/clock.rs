@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use time::{OffsetDateTime, PrimitiveDateTime};
+
 /// AWS's allowance between the signing time and its own clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
@@ -17,30 +19,63 @@ pub fn now_secs(offset_secs: i64) -> i64 {
 
 /// `YYYYMMDDTHHMMSSZ` -> seconds since the epoch.
 pub fn parse_amz_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
+    let format =
+        time::format_description::parse_borrowed::<2>("[year][month][day]T[hour][minute][second]Z");
+    let t = PrimitiveDateTime::parse(s, &format.ok()?).ok()?;
+    Some(t.assume_utc().unix_timestamp())
 }
 
 /// Seconds since the epoch -> `YYYYMMDDTHHMMSSZ`.
 pub fn format_amz_date(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let Fields { y, mo, d, h, mi, s } = fields(utc(secs));
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+/// Seconds since the epoch -> `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate).
+pub fn format_http_date(secs: i64) -> String {
+    let t = utc(secs);
+    let Fields { y, d, h, mi, s, .. } = fields(t);
+    // English names; the first three letters are the short ones.
+    let (weekday, month) = (t.weekday().to_string(), t.month().to_string());
+    let (weekday, month) = (&weekday[..3], &month[..3]);
+    format!("{weekday}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+}
+
+/// Seconds since the epoch -> `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339 in UTC, as STS writes
+/// `Expiration`).
+pub fn format_rfc3339(secs: i64) -> String {
+    let Fields { y, mo, d, h, mi, s } = fields(utc(secs));
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// A calendar time's numbers, for the formats above.
+struct Fields {
+    y: i32,
+    mo: u8,
+    d: u8,
+    h: u8,
+    mi: u8,
+    s: u8,
+}
+
+fn fields(t: OffsetDateTime) -> Fields {
+    Fields {
+        y: t.year(),
+        mo: u8::from(t.month()),
+        d: t.day(),
+        h: t.hour(),
+        mi: t.minute(),
+        s: t.second(),
+    }
+}
+
+/// The UTC calendar time of `secs`, held within years 1 to 9999 (four-digit years).
+fn utc(secs: i64) -> OffsetDateTime {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+    OffsetDateTime::from_unix_timestamp(secs.clamp(FIRST, LAST))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The error text AWS gives when the signing time is outside the allowance, or None.
@@ -65,28 +100,6 @@ pub fn skew_error(signed: i64, now: i64) -> Option<String> {
     }
 }
 
-// Howard Hinnant's civil-calendar algorithms.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +115,34 @@ mod tests {
         }
         assert_eq!(parse_amz_date("2015-08-30T12:36:00Z"), None);
         assert_eq!(parse_amz_date("20151330T123600Z"), None);
+        assert_eq!(parse_amz_date("20150230T123600Z"), None);
+        assert_eq!(parse_amz_date("20150830T123600"), None);
+        assert_eq!(parse_amz_date("20150830T123600Z0"), None);
+    }
+
+    #[test]
+    fn imf_fixdate() {
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            format_http_date(1_757_000_000),
+            "Thu, 04 Sep 2025 15:33:20 GMT"
+        );
+    }
+
+    #[test]
+    fn rfc3339_as_sts_writes_it() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
+    }
+
+    #[test]
+    fn times_past_the_calendar_stay_within_it() {
+        assert_eq!(format_amz_date(i64::MAX), "99991231T235959Z");
+        assert_eq!(format_amz_date(i64::MIN), "00010101T000000Z");
     }
 
     #[test]
