@@ -31,10 +31,10 @@ pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        match way(config, found, &run.on, &req).await? {
-            Some(t) => forward::eice::run(&t, &req).await,
-            None => forward::run(&Ssm::new(config), &req).await,
-        }
+        Ok(match way(config, found, &run.on, &req).await? {
+            Some(t) => forward::eice::run(&t, &req).await?,
+            None => forward::run(&Ssm::new(config), &req).await?,
+        })
     })
     .await
 }

@@ -118,7 +118,9 @@ fn eice_stream(
                 tunnel.endpoint_id,
                 tunnel.dns_name
             );
-            crate::session::eice::EiceStream::new(config, tunnel, &found.id)
+            Ok(crate::session::eice::EiceStream::new(
+                config, tunnel, &found.id,
+            )?)
         }
         Way::Ssm { why } => Err(Failure::new(
             ExitCode::Internal,

@@ -4,6 +4,7 @@
 //! an interactive shell on a raw local terminal.
 
 pub mod eice;
+pub mod error;
 pub mod exec;
 pub mod exec_document;
 pub mod forward;
@@ -12,6 +13,8 @@ pub mod proxy;
 pub mod shell;
 pub mod stream;
 pub mod terminal;
+
+pub use error::SessionError;
 
 /// smux lives with the rest of the sans-IO protocol code now; this path stays for
 /// existing users (the testbed's agent).

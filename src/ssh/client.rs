@@ -11,9 +11,11 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 
 use crate::aws::{InstanceConnect, Ssm, StartOptions};
 use crate::error::{ExitCode, Failure};
+use crate::session::SessionError;
 use crate::session::eice::EiceStream;
 use crate::session::stream::{PortStream, StreamGuard};
 use crate::transport::LinkOptions;
+use tokio::io::DuplexStream;
 
 use super::known_hosts::{HostKey, HostKeyPolicy};
 use crate::keys;
@@ -172,26 +174,32 @@ impl Connector {
         self.ssm.await_background(budget).await;
     }
 
+    /// The byte stream SSH runs over: an EICE tunnel or a Session Manager port session.
+    async fn open_stream(&self) -> Result<(DuplexStream, StreamGuard), SessionError> {
+        let (target, port) = (self.target.as_str(), self.opts.port);
+        match &self.eice {
+            Some(e) => {
+                let (io, guard) = e.with_port(port).open().await?;
+                let guard = StreamGuard::Eice {
+                    guard,
+                    target: target.to_owned(),
+                    port,
+                };
+                Ok((io, guard))
+            }
+            None => {
+                let (start, link) = (&self.opts.start, &self.opts.link);
+                let (io, g) = PortStream::open(&self.ssm, target, port, start, link).await?;
+                Ok((io, StreamGuard::Ssm(g)))
+            }
+        }
+    }
+
     /// One more authenticated connection, over a new session.
     pub async fn connect(&self) -> Result<Connection, Failure> {
-        let (ssm, target, opts) = (&self.ssm, self.target.as_str(), &self.opts);
+        let (target, opts) = (self.target.as_str(), &self.opts);
         let push = self.ensure_pushed();
-        let open = async {
-            match &self.eice {
-                Some(e) => {
-                    let (io, guard) = e.with_port(opts.port).open().await?;
-                    let guard = StreamGuard::Eice {
-                        guard,
-                        target: target.to_owned(),
-                        port: opts.port,
-                    };
-                    Ok((io, guard))
-                }
-                None => PortStream::open(ssm, target, opts.port, &opts.start, &opts.link)
-                    .await
-                    .map(|(io, g)| (io, StreamGuard::Ssm(g))),
-            }
-        };
+        let open = self.open_stream();
         let (pushed, stream) = tokio::join!(push, open);
         let (io, mut guard) = stream?;
         if let Err(f) = pushed {
@@ -230,7 +238,7 @@ impl Connector {
                 let refused = refusal.lock().ok().and_then(|mut r| r.take());
                 let f = match refused {
                     Some(f) => f,
-                    None => match guard.failure(Duration::from_secs(2)).await {
+                    None => match stream_failure(&mut guard, Duration::from_secs(2)).await {
                         Some(f) => f,
                         None => match failed {
                             Ok(Err(e)) => Failure::new(
@@ -257,13 +265,15 @@ impl Connector {
         let refused = match auth {
             Ok(r) if r.success() => None,
             Ok(_) => Some(auth_refused(target, opts)),
-            Err(e) => Some(match guard.failure(Duration::from_secs(2)).await {
-                Some(f) => f,
-                None => Failure::new(
-                    ExitCode::Protocol,
-                    format!("SSH authentication with {target} failed: {e}"),
-                ),
-            }),
+            Err(e) => Some(
+                match stream_failure(&mut guard, Duration::from_secs(2)).await {
+                    Some(f) => f,
+                    None => Failure::new(
+                        ExitCode::Protocol,
+                        format!("SSH authentication with {target} failed: {e}"),
+                    ),
+                },
+            ),
         };
         let connection = Connection { handle, guard };
         if let Some(f) = refused {
@@ -273,6 +283,11 @@ impl Connector {
         tracing::debug!(user = opts.user, "SSH authenticated");
         Ok(connection)
     }
+}
+
+/// How the stream under SSH failed, if it did within `grace`.
+async fn stream_failure(guard: &mut StreamGuard, grace: Duration) -> Option<Failure> {
+    guard.failure(grace).await.map(Failure::from)
 }
 
 /// russh's algorithm preferences, with compression first when asked for. Without it,
@@ -328,7 +343,7 @@ impl Connection {
     /// The data channel's own failure, if it had one (a better message than SSH's
     /// "disconnected").
     pub async fn link_failure(&mut self) -> Option<Failure> {
-        self.guard.failure(Duration::from_millis(500)).await
+        stream_failure(&mut self.guard, Duration::from_millis(500)).await
     }
 }
 

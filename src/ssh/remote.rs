@@ -193,7 +193,7 @@ async fn pump_output(
             }
             sig = signals.recv() => {
                 // In raw mode keys arrive as bytes; a signal here came from outside.
-                return Err(sig.failure());
+                return Err(sig.failure().into());
             }
         }
     }
