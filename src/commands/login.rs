@@ -122,14 +122,14 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
     connector.eice = super::way_first(&config, &found, s, login.port).await?;
-    let mut result = connector.connect().await;
+    let mut result = connector.connect().await.map_err(Failure::from);
     if connector.eice.is_none()
         && let Err(f) = result
     {
         result = match super::way_after(&config, &found, s, login.port, f).await {
             Ok(tunnel) => {
                 connector.eice = Some(tunnel);
-                connector.connect().await
+                connector.connect().await.map_err(Failure::from)
             }
             Err(f) => Err(f),
         };

@@ -74,11 +74,11 @@ pub async fn run(run: SftpRun) -> Result<u8, Failure> {
     let result = if striped {
         let mut signals = crate::session::lifecycle::Signals::new();
         tokio::select! {
-            r = work => r,
+            r = work => r.map_err(Failure::from),
             sig = signals.recv() => Err(interrupted(sig)),
         }
     } else {
-        work.await
+        work.await.map_err(Failure::from)
     };
     res.release().await;
     connector.await_background(BACKGROUND_BUDGET).await;

@@ -25,6 +25,7 @@
 
 mod keys;
 mod session;
+mod ssh;
 
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::transport::{ConnectError, DataKeyError, DriveError};

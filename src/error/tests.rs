@@ -93,3 +93,134 @@ fn a_labelled_failure_names_its_forward_first() {
     assert_eq!(f.code, ExitCode::PortRefused);
     assert!(f.message.starts_with("i-0abc port 80: "), "{}", f.message);
 }
+
+/// Every session failure whose exit code says the peer broke the protocol, and no other,
+/// is one the SSH client treats as a broken link (and lets the data channel explain).
+#[test]
+fn broke_protocol_is_exactly_the_protocol_exit_code() {
+    use crate::transport::{ConnectError, TunnelError};
+    use std::time::Duration;
+    let drive = |e: DriveError| SessionError::Drive {
+        source: e,
+        target: "i-0abc".into(),
+        port: 22,
+    };
+    let cases = vec![
+        SessionError::Connect(ConnectError::BadUrl("x".into())),
+        SessionError::Connect(ConnectError::Insecure("ws://h".into())),
+        SessionError::Connect(ConnectError::Refused { status: 403 }),
+        SessionError::Connect(ConnectError::Timeout(Duration::from_secs(1))),
+        SessionError::Connect(ConnectError::Credentials("none".into())),
+        drive(DriveError::HandshakeTimeout(Duration::from_secs(30))),
+        drive(DriveError::PortRefused),
+        drive(DriveError::Send(NotEstablished)),
+        drive(DriveError::Link(LinkError::PeerViolation {
+            detail: "big".into(),
+        })),
+        drive(DriveError::Link(LinkError::SessionGone {
+            cause: "x".into(),
+        })),
+        drive(DriveError::Link(LinkError::NotResumable {
+            cause: "x".into(),
+        })),
+        drive(DriveError::DataKey(DataKeyError::Unsupported)),
+        drive(DriveError::DataKey(DataKeyError::Timeout(
+            Duration::from_secs(15),
+        ))),
+        drive(DriveError::DataKey(DataKeyError::Aws(AwsError::new(
+            AwsErrorKind::AccessDenied,
+            "denied",
+        )))),
+        drive(DriveError::Input(std::io::Error::other("x"))),
+        SessionError::Tunnel {
+            source: TunnelError::Text("x".into()),
+            target: "i-0abc".into(),
+            port: 22,
+        },
+        SessionError::Tunnel {
+            source: TunnelError::Broken("x".into()),
+            target: "i-0abc".into(),
+            port: 22,
+        },
+        SessionError::Multiplexer {
+            label: "l".into(),
+            detail: "d".into(),
+        },
+        SessionError::Labelled {
+            label: "l".into(),
+            source: Box::new(SessionError::Multiplexer {
+                label: "l".into(),
+                detail: "d".into(),
+            }),
+        },
+        SessionError::Ended("x".into()),
+        SessionError::Interrupted("SIGTERM"),
+        SessionError::Internal("x".into()),
+    ];
+    for e in cases {
+        let broke = e.broke_protocol();
+        let f = Failure::from(e);
+        assert_eq!(broke, f.code == ExitCode::Protocol, "{}", f.message);
+    }
+}
+
+#[test]
+fn ssh_errors_keep_their_exit_codes_and_predicates() {
+    use crate::ssh::SshError;
+    let first = || Box::new(SshError::RemoteFile("/a: No such file".into()));
+    let cases = [
+        (SshError::Connection("lost".into()), ExitCode::Protocol),
+        (SshError::HostKey("changed".into()), ExitCode::HostKey),
+        (SshError::AuthRefused("no".into()), ExitCode::AuthRefused),
+        (SshError::RemoteFile("x".into()), ExitCode::RemoteFile),
+        (SshError::LocalIo("x".into()), ExitCode::LocalIo),
+        (SshError::Usage("x".into()), ExitCode::Usage),
+        (SshError::Internal("x".into()), ExitCode::Internal),
+        (
+            SshError::NotCopied {
+                count: 2,
+                first: first(),
+            },
+            ExitCode::RemoteFile,
+        ),
+        (
+            SshError::Reported {
+                last: "/b: gone".into(),
+                first: Box::new(SshError::Connection("lost".into())),
+            },
+            ExitCode::Protocol,
+        ),
+        (
+            SshError::InCommand {
+                cmd: "get".into(),
+                source: Box::new(SshError::HostKey("changed".into())),
+            },
+            ExitCode::HostKey,
+        ),
+        (
+            SshError::from(SessionError::Multiplexer {
+                label: "l".into(),
+                detail: "d".into(),
+            }),
+            ExitCode::Protocol,
+        ),
+        (SshError::from(KeyError::NoHome), ExitCode::LocalIo),
+    ];
+    for (e, code) in cases {
+        let (link, host_key) = (e.is_link_problem(), e.is_host_key());
+        let f = Failure::from(e);
+        assert_eq!(f.code, code, "{}", f.message);
+        assert_eq!(link, code == ExitCode::Protocol, "{}", f.message);
+        assert_eq!(host_key, code == ExitCode::HostKey, "{}", f.message);
+    }
+    let f = Failure::from(SshError::NotCopied {
+        count: 1,
+        first: first(),
+    });
+    assert_eq!(f.message, "1 file or directory could not be copied");
+    let f = Failure::from(SshError::InCommand {
+        cmd: "get".into(),
+        source: first(),
+    });
+    assert_eq!(f.message, "get: /a: No such file");
+}

@@ -18,7 +18,6 @@ const LONG_FUNCTIONS: &[&str] = &[
     "src/commands/doctor_probe.rs: probe",
     "src/proto/ops.rs: run",
     "src/ssh/transfer/download.rs: download_tree",
-    "src/ssh/transfer/upload.rs: upload_tree",
     "testbed/src/mgs/relay.rs: serve_data_channel",
 ];
 

@@ -150,6 +150,34 @@ impl SessionError {
     }
 }
 
+impl SessionError {
+    /// The peer (the service, the agent, the endpoint) broke the protocol or stopped
+    /// answering mid-handshake, or the data channel's URL cannot be used.
+    pub fn broke_protocol(&self) -> bool {
+        use crate::transport::{DataKeyError, LinkError};
+        match self {
+            SessionError::Connect(e) => {
+                matches!(e, ConnectError::Insecure(_) | ConnectError::BadUrl(_))
+            }
+            SessionError::Drive { source, .. } => matches!(
+                source,
+                DriveError::Protocol(_)
+                    | DriveError::HandshakeTimeout(_)
+                    | DriveError::Link(LinkError::PeerViolation { .. })
+                    | DriveError::DataKey(
+                        DataKeyError::Timeout(_)
+                            | DataKeyError::Unsupported
+                            | DataKeyError::NotAwaiting(_)
+                    )
+            ),
+            SessionError::Tunnel { source, .. } => matches!(source, TunnelError::Text(_)),
+            SessionError::Multiplexer { .. } => true,
+            SessionError::Labelled { source, .. } => source.broke_protocol(),
+            _ => false,
+        }
+    }
+}
+
 impl From<crate::keys::KeyError> for SessionError {
     fn from(e: crate::keys::KeyError) -> SessionError {
         SessionError::Keys(Box::new(e))

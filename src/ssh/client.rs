@@ -10,10 +10,10 @@ use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 
 use crate::aws::{InstanceConnect, Ssm, StartOptions};
-use crate::error::{ExitCode, Failure};
 use crate::session::SessionError;
 use crate::session::eice::EiceStream;
 use crate::session::stream::{PortStream, StreamGuard};
+use crate::ssh::SshError;
 use crate::transport::LinkOptions;
 use tokio::io::DuplexStream;
 
@@ -49,7 +49,7 @@ pub struct Connection {
 /// The russh handler: checks the host key, remembers why it refused one.
 pub struct Verifier {
     policy: HostKeyPolicy,
-    refusal: Arc<Mutex<Option<Failure>>>,
+    refusal: Arc<Mutex<Option<SshError>>>,
 }
 
 impl client::Handler for Verifier {
@@ -63,9 +63,9 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
                 HostKey::from_public(key).and_then(|k| self.policy.check(&k))
             }
-            PublicKeyOrCertificate::Certificate(_) => Err(Failure::new(
-                ExitCode::HostKey,
-                "the server presented a host certificate; sallyport checks plain host keys only",
+            PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostKey(
+                "the server presented a host certificate; sallyport checks plain host keys only"
+                    .to_owned(),
             )),
         };
         match verdict {
@@ -88,7 +88,7 @@ pub async fn connect(
     target: &str,
     profile: Option<&str>,
     opts: &SshOptions,
-) -> Result<Connection, Failure> {
+) -> Result<Connection, SshError> {
     Connector::new(ssm, eic, target, profile, opts)?
         .connect()
         .await
@@ -126,7 +126,7 @@ impl Connector {
         target: &str,
         profile: Option<&str>,
         opts: &SshOptions,
-    ) -> Result<Connector, Failure> {
+    ) -> Result<Connector, SshError> {
         let key = keys::ephemeral()?;
         let line = keys::public_line(&key)?;
         Ok(Connector {
@@ -148,7 +148,7 @@ impl Connector {
     }
 
     /// Pushes the key unless a push recent enough was made.
-    async fn ensure_pushed(&self) -> Result<(), Failure> {
+    async fn ensure_pushed(&self) -> Result<(), SshError> {
         let mut pushed = self.pushed.lock().await;
         let fresh = crate::aws::KEY_VALIDITY.saturating_sub(PUSH_MARGIN);
         if pushed.is_some_and(|at| at.elapsed() < fresh) {
@@ -163,7 +163,7 @@ impl Connector {
                 self.profile.as_deref(),
             )
             .await
-            .map_err(|e| Failure::aws(e, &self.target))?;
+            .map_err(|e| SshError::aws(e, &self.target))?;
         *pushed = Some(at);
         Ok(())
     }
@@ -196,7 +196,7 @@ impl Connector {
     }
 
     /// One more authenticated connection, over a new session.
-    pub async fn connect(&self) -> Result<Connection, Failure> {
+    pub async fn connect(&self) -> Result<Connection, SshError> {
         let (target, opts) = (self.target.as_str(), &self.opts);
         let push = self.ensure_pushed();
         let open = self.open_stream();
@@ -241,17 +241,13 @@ impl Connector {
                     None => match stream_failure(&mut guard, Duration::from_secs(2)).await {
                         Some(f) => f,
                         None => match failed {
-                            Ok(Err(e)) => Failure::new(
-                                ExitCode::Protocol,
-                                format!("SSH with {target} failed: {e}"),
-                            ),
-                            _ => Failure::new(
-                                ExitCode::Protocol,
-                                format!(
-                                    "{target} did not complete the SSH handshake within {} s",
-                                    SSH_HANDSHAKE_TIMEOUT.as_secs()
-                                ),
-                            ),
+                            Ok(Err(e)) => {
+                                SshError::Connection(format!("SSH with {target} failed: {e}"))
+                            }
+                            _ => SshError::Connection(format!(
+                                "{target} did not complete the SSH handshake within {} s",
+                                SSH_HANDSHAKE_TIMEOUT.as_secs()
+                            )),
                         },
                     },
                 };
@@ -268,10 +264,9 @@ impl Connector {
             Err(e) => Some(
                 match stream_failure(&mut guard, Duration::from_secs(2)).await {
                     Some(f) => f,
-                    None => Failure::new(
-                        ExitCode::Protocol,
-                        format!("SSH authentication with {target} failed: {e}"),
-                    ),
+                    None => SshError::Connection(format!(
+                        "SSH authentication with {target} failed: {e}"
+                    )),
                 },
             ),
         };
@@ -286,8 +281,8 @@ impl Connector {
 }
 
 /// How the stream under SSH failed, if it did within `grace`.
-async fn stream_failure(guard: &mut StreamGuard, grace: Duration) -> Option<Failure> {
-    guard.failure(grace).await.map(Failure::from)
+async fn stream_failure(guard: &mut StreamGuard, grace: Duration) -> Option<SshError> {
+    guard.failure(grace).await.map(SshError::from)
 }
 
 /// russh's algorithm preferences, with compression first when asked for. Without it,
@@ -305,7 +300,7 @@ fn preferred(compression: bool) -> russh::Preferred {
     }
 }
 
-fn auth_refused(target: &str, opts: &SshOptions) -> Failure {
+fn auth_refused(target: &str, opts: &SshOptions) -> SshError {
     let user = &opts.user;
     let guessed = if opts.user_guessed {
         format!(
@@ -315,15 +310,12 @@ fn auth_refused(target: &str, opts: &SshOptions) -> Failure {
     } else {
         String::new()
     };
-    Failure::new(
-        ExitCode::AuthRefused,
-        format!(
-            "{target} refused the key pushed through EC2 Instance Connect for user \
+    SshError::AuthRefused(format!(
+        "{target} refused the key pushed through EC2 Instance Connect for user \
              {user:?}{guessed}; check that the user exists on the instance and that the \
              instance runs the EC2 Instance Connect package (sshd's AuthorizedKeysCommand; \
              Amazon Linux 2023 and Ubuntu 20.04+ AMIs have it)"
-        ),
-    )
+    ))
 }
 
 impl Connection {
@@ -342,7 +334,7 @@ impl Connection {
 
     /// The data channel's own failure, if it had one (a better message than SSH's
     /// "disconnected").
-    pub async fn link_failure(&mut self) -> Option<Failure> {
+    pub async fn link_failure(&mut self) -> Option<SshError> {
         stream_failure(&mut self.guard, Duration::from_millis(500)).await
     }
 }
@@ -351,8 +343,8 @@ impl Connection {
 /// failure the data channel explains better replaces SFTP's own.
 pub async fn with_sftp(
     mut conn: Connection,
-    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, Failure>,
-) -> Result<u8, Failure> {
+    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, SshError>,
+) -> Result<u8, SshError> {
     // Two channels: the session, and one for bounded directory listings.
     let opened = super::transfer::Sftp::open(&conn).await;
     let result = match opened {
@@ -364,7 +356,7 @@ pub async fn with_sftp(
         Err(f) => Err(f),
     };
     let result = match result {
-        Err(f) if f.code == ExitCode::Protocol => Err(conn.link_failure().await.unwrap_or(f)),
+        Err(e) if e.is_link_problem() => Err(conn.link_failure().await.unwrap_or(e)),
         other => other,
     };
     conn.close().await;
