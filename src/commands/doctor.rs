@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::aws::{AwsError, AwsErrorKind, Instances, NodeFilter, NodeInfo, Tagging};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::target::TargetSettings;
 
 pub use super::doctor_probe::{Endpoint, Probe, probe};
@@ -449,19 +449,9 @@ pub async fn run(args: DoctorRun) -> Result<u8, Failure> {
     } else {
         super::stdout(report.text().as_bytes())?;
     }
-    Ok(match report.first_failure() {
-        None => 0,
-        Some(b) => {
-            (match b {
-                Blame::Region | Blame::Other => ExitCode::Aws,
-                Blame::Credentials => ExitCode::Credentials,
-                Blame::AccessDenied => ExitCode::AccessDenied,
-                Blame::Clock => ExitCode::ClockSkew,
-                Blame::Unreachable => ExitCode::Unreachable,
-                Blame::Target => ExitCode::Target,
-            }) as u8
-        }
-    })
+    Ok(report
+        .first_failure()
+        .map_or(0, crate::error::doctor_exit_status))
 }
 
 async fn doctor_target(

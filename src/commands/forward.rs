@@ -62,10 +62,7 @@ async fn way(
     if node.is_some_and(|n| n.is_online()) {
         return Ok(None);
     }
-    let offline = Failure::new(
-        crate::error::ExitCode::Target,
-        format!("{} is not connected to Session Manager", found.id),
-    );
+    let offline = super::CommandError::NotConnected(found.id.clone()).into();
     Ok(super::way_after(config, found, on, first_port, offline)
         .await
         .ok())

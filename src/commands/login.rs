@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use crate::aws::{InstanceConnect, Ssm};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::ssh::client::{self, Connection, SshOptions};
 use crate::ssh::known_hosts::{HostKeyPolicy, Strictness, typed_host_name};
 use crate::target::{self, TargetSettings};
@@ -98,7 +98,7 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         }
     };
     if user.is_empty() {
-        return Err(Failure::new(ExitCode::Config, "the OS user name is empty"));
+        return Err(super::CommandError::EmptyUser.into());
     }
     let opts = SshOptions {
         user,

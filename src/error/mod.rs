@@ -23,9 +23,12 @@
 //! | 18 | `exec`: the command ran but its exit status is unknown (the session document runs it without separate output streams) |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
+mod commands;
 mod keys;
 mod session;
 mod ssh;
+
+pub use commands::doctor_exit_status;
 
 use crate::aws::{AwsError, AwsErrorKind};
 use crate::transport::{ConnectError, DataKeyError, DriveError};

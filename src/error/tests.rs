@@ -224,3 +224,36 @@ fn ssh_errors_keep_their_exit_codes_and_predicates() {
     });
     assert_eq!(f.message, "get: /a: No such file");
 }
+
+#[test]
+fn command_errors_and_doctor_findings_keep_their_exit_codes() {
+    use crate::commands::CommandError;
+    use crate::commands::doctor::Blame;
+    let cases = [
+        (CommandError::SessionManagerOnly("exec"), ExitCode::Usage),
+        (CommandError::EmptyUser, ExitCode::Config),
+        (
+            CommandError::CopyInterrupted("SIGINT"),
+            ExitCode::Interrupted,
+        ),
+        (
+            CommandError::NotConnected("i-0abc".into()),
+            ExitCode::Target,
+        ),
+        (CommandError::NoHome, ExitCode::LocalIo),
+        (
+            CommandError::WrongWay {
+                node: "i-0abc".into(),
+                why: "x".into(),
+            },
+            ExitCode::Internal,
+        ),
+    ];
+    for (e, code) in cases {
+        let f = Failure::from(e);
+        assert_eq!(f.code, code, "{}", f.message);
+    }
+    assert_eq!(doctor_exit_status(Blame::Other), 9);
+    assert_eq!(doctor_exit_status(Blame::Clock), 14);
+    assert_eq!(doctor_exit_status(Blame::Target), 5);
+}
