@@ -12,7 +12,8 @@
 #                   exchange (TLS flights, HTTP request, upgrade) one D (default 40ms)
 #   --rtt D         the testbed relay's round trip between the data channel and the agent
 #                   (default 40ms)
-#   --runs N        `ssh true` runs per path (default 5); min/median/max are reported
+#   --runs N        `ssh true` runs per path (default 5), and pairs of multiplexed runs (a
+#                   first starting a ControlMaster, a second riding it); min/median/max
 #   --bin L=PATH    a sallyport binary to compare, labelled L (repeatable); default: the
 #                   built one, labelled "this"
 #   --no-build      use existing binaries (BENCH_PROFILE=debug for the debug ones)
@@ -23,6 +24,7 @@
 #   via:     ssh --ProxyCommand--> sallyport proxy --https/wss--> delay-proxy (api-rtt)
 #                --> testbed serve --tls --rtt R --> sshd
 #   direct:  ssh --TCP--> delay-proxy (api-rtt) --> sshd
+#   direct-same-link: ssh --TCP--> delay-proxy (api-rtt) --> delay-proxy (rtt) --> sshd
 #
 # Why a delay proxy rather than a delay at accept: on AWS every new connection costs a
 # TCP handshake, a TLS handshake and then each request its own round trip. The proxy
@@ -74,9 +76,10 @@ done
 start_sshd ""
 
 TB_PORT=$(free_port)
-start_proxy() { # start_proxy NAME TO: a delay proxy with the TCP handshake; sets PROXY_ADDR
-    "$TESTBED" delay-proxy --listen 127.0.0.1:0 --rtt "$API_RTT" --tcp-handshake --to "$2" \
-        >"$TMP/$1.env" 2>"$TMP/$1.log" &
+start_proxy() { # start_proxy NAME TO [RTT [FLAG]]: a delay proxy (default: api-rtt, with the
+    # TCP handshake); sets PROXY_ADDR
+    "$TESTBED" delay-proxy --listen 127.0.0.1:0 --rtt "${3:-$API_RTT}" ${4---tcp-handshake} \
+        --to "$2" >"$TMP/$1.env" 2>"$TMP/$1.log" &
     PIDS+=("$!")
     wait_for_line "$TMP/$1.env" 15 LISTEN= "$!"
     PROXY_ADDR=$(sed -n 's/^LISTEN=//p' "$TMP/$1.env")
@@ -85,6 +88,11 @@ start_proxy api "127.0.0.1:$TB_PORT"
 API_ADDR=$PROXY_ADDR
 start_proxy direct "127.0.0.1:$SSHD_PORT"
 DIRECT_ADDR=$PROXY_ADDR
+# The link sallyport's ssh bytes cross: api-rtt (with its TCP handshake) to the service, then
+# the relay's rtt to the agent. Direct ssh over two delay proxies in a row crosses the same.
+start_proxy relay-link "127.0.0.1:$SSHD_PORT" "$RTT" ""
+start_proxy same-link "$PROXY_ADDR"
+SAME_ADDR=$PROXY_ADDR
 
 "$TESTBED" serve --listen "127.0.0.1:$TB_PORT" --ssh-target "127.0.0.1:$SSHD_PORT" --tls \
     --rtt "$RTT" --stream-host "$API_ADDR" >"$TMP/testbed.env" 2>"$TMP/testbed.log" &
@@ -113,9 +121,11 @@ SSH_OPTS=(
 one_run() {
     local label=$1 t0 rc=0
     t0=$(now)
-    if [[ $label == direct ]]; then
+    if [[ $label == direct || $label == direct-same-link ]]; then
+        local addr=$DIRECT_ADDR
+        [[ $label == direct ]] || addr=$SAME_ADDR
         bounded 60 "$TMP/runs.log" env "${HERMETIC[@]}" ssh "${SSH_OPTS[@]}" \
-            -o "Port=${DIRECT_ADDR##*:}" "root@${DIRECT_ADDR%:*}" true || rc=$?
+            -o "Port=${addr##*:}" "root@${addr%:*}" true || rc=$?
     else
         local bin=$2
         bounded 60 "$TMP/runs.log" env "${HERMETIC[@]}" "${ENV_TB[@]}" ssh "${SSH_OPTS[@]}" \
@@ -126,13 +136,15 @@ one_run() {
 }
 
 declare -A SAMPLES
-LABELS=(direct)
+LABELS=(direct direct-same-link)
 for b in "${BINS[@]}"; do LABELS+=("${b%%=*}"); done
 echo "==> $RUNS x ssh true per path (interleaved): ${LABELS[*]}; api-rtt $API_RTT, relay rtt $RTT" >&2
 for ((i = 1; i <= RUNS; i++)); do
-    ms=$(one_run direct)
-    SAMPLES[direct]+="$ms "
-    echo "    run $i direct $ms ms" >&2
+    for l in direct direct-same-link; do
+        ms=$(one_run "$l")
+        SAMPLES[$l]+="$ms "
+        echo "    run $i $l $ms ms" >&2
+    done
     for b in "${BINS[@]}"; do
         ms=$(one_run "${b%%=*}" "${b#*=}")
         SAMPLES[${b%%=*}]+="$ms "
@@ -149,6 +161,7 @@ stats() { # min median max of the samples in $1
 median() { stats "$1" | awk -F' [|] ' '{ print $2 }'; }
 rtt_ms=$(awk -v d="$API_RTT" 'BEGIN { v = d + 0; if (d ~ /us$/) v /= 1000; else if (d ~ /[0-9]s$/ && d !~ /ms$/) v *= 1000; print v }')
 DIRECT_MEDIAN=$(median "${SAMPLES[direct]}")
+SAME_MEDIAN=$(median "${SAMPLES[direct-same-link]}")
 
 cat <<EOF
 
@@ -157,15 +170,56 @@ cat <<EOF
 $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), \
 $(ssh -V 2>&1 | cut -d, -f1), tree $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'), $RUNS runs each, interleaved.
 
-| path | min ms | median ms | max ms | median - direct, ms | in round trips of $API_RTT |
-|---|---:|---:|---:|---:|---:|
+direct: ssh over api-rtt alone. direct-same-link: ssh over the link sallyport's ssh bytes cross
+(api-rtt, then the relay's rtt), so each of ssh's own round trips costs the same on both; the
+last two columns are what sallyport's set-up adds (StartSession, websocket, agent handshake).
+
+| path | min ms | median ms | max ms | median - direct, ms | in round trips of $API_RTT | median - direct-same-link, ms | in round trips of $API_RTT |
+|---|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for l in "${LABELS[@]}"; do
     m=$(median "${SAMPLES[$l]}")
     d=$(calc 1 "$m - $DIRECT_MEDIAN")
-    echo "| $l | $(stats "${SAMPLES[$l]}") | $d | $(calc 1 "$d / $rtt_ms") |"
+    e=$(calc 1 "$m - $SAME_MEDIAN")
+    echo "| $l | $(stats "${SAMPLES[$l]}") | $d | $(calc 1 "$d / $rtt_ms") | $e | $(calc 1 "$e / $rtt_ms") |"
 done
 first=${BINS[0]}
+
+# Reused connections: the three options `sallyport config ssh --multiplex` writes. The first
+# ssh starts a master (its own session through sallyport); the second rides it.
+MUX_OPTS=(-o ControlMaster=auto -o "ControlPath=$TMP/mux/%C" -o ControlPersist=10m
+    -o "ProxyCommand=$(printf '%q' "${first#*=}") proxy %h --port %p")
+mkdir -p "$TMP/mux" && chmod 700 "$TMP/mux"
+mux_ssh() { # mux_ssh [OPTION...] -- [COMMAND...]: ssh to the instance with MUX_OPTS
+    local opts=()
+    while (($# > 0)) && [[ $1 != -- ]]; do opts+=("$1") && shift; done
+    shift
+    bounded 60 "$TMP/mux.log" env "${HERMETIC[@]}" "${ENV_TB[@]}" ssh "${SSH_OPTS[@]}" \
+        "${MUX_OPTS[@]}" "${opts[@]}" "root@$INSTANCE" "$@"
+}
+echo "==> $RUNS x (first ssh true starting a master, second riding it) with ${first%%=*}" >&2
+for ((i = 1; i <= RUNS; i++)); do
+    for which in first second; do
+        t0=$(now)
+        mux_ssh -- true || die "multiplexed ssh true ($which) failed; see $TMP/mux.log"
+        ms=$(calc 1 "($(now) - $t0) * 1000")
+        SAMPLES[mux-$which]+="$ms "
+        echo "    run $i $which $ms ms" >&2
+    done
+    mux_ssh -O exit -- || die "ssh -O exit failed; see $TMP/mux.log"
+done
+FIRST_MEDIAN=$(median "${SAMPLES[mux-first]}")
+SECOND_MEDIAN=$(median "${SAMPLES[mux-second]}")
+echo
+echo "Multiplexed (\`ControlMaster auto\`, as \`config ssh --multiplex\` writes), ${first%%=*}:"
+echo
+echo "| ssh true | min ms | median ms | max ms |"
+echo "|---|---:|---:|---:|"
+echo "| first (starts the master) | $(stats "${SAMPLES[mux-first]}") |"
+echo "| second (rides it) | $(stats "${SAMPLES[mux-second]}") |"
+echo
+echo "- second / first (medians): $(calc 2 "$SECOND_MEDIAN / $FIRST_MEDIAN") (goal: at most 0.3)"
+
 echo
 echo "Set-up timeline of one more run of ${first%%=*} (\`sallyport proxy -v\`):"
 echo

@@ -13,14 +13,18 @@
 //! exit code 12 and the table.
 
 pub mod cache;
+mod picker;
 mod suggest;
+mod table;
 pub mod via;
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::aws::{AwsSettings, Instances, NodeFilter, NodeInfo};
 use crate::error::{ExitCode, Failure};
+
+use table::table;
 
 /// Everything a command that talks to one target runs with, resolved from the command
 /// line, the environment and the config file by the caller (the CLI layer).
@@ -328,61 +332,6 @@ impl Resolver<'_> {
         })
     }
 
-    /// A filterable list on the terminal (stderr); Esc or Ctrl-C cancels.
-    async fn pick(&self, spec: &Spec, matches: Vec<NodeInfo>) -> Result<NodeInfo, Failure> {
-        // Name tags make the rows recognisable; without permission, host names do.
-        let mut shown = matches.clone();
-        if let Some(names) = match &self.tagging {
-            Some(t) => t.instance_names().await.ok(),
-            None => None,
-        } {
-            for n in shown.iter_mut().filter(|n| n.name.is_none()) {
-                n.name = names.get(&n.id).cloned();
-            }
-        }
-        let listing = table(spec, &shown);
-        let mut lines = listing.lines().map(|l| l.trim_start().to_owned());
-        let header = lines.next().unwrap_or_default();
-        let items: Vec<String> = lines.collect();
-        let prompt = match spec {
-            Spec::Pick => format!("{} online managed nodes in {}", matches.len(), self.region),
-            _ => format!(
-                "{:?} matches {} managed nodes in {}",
-                spec.to_string(),
-                matches.len(),
-                self.region
-            ),
-        };
-        let prompt = format!("{prompt}; type to filter, Enter picks, Esc cancels\n  {header}");
-        let chosen = tokio::task::spawn_blocking(move || {
-            dialoguer::FuzzySelect::with_theme(&dialoguer::theme::SimpleTheme)
-                .with_prompt(prompt)
-                .items(&items)
-                .default(0)
-                .max_length(15)
-                .interact_on_opt(&dialoguer::console::Term::stderr())
-        })
-        .await
-        .map_err(|e| Failure::new(ExitCode::Internal, format!("the picker failed: {e}")))?;
-        match chosen {
-            Ok(Some(i)) => matches
-                .into_iter()
-                .nth(i)
-                .ok_or_else(|| Failure::new(ExitCode::Internal, "the picker returned no node")),
-            Ok(None) => Err(Failure::new(
-                ExitCode::Ambiguous,
-                "no node picked; name one (an instance ID, Name tag, …) or run `sallyport ls`",
-            )),
-            Err(dialoguer::Error::IO(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                Err(Failure::new(ExitCode::Interrupted, "interrupted"))
-            }
-            Err(e) => Err(Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot show the node picker on this terminal: {e}"),
-            )),
-        }
-    }
-
     fn choose(
         &self,
         spec: &Spec,
@@ -606,232 +555,6 @@ fn name_matches(n: &NodeInfo, name: &str) -> bool {
         || n.name.as_deref().is_some_and(eq)
 }
 
-/// The listing for an ambiguous target: ID, name, IP, ping status, last seen.
-fn table(spec: &Spec, nodes: &[NodeInfo]) -> String {
-    let now = SystemTime::now();
-    let now_secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let tag_name = match spec {
-        Spec::Name(n) => Some(n.as_str()),
-        Spec::Tag { key, value } if key == "Name" => Some(value.as_str()),
-        _ => None,
-    };
-    let rows: Vec<[String; 5]> = nodes
-        .iter()
-        .map(|n| {
-            let name = (n.name.as_deref().or(tag_name))
-                .or(n.computer_name.as_deref())
-                .unwrap_or("-");
-            let seen = match n.last_ping {
-                Some(t) if !n.is_online() => {
-                    format!(
-                        "last seen {}",
-                        crate::aws::ago(now_secs.saturating_sub(t).max(0) as u64)
-                    )
-                }
-                _ => String::new(),
-            };
-            [
-                n.id.clone(),
-                name.to_owned(),
-                n.ip_address.clone().unwrap_or_else(|| "-".to_owned()),
-                n.ping_status.clone(),
-                seen,
-            ]
-            // From AWS or the instance (a Name tag, a computer name): text, not controls.
-            .map(|cell| crate::text::shown_max(&cell, 256).into_owned())
-        })
-        .collect();
-    let header = ["ID", "NAME", "IP", "STATUS", ""].map(str::to_owned);
-    let all: Vec<&[String; 5]> = std::iter::once(&header).chain(rows.iter()).collect();
-    let width = |col: usize| {
-        all.iter()
-            .map(|r| r[col].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..4).map(width).collect();
-    all.iter()
-        .map(|r| {
-            let mut line = String::from("  ");
-            for (c, w) in widths.iter().enumerate() {
-                line.push_str(&format!("{:<w$}  ", r[c], w = w));
-            }
-            line.push_str(&r[4]);
-            line.trim_end().to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forms_are_told_apart() {
-        let id = |s: &str| Spec::Id(s.to_owned());
-        assert_eq!(
-            parse("i-0123456789abcdef0").unwrap(),
-            id("i-0123456789abcdef0")
-        );
-        assert_eq!(
-            parse("I-0123456789ABCDEF0.").unwrap(),
-            id("i-0123456789abcdef0")
-        );
-        assert_eq!(
-            parse("mi-0123456789abcdef0").unwrap(),
-            id("mi-0123456789abcdef0")
-        );
-        assert_eq!(parse("i-12345678").unwrap(), id("i-12345678"));
-        assert_eq!(
-            parse("tag:Team=Red Ops").unwrap(),
-            Spec::Tag {
-                key: "Team".into(),
-                value: "Red Ops".into()
-            }
-        );
-        assert_eq!(
-            parse("TAG:Name=a=b").unwrap(),
-            Spec::Tag {
-                key: "Name".into(),
-                value: "a=b".into()
-            }
-        );
-        assert_eq!(
-            parse("10.0.1.7").unwrap(),
-            Spec::Ip("10.0.1.7".parse().unwrap())
-        );
-        assert_eq!(
-            parse("[fd00::7]").unwrap(),
-            Spec::Ip("fd00::7".parse().unwrap())
-        );
-        for name in [
-            "web-1",
-            "i-xyz",
-            "i-0123456789abcdef0123",
-            "Web Server",
-            "ip-10-0-1-7",
-        ] {
-            assert_eq!(parse(name).unwrap(), Spec::Name(name.to_owned()), "{name}");
-        }
-    }
-
-    #[test]
-    fn malformed_targets_say_how_to_write_them() {
-        for bad in ["", "  ", "tag:", "tag:Name", "tag:=x", "tag:Name="] {
-            let e = parse(bad).unwrap_err();
-            assert_eq!(e.code, ExitCode::Target, "{bad:?}");
-            assert!(
-                e.message.contains("tag:Key=Value") || e.message.contains("empty"),
-                "{}",
-                e.message
-            );
-        }
-    }
-
-    /// What a shell would act on, or a terminal, is never a target or a user: refused
-    /// before any lookup, naming the character but not echoing the name.
-    #[test]
-    fn shell_syntax_and_control_characters_are_refused() {
-        for bad in [
-            "i-$(touch /tmp/x)",
-            "web`id`",
-            "web;id",
-            "a|b",
-            "a&b",
-            "a>b",
-            "a<b",
-            "(a)",
-            "a\\b",
-            "it's",
-            "say\"x\"",
-            "web\n1",
-            "web\u{1b}[31m",
-            "tag:Name=a$b",
-            "web\u{7f}",
-            "web\u{9b}1",
-        ] {
-            let e = parse(bad).unwrap_err();
-            assert_eq!(e.code, ExitCode::Target, "{bad:?}");
-            assert!(e.message.contains("the target holds"), "{}", e.message);
-            assert!(!e.message.contains(bad), "not echoed: {}", e.message);
-            let e = check_user(bad).unwrap_err();
-            assert_eq!(e.code, ExitCode::Usage, "{bad:?}");
-        }
-        for good in ["ec2-user", "jane.doe", "svc_app", "user@corp", "Web Server"] {
-            assert!(check_user(good).is_ok(), "{good}");
-            assert!(parse(good).is_ok(), "{good}");
-        }
-    }
-
-    fn node(id: &str, status: &str, host: &str) -> NodeInfo {
-        NodeInfo {
-            id: id.into(),
-            ping_status: status.into(),
-            last_ping: Some(1_700_000_000),
-            ip_address: Some("10.0.0.1".into()),
-            computer_name: Some(host.into()),
-            name: None,
-            platform: None,
-            agent_version: None,
-        }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("web-*", "web-12", false));
-        assert!(glob_match("*", "", false));
-        assert!(glob_match("w?b-*2", "web-12", false));
-        assert!(glob_match("a*b*c", "axxbyyc", false));
-        assert!(!glob_match("a*b*c", "axxbyy", false));
-        assert!(!glob_match("WEB-*", "web-1", false));
-        assert!(glob_match("WEB-*", "web-1", true));
-        assert!(glob_match("api", "api", false) && !glob_match("api", "api2", false));
-        assert!(!glob_match("web-?", "web-", false));
-    }
-
-    #[test]
-    fn names_match_host_names_by_label() {
-        let n = node("i-1", "Online", "Web-1.ec2.internal");
-        assert!(name_matches(&n, "web-1"));
-        assert!(name_matches(&n, "web-1.ec2.internal"));
-        assert!(!name_matches(&n, "web"));
-    }
-
-    #[test]
-    fn listing_has_every_column() {
-        let nodes = [
-            node("i-0aaaaaaaaaaaaaaaa", "Online", "a.internal"),
-            node("i-0bbbbbbbbbbbbbbbb", "ConnectionLost", "b.internal"),
-        ];
-        let t = table(&Spec::Name("web".into()), &nodes);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3, "{t}");
-        assert!(
-            lines[0].contains("ID") && lines[0].contains("STATUS"),
-            "{t}"
-        );
-        let cols: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(
-            cols,
-            ["i-0aaaaaaaaaaaaaaaa", "web", "10.0.0.1", "Online"],
-            "{t}"
-        );
-        assert!(lines[2].contains("ConnectionLost  last seen"), "{t}");
-    }
-
-    #[test]
-    fn the_ambiguity_table_and_picker_rows_show_remote_names_as_text() {
-        let mut a = node("i-0aaaaaaaaaaaaaaaa", "Online", "a.internal");
-        a.name = Some("\x1b]0;pwned\x07".into());
-        let b = node("i-0bbbbbbbbbbbbbbbb", "Online", "b\u{202e}\u{9b}.in");
-        let t = table(&Spec::Pick, &[a, b]);
-        assert!(!t.contains(['\x1b', '\x07', '\u{202e}', '\u{9b}']), "{t:?}");
-        assert!(t.contains("\\x1b]0;pwned\\x07") && t.contains("b\\u{202e}\\u{9b}.in"));
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[1].find("10.0.0.1"), lines[2].find("10.0.0.1"), "{t}");
-    }
-}
+#[path = "target_tests.rs"]
+mod tests;

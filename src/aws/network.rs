@@ -24,6 +24,7 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 use super::{AwsError, AwsErrorKind, AwsSettings};
+use crate::transport::dns::Resolver;
 use crate::transport::{
     CaBundle, Network, ProxyFailure, ProxyRoutes, ProxyUrl, client_config, open_tunnel,
 };
@@ -53,6 +54,7 @@ pub async fn resolve(
             .as_ref()
             .map(|b| format!("{} from {}", b.path.display(), b.source)),
         timeline: Default::default(),
+        dns: Default::default(),
     };
     Ok((network, bundle))
 }
@@ -121,22 +123,26 @@ pub fn http_client(
     let mut via = Vec::new();
     for proxy in [&routes.plain, &routes.tls].into_iter().flatten() {
         if !via.iter().any(|(p, _)| p == proxy) {
-            via.push((proxy.clone(), sdk_client(Some(proxy), &tls_context)?));
+            via.push((
+                proxy.clone(),
+                sdk_client(Some(proxy), &tls_context, &network.dns)?,
+            ));
         }
     }
     Ok(SharedHttpClient::new(RoutedClient {
         routes,
-        direct: sdk_client(None, &tls_context)?,
+        direct: sdk_client(None, &tls_context, &network.dns)?,
         via,
         tls: network.tls.clone().unwrap_or_else(|| client_config(&[])),
     }))
 }
 
 /// The SDK's default HTTPS client (rustls with aws-lc, as `default-https-client`), with
-/// our trust store and either no proxy or exactly `proxy`.
+/// our trust store, either no proxy or exactly `proxy`, and the command's address cache.
 fn sdk_client(
     proxy: Option<&ProxyUrl>,
     tls_context: &TlsContext,
+    dns: &Resolver,
 ) -> Result<SharedHttpClient, AwsError> {
     let proxy_config = match proxy {
         None => ProxyConfig::disabled(),
@@ -150,6 +156,7 @@ fn sdk_client(
         }
     };
     let tls_context = tls_context.clone();
+    let dns = dns.clone();
     Ok(
         Builder::new().build_with_connector_fn(move |settings, components| {
             let mut builder = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
@@ -160,7 +167,9 @@ fn sdk_client(
                 builder.set_sleep_impl(c.sleep_impl());
             }
             builder.set_proxy_config(Some(proxy_config.clone()));
-            builder.tls_context(tls_context.clone()).build()
+            builder
+                .tls_context(tls_context.clone())
+                .build_with_resolver(dns.clone())
         }),
     )
 }

@@ -22,7 +22,8 @@ use crate::session::forward::ForwardSpec;
 use crate::target::TargetSettings;
 
 use super::args::{
-    Cli, Command, ConfigCommand, ForwardArgs, GlobalArgs, SshClientArgs, TransferArgs,
+    Cli, Command, ConfigCommand, DoctorArgs, ExecArgs, ForwardArgs, GlobalArgs, LsArgs, ProxyArgs,
+    ScpArgs, SftpArgs, ShellArgs, SshArgs, SshClientArgs, SshConfigArgs, TransferArgs,
 };
 use super::settings::{self, Inputs};
 
@@ -75,115 +76,156 @@ pub fn resolve_with(command: Command, inputs: &Inputs<'_>) -> Result<Resolved, F
     Ok(match command {
         Command::Completions(args) => Resolved::Completions(args.shell),
         Command::Man { dir } => Resolved::Man(dir),
-        Command::Proxy(args) => Resolved::Proxy(ProxyRun {
-            on: inputs.target(&args.target)?,
-            port: args.port,
-            push: match (args.push_key, args.user) {
-                (true, Some(user)) => Some(PushKeyFor {
-                    user: checked_user(user)?,
-                    ephemeral: args.ephemeral,
-                    identity: args.identity,
-                }),
-                _ => None,
-            },
-            link: args.connection.link_options(),
-        }),
-        Command::Exec(args) => Resolved::Exec(ExecRun {
-            on: inputs.target(args.target.as_deref().unwrap_or_default())?,
-            command: crate::session::exec::command_line(&args.command),
-            document: args.document,
-            parameters: parameter_map(args.parameters),
-            link: args.connection.link_options(),
-        }),
-        Command::Forward(mut args) => {
-            forward_words(&mut args)?;
-            Resolved::Forward(ForwardRun {
-                on: inputs.target(args.target.as_deref().unwrap_or_default())?,
-                specs: args.specs,
-                socks: args.socks,
-                open: args.open,
-                link: args.connection.link_options(),
-            })
+        Command::Proxy(args) => Resolved::Proxy(proxy_run(inputs, args)?),
+        Command::Exec(args) => Resolved::Exec(exec_run(inputs, args)?),
+        Command::Forward(args) => Resolved::Forward(forward_run(inputs, args)?),
+        Command::Shell(args) => Resolved::Shell(shell_run(inputs, args)?),
+        Command::Ssh(args) => Resolved::Ssh(ssh_run(inputs, args)?),
+        Command::Scp(args) => Resolved::Scp(scp_run(inputs, args)?),
+        Command::Sftp(args) => Resolved::Sftp(sftp_run(inputs, args)?),
+        Command::Ls(args) => Resolved::Ls(ls_run(inputs, args)?),
+        Command::Doctor(args) => Resolved::Doctor(doctor_run(inputs, args)?),
+        Command::Config(ConfigCommand::Ssh(args)) => {
+            Resolved::ConfigSsh(config_ssh_run(inputs, args)?)
         }
-        Command::Shell(args) => Resolved::Shell(ShellRun {
-            on: inputs.target(args.target.as_deref().unwrap_or_default())?,
-            document: args.document,
-            parameters: parameter_map(args.parameters),
-            link: args.connection.link_options(),
-        }),
-        Command::Ssh(args) => {
-            let (user, target) =
-                login::split_destination(args.destination.as_deref().unwrap_or_default());
-            Resolved::Ssh(SshRun {
-                login: login(inputs, user, target, &args.client, false)?,
-                command: (!args.command.is_empty()).then(|| args.command.join(" ")),
-                stdin_null: args.stdin_null,
-            })
-        }
-        Command::Scp(args) => {
-            let ops = crate::ssh::scp_args::parse_operands(&args.operands)
-                .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
-            let (lanes, compression) = transfer(inputs.file, &args.transfer);
-            let login = login(
-                inputs,
-                ops.user.as_deref(),
-                &ops.target,
-                &args.client,
-                compression,
-            )?;
-            Resolved::Scp(ScpRun {
-                login,
-                plan: ops.plan,
-                recursive: args.recursive,
-                preserve: args.preserve,
-                quiet: args.quiet,
-                verify: args.verify,
-                lanes,
-            })
-        }
-        Command::Sftp(args) => {
-            let (user, target) = login::split_destination(&args.destination);
-            let (lanes, compression) = transfer(inputs.file, &args.transfer);
-            Resolved::Sftp(SftpRun {
-                login: login(inputs, user, target, &args.client, compression)?,
-                batch: args.batch,
-                lanes,
-            })
-        }
-        Command::Ls(args) => Resolved::Ls(LsRun {
-            forms: (args.targets.iter())
-                .map(|t| inputs.target(t).map(|s| s.target))
-                .collect::<Result<Vec<_>, _>>()?,
-            aws: inputs.account(args.targets.first().map(String::as_str)),
-            json: args.json,
-        }),
-        Command::Doctor(args) => {
-            let target = (args.target.as_deref())
-                .map(|t| inputs.target(t))
-                .transpose()?
-                .map(|t| TargetSettings {
-                    interactive: false,
-                    ..t
-                });
-            Resolved::Doctor(DoctorRun {
-                aws: match &target {
-                    Some(t) => t.aws.clone(),
-                    None => inputs.account(None),
-                },
-                target,
-                json: args.json,
-            })
-        }
-        Command::Config(ConfigCommand::Ssh(args)) => Resolved::ConfigSsh(ConfigSshRun {
-            block: host_block(
-                inputs.global,
-                inputs.file,
-                args.push_key,
-                args.ephemeral,
-                args.multiplex,
-            )?,
-            install: args.install,
-        }),
+    })
+}
+
+/// `proxy`: the target, and the key to push first when `--push-key --user` ask for it.
+fn proxy_run(inputs: &Inputs<'_>, args: ProxyArgs) -> Result<ProxyRun, Failure> {
+    Ok(ProxyRun {
+        on: inputs.target(&args.target)?,
+        port: args.port,
+        push: match (args.push_key, args.user) {
+            (true, Some(user)) => Some(PushKeyFor {
+                user: checked_user(user)?,
+                ephemeral: args.ephemeral,
+                identity: args.identity,
+            }),
+            _ => None,
+        },
+        link: args.connection.link_options(),
+    })
+}
+
+/// `exec`: the target, and the command line or document to run there.
+fn exec_run(inputs: &Inputs<'_>, args: ExecArgs) -> Result<ExecRun, Failure> {
+    Ok(ExecRun {
+        on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+        command: crate::session::exec::command_line(&args.command),
+        document: args.document,
+        parameters: parameter_map(args.parameters),
+        link: args.connection.link_options(),
+    })
+}
+
+/// `forward`: the target (if the first word is not a SPEC) and what to forward.
+fn forward_run(inputs: &Inputs<'_>, mut args: ForwardArgs) -> Result<ForwardRun, Failure> {
+    forward_words(&mut args)?;
+    Ok(ForwardRun {
+        on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+        specs: args.specs,
+        socks: args.socks,
+        open: args.open,
+        link: args.connection.link_options(),
+    })
+}
+
+/// `shell`: the target, and the session document to start.
+fn shell_run(inputs: &Inputs<'_>, args: ShellArgs) -> Result<ShellRun, Failure> {
+    Ok(ShellRun {
+        on: inputs.target(args.target.as_deref().unwrap_or_default())?,
+        document: args.document,
+        parameters: parameter_map(args.parameters),
+        link: args.connection.link_options(),
+    })
+}
+
+/// `ssh`: the login from `[user@]target`, and the remote command if any.
+fn ssh_run(inputs: &Inputs<'_>, args: SshArgs) -> Result<SshRun, Failure> {
+    let (user, target) = login::split_destination(args.destination.as_deref().unwrap_or_default());
+    Ok(SshRun {
+        login: login(inputs, user, target, &args.client, false)?,
+        command: (!args.command.is_empty()).then(|| args.command.join(" ")),
+        stdin_null: args.stdin_null,
+    })
+}
+
+/// `scp`: the login from the remote operand, and the copy plan.
+fn scp_run(inputs: &Inputs<'_>, args: ScpArgs) -> Result<ScpRun, Failure> {
+    let ops = crate::ssh::scp_args::parse_operands(&args.operands)
+        .map_err(|e| Failure::new(ExitCode::Usage, e.to_string()))?;
+    let (lanes, compression) = transfer(inputs.file, &args.transfer);
+    let login = login(
+        inputs,
+        ops.user.as_deref(),
+        &ops.target,
+        &args.client,
+        compression,
+    )?;
+    Ok(ScpRun {
+        login,
+        plan: ops.plan,
+        recursive: args.recursive,
+        preserve: args.preserve,
+        quiet: args.quiet,
+        verify: args.verify,
+        lanes,
+    })
+}
+
+/// `sftp`: the login from `[user@]target`, and the batch file if any.
+fn sftp_run(inputs: &Inputs<'_>, args: SftpArgs) -> Result<SftpRun, Failure> {
+    let (user, target) = login::split_destination(&args.destination);
+    let (lanes, compression) = transfer(inputs.file, &args.transfer);
+    Ok(SftpRun {
+        login: login(inputs, user, target, &args.client, compression)?,
+        batch: args.batch,
+        lanes,
+    })
+}
+
+/// `ls`: the target forms to filter by, and the account (the first target's alias's).
+fn ls_run(inputs: &Inputs<'_>, args: LsArgs) -> Result<LsRun, Failure> {
+    Ok(LsRun {
+        forms: (args.targets.iter())
+            .map(|t| inputs.target(t).map(|s| s.target))
+            .collect::<Result<Vec<_>, _>>()?,
+        aws: inputs.account(args.targets.first().map(String::as_str)),
+        json: args.json,
+    })
+}
+
+/// `doctor`: the account, and the target if one was given (never with a picker).
+fn doctor_run(inputs: &Inputs<'_>, args: DoctorArgs) -> Result<DoctorRun, Failure> {
+    let target = (args.target.as_deref())
+        .map(|t| inputs.target(t))
+        .transpose()?
+        .map(|t| TargetSettings {
+            interactive: false,
+            ..t
+        });
+    Ok(DoctorRun {
+        aws: match &target {
+            Some(t) => t.aws.clone(),
+            None => inputs.account(None),
+        },
+        target,
+        json: args.json,
+    })
+}
+
+/// `config ssh`: the Host block, and whether to install it.
+fn config_ssh_run(inputs: &Inputs<'_>, args: SshConfigArgs) -> Result<ConfigSshRun, Failure> {
+    Ok(ConfigSshRun {
+        block: host_block(
+            inputs.global,
+            inputs.file,
+            args.push_key,
+            args.ephemeral,
+            args.multiplex,
+        )?,
+        install: args.install,
     })
 }
 

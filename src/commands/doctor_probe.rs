@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use tokio_tungstenite::tungstenite::Error as WsError;
+
 use super::doctor::{Blame, Check, PROBE_TIMEOUT, parse_http_date, unix_now};
 
 /// An endpoint to probe: the service's name and the URL sallyport would use.
@@ -47,40 +49,13 @@ pub async fn probe(e: &Endpoint, net: &crate::transport::Network) -> Probe {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let (stream, path) = match net.routes.choose(tls, &bare, port) {
-        Some(proxy) => {
-            let tunnel = tokio::time::timeout(
-                PROBE_TIMEOUT,
-                crate::transport::open_tunnel(proxy, &bare, port, &trust),
-            )
-            .await;
-            match tunnel {
-                Ok(Ok(stream)) => (stream, format!("via proxy {proxy}, CONNECT")),
-                Ok(Err(failure)) => {
-                    return Probe::failed(
-                        &name,
-                        Blame::Unreachable,
-                        format!("{} ({}): {failure}", e.url, e.source),
-                        "check the proxy (--proxy, `proxy` in config.toml, HTTPS_PROXY / HTTP_PROXY) and NO_PROXY, or pass --no-proxy if this host is reachable without it",
-                    );
-                }
-                Err(_) => {
-                    return Probe::failed(
-                        &name,
-                        Blame::Unreachable,
-                        format!(
-                            "{} ({}): the proxy {proxy} did not open a tunnel within {PROBE_TIMEOUT:?}",
-                            e.url, e.source
-                        ),
-                        "check the proxy, or pass --no-proxy if this host is reachable without it",
-                    );
-                }
-            }
-        }
-        None => match direct(&name, &host, port).await {
-            Ok((stream, path)) => (stream, path),
-            Err(failed) => return failed,
-        },
+    let connected = match net.routes.choose(tls, &bare, port) {
+        Some(proxy) => tunnel(&name, e, proxy, (&bare, port), &trust).await,
+        None => direct(&name, &host, port).await,
+    };
+    let (stream, path) = match connected {
+        Ok((stream, path)) => (stream, path),
+        Err(failed) => return failed,
     };
     let ws = format!(
         "{}://{}/",
@@ -104,10 +79,66 @@ pub async fn probe(e: &Endpoint, net: &crate::transport::Network) -> Probe {
         e.source,
         if tls { ", TLS" } else { "" }
     );
-    use tokio_tungstenite::tungstenite::Error as WsError;
+    judge_answer(&name, &summary, tls, now, answer)
+}
+
+/// The CONNECT tunnel through `proxy` to the endpoint (`to`: bare host and port); the
+/// stream and "via proxy <proxy>, CONNECT".
+async fn tunnel(
+    name: &str,
+    e: &Endpoint,
+    proxy: &crate::transport::ProxyUrl,
+    to: (&str, u16),
+    trust: &std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(crate::transport::NetStream, String), Probe> {
+    let (bare, port) = to;
+    let tunnel = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        crate::transport::open_tunnel(proxy, bare, port, trust),
+    )
+    .await;
+    match tunnel {
+        Ok(Ok(stream)) => Ok((stream, format!("via proxy {proxy}, CONNECT"))),
+        Ok(Err(failure)) => Err(Probe::failed(
+            name,
+            Blame::Unreachable,
+            format!("{} ({}): {failure}", e.url, e.source),
+            "check the proxy (--proxy, `proxy` in config.toml, HTTPS_PROXY / HTTP_PROXY) and NO_PROXY, or pass --no-proxy if this host is reachable without it",
+        )),
+        Err(_) => Err(Probe::failed(
+            name,
+            Blame::Unreachable,
+            format!(
+                "{} ({}): the proxy {proxy} did not open a tunnel within {PROBE_TIMEOUT:?}",
+                e.url, e.source
+            ),
+            "check the proxy, or pass --no-proxy if this host is reachable without it",
+        )),
+    }
+}
+
+/// The check for the endpoint's answer to the websocket upgrade (`summary`: the URL and
+/// the path taken, `now`: our clock when it arrived): any HTTP answer passes and carries
+/// the server's `Date`; no answer, a TLS failure or an untrusted issuer fails.
+fn judge_answer<S>(
+    name: &str,
+    summary: &str,
+    tls: bool,
+    now: i64,
+    answer: Result<
+        Result<
+            (
+                S,
+                tokio_tungstenite::tungstenite::handshake::client::Response,
+            ),
+            WsError,
+        >,
+        tokio::time::error::Elapsed,
+    >,
+) -> Probe {
     match answer {
         Err(_) => Probe::failed(
-            &name,
+            name,
             Blame::Unreachable,
             format!("{summary}: no HTTP answer within {PROBE_TIMEOUT:?}"),
             "something between here and the endpoint holds the connection; check any proxy",
@@ -124,30 +155,30 @@ pub async fn probe(e: &Endpoint, net: &crate::transport::Network) -> Probe {
             };
             Probe {
                 check: Check::ok(
-                    &name,
+                    name,
                     format!("{summary}, HTTP {}{plain}", resp.status().as_u16()),
                 ),
                 date,
             }
         }
         Ok(Ok((_, resp))) => Probe {
-            check: Check::ok(&name, format!("{summary}, HTTP {}", resp.status().as_u16())),
+            check: Check::ok(name, format!("{summary}, HTTP {}", resp.status().as_u16())),
             date: None,
         },
         Ok(Err(WsError::Tls(err))) => Probe::failed(
-            &name,
+            name,
             Blame::Unreachable,
             format!("{}: TLS failed: {err}", summary.trim_end_matches(", TLS")),
             "a TLS-inspecting proxy or firewall needs its CA trusted here (AWS_CA_BUNDLE, or ca_bundle in the AWS profile); otherwise check the endpoint name",
         ),
         Ok(Err(err)) if crate::transport::is_unknown_issuer(&err) => Probe::failed(
-            &name,
+            name,
             Blame::Unreachable,
             format!("{summary}: {err}"),
             "the certificate's issuer is not trusted: if a TLS-inspecting proxy or a private endpoint signs it, put its CA in AWS_CA_BUNDLE (or ca_bundle in the AWS profile)",
         ),
         Ok(Err(err)) => Probe::failed(
-            &name,
+            name,
             Blame::Unreachable,
             format!("{summary}: {err}"),
             "check the endpoint URL and any proxy",

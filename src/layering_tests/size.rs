@@ -14,15 +14,12 @@ const MAX_FILE_LINES: usize = 700;
 /// Functions over the limit today, as `path: name` (path from the workspace root).
 /// This list may only shrink.
 const LONG_FUNCTIONS: &[&str] = &[
-    "src/cli/resolve.rs: resolve_with",
-    "src/commands/doctor_probe.rs: probe",
     "src/proto/ops.rs: run",
-    "src/ssh/transfer/download.rs: download_tree",
     "testbed/src/mgs/relay.rs: serve_data_channel",
 ];
 
 /// Files over the limit today (path from the workspace root). This list may only shrink.
-const LONG_FILES: &[&str] = &["src/target.rs"];
+const LONG_FILES: &[&str] = &[];
 
 /// Where the checked sources are, from the workspace root.
 const ROOTS: [&str; 2] = ["src", "testbed/src"];

@@ -144,7 +144,7 @@ impl Drop for SessionGuard {
 
 /// The guard of a stream over either way: a Session Manager session or an EICE tunnel.
 pub enum StreamGuard {
-    Ssm(SessionGuard),
+    Ssm(Box<SessionGuard>),
     Eice {
         guard: transport::TunnelGuard,
         target: String,

@@ -190,7 +190,7 @@ impl Connector {
             None => {
                 let (start, link) = (&self.opts.start, &self.opts.link);
                 let (io, g) = PortStream::open(&self.ssm, target, port, start, link).await?;
-                Ok((io, StreamGuard::Ssm(g)))
+                Ok((io, StreamGuard::Ssm(Box::new(g))))
             }
         }
     }

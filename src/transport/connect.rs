@@ -76,6 +76,8 @@ pub struct Network {
     pub ca_bundle: Option<String>,
     /// The command's set-up timeline (`-v`), shared by every dial.
     pub timeline: crate::timeline::Timeline,
+    /// The command's address cache, shared by every dial and the SDK's HTTP client.
+    pub dns: super::dns::Resolver,
 }
 
 /// A TCP (and TLS) connection to a data-channel host, opened while StartSession is in
@@ -284,9 +286,13 @@ async fn open(
         None => {
             tracing::info!(host, port, "{what} websocket direct (no proxy)");
             let began = std::time::Instant::now();
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare, port))
+            let addrs: Vec<std::net::SocketAddr> = net
+                .dns
+                .lookup(bare)
                 .await
                 .map_err(unreachable)?
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, port))
                 .collect();
             done(Step::Dns, began);
             let began = std::time::Instant::now();

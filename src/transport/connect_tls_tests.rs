@@ -125,6 +125,7 @@ fn dialer(bundle: bool, proxy: Option<&str>) -> Dialer {
             tls: Some(client_config(&if bundle { ca() } else { Vec::new() })),
             ca_bundle: bundle.then(|| "testdata/test-ca.pem from AWS_CA_BUNDLE".to_owned()),
             timeline: Default::default(),
+            dns: Default::default(),
         },
     }
 }

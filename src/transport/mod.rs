@@ -8,6 +8,7 @@
 
 mod connect;
 mod data_key;
+pub mod dns;
 mod driver;
 mod eice;
 pub mod engine;

@@ -73,3 +73,50 @@ fn without_verbose_there_is_no_timeline() {
     assert_eq!(ok(&out), "up\n");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("set-up:"));
 }
+
+/// Every connection a command opens asks one address cache: `scp -j 4` (four
+/// StartSessions and Instance Connect pushes through the SDK's HTTP client, four
+/// websockets) looks the endpoint's host name up once.
+#[test]
+fn a_striped_copy_looks_each_host_up_once() {
+    let f = Fixture::instance_connect();
+    let src = f.path("src.bin");
+    std::fs::write(&src, crate::harness::random_bytes(3 << 20, 7)).unwrap();
+    let scheme = if f.testbed.config().tls {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://localhost:{}", f.testbed.addr.port());
+    let dest = f.path("copy.bin");
+    let mut cmd = f.sallyport(&[
+        "-v",
+        "scp",
+        "-j",
+        "4",
+        &f.remote("src.bin"),
+        dest.to_str().unwrap(),
+    ]);
+    cmd.env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ENDPOINT_URL_SSMMESSAGES", &endpoint);
+    let out = run(&mut cmd, None, Duration::from_secs(120));
+    ok(&out);
+    assert_eq!(
+        crate::harness::sha256_file(&dest),
+        crate::harness::sha256_file(&src)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let starts = f
+        .testbed
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "StartSession")
+        .count();
+    assert!(starts >= 2, "several sessions: {starts}\n{stderr}");
+    let lookups: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("address lookup"))
+        .collect();
+    assert_eq!(lookups.len(), 1, "{lookups:#?}\n{stderr}");
+    assert!(lookups[0].contains("localhost"), "{lookups:#?}");
+}

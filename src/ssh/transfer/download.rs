@@ -349,6 +349,9 @@ impl Copier<'_> {
         .map_err(|e| local_problem(&path, &e))
     }
 
+    /// Walks a remote tree depth-first in name order: directories are made as they are
+    /// reached, files copied (or planned), and each directory's final mode and times set
+    /// once its contents are in.
     async fn download_tree(&mut self, root: DownWork) -> Result<(), SshError> {
         let mut stack = vec![root];
         while let Some(work) = stack.pop() {
@@ -369,103 +372,149 @@ impl Copier<'_> {
                     self.absorb(step)?;
                 }
                 DownWork::Dir {
+                    remote, ancestors, ..
+                } if ancestors.len() >= MAX_DIR_DEPTH => {
+                    // Past this depth the tree is a loop the server hides: each level
+                    // would repeat the ones above, so the walk ends here; directories
+                    // already made still get their final modes.
+                    self.note(too_deep(&remote));
+                    stack.retain(|w| matches!(w, DownWork::Finish(_)));
+                }
+                DownWork::Dir {
                     remote,
                     canonical,
                     local,
                     attrs,
-                    mut ancestors,
+                    ancestors,
                 } => {
-                    if ancestors.len() >= MAX_DIR_DEPTH {
-                        // Past this depth the tree is a loop the server hides: each level
-                        // would repeat the ones above, so the walk ends here; directories
-                        // already made still get their final modes.
-                        self.note(too_deep(&remote));
-                        stack.retain(|w| matches!(w, DownWork::Finish(_)));
-                        continue;
-                    }
-                    if ancestors.contains(&canonical) {
-                        self.note(SshError::RemoteFile(format!(
-                            "{}: directory loop (a symlink to an ancestor), skipped",
-                            printable(&remote)
-                        )));
-                        continue;
-                    }
-                    ancestors.push(canonical.clone());
-                    let step = self
-                        .sftp
-                        .list(&remote)
-                        .await
-                        .map_err(|e| list_problem(&remote, &e));
-                    let Some(mut entries) = self.absorb(step)? else {
-                        continue;
-                    };
-                    entries.sort_by(|a, b| a.0.cmp(&b.0));
-                    let step = self.make_local_dir(&local, &attrs).await;
-                    let Some(finish) = self.absorb(step)? else {
-                        continue;
-                    };
-                    self.stats.dirs += 1;
-                    stack.push(DownWork::Finish(finish));
-                    let mut children = Vec::with_capacity(entries.len());
-                    for (name, attrs) in entries {
-                        if !is_plain_name(&name) {
-                            self.note(SshError::RemoteFile(format!(
-                                "{}: the server listed an invalid name {:?}; skipped",
-                                printable(&remote),
-                                name
-                            )));
-                            continue;
-                        }
-                        let child_remote = remote_join(&remote, &name);
-                        let child_local = local.join(&name);
-                        let (attrs, canonical) = if attrs.file_type() == FileType::Symlink {
-                            // Follow the link: its target decides.
-                            match self.sftp.metadata(child_remote.as_str()).await {
-                                Ok(a) if a.is_dir() => {
-                                    match self.sftp.canonicalize(child_remote.as_str()).await {
-                                        Ok(c) => (a, c),
-                                        Err(e) => {
-                                            self.absorb::<()>(Err(sftp_problem(
-                                                &child_remote,
-                                                &e,
-                                            )))?;
-                                            continue;
-                                        }
-                                    }
-                                }
-                                Ok(a) => (a, String::new()),
-                                Err(e) => {
-                                    self.absorb::<()>(Err(sftp_problem(&child_remote, &e)))?;
-                                    continue;
-                                }
-                            }
-                        } else {
-                            (attrs, remote_join(&canonical, &name))
-                        };
-                        match attrs.file_type() {
-                            FileType::Dir => children.push(DownWork::Dir {
-                                remote: child_remote,
-                                canonical,
-                                local: child_local,
-                                attrs,
-                                ancestors: ancestors.clone(),
-                            }),
-                            FileType::File => children.push(DownWork::File {
-                                remote: child_remote,
-                                local: child_local,
-                                attrs,
-                            }),
-                            _ => self.note(SshError::RemoteFile(format!(
-                                "{}: not a regular file",
-                                printable(&child_remote)
-                            ))),
-                        }
-                    }
-                    stack.extend(children.into_iter().rev());
+                    let work = self
+                        .enter_remote_dir(remote, canonical, local, attrs, ancestors)
+                        .await?;
+                    stack.extend(work);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Lists one remote directory and makes its local twin: the work it leaves, in stack
+    /// order (its finish, then its entries last name first), or none when it is a loop
+    /// or cannot be listed or made.
+    async fn enter_remote_dir(
+        &mut self,
+        remote: String,
+        canonical: String,
+        local: PathBuf,
+        attrs: FileAttributes,
+        mut ancestors: Vec<String>,
+    ) -> Result<Vec<DownWork>, SshError> {
+        if ancestors.contains(&canonical) {
+            self.note(SshError::RemoteFile(format!(
+                "{}: directory loop (a symlink to an ancestor), skipped",
+                printable(&remote)
+            )));
+            return Ok(Vec::new());
+        }
+        ancestors.push(canonical.clone());
+        let step = self
+            .sftp
+            .list(&remote)
+            .await
+            .map_err(|e| list_problem(&remote, &e));
+        let Some(mut entries) = self.absorb(step)? else {
+            return Ok(Vec::new());
+        };
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let step = self.make_local_dir(&local, &attrs).await;
+        let Some(finish) = self.absorb(step)? else {
+            return Ok(Vec::new());
+        };
+        self.stats.dirs += 1;
+        let mut children = Vec::with_capacity(entries.len());
+        for (name, attrs) in entries {
+            if !is_plain_name(&name) {
+                self.note(SshError::RemoteFile(format!(
+                    "{}: the server listed an invalid name {:?}; skipped",
+                    printable(&remote),
+                    name
+                )));
+                continue;
+            }
+            let child_remote = remote_join(&remote, &name);
+            let (attrs, canonical) = if attrs.file_type() == FileType::Symlink {
+                // Follow the link: its target decides.
+                match self.follow_remote_link(&child_remote).await? {
+                    Some(found) => found,
+                    None => continue,
+                }
+            } else {
+                (attrs, remote_join(&canonical, &name))
+            };
+            let child_local = local.join(&name);
+            if let Some(work) =
+                self.remote_child(child_remote, canonical, child_local, attrs, &ancestors)
+            {
+                children.push(work);
+            }
+        }
+        let mut work = vec![DownWork::Finish(finish)];
+        work.extend(children.into_iter().rev());
+        Ok(work)
+    }
+
+    /// What a symlink in a remote tree points at: its attributes, and for a directory its
+    /// canonical path (for loop detection); none when that cannot be told (reported).
+    async fn follow_remote_link(
+        &mut self,
+        child_remote: &str,
+    ) -> Result<Option<(FileAttributes, String)>, SshError> {
+        match self.sftp.metadata(child_remote).await {
+            Ok(a) if a.is_dir() => match self.sftp.canonicalize(child_remote).await {
+                Ok(c) => Ok(Some((a, c))),
+                Err(e) => {
+                    self.absorb::<()>(Err(sftp_problem(child_remote, &e)))?;
+                    Ok(None)
+                }
+            },
+            Ok(a) => Ok(Some((a, String::new()))),
+            Err(e) => {
+                self.absorb::<()>(Err(sftp_problem(child_remote, &e)))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The work for one entry of a remote directory: a directory to walk or a file to
+    /// copy; anything else is reported and skipped.
+    fn remote_child(
+        &mut self,
+        remote: String,
+        canonical: String,
+        local: PathBuf,
+        attrs: FileAttributes,
+        ancestors: &[String],
+    ) -> Option<DownWork> {
+        match attrs.file_type() {
+            FileType::Dir => Some(DownWork::Dir {
+                remote,
+                canonical,
+                local,
+                attrs,
+                ancestors: ancestors.to_vec(),
+            }),
+            FileType::File => Some(DownWork::File {
+                remote,
+                local,
+                attrs,
+            }),
+            _ => {
+                self.note(SshError::RemoteFile(format!(
+                    "{}: not a regular file",
+                    printable(&remote)
+                )));
+                None
+            }
+        }
     }
 }
 

@@ -251,6 +251,9 @@ impl Copier<'_> {
             .map_err(|e| sftp_problem(&f.path, &e))
     }
 
+    /// Walks a local tree depth-first in name order: directories are made as they are
+    /// reached, files copied (or planned), and each directory's final mode and times set
+    /// once its contents are in.
     async fn upload_tree(
         &mut self,
         local: PathBuf,
@@ -277,76 +280,105 @@ impl Copier<'_> {
                     remote,
                     ancestors,
                 } => {
-                    // Follows symlinks, as scp does on upload.
-                    let meta = match tokio::fs::metadata(&local).await {
-                        Ok(m) => m,
-                        Err(e) => {
-                            self.absorb::<()>(Err(local_problem(&local, &e)))?;
-                            continue;
-                        }
-                    };
-                    if meta.is_dir() {
-                        stack.push(UpWork::Dir {
-                            local,
-                            remote,
-                            meta,
-                            ancestors,
-                        });
-                    } else if meta.is_file() {
-                        let step = self.upload_file(&local, &meta, &remote).await;
-                        self.absorb(step)?;
-                    } else {
-                        self.note(SshError::LocalIo(format!(
-                            "{}: not a regular file",
-                            printable(&local.to_string_lossy())
-                        )));
-                    }
+                    let dir = self.upload_entry(local, remote, ancestors).await?;
+                    stack.extend(dir);
                 }
                 UpWork::Dir {
                     local,
                     remote,
                     meta,
-                    mut ancestors,
+                    ancestors,
                 } => {
-                    let id = (meta.dev(), meta.ino());
-                    if ancestors.contains(&id) {
-                        self.note(SshError::LocalIo(format!(
-                            "{}: directory loop (a symlink to an ancestor), skipped",
-                            printable(&local.to_string_lossy())
-                        )));
-                        continue;
-                    }
-                    ancestors.push(id);
-                    let step = self.list_local(&local).await;
-                    let Some(names) = self.absorb(step)? else {
-                        continue;
-                    };
-                    let step = self
-                        .make_remote_dir(&remote, meta.mode() & 0o777, &meta)
-                        .await;
-                    let Some(finish) = self.absorb(step)? else {
-                        continue;
-                    };
-                    self.stats.dirs += 1;
-                    stack.push(UpWork::Finish(finish));
-                    for name in names.into_iter().rev() {
-                        let Some(text) = name.to_str() else {
-                            self.note(SshError::LocalIo(format!(
-                                "{}: the name is not UTF-8, which SFTP cannot carry; skipped",
-                                printable(&local.join(&name).to_string_lossy())
-                            )));
-                            continue;
-                        };
-                        stack.push(UpWork::Entry {
-                            remote: remote_join(&remote, text),
-                            local: local.join(&name),
-                            ancestors: ancestors.clone(),
-                        });
-                    }
+                    let work = self.enter_local_dir(local, remote, meta, ancestors).await?;
+                    stack.extend(work);
                 }
             }
         }
         Ok(())
+    }
+
+    /// One entry of a local tree: a file is copied (or planned); a directory comes back
+    /// to be walked; anything else is reported and skipped.
+    async fn upload_entry(
+        &mut self,
+        local: PathBuf,
+        remote: String,
+        ancestors: Vec<(u64, u64)>,
+    ) -> Result<Option<UpWork>, SshError> {
+        // Follows symlinks, as scp does on upload.
+        let meta = match tokio::fs::metadata(&local).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.absorb::<()>(Err(local_problem(&local, &e)))?;
+                return Ok(None);
+            }
+        };
+        if meta.is_dir() {
+            return Ok(Some(UpWork::Dir {
+                local,
+                remote,
+                meta,
+                ancestors,
+            }));
+        }
+        if meta.is_file() {
+            let step = self.upload_file(&local, &meta, &remote).await;
+            self.absorb(step)?;
+        } else {
+            self.note(SshError::LocalIo(format!(
+                "{}: not a regular file",
+                printable(&local.to_string_lossy())
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Lists one local directory and makes its remote twin: the work it leaves, in stack
+    /// order (its finish, then its entries last name first), or none when it is a loop
+    /// or cannot be listed or made.
+    async fn enter_local_dir(
+        &mut self,
+        local: PathBuf,
+        remote: String,
+        meta: std::fs::Metadata,
+        mut ancestors: Vec<(u64, u64)>,
+    ) -> Result<Vec<UpWork>, SshError> {
+        let id = (meta.dev(), meta.ino());
+        if ancestors.contains(&id) {
+            self.note(SshError::LocalIo(format!(
+                "{}: directory loop (a symlink to an ancestor), skipped",
+                printable(&local.to_string_lossy())
+            )));
+            return Ok(Vec::new());
+        }
+        ancestors.push(id);
+        let step = self.list_local(&local).await;
+        let Some(names) = self.absorb(step)? else {
+            return Ok(Vec::new());
+        };
+        let step = self
+            .make_remote_dir(&remote, meta.mode() & 0o777, &meta)
+            .await;
+        let Some(finish) = self.absorb(step)? else {
+            return Ok(Vec::new());
+        };
+        self.stats.dirs += 1;
+        let mut work = vec![UpWork::Finish(finish)];
+        for name in names.into_iter().rev() {
+            let Some(text) = name.to_str() else {
+                self.note(SshError::LocalIo(format!(
+                    "{}: the name is not UTF-8, which SFTP cannot carry; skipped",
+                    printable(&local.join(&name).to_string_lossy())
+                )));
+                continue;
+            };
+            work.push(UpWork::Entry {
+                remote: remote_join(&remote, text),
+                local: local.join(&name),
+                ancestors: ancestors.clone(),
+            });
+        }
+        Ok(work)
     }
 
     async fn list_local(&self, dir: &Path) -> Step<Vec<std::ffi::OsString>> {
