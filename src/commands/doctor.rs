@@ -472,6 +472,7 @@ async fn doctor_target(
     let found = match crate::target::find(&ts, config).await {
         Ok(found) => found,
         Err(f) => {
+            let f = Failure::from(f);
             let first = f.message.lines().next().unwrap_or_default().to_owned();
             return report.push(fail(first, "see `sallyport ls`"));
         }

@@ -27,6 +27,7 @@ mod commands;
 mod keys;
 mod session;
 mod ssh;
+mod target;
 
 pub use commands::doctor_exit_status;
 
@@ -71,6 +72,18 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// The service refused the target (unknown, not connected, or not a valid target):
+    /// what a cached lookup is forgotten on, and what the EICE fallback answers.
+    pub fn target_refused(&self) -> bool {
+        self.code == ExitCode::Target
+    }
+
+    /// This failure with `more` after its sentence, under the same exit code.
+    pub fn and(self, more: &str) -> Failure {
+        let what = self.message.trim_end().trim_end_matches('.');
+        Failure::new(self.code, format!("{what}; and {more}"))
     }
 
     /// The process exit status this failure ends with.

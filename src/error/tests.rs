@@ -257,3 +257,35 @@ fn command_errors_and_doctor_findings_keep_their_exit_codes() {
     assert_eq!(doctor_exit_status(Blame::Clock), 14);
     assert_eq!(doctor_exit_status(Blame::Target), 5);
 }
+
+#[test]
+fn target_errors_keep_their_exit_codes_and_a_refusal_is_recognised() {
+    use crate::target::TargetError;
+    let cases = [
+        (TargetError::Usage("u".into()), ExitCode::Usage),
+        (TargetError::Target("t".into()), ExitCode::Target),
+        (TargetError::Ambiguous("a".into()), ExitCode::Ambiguous),
+        (TargetError::Interrupted("i".into()), ExitCode::Interrupted),
+        (TargetError::LocalIo("l".into()), ExitCode::LocalIo),
+        (TargetError::Internal("x".into()), ExitCode::Internal),
+        (
+            TargetError::aws(
+                AwsError::new(AwsErrorKind::AccessDenied, "denied"),
+                "i-0abc",
+            ),
+            ExitCode::AccessDenied,
+        ),
+    ];
+    for (e, code) in cases {
+        let f = Failure::from(e);
+        assert_eq!(f.code, code, "{}", f.message);
+        assert_eq!(f.target_refused(), code == ExitCode::Target);
+    }
+    let f = Failure::from(TargetError::Target("i-0abc is not connected.".into()));
+    let f = f.and("no endpoint serves its VPC");
+    assert_eq!(f.code, ExitCode::Target);
+    assert_eq!(
+        f.message,
+        "i-0abc is not connected; and no endpoint serves its VPC"
+    );
+}

@@ -3,8 +3,9 @@
 //! never by exit code. Non-test code outside `src/error/`, `src/main.rs` and `src/cli/`
 //! that names an `ExitCode` variant or builds a `Failure` from a code fails the check.
 //! Test code (`#[cfg(test)]` items and the module files declared under it) may inspect
-//! codes. Files not converted yet are listed below; the list may only shrink (the check
-//! fails on a line that names a file without violations, and on any file not listed).
+//! codes. A file not converted yet would be listed below (none is); the list may only
+//! shrink (the check fails on a line that names a file without violations, and on any
+//! file not listed).
 
 use std::collections::BTreeSet;
 
@@ -12,7 +13,7 @@ use super::size::{item_end, non_test_sources};
 
 /// Files (path from the workspace root) that still build exit codes themselves. This
 /// list may only shrink.
-const NOT_YET_TYPED: &[&str] = &["src/target.rs", "src/target/via.rs"];
+const NOT_YET_TYPED: &[&str] = &[];
 
 /// What only the error module and the CLI edge may write. Split so this file does not
 /// match itself.
