@@ -300,6 +300,35 @@ async fn single_files_keep_permission_bits_without_p() {
     assert_eq!(mode_of(&remote.path().join("existing")), 0o640);
 }
 
+/// A copy with problems of several kinds exits with the first one's: a local directory
+/// without -r (local), then a file the server cannot write (a directory is in the way).
+#[tokio::test]
+async fn the_first_problem_decides_the_exit_code() {
+    let local = TempDir::new("k-local");
+    let remote = TempDir::new("k-remote");
+    let server = server!(remote.path());
+    make_dir(&local.path().join("dir"), 0o755);
+    write_file(&local.path().join("b"), b"b", 0o644);
+    make_dir(&remote.path().join("b"), 0o755);
+    let sources: Vec<String> = ["dir", "b"]
+        .iter()
+        .map(|n| local.path().join(n).to_str().unwrap().to_owned())
+        .collect();
+    let up = CopyPlan {
+        direction: Direction::Upload,
+        sources,
+        destination: remote.remote(""),
+    };
+    let (result, reports) = run(&server.sftp, &up, &opts(false, false)).await;
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let failure = Failure::from(result.expect_err("fails"));
+    assert_eq!(failure.code, ExitCode::LocalIo, "{reports:?}");
+    assert_eq!(
+        failure.message,
+        "2 files or directories could not be copied"
+    );
+}
+
 #[tokio::test]
 async fn directory_without_r_is_reported_and_the_others_still_copy() {
     let local = TempDir::new("r-local");
