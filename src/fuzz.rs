@@ -363,7 +363,7 @@ pub fn target(data: &[u8]) -> bool {
             true
         }
         Err(f) => {
-            one_line("target", &f.message);
+            one_line("target", &f.to_string());
             false
         }
     };

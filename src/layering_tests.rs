@@ -541,4 +541,5 @@ fn the_session_check_catches_a_reach_up_and_spares_other_names() {
     assert!(session_reaches_ssh("session/proxy.rs", "use crate::keys;").is_empty());
 }
 
+mod exit_codes;
 mod size;

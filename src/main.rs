@@ -40,7 +40,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Resolved::Completions(shell) => {
             let mut out = Vec::new();
             generate::completions(shell, &mut out);
-            commands::stdout(&out).map(|()| 0)
+            Ok(commands::stdout(&out).map(|()| 0)?)
         }
         Resolved::Man(dir) => {
             let n = generate::write_man_pages(&dir).map_err(|e| {

@@ -13,6 +13,7 @@
 //! exit code 12 and the table.
 
 pub mod cache;
+mod error;
 mod picker;
 mod suggest;
 mod table;
@@ -22,7 +23,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::aws::{AwsSettings, Instances, NodeFilter, NodeInfo};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
+
+pub use error::TargetError;
 
 use table::table;
 
@@ -105,19 +108,16 @@ pub fn check_word(what: &str, raw: &str) -> Result<(), String> {
 }
 
 /// An OS user as typed (`user@`, `--user`, `-l`, the config file): [`check_word`], exit 2.
-pub fn check_user(user: &str) -> Result<(), Failure> {
-    check_word("user", user).map_err(|m| Failure::new(ExitCode::Usage, m))
+pub fn check_user(user: &str) -> Result<(), TargetError> {
+    check_word("user", user).map_err(TargetError::Usage)
 }
 
 /// Parses a target as typed. ssh passes `%h` as typed but may add a trailing dot.
-pub fn parse(raw: &str) -> Result<Spec, Failure> {
-    check_word("target", raw).map_err(|m| Failure::new(ExitCode::Target, m))?;
+pub fn parse(raw: &str) -> Result<Spec, TargetError> {
+    check_word("target", raw).map_err(TargetError::Target)?;
     let t = raw.trim().trim_end_matches('.');
     if t.is_empty() {
-        return Err(Failure::new(
-            ExitCode::Target,
-            "the target is empty; give an instance ID (i-…), a Name tag value, tag:Key=Value, an IP address or an alias",
-        ));
+        return Err(TargetError::Target("the target is empty; give an instance ID (i-…), a Name tag value, tag:Key=Value, an IP address or an alias".to_owned()));
     }
     let lower = t.to_ascii_lowercase();
     if is_instance_id(&lower) {
@@ -130,12 +130,9 @@ pub fn parse(raw: &str) -> Result<Spec, Failure> {
                 key: k.to_owned(),
                 value: v.to_owned(),
             }),
-            _ => Err(Failure::new(
-                ExitCode::Target,
-                format!(
-                    "{raw:?} is not a tag target; write it as tag:Key=Value, e.g. tag:Name=web-1"
-                ),
-            )),
+            _ => Err(TargetError::Target(format!(
+                "{raw:?} is not a tag target; write it as tag:Key=Value, e.g. tag:Name=web-1"
+            ))),
         };
     }
     if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse() {
@@ -187,7 +184,7 @@ pub struct Resolved {
 }
 
 impl Resolver<'_> {
-    pub async fn resolve(&self, spec: &Spec) -> Result<Resolved, Failure> {
+    pub async fn resolve(&self, spec: &Spec) -> Result<Resolved, TargetError> {
         let key = cache::key(&self.cache_scope, &spec.to_string());
         if let Spec::Id(id) = spec {
             return Ok(Resolved {
@@ -197,10 +194,7 @@ impl Resolver<'_> {
             });
         }
         if *spec == Spec::Pick && !self.interactive && !self.pick_first {
-            return Err(Failure::new(
-                ExitCode::Usage,
-                "no target given, and there is no terminal to pick one on: name the target (an instance ID, Name tag, tag:Key=Value, IP or alias); `sallyport ls` lists them",
-            ));
+            return Err(TargetError::Usage("no target given, and there is no terminal to pick one on: name the target (an instance ID, Name tag, tag:Key=Value, IP or alias); `sallyport ls` lists them".to_owned()));
         }
         let cached = (self.cache.as_ref())
             .filter(|_| *spec != Spec::Pick)
@@ -237,7 +231,10 @@ impl Resolver<'_> {
 
     /// The matching nodes; when Session Manager knows none, the running EC2 instances
     /// that match (if EC2 may be asked).
-    async fn lookup(&self, spec: &Spec) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), Failure> {
+    async fn lookup(
+        &self,
+        spec: &Spec,
+    ) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), TargetError> {
         let (found, everyone) = self.lookup_ssm(spec).await?;
         if !found.is_empty() {
             return Ok((found, everyone));
@@ -277,11 +274,11 @@ impl Resolver<'_> {
     async fn lookup_ssm(
         &self,
         spec: &Spec,
-    ) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), Failure> {
+    ) -> Result<(Vec<NodeInfo>, Option<Vec<NodeInfo>>), TargetError> {
         let describe = |f: NodeFilter| async move {
             self.instances.describe(&f).await.map_err(|e| {
                 let e = crate::aws::advise(e, self.profile.as_deref());
-                Failure::aws(e, &spec.to_string())
+                TargetError::aws(e, &spec.to_string())
             })
         };
         Ok(match spec {
@@ -337,7 +334,7 @@ impl Resolver<'_> {
         spec: &Spec,
         mut matches: Vec<NodeInfo>,
         everyone: Option<&[NodeInfo]>,
-    ) -> Result<NodeInfo, Failure> {
+    ) -> Result<NodeInfo, TargetError> {
         match matches.len() {
             0 => Err(self.no_match(spec, everyone)),
             1 => Ok(matches.remove(0)),
@@ -348,19 +345,16 @@ impl Resolver<'_> {
                 );
                 Ok(matches.remove(0))
             }
-            n => Err(Failure::new(
-                ExitCode::Ambiguous,
-                format!(
-                    "{:?} matches {n} managed nodes in {}; use one of these IDs, or pass --pick first to take the first:\n{}",
-                    spec.to_string(),
-                    self.region,
-                    table(spec, &matches)
-                ),
-            )),
+            n => Err(TargetError::Ambiguous(format!(
+                "{:?} matches {n} managed nodes in {}; use one of these IDs, or pass --pick first to take the first:\n{}",
+                spec.to_string(),
+                self.region,
+                table(spec, &matches)
+            ))),
         }
     }
 
-    fn no_match(&self, spec: &Spec, everyone: Option<&[NodeInfo]>) -> Failure {
+    fn no_match(&self, spec: &Spec, everyone: Option<&[NodeInfo]>) -> TargetError {
         let region = &self.region;
         let message = match spec {
             Spec::Tag { key, value } => format!(
@@ -402,7 +396,7 @@ impl Resolver<'_> {
                 )
             }
         };
-        Failure::new(ExitCode::Target, message)
+        TargetError::Target(message)
     }
 }
 
@@ -442,10 +436,12 @@ pub struct Found {
 
 /// Loads the SDK configuration for `settings.aws` and resolves `settings.target` with it:
 /// what every command that talks to one target does first.
-pub async fn locate(settings: &TargetSettings) -> Result<(crate::aws::AwsConfig, Found), Failure> {
+pub async fn locate(
+    settings: &TargetSettings,
+) -> Result<(crate::aws::AwsConfig, Found), TargetError> {
     let config = crate::aws::load(&settings.aws)
         .await
-        .map_err(|e| Failure::aws(e, &settings.raw))?;
+        .map_err(|e| TargetError::aws(e, &settings.raw))?;
     let found = find(settings, &config.sdk).await?;
     Ok((config, found))
 }
@@ -455,7 +451,7 @@ pub async fn locate(settings: &TargetSettings) -> Result<(crate::aws::AwsConfig,
 pub async fn find(
     settings: &TargetSettings,
     config: &aws_config::SdkConfig,
-) -> Result<Found, Failure> {
+) -> Result<Found, TargetError> {
     let interactive = settings.interactive;
     let mut instances = Instances::new(config);
     if let Some(w) = settings.wait {
@@ -501,7 +497,7 @@ impl Found {
     /// Forgets a cached lookup whose ID the service refused as a target.
     pub fn settle<T>(&self, result: &Result<T, Failure>) {
         if let (Err(f), Some((c, key))) = (result, &self.cache)
-            && f.code == ExitCode::Target
+            && f.target_refused()
         {
             c.remove(key);
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::ExitCode;
 
 #[test]
 fn forms_are_told_apart() {
@@ -52,7 +53,7 @@ fn forms_are_told_apart() {
 #[test]
 fn malformed_targets_say_how_to_write_them() {
     for bad in ["", "  ", "tag:", "tag:Name", "tag:=x", "tag:Name="] {
-        let e = parse(bad).unwrap_err();
+        let e = Failure::from(parse(bad).unwrap_err());
         assert_eq!(e.code, ExitCode::Target, "{bad:?}");
         assert!(
             e.message.contains("tag:Key=Value") || e.message.contains("empty"),
@@ -84,11 +85,11 @@ fn shell_syntax_and_control_characters_are_refused() {
         "web\u{7f}",
         "web\u{9b}1",
     ] {
-        let e = parse(bad).unwrap_err();
+        let e = Failure::from(parse(bad).unwrap_err());
         assert_eq!(e.code, ExitCode::Target, "{bad:?}");
         assert!(e.message.contains("the target holds"), "{}", e.message);
         assert!(!e.message.contains(bad), "not echoed: {}", e.message);
-        let e = check_user(bad).unwrap_err();
+        let e = Failure::from(check_user(bad).unwrap_err());
         assert_eq!(e.code, ExitCode::Usage, "{bad:?}");
     }
     for good in ["ec2-user", "jane.doe", "svc_app", "user@corp", "Web Server"] {

@@ -203,6 +203,7 @@ mod tests {
         let Problem::Item(f) = sftp_problem("/d/\u{9b}31mname", &lie) else {
             panic!("a status concerns the file");
         };
+        let f = crate::error::Failure::from(f);
         assert_inert(&f.message, "status");
         assert!(
             f.message

@@ -109,7 +109,7 @@ impl DataKeyProvider for KmsDataKeys {
             self.kms
                 .generate_data_key(key_id, &self.session_id, &self.target)
                 .await
-                .map_err(|e| Box::new(e) as DataKeyError)
+                .map_err(DataKeyError::Aws)
         })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::SdkUpgradeSigner;
 use super::{AwsConfig, AwsError, AwsErrorKind};
-use crate::transport::{Dialer, Resume, ResumeError, Resumed, UpgradeSigner};
+use crate::transport::{Dialer, Resume, ResumeError, ResumeErrorKind, Resumed, UpgradeSigner};
 
 /// A session as StartSession returned it. The token is a credential: never log it.
 #[derive(Clone)]
@@ -286,13 +286,13 @@ impl Resume for Ssm {
             self.resume_session(session_id)
                 .await
                 .map_err(|e| ResumeError {
-                    permanent: matches!(
-                        e.kind,
-                        AwsErrorKind::Credentials
-                            | AwsErrorKind::AccessDenied
-                            | AwsErrorKind::InvalidTarget
-                    ),
-                    credentials: e.kind == AwsErrorKind::Credentials,
+                    kind: match e.kind {
+                        AwsErrorKind::Credentials => ResumeErrorKind::Credentials,
+                        AwsErrorKind::AccessDenied | AwsErrorKind::InvalidTarget => {
+                            ResumeErrorKind::Refused
+                        }
+                        _ => ResumeErrorKind::Transient,
+                    },
                     message: e.message,
                 })
         })

@@ -71,6 +71,7 @@ impl Inputs<'_> {
         let alias = self.alias(raw_target);
         let target = match alias {
             Some((_, a)) => target::parse(&a.target).map_err(|f| {
+                let f = Failure::from(f);
                 let path = self.file.path.as_ref().map(|p| p.display().to_string());
                 Failure::new(
                     f.code,

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::aws::{AwsError, AwsErrorKind, Instances, NodeFilter, NodeInfo, Tagging};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::target::TargetSettings;
 
 pub use super::doctor_probe::{Endpoint, Probe, probe};
@@ -432,19 +432,9 @@ pub async fn run(args: DoctorRun) -> Result<u8, Failure> {
     } else {
         super::stdout(report.text().as_bytes())?;
     }
-    Ok(match report.first_failure() {
-        None => 0,
-        Some(b) => {
-            (match b {
-                Blame::Region | Blame::Other => ExitCode::Aws,
-                Blame::Credentials => ExitCode::Credentials,
-                Blame::AccessDenied => ExitCode::AccessDenied,
-                Blame::Clock => ExitCode::ClockSkew,
-                Blame::Unreachable => ExitCode::Unreachable,
-                Blame::Target => ExitCode::Target,
-            }) as u8
-        }
-    })
+    Ok(report
+        .first_failure()
+        .map_or(0, crate::error::doctor_exit_status))
 }
 
 async fn doctor_target(
@@ -465,6 +455,7 @@ async fn doctor_target(
     let found = match crate::target::find(&ts, config).await {
         Ok(found) => found,
         Err(f) => {
+            let f = Failure::from(f);
             let first = f.message.lines().next().unwrap_or_default().to_owned();
             return report.push(fail(first, "see `sallyport ls`"));
         }

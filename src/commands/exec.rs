@@ -32,7 +32,7 @@ pub async fn run(run: ExecRun) -> Result<u8, Failure> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        exec::run(&Ssm::new(config), &req).await
+        Ok(exec::run(&Ssm::new(config), &req).await?)
     })
     .await
 }

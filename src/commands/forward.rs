@@ -31,10 +31,10 @@ pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        match way(config, found, &run.on, &req).await? {
-            Some(t) => forward::eice::run(&t, &req).await,
-            None => forward::run(&Ssm::new(config), &req).await,
-        }
+        Ok(match way(config, found, &run.on, &req).await? {
+            Some(t) => forward::eice::run(&t, &req).await?,
+            None => forward::run(&Ssm::new(config), &req).await?,
+        })
     })
     .await
 }
@@ -62,10 +62,7 @@ async fn way(
     if node.is_some_and(|n| n.is_online()) {
         return Ok(None);
     }
-    let offline = Failure::new(
-        crate::error::ExitCode::Target,
-        format!("{} is not connected to Session Manager", found.id),
-    );
+    let offline = super::CommandError::NotConnected(found.id.clone()).into();
     Ok(super::way_after(config, found, on, first_port, offline)
         .await
         .ok())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use crate::aws::{InstanceConnect, Ssm};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::ssh::client::{self, Connection, SshOptions};
 use crate::ssh::known_hosts::{HostKeyPolicy, Strictness, typed_host_name};
 use crate::target::{self, TargetSettings};
@@ -98,7 +98,7 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         }
     };
     if user.is_empty() {
-        return Err(Failure::new(ExitCode::Config, "the OS user name is empty"));
+        return Err(super::CommandError::EmptyUser.into());
     }
     let opts = SshOptions {
         user,
@@ -122,14 +122,14 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
     connector.eice = super::way_first(&config, &found, s, login.port).await?;
-    let mut result = connector.connect().await;
+    let mut result = connector.connect().await.map_err(Failure::from);
     if connector.eice.is_none()
         && let Err(f) = result
     {
         result = match super::way_after(&config, &found, s, login.port, f).await {
             Ok(tunnel) => {
                 connector.eice = Some(tunnel);
-                connector.connect().await
+                connector.connect().await.map_err(Failure::from)
             }
             Err(f) => Err(f),
         };

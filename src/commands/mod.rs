@@ -8,6 +8,7 @@
 pub mod doctor;
 mod doctor_eice;
 mod doctor_probe;
+mod error;
 pub mod exec;
 pub mod forward;
 pub mod login;
@@ -21,8 +22,10 @@ pub mod ssh;
 pub mod ssh_config;
 
 use crate::aws::AwsConfig;
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
+
 use crate::target::{self, Found, TargetSettings};
+pub use error::CommandError;
 
 /// Finds the node `on` names (loading the AWS configuration for it), runs `work` there,
 /// and forgets a cached lookup whose ID the service then refused.
@@ -39,18 +42,11 @@ async fn on_node<T>(
 /// `exec` and `shell` run a Session Manager document on the agent; an EC2 Instance Connect
 /// Endpoint carries only TCP ports. Asked for EICE (`--via eice`, or `via = "eice"` in the
 /// config file), they say so before any call rather than quietly taking Session Manager.
-fn session_manager_only(on: &TargetSettings, command: &str) -> Result<(), Failure> {
+fn session_manager_only(on: &TargetSettings, command: &'static str) -> Result<(), Failure> {
     if on.via != crate::target::via::Via::Eice {
         return Ok(());
     }
-    Err(Failure::new(
-        ExitCode::Usage,
-        format!(
-            "`sallyport {command}` runs a Session Manager document on the agent, and an EC2 \
-             Instance Connect Endpoint carries only TCP ports: use `sallyport ssh TARGET \
-             COMMAND` over EICE, or `--via ssm` (or `--via auto`) for {command}"
-        ),
-    ))
+    Err(CommandError::SessionManagerOnly(command).into())
 }
 
 /// The ways to the node `found` for streams to `port`: Session Manager first unless
@@ -118,28 +114,25 @@ fn eice_stream(
                 tunnel.endpoint_id,
                 tunnel.dns_name
             );
-            crate::session::eice::EiceStream::new(config, tunnel, &found.id)
+            Ok(crate::session::eice::EiceStream::new(
+                config, tunnel, &found.id,
+            )?)
         }
-        Way::Ssm { why } => Err(Failure::new(
-            ExitCode::Internal,
-            format!(
-                "{}: Session Manager chosen where EICE was asked: {why}",
-                found.id
-            ),
-        )),
+        Way::Ssm { why } => Err(CommandError::WrongWay {
+            node: found.id.clone(),
+            why,
+        }
+        .into()),
     }
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error, and unlike
 /// `print!` a failed write is a message, not a panic.
-pub fn stdout(bytes: &[u8]) -> Result<(), Failure> {
+pub fn stdout(bytes: &[u8]) -> Result<(), CommandError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
-            ExitCode::LocalIo,
-            format!("cannot write to stdout: {e}"),
-        )),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CommandError::Stdout(e)),
         _ => Ok(()),
     }
 }
@@ -149,8 +142,5 @@ pub fn stdout(bytes: &[u8]) -> Result<(), Failure> {
 const BACKGROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
-    Failure::new(
-        ExitCode::Interrupted,
-        format!("interrupted by {}; the copy is incomplete", sig.name()),
-    )
+    CommandError::CopyInterrupted(sig.name()).into()
 }

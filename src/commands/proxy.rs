@@ -46,13 +46,15 @@ pub async fn run(run: ProxyRun) -> Result<u8, Failure> {
             push,
         };
         if let Some(tunnel) = eice {
-            return proxy::run_eice(&tunnel, &req).await.map(|()| 0);
+            proxy::run_eice(&tunnel, &req).await?;
+            return Ok(0);
         }
         // Session Manager fails before reading stdin, so the tunnel starts afresh.
         match proxy::run(&ssm, &req).await {
-            Err(f) => {
-                let tunnel = super::way_after(config, found, &run.on, run.port, f).await?;
-                proxy::run_eice(&tunnel, &req).await.map(|()| 0)
+            Err(e) => {
+                let tunnel = super::way_after(config, found, &run.on, run.port, e.into()).await?;
+                proxy::run_eice(&tunnel, &req).await?;
+                Ok(0)
             }
             Ok(()) => Ok(0),
         }

@@ -2,6 +2,7 @@
 //! unless `-j 1`.
 
 use crate::error::Failure;
+use crate::ssh::SshError;
 use crate::ssh::client::with_sftp;
 use crate::ssh::transfer::{self, CopyPlan};
 
@@ -42,26 +43,23 @@ pub async fn run(run: ScpRun) -> Result<u8, Failure> {
             verify: args.verify,
         };
         let res = transfer::parallel::Resources::default();
-        let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
+        let mut report = |e: &SshError| eprintln!("sallyport: {e}");
         let work =
             transfer::parallel::copy(&connector, conn, &res, &run.plan, &opts, &par, &mut report);
         let result = tokio::select! {
-            r = work => r,
+            r = work => r.map_err(Failure::from),
             sig = signals.recv() => Err(interrupted(sig)),
         };
         res.release().await;
         connector.await_background(BACKGROUND_BUDGET).await;
         let outcome = result?;
-        return match (outcome.problems, outcome.first_code) {
+        return match (outcome.problems, outcome.first) {
             (0, _) | (_, None) => Ok(0),
-            (n, Some(code)) => Err(Failure::new(
-                code,
-                if n == 1 {
-                    "1 file or directory could not be copied".to_owned()
-                } else {
-                    format!("{n} files or directories could not be copied")
-                },
-            )),
+            (count, Some(first)) => Err(SshError::NotCopied {
+                count,
+                first: Box::new(first),
+            }
+            .into()),
         };
     }
     // -j 1: one session, written in place, as before striping existed.
@@ -69,7 +67,7 @@ pub async fn run(run: ScpRun) -> Result<u8, Failure> {
         transfer::copy(sftp, &run.plan, &opts).await.map(|_| 0)
     });
     tokio::select! {
-        r = work => r,
+        r = work => r.map_err(Failure::from),
         sig = signals.recv() => Err(interrupted(sig)),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::ssh::client::with_sftp;
 use crate::ssh::sftp_shell;
 use crate::ssh::transfer;
@@ -27,12 +27,12 @@ pub async fn run(run: SftpRun) -> Result<u8, Failure> {
     // Open the batch file before connecting: a typo should not cost a session.
     let batch: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = match &args.batch {
         Some(p) if p.as_os_str() == "-" => Some(Box::new(tokio::io::stdin())),
-        Some(p) => Some(Box::new(tokio::fs::File::open(p).await.map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot read the batch file {}: {e}", p.display()),
-            )
-        })?)),
+        Some(p) => Some(Box::new(tokio::fs::File::open(p).await.map_err(
+            |source| super::CommandError::BatchFile {
+                path: p.clone(),
+                source,
+            },
+        )?)),
         None => None,
     };
     let lanes = run.lanes;
@@ -74,11 +74,11 @@ pub async fn run(run: SftpRun) -> Result<u8, Failure> {
     let result = if striped {
         let mut signals = crate::session::lifecycle::Signals::new();
         tokio::select! {
-            r = work => r,
+            r = work => r.map_err(Failure::from),
             sig = signals.recv() => Err(interrupted(sig)),
         }
     } else {
-        work.await
+        work.await.map_err(Failure::from)
     };
     res.release().await;
     connector.await_background(BACKGROUND_BUDGET).await;

@@ -27,7 +27,7 @@ pub async fn run(run: ShellRun) -> Result<u8, Failure> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        shell::run(&Ssm::new(config), &req).await
+        Ok(shell::run(&Ssm::new(config), &req).await?)
     })
     .await
 }

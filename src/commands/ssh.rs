@@ -16,5 +16,5 @@ pub struct SshRun {
 /// `sallyport ssh`: a shell, or one command.
 pub async fn run(run: SshRun) -> Result<u8, Failure> {
     let (conn, _) = connect(&run.login).await?;
-    crate::ssh::remote::run(conn, run.command, run.stdin_null).await
+    Ok(crate::ssh::remote::run(conn, run.command, run.stdin_null).await?)
 }

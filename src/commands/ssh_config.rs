@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 
 /// What the block is made from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -332,30 +332,15 @@ pub struct ConfigSshRun {
 pub fn run(args: ConfigSshRun) -> Result<u8, Failure> {
     if let Some(dir) = &args.block.control_dir {
         // ssh does not make the directory, and without it every connection is its own.
-        ensure_control_dir(dir).map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot use the directory for ssh's control sockets: {e}"),
-            )
-        })?;
+        ensure_control_dir(dir).map_err(super::CommandError::ControlDir)?;
     }
     let block = host_block(&args.block);
     if !args.install {
         super::stdout(block.as_bytes())?;
         return Ok(0);
     }
-    let home = dirs::home_dir().ok_or_else(|| {
-        Failure::new(
-            ExitCode::LocalIo,
-            "cannot find your home directory; set HOME",
-        )
-    })?;
-    let done = install(&home, &block).map_err(|e| {
-        Failure::new(
-            ExitCode::LocalIo,
-            format!("cannot install the ssh configuration: {e}"),
-        )
-    })?;
+    let home = dirs::home_dir().ok_or(super::CommandError::NoHome)?;
+    let done = install(&home, &block).map_err(super::CommandError::Install)?;
     let conf = done.conf.display();
     let config = done.config.display();
     match (done.conf_written, done.include_added, &done.backup) {

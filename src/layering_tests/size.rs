@@ -47,7 +47,7 @@ fn indent(line: &str) -> usize {
 /// The line index that ends the item starting at `start` (rustfmt's layout: the first
 /// later line at the item's indentation that closes it), or `start` for a one-line item
 /// or a declaration without a body.
-fn item_end(lines: &[&str], start: usize) -> usize {
+pub(super) fn item_end(lines: &[&str], start: usize) -> usize {
     let first = lines[start].trim_end();
     if first.ends_with(';') || first.ends_with('}') {
         return start;
@@ -160,7 +160,7 @@ fn rust_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Every non-test source file under [`ROOTS`], as `(path from the root, text)`.
-fn non_test_sources(root: &Path) -> Vec<(String, String)> {
+pub(super) fn non_test_sources(root: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for dir in ROOTS {
         rust_files_under(&root.join(dir), &mut files);

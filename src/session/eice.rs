@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use super::SessionError;
 use crate::aws::{AwsConfig, SdkTunnelPresigner};
-use crate::error::{ExitCode, Failure};
 use crate::transport::{EiceDialer, TunnelError, TunnelGuard, TunnelTarget};
 
 /// Opens tunnels to one instance's port.
@@ -22,13 +22,13 @@ pub struct EiceStream {
 }
 
 impl EiceStream {
-    pub fn new(config: &AwsConfig, tunnel: TunnelTarget, target: &str) -> Result<Self, Failure> {
-        let presigner = SdkTunnelPresigner::from_config(&config.sdk).ok_or_else(|| {
-            Failure::new(
-                ExitCode::Credentials,
-                "no AWS credentials or region to sign the EC2 Instance Connect Endpoint tunnel with",
-            )
-        })?;
+    pub fn new(
+        config: &AwsConfig,
+        tunnel: TunnelTarget,
+        target: &str,
+    ) -> Result<Self, SessionError> {
+        let presigner =
+            SdkTunnelPresigner::from_config(&config.sdk).ok_or(SessionError::NoTunnelSigner)?;
         Ok(EiceStream {
             dialer: EiceDialer {
                 presigner: Arc::new(presigner),
@@ -47,7 +47,7 @@ impl EiceStream {
     }
 
     /// One new tunnel.
-    pub async fn open(&self) -> Result<(DuplexStream, TunnelGuard), Failure> {
+    pub async fn open(&self) -> Result<(DuplexStream, TunnelGuard), SessionError> {
         self.dialer
             .open(&self.tunnel)
             .await
@@ -55,27 +55,17 @@ impl EiceStream {
     }
 }
 
-/// A tunnel's failure as the user reads it, with its exit code.
-pub fn failure(e: TunnelError, target: &str, port: u16) -> Failure {
-    let code = match &e {
-        TunnelError::Refused { status, .. } => match status {
-            401 | 403 => ExitCode::AccessDenied,
-            404 => ExitCode::Target,
-            429 => ExitCode::Aws,
-            _ => ExitCode::Unreachable,
-        },
-        TunnelError::Credentials(_) => ExitCode::Credentials,
-        TunnelError::Insecure(_) => ExitCode::Config,
-        TunnelError::BadEndpoint(_) => ExitCode::Aws,
-        TunnelError::Connect(_) | TunnelError::Broken(_) => ExitCode::Unreachable,
-        TunnelError::Text(_) => ExitCode::Protocol,
-        TunnelError::Closed { .. } | TunnelError::MaxDuration(_) => ExitCode::SessionEnded,
-    };
-    Failure::new(code, format!("{target} port {port}: {e}"))
+/// A tunnel's failure, naming the instance and port.
+pub fn failure(source: TunnelError, target: &str, port: u16) -> SessionError {
+    SessionError::Tunnel {
+        source,
+        target: target.to_owned(),
+        port,
+    }
 }
 
 /// `sallyport proxy` over a tunnel: stdin to the instance's port, its bytes to stdout.
-pub async fn proxy(stream: &EiceStream) -> Result<(), Failure> {
+pub async fn proxy(stream: &EiceStream) -> Result<(), SessionError> {
     let (pipe, mut guard) = stream.open().await?;
     let (mut from, mut to) = tokio::io::split(pipe);
     let up = async {
@@ -112,10 +102,7 @@ pub async fn proxy(stream: &EiceStream) -> Result<(), Failure> {
     };
     match ended {
         Err("SIGHUP") => Ok(()),
-        Err(sig) => Err(Failure::new(
-            ExitCode::Interrupted,
-            format!("interrupted ({sig})"),
-        )),
+        Err(sig) => Err(SessionError::Interrupted(sig)),
         Ok(_) => match guard.failure(Duration::from_secs(2)).await {
             Some(e) => Err(failure(e, &stream.target, stream.tunnel.port)),
             None => Ok(()),
@@ -126,6 +113,7 @@ pub async fn proxy(stream: &EiceStream) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ExitCode, Failure};
 
     #[test]
     fn each_tunnel_failure_has_its_exit_code_and_one_line() {
@@ -154,7 +142,7 @@ mod tests {
             ),
         ];
         for (e, code) in cases {
-            let f = failure(e, "i-0abc", 22);
+            let f = Failure::from(failure(e, "i-0abc", 22));
             assert_eq!(f.code, code, "{}", f.message);
             assert!(f.message.starts_with("i-0abc port 22: "), "{}", f.message);
             assert!(!f.message.contains('\n'));

@@ -3,7 +3,8 @@
 //! docs/protocol.md §8.2). The official plugin cannot return exit codes
 //! (session-manager-plugin #59). The document is asked for separate streams when it
 //! declares the parameter ([`super::exec_document`]); when no exit code comes, `exec`
-//! says why and exits [`ExitCode::NoExitStatus`], never 0.
+//! says why and exits with the "no exit status" code
+//! ([`SessionError::NoExitStatus`]), never 0.
 //!
 //! Local input is not sent: the agent discards it for this session type, except Ctrl-C
 //! and Ctrl-\ bytes, which it turns into SIGINT and SIGQUIT for the command. So the first
@@ -12,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use super::SessionError;
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
-use crate::error::{ExitCode, Failure};
 use crate::proto::client::ClientEvent;
 use crate::transport::{Cx, Engine, Kind, OutputId, Ready};
 
@@ -39,7 +40,7 @@ pub struct ExecRequest {
 }
 
 /// Runs the command; returns the exit code to leave with.
-pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, Failure> {
+pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, SessionError> {
     let name = req.document.as_deref().unwrap_or(DEFAULT_DOCUMENT);
     let ahead = lifecycle::Ahead::start(ssm);
     let started = start(ssm, req, name).await?;
@@ -52,7 +53,7 @@ pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, Failure> {
 
 /// StartSession with the parameters [`doc::plan`] chooses; once more without
 /// `separateOutputStream` when StartSession refuses the one we added.
-async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSession, Failure> {
+async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSession, SessionError> {
     let cache = DocumentCache::new();
     let key = DocumentCache::key(&req.cache_scope, name);
     let declared = if req.parameters.contains_key(doc::SEPARATE_OUTPUT) {
@@ -90,7 +91,12 @@ async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSessio
                     plan = without;
                     retried = true;
                 }
-                _ => return Err(Failure::aws(e, &req.target)),
+                _ => {
+                    return Err(SessionError::Aws {
+                        source: e,
+                        target: req.target.clone(),
+                    });
+                }
             },
         }
     }
@@ -109,7 +115,7 @@ pub fn exit_status(code: i32) -> u8 {
     (code & 0xff) as u8
 }
 
-async fn drive(opened: &mut lifecycle::Opened, document: &str) -> Result<u8, Failure> {
+async fn drive(opened: &mut lifecycle::Opened, document: &str) -> Result<u8, SessionError> {
     let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Exec {
@@ -135,15 +141,15 @@ struct Exec {
 
 impl Kind for Exec {
     /// Ends after the engine wrote what was buffered, also on a failure the agent told.
-    type Done = Result<u8, Failure>;
-    type Error = Failure;
+    type Done = Result<u8, SessionError>;
+    type Error = SessionError;
     type Local = StopSignal;
 
     fn on_event(
         &mut self,
         event: ClientEvent,
         cx: &mut Cx<'_, '_>,
-    ) -> Result<Option<Self::Done>, Failure> {
+    ) -> Result<Option<Self::Done>, SessionError> {
         match event {
             ClientEvent::Data(bytes) => cx.write(self.stdout, &bytes),
             ClientEvent::StdErr(bytes) => cx.write(self.stderr, &bytes),
@@ -161,10 +167,10 @@ impl Kind for Exec {
                 return Ok(Some(Err(no_exit_status(&self.document))));
             }
             ClientEvent::Closed { output } => {
-                return Ok(Some(Err(Failure::new(
-                    ExitCode::SessionEnded,
-                    format!("{}: {output}", self.session_id),
-                ))));
+                return Ok(Some(Err(SessionError::Ended(format!(
+                    "{}: {output}",
+                    self.session_id
+                )))));
             }
             ClientEvent::PortConnectError => {}
         }
@@ -179,7 +185,7 @@ impl Kind for Exec {
         &mut self,
         sig: StopSignal,
         cx: &mut Cx<'_, '_>,
-    ) -> Result<Option<Self::Done>, Failure> {
+    ) -> Result<Option<Self::Done>, SessionError> {
         let byte = match sig {
             StopSignal::Interrupt => 0x03,
             StopSignal::Quit => 0x1c,
@@ -198,30 +204,18 @@ impl Kind for Exec {
         &mut self,
         _output: OutputId,
         e: std::io::Error,
-    ) -> Result<Option<Self::Done>, Failure> {
+    ) -> Result<Option<Self::Done>, SessionError> {
         Err(match e.kind() {
             // Like a shell command whose reader went away (SIGPIPE).
-            std::io::ErrorKind::BrokenPipe => {
-                Failure::new(ExitCode::LocalIo, "output closed (broken pipe)")
-            }
-            _ => Failure::new(
-                ExitCode::LocalIo,
-                format!("writing local output failed: {e}"),
-            ),
+            std::io::ErrorKind::BrokenPipe => SessionError::BrokenPipe,
+            _ => SessionError::io("writing local output failed", e),
         })
     }
 }
 
 /// Why there is no exit status, in one line.
-pub fn no_exit_status(document: &str) -> Failure {
-    Failure::new(
-        ExitCode::NoExitStatus,
-        format!(
-            "the session ended without an exit code: {document} ran the command without \
-             separate output streams (stdout and stderr came combined), so the remote exit \
-             status is unknown"
-        ),
-    )
+pub fn no_exit_status(document: &str) -> SessionError {
+    SessionError::NoExitStatus(document.to_owned())
 }
 
 /// Joins `args` into one command line for the remote shell. One argument is taken as a

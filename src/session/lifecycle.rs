@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::SessionError;
 use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
-use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientSession, InputGate};
 use crate::transport::{DataKeyProvider, EngineOptions, Link, LinkOptions, LinkTarget, Predialed};
 
@@ -35,11 +35,14 @@ pub async fn open(
     document: &SessionDocument,
     start: &StartOptions,
     link_options: &LinkOptions,
-) -> Result<Opened, Failure> {
+) -> Result<Opened, SessionError> {
     let ahead = Ahead::start(ssm);
     let started = crate::aws::start_session(ssm, target, document, start)
         .await
-        .map_err(|e| Failure::aws(e, target))?;
+        .map_err(|source| SessionError::Aws {
+            source,
+            target: target.to_owned(),
+        })?;
     tracing::debug!(
         session_id = started.session_id,
         document = document.name().unwrap_or("(default)"),
@@ -98,7 +101,7 @@ pub async fn attach_ahead(
     started: StartedSession,
     link_options: &LinkOptions,
     ahead: Option<Ahead>,
-) -> Result<Opened, Failure> {
+) -> Result<Opened, SessionError> {
     let predialed = match ahead {
         Some(a) => a.take(&started.stream_url).await,
         None => None,
@@ -122,7 +125,7 @@ pub async fn attach_ahead(
         Ok(ws) => Link::start(ws, link_target, link_options.clone()),
         Err(e) => {
             terminate(ssm, &started.session_id).await;
-            return Err(Failure::connect(e));
+            return Err(SessionError::Connect(e));
         }
     };
     Ok(Opened {
@@ -142,7 +145,7 @@ pub async fn attach(
     target: &str,
     started: StartedSession,
     link_options: &LinkOptions,
-) -> Result<Opened, Failure> {
+) -> Result<Opened, SessionError> {
     attach_ahead(ssm, target, started, link_options, None).await
 }
 
@@ -199,11 +202,8 @@ impl StopSignal {
     }
 
     /// What ending on this signal exits with.
-    pub fn failure(self) -> Failure {
-        Failure::new(
-            ExitCode::Interrupted,
-            format!("interrupted ({})", self.name()),
-        )
+    pub fn failure(self) -> SessionError {
+        SessionError::Interrupted(self.name())
     }
 }
 

@@ -4,6 +4,7 @@
 //! an interactive shell on a raw local terminal.
 
 pub mod eice;
+pub mod error;
 pub mod exec;
 pub mod exec_document;
 pub mod forward;
@@ -12,3 +13,5 @@ pub mod proxy;
 pub mod shell;
 pub mod stream;
 pub mod terminal;
+
+pub use error::SessionError;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::transport::{self, DriveOptions, Link, LinkOptions, LinkTarget, Outcome};
 
-use crate::error::{ExitCode, Failure};
+use super::SessionError;
 
 pub struct ProxyRequest {
     pub target: String,
@@ -34,11 +34,11 @@ pub struct PushKey {
 pub async fn key_to_push(
     ephemeral: bool,
     identity: Option<&std::path::Path>,
-) -> Result<String, Failure> {
+) -> Result<String, SessionError> {
     if ephemeral {
         let key = crate::keys::ephemeral()?;
         crate::keys::add_to_agent(&key, crate::aws::KEY_VALIDITY).await?;
-        crate::keys::public_line(&key)
+        Ok(crate::keys::public_line(&key)?)
     } else {
         let (path, line) = crate::keys::default_public_key(identity, dirs::home_dir().as_deref())?;
         tracing::debug!(path = %path.display(), "pushing this public key");
@@ -47,7 +47,7 @@ pub async fn key_to_push(
 }
 
 /// Runs the proxy until ssh closes stdin or the remote side ends.
-pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
+pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), SessionError> {
     let document = SessionDocument::Ssh { port: req.port };
     let start = crate::aws::start_session(ssm, &req.target, &document, &req.start);
     // Both are needed only when ssh authenticates: run them side by side.
@@ -63,10 +63,10 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
     };
     let ahead = crate::session::lifecycle::Ahead::start(ssm);
     let (started, pushed) = tokio::join!(start, push);
-    let started = started.map_err(|e| Failure::aws(e, &req.target))?;
+    let started = started.map_err(|e| aws(e, &req.target))?;
     if let Err(e) = pushed {
         crate::session::lifecycle::terminate(ssm, &started.session_id).await;
-        return Err(Failure::aws(e, &req.target));
+        return Err(aws(e, &req.target));
     }
     tracing::debug!(session_id = started.session_id, "session started");
     let result = stream(ssm, &started, req, ahead).await;
@@ -81,12 +81,12 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), Failure> {
 pub async fn run_eice(
     tunnel: &crate::session::eice::EiceStream,
     req: &ProxyRequest,
-) -> Result<(), Failure> {
+) -> Result<(), SessionError> {
     if let Some(p) = &req.push {
         p.eic
             .send_ssh_public_key(&req.target, &p.user, &p.public_key, p.profile.as_deref())
             .await
-            .map_err(|e| Failure::aws(e, &req.target))?;
+            .map_err(|e| aws(e, &req.target))?;
     }
     crate::session::eice::proxy(tunnel).await
 }
@@ -96,7 +96,7 @@ async fn stream(
     started: &crate::aws::StartedSession,
     req: &ProxyRequest,
     ahead: Option<crate::session::lifecycle::Ahead>,
-) -> Result<(), Failure> {
+) -> Result<(), SessionError> {
     let target = LinkTarget {
         session_id: started.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),
@@ -115,7 +115,7 @@ async fn stream(
         predialed,
     )
     .await
-    .map_err(Failure::connect)?;
+    .map_err(SessionError::Connect)?;
     let timeline = target.dialer.network.timeline.clone();
     let mut link = Link::start(ws, target, req.link.clone());
     let mut session = crate::session::lifecycle::new_client_session()
@@ -146,13 +146,14 @@ async fn stream(
         // ssh sends SIGHUP to its ProxyCommand when it is done: a normal end.
         Err("SIGHUP") => return Ok(()),
         Err(sig) => {
-            return Err(Failure::new(
-                ExitCode::Interrupted,
-                format!("interrupted ({sig})"),
-            ));
+            return Err(SessionError::Interrupted(sig));
         }
     };
-    match outcome.map_err(|e| Failure::drive(e, &req.target, req.port))? {
+    match outcome.map_err(|source| SessionError::Drive {
+        source,
+        target: req.target.clone(),
+        port: req.port,
+    })? {
         Outcome::InputClosed | Outcome::OutputClosed => Ok(()),
         Outcome::InputClosedUnacked { unacked } => {
             tracing::warn!(
@@ -168,6 +169,13 @@ async fn stream(
             }
             Ok(())
         }
+    }
+}
+
+fn aws(source: crate::aws::AwsError, target: &str) -> SessionError {
+    SessionError::Aws {
+        source,
+        target: target.to_owned(),
     }
 }
 

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::SessionError;
 use crate::aws::{SessionDocument, Ssm, StartOptions};
-use crate::error::{ExitCode, Failure};
 use crate::proto::client::ClientEvent;
 use crate::proto::payload::SizeData;
 use crate::transport::{Cx, Engine, Kind, LinkOptions, OutputId, Ready};
@@ -34,7 +34,7 @@ pub struct ShellRequest {
 }
 
 /// Runs the shell until the remote side ends it; returns the exit code.
-pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
+pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, SessionError> {
     let document = SessionDocument::Named {
         name: req.document.clone(),
         parameters: req.parameters.clone(),
@@ -45,10 +45,7 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
         Err(e) => {
             opened.link.close().await;
             lifecycle::terminate(ssm, &opened.started.session_id).await;
-            return Err(Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot put the terminal in raw mode: {e}"),
-            ));
+            return Err(SessionError::io("cannot put the terminal in raw mode", e));
         }
     };
     let result = drive(&mut opened, raw.is_some()).await;
@@ -66,7 +63,7 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, Failure> {
 }
 
 /// Carries the session; returns the service's closing text.
-async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Failure> {
+async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, SessionError> {
     let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Shell {
@@ -106,14 +103,14 @@ enum ShellLocal {
 
 impl Kind for Shell {
     type Done = String;
-    type Error = Failure;
+    type Error = SessionError;
     type Local = ShellLocal;
 
     fn on_event(
         &mut self,
         event: ClientEvent,
         cx: &mut Cx<'_, '_>,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<Option<String>, SessionError> {
         match event {
             ClientEvent::Data(bytes) | ClientEvent::StdErr(bytes) => cx.write(self.stdout, &bytes),
             ClientEvent::Established {
@@ -157,7 +154,7 @@ impl Kind for Shell {
         &mut self,
         local: ShellLocal,
         cx: &mut Cx<'_, '_>,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<Option<String>, SessionError> {
         let established = cx.session().is_established();
         match local {
             ShellLocal::Resized => {
@@ -192,10 +189,7 @@ impl Kind for Shell {
                 cx.send_data(data)?;
             }
             ShellLocal::Read(Err(e)) => {
-                return Err(Failure::new(
-                    ExitCode::LocalIo,
-                    format!("reading the terminal failed: {e}"),
-                ));
+                return Err(SessionError::io("reading the terminal failed", e));
             }
         }
         Ok(None)
@@ -205,10 +199,7 @@ impl Kind for Shell {
         &mut self,
         _output: OutputId,
         e: std::io::Error,
-    ) -> Result<Option<String>, Failure> {
-        Err(Failure::new(
-            ExitCode::LocalIo,
-            format!("writing the terminal failed: {e}"),
-        ))
+    ) -> Result<Option<String>, SessionError> {
+        Err(SessionError::io("writing the terminal failed", e))
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
 
+use super::SessionError;
 use crate::aws::{SessionDocument, Ssm, StartOptions};
-use crate::error::Failure;
 use crate::transport::{self, DriveOptions, LinkOptions, Outcome};
 
 use super::lifecycle;
@@ -35,7 +35,7 @@ impl PortStream {
         port: u16,
         start: &StartOptions,
         link: &LinkOptions,
-    ) -> Result<(DuplexStream, SessionGuard), Failure> {
+    ) -> Result<(DuplexStream, SessionGuard), SessionError> {
         let document = SessionDocument::Ssh { port };
         let opened = lifecycle::open(ssm, target, &document, start, link).await?;
         let (local, remote) = tokio::io::duplex(PIPE_BUFFER);
@@ -57,7 +57,11 @@ impl PortStream {
             let result =
                 transport::drive_stream(&mut link, &mut session, reader, writer, &opts).await;
             link.close().await;
-            result.map_err(|e| Failure::drive(e, &target_owned, port))
+            result.map_err(|source| SessionError::Drive {
+                source,
+                target: target_owned,
+                port,
+            })
         });
         let guard = SessionGuard {
             session_id,
@@ -74,7 +78,7 @@ impl PortStream {
 /// The driver of a [`PortStream`] and the session to terminate at the end.
 pub struct SessionGuard {
     pub session_id: String,
-    driver: Option<JoinHandle<Result<Outcome, Failure>>>,
+    driver: Option<JoinHandle<Result<Outcome, SessionError>>>,
     ssm: Ssm,
     target: String,
     port: u16,
@@ -85,17 +89,16 @@ pub struct SessionGuard {
 impl SessionGuard {
     /// If the driver already failed, its failure: a better explanation than whatever the
     /// protocol client saw (an unexpected end of stream). Waits up to `grace` for it.
-    pub async fn failure(&mut self, grace: Duration) -> Option<Failure> {
+    pub async fn failure(&mut self, grace: Duration) -> Option<SessionError> {
         let driver = self.driver.as_mut()?;
         let result = tokio::time::timeout(grace, driver).await.ok()?;
         self.driver = None;
         match result {
             Ok(Ok(outcome)) => explain_end(&outcome, &self.target, self.port),
             Ok(Err(f)) => Some(f),
-            Err(join) => Some(Failure::new(
-                crate::error::ExitCode::Internal,
-                format!("the session driver stopped: {join}"),
-            )),
+            Err(join) => Some(SessionError::Internal(format!(
+                "the session driver stopped: {join}"
+            ))),
         }
     }
 
@@ -106,7 +109,7 @@ impl SessionGuard {
         if let Some(driver) = self.driver.take() {
             match tokio::time::timeout(FINISH_BUDGET, driver).await {
                 Ok(Ok(Ok(outcome))) => tracing::debug!(?outcome, "session stream ended"),
-                Ok(Ok(Err(f))) => tracing::debug!("session stream ended: {}", f.message),
+                Ok(Ok(Err(e))) => tracing::debug!("session stream ended: {e}"),
                 Ok(Err(e)) => tracing::debug!("session driver: {e}"),
                 Err(_) => tracing::debug!("session driver did not finish in time"),
             }
@@ -151,7 +154,7 @@ pub enum StreamGuard {
 
 impl StreamGuard {
     /// See [`SessionGuard::failure`]; for a tunnel, how it ended if it did within `grace`.
-    pub async fn failure(&mut self, grace: Duration) -> Option<Failure> {
+    pub async fn failure(&mut self, grace: Duration) -> Option<SessionError> {
         match self {
             StreamGuard::Ssm(g) => g.failure(grace).await,
             StreamGuard::Eice {
@@ -179,19 +182,13 @@ impl StreamGuard {
 }
 
 /// A clean end of the stream that still explains an early end of the protocol on top.
-fn explain_end(outcome: &Outcome, target: &str, port: u16) -> Option<Failure> {
+fn explain_end(outcome: &Outcome, target: &str, port: u16) -> Option<SessionError> {
     match outcome {
-        Outcome::ClosedByService { output } => Some(Failure::new(
-            crate::error::ExitCode::SessionEnded,
-            if output.is_empty() {
-                format!("the service closed the session to {target} port {port}")
-            } else {
-                format!(
-                    "the service closed the session to {target} port {port}: {}",
-                    crate::text::shown(output.trim())
-                )
-            },
-        )),
+        Outcome::ClosedByService { output } => Some(SessionError::ClosedByService {
+            target: target.to_owned(),
+            port,
+            output: (!output.is_empty()).then(|| crate::text::shown(output.trim()).into_owned()),
+        }),
         _ => None,
     }
 }
@@ -205,9 +202,9 @@ mod tests {
         let outcome = Outcome::ClosedByService {
             output: "\x1b]0;pwned\x07bye\u{202e}\n".to_owned(),
         };
-        let f = explain_end(&outcome, "i-0abc", 22).expect("explained");
+        let e = explain_end(&outcome, "i-0abc", 22).expect("explained");
         assert_eq!(
-            f.message,
+            e.to_string(),
             "the service closed the session to i-0abc port 22: \\x1b]0;pwned\\x07bye\\u{202e}"
         );
     }

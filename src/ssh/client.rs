@@ -10,10 +10,12 @@ use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 
 use crate::aws::{InstanceConnect, Ssm, StartOptions};
-use crate::error::{ExitCode, Failure};
+use crate::session::SessionError;
 use crate::session::eice::EiceStream;
 use crate::session::stream::{PortStream, StreamGuard};
+use crate::ssh::SshError;
 use crate::transport::LinkOptions;
+use tokio::io::DuplexStream;
 
 use super::known_hosts::{HostKey, HostKeyPolicy};
 use crate::keys;
@@ -47,7 +49,7 @@ pub struct Connection {
 /// The russh handler: checks the host key, remembers why it refused one.
 pub struct Verifier {
     policy: HostKeyPolicy,
-    refusal: Arc<Mutex<Option<Failure>>>,
+    refusal: Arc<Mutex<Option<SshError>>>,
 }
 
 impl client::Handler for Verifier {
@@ -61,9 +63,9 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::PublicKey { key, .. } => {
                 HostKey::from_public(key).and_then(|k| self.policy.check(&k))
             }
-            PublicKeyOrCertificate::Certificate(_) => Err(Failure::new(
-                ExitCode::HostKey,
-                "the server presented a host certificate; sallyport checks plain host keys only",
+            PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostKey(
+                "the server presented a host certificate; sallyport checks plain host keys only"
+                    .to_owned(),
             )),
         };
         match verdict {
@@ -86,7 +88,7 @@ pub async fn connect(
     target: &str,
     profile: Option<&str>,
     opts: &SshOptions,
-) -> Result<Connection, Failure> {
+) -> Result<Connection, SshError> {
     Connector::new(ssm, eic, target, profile, opts)?
         .connect()
         .await
@@ -124,7 +126,7 @@ impl Connector {
         target: &str,
         profile: Option<&str>,
         opts: &SshOptions,
-    ) -> Result<Connector, Failure> {
+    ) -> Result<Connector, SshError> {
         let key = keys::ephemeral()?;
         let line = keys::public_line(&key)?;
         Ok(Connector {
@@ -146,7 +148,7 @@ impl Connector {
     }
 
     /// Pushes the key unless a push recent enough was made.
-    async fn ensure_pushed(&self) -> Result<(), Failure> {
+    async fn ensure_pushed(&self) -> Result<(), SshError> {
         let mut pushed = self.pushed.lock().await;
         let fresh = crate::aws::KEY_VALIDITY.saturating_sub(PUSH_MARGIN);
         if pushed.is_some_and(|at| at.elapsed() < fresh) {
@@ -161,7 +163,7 @@ impl Connector {
                 self.profile.as_deref(),
             )
             .await
-            .map_err(|e| Failure::aws(e, &self.target))?;
+            .map_err(|e| SshError::aws(e, &self.target))?;
         *pushed = Some(at);
         Ok(())
     }
@@ -172,26 +174,32 @@ impl Connector {
         self.ssm.await_background(budget).await;
     }
 
-    /// One more authenticated connection, over a new session.
-    pub async fn connect(&self) -> Result<Connection, Failure> {
-        let (ssm, target, opts) = (&self.ssm, self.target.as_str(), &self.opts);
-        let push = self.ensure_pushed();
-        let open = async {
-            match &self.eice {
-                Some(e) => {
-                    let (io, guard) = e.with_port(opts.port).open().await?;
-                    let guard = StreamGuard::Eice {
-                        guard,
-                        target: target.to_owned(),
-                        port: opts.port,
-                    };
-                    Ok((io, guard))
-                }
-                None => PortStream::open(ssm, target, opts.port, &opts.start, &opts.link)
-                    .await
-                    .map(|(io, g)| (io, StreamGuard::Ssm(Box::new(g)))),
+    /// The byte stream SSH runs over: an EICE tunnel or a Session Manager port session.
+    async fn open_stream(&self) -> Result<(DuplexStream, StreamGuard), SessionError> {
+        let (target, port) = (self.target.as_str(), self.opts.port);
+        match &self.eice {
+            Some(e) => {
+                let (io, guard) = e.with_port(port).open().await?;
+                let guard = StreamGuard::Eice {
+                    guard,
+                    target: target.to_owned(),
+                    port,
+                };
+                Ok((io, guard))
             }
-        };
+            None => {
+                let (start, link) = (&self.opts.start, &self.opts.link);
+                let (io, g) = PortStream::open(&self.ssm, target, port, start, link).await?;
+                Ok((io, StreamGuard::Ssm(Box::new(g))))
+            }
+        }
+    }
+
+    /// One more authenticated connection, over a new session.
+    pub async fn connect(&self) -> Result<Connection, SshError> {
+        let (target, opts) = (self.target.as_str(), &self.opts);
+        let push = self.ensure_pushed();
+        let open = self.open_stream();
         let (pushed, stream) = tokio::join!(push, open);
         let (io, mut guard) = stream?;
         if let Err(f) = pushed {
@@ -230,20 +238,16 @@ impl Connector {
                 let refused = refusal.lock().ok().and_then(|mut r| r.take());
                 let f = match refused {
                     Some(f) => f,
-                    None => match guard.failure(Duration::from_secs(2)).await {
+                    None => match stream_failure(&mut guard, Duration::from_secs(2)).await {
                         Some(f) => f,
                         None => match failed {
-                            Ok(Err(e)) => Failure::new(
-                                ExitCode::Protocol,
-                                format!("SSH with {target} failed: {e}"),
-                            ),
-                            _ => Failure::new(
-                                ExitCode::Protocol,
-                                format!(
-                                    "{target} did not complete the SSH handshake within {} s",
-                                    SSH_HANDSHAKE_TIMEOUT.as_secs()
-                                ),
-                            ),
+                            Ok(Err(e)) => {
+                                SshError::Connection(format!("SSH with {target} failed: {e}"))
+                            }
+                            _ => SshError::Connection(format!(
+                                "{target} did not complete the SSH handshake within {} s",
+                                SSH_HANDSHAKE_TIMEOUT.as_secs()
+                            )),
                         },
                     },
                 };
@@ -257,13 +261,14 @@ impl Connector {
         let refused = match auth {
             Ok(r) if r.success() => None,
             Ok(_) => Some(auth_refused(target, opts)),
-            Err(e) => Some(match guard.failure(Duration::from_secs(2)).await {
-                Some(f) => f,
-                None => Failure::new(
-                    ExitCode::Protocol,
-                    format!("SSH authentication with {target} failed: {e}"),
-                ),
-            }),
+            Err(e) => Some(
+                match stream_failure(&mut guard, Duration::from_secs(2)).await {
+                    Some(f) => f,
+                    None => SshError::Connection(format!(
+                        "SSH authentication with {target} failed: {e}"
+                    )),
+                },
+            ),
         };
         let connection = Connection { handle, guard };
         if let Some(f) = refused {
@@ -273,6 +278,11 @@ impl Connector {
         tracing::debug!(user = opts.user, "SSH authenticated");
         Ok(connection)
     }
+}
+
+/// How the stream under SSH failed, if it did within `grace`.
+async fn stream_failure(guard: &mut StreamGuard, grace: Duration) -> Option<SshError> {
+    guard.failure(grace).await.map(SshError::from)
 }
 
 /// russh's algorithm preferences, with compression first when asked for. Without it,
@@ -290,7 +300,7 @@ fn preferred(compression: bool) -> russh::Preferred {
     }
 }
 
-fn auth_refused(target: &str, opts: &SshOptions) -> Failure {
+fn auth_refused(target: &str, opts: &SshOptions) -> SshError {
     let user = &opts.user;
     let guessed = if opts.user_guessed {
         format!(
@@ -300,15 +310,12 @@ fn auth_refused(target: &str, opts: &SshOptions) -> Failure {
     } else {
         String::new()
     };
-    Failure::new(
-        ExitCode::AuthRefused,
-        format!(
-            "{target} refused the key pushed through EC2 Instance Connect for user \
+    SshError::AuthRefused(format!(
+        "{target} refused the key pushed through EC2 Instance Connect for user \
              {user:?}{guessed}; check that the user exists on the instance and that the \
              instance runs the EC2 Instance Connect package (sshd's AuthorizedKeysCommand; \
              Amazon Linux 2023 and Ubuntu 20.04+ AMIs have it)"
-        ),
-    )
+    ))
 }
 
 impl Connection {
@@ -327,8 +334,8 @@ impl Connection {
 
     /// The data channel's own failure, if it had one (a better message than SSH's
     /// "disconnected").
-    pub async fn link_failure(&mut self) -> Option<Failure> {
-        self.guard.failure(Duration::from_millis(500)).await
+    pub async fn link_failure(&mut self) -> Option<SshError> {
+        stream_failure(&mut self.guard, Duration::from_millis(500)).await
     }
 }
 
@@ -336,8 +343,8 @@ impl Connection {
 /// failure the data channel explains better replaces SFTP's own.
 pub async fn with_sftp(
     mut conn: Connection,
-    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, Failure>,
-) -> Result<u8, Failure> {
+    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, SshError>,
+) -> Result<u8, SshError> {
     // Two channels: the session, and one for bounded directory listings.
     let opened = super::transfer::Sftp::open(&conn).await;
     let result = match opened {
@@ -349,7 +356,7 @@ pub async fn with_sftp(
         Err(f) => Err(f),
     };
     let result = match result {
-        Err(f) if f.code == ExitCode::Protocol => Err(conn.link_failure().await.unwrap_or(f)),
+        Err(e) if e.is_link_problem() => Err(conn.link_failure().await.unwrap_or(e)),
         other => other,
     };
     conn.close().await;

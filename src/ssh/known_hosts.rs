@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::error::{ExitCode, Failure};
+use crate::ssh::SshError;
 use crate::wildcard::{self, Syntax};
 
 /// What to do about a host whose key is not recorded, or recorded differently
@@ -40,18 +40,14 @@ pub struct HostKey {
 }
 
 impl HostKey {
-    pub fn from_public(key: &russh::keys::PublicKey) -> Result<HostKey, Failure> {
-        let line = key.to_openssh().map_err(|e| {
-            Failure::new(
-                ExitCode::Protocol,
-                format!("cannot encode the host key: {e}"),
-            )
-        })?;
+    pub fn from_public(key: &russh::keys::PublicKey) -> Result<HostKey, SshError> {
+        let line = key
+            .to_openssh()
+            .map_err(|e| SshError::Connection(format!("cannot encode the host key: {e}")))?;
         let mut parts = line.split_whitespace();
         let (Some(algorithm), Some(base64)) = (parts.next(), parts.next()) else {
-            return Err(Failure::new(
-                ExitCode::Protocol,
-                "cannot encode the host key",
+            return Err(SshError::Connection(
+                "cannot encode the host key".to_owned(),
             ));
         };
         Ok(HostKey {
@@ -188,14 +184,11 @@ fn plain_writable(name: &str) -> bool {
 }
 
 /// `|1|salt|HMAC-SHA1(salt, name)`, as `ssh-keygen -H` and `HashKnownHosts yes` write.
-fn hashed_entry(name: &str) -> Result<String, Failure> {
+fn hashed_entry(name: &str) -> Result<String, SshError> {
     use aws_lc_rs::{hmac, rand};
     let mut salt = [0u8; 20];
     rand::fill(&mut salt).map_err(|_| {
-        Failure::new(
-            ExitCode::Internal,
-            "no random bytes for a hashed known_hosts entry",
-        )
+        SshError::Internal("no random bytes for a hashed known_hosts entry".to_owned())
     })?;
     let tag = hmac::sign(
         &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt),
@@ -229,15 +222,15 @@ impl HostKeyPolicy {
         strictness: Strictness,
         host: &str,
         port: u16,
-    ) -> Result<HostKeyPolicy, Failure> {
+    ) -> Result<HostKeyPolicy, SshError> {
         let path = match path {
             Some(p) => p,
             None => dirs::home_dir()
                 .map(|h| h.join(".ssh").join("known_hosts"))
                 .ok_or_else(|| {
-                    Failure::new(
-                        ExitCode::LocalIo,
-                        "no home directory for ~/.ssh/known_hosts: pass --known-hosts FILE",
+                    SshError::LocalIo(
+                        "no home directory for ~/.ssh/known_hosts: pass --known-hosts FILE"
+                            .to_owned(),
                     )
                 })?,
         };
@@ -259,15 +252,15 @@ impl HostKeyPolicy {
     /// `Ok` to go on (after recording a new key, or warning about a changed one under
     /// `no`), `Err` with OpenSSH's kind of message otherwise. Notices go to stderr.
     /// Every name is looked up before anything is written: a refusal records nothing.
-    pub fn check(&self, key: &HostKey) -> Result<(), Failure> {
+    pub fn check(&self, key: &HostKey) -> Result<(), SshError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                return Err(Failure::new(
-                    ExitCode::LocalIo,
-                    format!("cannot read {}: {e}", self.path.display()),
-                ));
+                return Err(SshError::LocalIo(format!(
+                    "cannot read {}: {e}",
+                    self.path.display()
+                )));
             }
         };
         let id = lookup(&text, &self.host, self.port, key);
@@ -290,7 +283,7 @@ impl HostKeyPolicy {
         if !changed.is_empty() {
             let warning = changed.join("\n");
             if self.strictness != Strictness::No {
-                return Err(Failure::new(ExitCode::HostKey, warning));
+                return Err(SshError::HostKey(warning));
             }
             eprintln!("{warning}\nsallyport: connecting anyway (--strict-host-key-checking=no)");
             return Ok(());
@@ -309,17 +302,14 @@ impl HostKeyPolicy {
         }
         let shown: Vec<String> = new.iter().map(|n| host_entry(n, self.port)).collect();
         if self.strictness == Strictness::Yes {
-            return Err(Failure::new(
-                ExitCode::HostKey,
-                format!(
-                    "no host key is known for {} in {} and --strict-host-key-checking=yes \
+            return Err(SshError::HostKey(format!(
+                "no host key is known for {} in {} and --strict-host-key-checking=yes \
                      is set; the server offered {} {}. Host key verification failed.",
-                    shown.join(" or "),
-                    self.path.display(),
-                    key.algorithm,
-                    key.fingerprint
-                ),
-            ));
+                shown.join(" or "),
+                self.path.display(),
+                key.algorithm,
+                key.fingerprint
+            )));
         }
         self.record(&new, key)?;
         eprintln!(
@@ -332,17 +322,14 @@ impl HostKeyPolicy {
         Ok(())
     }
 
-    fn revoked(&self, entry: &str, key: &HostKey, line: usize) -> Failure {
-        Failure::new(
-            ExitCode::HostKey,
-            format!(
-                "the {} host key of {entry} ({}) is marked as revoked in {}:{line}; \
+    fn revoked(&self, entry: &str, key: &HostKey, line: usize) -> SshError {
+        SshError::HostKey(format!(
+            "the {} host key of {entry} ({}) is marked as revoked in {}:{line}; \
                  refusing to connect",
-                key.algorithm,
-                key.fingerprint,
-                self.path.display()
-            ),
-        )
+            key.algorithm,
+            key.fingerprint,
+            self.path.display()
+        ))
     }
 
     /// The refusal when the typed name has another key on record than its instance has.
@@ -369,12 +356,12 @@ impl HostKeyPolicy {
 
     /// Appends `name algorithm base64` for each of `names` (hashed where a name cannot be
     /// written plainly), creating `~/.ssh` 0700 if needed.
-    fn record(&self, names: &[&str], key: &HostKey) -> Result<(), Failure> {
+    fn record(&self, names: &[&str], key: &HostKey) -> Result<(), SshError> {
         let io = |e: std::io::Error| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot record the host key in {}: {e}", self.path.display()),
-            )
+            SshError::LocalIo(format!(
+                "cannot record the host key in {}: {e}",
+                self.path.display()
+            ))
         };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
@@ -436,6 +423,7 @@ fn changed_warning(entry: &str, key: &HostKey, path: &Path, lines: &[(usize, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ExitCode, Failure};
 
     fn key(alg: &str, b64: &str) -> HostKey {
         HostKey {
@@ -516,9 +504,12 @@ mod tests {
         );
         p.check(&k1).unwrap();
         let e = p.check(&key("ssh-ed25519", "TWO")).unwrap_err();
-        assert_eq!(e.code, ExitCode::HostKey);
-        assert!(e.message.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"));
-        assert!(e.message.contains(&format!("{}:1", path.display())));
+        assert!(e.is_host_key(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        );
+        assert!(e.to_string().contains(&format!("{}:1", path.display())));
         let lax = HostKeyPolicy {
             strictness: Strictness::No,
             ..p.clone()
@@ -530,7 +521,7 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(
-            strict.check(&k1).unwrap_err().code,
+            Failure::from(strict.check(&k1).unwrap_err()).code,
             ExitCode::HostKey,
             "yes refuses unknown hosts"
         );
@@ -580,16 +571,16 @@ mod tests {
         };
         let before = std::fs::read_to_string(&path).unwrap();
         let e = moved.check(&key("ssh-ed25519", "KEYB")).unwrap_err();
-        assert_eq!(e.code, ExitCode::HostKey);
+        assert!(e.is_host_key(), "{e}");
         assert!(
-            e.message.contains("db-1") && e.message.contains("i-0bbb"),
+            e.to_string().contains("db-1") && e.to_string().contains("i-0bbb"),
             "{}",
-            e.message
+            e.to_string()
         );
         assert!(
-            e.message.contains(&format!("{}:2", path.display())),
+            e.to_string().contains(&format!("{}:2", path.display())),
             "{}",
-            e.message
+            e.to_string()
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
         // By its ID, the other instance is simply new.
@@ -628,8 +619,8 @@ mod tests {
             .unwrap()
             .also_as(Some("db-1".into()));
         let e = p.check(&ka).unwrap_err();
-        assert_eq!(e.code, ExitCode::HostKey);
-        assert!(e.message.contains("[db-1]:2222"), "{}", e.message);
+        assert!(e.is_host_key(), "{e}");
+        assert!(e.to_string().contains("[db-1]:2222"), "{}", e.to_string());
         std::fs::write(&path, format!("{hashed} ssh-ed25519 KEYA\n")).unwrap();
         p.check(&ka).unwrap();
         assert!(

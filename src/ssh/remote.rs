@@ -10,9 +10,9 @@ use russh::{ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::error::{ExitCode, Failure};
 use crate::session::lifecycle::{Signals, recv_signal};
 use crate::session::terminal::{FALLBACK_SIZE, RawMode, window_size};
+use crate::ssh::SshError;
 
 use super::client::Connection;
 
@@ -27,10 +27,10 @@ pub async fn run(
     mut conn: Connection,
     command: Option<String>,
     stdin_null: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, SshError> {
     let result = session(&mut conn, command, stdin_null).await;
     let result = match result {
-        Err(f) if f.code == ExitCode::Protocol => Err(conn.link_failure().await.unwrap_or(f)),
+        Err(e) if e.is_link_problem() => Err(conn.link_failure().await.unwrap_or(e)),
         other => other,
     };
     conn.close().await;
@@ -41,13 +41,8 @@ async fn session(
     conn: &mut Connection,
     command: Option<String>,
     stdin_null: bool,
-) -> Result<u8, Failure> {
-    let lost = |e: russh::Error| {
-        Failure::new(
-            ExitCode::Protocol,
-            format!("the SSH connection failed: {e}"),
-        )
-    };
+) -> Result<u8, SshError> {
+    let lost = |e: russh::Error| SshError::Connection(format!("the SSH connection failed: {e}"));
     let channel = conn.handle.channel_open_session().await.map_err(lost)?;
     // As OpenSSH: a pty for a shell when stdin is a terminal, none for a command or
     // piped input (`echo ls | sallyport ssh host` runs a shell reading a pipe).
@@ -71,12 +66,8 @@ async fn session(
         None => channel.request_shell(true).await.map_err(lost)?,
     }
     let raw = if tty {
-        RawMode::enter().map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot put the terminal in raw mode: {e}"),
-            )
-        })?
+        RawMode::enter()
+            .map_err(|e| SshError::LocalIo(format!("cannot put the terminal in raw mode: {e}")))?
     } else {
         None
     };
@@ -152,16 +143,14 @@ async fn pump_output(
     mut reader: ChannelReadHalf,
     writer: Arc<ChannelWriteHalf<Msg>>,
     pty: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, SshError> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let mut winch = signal(SignalKind::window_change()).ok();
     let mut signals = Signals::new();
     let mut status: Option<u8> = None;
     let mut last_size = window_size();
-    let local = |e: std::io::Error| {
-        Failure::new(ExitCode::LocalIo, format!("writing the output failed: {e}"))
-    };
+    let local = |e: std::io::Error| SshError::LocalIo(format!("writing the output failed: {e}"));
     loop {
         tokio::select! {
             msg = reader.wait() => match msg {
@@ -193,7 +182,7 @@ async fn pump_output(
             }
             sig = signals.recv() => {
                 // In raw mode keys arrive as bytes; a signal here came from outside.
-                return Err(sig.failure());
+                return Err(sig.failure().into());
             }
         }
     }
@@ -201,9 +190,8 @@ async fn pump_output(
     let _ = stderr.flush().await;
     match status {
         Some(s) => Ok(s),
-        None => Err(Failure::new(
-            ExitCode::Protocol,
-            "the SSH channel closed without an exit status",
+        None => Err(SshError::Connection(
+            "the SSH channel closed without an exit status".to_owned(),
         )),
     }
 }

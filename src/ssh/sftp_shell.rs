@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use russh_sftp::protocol::{FileAttributes, FileType};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::error::{ExitCode, Failure};
+use crate::ssh::SshError;
 use crate::ssh::glob::{self, escape_glob};
 use crate::ssh::transfer::{
     self, CopyOptions, CopyPlan, Direction, Problem, Sftp, list_problem, printable, remote_join,
@@ -43,7 +43,7 @@ pub async fn run<R, W, E>(
     opts: &ShellOptions,
     out: &mut W,
     err: &mut E,
-) -> Result<u8, Failure>
+) -> Result<u8, SshError>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -60,7 +60,7 @@ pub async fn run_striped<R, W, E>(
     opts: &ShellOptions,
     out: &mut W,
     err: &mut E,
-) -> Result<u8, Failure>
+) -> Result<u8, SshError>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -70,12 +70,8 @@ where
         .canonicalize(".")
         .await
         .map_err(|e| session_failure(&e))?;
-    let lcwd = std::env::current_dir().map_err(|e| {
-        Failure::new(
-            ExitCode::LocalIo,
-            format!("cannot read the current directory: {e}"),
-        )
-    })?;
+    let lcwd = std::env::current_dir()
+        .map_err(|e| SshError::LocalIo(format!("cannot read the current directory: {e}")))?;
     let mut shell = Shell {
         sftp,
         cwd: home.clone(),
@@ -93,7 +89,7 @@ where
         let n = input
             .read_until(b'\n', &mut raw)
             .await
-            .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot read commands: {e}")))?;
+            .map_err(|e| SshError::LocalIo(format!("cannot read commands: {e}")))?;
         if n == 0 {
             if opts.interactive {
                 write(out, b"\n").await?;
@@ -124,14 +120,15 @@ where
         let result = match split_line(cmd) {
             Ok(args) if args.is_empty() => continue,
             Ok(args) => shell.dispatch(&args, out, err).await,
-            Err(message) => Err(Problem::Item(Failure::new(ExitCode::Internal, message))),
+            Err(message) => Err(Problem::Item(SshError::Internal(message))),
         };
         match result {
             Ok(Flow::Continue) => {}
             Ok(Flow::Quit) => return Ok(0),
             Err(Problem::Fatal(f)) => return Err(f),
-            Err(Problem::Item(f)) => {
-                write(err, format!("{}\n", f.message).as_bytes()).await?;
+            Err(Problem::Item(e)) => {
+                let message = crate::error::Failure::from(e).message;
+                write(err, format!("{message}\n").as_bytes()).await?;
                 if opts.batch && !ignore_errors {
                     return Ok(1);
                 }
@@ -140,14 +137,14 @@ where
     }
 }
 
-async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), Failure> {
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), SshError> {
     let result = async {
         w.write_all(bytes).await?;
         w.flush().await
     };
     result
         .await
-        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot write output: {e}")))
+        .map_err(|e| SshError::LocalIo(format!("cannot write output: {e}")))
 }
 
 /// One word of a command line: as typed, and as a glob pattern (what was quoted or
@@ -234,11 +231,11 @@ enum Flow {
 type CmdResult = Result<Flow, Problem>;
 
 fn fail(message: String) -> Problem {
-    Problem::Item(Failure::new(transfer::REMOTE_FILE_ERROR, message))
+    Problem::Item(SshError::RemoteFile(message))
 }
 
 fn local_fail(message: String) -> Problem {
-    Problem::Item(Failure::new(ExitCode::LocalIo, message))
+    Problem::Item(SshError::LocalIo(message))
 }
 
 /// Splits leading `-xyz` flags from the operands; `allowed` lists the flag letters.
@@ -447,7 +444,10 @@ impl Shell<'_> {
 /// Prefixes an item problem's message with the command's name.
 fn in_cmd(cmd: &str, p: Problem) -> Problem {
     match p {
-        Problem::Item(f) => Problem::Item(Failure::new(f.code, format!("{cmd}: {}", f.message))),
+        Problem::Item(e) => Problem::Item(SshError::InCommand {
+            cmd: cmd.to_owned(),
+            source: Box::new(e),
+        }),
         fatal => fatal,
     }
 }

@@ -6,7 +6,7 @@ use crate::ssh::transfer::test_fixture::{self as fx, LIMIT, TempDir, mode_of, wr
 use super::*;
 
 struct Ran {
-    code: Result<u8, Failure>,
+    code: Result<u8, SshError>,
     out: String,
     err: String,
 }

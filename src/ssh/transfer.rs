@@ -43,7 +43,7 @@ use russh_sftp::client::fs::File;
 use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::error::{ExitCode, Failure};
+use crate::ssh::SshError;
 
 use super::glob::{escape_glob, remote_glob};
 
@@ -56,9 +56,6 @@ mod upload;
 pub use download::MAX_DIR_DEPTH;
 pub(crate) use session::list_problem;
 pub use session::{ListError, MAX_LISTING_ENTRIES, MAX_LISTING_NAME_BYTES, Sftp};
-
-/// Exit code for a file the SFTP server refused (missing, permission denied, disk full).
-pub const REMOTE_FILE_ERROR: ExitCode = ExitCode::RemoteFile;
 
 /// Bytes moved between the local file and the SFTP file per call; russh-sftp splits writes
 /// into packets of [`WRITE_PACKET_LEN`] and reads in the server's maximum read size.
@@ -126,8 +123,8 @@ pub struct CopyStats {
 /// Copies as `scp` would. Each file that cannot be copied is reported on stderr
 /// (`sallyport: …`) and the others still copy; then the result is an error that counts
 /// them. A lost or broken SFTP session ends the copy at once.
-pub async fn copy(sftp: &Sftp, plan: &CopyPlan, opts: &CopyOptions) -> Result<CopyStats, Failure> {
-    let mut report = |f: &Failure| eprintln!("sallyport: {}", f.message);
+pub async fn copy(sftp: &Sftp, plan: &CopyPlan, opts: &CopyOptions) -> Result<CopyStats, SshError> {
+    let mut report = |e: &SshError| eprintln!("sallyport: {e}");
     copy_reporting(sftp, plan, opts, &mut report).await
 }
 
@@ -136,19 +133,15 @@ pub async fn copy_reporting(
     sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
-    report: &mut (dyn FnMut(&Failure) + Send),
-) -> Result<CopyStats, Failure> {
+    report: &mut (dyn FnMut(&SshError) + Send),
+) -> Result<CopyStats, SshError> {
     let outcome = copy_collect(sftp, plan, opts, report).await?;
-    match (outcome.problems, outcome.first_code) {
+    match (outcome.problems, outcome.first) {
         (0, _) | (_, None) => Ok(outcome.stats),
-        (n, Some(code)) => Err(Failure::new(
-            code,
-            if n == 1 {
-                "1 file or directory could not be copied".to_owned()
-            } else {
-                format!("{n} files or directories could not be copied")
-            },
-        )),
+        (count, Some(first)) => Err(SshError::NotCopied {
+            count,
+            first: Box::new(first),
+        }),
     }
 }
 
@@ -157,18 +150,18 @@ pub(crate) struct Outcome {
     pub stats: CopyStats,
     /// How many problems were reported.
     pub problems: u64,
-    /// The exit code of the first one.
-    pub first_code: Option<ExitCode>,
+    /// The first one.
+    pub first: Option<SshError>,
 }
 
-/// The copy; `Err` when it could not go on: the session failed (code
-/// [`ExitCode::Protocol`]) or the destination cannot take several sources.
+/// The copy; `Err` when it could not go on: the session failed
+/// ([`SshError::is_link_problem`]) or the destination cannot take several sources.
 pub(crate) async fn copy_collect(
     sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
-    report: &mut (dyn FnMut(&Failure) + Send),
-) -> Result<Outcome, Failure> {
+    report: &mut (dyn FnMut(&SshError) + Send),
+) -> Result<Outcome, SshError> {
     let mut copier = Copier::new(sftp, opts, report, None);
     match plan.direction {
         Direction::Upload => copier.upload(&plan.sources, &plan.destination).await?,
@@ -177,27 +170,24 @@ pub(crate) async fn copy_collect(
     Ok(Outcome {
         stats: copier.stats,
         problems: copier.problems,
-        first_code: copier.first_code,
+        first: copier.first,
     })
 }
 
 /// Why a step stopped: this item only (reported; the copy goes on) or the whole copy.
 pub(crate) enum Problem {
-    Item(Failure),
-    Fatal(Failure),
+    Item(SshError),
+    Fatal(SshError),
 }
 
 pub(crate) type Step<T> = Result<T, Problem>;
 
-fn item(code: ExitCode, message: String) -> Problem {
-    Problem::Item(Failure::new(code, message))
-}
-
 fn local_problem(path: &Path, e: &io::Error) -> Problem {
-    item(
-        ExitCode::LocalIo,
-        format!("{}: {}", printable(&path.to_string_lossy()), io_text(e)),
-    )
+    Problem::Item(SshError::LocalIo(format!(
+        "{}: {}",
+        printable(&path.to_string_lossy()),
+        io_text(e)
+    )))
 }
 
 /// `e`'s text without Rust's " (os error N)" suffix.
@@ -220,15 +210,15 @@ pub(crate) fn sftp_problem(path: &str, e: &SftpError) -> Problem {
             } else {
                 crate::text::shown_max(&s.error_message, 512).into_owned()
             };
-            item(REMOTE_FILE_ERROR, format!("{}: {text}", printable(path)))
+            remote_file(format!("{}: {text}", printable(path)))
         }
-        SftpError::Limited(m) => item(REMOTE_FILE_ERROR, format!("{}: {m}", printable(path))),
+        SftpError::Limited(m) => remote_file(format!("{}: {m}", printable(path))),
         other => Problem::Fatal(session_failure(other)),
     }
 }
 
 /// The failure for a lost or broken SFTP session.
-pub(crate) fn session_failure(e: &SftpError) -> Failure {
+pub(crate) fn session_failure(e: &SftpError) -> SshError {
     let message = match e {
         SftpError::Timeout => format!(
             "the SFTP server did not answer a request within {} s; the connection to the \
@@ -240,7 +230,12 @@ pub(crate) fn session_failure(e: &SftpError) -> Failure {
             crate::text::shown_max(&other.to_string(), 512)
         ),
     };
-    Failure::new(ExitCode::Protocol, message)
+    SshError::Connection(message)
+}
+
+/// The SFTP server refused one file or directory.
+fn remote_file(message: String) -> Problem {
+    Problem::Item(SshError::RemoteFile(message))
 }
 
 /// A failed read or write on a remote [`File`]: russh-sftp wraps its own errors in the
@@ -253,7 +248,7 @@ fn remote_io_problem(path: &str, e: &io::Error) -> Problem {
         return Problem::Fatal(session_failure(&SftpError::Timeout));
     }
     let text = crate::text::shown_max(&e.to_string(), 512).into_owned();
-    item(REMOTE_FILE_ERROR, format!("{}: {text}", printable(path)))
+    remote_file(format!("{}: {text}", printable(path)))
 }
 
 /// Shows control characters (a newline in a file name), escape sequences and bidi
@@ -369,9 +364,9 @@ struct Copier<'a> {
     sftp: &'a Sftp,
     opts: CopyOptions,
     stats: CopyStats,
-    report: &'a mut (dyn FnMut(&Failure) + Send),
+    report: &'a mut (dyn FnMut(&SshError) + Send),
     problems: u64,
-    first_code: Option<ExitCode>,
+    first: Option<SshError>,
     start_dir: Option<String>,
     buf: Vec<u8>,
     /// Planning for a striped copy: files and directory finishes are collected here
@@ -385,7 +380,7 @@ impl<'a> Copier<'a> {
     fn new(
         sftp: &'a Sftp,
         opts: &CopyOptions,
-        report: &'a mut (dyn FnMut(&Failure) + Send),
+        report: &'a mut (dyn FnMut(&SshError) + Send),
         plan: Option<parallel::Plan>,
     ) -> Copier<'a> {
         Copier {
@@ -394,7 +389,7 @@ impl<'a> Copier<'a> {
             stats: CopyStats::default(),
             report,
             problems: 0,
-            first_code: None,
+            first: None,
             start_dir: None,
             buf: if plan.is_none() {
                 vec![0; BUFFER_LEN]
@@ -406,21 +401,21 @@ impl<'a> Copier<'a> {
     }
 
     /// Reports an item problem and goes on; passes a fatal one up.
-    fn absorb<T>(&mut self, step: Step<T>) -> Result<Option<T>, Failure> {
+    fn absorb<T>(&mut self, step: Step<T>) -> Result<Option<T>, SshError> {
         match step {
             Ok(v) => Ok(Some(v)),
-            Err(Problem::Item(f)) => {
-                self.note(&f);
+            Err(Problem::Item(e)) => {
+                self.note(e);
                 Ok(None)
             }
             Err(Problem::Fatal(f)) => Err(f),
         }
     }
 
-    fn note(&mut self, f: &Failure) {
+    fn note(&mut self, e: SshError) {
         self.problems += 1;
-        self.first_code.get_or_insert(f.code);
-        (self.report)(f);
+        (self.report)(&e);
+        self.first.get_or_insert(e);
     }
 
     fn bar(&self, len: u64, name: &str) -> Option<ProgressBar> {
@@ -494,13 +489,10 @@ pub(crate) async fn resolve_remote(
         match sftp.expand_path(user).await {
             Ok(Some(expanded)) => expanded,
             Ok(None) => {
-                return Err(item(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: the server cannot expand ~user paths (no expand-path extension)",
-                        printable(path)
-                    ),
-                ));
+                return Err(Problem::Item(SshError::RemoteFile(format!(
+                    "{}: the server cannot expand ~user paths (no expand-path extension)",
+                    printable(path)
+                ))));
             }
             Err(e) => return Err(sftp_problem(user, &e)),
         }

@@ -8,6 +8,7 @@ use super::test_fixture::{
     self as fx, LIMIT, TempDir, local_umask, make_dir, mode_of, pseudo_random, write_file,
 };
 use super::*;
+use crate::error::{ExitCode, Failure};
 
 fn plan(direction: Direction, sources: &[&str], destination: &str) -> CopyPlan {
     CopyPlan {
@@ -30,9 +31,9 @@ async fn run(
     sftp: &Sftp,
     plan: &CopyPlan,
     opts: &CopyOptions,
-) -> (Result<CopyStats, Failure>, Vec<String>) {
+) -> (Result<CopyStats, SshError>, Vec<String>) {
     let mut reports = Vec::new();
-    let mut report = |f: &Failure| reports.push(f.message.clone());
+    let mut report = |f: &SshError| reports.push(f.to_string());
     let result = tokio::time::timeout(LIMIT, copy_reporting(sftp, plan, opts, &mut report))
         .await
         .expect("copy timed out");
@@ -180,7 +181,7 @@ async fn recursive_tree_with_odd_names_round_trips_with_modes() {
         ..opts(true, false)
     };
     let (result, reports) = run(&server.sftp, &up, &with_progress).await;
-    let stats = result.unwrap_or_else(|f| panic!("{}: {reports:?}", f.message));
+    let stats = result.unwrap_or_else(|f| panic!("{f}: {reports:?}"));
     assert_eq!((stats.files, stats.dirs), (6, 4));
     assert_same_tree(&src, &remote.path().join("tree"), 0o022, false);
     assert_eq!(
@@ -198,7 +199,7 @@ async fn recursive_tree_with_odd_names_round_trips_with_modes() {
         back.to_str().unwrap(),
     );
     let (result, reports) = run(&server.sftp, &down, &opts(true, false)).await;
-    result.unwrap_or_else(|f| panic!("{}: {reports:?}", f.message));
+    result.unwrap_or_else(|f| panic!("{f}: {reports:?}"));
     let umask = local_umask(local.path());
     assert_same_tree(&src, &back, umask | 0o022, false);
     assert_eq!(
@@ -226,7 +227,7 @@ async fn preserve_copies_modes_and_mtimes_both_ways() {
         &remote.remote("copy"),
     );
     let (result, reports) = run(&server.sftp, &up, &opts(true, true)).await;
-    result.unwrap_or_else(|f| panic!("{}: {reports:?}", f.message));
+    result.unwrap_or_else(|f| panic!("{f}: {reports:?}"));
     assert_same_tree(&src, &remote.path().join("copy"), 0, true);
     assert_eq!(
         std::fs::metadata(remote.path().join("copy"))
@@ -242,7 +243,7 @@ async fn preserve_copies_modes_and_mtimes_both_ways() {
         back.to_str().unwrap(),
     );
     let (result, reports) = run(&server.sftp, &down, &opts(true, true)).await;
-    result.unwrap_or_else(|f| panic!("{}: {reports:?}", f.message));
+    result.unwrap_or_else(|f| panic!("{f}: {reports:?}"));
     assert_same_tree(&src, &back, 0, true);
     assert_eq!(std::fs::metadata(&back).unwrap().mtime(), 1_000_000_000);
     assert_eq!(mode_of(&back.join("group-writable")), 0o664);
@@ -299,6 +300,35 @@ async fn single_files_keep_permission_bits_without_p() {
     assert_eq!(mode_of(&remote.path().join("existing")), 0o640);
 }
 
+/// A copy with problems of several kinds exits with the first one's: a local directory
+/// without -r (local), then a file the server cannot write (a directory is in the way).
+#[tokio::test]
+async fn the_first_problem_decides_the_exit_code() {
+    let local = TempDir::new("k-local");
+    let remote = TempDir::new("k-remote");
+    let server = server!(remote.path());
+    make_dir(&local.path().join("dir"), 0o755);
+    write_file(&local.path().join("b"), b"b", 0o644);
+    make_dir(&remote.path().join("b"), 0o755);
+    let sources: Vec<String> = ["dir", "b"]
+        .iter()
+        .map(|n| local.path().join(n).to_str().unwrap().to_owned())
+        .collect();
+    let up = CopyPlan {
+        direction: Direction::Upload,
+        sources,
+        destination: remote.remote(""),
+    };
+    let (result, reports) = run(&server.sftp, &up, &opts(false, false)).await;
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let failure = Failure::from(result.expect_err("fails"));
+    assert_eq!(failure.code, ExitCode::LocalIo, "{reports:?}");
+    assert_eq!(
+        failure.message,
+        "2 files or directories could not be copied"
+    );
+}
+
 #[tokio::test]
 async fn directory_without_r_is_reported_and_the_others_still_copy() {
     let local = TempDir::new("r-local");
@@ -317,7 +347,7 @@ async fn directory_without_r_is_reported_and_the_others_still_copy() {
         destination: remote.remote(""),
     };
     let (result, reports) = run(&server.sftp, &up, &opts(false, false)).await;
-    let failure = result.expect_err("a directory without -r fails the copy");
+    let failure = Failure::from(result.expect_err("a directory without -r fails the copy"));
     assert_eq!(failure.message, "1 file or directory could not be copied");
     assert_eq!(reports.len(), 1);
     assert!(
@@ -342,8 +372,8 @@ async fn directory_without_r_is_reported_and_the_others_still_copy() {
         dest.to_str().unwrap(),
     );
     let (result, reports) = run(&server.sftp, &down, &opts(false, false)).await;
-    let failure = result.expect_err("fails");
-    assert_eq!(failure.code, REMOTE_FILE_ERROR);
+    let failure = Failure::from(result.expect_err("fails"));
+    assert_eq!(failure.code, ExitCode::RemoteFile);
     assert_eq!(
         failure.message,
         "2 files or directories could not be copied"
@@ -375,7 +405,7 @@ async fn several_sources_need_a_directory_destination() {
     assert!(
         result
             .expect_err("fails")
-            .message
+            .to_string()
             .contains("not a directory")
     );
     assert!(!remote.path().join("nodir").exists());
@@ -387,7 +417,10 @@ async fn several_sources_need_a_directory_destination() {
         a.to_str().unwrap(),
     );
     let (result, _) = run(&server.sftp, &down, &opts(false, false)).await;
-    assert_eq!(result.expect_err("fails").code, ExitCode::LocalIo);
+    assert_eq!(
+        Failure::from(result.expect_err("fails")).code,
+        ExitCode::LocalIo
+    );
     assert_eq!(std::fs::read(&a).unwrap(), b"a");
 }
 
@@ -548,7 +581,10 @@ async fn a_remote_walk_descends_64_levels_and_no_deeper() {
         local.path().join("b").to_str().unwrap(),
     );
     let (result, reports) = run(&server.sftp, &down, &opts(true, false)).await;
-    assert_eq!(result.expect_err("too deep").code, REMOTE_FILE_ERROR);
+    assert_eq!(
+        Failure::from(result.expect_err("too deep")).code,
+        ExitCode::RemoteFile
+    );
     assert_eq!(reports.len(), 1, "{reports:?}");
     let too_deep = remote.remote("deep") + &"/d".repeat(MAX_DIR_DEPTH);
     assert_eq!(
@@ -576,7 +612,7 @@ async fn a_lost_session_ends_the_copy_at_once() {
         &remote.remote(""),
     );
     let (result, reports) = run(&server.sftp, &up, &opts(false, false)).await;
-    let failure = result.expect_err("no session");
+    let failure = Failure::from(result.expect_err("no session"));
     assert_eq!(failure.code, ExitCode::Protocol);
     assert!(
         failure.message.starts_with("the SFTP session failed"),

@@ -2,7 +2,7 @@
 //! filterable list on stderr, and the person picks one node.
 
 use crate::aws::NodeInfo;
-use crate::error::{ExitCode, Failure};
+use crate::target::TargetError;
 
 use super::table::table;
 use super::{Resolver, Spec};
@@ -13,7 +13,7 @@ impl Resolver<'_> {
         &self,
         spec: &Spec,
         matches: Vec<NodeInfo>,
-    ) -> Result<NodeInfo, Failure> {
+    ) -> Result<NodeInfo, TargetError> {
         // Name tags make the rows recognisable; without permission, host names do.
         let mut shown = matches.clone();
         if let Some(names) = match &self.tagging {
@@ -47,23 +47,22 @@ impl Resolver<'_> {
                 .interact_on_opt(&dialoguer::console::Term::stderr())
         })
         .await
-        .map_err(|e| Failure::new(ExitCode::Internal, format!("the picker failed: {e}")))?;
+        .map_err(|e| TargetError::Internal(format!("the picker failed: {e}")))?;
         match chosen {
             Ok(Some(i)) => matches
                 .into_iter()
                 .nth(i)
-                .ok_or_else(|| Failure::new(ExitCode::Internal, "the picker returned no node")),
-            Ok(None) => Err(Failure::new(
-                ExitCode::Ambiguous,
-                "no node picked; name one (an instance ID, Name tag, …) or run `sallyport ls`",
+                .ok_or_else(|| TargetError::Internal("the picker returned no node".to_owned())),
+            Ok(None) => Err(TargetError::Ambiguous(
+                "no node picked; name one (an instance ID, Name tag, …) or run `sallyport ls`"
+                    .to_owned(),
             )),
             Err(dialoguer::Error::IO(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                Err(Failure::new(ExitCode::Interrupted, "interrupted"))
+                Err(TargetError::Interrupted("interrupted".to_owned()))
             }
-            Err(e) => Err(Failure::new(
-                ExitCode::LocalIo,
-                format!("cannot show the node picker on this terminal: {e}"),
-            )),
+            Err(e) => Err(TargetError::LocalIo(format!(
+                "cannot show the node picker on this terminal: {e}"
+            ))),
         }
     }
 }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::aws::{ConnectEndpoint, Ec2, Ec2Instance, InstanceQuery, Instances, NodeInfo};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
+
+use super::TargetError;
 use crate::transport::TunnelTarget;
 
 /// The way asked for (`--via`, `via =` in the config file).
@@ -84,7 +86,7 @@ pub struct Facts {
 
 impl Choice<'_> {
     /// Decides the way to `id`, asking SSM and EC2 only what the decision needs.
-    pub async fn choose(&self, id: &str) -> Result<Way, Failure> {
+    pub async fn choose(&self, id: &str) -> Result<Way, TargetError> {
         if self.via == Via::Ssm && self.waiting {
             return Ok(Way::Ssm {
                 why: "--via ssm".into(),
@@ -96,7 +98,7 @@ impl Choice<'_> {
                 .instances
                 .node(id)
                 .await
-                .map_err(|e| Failure::aws(e, id))?,
+                .map_err(|e| TargetError::aws(e, id))?,
         };
         if node.as_ref().is_some_and(NodeInfo::is_online) {
             return Ok(Way::Ssm {
@@ -120,7 +122,7 @@ impl Choice<'_> {
     /// `failed`, under `auto` with what keeps EICE from reaching it. Session Manager is
     /// tried first so that reaching an online node costs no extra call.
     pub async fn after_ssm_failure(&self, id: &str, failed: Failure) -> Result<Way, Failure> {
-        if failed.code != ExitCode::Target || self.via == Via::Eice {
+        if !failed.target_refused() || self.via == Via::Eice {
             return Err(failed);
         }
         let node = self.instances.node(id).await.ok().flatten();
@@ -131,15 +133,8 @@ impl Choice<'_> {
         match decide(self.via, id, &facts, self) {
             Ok(way @ Way::Eice { .. }) => Ok(way),
             Ok(Way::Ssm { .. }) => Err(failed),
-            Err(hint) if self.via == Via::Ssm => Err(hint),
-            Err(_) => Err(Failure::new(
-                failed.code,
-                format!(
-                    "{}; and {}",
-                    failed.message.trim_end().trim_end_matches('.'),
-                    missing(&facts, id)
-                ),
-            )),
+            Err(hint) if self.via == Via::Ssm => Err(hint.into()),
+            Err(_) => Err(failed.and(&missing(&facts, id))),
         }
     }
 
@@ -195,7 +190,7 @@ pub fn choose_endpoint<'a>(
 }
 
 /// The decision once SSM said the agent is not online (or was not asked).
-pub fn decide(via: Via, id: &str, facts: &Facts, c: &Choice) -> Result<Way, Failure> {
+pub fn decide(via: Via, id: &str, facts: &Facts, c: &Choice) -> Result<Way, TargetError> {
     let agent = match (&facts.node, via) {
         (Some(n), _) => format!("its SSM agent is {}", n.ping_status),
         (None, Via::Eice) => "Session Manager not asked".to_owned(),
@@ -217,23 +212,17 @@ pub fn decide(via: Via, id: &str, facts: &Facts, c: &Choice) -> Result<Way, Fail
             );
             Ok(Way::Eice { tunnel, why })
         }
-        (Via::Ssm, Some(tunnel)) => Err(Failure::new(
-            ExitCode::Target,
-            format!(
-                "{id} cannot be reached via Session Manager: {agent}; the EC2 Instance Connect Endpoint {} serves its VPC: use --via eice (or --via auto) to go through it",
-                tunnel.endpoint_id
-            ),
-        )),
+        (Via::Ssm, Some(tunnel)) => Err(TargetError::Target(format!(
+            "{id} cannot be reached via Session Manager: {agent}; the EC2 Instance Connect Endpoint {} serves its VPC: use --via eice (or --via auto) to go through it",
+            tunnel.endpoint_id
+        ))),
         (Via::Ssm, None) => Ok(Way::Ssm {
             why: "--via ssm".into(),
         }),
-        (_, None) => Err(Failure::new(
-            ExitCode::Target,
-            format!(
-                "{id} cannot be reached: {agent}, and {}",
-                missing(facts, id)
-            ),
-        )),
+        (_, None) => Err(TargetError::Target(format!(
+            "{id} cannot be reached: {agent}, and {}",
+            missing(facts, id)
+        ))),
     }
 }
 

@@ -1,6 +1,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use super::*;
+use crate::error::ExitCode;
 
 fn config(fips: bool, endpoint: Option<&str>) -> SdkConfig {
     let mut b = SdkConfig::builder()
@@ -65,7 +66,7 @@ fn run(via: Via, facts: &Facts, sdk: &SdkConfig) -> Result<Way, Failure> {
         max_duration: Duration::from_secs(600),
         waiting: false,
     };
-    decide(via, "i-0abc1234", facts, &c)
+    decide(via, "i-0abc1234", facts, &c).map_err(Failure::from)
 }
 
 #[test]

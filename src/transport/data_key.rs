@@ -3,7 +3,8 @@
 //! When the agent asks for KMS encryption, the sans-IO core yields a
 //! [`DataKeyRequest`](crate::proto::client::DataKeyRequest); a driver answers it with
 //! [`answer_data_key_request`], which calls a [`DataKeyProvider`]. The trait keeps this
-//! layer free of the AWS SDK: `crate::aws::KmsDataKeys` implements it with KMS
+//! layer free of the AWS SDK (only [`DataKeyError`] names our own `AwsError`):
+//! `crate::aws::KmsDataKeys` implements it with KMS
 //! `GenerateDataKey` and the session's encryption context.
 
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::proto::client::{ClientSession, ProvideKeyError};
+use crate::proto::client::{ClientSession, NotAwaitingDataKey, ProvideKeyError};
 
 use super::DriveError;
 
@@ -37,9 +38,24 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
-/// Why no data key could be had. `crate::aws::AwsError` in production, so the CLI can
-/// say which IAM permission is missing.
-pub type DataKeyError = Box<dyn std::error::Error + Send + Sync>;
+/// Why no data key could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DataKeyError {
+    /// AWS (KMS) refused or failed `GenerateDataKey`; the error says which IAM permission
+    /// is missing.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+    /// KMS did not answer in time.
+    #[error("KMS did not answer GenerateDataKey within {0:?}")]
+    Timeout(Duration),
+    /// The agent asked for encryption on a session kind that has no key provider.
+    #[error("this kind of session cannot be KMS-encrypted yet")]
+    Unsupported,
+    /// The core was handed a key it had not asked for: a bug on our side, or an agent
+    /// that changed its mind mid-handshake.
+    #[error(transparent)]
+    NotAwaiting(#[from] NotAwaitingDataKey),
+}
 
 /// Gets data keys for one session (it knows the session ID and target that make up the
 /// encryption context; the agent names the key).
@@ -71,21 +87,19 @@ pub async fn answer_data_key_request(
     };
     tracing::debug!(key_id = request.key_id, "the agent asks for KMS encryption");
     let Some(keys) = keys else {
-        let reason = "this kind of session cannot be KMS-encrypted yet";
-        let _ = session.kms_failed(now(), reason);
-        return Err(DriveError::DataKey(reason.into()));
+        let reason = DataKeyError::Unsupported;
+        let _ = session.kms_failed(now(), &reason.to_string());
+        return Err(DriveError::DataKey(reason));
     };
     let answer = tokio::time::timeout(DATA_KEY_TIMEOUT, keys.data_key(&request.key_id))
         .await
-        .unwrap_or_else(|_| {
-            Err(format!("KMS did not answer GenerateDataKey within {DATA_KEY_TIMEOUT:?}").into())
-        });
+        .unwrap_or(Err(DataKeyError::Timeout(DATA_KEY_TIMEOUT)));
     match answer {
         Ok(key) => session
             .provide_data_key(now(), &key.ciphertext_blob, &key.plaintext)
             .map_err(|e| match e {
                 ProvideKeyError::Failed(e) => DriveError::Protocol(e),
-                ProvideKeyError::NotAwaiting(e) => DriveError::DataKey(Box::new(e)),
+                ProvideKeyError::NotAwaiting(e) => DriveError::DataKey(e.into()),
             }),
         Err(e) => {
             let _ = session.kms_failed(now(), &e.to_string());

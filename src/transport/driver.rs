@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::proto::client::{ClientError, ClientEvent, ClientSession};
+use crate::proto::client::{ClientError, ClientEvent, ClientSession, NotEstablished};
 
 use super::engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, sleep_opt};
 use super::{DataKeyError, DataKeyProvider, Link, LinkError};
@@ -89,7 +89,7 @@ pub enum DriveError {
     /// The client end refused bytes to send (e.g. an encrypted session could not seal
     /// them): the session ends rather than lose them.
     #[error("could not send on the data channel ({0}); ended the session rather than lose data")]
-    Send(String),
+    Send(#[source] NotEstablished),
 }
 
 /// Largest local read per turn: 16 messages' worth.

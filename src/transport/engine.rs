@@ -180,21 +180,21 @@ impl Cx<'_, '_> {
     pub fn send_data(&mut self, bytes: &[u8]) -> Result<(), DriveError> {
         self.session
             .send_data(now(), bytes)
-            .map_err(|e| DriveError::Send(e.to_string()))
+            .map_err(DriveError::Send)
     }
 
     /// Sends the terminal size (shell sessions).
     pub fn send_size(&mut self, size: SizeData) -> Result<(), DriveError> {
         self.session
             .send_size(now(), size)
-            .map_err(|e| DriveError::Send(e.to_string()))
+            .map_err(DriveError::Send)
     }
 
     /// Sends a flag (port sessions).
     pub fn send_flag(&mut self, flag: PayloadFlag) -> Result<(), DriveError> {
         self.session
             .send_flag(now(), flag)
-            .map_err(|e| DriveError::Send(e.to_string()))
+            .map_err(DriveError::Send)
     }
 
     /// The client end, for flags, sizes and state.

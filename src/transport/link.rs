@@ -49,10 +49,25 @@ pub struct Resumed {
 #[derive(Debug, Clone)]
 pub struct ResumeError {
     pub message: String,
-    /// True when retrying cannot help (access denied, session unknown).
-    pub permanent: bool,
-    /// The credentials were refused or expired (the user can fix that).
-    pub credentials: bool,
+    pub kind: ResumeErrorKind,
+}
+
+/// Whether retrying a failed resume can help, and whose move it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeErrorKind {
+    /// Worth another try (throttling, a network blip, a service error).
+    Transient,
+    /// Retrying cannot help: access denied, the target or session unknown.
+    Refused,
+    /// The credentials were refused or expired: retrying cannot help, the user can.
+    Credentials,
+}
+
+impl ResumeError {
+    /// True when retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        self.kind != ResumeErrorKind::Transient
+    }
 }
 
 /// Calls `ResumeSession`. `Ok(None)` means the service says the session is gone.
@@ -564,16 +579,16 @@ async fn reconnect(
                     cause: cause.to_owned(),
                 });
             }
-            Err(e) if e.permanent => {
+            Err(e) if e.is_permanent() => {
                 return Err(LinkError::ResumeFailed {
                     cause: cause.to_owned(),
                     last: e.message,
-                    credentials: e.credentials,
+                    credentials: e.kind == ResumeErrorKind::Credentials,
                 });
             }
             Err(e) => {
                 outage.last = e.message;
-                outage.credentials = e.credentials;
+                outage.credentials = e.kind == ResumeErrorKind::Credentials;
             }
         }
         tracing::debug!(attempt, "resume failed: {}; retrying", outage.last);

@@ -29,7 +29,8 @@ pub use eice::{
 };
 pub use engine::{Cx, Engine, EngineOptions, Kind, OutputId, Ready, handle_link_event};
 pub use link::{
-    Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError, Resumed,
+    Link, LinkError, LinkEvent, LinkOptions, LinkTarget, LinkWake, Resume, ResumeError,
+    ResumeErrorKind, Resumed,
 };
 pub use proxy::{NoProxy, ProxyConfigError, ProxyRequest, ProxyRoutes, ProxyUrl, redact_userinfo};
 pub use trust::{CaBundle, CaBundleError, client_config, is_unknown_issuer};

@@ -82,7 +82,7 @@ fn the_library_chooses_eice_and_its_tunnel_reaches_sshd() {
             via: Via::Ssm,
             ..choice
         };
-        let f5 = ssm.choose(&f.instance).await.unwrap_err();
+        let f5 = sallyport::error::Failure::from(ssm.choose(&f.instance).await.unwrap_err());
         assert_eq!(f5.code as i32, 5);
         assert!(f5.message.contains("--via eice"), "{}", f5.message);
     });

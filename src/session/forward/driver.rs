@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{ExitCode, Failure};
 use crate::proto::client::{ClientEvent, ClientSession};
 use crate::proto::handshake::SessionParams;
 use crate::proto::payload::PayloadFlag;
@@ -25,6 +24,7 @@ use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, Ready}
 
 use super::conn::{Backlog, ConnEvent, LocalConn};
 use crate::proto::smux::{KeepAlive, Mux, MuxEvent, Role};
+use crate::session::SessionError;
 use crate::session::lifecycle::{self, now};
 
 /// Remote bytes waiting for slow local readers (all connections together) beyond which
@@ -127,7 +127,7 @@ pub async fn carry(
     label: &str,
     stop: watch::Receiver<bool>,
     announce: impl FnOnce(&Mode),
-) -> Result<Ended, Failure> {
+) -> Result<Ended, SessionError> {
     let (events_tx, events) = mpsc::channel::<ConnEvent>(64);
     let mut kind = Forward {
         mode: None,
@@ -146,11 +146,15 @@ pub async fn carry(
         .run(&mut kind)
         .await
         .map_err(|e| match e {
-            Error::Drive(e) => {
-                let f = Failure::drive(e, label, 0);
-                Failure::new(f.code, format!("{label}: {}", f.message))
-            }
-            Error::Failure(f) => f,
+            Error::Drive(source) => SessionError::Labelled {
+                label: label.to_owned(),
+                source: Box::new(SessionError::Drive {
+                    source,
+                    target: label.to_owned(),
+                    port: 0,
+                }),
+            },
+            Error::Session(e) => e,
         })
 }
 
@@ -172,7 +176,7 @@ struct Forward<'l, A> {
 
 enum Error {
     Drive(DriveError),
-    Failure(Failure),
+    Session(SessionError),
 }
 
 impl From<DriveError> for Error {
@@ -191,15 +195,19 @@ enum Local {
 }
 
 impl<A: FnOnce(&Mode)> Forward<'_, A> {
-    fn failure(&self, code: ExitCode, what: impl std::fmt::Display) -> Error {
-        Error::Failure(Failure::new(code, format!("{}: {what}", self.label)))
+    /// The agent's multiplexer broke its protocol.
+    fn mux_failure(&self, e: impl std::fmt::Display) -> Error {
+        Error::Session(SessionError::Multiplexer {
+            label: self.label.to_owned(),
+            detail: e.to_string(),
+        })
     }
 
     fn on_data(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
         match &mut self.mode {
             Some(Mode::Mux(mux)) => {
                 if let Err(e) = mux.handle_input(now(), &bytes) {
-                    return Err(self.failure(ExitCode::Protocol, e));
+                    return Err(self.mux_failure(e));
                 }
                 while let Some(mev) = mux.poll_event() {
                     match mev {
@@ -327,7 +335,10 @@ impl<A: FnOnce(&Mode)> Kind for Forward<'_, A> {
                 } else {
                     crate::text::shown(output.trim()).into_owned()
                 };
-                return Err(self.failure(ExitCode::SessionEnded, why));
+                return Err(Error::Session(SessionError::Ended(format!(
+                    "{}: {why}",
+                    self.label
+                ))));
             }
             ClientEvent::StdErr(_) | ClientEvent::ExitCode(_) => {}
         }
@@ -375,7 +386,7 @@ impl<A: FnOnce(&Mode)> Kind for Forward<'_, A> {
                 if let Some(Mode::Mux(mux)) = &mut self.mode
                     && let Err(e) = mux.handle_timeout(now())
                 {
-                    return Err(self.failure(ExitCode::Protocol, e));
+                    return Err(self.mux_failure(e));
                 }
             }
             Local::BacklogDrained => {}

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::{ForwardRequest, Remote};
-use crate::error::{ExitCode, Failure};
+use crate::session::SessionError;
 use crate::session::eice::EiceStream;
 
 /// Local connections carried at once per listener; more wait in the accept queue (the
@@ -17,7 +17,7 @@ use crate::session::eice::EiceStream;
 const MAX_CONNECTIONS: usize = 64;
 
 /// Runs every forward until Ctrl-C; each accepted connection gets its own tunnel.
-pub async fn run(stream: &EiceStream, req: &ForwardRequest) -> Result<u8, Failure> {
+pub async fn run(stream: &EiceStream, req: &ForwardRequest) -> Result<u8, SessionError> {
     if req.socks.is_some() {
         return Err(unsupported("a SOCKS server (-D)"));
     }
@@ -31,9 +31,9 @@ pub async fn run(stream: &EiceStream, req: &ForwardRequest) -> Result<u8, Failur
             }
         };
         let addr = SocketAddr::new(spec.bind, spec.local_port);
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Failure::new(ExitCode::LocalIo, format!("cannot listen on {addr}: {e}"))
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| SessionError::io(format!("cannot listen on {addr}"), e))?;
         let local = listener.local_addr().unwrap_or(addr);
         eprintln!(
             "forwarding {local} -> {} port {port} (EC2 Instance Connect Endpoint {})",
@@ -59,13 +59,8 @@ pub async fn run(stream: &EiceStream, req: &ForwardRequest) -> Result<u8, Failur
     }
 }
 
-fn unsupported(what: &str) -> Failure {
-    Failure::new(
-        ExitCode::Usage,
-        format!(
-            "{what} is not possible over an EC2 Instance Connect Endpoint tunnel: forward ports on the instance itself, or use --via ssm"
-        ),
-    )
+fn unsupported(what: &str) -> SessionError {
+    SessionError::NotOverTunnel(what.to_owned())
 }
 
 fn is_local(host: &str) -> bool {
@@ -73,23 +68,21 @@ fn is_local(host: &str) -> bool {
 }
 
 /// Accepts connections and carries each over its own tunnel.
-async fn serve(listener: TcpListener, tunnel: EiceStream) -> Result<(), Failure> {
+async fn serve(listener: TcpListener, tunnel: EiceStream) -> Result<(), SessionError> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = slots
-            .clone()
-            .acquire_owned()
+        let permit =
+            slots.clone().acquire_owned().await.map_err(|_| {
+                SessionError::Internal("the connection limit was closed".to_owned())
+            })?;
+        let (conn, peer) = listener
+            .accept()
             .await
-            .map_err(|_| Failure::new(ExitCode::Internal, "the connection limit was closed"))?;
-        let (conn, peer) = listener.accept().await.map_err(|e| {
-            Failure::new(
-                ExitCode::LocalIo,
-                format!("accepting a connection failed: {e}"),
-            )
-        })?;
+            .map_err(|e| SessionError::io("accepting a connection failed", e))?;
         let tunnel = tunnel.clone();
         tokio::spawn(async move {
-            if let Err(f) = carry(conn, &tunnel).await {
+            if let Err(e) = carry(conn, &tunnel).await {
+                let f = crate::error::Failure::from(e);
                 eprintln!("sallyport: connection from {peer}: {}", f.message);
             }
             drop(permit);
@@ -97,7 +90,7 @@ async fn serve(listener: TcpListener, tunnel: EiceStream) -> Result<(), Failure>
     }
 }
 
-async fn carry(mut conn: TcpStream, tunnel: &EiceStream) -> Result<(), Failure> {
+async fn carry(mut conn: TcpStream, tunnel: &EiceStream) -> Result<(), SessionError> {
     let _ = conn.set_nodelay(true);
     let (mut pipe, mut guard) = tunnel.open().await?;
     let _ = tokio::io::copy_bidirectional(&mut conn, &mut pipe).await;

@@ -15,9 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::aws::{SessionDocument, Ssm, StartOptions};
-use crate::error::{ExitCode, Failure};
+use crate::error::Failure;
 use crate::proto::client::{ClientEvent, ClientSession};
 use crate::proto::payload::PayloadFlag;
+use crate::session::SessionError;
 use crate::transport::{Cx, DriveError, Engine, EngineOptions, Kind, Link, LinkOptions, Ready};
 
 use super::lifecycle::{self, Signals, now};
@@ -195,7 +196,7 @@ pub struct Shared {
 }
 
 /// Runs every forward until Ctrl-C or until all have ended; returns the exit code.
-pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
+pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, SessionError> {
     let mut listeners = Vec::new();
     for spec in &req.specs {
         listeners.push(bind(SocketAddr::new(spec.bind, spec.local_port)).await?);
@@ -233,7 +234,7 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
         tasks.spawn(socks::serve(shared.clone(), l));
     }
     let mut signals = Signals::new();
-    let mut first_failure: Option<ExitCode> = None;
+    let mut first_failure: Option<Failure> = None;
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -246,18 +247,20 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, Failure> {
             done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(f))) => {
+                Some(Ok(Err(e))) => {
+                    let f = Failure::from(e);
                     eprintln!("sallyport: {}", f.message);
-                    first_failure.get_or_insert(f.code);
+                    first_failure.get_or_insert(f);
                 }
                 Some(Err(e)) => {
-                    eprintln!("sallyport: a forward failed: {e}");
-                    first_failure.get_or_insert(ExitCode::Internal);
+                    let e = SessionError::Internal(format!("a forward failed: {e}"));
+                    eprintln!("sallyport: {e}");
+                    first_failure.get_or_insert(Failure::from(e));
                 }
             },
         }
     }
-    Ok(first_failure.map_or(0, |c| c as u8))
+    Ok(first_failure.map_or(0, |f| f.exit_status()))
 }
 
 /// Whether `ip` reaches only this machine (`::ffff:127.0.0.1` included).
@@ -284,18 +287,11 @@ pub fn exposure_warning(bound: SocketAddr) -> Option<String> {
 
 /// `-D` on an address other machines can reach is a SOCKS proxy into the target's network
 /// for anyone on them: refused unless `allowed` (`--allow-remote-socks`).
-pub fn check_socks_bind(addr: SocketAddr, allowed: bool) -> Result<(), Failure> {
+pub fn check_socks_bind(addr: SocketAddr, allowed: bool) -> Result<(), SessionError> {
     if allowed || is_loopback(addr.ip()) {
         return Ok(());
     }
-    Err(Failure::new(
-        ExitCode::Usage,
-        format!(
-            "-D {addr} would let anyone who can reach this machine into the target's network \
-             (SOCKS has no authentication); bind 127.0.0.1, or pass --allow-remote-socks if \
-             that is what you want"
-        ),
-    ))
+    Err(SessionError::RemoteSocks(addr))
 }
 
 /// The URL `--open` opens for a listener bound to `bound`: its own address, or loopback
@@ -310,10 +306,10 @@ pub fn browser_url(bound: SocketAddr) -> String {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, SessionError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| SessionError::io(format!("cannot listen on {addr}"), e))
 }
 
 /// One SPEC: its session, its listener, until stopped or failed.
@@ -322,10 +318,10 @@ async fn forward_listener(
     spec: ForwardSpec,
     listener: TcpListener,
     open: bool,
-) -> Result<(), Failure> {
+) -> Result<(), SessionError> {
     let local = listener
         .local_addr()
-        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("listener: {e}")))?;
+        .map_err(|e| SessionError::io("listener", e))?;
     let label = describe_remote(&shared.target, &spec.remote);
     let announce = move |mode: &Mode| {
         eprintln!("forwarding {local} -> {label}");
@@ -354,7 +350,7 @@ pub async fn one_session(
     label: String,
     incoming: Incoming,
     announce: impl FnOnce(&Mode),
-) -> Result<Ended, Failure> {
+) -> Result<Ended, SessionError> {
     let mut stop = shared.stop.clone();
     let mut opened = tokio::select! {
         o = lifecycle::open(&shared.ssm, &shared.target, document, &shared.start, &shared.link) => o?,
@@ -371,9 +367,7 @@ pub async fn one_session(
         announce,
     )
     .await;
-    if opened.session.is_established()
-        && !matches!(result, Err(ref f) if f.code == ExitCode::SessionEnded)
-    {
+    if opened.session.is_established() && !matches!(result, Err(ref e) if e.session_ended()) {
         end_politely(&mut opened.link, &mut opened.session).await;
     }
     opened.link.close().await;
@@ -459,6 +453,7 @@ fn open_browser(bound: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ExitCode;
 
     fn spec(s: &str) -> ForwardSpec {
         s.parse().unwrap()
@@ -551,7 +546,7 @@ mod tests {
             let w = exposure_warning(a(lan)).expect(lan);
             assert!(w.starts_with("sallyport: warning: listening on "), "{w}");
             assert!(w.contains(&a(lan).to_string()) && !w.contains('\n'), "{w}");
-            let e = check_socks_bind(a(lan), false).unwrap_err();
+            let e = Failure::from(check_socks_bind(a(lan), false).unwrap_err());
             assert_eq!(e.code, ExitCode::Usage);
             assert!(e.message.contains("--allow-remote-socks") && !e.message.contains('\n'));
             assert!(check_socks_bind(a(lan), true).is_ok());

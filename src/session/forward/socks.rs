@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::error::Failure;
+use crate::session::SessionError;
 
 use super::driver::Incoming;
 use super::{Remote, Shared, describe_remote, one_session};
@@ -134,7 +134,7 @@ async fn read_array<S: AsyncRead + Unpin, const N: usize>(
 }
 
 /// Serves SOCKS5 on `listener` until stopped; then waits for its sessions to end.
-pub async fn serve(shared: Shared, listener: TcpListener) -> Result<(), Failure> {
+pub async fn serve(shared: Shared, listener: TcpListener) -> Result<(), SessionError> {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     if let Ok(addr) = listener.local_addr() {
         eprintln!("socks5 proxy on {addr} -> {}", shared.target);
@@ -221,7 +221,7 @@ async fn destination(
     let announce = |_: &super::driver::Mode| {
         tracing::info!(destination = label, "SOCKS destination session up");
     };
-    if let Err(f) = one_session(
+    if let Err(e) = one_session(
         &shared,
         &document,
         label.clone(),
@@ -230,7 +230,7 @@ async fn destination(
     )
     .await
     {
-        eprintln!("sallyport: {}", f.message);
+        eprintln!("sallyport: {}", crate::error::Failure::from(e).message);
     }
 }
 

@@ -117,7 +117,7 @@ impl Shell<'_> {
         err: &mut E,
     ) -> Result<(), Problem> {
         let mut reports = Vec::new();
-        let mut report = |f: &Failure| reports.push(f.message.clone());
+        let mut report = |e: &SshError| reports.push(e.to_string());
         let opts = self.copy_options(flags);
         let result = match self.striping {
             Some(st) if st.lanes > 1 => {
@@ -147,12 +147,13 @@ impl Shell<'_> {
         }
         match result {
             // A refused host key on another session ends the shell, even under `-`.
-            Err(f) if matches!(f.code, ExitCode::Protocol | ExitCode::HostKey) => {
-                Err(Problem::Fatal(f))
-            }
-            Err(f) => Err(Problem::Item(f)),
-            Ok(outcome) => match (outcome.first_code, last) {
-                (Some(code), Some(last)) => Err(Problem::Item(Failure::new(code, last))),
+            Err(e) if e.is_link_problem() || e.is_host_key() => Err(Problem::Fatal(e)),
+            Err(e) => Err(Problem::Item(e)),
+            Ok(outcome) => match (outcome.first, last) {
+                (Some(first), Some(last)) => Err(Problem::Item(SshError::Reported {
+                    last,
+                    first: Box::new(first),
+                })),
                 _ => Ok(()),
             },
         }

@@ -21,13 +21,10 @@ pub const MAX_DIR_DEPTH: usize = 64;
 
 /// The failure for a file whose reads ended before the size its stat claimed.
 fn shorter(remote: &str) -> Problem {
-    item(
-        REMOTE_FILE_ERROR,
-        format!(
-            "{}: the file got shorter while it was copied",
-            printable(remote)
-        ),
-    )
+    Problem::Item(SshError::RemoteFile(format!(
+        "{}: the file got shorter while it was copied",
+        printable(remote)
+    )))
 }
 
 /// Removes a destination a failed copy cut short, when it is a regular file: its old
@@ -49,15 +46,12 @@ async fn remove_cut(sink: tokio::fs::File, local: &Path) {
 }
 
 /// The failure for a directory [`MAX_DIR_DEPTH`] levels below the top of a walk.
-fn too_deep(remote: &str) -> Failure {
-    Failure::new(
-        REMOTE_FILE_ERROR,
-        format!(
-            "{}: maximum directory depth of {MAX_DIR_DEPTH} exceeded; the rest of the tree \
+fn too_deep(remote: &str) -> SshError {
+    SshError::RemoteFile(format!(
+        "{}: maximum directory depth of {MAX_DIR_DEPTH} exceeded; the rest of the tree \
              is not copied",
-            printable(remote)
-        ),
-    )
+        printable(remote)
+    ))
 }
 
 impl Copier<'_> {
@@ -65,17 +59,14 @@ impl Copier<'_> {
         &mut self,
         sources: &[String],
         destination: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let dest = PathBuf::from(destination);
         let dest_is_dir = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.is_dir());
         if sources.len() > 1 && !dest_is_dir {
-            return Err(Failure::new(
-                ExitCode::LocalIo,
-                format!(
-                    "{}: not a directory (several sources need a directory destination)",
-                    printable(destination)
-                ),
-            ));
+            return Err(SshError::LocalIo(format!(
+                "{}: not a directory (several sources need a directory destination)",
+                printable(destination)
+            )));
         }
         for pattern in sources {
             let step = self.remote_path(pattern, true).await;
@@ -91,15 +82,12 @@ impl Copier<'_> {
             self.refused_names(&globbed.refused);
             let paths = globbed.paths;
             if paths.len() > 1 && !dest_is_dir {
-                self.note(&Failure::new(
-                    ExitCode::LocalIo,
-                    format!(
-                        "{}: matches {} files but {} is not a directory",
-                        printable(pattern),
-                        paths.len(),
-                        printable(destination)
-                    ),
-                ));
+                self.note(SshError::LocalIo(format!(
+                    "{}: matches {} files but {} is not a directory",
+                    printable(pattern),
+                    paths.len(),
+                    printable(destination)
+                )));
                 continue;
             }
             // Nothing matched: the pattern itself is tried as a name, as OpenSSH does.
@@ -117,14 +105,11 @@ impl Copier<'_> {
     /// (`..`, `a/b`, an absolute path): never copied, and the copy ends non-zero.
     fn refused_names(&mut self, refused: &[(String, String)]) {
         for (dir, name) in refused {
-            self.note(&Failure::new(
-                REMOTE_FILE_ERROR,
-                format!(
-                    "{}: the server listed an invalid name \"{}\"; skipped",
-                    printable(dir),
-                    printable(name)
-                ),
-            ));
+            self.note(SshError::RemoteFile(format!(
+                "{}: the server listed an invalid name \"{}\"; skipped",
+                printable(dir),
+                printable(name)
+            )));
         }
     }
 
@@ -134,19 +119,16 @@ impl Copier<'_> {
         dest: &Path,
         dest_is_dir: bool,
         unmatched: bool,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let attrs = match self.sftp.metadata(path).await {
             Ok(a) => a,
             Err(SftpError::Status(s))
                 if unmatched && s.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
             {
-                self.note(&Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: no such file or directory (the pattern matches nothing)",
-                        printable(path)
-                    ),
-                ));
+                self.note(SshError::RemoteFile(format!(
+                    "{}: no such file or directory (the pattern matches nothing)",
+                    printable(path)
+                )));
                 return Ok(());
             }
             Err(e) => {
@@ -160,10 +142,10 @@ impl Copier<'_> {
         };
         match attrs.file_type() {
             FileType::Dir if !self.opts.recursive => {
-                self.note(&Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!("{}: is a directory (use -r)", printable(path)),
-                ));
+                self.note(SshError::RemoteFile(format!(
+                    "{}: is a directory (use -r)",
+                    printable(path)
+                )));
             }
             FileType::Dir => {
                 let canonical = match self.sftp.canonicalize(path).await {
@@ -186,10 +168,10 @@ impl Copier<'_> {
                 let step = self.download_file(path, &local, &attrs).await;
                 self.absorb(step)?;
             }
-            _ => self.note(&Failure::new(
-                REMOTE_FILE_ERROR,
-                format!("{}: not a regular file", printable(path)),
-            )),
+            _ => self.note(SshError::RemoteFile(format!(
+                "{}: not a regular file",
+                printable(path)
+            ))),
         }
         Ok(())
     }
@@ -253,10 +235,10 @@ impl Copier<'_> {
             tokio::task::spawn_blocking(move || set_attributes(&file, Some(mode), times))
                 .await
                 .map_err(|e| {
-                    item(
-                        ExitCode::LocalIo,
-                        format!("{}: {e}", printable(&local_owned.to_string_lossy())),
-                    )
+                    Problem::Item(SshError::LocalIo(format!(
+                        "{}: {e}",
+                        printable(&local_owned.to_string_lossy())
+                    )))
                 })?
                 .map_err(|e| local_problem(local, &e))?;
         }
@@ -339,13 +321,10 @@ impl Copier<'_> {
                         mode: self.opts.preserve.then_some(mode),
                         times,
                     }),
-                    _ => Err(item(
-                        ExitCode::LocalIo,
-                        format!(
-                            "{}: exists and is not a directory",
-                            printable(&local.to_string_lossy())
-                        ),
-                    )),
+                    _ => Err(Problem::Item(SshError::LocalIo(format!(
+                        "{}: exists and is not a directory",
+                        printable(&local.to_string_lossy())
+                    )))),
                 }
             }
             Err(e) => Err(local_problem(local, &e)),
@@ -362,10 +341,10 @@ impl Copier<'_> {
         })
         .await
         .map_err(|e| {
-            item(
-                ExitCode::LocalIo,
-                format!("{}: {e}", printable(&path.to_string_lossy())),
-            )
+            Problem::Item(SshError::LocalIo(format!(
+                "{}: {e}",
+                printable(&path.to_string_lossy())
+            )))
         })?
         .map_err(|e| local_problem(&path, &e))
     }
@@ -373,7 +352,7 @@ impl Copier<'_> {
     /// Walks a remote tree depth-first in name order: directories are made as they are
     /// reached, files copied (or planned), and each directory's final mode and times set
     /// once its contents are in.
-    async fn download_tree(&mut self, root: DownWork) -> Result<(), Failure> {
+    async fn download_tree(&mut self, root: DownWork) -> Result<(), SshError> {
         let mut stack = vec![root];
         while let Some(work) = stack.pop() {
             match work {
@@ -398,7 +377,7 @@ impl Copier<'_> {
                     // Past this depth the tree is a loop the server hides: each level
                     // would repeat the ones above, so the walk ends here; directories
                     // already made still get their final modes.
-                    self.note(&too_deep(&remote));
+                    self.note(too_deep(&remote));
                     stack.retain(|w| matches!(w, DownWork::Finish(_)));
                 }
                 DownWork::Dir {
@@ -428,15 +407,12 @@ impl Copier<'_> {
         local: PathBuf,
         attrs: FileAttributes,
         mut ancestors: Vec<String>,
-    ) -> Result<Vec<DownWork>, Failure> {
+    ) -> Result<Vec<DownWork>, SshError> {
         if ancestors.contains(&canonical) {
-            self.note(&Failure::new(
-                REMOTE_FILE_ERROR,
-                format!(
-                    "{}: directory loop (a symlink to an ancestor), skipped",
-                    printable(&remote)
-                ),
-            ));
+            self.note(SshError::RemoteFile(format!(
+                "{}: directory loop (a symlink to an ancestor), skipped",
+                printable(&remote)
+            )));
             return Ok(Vec::new());
         }
         ancestors.push(canonical.clone());
@@ -457,14 +433,11 @@ impl Copier<'_> {
         let mut children = Vec::with_capacity(entries.len());
         for (name, attrs) in entries {
             if !is_plain_name(&name) {
-                self.note(&Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: the server listed an invalid name {:?}; skipped",
-                        printable(&remote),
-                        name
-                    ),
-                ));
+                self.note(SshError::RemoteFile(format!(
+                    "{}: the server listed an invalid name {:?}; skipped",
+                    printable(&remote),
+                    name
+                )));
                 continue;
             }
             let child_remote = remote_join(&remote, &name);
@@ -494,7 +467,7 @@ impl Copier<'_> {
     async fn follow_remote_link(
         &mut self,
         child_remote: &str,
-    ) -> Result<Option<(FileAttributes, String)>, Failure> {
+    ) -> Result<Option<(FileAttributes, String)>, SshError> {
         match self.sftp.metadata(child_remote).await {
             Ok(a) if a.is_dir() => match self.sftp.canonicalize(child_remote).await {
                 Ok(c) => Ok(Some((a, c))),
@@ -535,10 +508,10 @@ impl Copier<'_> {
                 attrs,
             }),
             _ => {
-                self.note(&Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!("{}: not a regular file", printable(&remote)),
-                ));
+                self.note(SshError::RemoteFile(format!(
+                    "{}: not a regular file",
+                    printable(&remote)
+                )));
                 None
             }
         }

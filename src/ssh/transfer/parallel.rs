@@ -77,13 +77,10 @@ impl Plan {
         if self.files.len() < MAX_PLANNED_FILES {
             return Ok(());
         }
-        Err(Problem::Fatal(Failure::new(
-            ExitCode::Usage,
-            format!(
-                "more than {MAX_PLANNED_FILES} files in one striped copy; copy them with -j 1, \
+        Err(Problem::Fatal(SshError::Usage(format!(
+            "more than {MAX_PLANNED_FILES} files in one striped copy; copy them with -j 1, \
                  or in parts"
-            ),
-        )))
+        ))))
     }
 }
 
@@ -95,24 +92,22 @@ pub struct ParallelOptions {
 }
 
 /// Opens an SFTP channel on `conn` for the planning walk.
-pub async fn open_session(conn: &Connection) -> Result<SftpSession, Failure> {
+pub async fn open_session(conn: &Connection) -> Result<SftpSession, SshError> {
     let stream = sftp_channel(conn).await?;
     SftpSession::new_with_config(stream, sftp_config())
         .await
         .map_err(|e| {
-            Failure::new(
-                ExitCode::Protocol,
-                format!("SFTP did not start (is the server's sftp subsystem enabled?): {e}"),
-            )
+            SshError::Connection(format!(
+                "SFTP did not start (is the server's sftp subsystem enabled?): {e}"
+            ))
         })
 }
 
 async fn sftp_channel(
     conn: &Connection,
-) -> Result<russh::ChannelStream<russh::client::Msg>, Failure> {
-    let failed = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::new(ExitCode::Protocol, format!("{what}: {e}"))
-    };
+) -> Result<russh::ChannelStream<russh::client::Msg>, SshError> {
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| SshError::Connection(format!("{what}: {e}"));
     let channel = conn
         .handle
         .channel_open_session()
@@ -126,7 +121,7 @@ async fn sftp_channel(
 }
 
 /// Opens an SFTP channel on `conn` for bounded listings ([`Sftp::list`]).
-pub(crate) async fn open_lister(conn: &Connection) -> Result<RawSftpSession, Failure> {
+pub(crate) async fn open_lister(conn: &Connection) -> Result<RawSftpSession, SshError> {
     let stream = sftp_channel(conn).await?;
     let raw = RawSftpSession::new_with_config(stream, sftp_config());
     raw.init().await.map_err(|e| session_failure(&e))?;
@@ -155,8 +150,8 @@ pub(crate) async fn copy(
     plan: &CopyPlan,
     opts: &CopyOptions,
     par: &ParallelOptions,
-    report: &mut (dyn FnMut(&Failure) + Send),
-) -> Result<Outcome, Failure> {
+    report: &mut (dyn FnMut(&SshError) + Send),
+) -> Result<Outcome, SshError> {
     let walk = Sftp::open(&first).await;
     let lane = match &walk {
         Ok(_) => res.add_lane_on(&first).await,
@@ -179,8 +174,8 @@ pub(crate) async fn copy_with(
     plan: &CopyPlan,
     opts: &CopyOptions,
     par: &ParallelOptions,
-    report: &mut (dyn FnMut(&Failure) + Send),
-) -> Result<Outcome, Failure> {
+    report: &mut (dyn FnMut(&SshError) + Send),
+) -> Result<Outcome, SshError> {
     let mut copier = Copier::new(sftp, opts, report, Some(Plan::default()));
     match plan.direction {
         Direction::Upload => copier.upload(&plan.sources, &plan.destination).await?,
@@ -193,7 +188,7 @@ pub(crate) async fn copy_with(
     Ok(Outcome {
         stats: copier.stats,
         problems: copier.problems,
-        first_code: copier.first_code,
+        first: copier.first,
     })
 }
 
@@ -205,7 +200,7 @@ async fn move_pieces<'a>(
     jobs: &Arc<Jobs>,
     pieces: Vec<Piece>,
     lanes: usize,
-) -> Result<stripe::RunReport<SftpLane<'a>>, Failure> {
+) -> Result<stripe::RunReport<SftpLane<'a>>, SshError> {
     let bar = jobs.bar.clone();
     let opener = LaneOpener {
         connector,
@@ -276,7 +271,7 @@ impl Copier<'_> {
         plan: Plan,
         par: &ParallelOptions,
         direction: Direction,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let Plan {
             files,
             local_dirs,
@@ -294,10 +289,16 @@ impl Copier<'_> {
             direction,
             bar: self.total_bar(total),
         });
-        let report = move_pieces(connector, res, &jobs, pieces, par.lanes).await?;
+        let mut report = move_pieces(connector, res, &jobs, pieces, par.lanes).await?;
         let lanes: Vec<RawSftpSession> = report.lanes.into_iter().map(|l| l.raw).collect();
         let done = self
-            .finish_files(&jobs, &skip, &report.failed, res, &lanes)
+            .finish_files(
+                &jobs,
+                &skip,
+                std::mem::take(&mut report.failed),
+                res,
+                &lanes,
+            )
             .await;
         res.give_back(lanes);
         let done = done?;
@@ -326,7 +327,7 @@ impl Copier<'_> {
         pieces: &[Piece],
         direction: Direction,
         res: &Resources,
-    ) -> Result<(Vec<Option<PathBuf>>, Vec<Option<String>>, Vec<bool>), Failure> {
+    ) -> Result<(Vec<Option<PathBuf>>, Vec<Option<String>>, Vec<bool>), SshError> {
         let (temps, remote_temps) = match direction {
             Direction::Download => (self.prepare_downloads(files, res)?, Vec::new()),
             Direction::Upload => {
@@ -356,10 +357,10 @@ impl Copier<'_> {
         &mut self,
         jobs: &Jobs,
         skip: &[bool],
-        failed: &std::collections::BTreeMap<usize, Failure>,
+        mut failed: std::collections::BTreeMap<usize, SshError>,
         res: &Resources,
         lanes: &[RawSftpSession],
-    ) -> Result<Vec<usize>, Failure> {
+    ) -> Result<Vec<usize>, SshError> {
         let umask = local_umask();
         let uploads = UploadFinish {
             lanes,
@@ -368,31 +369,33 @@ impl Copier<'_> {
             umask: tokio::sync::OnceCell::new(),
         };
         let this = &*self;
-        let steps: Vec<(usize, Step<()>)> =
-            futures_util::stream::iter((0..jobs.files.len()).filter(|&i| !skip[i]))
-                .map(|i| {
-                    let uploads = &uploads;
-                    async move {
-                        let job = &jobs.files[i];
-                        let step = match (failed.get(&i), jobs.direction) {
-                            (Some(f), _) => {
-                                Err(Problem::Item(Failure::new(f.code, f.message.clone())))
-                            }
-                            (None, Direction::Download) => match &jobs.temps[i] {
-                                Some(t) => this.finish_download(job, t, umask),
-                                None => Ok(()),
-                            },
-                            (None, Direction::Upload) => match &jobs.remote_temps[i] {
-                                Some(t) => uploads.finish(job, t).await,
-                                None => Ok(()),
-                            },
-                        };
-                        (i, step)
-                    }
-                })
-                .buffered(16)
-                .collect()
-                .await;
+        // Each file with the failure its pieces had, if any.
+        let files: Vec<(usize, Option<SshError>)> = (0..jobs.files.len())
+            .filter(|&i| !skip[i])
+            .map(|i| (i, failed.remove(&i)))
+            .collect();
+        let steps: Vec<(usize, Step<()>)> = futures_util::stream::iter(files)
+            .map(|(i, failed)| {
+                let uploads = &uploads;
+                async move {
+                    let job = &jobs.files[i];
+                    let step = match (failed, jobs.direction) {
+                        (Some(e), _) => Err(Problem::Item(e)),
+                        (None, Direction::Download) => match &jobs.temps[i] {
+                            Some(t) => this.finish_download(job, t, umask),
+                            None => Ok(()),
+                        },
+                        (None, Direction::Upload) => match &jobs.remote_temps[i] {
+                            Some(t) => uploads.finish(job, t).await,
+                            None => Ok(()),
+                        },
+                    };
+                    (i, step)
+                }
+            })
+            .buffered(16)
+            .collect()
+            .await;
         // The files that failed: their temporary files go (a cut file is worth nothing).
         let mut gone = Vec::new();
         for (i, step) in &steps {

@@ -67,7 +67,7 @@ impl Sftp {
     }
 
     /// Opens both SFTP channels on `conn`.
-    pub async fn open(conn: &Connection) -> Result<Sftp, Failure> {
+    pub async fn open(conn: &Connection) -> Result<Sftp, SshError> {
         let session = parallel::open_session(conn).await?;
         let lister = parallel::open_lister(conn).await;
         match lister {
@@ -125,15 +125,12 @@ impl Sftp {
 pub(crate) fn list_problem(path: &str, e: &ListError) -> Problem {
     match e {
         ListError::Sftp(e) => sftp_problem(path, e),
-        ListError::TooLong { entries } => item(
-            REMOTE_FILE_ERROR,
-            format!(
-                "{}: the server lists more than {entries} entries or {} MiB of names; \
+        ListError::TooLong { entries } => Problem::Item(SshError::RemoteFile(format!(
+            "{}: the server lists more than {entries} entries or {} MiB of names; \
                  refused",
-                printable(path),
-                MAX_LISTING_NAME_BYTES >> 20
-            ),
-        ),
+            printable(path),
+            MAX_LISTING_NAME_BYTES >> 20
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@ use russh_sftp::protocol::{File as Entry, Handle, Name, Status};
 
 use super::super::test_fixture::{self as fx, LIMIT};
 use super::*;
+use crate::error::{ExitCode, Failure};
 
 /// A lying SFTP server: every directory is endless; each READDIR answers `per_reply`
 /// names of `name_len` bytes, never EOF. Counts the READDIRs it answered.
@@ -92,6 +93,7 @@ async fn an_endless_listing_stops_at_the_entry_bound() {
     let Problem::Item(f) = p else {
         panic!("an item problem")
     };
+    let f = Failure::from(f);
     assert_eq!(f.code, ExitCode::RemoteFile);
     assert!(
         f.message.contains("more than 5000 entries"),
@@ -128,14 +130,14 @@ async fn an_endless_tree_fails_the_copy_with_one_line_per_directory() {
         destination: local.path().to_str().unwrap().to_owned(),
     };
     let mut reports = Vec::new();
-    let mut report = |f: &Failure| reports.push(f.message.clone());
+    let mut report = |f: &SshError| reports.push(f.to_string());
     let copied = tokio::time::timeout(
         LIMIT,
         copy_reporting(&sftp, &plan, &CopyOptions::default(), &mut report),
     )
     .await
     .expect("bounded");
-    let err = copied.expect_err("refused");
+    let err = Failure::from(copied.expect_err("refused"));
     assert_eq!(err.code, ExitCode::RemoteFile);
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(

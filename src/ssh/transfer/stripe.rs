@@ -12,7 +12,7 @@
 //! * An opener failure while lanes exist (StartSession refused or throttled) is not an
 //!   error: the run continues with the lanes it has (saying so once through `notice`) and
 //!   tries again after [`GROWTH_BACKOFF`], doubling, [`GROWTH_ATTEMPTS`] times in all.
-//! * Except a refused host key ([`ExitCode::HostKey`]): a security event, not a lack
+//! * Except a refused host key ([`SshError::is_host_key`]): a security event, not a lack
 //!   of capacity. It ends the run at once, whatever lanes exist.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,7 +25,7 @@ use futures_util::stream::FuturesUnordered;
 
 use tokio::time::Instant;
 
-use crate::error::{ExitCode, Failure};
+use crate::ssh::SshError;
 
 mod meter;
 mod span;
@@ -60,9 +60,9 @@ pub struct Piece {
 #[derive(Debug)]
 pub enum PieceError {
     /// The lane is gone (its connection died): redo the piece elsewhere.
-    Lane(Failure),
+    Lane(SshError),
     /// The file cannot be copied (refused, vanished, local disk error).
-    File(Failure),
+    File(SshError),
 }
 
 /// Moves pieces.
@@ -90,7 +90,7 @@ pub trait Lane {
 /// Makes lanes.
 pub trait Opener {
     type Lane: Lane;
-    fn open(&self) -> impl Future<Output = Result<Self::Lane, Failure>>;
+    fn open(&self) -> impl Future<Output = Result<Self::Lane, SshError>>;
 }
 
 /// The piece length for a file of `size` bytes copied over up to `lanes` lanes: about two
@@ -165,7 +165,7 @@ pub fn split(sizes: &[u64], lanes: usize) -> Vec<Piece> {
 #[derive(Debug, Default)]
 pub struct RunReport<L> {
     /// Files that failed, with the first failure of each.
-    pub failed: BTreeMap<usize, Failure>,
+    pub failed: BTreeMap<usize, SshError>,
     /// Pieces redone after their lane died.
     pub redone: u32,
     /// Lanes opened in all (the first included).
@@ -214,7 +214,7 @@ pub async fn run<O: Opener>(
     first: Vec<O::Lane>,
     pieces: Vec<Piece>,
     mut opts: RunOptions<'_>,
-) -> Result<RunReport<O::Lane>, Failure> {
+) -> Result<RunReport<O::Lane>, SshError> {
     let mut st = Sched::new(first, pieces, &opts);
     let mut busy = FuturesUnordered::new();
     let mut opening = FuturesUnordered::new();
@@ -381,17 +381,14 @@ impl<L: Lane> Sched<L> {
     }
 
     /// Nothing moves and nothing opens: done, or out of lanes.
-    fn end(self, opts: &RunOptions<'_>) -> Result<RunReport<L>, Failure> {
+    fn end(self, opts: &RunOptions<'_>) -> Result<RunReport<L>, SshError> {
         if !self.queue.is_empty() {
-            return Err(Failure::new(
-                ExitCode::Protocol,
-                format!(
-                    "every session to the instance failed and the reopen budget ({}) is \
+            return Err(SshError::Connection(format!(
+                "every session to the instance failed and the reopen budget ({}) is \
                      spent; {} pieces were not copied",
-                    opts.reopen_budget,
-                    self.queue.len()
-                ),
-            ));
+                opts.reopen_budget,
+                self.queue.len()
+            )));
         }
         let mut report = self.report;
         report.lanes = self.idle;
@@ -425,12 +422,12 @@ impl<L: Lane> Sched<L> {
                 self.report.failed.entry(piece.file).or_insert(f);
                 self.idle.push(lane);
             }
-            Err(PieceError::Lane(f)) => {
+            Err(PieceError::Lane(e)) => {
                 drop(lane);
                 self.report.redone += 1;
                 (opts.notice)(format!(
                     "a session failed ({}); its piece is redone on another",
-                    f.message
+                    crate::error::Failure::from(e).message
                 ));
                 self.queue.push_front(moved);
             }
@@ -440,11 +437,11 @@ impl<L: Lane> Sched<L> {
     /// An opening finished; `lanes` were busy or still opening besides it.
     fn opened(
         &mut self,
-        opened: Result<L, Failure>,
+        opened: Result<L, SshError>,
         took: Duration,
         lanes: usize,
         opts: &mut RunOptions<'_>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let f = match opened {
             Ok(lane) => {
                 self.report.opened += 1;
@@ -455,7 +452,7 @@ impl<L: Lane> Sched<L> {
             }
             // Not a capacity problem: the caller ends the copy (and releases what the
             // lanes hold) as on any other fatal error.
-            Err(f) if f.code == ExitCode::HostKey => return Err(f),
+            Err(e) if e.is_host_key() => return Err(e),
             Err(f) => f,
         };
         let have = lanes + self.idle.len();
@@ -464,7 +461,7 @@ impl<L: Lane> Sched<L> {
                 (opts.notice)(format!(
                     "could not open another session ({}); continuing with {have} and trying \
                      again later",
-                    f.message
+                    crate::error::Failure::from(f).message
                 ));
             }
             self.refusals += 1;

@@ -2,7 +2,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::*;
-use crate::error::ExitCode;
+use crate::aws::{AwsError, AwsErrorKind};
+
+/// A throttled StartSession, as a lane's opening sees it.
+fn throttled() -> SshError {
+    let e = AwsError::new(
+        AwsErrorKind::Throttled,
+        "ThrottlingException: Rate exceeded",
+    );
+    SshError::aws(e, "i-0abc")
+}
 
 #[test]
 fn pieces_cover_every_byte_once() {
@@ -77,8 +86,8 @@ struct World {
     open_limit: Option<u32>,
     /// These opening attempts (1-based, counting failures) fail.
     fail_attempts: Vec<u32>,
-    /// Why those attempts fail (a throttled StartSession unless told otherwise).
-    fail_code: ExitCode,
+    /// Those attempts fail with a refused host key (else a throttled StartSession).
+    fail_host_key: bool,
     attempts: u32,
     /// Pieces of this file fail with a file error.
     bad_file: Option<usize>,
@@ -111,13 +120,10 @@ impl Lane for FakeLane {
             for b in &mut w.dest[start..end] {
                 *b = 0xEE;
             }
-            return Err(PieceError::Lane(Failure::new(ExitCode::Protocol, "gone")));
+            return Err(PieceError::Lane(SshError::Connection("gone".to_owned())));
         }
         if w.bad_file == Some(piece.file) {
-            return Err(PieceError::File(Failure::new(
-                ExitCode::RemoteFile,
-                "refused",
-            )));
+            return Err(PieceError::File(SshError::RemoteFile("refused".to_owned())));
         }
         let (s, e) = (piece.offset as usize, (piece.offset + piece.len) as usize);
         let chunk = w.source[s..e].to_vec();
@@ -131,21 +137,19 @@ struct FakeOpener(Rc<RefCell<World>>);
 
 impl Opener for FakeOpener {
     type Lane = FakeLane;
-    async fn open(&self) -> Result<FakeLane, Failure> {
+    async fn open(&self) -> Result<FakeLane, SshError> {
         tokio::task::yield_now().await;
         let mut w = self.0.borrow_mut();
         w.attempts += 1;
         if w.fail_attempts.contains(&w.attempts) {
-            return Err(Failure::new(
-                w.fail_code,
-                "ThrottlingException: Rate exceeded",
-            ));
+            return Err(if w.fail_host_key {
+                SshError::HostKey("host key refused".to_owned())
+            } else {
+                throttled()
+            });
         }
         if w.open_limit.is_some_and(|l| w.opens >= l) {
-            return Err(Failure::new(
-                ExitCode::Aws,
-                "ThrottlingException: Rate exceeded",
-            ));
+            return Err(throttled());
         }
         w.opens += 1;
         Ok(FakeLane {
@@ -165,7 +169,7 @@ fn world(len: usize) -> Rc<RefCell<World>> {
         die: None,
         open_limit: None,
         fail_attempts: Vec::new(),
-        fail_code: ExitCode::Aws,
+        fail_host_key: false,
         attempts: 0,
         bad_file: None,
         log: Vec::new(),
@@ -177,7 +181,7 @@ async fn go(
     w: &Rc<RefCell<World>>,
     pieces: Vec<Piece>,
     max: usize,
-) -> (Result<RunReport<FakeLane>, Failure>, Vec<String>) {
+) -> (Result<RunReport<FakeLane>, SshError>, Vec<String>) {
     let opener = FakeOpener(w.clone());
     let first = opener.open().await.into_iter().collect();
     let mut notes = Vec::new();
@@ -298,7 +302,7 @@ fn out_of_budget_is_an_error_not_a_hang() {
         w.borrow_mut().open_limit = Some(1);
         let (r, _) = go(&w, one_file(len as u64, 1), 1).await;
         let e = r.err().expect("no lane can be opened");
-        assert!(e.message.contains("Rate exceeded"), "{}", e.message);
+        assert!(e.to_string().contains("Rate exceeded"), "{e}");
     });
 }
 
@@ -374,11 +378,11 @@ fn a_host_key_refusal_on_another_lane_ends_the_run() {
         // The second session's host key is refused: a security event, not a lack of
         // capacity, so no "continuing with fewer", no retry, no more pieces.
         w.borrow_mut().fail_attempts = vec![2];
-        w.borrow_mut().fail_code = ExitCode::HostKey;
+        w.borrow_mut().fail_host_key = true;
         w.borrow_mut().yields = vec![0, 1000, 1000, 1000, 1000, 1000];
         let (r, notes) = go(&w, one_file(len as u64, 4), 4).await;
         let f = r.err().expect("the run ends with the refusal");
-        assert_eq!(f.code, ExitCode::HostKey);
+        assert!(f.is_host_key(), "{f}");
         assert!(notes.is_empty(), "{notes:?}");
         assert!(
             w.borrow().log.len() < 8,

@@ -7,7 +7,7 @@ impl Copier<'_> {
         &mut self,
         sources: &[String],
         destination: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let step = self.remote_path(destination, false).await;
         let Some(dest) = self.absorb(step)? else {
             return Ok(());
@@ -18,13 +18,10 @@ impl Copier<'_> {
             Err(e) => return Err(session_failure(&e)),
         };
         if sources.len() > 1 && !dest_is_dir {
-            return Err(Failure::new(
-                REMOTE_FILE_ERROR,
-                format!(
-                    "{}: not a directory (several sources need a directory destination)",
-                    printable(destination)
-                ),
-            ));
+            return Err(SshError::RemoteFile(format!(
+                "{}: not a directory (several sources need a directory destination)",
+                printable(destination)
+            )));
         }
         for src in sources {
             let local = PathBuf::from(src);
@@ -41,10 +38,10 @@ impl Copier<'_> {
             };
             if meta.is_dir() {
                 if !self.opts.recursive {
-                    self.note(&Failure::new(
-                        ExitCode::LocalIo,
-                        format!("{}: is a directory (use -r)", printable(src)),
-                    ));
+                    self.note(SshError::LocalIo(format!(
+                        "{}: is a directory (use -r)",
+                        printable(src)
+                    )));
                     continue;
                 }
                 self.upload_tree(local, target, meta).await?;
@@ -52,10 +49,10 @@ impl Copier<'_> {
                 let step = self.upload_file(&local, &meta, &target).await;
                 self.absorb(step)?;
             } else {
-                self.note(&Failure::new(
-                    ExitCode::LocalIo,
-                    format!("{}: not a regular file", printable(src)),
-                ));
+                self.note(SshError::LocalIo(format!(
+                    "{}: not a regular file",
+                    printable(src)
+                )));
             }
         }
         Ok(())
@@ -212,10 +209,10 @@ impl Copier<'_> {
                     mode: self.opts.preserve.then_some(mode),
                     times,
                 }),
-                Ok(_) => Err(item(
-                    REMOTE_FILE_ERROR,
-                    format!("{}: exists and is not a directory", printable(remote)),
-                )),
+                Ok(_) => Err(Problem::Item(SshError::RemoteFile(format!(
+                    "{}: exists and is not a directory",
+                    printable(remote)
+                )))),
                 Err(SftpError::Status(_)) => Err(sftp_problem(remote, &e)),
                 Err(other) => Err(sftp_problem(remote, &other)),
             },
@@ -262,7 +259,7 @@ impl Copier<'_> {
         local: PathBuf,
         remote: String,
         meta: std::fs::Metadata,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), SshError> {
         let mut stack = vec![UpWork::Dir {
             local,
             remote,
@@ -307,7 +304,7 @@ impl Copier<'_> {
         local: PathBuf,
         remote: String,
         ancestors: Vec<(u64, u64)>,
-    ) -> Result<Option<UpWork>, Failure> {
+    ) -> Result<Option<UpWork>, SshError> {
         // Follows symlinks, as scp does on upload.
         let meta = match tokio::fs::metadata(&local).await {
             Ok(m) => m,
@@ -328,13 +325,10 @@ impl Copier<'_> {
             let step = self.upload_file(&local, &meta, &remote).await;
             self.absorb(step)?;
         } else {
-            self.note(&Failure::new(
-                ExitCode::LocalIo,
-                format!(
-                    "{}: not a regular file",
-                    printable(&local.to_string_lossy())
-                ),
-            ));
+            self.note(SshError::LocalIo(format!(
+                "{}: not a regular file",
+                printable(&local.to_string_lossy())
+            )));
         }
         Ok(None)
     }
@@ -348,16 +342,13 @@ impl Copier<'_> {
         remote: String,
         meta: std::fs::Metadata,
         mut ancestors: Vec<(u64, u64)>,
-    ) -> Result<Vec<UpWork>, Failure> {
+    ) -> Result<Vec<UpWork>, SshError> {
         let id = (meta.dev(), meta.ino());
         if ancestors.contains(&id) {
-            self.note(&Failure::new(
-                ExitCode::LocalIo,
-                format!(
-                    "{}: directory loop (a symlink to an ancestor), skipped",
-                    printable(&local.to_string_lossy())
-                ),
-            ));
+            self.note(SshError::LocalIo(format!(
+                "{}: directory loop (a symlink to an ancestor), skipped",
+                printable(&local.to_string_lossy())
+            )));
             return Ok(Vec::new());
         }
         ancestors.push(id);
@@ -375,13 +366,10 @@ impl Copier<'_> {
         let mut work = vec![UpWork::Finish(finish)];
         for name in names.into_iter().rev() {
             let Some(text) = name.to_str() else {
-                self.note(&Failure::new(
-                    ExitCode::LocalIo,
-                    format!(
-                        "{}: the name is not UTF-8, which SFTP cannot carry; skipped",
-                        printable(&local.join(&name).to_string_lossy())
-                    ),
-                ));
+                self.note(SshError::LocalIo(format!(
+                    "{}: the name is not UTF-8, which SFTP cannot carry; skipped",
+                    printable(&local.join(&name).to_string_lossy())
+                )));
                 continue;
             };
             work.push(UpWork::Entry {

@@ -109,7 +109,7 @@ impl Copier<'_> {
         &mut self,
         files: &[FileJob],
         res: &Resources,
-    ) -> Result<Vec<Option<PathBuf>>, Failure> {
+    ) -> Result<Vec<Option<PathBuf>>, SshError> {
         let mut temps = Vec::with_capacity(files.len());
         for (i, job) in files.iter().enumerate() {
             let t = temp_name(&job.local, i);
@@ -139,7 +139,7 @@ impl Copier<'_> {
         files: &[FileJob],
         whole: &[bool],
         res: &Resources,
-    ) -> Result<Vec<Option<String>>, Failure> {
+    ) -> Result<Vec<Option<String>>, SshError> {
         let sftp = self.sftp;
         let made: Vec<Step<String>> = futures_util::stream::iter(files.iter().enumerate())
             .map(|(i, job)| async move {
@@ -212,13 +212,10 @@ impl UploadFinish<'_> {
             }
         }
         Err(Problem::Fatal(last.unwrap_or_else(|| {
-            Failure::new(
-                ExitCode::Protocol,
-                format!(
-                    "{}: no session left to rename the upload into place",
-                    printable(&job.remote)
-                ),
-            )
+            SshError::Connection(format!(
+                "{}: no session left to rename the upload into place",
+                printable(&job.remote)
+            ))
         })))
     }
 
@@ -276,16 +273,13 @@ impl UploadFinish<'_> {
             }
         }
         raw.rename(temp, remote).await.map(drop).map_err(|e| {
-            item(
-                REMOTE_FILE_ERROR,
-                format!(
-                    "{}: the old file was removed but the new one could not be renamed into \
+            Problem::Item(SshError::RemoteFile(format!(
+                "{}: the old file was removed but the new one could not be renamed into \
                      place ({}); it is complete at {}",
-                    printable(remote),
-                    problem_text(&sftp_problem(remote, &e)),
-                    printable(temp)
-                ),
-            )
+                printable(remote),
+                problem_text(&sftp_problem(remote, &e)),
+                printable(temp)
+            )))
         })
     }
 }
@@ -312,9 +306,9 @@ fn status_ok(p: russh_sftp::protocol::Packet) -> Result<(), SftpError> {
     }
 }
 
-fn problem_text(p: &Problem) -> &str {
+fn problem_text(p: &Problem) -> String {
     match p {
-        Problem::Item(f) | Problem::Fatal(f) => &f.message,
+        Problem::Item(e) | Problem::Fatal(e) => e.to_string(),
     }
 }
 

@@ -23,7 +23,7 @@ pub(super) struct LaneOpener<'a> {
 
 impl<'a> Opener for LaneOpener<'a> {
     type Lane = SftpLane<'a>;
-    async fn open(&self) -> Result<SftpLane<'a>, Failure> {
+    async fn open(&self) -> Result<SftpLane<'a>, SshError> {
         let conn = self.connector.connect().await?;
         let raw = self.res.open_raw(&conn).await;
         self.res.add(conn).await;
@@ -188,13 +188,10 @@ impl SftpLane<'_> {
                 Err(e) => return Err(piece_sftp(remote, &e)),
             };
             if data.is_empty() {
-                return Err(PieceError::File(Failure::new(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: the file got shorter while it was copied",
-                        printable(remote)
-                    ),
-                )));
+                return Err(PieceError::File(SshError::RemoteFile(format!(
+                    "{}: the file got shorter while it was copied",
+                    printable(remote)
+                ))));
             }
             out.extend_from_slice(&data);
         }

@@ -18,7 +18,7 @@ pub struct Resources {
 
 impl Resources {
     /// Opens an SFTP channel on `conn` for copies to use.
-    pub async fn add_lane_on(&self, conn: &Connection) -> Result<(), Failure> {
+    pub async fn add_lane_on(&self, conn: &Connection) -> Result<(), SshError> {
         let raw = self.open_raw(conn).await?;
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(raw);
@@ -81,7 +81,7 @@ impl Resources {
     }
 
     /// Opens an SFTP channel on `conn`, noting whether the server offers posix-rename.
-    pub(super) async fn open_raw(&self, conn: &Connection) -> Result<RawSftpSession, Failure> {
+    pub(super) async fn open_raw(&self, conn: &Connection) -> Result<RawSftpSession, SshError> {
         let stream = sftp_channel(conn).await?;
         let raw = RawSftpSession::new_with_config(stream, sftp_config());
         let version = raw.init().await.map_err(|e| session_failure(&e))?;

@@ -22,18 +22,15 @@ pub(super) async fn verify(res: &Resources, job: &FileJob) -> Step<()> {
         Ok(format!("{:x}", h.finalize()))
     })
     .await
-    .map_err(|e| item(ExitCode::Internal, e.to_string()))?
+    .map_err(|e| Problem::Item(SshError::Internal(e.to_string())))?
     .map_err(|e| local_problem(&job.local, &e))?;
     let theirs = remote_sha256(res, &job.remote).await?;
     if theirs != mine {
-        return Err(item(
-            REMOTE_FILE_ERROR,
-            format!(
-                "{}: --verify failed: SHA-256 on the instance is {theirs}, the local copy's \
+        return Err(Problem::Item(SshError::RemoteFile(format!(
+            "{}: --verify failed: SHA-256 on the instance is {theirs}, the local copy's \
                  {mine} (was the file changed during the copy?)",
-                printable(&job.remote)
-            ),
-        ));
+            printable(&job.remote)
+        ))));
     }
     Ok(())
 }
@@ -45,25 +42,19 @@ async fn remote_sha256(res: &Resources, remote: &str) -> Step<String> {
         match sha256_on(conn, remote).await {
             Ok(Some(h)) => return Ok(h),
             Ok(None) => {
-                return Err(item(
-                    REMOTE_FILE_ERROR,
-                    format!(
-                        "{}: --verify: sha256sum failed on the instance (is coreutils' \
+                return Err(Problem::Item(SshError::RemoteFile(format!(
+                    "{}: --verify: sha256sum failed on the instance (is coreutils' \
                          sha256sum installed?)",
-                        printable(remote)
-                    ),
-                ));
+                    printable(remote)
+                ))));
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(Problem::Fatal(Failure::new(
-        ExitCode::Protocol,
-        format!(
-            "--verify: no connection to the instance could run sha256sum: {}",
-            last.unwrap_or_else(|| "none open".to_owned())
-        ),
-    )))
+    Err(Problem::Fatal(SshError::Connection(format!(
+        "--verify: no connection to the instance could run sha256sum: {}",
+        last.unwrap_or_else(|| "none open".to_owned())
+    ))))
 }
 
 /// The hash `sha256sum` prints for `remote`, `None` if it failed; `Err` if the connection

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::error::ExitCode;
 
 /// Bytes a lane asks for at a time.
 const REQ: u64 = 64 * 1024;
@@ -70,7 +69,7 @@ impl Lane for PacedLane {
                 .is_some_and(|(id, after)| id == self.id && self.moved >= after)
             {
                 w.dest[s..e].fill(0xEE);
-                return Err(PieceError::Lane(Failure::new(ExitCode::Protocol, "gone")));
+                return Err(PieceError::Lane(SshError::Connection("gone".to_owned())));
             }
             let chunk = w.source[s..e].to_vec();
             w.dest[s..e].copy_from_slice(&chunk);
@@ -88,7 +87,7 @@ struct PacedOpener(Rc<RefCell<Paced>>);
 
 impl Opener for PacedOpener {
     type Lane = PacedLane;
-    async fn open(&self) -> Result<PacedLane, Failure> {
+    async fn open(&self) -> Result<PacedLane, SshError> {
         let took = self.0.borrow().open_time;
         tokio::time::sleep(took).await;
         let mut w = self.0.borrow_mut();

@@ -23,8 +23,16 @@
 //! | 18 | `exec`: the command ran but its exit status is unknown (the session document runs it without separate output streams) |
 //! | 130 | interrupted (SIGINT/SIGTERM); SIGHUP from ssh is a normal end (0) |
 
+mod commands;
+mod keys;
+mod session;
+mod ssh;
+mod target;
+
+pub use commands::doctor_exit_status;
+
 use crate::aws::{AwsError, AwsErrorKind};
-use crate::transport::{ConnectError, DriveError};
+use crate::transport::{ConnectError, DataKeyError, DriveError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -64,6 +72,23 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// The service refused the target (unknown, not connected, or not a valid target):
+    /// what a cached lookup is forgotten on, and what the EICE fallback answers.
+    pub fn target_refused(&self) -> bool {
+        self.code == ExitCode::Target
+    }
+
+    /// This failure with `more` after its sentence, under the same exit code.
+    pub fn and(self, more: &str) -> Failure {
+        let what = self.message.trim_end().trim_end_matches('.');
+        Failure::new(self.code, format!("{what}; and {more}"))
+    }
+
+    /// The process exit status this failure ends with.
+    pub fn exit_status(&self) -> u8 {
+        self.code as u8
     }
 
     pub fn aws(e: AwsError, target: &str) -> Failure {
@@ -169,12 +194,8 @@ impl Failure {
             ),
             DriveError::Link(_) => Failure::new(ExitCode::Unreachable, e.to_string()),
             // KMS refused or failed: the AWS error says which permission is missing.
-            DriveError::DataKey(inner) => match inner.downcast::<AwsError>() {
-                Ok(aws) => Failure::aws(*aws, target),
-                Err(other) => {
-                    Failure::new(ExitCode::Protocol, DriveError::DataKey(other).to_string())
-                }
-            },
+            DriveError::DataKey(DataKeyError::Aws(aws)) => Failure::aws(aws, target),
+            DriveError::DataKey(_) => Failure::new(ExitCode::Protocol, e.to_string()),
             DriveError::Protocol(_) | DriveError::HandshakeTimeout(_) => {
                 Failure::new(ExitCode::Protocol, e.to_string())
             }
@@ -200,3 +221,6 @@ fn with_hint(what: &str, hint: &str) -> String {
         format!("{what}: {hint}")
     }
 }
+
+#[cfg(test)]
+mod tests;
