@@ -20,8 +20,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use crate::ssh::SshError;
 use crate::ssh::glob::{self, escape_glob};
 use crate::ssh::transfer::{
-    self, CopyOptions, CopyPlan, Direction, Problem, Sftp, list_problem, printable, remote_join,
-    resolve_remote, session_failure, sftp_problem,
+    Problem, Sftp, list_problem, printable, remote_join, resolve_remote, session_failure,
+    sftp_problem,
 };
 
 /// How the session runs.

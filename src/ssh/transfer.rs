@@ -32,20 +32,17 @@
 
 use std::borrow::Cow;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::client::fs::File;
-use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::ssh::SshError;
+use russh_sftp::protocol::FileAttributes;
 
 use super::glob::{escape_glob, remote_glob};
+use crate::ssh::SshError;
 
 mod download;
 pub mod parallel;

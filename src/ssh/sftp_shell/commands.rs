@@ -2,7 +2,11 @@
 //! operands, in one place; [`Shell::dispatch`] checks a line against its entry, then runs
 //! the command's own step.
 
-use super::*;
+use russh_sftp::protocol::FileAttributes;
+use tokio::io::AsyncWrite;
+
+use crate::ssh::sftp_shell::{CmdResult, Flow, Shell, Word, fail, flags, in_cmd, operands, write};
+use crate::ssh::transfer::{Problem, printable, sftp_problem};
 
 /// What a command does; each has one arm in [`Shell::run_op`].
 #[derive(Clone, Copy)]

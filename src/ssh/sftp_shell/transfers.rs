@@ -1,9 +1,15 @@
 //! `get` and `put`: one remote side of a copy, through [`transfer`] on the shell's own
 //! SFTP session, or striped over several sessions ([`Striping`]).
 
-use super::*;
+use tokio::io::AsyncWrite;
+
 use crate::ssh::client::Connector;
+use crate::ssh::sftp_shell::{Shell, Word, escape_glob, local_fail, path_string, write};
 use crate::ssh::transfer::parallel::{self, ParallelOptions, Resources};
+use crate::ssh::transfer::{
+    self, CopyOptions, CopyPlan, Direction, Problem, printable, remote_join,
+};
+use crate::ssh::{SshError, glob};
 
 /// What `get`/`put` need to spread a copy over several sessions.
 pub struct Striping<'a> {

@@ -10,7 +10,23 @@
 //! the first directory past the bound is reported and the walk of that tree ends there
 //! (files and directories not yet reached are not copied; other sources still are).
 
-use super::*;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::File;
+use russh_sftp::protocol::FileAttributes;
+use russh_sftp::protocol::FileType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ssh::SshError;
+use crate::ssh::transfer::{
+    Copier, DirFinish, DownWork, Problem, Step, is_plain_name, list_problem, local_problem,
+    parallel, printable, remote_basename, remote_glob, remote_io_problem, remote_join,
+    set_attributes, sftp_problem,
+};
 
 /// How many directory levels a remote tree walk descends (`scp -r`, plain or striped, and
 /// `sftp get -r`): the top directory and 63 below it, as OpenSSH's sftp client

@@ -20,15 +20,21 @@
 //! owner, hard links or ACLs, and a symlink at the destination is replaced by the file
 //! instead of being written through; the destination's directory must be writable.
 
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use indicatif::ProgressBar;
 use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::SftpSession;
 
-use super::stripe::{self, Lane, Opener, Piece, PieceError, RunOptions, Span, Window};
-use super::*;
+use super::stripe::{self, Piece, RunOptions, Window};
+use crate::ssh::SshError;
 use crate::ssh::client::{Connection, Connector};
+use crate::ssh::transfer::{
+    Copier, CopyOptions, CopyPlan, DirFinish, Direction, Outcome, Problem, Sftp, Step,
+    progress_bar, session_failure, sftp_config,
+};
 
 mod finish;
 mod lane;

@@ -12,10 +12,14 @@
 //! * each reply is one SFTP packet of at most 256 KiB ([`super::sftp_config`]).
 
 use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::FileAttributes;
 use russh_sftp::protocol::StatusCode;
 
-use super::*;
+use crate::ssh::SshError;
 use crate::ssh::client::Connection;
+use crate::ssh::transfer::{Problem, parallel, printable, sftp_problem};
 
 /// Most entries one directory listing may have.
 pub const MAX_LISTING_ENTRIES: usize = 1_000_000;

@@ -6,6 +6,7 @@ use russh_sftp::protocol::{File as Entry, Handle, Name, Status};
 use super::super::test_fixture::{self as fx, LIMIT};
 use super::*;
 use crate::error::{ExitCode, Failure};
+use crate::ssh::transfer::{CopyOptions, CopyPlan, Direction, copy_reporting, sftp_config};
 
 /// A lying SFTP server: every directory is endless; each READDIR answers `per_reply`
 /// names of `name_len` bytes, never EOF. Counts the READDIRs it answered.

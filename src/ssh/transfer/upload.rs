@@ -1,6 +1,19 @@
 //! Local sources to a remote destination: files, and trees with `-r`.
 
-use super::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::File;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ssh::SshError;
+use crate::ssh::transfer::{
+    Copier, DirFinish, Problem, Step, UpWork, local_basename, local_problem, parallel, printable,
+    remote_io_problem, remote_join, session_failure, sftp_problem, unix_time,
+};
 
 impl Copier<'_> {
     pub(super) async fn upload(

@@ -21,7 +21,21 @@
 //! where a session to remove them with is left; a killed process or a dead connection
 //! leaves them behind, hidden and marked with the process ID.
 
-use super::*;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::FileType;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+
+use crate::ssh::SshError;
+use crate::ssh::transfer::parallel::{FileJob, Resources};
+use crate::ssh::transfer::{
+    Copier, Problem, Step, local_basename, local_problem, printable, remote_join, set_attributes,
+    sftp_problem,
+};
 
 /// Concurrent SFTP requests while preparing or finishing files.
 const CONCURRENT: usize = 32;

@@ -2,11 +2,23 @@
 //! ranges the scheduler hands it with positioned reads (download) or writes (upload), as
 //! many requests in flight as its [`Window`] allows.
 
+use std::io::{self};
+use std::path::Path;
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::*;
+use crate::ssh::SshError;
+use crate::ssh::client::Connector;
+use crate::ssh::transfer::parallel::{CHUNK, FileJob, IN_FLIGHT, Jobs, Resources};
+use crate::ssh::transfer::stripe::{Lane, Opener, Piece, PieceError, Span, Window};
+use crate::ssh::transfer::{Direction, Problem, local_problem, printable, sftp_problem};
+
 pub(super) struct SftpLane<'a> {
     pub(super) res: &'a Resources,
     pub(super) raw: RawSftpSession,

@@ -1,7 +1,15 @@
 //! What a striped copy must release however it ends: temporary files (local, and on the
 //! server), idle SFTP channels and the connections, so that Ctrl-C can release them.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use russh_sftp::client::RawSftpSession;
+
+use crate::ssh::SshError;
+use crate::ssh::client::Connection;
+use crate::ssh::transfer::parallel::{finish, sftp_channel};
+use crate::ssh::transfer::{session_failure, sftp_config};
 
 /// What a striped copy must release however it ends.
 #[derive(Default)]

@@ -1,7 +1,12 @@
 //! `--verify`: `sha256sum` on the instance, over an exec channel of any open connection,
 //! against the local copy's SHA-256.
 
-use super::*;
+use std::io;
+
+use crate::ssh::SshError;
+use crate::ssh::client::Connection;
+use crate::ssh::transfer::parallel::{FileJob, Resources};
+use crate::ssh::transfer::{Problem, Step, local_problem, printable};
 
 /// Most bytes of `sha256sum` output read.
 const VERIFY_OUTPUT_CAP: usize = 64 * 1024;
