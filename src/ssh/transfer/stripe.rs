@@ -30,7 +30,7 @@ use crate::error::{ExitCode, Failure};
 mod meter;
 mod span;
 mod window;
-use meter::Meter;
+use meter::{Left, Meter};
 pub use span::{ALIGN, Span};
 pub use window::Window;
 
@@ -188,6 +188,9 @@ pub struct RunOptions<'a> {
     pub progress: &'a mut dyn FnMut(u64, usize),
     /// One line for the user (growth stopped, a lane died).
     pub notice: &'a mut dyn FnMut(String),
+    /// What opening a lane costs, until an opening is timed (e.g. the first lane's); `None`
+    /// opens a lane for every piece waiting, up to `max_lanes`, without measuring first.
+    pub open_cost: Option<Duration>,
 }
 
 /// A lane at work: the lane back, with its piece, span and result.
@@ -223,7 +226,11 @@ pub async fn run<O: Opener>(
             busy.push(work(lane, piece, span));
         }
         st.report.peak = st.report.peak.max(busy.len());
-        for _ in 0..st.openings(busy.len(), opening.len()) {
+        let more = st.openings(busy.len(), opening.len());
+        if more > 0 {
+            tracing::debug!(more, busy = busy.len(), opening = opening.len(), meter = ?st.meter, "opening lanes");
+        }
+        for _ in 0..more {
             opening.push(timed(opener.open()));
         }
         if busy.is_empty() && opening.is_empty() {
@@ -280,7 +287,10 @@ impl<L: Lane> Sched<L> {
             ever_had_lane: !first.is_empty(),
             idle: first,
             active: Vec::new(),
-            meter: Meter::default(),
+            meter: Meter {
+                open: opts.open_cost,
+                ..Meter::default()
+            },
             paused_until: None,
             refusals: 0,
             reopens_left: opts.reopen_budget,
@@ -331,19 +341,22 @@ impl<L: Lane> Sched<L> {
     }
 
     /// How many lanes to start opening now: for queued pieces no lane (open or opening)
-    /// will take, and for pieces in flight large enough to share.
+    /// will take, and for pieces in flight large enough to share, while the work left
+    /// would keep the lanes there are busy for longer than an opening takes
+    /// ([`Meter::worth_opening`]).
     fn openings(&mut self, busy: usize, opening: usize) -> usize {
         let lanes_now = busy + self.idle.len();
         let paused = self.refusals >= GROWTH_ATTEMPTS
             || self.paused_until.is_some_and(|t| Instant::now() < t);
         let min = self.meter.min_piece();
-        let shareable = if self.idle.is_empty() && self.meter.worth_opening(&self.active) {
+        let shareable = if self.idle.is_empty() {
             self.stealable()
                 .filter(|(_, s)| s.unclaimed() >= 2 * min)
                 .count()
         } else {
             0
         };
+        let (left, live) = (self.left(), self.live_rate());
         let mut n = 0;
         // After a refusal, one opening at a time.
         while (!paused || lanes_now == 0)
@@ -351,6 +364,10 @@ impl<L: Lane> Sched<L> {
             && self.queue.len() + shareable > opening + n
             && lanes_now + opening + n < self.max
         {
+            let lanes = lanes_now + opening + n;
+            if lanes > 0 && !self.meter.worth_opening(&left, live, lanes) {
+                break;
+            }
             if self.ever_had_lane && lanes_now == 0 {
                 if self.reopens_left == 0 {
                     break;
@@ -362,16 +379,35 @@ impl<L: Lane> Sched<L> {
         n
     }
 
-    /// Whether a lane more could take part of the pieces in flight (looked at again every
-    /// [`GROWTH_LOOK`]).
+    /// The work not yet handed out.
+    fn left(&self) -> Left {
+        let queued = self.queue.iter().fold(0u64, |t, p| t.saturating_add(p.len));
+        let flying = (self.active.iter()).fold(0u64, |t, (_, s)| t.saturating_add(s.unclaimed()));
+        Left {
+            bytes: queued.saturating_add(flying),
+            queued: self.queue.len(),
+            active: self.active.len(),
+        }
+    }
+
+    /// One lane's rate, as seen so far on the pieces in flight (the mean of the most
+    /// each can be: [`Span::rate_bound`]).
+    fn live_rate(&self) -> Option<f64> {
+        let rates: Vec<f64> = (self.active.iter())
+            .filter_map(|(_, s)| s.rate_bound())
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+    }
+
+    /// Whether a lane more could take queued pieces or part of the pieces in flight,
+    /// once measured to be worth it (looked at again every [`GROWTH_LOOK`]).
     fn may_share(&self, busy: usize, opening: usize) -> bool {
         self.idle.is_empty()
             && busy + opening < self.max
             && self.refusals < GROWTH_ATTEMPTS
-            && self
-                .active
-                .iter()
-                .any(|(p, s)| !p.whole && s.unclaimed() > 0)
+            && (!self.queue.is_empty()
+                || (self.active.iter()).any(|(p, s)| !p.whole && s.unclaimed() > 0))
     }
 
     fn backing_off(&self) -> bool {
@@ -418,6 +454,7 @@ impl<L: Lane> Sched<L> {
                 if let Some(sample) = span.sample() {
                     self.meter.add(sample);
                 }
+                self.meter.add_piece(span.age());
                 (opts.progress)(moved.len, lanes);
                 self.idle.push(lane);
             }
@@ -447,6 +484,7 @@ impl<L: Lane> Sched<L> {
     ) -> Result<(), Failure> {
         let f = match opened {
             Ok(lane) => {
+                tracing::debug!(?took, "lane opened");
                 self.report.opened += 1;
                 self.ever_had_lane = true;
                 self.meter.open = Some(took);
