@@ -258,6 +258,8 @@ pub async fn run<O: Opener>(
 struct Sched<L> {
     report: RunReport<L>,
     queue: VecDeque<Piece>,
+    /// The bytes of the queued pieces (kept as they come and go: the queue may be long).
+    queued_bytes: u64,
     idle: Vec<L>,
     /// The pieces being moved, with their spans (what an idle lane may steal from).
     active: Vec<(Piece, Arc<Span>)>,
@@ -283,6 +285,7 @@ impl<L: Lane> Sched<L> {
                 stolen: 0,
                 lanes: Vec::new(),
             },
+            queued_bytes: (pieces.iter()).fold(0u64, |t, p| t.saturating_add(p.len)),
             queue: pieces.into(),
             ever_had_lane: !first.is_empty(),
             idle: first,
@@ -303,12 +306,25 @@ impl<L: Lane> Sched<L> {
     fn next_work(&mut self) -> Option<(L, Piece, Arc<Span>)> {
         // Drop queued pieces of failed files.
         let failed = &self.report.failed;
-        self.queue.retain(|p| !failed.contains_key(&p.file));
+        if !failed.is_empty() {
+            let mut dropped = 0u64;
+            self.queue.retain(|p| {
+                let keep = !failed.contains_key(&p.file);
+                if !keep {
+                    dropped = dropped.saturating_add(p.len);
+                }
+                keep
+            });
+            self.queued_bytes = self.queued_bytes.saturating_sub(dropped);
+        }
         if self.idle.is_empty() {
             return None;
         }
         let piece = match self.queue.pop_front() {
-            Some(p) => p,
+            Some(p) => {
+                self.queued_bytes = self.queued_bytes.saturating_sub(p.len);
+                p
+            }
             None => self.steal()?,
         };
         let lane = self.idle.pop()?;
@@ -381,7 +397,7 @@ impl<L: Lane> Sched<L> {
 
     /// The work not yet handed out.
     fn left(&self) -> Left {
-        let queued = self.queue.iter().fold(0u64, |t, p| t.saturating_add(p.len));
+        let queued = self.queued_bytes;
         let flying = (self.active.iter()).fold(0u64, |t, (_, s)| t.saturating_add(s.unclaimed()));
         Left {
             bytes: queued.saturating_add(flying),
@@ -469,6 +485,7 @@ impl<L: Lane> Sched<L> {
                     "a session failed ({}); its piece is redone on another",
                     f.message
                 ));
+                self.queued_bytes = self.queued_bytes.saturating_add(moved.len);
                 self.queue.push_front(moved);
             }
         }
