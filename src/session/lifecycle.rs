@@ -37,7 +37,19 @@ pub async fn open(
     link_options: &LinkOptions,
 ) -> Result<Opened, SessionError> {
     let ahead = Ahead::start(ssm);
-    let started = crate::aws::start_session(ssm, target, document, start)
+    // A task of its own, so that a session started while this is cancelled (a Ctrl-C
+    // while a striped copy opens one more lane) is still ended: see `Starting`.
+    let call = tokio::spawn({
+        let (ssm, target) = (ssm.clone(), target.to_owned());
+        let (document, start) = (document.clone(), start.clone());
+        async move { crate::aws::start_session(&ssm, &target, &document, &start).await }
+    });
+    let mut starting = Starting {
+        ssm,
+        call: Some(call),
+    };
+    let started = starting
+        .finish()
         .await
         .map_err(|source| SessionError::Aws {
             source,
@@ -102,6 +114,12 @@ pub async fn attach_ahead(
     link_options: &LinkOptions,
     ahead: Option<Ahead>,
 ) -> Result<Opened, SessionError> {
+    // Until the caller holds the session's guard: ended in the background if this is
+    // cancelled (a Ctrl-C while the data channel opens).
+    let unended = Unended {
+        ssm,
+        session_id: Some(started.session_id.clone()),
+    };
     let predialed = match ahead {
         Some(a) => a.take(&started.stream_url).await,
         None => None,
@@ -125,9 +143,11 @@ pub async fn attach_ahead(
         Ok(ws) => Link::start(ws, link_target, link_options.clone()),
         Err(e) => {
             terminate(ssm, &started.session_id).await;
+            unended.disarm();
             return Err(SessionError::Connect(e));
         }
     };
+    unended.disarm();
     Ok(Opened {
         data_keys: ssm.data_keys(&started.session_id, target),
         timeline: link_target_timeline,
@@ -135,6 +155,75 @@ pub async fn attach_ahead(
         link,
         session: new_client_session(),
     })
+}
+
+/// A StartSession call in flight: when dropped before it answered, the session it may
+/// still start is terminated in the background (awaited by [`Ssm::await_background`]).
+struct Starting<'a> {
+    ssm: &'a Ssm,
+    call: Option<tokio::task::JoinHandle<Result<StartedSession, crate::aws::AwsError>>>,
+}
+
+impl Starting<'_> {
+    async fn finish(&mut self) -> Result<StartedSession, crate::aws::AwsError> {
+        let Some(call) = self.call.as_mut() else {
+            return Err(crate::aws::AwsError::new(
+                crate::aws::AwsErrorKind::Service,
+                "StartSession was already awaited",
+            ));
+        };
+        let joined = call.await;
+        self.call = None;
+        joined.unwrap_or_else(|e| {
+            Err(crate::aws::AwsError::new(
+                crate::aws::AwsErrorKind::Service,
+                format!("StartSession stopped: {e}"),
+            ))
+        })
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        let (Some(call), Ok(rt)) = (self.call.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let ssm = self.ssm.clone();
+        let task = rt.spawn(async move {
+            if let Ok(Ok(started)) = call.await {
+                terminate(&ssm, &started.session_id).await;
+            }
+        });
+        self.ssm.keep_background(task);
+    }
+}
+
+/// A started session nothing else will end yet: terminated in the background (awaited by
+/// [`Ssm::await_background`]) when dropped armed, as [`SessionGuard`](super::stream)
+/// does once it holds the session.
+struct Unended<'a> {
+    ssm: &'a Ssm,
+    session_id: Option<String>,
+}
+
+impl Unended<'_> {
+    fn disarm(mut self) {
+        self.session_id = None;
+    }
+}
+
+impl Drop for Unended<'_> {
+    fn drop(&mut self) {
+        let (Some(id), Ok(rt)) = (
+            self.session_id.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let ssm = self.ssm.clone();
+        let task = rt.spawn(async move { terminate(&ssm, &id).await });
+        self.ssm.keep_background(task);
+    }
 }
 
 /// Opens the data channel of a session StartSession returned (the second half of

@@ -113,6 +113,8 @@ pub struct Connector {
     /// Each connection over its own EC2 Instance Connect Endpoint tunnel instead of a
     /// Session Manager session.
     pub eice: Option<EiceStream>,
+    /// How long the last connection took to open (session, handshake, authentication).
+    took: std::sync::Mutex<Option<Duration>>,
 }
 
 /// A push this old is redone before the next connection (the key is valid 60 s, and the
@@ -140,6 +142,7 @@ impl Connector {
             pushed: tokio::sync::Mutex::new(None),
             compression: false,
             eice: None,
+            took: std::sync::Mutex::new(None),
         })
     }
 
@@ -174,6 +177,12 @@ impl Connector {
         self.ssm.await_background(budget).await;
     }
 
+    /// How long the last connection took to open, from [`connect`](Self::connect)'s call
+    /// to an authenticated connection (`None` before one opened).
+    pub fn connect_cost(&self) -> Option<Duration> {
+        *self.took.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The byte stream SSH runs over: an EICE tunnel or a Session Manager port session.
     async fn open_stream(&self) -> Result<(DuplexStream, StreamGuard), SessionError> {
         let (target, port) = (self.target.as_str(), self.opts.port);
@@ -197,6 +206,7 @@ impl Connector {
 
     /// One more authenticated connection, over a new session.
     pub async fn connect(&self) -> Result<Connection, SshError> {
+        let began = std::time::Instant::now();
         let (target, opts) = (self.target.as_str(), &self.opts);
         let push = self.ensure_pushed();
         let open = self.open_stream();
@@ -275,7 +285,9 @@ impl Connector {
             connection.close().await;
             return Err(f);
         }
-        tracing::debug!(user = opts.user, "SSH authenticated");
+        let took = began.elapsed();
+        *self.took.lock().unwrap_or_else(|e| e.into_inner()) = Some(took);
+        tracing::debug!(user = opts.user, ?took, "SSH authenticated");
         Ok(connection)
     }
 }

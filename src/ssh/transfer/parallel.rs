@@ -236,6 +236,9 @@ async fn move_pieces<'a>(
                 }
             },
             notice: &mut |s| eprintln!("sallyport: {s}"),
+            // Until a lane's opening is timed: the first connection's (its SFTP start
+            // aside).
+            open_cost: connector.connect_cost(),
         },
     )
     .await;

@@ -30,7 +30,7 @@ use crate::ssh::SshError;
 mod meter;
 mod span;
 mod window;
-use meter::Meter;
+use meter::{Left, Meter};
 pub use span::{ALIGN, Span};
 pub use window::Window;
 
@@ -188,6 +188,9 @@ pub struct RunOptions<'a> {
     pub progress: &'a mut dyn FnMut(u64, usize),
     /// One line for the user (growth stopped, a lane died).
     pub notice: &'a mut dyn FnMut(String),
+    /// What opening a lane costs, until an opening is timed (e.g. the first lane's); `None`
+    /// opens a lane for every piece waiting, up to `max_lanes`, without measuring first.
+    pub open_cost: Option<Duration>,
 }
 
 /// A lane at work: the lane back, with its piece, span and result.
@@ -223,7 +226,11 @@ pub async fn run<O: Opener>(
             busy.push(work(lane, piece, span));
         }
         st.report.peak = st.report.peak.max(busy.len());
-        for _ in 0..st.openings(busy.len(), opening.len()) {
+        let more = st.openings(busy.len(), opening.len());
+        if more > 0 {
+            tracing::debug!(more, busy = busy.len(), opening = opening.len(), meter = ?st.meter, "opening lanes");
+        }
+        for _ in 0..more {
             opening.push(timed(opener.open()));
         }
         if busy.is_empty() && opening.is_empty() {
@@ -251,6 +258,8 @@ pub async fn run<O: Opener>(
 struct Sched<L> {
     report: RunReport<L>,
     queue: VecDeque<Piece>,
+    /// The bytes of the queued pieces (kept as they come and go: the queue may be long).
+    queued_bytes: u64,
     idle: Vec<L>,
     /// The pieces being moved, with their spans (what an idle lane may steal from).
     active: Vec<(Piece, Arc<Span>)>,
@@ -276,11 +285,15 @@ impl<L: Lane> Sched<L> {
                 stolen: 0,
                 lanes: Vec::new(),
             },
+            queued_bytes: (pieces.iter()).fold(0u64, |t, p| t.saturating_add(p.len)),
             queue: pieces.into(),
             ever_had_lane: !first.is_empty(),
             idle: first,
             active: Vec::new(),
-            meter: Meter::default(),
+            meter: Meter {
+                open: opts.open_cost,
+                ..Meter::default()
+            },
             paused_until: None,
             refusals: 0,
             reopens_left: opts.reopen_budget,
@@ -293,12 +306,25 @@ impl<L: Lane> Sched<L> {
     fn next_work(&mut self) -> Option<(L, Piece, Arc<Span>)> {
         // Drop queued pieces of failed files.
         let failed = &self.report.failed;
-        self.queue.retain(|p| !failed.contains_key(&p.file));
+        if !failed.is_empty() {
+            let mut dropped = 0u64;
+            self.queue.retain(|p| {
+                let keep = !failed.contains_key(&p.file);
+                if !keep {
+                    dropped = dropped.saturating_add(p.len);
+                }
+                keep
+            });
+            self.queued_bytes = self.queued_bytes.saturating_sub(dropped);
+        }
         if self.idle.is_empty() {
             return None;
         }
         let piece = match self.queue.pop_front() {
-            Some(p) => p,
+            Some(p) => {
+                self.queued_bytes = self.queued_bytes.saturating_sub(p.len);
+                p
+            }
             None => self.steal()?,
         };
         let lane = self.idle.pop()?;
@@ -331,19 +357,22 @@ impl<L: Lane> Sched<L> {
     }
 
     /// How many lanes to start opening now: for queued pieces no lane (open or opening)
-    /// will take, and for pieces in flight large enough to share.
+    /// will take, and for pieces in flight large enough to share, while the work left
+    /// would keep the lanes there are busy for longer than an opening takes
+    /// ([`Meter::worth_opening`]).
     fn openings(&mut self, busy: usize, opening: usize) -> usize {
         let lanes_now = busy + self.idle.len();
         let paused = self.refusals >= GROWTH_ATTEMPTS
             || self.paused_until.is_some_and(|t| Instant::now() < t);
         let min = self.meter.min_piece();
-        let shareable = if self.idle.is_empty() && self.meter.worth_opening(&self.active) {
+        let shareable = if self.idle.is_empty() {
             self.stealable()
                 .filter(|(_, s)| s.unclaimed() >= 2 * min)
                 .count()
         } else {
             0
         };
+        let (left, live) = (self.left(), self.live_rate());
         let mut n = 0;
         // After a refusal, one opening at a time.
         while (!paused || lanes_now == 0)
@@ -351,6 +380,10 @@ impl<L: Lane> Sched<L> {
             && self.queue.len() + shareable > opening + n
             && lanes_now + opening + n < self.max
         {
+            let lanes = lanes_now + opening + n;
+            if lanes > 0 && !self.meter.worth_opening(&left, live, lanes) {
+                break;
+            }
             if self.ever_had_lane && lanes_now == 0 {
                 if self.reopens_left == 0 {
                     break;
@@ -362,16 +395,35 @@ impl<L: Lane> Sched<L> {
         n
     }
 
-    /// Whether a lane more could take part of the pieces in flight (looked at again every
-    /// [`GROWTH_LOOK`]).
+    /// The work not yet handed out.
+    fn left(&self) -> Left {
+        let queued = self.queued_bytes;
+        let flying = (self.active.iter()).fold(0u64, |t, (_, s)| t.saturating_add(s.unclaimed()));
+        Left {
+            bytes: queued.saturating_add(flying),
+            queued: self.queue.len(),
+            active: self.active.len(),
+        }
+    }
+
+    /// One lane's rate, as seen so far on the pieces in flight (the mean of the most
+    /// each can be: [`Span::rate_bound`]).
+    fn live_rate(&self) -> Option<f64> {
+        let rates: Vec<f64> = (self.active.iter())
+            .filter_map(|(_, s)| s.rate_bound())
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+    }
+
+    /// Whether a lane more could take queued pieces or part of the pieces in flight,
+    /// once measured to be worth it (looked at again every [`GROWTH_LOOK`]).
     fn may_share(&self, busy: usize, opening: usize) -> bool {
         self.idle.is_empty()
             && busy + opening < self.max
             && self.refusals < GROWTH_ATTEMPTS
-            && self
-                .active
-                .iter()
-                .any(|(p, s)| !p.whole && s.unclaimed() > 0)
+            && (!self.queue.is_empty()
+                || (self.active.iter()).any(|(p, s)| !p.whole && s.unclaimed() > 0))
     }
 
     fn backing_off(&self) -> bool {
@@ -415,6 +467,7 @@ impl<L: Lane> Sched<L> {
                 if let Some(sample) = span.sample() {
                     self.meter.add(sample);
                 }
+                self.meter.add_piece(span.age());
                 (opts.progress)(moved.len, lanes);
                 self.idle.push(lane);
             }
@@ -429,6 +482,7 @@ impl<L: Lane> Sched<L> {
                     "a session failed ({}); its piece is redone on another",
                     crate::error::Failure::from(e).message
                 ));
+                self.queued_bytes = self.queued_bytes.saturating_add(moved.len);
                 self.queue.push_front(moved);
             }
         }
@@ -444,6 +498,7 @@ impl<L: Lane> Sched<L> {
     ) -> Result<(), SshError> {
         let f = match opened {
             Ok(lane) => {
+                tracing::debug!(?took, "lane opened");
                 self.report.opened += 1;
                 self.ever_had_lane = true;
                 self.meter.open = Some(took);

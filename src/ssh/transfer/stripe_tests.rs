@@ -195,6 +195,7 @@ async fn go(
             reopen_budget: 2,
             progress: &mut |n, _| moved += n,
             notice: &mut |s| notes.push(s),
+            open_cost: None,
         },
     )
     .await;

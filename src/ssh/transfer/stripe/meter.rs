@@ -1,11 +1,16 @@
 //! What the scheduler learns from finished pieces: the lanes' rate and what starting a
 //! piece costs, from which follow the smallest piece worth taking over and whether one
 //! more lane would still pay for its opening.
+//!
+//! A lane is opened only when the work left, at the rate measured so far, would keep the
+//! lanes there are busy for longer than opening one more takes: a fast lane (an upload a
+//! local CPU can keep up with) finishes alone what a new session would arrive too late to
+//! share, and its set-up would only take CPU from it, while slow lanes (downloads paced by
+//! the agent) open all they may at once, as soon as the first has measured.
 
 use std::time::Duration;
 
-use super::Piece;
-use super::span::{ALIGN, Sample, Span};
+use super::span::{ALIGN, Sample};
 
 /// The smallest piece taken over before anything is measured.
 pub const DEFAULT_MIN_PIECE: u64 = 256 * 1024;
@@ -17,8 +22,21 @@ pub struct Meter {
     pub rate: Option<f64>,
     /// From handing a piece over to its first bytes, less their transfer time.
     pub overhead: Option<Duration>,
-    /// How long the last opening of a lane took.
+    /// How long the last opening of a lane took (before any: the caller's estimate).
     pub open: Option<Duration>,
+    /// From handing a piece over to its end, for pieces too small to give a rate.
+    pub piece: Option<Duration>,
+}
+
+/// The work not yet handed out, as [`Meter::worth_opening`] weighs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Left {
+    /// Bytes no lane has claimed: queued pieces and the unclaimed rest of pieces in flight.
+    pub bytes: u64,
+    /// Pieces waiting in the queue (each costs a start).
+    pub queued: usize,
+    /// Pieces in flight.
+    pub active: usize,
 }
 
 fn blend(old: Option<f64>, new: f64) -> f64 {
@@ -61,14 +79,33 @@ impl Meter {
             .saturating_mul(ALIGN)
     }
 
-    /// Whether what is left in flight would keep one more lane busy for longer than
-    /// opening it takes (yes until both are measured).
-    pub fn worth_opening(&self, active: &[(Piece, std::sync::Arc<Span>)]) -> bool {
-        let (Some(rate), Some(open)) = (self.rate, self.open) else {
+    /// A piece finished `took` after it was handed over.
+    pub fn add_piece(&mut self, took: Duration) {
+        let t = blend(self.piece.map(|d| d.as_secs_f64()), took.as_secs_f64());
+        self.piece = Duration::try_from_secs_f64(t).ok();
+    }
+
+    /// Seconds `lanes` lanes would take over `left`: from one lane's rate (measured on
+    /// finished pieces, else `live` on pieces in flight) plus each queued piece's start,
+    /// else from finished pieces' times; `None` before anything is measured.
+    pub fn time_left(&self, left: &Left, live: Option<f64>, lanes: usize) -> Option<f64> {
+        let lanes = lanes.max(1) as f64;
+        if let Some(rate) = self.rate.or(live).filter(|r| r.is_finite() && *r > 0.0) {
+            let starts = self.overhead.map_or(0.0, |o| o.as_secs_f64()) * left.queued as f64;
+            return Some((left.bytes as f64 / rate + starts) / lanes);
+        }
+        let pieces = (left.queued + left.active) as f64;
+        Some(self.piece?.as_secs_f64() * pieces / lanes)
+    }
+
+    /// Whether one more lane pays for its opening: the `lanes` there are (open or
+    /// opening) would still be busy with `left` when it opens. Before an opening's cost is
+    /// known: yes. Before anything is measured: not yet (the caller looks again).
+    pub fn worth_opening(&self, left: &Left, live: Option<f64>, lanes: usize) -> bool {
+        let Some(open) = self.open else {
             return true;
         };
-        let left = (active.iter()).fold(0u64, |sum, (_, s)| sum.saturating_add(s.unclaimed()));
-        let lanes = active.len().max(1) as f64 + 1.0;
-        left as f64 / (lanes * rate) > open.as_secs_f64()
+        self.time_left(left, live, lanes)
+            .is_some_and(|t| t >= open.as_secs_f64())
     }
 }

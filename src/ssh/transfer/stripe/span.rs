@@ -139,6 +139,28 @@ impl Span {
         Some(taken)
     }
 
+    /// The most this lane's rate can be, as seen now (bytes a second): what arrived since
+    /// the first answer's time, counting that answer as if the next were arriving now, and
+    /// no more than the rate measured between answers. Falls while answers are slow to
+    /// come, so a slow lane is known as such before its second answer. `None` before the
+    /// first answer, or just at it.
+    pub fn rate_bound(&self) -> Option<f64> {
+        let s = self.lock();
+        let (first_at, _) = s.first?;
+        let since = first_at.elapsed().as_secs_f64();
+        let bound = s.done as f64 / since;
+        if !bound.is_finite() || since <= 0.0 {
+            return None;
+        }
+        drop(s);
+        Some(self.sample().map_or(bound, |m| m.rate.min(bound)))
+    }
+
+    /// How long ago the piece was handed to its lane.
+    pub fn age(&self) -> Duration {
+        self.lock().started.elapsed()
+    }
+
     /// Rate and start-up cost seen on this span (when enough arrived to tell).
     pub fn sample(&self) -> Option<Sample> {
         let s = self.lock();

@@ -29,6 +29,8 @@ struct Paced {
     /// This lane dies once it has moved this many bytes.
     die: Option<(u32, u64)>,
     open_time: Duration,
+    /// One lane's rate (bytes a second).
+    rate: u64,
 }
 
 struct PacedLane {
@@ -37,8 +39,8 @@ struct PacedLane {
     world: Rc<RefCell<Paced>>,
 }
 
-fn sleep_for(bytes: u64) -> tokio::time::Sleep {
-    tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / RATE as f64))
+fn sleep_for(bytes: u64, rate: u64) -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64))
 }
 
 impl Lane for PacedLane {
@@ -62,7 +64,8 @@ impl Lane for PacedLane {
             let Some((off, len)) = sent.pop_front() else {
                 break;
             };
-            sleep_for(len).await;
+            let rate = self.world.borrow().rate;
+            sleep_for(len, rate).await;
             let (s, e) = (off as usize, (off + len) as usize);
             let mut w = self.world.borrow_mut();
             if w.die
@@ -110,11 +113,13 @@ fn paced(len: usize) -> Rc<RefCell<Paced>> {
         opens: 0,
         die: None,
         open_time: Duration::from_millis(300),
+        rate: RATE,
     }))
 }
 
 async fn go(w: &Rc<RefCell<Paced>>, pieces: Vec<Piece>, max: usize) -> RunReport<PacedLane> {
     let opener = PacedOpener(w.clone());
+    let open_cost = Some(w.borrow().open_time);
     let first = vec![opener.open().await.unwrap()];
     run(
         &opener,
@@ -125,6 +130,7 @@ async fn go(w: &Rc<RefCell<Paced>>, pieces: Vec<Piece>, max: usize) -> RunReport
             reopen_budget: 2,
             progress: &mut |_, _| {},
             notice: &mut |_| {},
+            open_cost,
         },
     )
     .await
@@ -277,4 +283,55 @@ fn a_lane_keeps_its_bandwidth_delay_product_in_flight() {
         }
         assert!((20..=32).contains(&w.requests()), "{}", w.requests());
     });
+}
+
+/// 12 MiB in the pieces of `-j 8` over up to `max` lanes of `rate` bytes a second, each
+/// taking a second to open: how long it took and how many lanes were opened.
+fn costly_openings(rate: u64, max: usize) -> (Duration, u32) {
+    rt().block_on(async {
+        let len = 12 * 1024 * 1024;
+        let w = paced(len);
+        w.borrow_mut().rate = rate;
+        w.borrow_mut().open_time = Duration::from_secs(1);
+        // The first lane's opening included, as in both cases.
+        let started = Instant::now();
+        let r = go(&w, split(&[len as u64], 8), max).await;
+        let took = started.elapsed();
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source, "intact");
+        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
+        (took, r.opened)
+    })
+}
+
+#[test]
+fn a_fast_lane_opens_no_lane_that_would_arrive_after_the_work() {
+    // 32 MiB/s: one lane moves the 12 pieces in well under the second an opening takes.
+    let fast = 32 * 1024 * 1024;
+    let (alone, _) = costly_openings(fast, 1);
+    let (striped, opened) = costly_openings(fast, 8);
+    assert_eq!(opened, 1, "no lane opened besides the first");
+    assert!(
+        striped <= alone,
+        "-j 8 took {striped:?}, one lane {alone:?}"
+    );
+}
+
+#[test]
+fn openings_follow_the_measured_rate() {
+    // Paced at half a MiB a second, 12 MiB keeps 8 lanes busy for 3 s: all are opened.
+    let (slow, opened) = costly_openings(RATE, 8);
+    assert_eq!(opened, 8);
+    let (alone, _) = costly_openings(RATE, 1);
+    assert!(slow * 4 < alone, "-j 8 took {slow:?}, one lane {alone:?}");
+    // At 8 MiB/s the work (1.5 s and a round trip a piece) outlasts one opening but
+    // not two: few lanes, and sooner done than one lane.
+    let fast = 8 * 1024 * 1024;
+    let (striped, opened) = costly_openings(fast, 8);
+    let (alone, _) = costly_openings(fast, 1);
+    assert!((1..=3).contains(&opened), "{opened} lanes opened");
+    assert!(
+        striped <= alone,
+        "-j 8 took {striped:?}, one lane {alone:?}"
+    );
 }
