@@ -52,16 +52,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             eprintln!("sallyport: wrote {n} man pages into {}", dir.display());
             Ok(0)
         }
-        Resolved::Proxy(run) => commands::proxy::run(run).await,
-        Resolved::Exec(run) => commands::exec::run(run).await,
-        Resolved::Forward(run) => commands::forward::run(run).await,
-        Resolved::Shell(run) => commands::shell::run(run).await,
-        Resolved::Ssh(run) => commands::ssh::run(run).await,
-        Resolved::Scp(run) => commands::scp::run(run).await,
-        Resolved::Sftp(run) => commands::sftp::run(run).await,
-        Resolved::Ls(run) => commands::ls::run(&run).await,
-        Resolved::Doctor(run) => commands::doctor::run(run).await,
-        Resolved::ConfigSsh(run) => commands::ssh_config::run(run),
+        Resolved::Proxy(run) => Ok(commands::proxy::run(run).await?),
+        Resolved::Exec(run) => Ok(commands::exec::run(run).await?),
+        Resolved::Forward(run) => Ok(commands::forward::run(run).await?),
+        Resolved::Shell(run) => Ok(commands::shell::run(run).await?),
+        Resolved::Ssh(run) => Ok(commands::ssh::run(run).await?),
+        Resolved::Scp(run) => Ok(commands::scp::run(run).await?),
+        Resolved::Sftp(run) => Ok(commands::sftp::run(run).await?),
+        Resolved::Ls(run) => Ok(commands::ls::run(&run).await?),
+        Resolved::Doctor(run) => Ok(commands::doctor::run(run).await?),
+        Resolved::ConfigSsh(run) => Ok(commands::ssh_config::run(run)?),
     }
 }
 

@@ -23,7 +23,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::aws::{AwsSettings, Instances, NodeFilter, NodeInfo};
-use crate::error::Failure;
 
 pub use error::TargetError;
 
@@ -495,10 +494,8 @@ impl Found {
     }
 
     /// Forgets a cached lookup whose ID the service refused as a target.
-    pub fn settle<T>(&self, result: &Result<T, Failure>) {
-        if let (Err(f), Some((c, key))) = (result, &self.cache)
-            && f.target_refused()
-        {
+    pub fn settle(&self, refused: bool) {
+        if let (true, Some((c, key))) = (refused, &self.cache) {
             c.remove(key);
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::error::ExitCode;
+use crate::error::{ExitCode, Failure};
 
 #[test]
 fn forms_are_told_apart() {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::CommandError;
 use crate::aws::{AwsError, AwsErrorKind, Instances, NodeFilter, NodeInfo, Tagging};
 use crate::error::Failure;
 use crate::target::TargetSettings;
@@ -370,7 +371,7 @@ pub struct DoctorRun {
 /// `sallyport doctor [TARGET] [--json]`: exit 0 only when no check failed, else the exit
 /// code of the first failure's kind (3 credentials, 4 denied, 5 target, 6 unreachable,
 /// 9 region, 14 clock).
-pub async fn run(args: DoctorRun) -> Result<u8, Failure> {
+pub async fn run(args: DoctorRun) -> Result<u8, CommandError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let aws = &args.aws;
     let mut report = Report::default();

@@ -4,6 +4,12 @@
 
 use std::path::PathBuf;
 
+use crate::aws::AwsError;
+use crate::keys::KeyError;
+use crate::session::SessionError;
+use crate::ssh::SshError;
+use crate::target::TargetError;
+
 /// A command's own failure.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -53,4 +59,34 @@ pub enum CommandError {
     /// The way chosen contradicts what was asked (`node: why`).
     #[error("{node}: Session Manager chosen where EICE was asked: {why}")]
     WrongWay { node: String, why: String },
+
+    // What the layers below reported, whose fault they say.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Keys(Box<KeyError>),
+    /// AWS refused or failed a call about `what` (the target, or "the managed nodes").
+    #[error("{source}")]
+    Aws {
+        #[source]
+        source: AwsError,
+        what: String,
+    },
+    /// Session Manager could not reach the node, and neither can an EC2 Instance Connect
+    /// Endpoint: Session Manager's failure, and what keeps EICE from it.
+    #[error("{failed}; and {missing}")]
+    NoWay {
+        failed: Box<CommandError>,
+        missing: String,
+    },
+}
+
+impl From<KeyError> for CommandError {
+    fn from(e: KeyError) -> CommandError {
+        CommandError::Keys(Box::new(e))
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::CommandError;
 use crate::aws::Ssm;
-use crate::error::Failure;
 use crate::session::exec::{self, ExecRequest};
 use crate::target::TargetSettings;
 use crate::transport::LinkOptions;
@@ -20,7 +20,7 @@ pub struct ExecRun {
 }
 
 /// `sallyport exec`: `Ok` holds the remote command's exit code.
-pub async fn run(run: ExecRun) -> Result<u8, Failure> {
+pub async fn run(run: ExecRun) -> Result<u8, CommandError> {
     super::session_manager_only(&run.on, "exec")?;
     super::on_node(&run.on, async |config, found| {
         let req = ExecRequest {

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
+use super::CommandError;
 use crate::aws::{AwsConfig, Ssm};
-use crate::error::Failure;
 use crate::session::eice::EiceStream;
 use crate::session::forward::{self, ForwardRequest, ForwardSpec};
 use crate::target::via::Via;
@@ -21,7 +21,7 @@ pub struct ForwardRun {
 }
 
 /// `sallyport forward`: every forward, until Ctrl-C or until all have ended.
-pub async fn run(run: ForwardRun) -> Result<u8, Failure> {
+pub async fn run(run: ForwardRun) -> Result<u8, CommandError> {
     super::on_node(&run.on, async |config, found| {
         let req = ForwardRequest {
             target: found.id.clone(),
@@ -47,7 +47,7 @@ async fn way(
     found: &Found,
     on: &TargetSettings,
     req: &ForwardRequest,
-) -> Result<Option<EiceStream>, Failure> {
+) -> Result<Option<EiceStream>, CommandError> {
     let first_port = match req.specs.first().map(|s| &s.remote) {
         Some(forward::Remote::Port(p) | forward::Remote::Host { port: p, .. }) => *p,
         None => 22,
@@ -62,7 +62,7 @@ async fn way(
     if node.is_some_and(|n| n.is_online()) {
         return Ok(None);
     }
-    let offline = super::CommandError::NotConnected(found.id.clone()).into();
+    let offline = super::CommandError::NotConnected(found.id.clone());
     Ok(super::way_after(config, found, on, first_port, offline)
         .await
         .ok())

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use super::CommandError;
 use crate::aws::{InstanceConnect, Ssm};
-use crate::error::Failure;
 use crate::ssh::client::{self, Connection, SshOptions};
 use crate::ssh::known_hosts::{HostKeyPolicy, Strictness, typed_host_name};
 use crate::target::{self, TargetSettings};
@@ -67,14 +67,14 @@ pub fn guess_user(platform: Option<&str>) -> &'static str {
 
 /// Looks the target up and settles the user, then connects: the SSM session and the key
 /// push run side by side, then SSH authenticates.
-pub async fn connect(login: &Login) -> Result<(Connection, String), Failure> {
+pub async fn connect(login: &Login) -> Result<(Connection, String), CommandError> {
     let (connector, conn) = connector(login).await?;
     Ok((conn, connector.target().to_owned()))
 }
 
 /// [`connect`], also returning the [`client::Connector`] that made the connection, to
 /// open more like it.
-pub async fn connector(login: &Login) -> Result<(client::Connector, Connection), Failure> {
+pub async fn connector(login: &Login) -> Result<(client::Connector, Connection), CommandError> {
     let s = &login.on;
     let (config, found) = target::locate(s).await?;
     let (user, guessed) = match login.user.clone() {
@@ -98,7 +98,7 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         }
     };
     if user.is_empty() {
-        return Err(super::CommandError::EmptyUser.into());
+        return Err(super::CommandError::EmptyUser);
     }
     let opts = SshOptions {
         user,
@@ -122,19 +122,24 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
     connector.eice = super::way_first(&config, &found, s, login.port).await?;
-    let mut result = connector.connect().await.map_err(Failure::from);
+    let mut result = connector.connect().await.map_err(CommandError::from);
     if connector.eice.is_none()
         && let Err(f) = result
     {
         result = match super::way_after(&config, &found, s, login.port, f).await {
             Ok(tunnel) => {
                 connector.eice = Some(tunnel);
-                connector.connect().await.map_err(Failure::from)
+                connector.connect().await.map_err(CommandError::from)
             }
             Err(f) => Err(f),
         };
     }
-    found.settle(&result);
+    found.settle(
+        result
+            .as_ref()
+            .err()
+            .is_some_and(CommandError::target_refused),
+    );
     result.map(|c| (connector, c))
 }
 

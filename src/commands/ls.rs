@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_config::SdkConfig;
 use serde::Serialize;
 
+use super::CommandError;
 use crate::aws::{AwsError, Instances, NodeFilter, NodeInfo, Tagging};
-use crate::error::Failure;
 use crate::target::Spec;
 use crate::wildcard::{self, Syntax};
 
@@ -289,11 +289,14 @@ pub struct LsRun {
 }
 
 /// `sallyport ls [TARGET…] [--json]`.
-pub async fn run(args: &LsRun) -> Result<u8, Failure> {
+pub async fn run(args: &LsRun) -> Result<u8, CommandError> {
     let (aws, forms) = (&args.aws, &args.forms);
     let config = crate::aws::load(aws)
         .await
-        .map_err(|e| Failure::aws(e, "the managed nodes"))?;
+        .map_err(|source| CommandError::Aws {
+            source,
+            what: "the managed nodes".into(),
+        })?;
     let listing = list(&config.sdk, forms)
         .await
         .map_err(|e| {
@@ -304,7 +307,10 @@ pub async fn run(args: &LsRun) -> Result<u8, Failure> {
                 ),
                 _ => e,
             };
-            Failure::aws(e, "the managed nodes")
+            CommandError::Aws {
+                source: e,
+                what: "the managed nodes".into(),
+            }
         })?;
     let mut listing = listing;
     match super::ls_eice::ways(&config.sdk, &listing.nodes).await {

@@ -22,7 +22,6 @@ pub mod ssh;
 pub mod ssh_config;
 
 use crate::aws::AwsConfig;
-use crate::error::Failure;
 
 use crate::target::{self, Found, TargetSettings};
 pub use error::CommandError;
@@ -31,22 +30,27 @@ pub use error::CommandError;
 /// and forgets a cached lookup whose ID the service then refused.
 async fn on_node<T>(
     on: &TargetSettings,
-    work: impl AsyncFnOnce(&AwsConfig, &Found) -> Result<T, Failure>,
-) -> Result<T, Failure> {
+    work: impl AsyncFnOnce(&AwsConfig, &Found) -> Result<T, CommandError>,
+) -> Result<T, CommandError> {
     let (config, found) = target::locate(on).await?;
     let result = work(&config, &found).await;
-    found.settle(&result);
+    found.settle(
+        result
+            .as_ref()
+            .err()
+            .is_some_and(CommandError::target_refused),
+    );
     result
 }
 
 /// `exec` and `shell` run a Session Manager document on the agent; an EC2 Instance Connect
 /// Endpoint carries only TCP ports. Asked for EICE (`--via eice`, or `via = "eice"` in the
 /// config file), they say so before any call rather than quietly taking Session Manager.
-fn session_manager_only(on: &TargetSettings, command: &'static str) -> Result<(), Failure> {
+fn session_manager_only(on: &TargetSettings, command: &'static str) -> Result<(), CommandError> {
     if on.via != crate::target::via::Via::Eice {
         return Ok(());
     }
-    Err(CommandError::SessionManagerOnly(command).into())
+    Err(CommandError::SessionManagerOnly(command))
 }
 
 /// The ways to the node `found` for streams to `port`: Session Manager first unless
@@ -74,7 +78,7 @@ async fn way_first(
     found: &Found,
     on: &TargetSettings,
     port: u16,
-) -> Result<Option<crate::session::eice::EiceStream>, Failure> {
+) -> Result<Option<crate::session::eice::EiceStream>, CommandError> {
     if on.via != crate::target::via::Via::Eice {
         tracing::info!("{}: via Session Manager first (--via {})", found.id, on.via);
         return Ok(None);
@@ -85,26 +89,39 @@ async fn way_first(
 }
 
 /// Session Manager could not reach the node (`failed`): the EICE tunnels to use instead
-/// under `auto`, or the failure to report (with the EICE hint or what EICE lacks).
+/// under `auto` when it refused the target, or the failure to report (with the EICE
+/// hint or what EICE lacks).
 async fn way_after(
     config: &AwsConfig,
     found: &Found,
     on: &TargetSettings,
     port: u16,
-    failed: Failure,
-) -> Result<crate::session::eice::EiceStream, Failure> {
+    failed: CommandError,
+) -> Result<crate::session::eice::EiceStream, CommandError> {
+    use crate::target::via::NoEice;
+    if !failed.target_refused() {
+        return Err(failed);
+    }
     let ec2 = crate::aws::Ec2::new(&config.sdk);
-    let way = choice(&ec2, found, on, port)
-        .after_ssm_failure(&found.id, failed)
-        .await?;
-    eice_stream(config, found, way)
+    match choice(&ec2, found, on, port)
+        .after_ssm_refusal(&found.id)
+        .await
+    {
+        Ok(way) => eice_stream(config, found, way),
+        Err(NoEice::Stands) => Err(failed),
+        Err(NoEice::Hint(hint)) => Err(hint.into()),
+        Err(NoEice::Missing(missing)) => Err(CommandError::NoWay {
+            failed: Box::new(failed),
+            missing,
+        }),
+    }
 }
 
 fn eice_stream(
     config: &AwsConfig,
     found: &Found,
     way: crate::target::via::Way,
-) -> Result<crate::session::eice::EiceStream, Failure> {
+) -> Result<crate::session::eice::EiceStream, CommandError> {
     use crate::target::via::Way;
     match way {
         Way::Eice { tunnel, why } => {
@@ -121,8 +138,7 @@ fn eice_stream(
         Way::Ssm { why } => Err(CommandError::WrongWay {
             node: found.id.clone(),
             why,
-        }
-        .into()),
+        }),
     }
 }
 
@@ -141,6 +157,6 @@ pub fn stdout(bytes: &[u8]) -> Result<(), CommandError> {
 /// mid-setup to be ended on the service.
 const BACKGROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn interrupted(sig: crate::session::lifecycle::StopSignal) -> Failure {
-    CommandError::CopyInterrupted(sig.name()).into()
+fn interrupted(sig: crate::session::lifecycle::StopSignal) -> CommandError {
+    CommandError::CopyInterrupted(sig.name())
 }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::CommandError;
 use crate::aws::{InstanceConnect, Ssm};
-use crate::error::Failure;
 use crate::session::proxy::{self, ProxyRequest, PushKey};
 use crate::target::TargetSettings;
 use crate::transport::LinkOptions;
@@ -25,7 +25,7 @@ pub struct PushKeyFor {
 }
 
 /// `sallyport proxy`: stdin and stdout carried to the node's port until either side ends.
-pub async fn run(run: ProxyRun) -> Result<u8, Failure> {
+pub async fn run(run: ProxyRun) -> Result<u8, CommandError> {
     super::on_node(&run.on, async |config, found| {
         let ssm = Ssm::new(config);
         let push = match run.push {

@@ -1,7 +1,7 @@
 //! `sallyport scp`: one remote side, copied through SFTP, striped over several sessions
 //! unless `-j 1`.
 
-use crate::error::Failure;
+use super::CommandError;
 use crate::ssh::SshError;
 use crate::ssh::client::with_sftp;
 use crate::ssh::transfer::{self, CopyPlan};
@@ -23,7 +23,7 @@ pub struct ScpRun {
 }
 
 /// `sallyport scp`: one remote side, copied through SFTP.
-pub async fn run(run: ScpRun) -> Result<u8, Failure> {
+pub async fn run(run: ScpRun) -> Result<u8, CommandError> {
     let (args, lanes) = (&run, run.lanes);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
@@ -47,7 +47,7 @@ pub async fn run(run: ScpRun) -> Result<u8, Failure> {
         let work =
             transfer::parallel::copy(&connector, conn, &res, &run.plan, &opts, &par, &mut report);
         let result = tokio::select! {
-            r = work => r.map_err(Failure::from),
+            r = work => r.map_err(CommandError::from),
             sig = signals.recv() => Err(interrupted(sig)),
         };
         res.release().await;
@@ -67,7 +67,7 @@ pub async fn run(run: ScpRun) -> Result<u8, Failure> {
         transfer::copy(sftp, &run.plan, &opts).await.map(|_| 0)
     });
     tokio::select! {
-        r = work => r.map_err(Failure::from),
+        r = work => r.map_err(CommandError::from),
         sig = signals.recv() => Err(interrupted(sig)),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Failure;
+use super::CommandError;
 use crate::ssh::client::with_sftp;
 use crate::ssh::sftp_shell;
 use crate::ssh::transfer;
@@ -21,7 +21,7 @@ pub struct SftpRun {
 }
 
 /// `sallyport sftp`: a prompt on a terminal, or a batch file (`-b`).
-pub async fn run(run: SftpRun) -> Result<u8, Failure> {
+pub async fn run(run: SftpRun) -> Result<u8, CommandError> {
     let args = &run;
     use std::io::IsTerminal as _;
     // Open the batch file before connecting: a typo should not cost a session.
@@ -74,11 +74,11 @@ pub async fn run(run: SftpRun) -> Result<u8, Failure> {
     let result = if striped {
         let mut signals = crate::session::lifecycle::Signals::new();
         tokio::select! {
-            r = work => r.map_err(Failure::from),
+            r = work => r.map_err(CommandError::from),
             sig = signals.recv() => Err(interrupted(sig)),
         }
     } else {
-        work.await.map_err(Failure::from)
+        work.await.map_err(CommandError::from)
     };
     res.release().await;
     connector.await_background(BACKGROUND_BUDGET).await;

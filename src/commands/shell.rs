@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::CommandError;
 use crate::aws::Ssm;
-use crate::error::Failure;
 use crate::session::shell::{self, ShellRequest};
 use crate::target::TargetSettings;
 use crate::transport::LinkOptions;
@@ -17,7 +17,7 @@ pub struct ShellRun {
 }
 
 /// `sallyport shell`.
-pub async fn run(run: ShellRun) -> Result<u8, Failure> {
+pub async fn run(run: ShellRun) -> Result<u8, CommandError> {
     super::session_manager_only(&run.on, "shell")?;
     super::on_node(&run.on, async |config, found| {
         let req = ShellRequest {

@@ -1,6 +1,6 @@
 //! `sallyport ssh`: a shell, or one command, over the embedded SSH client.
 
-use crate::error::Failure;
+use super::CommandError;
 
 use super::login::{Login, connect};
 
@@ -14,7 +14,7 @@ pub struct SshRun {
 }
 
 /// `sallyport ssh`: a shell, or one command.
-pub async fn run(run: SshRun) -> Result<u8, Failure> {
+pub async fn run(run: SshRun) -> Result<u8, CommandError> {
     let (conn, _) = connect(&run.login).await?;
     Ok(crate::ssh::remote::run(conn, run.command, run.stdin_null).await?)
 }

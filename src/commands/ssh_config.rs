@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::Failure;
+use super::CommandError;
 
 /// What the block is made from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -329,7 +329,7 @@ pub struct ConfigSshRun {
 }
 
 /// `sallyport config ssh [--push-key [--ephemeral]] [--multiplex] [--install]`.
-pub fn run(args: ConfigSshRun) -> Result<u8, Failure> {
+pub fn run(args: ConfigSshRun) -> Result<u8, CommandError> {
     if let Some(dir) = &args.block.control_dir {
         // ssh does not make the directory, and without it every connection is its own.
         ensure_control_dir(dir).map_err(super::CommandError::ControlDir)?;

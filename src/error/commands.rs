@@ -17,6 +17,14 @@ impl From<CommandError> for Failure {
             | CommandError::NoHome
             | CommandError::Install(_) => ExitCode::LocalIo,
             CommandError::WrongWay { .. } => ExitCode::Internal,
+            CommandError::Session(e) => return Failure::from(e),
+            CommandError::Ssh(e) => return Failure::from(e),
+            CommandError::Target(e) => return Failure::from(e),
+            CommandError::Keys(e) => return Failure::from(*e),
+            CommandError::Aws { source, what } => return Failure::aws(source, &what),
+            CommandError::NoWay { failed, missing } => {
+                return Failure::from(*failed).and(&missing);
+            }
         };
         Failure::new(code, e.to_string())
     }

@@ -74,12 +74,6 @@ impl Failure {
         }
     }
 
-    /// The service refused the target (unknown, not connected, or not a valid target):
-    /// what a cached lookup is forgotten on, and what the EICE fallback answers.
-    pub fn target_refused(&self) -> bool {
-        self.code == ExitCode::Target
-    }
-
     /// This failure with `more` after its sentence, under the same exit code.
     pub fn and(self, more: &str) -> Failure {
         let what = self.message.trim_end().trim_end_matches('.');
@@ -224,3 +218,73 @@ fn with_hint(what: &str, hint: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether the service refused the target itself (unknown, not connected, not a valid
+/// target): what a cached lookup is forgotten on and what the EICE fallback answers.
+/// Each says so for exactly the errors that map to [`ExitCode::Target`]
+/// (`tests::target_refused_is_exactly_the_target_exit_code` keeps the two in step).
+pub(crate) fn aws_refuses_target(e: &AwsError) -> bool {
+    matches!(
+        e.kind,
+        AwsErrorKind::TargetNotConnected | AwsErrorKind::InvalidTarget
+    )
+}
+
+impl crate::session::SessionError {
+    /// See [`aws_refuses_target`].
+    pub fn target_refused(&self) -> bool {
+        use crate::session::SessionError as E;
+        match self {
+            E::Aws { source, .. } => aws_refuses_target(source),
+            E::Drive {
+                source: DriveError::DataKey(DataKeyError::Aws(aws)),
+                ..
+            } => aws_refuses_target(aws),
+            E::Tunnel { source, .. } => session::tunnel_refuses_target(source),
+            E::Labelled { source, .. } => source.target_refused(),
+            _ => false,
+        }
+    }
+}
+
+impl crate::ssh::SshError {
+    /// See [`aws_refuses_target`].
+    pub fn target_refused(&self) -> bool {
+        use crate::ssh::SshError as E;
+        match self {
+            E::Session(e) => e.target_refused(),
+            E::Aws { source, .. } => aws_refuses_target(source),
+            E::InCommand { source, .. } => source.target_refused(),
+            E::NotCopied { first, .. } | E::Reported { first, .. } => first.target_refused(),
+            _ => false,
+        }
+    }
+}
+
+impl crate::target::TargetError {
+    /// See [`aws_refuses_target`].
+    pub fn target_refused(&self) -> bool {
+        use crate::target::TargetError as E;
+        match self {
+            E::Target(_) => true,
+            E::Aws { source, .. } => aws_refuses_target(source),
+            _ => false,
+        }
+    }
+}
+
+impl crate::commands::CommandError {
+    /// See [`aws_refuses_target`].
+    pub fn target_refused(&self) -> bool {
+        use crate::commands::CommandError as E;
+        match self {
+            E::NotConnected(_) => true,
+            E::Session(e) => e.target_refused(),
+            E::Ssh(e) => e.target_refused(),
+            E::Target(e) => e.target_refused(),
+            E::Aws { source, .. } => aws_refuses_target(source),
+            E::NoWay { failed, .. } => failed.target_refused(),
+            _ => false,
+        }
+    }
+}

@@ -33,6 +33,11 @@ impl From<SessionError> for Failure {
     }
 }
 
+/// Whether a tunnel's failure is the endpoint refusing the target (404).
+pub(super) fn tunnel_refuses_target(e: &TunnelError) -> bool {
+    tunnel_code(e) == ExitCode::Target
+}
+
 /// An EC2 Instance Connect Endpoint tunnel's failure: the endpoint's HTTP status says
 /// whose fault a refusal is.
 fn tunnel_code(e: &TunnelError) -> ExitCode {

@@ -156,12 +156,45 @@ fn broke_protocol_is_exactly_the_protocol_exit_code() {
         SessionError::Ended("x".into()),
         SessionError::Interrupted("SIGTERM"),
         SessionError::Internal("x".into()),
+        // The service or an endpoint refusing the target.
+        SessionError::Aws {
+            source: AwsError::new(AwsErrorKind::TargetNotConnected, "not connected"),
+            target: "i-0abc".into(),
+        },
+        SessionError::Aws {
+            source: AwsError::new(AwsErrorKind::InvalidTarget, "invalid"),
+            target: "i-0abc".into(),
+        },
+        SessionError::Aws {
+            source: AwsError::new(AwsErrorKind::Throttled, "slow down"),
+            target: "i-0abc".into(),
+        },
+        SessionError::Tunnel {
+            source: TunnelError::Refused {
+                status: 404,
+                endpoint: "eice-0abc".into(),
+                advice: "",
+            },
+            target: "i-0abc".into(),
+            port: 22,
+        },
+        SessionError::Labelled {
+            label: "l".into(),
+            source: Box::new(SessionError::Aws {
+                source: AwsError::new(AwsErrorKind::TargetNotConnected, "not connected"),
+                target: "i-0abc".into(),
+            }),
+        },
     ];
+    let mut refusals = 0;
     for e in cases {
-        let broke = e.broke_protocol();
+        let (broke, refused) = (e.broke_protocol(), e.target_refused());
         let f = Failure::from(e);
         assert_eq!(broke, f.code == ExitCode::Protocol, "{}", f.message);
+        assert_eq!(refused, f.code == ExitCode::Target, "{}", f.message);
+        refusals += usize::from(refused);
     }
+    assert_eq!(refusals, 4);
 }
 
 #[test]
@@ -208,11 +241,19 @@ fn ssh_errors_keep_their_exit_codes_and_predicates() {
     ];
     for (e, code) in cases {
         let (link, host_key) = (e.is_link_problem(), e.is_host_key());
+        let refused = e.target_refused();
         let f = Failure::from(e);
         assert_eq!(f.code, code, "{}", f.message);
         assert_eq!(link, code == ExitCode::Protocol, "{}", f.message);
         assert_eq!(host_key, code == ExitCode::HostKey, "{}", f.message);
+        assert_eq!(refused, code == ExitCode::Target, "{}", f.message);
     }
+    let refused = SshError::from(SessionError::Aws {
+        source: AwsError::new(AwsErrorKind::TargetNotConnected, "not connected"),
+        target: "i-0abc".into(),
+    });
+    assert!(refused.target_refused());
+    assert_eq!(Failure::from(refused).code, ExitCode::Target);
     let f = Failure::from(SshError::NotCopied {
         count: 1,
         first: first(),
@@ -277,12 +318,72 @@ fn target_errors_keep_their_exit_codes_and_a_refusal_is_recognised() {
         ),
     ];
     for (e, code) in cases {
+        let refused = e.target_refused();
         let f = Failure::from(e);
         assert_eq!(f.code, code, "{}", f.message);
-        assert_eq!(f.target_refused(), code == ExitCode::Target);
+        assert_eq!(refused, code == ExitCode::Target, "{}", f.message);
     }
-    let f = Failure::from(TargetError::Target("i-0abc is not connected.".into()));
-    let f = f.and("no endpoint serves its VPC");
+    let refused = TargetError::aws(
+        AwsError::new(AwsErrorKind::TargetNotConnected, "not connected"),
+        "i-0abc",
+    );
+    assert!(refused.target_refused());
+    assert_eq!(Failure::from(refused).code, ExitCode::Target);
+}
+
+/// A command's error wraps what the layers below said, keeps its exit code, and knows a
+/// refused target; Session Manager's failure with what EICE lacks keeps the former's code.
+#[test]
+fn command_errors_wrap_the_layers_below_and_know_a_refused_target() {
+    use crate::commands::CommandError;
+    use crate::ssh::SshError;
+    use crate::target::TargetError;
+    let not_connected = || SessionError::Aws {
+        source: AwsError::new(AwsErrorKind::TargetNotConnected, "i-0abc is not connected."),
+        target: "i-0abc".into(),
+    };
+    let cases = [
+        (CommandError::from(not_connected()), ExitCode::Target),
+        (
+            CommandError::from(SshError::from(not_connected())),
+            ExitCode::Target,
+        ),
+        (
+            CommandError::from(TargetError::Target("t".into())),
+            ExitCode::Target,
+        ),
+        (
+            CommandError::NotConnected("i-0abc".into()),
+            ExitCode::Target,
+        ),
+        (
+            CommandError::from(SshError::HostKey("changed".into())),
+            ExitCode::HostKey,
+        ),
+        (CommandError::from(KeyError::NoHome), ExitCode::LocalIo),
+        (
+            CommandError::Aws {
+                source: AwsError::new(AwsErrorKind::AccessDenied, "denied"),
+                what: "the managed nodes".into(),
+            },
+            ExitCode::AccessDenied,
+        ),
+        (CommandError::EmptyUser, ExitCode::Config),
+    ];
+    for (e, code) in cases {
+        let refused = e.target_refused();
+        let f = Failure::from(e);
+        assert_eq!(f.code, code, "{}", f.message);
+        assert_eq!(refused, code == ExitCode::Target, "{}", f.message);
+    }
+    let no_way = CommandError::NoWay {
+        failed: Box::new(CommandError::from(TargetError::Target(
+            "i-0abc is not connected.".into(),
+        ))),
+        missing: "no endpoint serves its VPC".into(),
+    };
+    assert!(no_way.target_refused());
+    let f = Failure::from(no_way);
     assert_eq!(f.code, ExitCode::Target);
     assert_eq!(
         f.message,

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use crate::aws::{ConnectEndpoint, Ec2, Ec2Instance, InstanceQuery, Instances, NodeInfo};
-use crate::error::Failure;
 
 use super::TargetError;
 use crate::transport::TunnelTarget;
@@ -44,6 +43,18 @@ impl std::fmt::Display for Via {
             Via::Auto => "auto",
         })
     }
+}
+
+/// Why Session Manager's refusal of a target is not followed by an EICE tunnel.
+#[derive(Debug)]
+pub enum NoEice {
+    /// Session Manager's failure stands as it is.
+    Stands,
+    /// Under `--via ssm`: an endpoint would serve the target (this says so, and how).
+    Hint(TargetError),
+    /// Under `--via auto`: what keeps EICE from reaching the target, to add to Session
+    /// Manager's failure.
+    Missing(String),
 }
 
 /// The way taken, and why (for `-v`).
@@ -117,24 +128,26 @@ impl Choice<'_> {
         decide(self.via, id, &facts, self)
     }
 
-    /// After Session Manager failed to reach `id` with `failed` (exit 5): the EICE way
-    /// under `auto`; under `ssm` the hint when an endpoint would serve it; otherwise
-    /// `failed`, under `auto` with what keeps EICE from reaching it. Session Manager is
-    /// tried first so that reaching an online node costs no extra call.
-    pub async fn after_ssm_failure(&self, id: &str, failed: Failure) -> Result<Way, Failure> {
-        if !failed.target_refused() || self.via == Via::Eice {
-            return Err(failed);
+    /// After Session Manager refused `id` as a target (not connected, unknown): the EICE
+    /// way under `auto`; under `ssm` the hint when an endpoint would serve it; otherwise
+    /// Session Manager's failure stands, under `auto` with what keeps EICE from reaching
+    /// it. Session Manager is tried first so that reaching an online node costs no extra
+    /// call. The caller passes only a refusal of the target: other failures stand as
+    /// they are.
+    pub async fn after_ssm_refusal(&self, id: &str) -> Result<Way, NoEice> {
+        if self.via == Via::Eice {
+            return Err(NoEice::Stands);
         }
         let node = self.instances.node(id).await.ok().flatten();
         if node.as_ref().is_some_and(NodeInfo::is_online) {
-            return Err(failed);
+            return Err(NoEice::Stands);
         }
         let facts = self.ec2_facts(id, node).await;
         match decide(self.via, id, &facts, self) {
             Ok(way @ Way::Eice { .. }) => Ok(way),
-            Ok(Way::Ssm { .. }) => Err(failed),
-            Err(hint) if self.via == Via::Ssm => Err(hint.into()),
-            Err(_) => Err(failed.and(&missing(&facts, id))),
+            Ok(Way::Ssm { .. }) => Err(NoEice::Stands),
+            Err(hint) if self.via == Via::Ssm => Err(NoEice::Hint(hint)),
+            Err(_) => Err(NoEice::Missing(missing(&facts, id))),
         }
     }
 

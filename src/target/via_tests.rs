@@ -1,7 +1,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use super::*;
-use crate::error::ExitCode;
+use crate::error::{ExitCode, Failure};
 
 fn config(fips: bool, endpoint: Option<&str>) -> SdkConfig {
     let mut b = SdkConfig::builder()
