@@ -142,11 +142,7 @@ impl SftpLane<'_> {
         temp: &Path,
         w: &mut Work<'_>,
     ) -> Result<(), PieceError> {
-        let mut sink = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(temp)
-            .await
-            .map_err(|e| piece_local(temp, &e))?;
+        let mut sink = open_part(temp).await.map_err(|e| piece_local(temp, &e))?;
         let remote = w.job.remote.as_str();
         let mut at = None;
         let mut reads = futures_util::stream::FuturesOrdered::new();
@@ -282,5 +278,40 @@ impl SftpLane<'_> {
                 None => return Ok(()),
             }
         }
+    }
+}
+
+/// Opens for writing the `.part` file `finish` made (0600, `create_new`), without
+/// following a symlink that someone with write access to the destination directory may
+/// have put in its place since: that would write the download wherever it points.
+async fn open_part(temp: &Path) -> io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(temp)
+        .await
+}
+
+#[cfg(test)]
+mod open_part_tests {
+    use super::open_part;
+
+    #[tokio::test]
+    async fn a_part_file_swapped_for_a_symlink_is_not_written_through() {
+        let dir = std::env::temp_dir().join(format!("sallyport-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let part = dir.join(".x.part");
+        std::os::unix::fs::symlink(&victim, &part).unwrap();
+        let opened = open_part(&part).await;
+        assert!(opened.is_err(), "opened through the symlink");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        // The file `finish` made is opened as before.
+        std::fs::remove_file(&part).unwrap();
+        std::fs::write(&part, b"").unwrap();
+        assert!(open_part(&part).await.is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
