@@ -50,7 +50,10 @@ pub async fn run(run: ProxyRun) -> Result<u8, CommandError> {
             return Ok(0);
         }
         // Session Manager fails before reading stdin, so the tunnel starts afresh.
-        match proxy::run(&ssm, &req).await {
+        let result = proxy::run(&ssm, &req).await;
+        // The session of a set-up a stop signal cut short is ended in the background.
+        ssm.await_background(super::BACKGROUND_BUDGET).await;
+        match result {
             Err(e) => {
                 let tunnel = super::way_after(config, found, &run.on, run.port, e.into()).await?;
                 proxy::run_eice(&tunnel, &req).await?;

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::SessionError;
-use crate::aws::{SessionDocument, Ssm, StartOptions, StartedSession};
+use crate::aws::{SessionDocument, Ssm, StartOptions};
 use crate::proto::client::ClientEvent;
 use crate::transport::{Cx, Engine, Kind, OutputId, Ready};
 
@@ -40,12 +40,23 @@ pub struct ExecRequest {
 }
 
 /// Runs the command; returns the exit code to leave with.
+///
+/// Stop signals are listened for from the start: one that comes while the session is set
+/// up drops the set-up, whose guards end a session StartSession started (in the
+/// background: the caller awaits [`Ssm::await_background`] before exiting).
 pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, SessionError> {
     let name = req.document.as_deref().unwrap_or(DEFAULT_DOCUMENT);
-    let ahead = lifecycle::Ahead::start(ssm);
-    let started = start(ssm, req, name).await?;
-    let mut opened = lifecycle::attach_ahead(ssm, &req.target, started, &req.link, ahead).await?;
-    let result = drive(&mut opened, name).await;
+    let mut signals = Signals::new();
+    let set_up = async {
+        let ahead = lifecycle::Ahead::start(ssm);
+        let started = start(ssm, req, name).await?;
+        lifecycle::attach_ahead(ssm, &req.target, started, &req.link, ahead).await
+    };
+    let mut opened = tokio::select! {
+        opened = set_up => opened?,
+        sig = signals.recv() => return Err(sig.failure()),
+    };
+    let result = drive(&mut opened, name, signals).await;
     opened.link.close().await;
     lifecycle::terminate(ssm, &opened.started.session_id).await;
     result
@@ -53,7 +64,11 @@ pub async fn run(ssm: &Ssm, req: &ExecRequest) -> Result<u8, SessionError> {
 
 /// StartSession with the parameters [`doc::plan`] chooses; once more without
 /// `separateOutputStream` when StartSession refuses the one we added.
-async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSession, SessionError> {
+async fn start<'a>(
+    ssm: &'a Ssm,
+    req: &ExecRequest,
+    name: &str,
+) -> Result<lifecycle::Started<'a>, SessionError> {
     let cache = DocumentCache::new();
     let key = DocumentCache::key(&req.cache_scope, name);
     let declared = if req.parameters.contains_key(doc::SEPARATE_OUTPUT) {
@@ -66,13 +81,12 @@ async fn start(ssm: &Ssm, req: &ExecRequest, name: &str) -> Result<StartedSessio
     let mut retried = false;
     loop {
         let document = named(name, &plan);
-        match crate::aws::start_session(ssm, &req.target, &document, &req.start).await {
+        match lifecycle::start(ssm, &req.target, &document, &req.start).await {
             Ok(started) => {
                 tracing::debug!(
-                    session_id = started.session_id,
-                    document = name,
+                    session_id = started.session.session_id,
                     separate_output = plan.parameters.contains_key(doc::SEPARATE_OUTPUT),
-                    "session started"
+                    "exec session started"
                 );
                 // Started only without it: the document does not take it (an
                 // InvalidParameters about another parameter fails both times).
@@ -115,13 +129,17 @@ pub fn exit_status(code: i32) -> u8 {
     (code & 0xff) as u8
 }
 
-async fn drive(opened: &mut lifecycle::Opened, document: &str) -> Result<u8, SessionError> {
+async fn drive(
+    opened: &mut lifecycle::Opened,
+    document: &str,
+    signals: Signals,
+) -> Result<u8, SessionError> {
     let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Exec {
         stdout: engine.output(tokio::io::stdout()),
         stderr: engine.output(tokio::io::stderr()),
-        signals: Signals::new(),
+        signals,
         interrupts: 0,
         session_id: opened.started.session_id.clone(),
         document: document.to_owned(),

@@ -33,34 +33,66 @@ pub async fn open(
     ssm: &Ssm,
     target: &str,
     document: &SessionDocument,
-    start: &StartOptions,
+    start_options: &StartOptions,
     link_options: &LinkOptions,
 ) -> Result<Opened, SessionError> {
     let ahead = Ahead::start(ssm);
-    // A task of its own, so that a session started while this is cancelled (a Ctrl-C
-    // while a striped copy opens one more lane) is still ended: see `Starting`.
-    let call = tokio::spawn({
-        let (ssm, target) = (ssm.clone(), target.to_owned());
-        let (document, start) = (document.clone(), start.clone());
-        async move { crate::aws::start_session(&ssm, &target, &document, &start).await }
-    });
-    let mut starting = Starting {
-        ssm,
-        call: Some(call),
-    };
-    let started = starting
-        .finish()
+    let started = start(ssm, target, document, start_options)
         .await
         .map_err(|source| SessionError::Aws {
             source,
             target: target.to_owned(),
         })?;
+    attach_ahead(ssm, target, started, link_options, ahead).await
+}
+
+/// StartSession (with the retries and advice of `options`), in a task of its own: a
+/// session started while this is cancelled (a Ctrl-C while a striped copy opens one
+/// more lane, or while `exec` or `proxy` sets up) is still ended, see `Starting`. The
+/// session comes held by a [`Started`] guard.
+pub async fn start<'a>(
+    ssm: &'a Ssm,
+    target: &str,
+    document: &SessionDocument,
+    options: &StartOptions,
+) -> Result<Started<'a>, crate::aws::AwsError> {
+    let call = tokio::spawn({
+        let (ssm, target) = (ssm.clone(), target.to_owned());
+        let (document, options) = (document.clone(), options.clone());
+        async move { crate::aws::start_session(&ssm, &target, &document, &options).await }
+    });
+    let mut starting = Starting {
+        ssm,
+        call: Some(call),
+    };
+    let session = starting.finish().await?;
     tracing::debug!(
-        session_id = started.session_id,
+        session_id = session.session_id,
         document = document.name().unwrap_or("(default)"),
         "session started"
     );
-    attach_ahead(ssm, target, started, link_options, ahead).await
+    let guard = Unended {
+        ssm,
+        session_id: Some(session.session_id.clone()),
+    };
+    Ok(Started { session, guard })
+}
+
+/// A session StartSession started that nothing else ends yet: terminated in the
+/// background (awaited by [`Ssm::await_background`]) when dropped, so a command stopped
+/// before its data channel is up leaves no session running. [`attach_ahead`] takes it
+/// over, or [`Started::terminate`] ends it at once.
+pub struct Started<'a> {
+    pub session: StartedSession,
+    guard: Unended<'a>,
+}
+
+impl Started<'_> {
+    /// TerminateSession now (best effort, bounded by [`TERMINATE_BUDGET`]).
+    pub async fn terminate(self) {
+        terminate(self.guard.ssm, &self.session.session_id).await;
+        self.guard.disarm();
+    }
 }
 
 /// The data channel's DNS, TCP and TLS, opened while StartSession is in flight on the host
@@ -106,34 +138,30 @@ impl Drop for Ahead {
     }
 }
 
-/// [`attach`], upgrading on the connection `ahead` opened when it leads to the StreamUrl.
+/// Opens the data channel of a session [`start`] started, upgrading on the connection
+/// `ahead` opened when it leads to the StreamUrl. On a failure the session is terminated
+/// before returning; when this is cancelled, in the background (by `started`'s guard).
 pub async fn attach_ahead(
     ssm: &Ssm,
     target: &str,
-    started: StartedSession,
+    started: Started<'_>,
     link_options: &LinkOptions,
     ahead: Option<Ahead>,
 ) -> Result<Opened, SessionError> {
-    // Until the caller holds the session's guard: ended in the background if this is
-    // cancelled (a Ctrl-C while the data channel opens).
-    let unended = Unended {
-        ssm,
-        session_id: Some(started.session_id.clone()),
-    };
     let predialed = match ahead {
-        Some(a) => a.take(&started.stream_url).await,
+        Some(a) => a.take(&started.session.stream_url).await,
         None => None,
     };
     let link_target = LinkTarget {
-        session_id: started.session_id.clone(),
+        session_id: started.session.session_id.clone(),
         client_id: uuid::Uuid::new_v4().to_string(),
         resumer: Some(Arc::new(ssm.clone())),
         dialer: ssm.dialer(),
     };
     let link_target_timeline = link_target.dialer.network.timeline.clone();
     let ws = crate::transport::connect_reusing(
-        &started.stream_url,
-        &started.token,
+        &started.session.stream_url,
+        &started.session.token,
         &link_target.client_id,
         &link_target.dialer,
         predialed,
@@ -142,16 +170,17 @@ pub async fn attach_ahead(
     let link = match ws {
         Ok(ws) => Link::start(ws, link_target, link_options.clone()),
         Err(e) => {
-            terminate(ssm, &started.session_id).await;
-            unended.disarm();
+            started.terminate().await;
             return Err(SessionError::Connect(e));
         }
     };
-    unended.disarm();
+    // The caller ends the session from here on.
+    let Started { session, guard } = started;
+    guard.disarm();
     Ok(Opened {
-        data_keys: ssm.data_keys(&started.session_id, target),
+        data_keys: ssm.data_keys(&session.session_id, target),
         timeline: link_target_timeline,
-        started,
+        started: session,
         link,
         session: new_client_session(),
     })
@@ -200,7 +229,7 @@ impl Drop for Starting<'_> {
 
 /// A started session nothing else will end yet: terminated in the background (awaited by
 /// [`Ssm::await_background`]) when dropped armed, as [`SessionGuard`](super::stream)
-/// does once it holds the session.
+/// does once it holds the session. What [`Started`] holds.
 struct Unended<'a> {
     ssm: &'a Ssm,
     session_id: Option<String>,
@@ -224,18 +253,6 @@ impl Drop for Unended<'_> {
         let task = rt.spawn(async move { terminate(&ssm, &id).await });
         self.ssm.keep_background(task);
     }
-}
-
-/// Opens the data channel of a session StartSession returned (the second half of
-/// [`open`], for callers that start the session themselves). On a failure the session
-/// is terminated before returning.
-pub async fn attach(
-    ssm: &Ssm,
-    target: &str,
-    started: StartedSession,
-    link_options: &LinkOptions,
-) -> Result<Opened, SessionError> {
-    attach_ahead(ssm, target, started, link_options, None).await
 }
 
 /// Input to an SSH session waits for the agent's first output after the handshake

@@ -3,11 +3,11 @@
 //! Stdout carries only bytes from the remote port: no banner, no log lines.
 
 use crate::aws::{SessionDocument, Ssm};
-use std::sync::Arc;
 
-use crate::transport::{self, DriveOptions, Link, LinkOptions, LinkTarget, Outcome};
+use crate::transport::{self, DriveOptions, LinkOptions, Outcome};
 
 use super::SessionError;
+use super::lifecycle::{self, Opened, Signals, StopSignal};
 
 pub struct ProxyRequest {
     pub target: String,
@@ -47,10 +47,31 @@ pub async fn key_to_push(
 }
 
 /// Runs the proxy until ssh closes stdin or the remote side ends.
+///
+/// Stop signals are listened for from the start: one that comes while the session is set
+/// up drops the set-up, whose guards end a session StartSession started (in the
+/// background: the caller awaits [`Ssm::await_background`] before exiting).
 pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), SessionError> {
+    let mut signals = Signals::new();
+    let opened = tokio::select! {
+        opened = open(ssm, req) => opened,
+        sig = signals.recv() => return stopped(sig),
+    };
+    let opened = opened?;
+    let session_id = opened.started.session_id.clone();
+    let result = stream(opened, req, &mut signals).await;
+    // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
+    // them keeps the console's session history honest.
+    lifecycle::terminate(ssm, &session_id).await;
+    result
+}
+
+/// StartSession and the key push side by side (both are needed only when ssh
+/// authenticates), then the data channel.
+async fn open(ssm: &Ssm, req: &ProxyRequest) -> Result<Opened, SessionError> {
     let document = SessionDocument::Ssh { port: req.port };
-    let start = crate::aws::start_session(ssm, &req.target, &document, &req.start);
-    // Both are needed only when ssh authenticates: run them side by side.
+    let ahead = lifecycle::Ahead::start(ssm);
+    let start = lifecycle::start(ssm, &req.target, &document, &req.start);
     let push = async {
         match &req.push {
             Some(p) => {
@@ -61,19 +82,22 @@ pub async fn run(ssm: &Ssm, req: &ProxyRequest) -> Result<(), SessionError> {
             None => Ok(()),
         }
     };
-    let ahead = crate::session::lifecycle::Ahead::start(ssm);
     let (started, pushed) = tokio::join!(start, push);
     let started = started.map_err(|e| aws(e, &req.target))?;
     if let Err(e) = pushed {
-        crate::session::lifecycle::terminate(ssm, &started.session_id).await;
+        started.terminate().await;
         return Err(aws(e, &req.target));
     }
-    tracing::debug!(session_id = started.session_id, "session started");
-    let result = stream(ssm, &started, req, ahead).await;
-    // Best effort: the plugin leaves SSH sessions to time out on the service side; ending
-    // them keeps the console's session history honest.
-    crate::session::lifecycle::terminate(ssm, &started.session_id).await;
-    result
+    lifecycle::attach_ahead(ssm, &req.target, started, &req.link, ahead).await
+}
+
+/// How a stop signal ends the proxy: ssh sends SIGHUP to its ProxyCommand when it is
+/// done, a normal end; the others are interruptions.
+fn stopped(sig: StopSignal) -> Result<(), SessionError> {
+    match sig {
+        StopSignal::Hangup => Ok(()),
+        other => Err(other.failure()),
+    }
 }
 
 /// [`run`] over an EC2 Instance Connect Endpoint tunnel: the key push and the tunnel side
@@ -92,44 +116,21 @@ pub async fn run_eice(
 }
 
 async fn stream(
-    ssm: &Ssm,
-    started: &crate::aws::StartedSession,
+    mut opened: Opened,
     req: &ProxyRequest,
-    ahead: Option<crate::session::lifecycle::Ahead>,
+    signals: &mut Signals,
 ) -> Result<(), SessionError> {
-    let target = LinkTarget {
-        session_id: started.session_id.clone(),
-        client_id: uuid::Uuid::new_v4().to_string(),
-        resumer: Some(Arc::new(ssm.clone())),
-        dialer: ssm.dialer(),
-    };
-    let predialed = match ahead {
-        Some(a) => a.take(&started.stream_url).await,
-        None => None,
-    };
-    let ws = transport::connect_reusing(
-        &started.stream_url,
-        &started.token,
-        &target.client_id,
-        &target.dialer,
-        predialed,
-    )
-    .await
-    .map_err(SessionError::Connect)?;
-    let timeline = target.dialer.network.timeline.clone();
-    let mut link = Link::start(ws, target, req.link.clone());
-    let mut session = crate::session::lifecycle::new_client_session()
-        .with_input_gate(crate::session::lifecycle::SSH_INPUT_GATE);
+    let mut session = lifecycle::new_client_session().with_input_gate(lifecycle::SSH_INPUT_GATE);
     // Port sessions are never encrypted by the agent (docs/protocol.md §5.1), but answer a KMS
     // request anyway should a document ever make one.
     let opts = DriveOptions {
-        data_keys: Some(ssm.data_keys(&started.session_id, &req.target)),
-        timeline: timeline.clone(),
+        data_keys: Some(opened.data_keys.clone()),
+        timeline: opened.timeline.clone(),
         ..DriveOptions::default()
     };
     let ended = {
         let drive = transport::drive_stream(
-            &mut link,
+            &mut opened.link,
             &mut session,
             tokio::io::stdin(),
             tokio::io::stdout(),
@@ -137,17 +138,13 @@ async fn stream(
         );
         tokio::select! {
             r = drive => Ok(r),
-            sig = stop_signal() => Err(sig),
+            sig = signals.recv() => Err(sig),
         }
     };
-    link.close().await;
+    opened.link.close().await;
     let outcome = match ended {
         Ok(outcome) => outcome,
-        // ssh sends SIGHUP to its ProxyCommand when it is done: a normal end.
-        Err("SIGHUP") => return Ok(()),
-        Err(sig) => {
-            return Err(SessionError::Interrupted(sig));
-        }
+        Err(sig) => return stopped(sig),
     };
     match outcome.map_err(|source| SessionError::Drive {
         source,
@@ -165,7 +162,7 @@ async fn stream(
         Outcome::ClosedByService { output } => {
             if !output.is_empty() {
                 let output = crate::text::shown(output.trim());
-                eprintln!("sallyport: {}: {output}", started.session_id);
+                eprintln!("sallyport: {}: {output}", opened.started.session_id);
             }
             Ok(())
         }

@@ -25,6 +25,7 @@ mod rotation;
 mod shell;
 mod signing;
 mod startup;
+mod stopped_setup;
 mod tls;
 mod transfer_safety;
 mod trust;

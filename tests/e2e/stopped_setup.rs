@@ -1,0 +1,180 @@
+//! `sallyport exec` and `sallyport proxy` stopped (Ctrl-C, SIGTERM, ssh's SIGHUP) while a
+//! session is being set up: StartSession answered or in flight, the data channel not yet
+//! open. Every session StartSession started must be ended with TerminateSession before
+//! the command exits, and the exit is the one for a stop, not a death by signal.
+//!
+//! The StreamUrls name a loopback listener the test holds and never answers, so the data
+//! channel's opening hangs (until its 45 s handshake timeout) for as long as the test
+//! wants.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Fixture, SALLYPORT};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A TCP listener that completes handshakes (the kernel does) and never says a word.
+struct Silent {
+    listener: TcpListener,
+    held: Vec<std::net::TcpStream>,
+}
+
+impl Silent {
+    fn new() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Silent {
+            listener,
+            held: Vec::new(),
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.listener.local_addr().unwrap().to_string()
+    }
+
+    /// Waits (bounded) for one more connection, kept open and unanswered.
+    fn wait_dial(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => return self.held.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("accept: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no data-channel dial within {LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// When the signal is sent.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// As soon as the testbed has seen StartSession (its answer on the way, or the data
+    /// channel dialling).
+    Started,
+    /// Once the data channel's connection reached the StreamUrl's host.
+    Dialled,
+}
+
+fn count(f: &Fixture, operation: &str) -> usize {
+    (f.testbed.calls().iter())
+        .filter(|c| c.operation == operation)
+        .count()
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name}");
+}
+
+/// Runs `cmd`, stops it with `sig` at `when`, and checks every session it started was
+/// terminated; returns the exit code (`None`: killed by the signal) and stderr.
+fn stop(
+    f: &Fixture,
+    silent: &mut Silent,
+    mut cmd: Command,
+    sig: &str,
+    when: When,
+) -> (Option<i32>, String) {
+    let starts = count(f, "StartSession");
+    let terminates = count(f, "TerminateSession");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    match when {
+        When::Started => {
+            while count(f, "StartSession") == starts {
+                assert!(
+                    Instant::now() < deadline,
+                    "no StartSession within {LIMIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        When::Dialled => silent.wait_dial(),
+    }
+    signal(&child, sig);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{sig} at {when:?}: sallyport did not exit within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    // Connections a stopped command left behind.
+    while silent.listener.accept().is_ok() {}
+    silent.held.clear();
+    let started = count(f, "StartSession") - starts;
+    let ended = count(f, "TerminateSession") - terminates;
+    assert_eq!(started, 1, "{sig} at {when:?}: one StartSession; {stderr}");
+    assert_eq!(
+        ended,
+        started,
+        "{sig} at {when:?}: every session started was terminated (exit {:?}); {stderr}",
+        status.code()
+    );
+    (status.code(), stderr)
+}
+
+fn fixture(silent: &Silent) -> Fixture {
+    let addr = silent.addr();
+    Fixture::with_config(|c| c.stream_host = Some(addr))
+}
+
+fn exec(f: &Fixture) -> Command {
+    let mut cmd = Command::new(SALLYPORT);
+    cmd.args(["exec", &f.instance, "--", "true"]);
+    f.aws_env(&mut cmd);
+    cmd
+}
+
+#[test]
+fn exec_stopped_during_set_up_ends_its_session() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    for when in [When::Dialled, When::Started] {
+        for sig in ["INT", "TERM", "HUP"] {
+            let (code, stderr) = stop(&f, &mut silent, exec(&f), sig, when);
+            assert_eq!(code, Some(130), "{sig} at {when:?}: {stderr}");
+            assert!(stderr.contains(&format!("SIG{sig}")), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn proxy_stopped_during_set_up_ends_its_session() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    for when in [When::Dialled, When::Started] {
+        for sig in ["INT", "TERM", "HUP"] {
+            let (code, stderr) = stop(&f, &mut silent, f.proxy(&f.instance), sig, when);
+            // ssh sends SIGHUP to its ProxyCommand when it is done: not a failure.
+            let expected = if sig == "HUP" { 0 } else { 130 };
+            assert_eq!(code, Some(expected), "{sig} at {when:?}: {stderr}");
+        }
+    }
+}
