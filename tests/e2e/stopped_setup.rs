@@ -5,11 +5,15 @@
 //!
 //! The StreamUrls name a loopback listener the test holds and never answers, so the data
 //! channel's opening hangs (until its 45 s handshake timeout) for as long as the test
-//! wants.
+//! wants. To stop a command while StartSession's answer is on its way, the AWS API is
+//! reached through a delay proxy: the testbed records the call half a round trip before
+//! the answer reaches the command.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sallyport_testbed::tools::delay_proxy::{self, DelayProxy};
 
 use crate::harness::{Fixture, SALLYPORT};
 
@@ -56,8 +60,8 @@ impl Silent {
 /// When the signal is sent.
 #[derive(Clone, Copy, Debug)]
 enum When {
-    /// As soon as the testbed has seen StartSession (its answer on the way, or the data
-    /// channel dialling).
+    /// As soon as the testbed has seen StartSession: its answer on the way (always so
+    /// behind the delay proxy), or the data channel dialling.
     Started,
     /// Once the data channel's connection reached the StreamUrl's host.
     Dialled,
@@ -152,6 +156,27 @@ fn exec(f: &Fixture) -> Command {
     cmd
 }
 
+/// A delay proxy with this round-trip time in front of the testbed, and its address as an
+/// AWS endpoint URL (the runtime serves the proxy).
+fn slow_api(f: &Fixture, rtt: Duration) -> (tokio::runtime::Runtime, DelayProxy, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let to = f.testbed.addr.to_string();
+    let proxy = rt
+        .block_on(delay_proxy::spawn("127.0.0.1:0".parse().unwrap(), to, rtt))
+        .unwrap();
+    let scheme = if f.testbed.config().tls {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{}", proxy.addr());
+    (rt, proxy, endpoint)
+}
+
 #[test]
 fn exec_stopped_during_set_up_ends_its_session() {
     let mut silent = Silent::new();
@@ -176,5 +201,26 @@ fn proxy_stopped_during_set_up_ends_its_session() {
             let expected = if sig == "HUP" { 0 } else { 130 };
             assert_eq!(code, Some(expected), "{sig} at {when:?}: {stderr}");
         }
+    }
+}
+
+/// StartSession's answer is half a second away when the signal comes: the session it
+/// starts must still be ended (the call runs on, and its session is terminated, before
+/// the command exits).
+#[test]
+fn exec_and_proxy_stopped_while_start_session_answers_end_its_session() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    let (_rt, _proxy, endpoint) = slow_api(&f, Duration::from_secs(1));
+    for sig in ["INT", "HUP"] {
+        let mut cmd = exec(&f);
+        cmd.env("AWS_ENDPOINT_URL", &endpoint);
+        let (code, stderr) = stop(&f, &mut silent, cmd, sig, When::Started);
+        assert_eq!(code, Some(130), "exec, {sig}: {stderr}");
+        let mut cmd = f.proxy(&f.instance);
+        cmd.env("AWS_ENDPOINT_URL", &endpoint);
+        let (code, stderr) = stop(&f, &mut silent, cmd, sig, When::Started);
+        let expected = if sig == "HUP" { 0 } else { 130 };
+        assert_eq!(code, Some(expected), "proxy, {sig}: {stderr}");
     }
 }
