@@ -116,21 +116,28 @@ pub async fn run_eice(
 }
 
 async fn stream(
-    mut opened: Opened,
+    opened: Opened,
     req: &ProxyRequest,
     signals: &mut Signals,
 ) -> Result<(), SessionError> {
-    let mut session = lifecycle::new_client_session().with_input_gate(lifecycle::SSH_INPUT_GATE);
+    let Opened {
+        started,
+        mut link,
+        session,
+        data_keys,
+        timeline,
+    } = opened;
+    let mut session = session.with_input_gate(lifecycle::SSH_INPUT_GATE);
     // Port sessions are never encrypted by the agent (docs/protocol.md §5.1), but answer a KMS
     // request anyway should a document ever make one.
     let opts = DriveOptions {
-        data_keys: Some(opened.data_keys.clone()),
-        timeline: opened.timeline.clone(),
+        data_keys: Some(data_keys),
+        timeline,
         ..DriveOptions::default()
     };
     let ended = {
         let drive = transport::drive_stream(
-            &mut opened.link,
+            &mut link,
             &mut session,
             tokio::io::stdin(),
             tokio::io::stdout(),
@@ -141,7 +148,7 @@ async fn stream(
             sig = signals.recv() => Err(sig),
         }
     };
-    opened.link.close().await;
+    link.close().await;
     let outcome = match ended {
         Ok(outcome) => outcome,
         Err(sig) => return stopped(sig),
@@ -162,7 +169,7 @@ async fn stream(
         Outcome::ClosedByService { output } => {
             if !output.is_empty() {
                 let output = crate::text::shown(output.trim());
-                eprintln!("sallyport: {}: {output}", opened.started.session_id);
+                eprintln!("sallyport: {}: {output}", started.session_id);
             }
             Ok(())
         }
