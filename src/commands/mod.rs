@@ -153,8 +153,8 @@ pub fn stdout(bytes: &[u8]) -> Result<(), CommandError> {
     }
 }
 
-/// How long a copy, `exec` or `proxy` waits, before it exits, for the sessions of set-ups
-/// cancelled midway to be ended on the service.
+/// How long a command that sets up sessions waits, before it exits, for the sessions of
+/// set-ups cancelled midway to be ended on the service.
 const BACKGROUND_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn interrupted(sig: crate::session::lifecycle::StopSignal) -> CommandError {

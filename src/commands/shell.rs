@@ -27,7 +27,11 @@ pub async fn run(run: ShellRun) -> Result<u8, CommandError> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        Ok(shell::run(&Ssm::new(config), &req).await?)
+        let ssm = Ssm::new(config);
+        let result = shell::run(&ssm, &req).await;
+        // The session of a set-up a stop signal cut short is ended in the background.
+        ssm.await_background(super::BACKGROUND_BUDGET).await;
+        Ok(result?)
     })
     .await
 }

@@ -34,12 +34,20 @@ pub struct ShellRequest {
 }
 
 /// Runs the shell until the remote side ends it; returns the exit code.
+///
+/// Stop signals are listened for from the start: one that comes while the session is set
+/// up (the terminal not yet raw) drops the set-up, whose guards end a session StartSession
+/// started (in the background: the caller awaits [`Ssm::await_background`] before exiting).
 pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, SessionError> {
     let document = SessionDocument::Named {
         name: req.document.clone(),
         parameters: req.parameters.clone(),
     };
-    let mut opened = lifecycle::open(ssm, &req.target, &document, &req.start, &req.link).await?;
+    let mut signals = Signals::new();
+    let mut opened = tokio::select! {
+        opened = lifecycle::open(ssm, &req.target, &document, &req.start, &req.link) => opened?,
+        sig = signals.recv() => return Err(sig.failure()),
+    };
     let raw = match RawMode::enter() {
         Ok(r) => r,
         Err(e) => {
@@ -48,7 +56,7 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, SessionError> {
             return Err(SessionError::io("cannot put the terminal in raw mode", e));
         }
     };
-    let result = drive(&mut opened, raw.is_some()).await;
+    let result = drive(&mut opened, raw.is_some(), signals).await;
     // Back to cooked mode before anything else is printed.
     drop(raw);
     opened.link.close().await;
@@ -63,7 +71,11 @@ pub async fn run(ssm: &Ssm, req: &ShellRequest) -> Result<u8, SessionError> {
 }
 
 /// Carries the session; returns the service's closing text.
-async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, SessionError> {
+async fn drive(
+    opened: &mut lifecycle::Opened,
+    raw: bool,
+    signals: Signals,
+) -> Result<String, SessionError> {
     let options = lifecycle::engine_options(opened);
     let mut engine = Engine::new(&mut opened.link, &mut opened.session, options);
     let mut kind = Shell {
@@ -72,7 +84,7 @@ async fn drive(opened: &mut lifecycle::Opened, raw: bool) -> Result<String, Sess
         stdin: tokio::io::stdin(),
         buf: vec![0u8; READ_CHUNK],
         stdin_open: true,
-        signals: Signals::new(),
+        signals,
         winch: signal(SignalKind::window_change()).ok(),
         tstp: signal(SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw())).ok(),
         last_size: None,

@@ -224,3 +224,31 @@ fn exec_and_proxy_stopped_while_start_session_answers_end_its_session() {
         assert_eq!(code, Some(expected), "proxy, {sig}: {stderr}");
     }
 }
+
+fn shell(f: &Fixture) -> Command {
+    let mut cmd = Command::new(SALLYPORT);
+    cmd.args(["shell", &f.instance]);
+    f.aws_env(&mut cmd);
+    cmd
+}
+
+/// `shell` on a pipe (no terminal to put in raw mode): a stop signal while the session is
+/// set up ends it, with the exit for a stop.
+#[test]
+fn shell_stopped_during_set_up_ends_its_session() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    for when in [When::Dialled, When::Started] {
+        for sig in ["INT", "TERM", "HUP"] {
+            let (code, stderr) = stop(&f, &mut silent, shell(&f), sig, when);
+            assert_eq!(code, Some(130), "{sig} at {when:?}: {stderr}");
+            assert!(stderr.contains(&format!("SIG{sig}")), "{stderr}");
+        }
+    }
+    // StartSession's answer still on its way.
+    let (_rt, _proxy, endpoint) = slow_api(&f, Duration::from_secs(1));
+    let mut cmd = shell(&f);
+    cmd.env("AWS_ENDPOINT_URL", &endpoint);
+    let (code, stderr) = stop(&f, &mut silent, cmd, "INT", When::Started);
+    assert_eq!(code, Some(130), "INT while StartSession answers: {stderr}");
+}
