@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use super::CommandError;
-use crate::aws::{InstanceConnect, Ssm};
+use super::{BACKGROUND_BUDGET, CommandError};
+use crate::aws::{AwsConfig, InstanceConnect, Ssm};
+use crate::session::lifecycle::{Signals, StopSignal};
 use crate::ssh::client::{self, Connection, SshOptions};
 use crate::ssh::known_hosts::{HostKeyPolicy, Strictness, typed_host_name};
-use crate::target::{self, TargetSettings};
+use crate::target::{self, Found, TargetSettings};
 use crate::transport::LinkOptions;
 
 /// Sessions a `scp`/`sftp` copy may use when neither `-j` nor the config file says.
@@ -66,15 +67,44 @@ pub fn guess_user(platform: Option<&str>) -> &'static str {
 }
 
 /// Looks the target up and settles the user, then connects: the SSM session and the key
-/// push run side by side, then SSH authenticates.
-pub async fn connect(login: &Login) -> Result<(Connection, String), CommandError> {
-    let (connector, conn) = connector(login).await?;
+/// push run side by side, then SSH authenticates. See [`connector`] for `signals`.
+pub async fn connect(
+    login: &Login,
+    signals: &mut Signals,
+    stopped: fn(StopSignal) -> CommandError,
+) -> Result<(Connection, String), CommandError> {
+    let (connector, conn) = connector(login, signals, stopped).await?;
     Ok((conn, connector.target().to_owned()))
 }
 
 /// [`connect`], also returning the [`client::Connector`] that made the connection, to
 /// open more like it.
-pub async fn connector(login: &Login) -> Result<(client::Connector, Connection), CommandError> {
+///
+/// A stop signal on `signals` drops the set-up, whose guards end a session StartSession
+/// started in the background; that is waited for (at most [`BACKGROUND_BUDGET`]) before
+/// `stopped(signal)` is returned, so the command can exit at once.
+pub async fn connector(
+    login: &Login,
+    signals: &mut Signals,
+    stopped: fn(StopSignal) -> CommandError,
+) -> Result<(client::Connector, Connection), CommandError> {
+    let (config, found, mut connector) = tokio::select! {
+        prepared = prepare(login) => prepared?,
+        sig = signals.recv() => return Err(stopped(sig)),
+    };
+    let connected = tokio::select! {
+        c = open(&mut connector, &config, &found, login) => c,
+        sig = signals.recv() => {
+            connector.await_background(BACKGROUND_BUDGET).await;
+            return Err(stopped(sig));
+        }
+    };
+    connected.map(|c| (connector, c))
+}
+
+/// Looks the target up, settles the user and the way (Session Manager or an EC2
+/// Instance Connect Endpoint): a [`client::Connector`] that has opened nothing yet.
+async fn prepare(login: &Login) -> Result<(AwsConfig, Found, client::Connector), CommandError> {
     let s = &login.on;
     let (config, found) = target::locate(s).await?;
     let (user, guessed) = match login.user.clone() {
@@ -122,11 +152,23 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
     connector.eice = super::way_first(&config, &found, s, login.port).await?;
+    Ok((config, found, connector))
+}
+
+/// The first connection: the way [`prepare`] chose, else through an endpoint when
+/// Session Manager cannot reach the node and `--via` allows it.
+async fn open(
+    connector: &mut client::Connector,
+    config: &AwsConfig,
+    found: &Found,
+    login: &Login,
+) -> Result<Connection, CommandError> {
+    let s = &login.on;
     let mut result = connector.connect().await.map_err(CommandError::from);
     if connector.eice.is_none()
         && let Err(f) = result
     {
-        result = match super::way_after(&config, &found, s, login.port, f).await {
+        result = match super::way_after(config, found, s, login.port, f).await {
             Ok(tunnel) => {
                 connector.eice = Some(tunnel);
                 connector.connect().await.map_err(CommandError::from)
@@ -140,7 +182,7 @@ pub async fn connector(login: &Login) -> Result<(client::Connector, Connection),
             .err()
             .is_some_and(CommandError::target_refused),
     );
-    result.map(|c| (connector, c))
+    result
 }
 
 #[cfg(test)]

@@ -27,11 +27,7 @@ pub async fn run(run: ScpRun) -> Result<u8, CommandError> {
     let (args, lanes) = (&run, run.lanes);
     // Listen before connecting: a Ctrl-C must release the sessions and temporary files.
     let mut signals = crate::session::lifecycle::Signals::new();
-    let connecting = connector(&run.login);
-    let (connector, conn) = tokio::select! {
-        c = connecting => c?,
-        sig = signals.recv() => return Err(interrupted(sig)),
-    };
+    let (connector, conn) = connector(&run.login, &mut signals, interrupted).await?;
     let opts = transfer::CopyOptions {
         recursive: args.recursive,
         preserve: args.preserve,

@@ -36,7 +36,10 @@ pub async fn run(run: SftpRun) -> Result<u8, CommandError> {
         None => None,
     };
     let lanes = run.lanes;
-    let (connector, conn) = connector(&run.login).await?;
+    // Listen before connecting: a stop signal must end the session being set up, and the
+    // extra sessions and temporary files of a striped `get` later.
+    let mut signals = crate::session::lifecycle::Signals::new();
+    let (connector, conn) = connector(&run.login, &mut signals, interrupted).await?;
     let res = transfer::parallel::Resources::default();
     let striping = sftp_shell::Striping {
         connector: &connector,
@@ -69,16 +72,11 @@ pub async fn run(run: SftpRun) -> Result<u8, CommandError> {
         .await?;
         Ok(code)
     });
-    // Striped: a signal must still remove the temporary files of a `get` and end the
-    // extra sessions. (Unstriped, the default action stays: the process ends.)
-    let result = if striped {
-        let mut signals = crate::session::lifecycle::Signals::new();
-        tokio::select! {
-            r = work => r.map_err(CommandError::from),
-            sig = signals.recv() => Err(interrupted(sig)),
-        }
-    } else {
-        work.await.map_err(CommandError::from)
+    // The listener installed, a signal no longer ends the process by itself: it ends the
+    // work, whose sessions are then ended (and a striped `get`'s temporary files removed).
+    let result = tokio::select! {
+        r = work => r.map_err(CommandError::from),
+        sig = signals.recv() => Err(interrupted(sig)),
     };
     res.release().await;
     connector.await_background(BACKGROUND_BUDGET).await;

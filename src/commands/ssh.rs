@@ -1,6 +1,7 @@
 //! `sallyport ssh`: a shell, or one command, over the embedded SSH client.
 
 use super::CommandError;
+use crate::session::lifecycle::{Signals, StopSignal};
 
 use super::login::{Login, connect};
 
@@ -14,7 +15,12 @@ pub struct SshRun {
 }
 
 /// `sallyport ssh`: a shell, or one command.
+///
+/// Stop signals are listened for from the start (one listener for the set-up and the
+/// run): one during set-up ends the session being set up before the command exits.
 pub async fn run(run: SshRun) -> Result<u8, CommandError> {
-    let (conn, _) = connect(&run.login).await?;
-    Ok(crate::ssh::remote::run(conn, run.command, run.stdin_null).await?)
+    let mut signals = Signals::new();
+    let stopped = |sig: StopSignal| CommandError::from(sig.failure());
+    let (conn, _) = connect(&run.login, &mut signals, stopped).await?;
+    Ok(crate::ssh::remote::run(conn, run.command, run.stdin_null, signals).await?)
 }

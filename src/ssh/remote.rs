@@ -22,13 +22,15 @@ pub const NO_STATUS: u8 = 255;
 const READ_CHUNK: usize = 32 * 1024;
 
 /// Runs `command`, or a login shell when `command` is `None` (on a pty when stdin is a
-/// terminal); the remote exit status is the result. `stdin_null` is ssh's `-n`.
+/// terminal); the remote exit status is the result. `stdin_null` is ssh's `-n`; `signals`,
+/// listening since before the connection was made, end it early.
 pub async fn run(
     mut conn: Connection,
     command: Option<String>,
     stdin_null: bool,
+    signals: Signals,
 ) -> Result<u8, SshError> {
-    let result = session(&mut conn, command, stdin_null).await;
+    let result = session(&mut conn, command, stdin_null, signals).await;
     let result = match result {
         Err(e) if e.is_link_problem() => Err(conn.link_failure().await.unwrap_or(e)),
         other => other,
@@ -41,6 +43,7 @@ async fn session(
     conn: &mut Connection,
     command: Option<String>,
     stdin_null: bool,
+    signals: Signals,
 ) -> Result<u8, SshError> {
     let lost = |e: russh::Error| SshError::Connection(format!("the SSH connection failed: {e}"));
     let channel = conn.handle.channel_open_session().await.map_err(lost)?;
@@ -83,7 +86,7 @@ async fn session(
         Some(tokio::spawn(task))
     };
     let status = tokio::select! {
-        s = pump_output(reader, writer.clone(), tty) => s,
+        s = pump_output(reader, writer.clone(), tty, signals) => s,
         // `~.`: the connection is dropped at once, with ssh's status for that.
         _ = escaped.notified() => Ok(NO_STATUS),
     };
@@ -143,11 +146,11 @@ async fn pump_output(
     mut reader: ChannelReadHalf,
     writer: Arc<ChannelWriteHalf<Msg>>,
     pty: bool,
+    mut signals: Signals,
 ) -> Result<u8, SshError> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let mut winch = signal(SignalKind::window_change()).ok();
-    let mut signals = Signals::new();
     let mut status: Option<u8> = None;
     let mut last_size = window_size();
     let local = |e: std::io::Error| SshError::LocalIo(format!("writing the output failed: {e}"));

@@ -252,3 +252,38 @@ fn shell_stopped_during_set_up_ends_its_session() {
     let (code, stderr) = stop(&f, &mut silent, cmd, "INT", When::Started);
     assert_eq!(code, Some(130), "INT while StartSession answers: {stderr}");
 }
+
+/// The embedded SSH client's commands: `ssh` runs one command, `scp` copies one file
+/// (striped by default), `sftp` runs a batch file; each connects over one session first.
+fn embedded(f: &Fixture, which: &str) -> Command {
+    let dest = format!("root@{}", f.instance);
+    let remote = format!("{dest}:/etc/hostname");
+    let local = f.path("copied").display().to_string();
+    let batch = f.path("batch");
+    std::fs::write(&batch, "ls /\n").unwrap();
+    let args: Vec<&str> = match which {
+        "ssh" => vec!["ssh", &dest, "true"],
+        "scp" => vec!["scp", &remote, &local],
+        "scp -j 1" => vec!["scp", "-j", "1", &remote, &local],
+        "sftp" => vec!["sftp", "-b", batch.to_str().unwrap(), &dest],
+        other => panic!("{other}"),
+    };
+    f.sallyport(&args)
+}
+
+/// `ssh`, `scp` and `sftp` stopped while their first session is set up end it.
+#[test]
+fn ssh_scp_and_sftp_stopped_during_set_up_end_their_session() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    for which in ["ssh", "scp", "scp -j 1", "sftp"] {
+        for when in [When::Dialled, When::Started] {
+            for sig in ["INT", "TERM", "HUP"] {
+                let cmd = embedded(&f, which);
+                let (code, stderr) = stop(&f, &mut silent, cmd, sig, when);
+                assert_eq!(code, Some(130), "{which}, {sig} at {when:?}: {stderr}");
+                assert!(stderr.contains(&format!("SIG{sig}")), "{which}: {stderr}");
+            }
+        }
+    }
+}
