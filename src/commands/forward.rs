@@ -31,10 +31,14 @@ pub async fn run(run: ForwardRun) -> Result<u8, CommandError> {
             start: found.start_options(&run.on),
             link: run.link,
         };
-        Ok(match way(config, found, &run.on, &req).await? {
-            Some(t) => forward::eice::run(&t, &req).await?,
-            None => forward::run(&Ssm::new(config), &req).await?,
-        })
+        if let Some(t) = way(config, found, &run.on, &req).await? {
+            return Ok(forward::eice::run(&t, &req).await?);
+        }
+        let ssm = Ssm::new(config);
+        let result = forward::run(&ssm, &req).await;
+        // Sessions whose set-up the stop cut short are ended in the background.
+        ssm.await_background(super::BACKGROUND_BUDGET).await;
+        Ok(result?)
     })
     .await
 }

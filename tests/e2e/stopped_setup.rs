@@ -287,3 +287,20 @@ fn ssh_scp_and_sftp_stopped_during_set_up_end_their_session() {
         }
     }
 }
+
+/// `forward` opens a listener's session at once: stopped before its data channel is up,
+/// it still ends that session before exiting.
+#[test]
+fn forward_stopped_while_its_session_opens_ends_it() {
+    let mut silent = Silent::new();
+    let f = fixture(&silent);
+    for when in [When::Dialled, When::Started] {
+        for sig in ["INT", "TERM", "HUP"] {
+            let mut cmd = Command::new(SALLYPORT);
+            cmd.args(["forward", &f.instance, "0:22"]);
+            f.aws_env(&mut cmd);
+            let (code, stderr) = stop(&f, &mut silent, cmd, sig, when);
+            assert_eq!(code, Some(0), "{sig} at {when:?}: {stderr}");
+        }
+    }
+}

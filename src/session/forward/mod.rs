@@ -196,7 +196,12 @@ pub struct Shared {
 }
 
 /// Runs every forward until Ctrl-C or until all have ended; returns the exit code.
+///
+/// A stop drops the sessions still being opened, whose guards end them in the background:
+/// the caller awaits [`Ssm::await_background`] before exiting.
 pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, SessionError> {
+    // Listening before any session starts.
+    let mut signals = Signals::new();
     let mut listeners = Vec::new();
     for spec in &req.specs {
         listeners.push(bind(SocketAddr::new(spec.bind, spec.local_port)).await?);
@@ -233,7 +238,6 @@ pub async fn run(ssm: &Ssm, req: &ForwardRequest) -> Result<u8, SessionError> {
     if let Some(l) = socks_listener {
         tasks.spawn(socks::serve(shared.clone(), l));
     }
-    let mut signals = Signals::new();
     let mut first_failure: Option<Failure> = None;
     let mut stopping = false;
     loop {
