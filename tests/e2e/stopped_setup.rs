@@ -286,6 +286,18 @@ fn ssh_scp_and_sftp_stopped_during_set_up_end_their_session() {
             }
         }
     }
+    // StartSession's answer still on its way.
+    let (_rt, _proxy, endpoint) = slow_api(&f, Duration::from_secs(1));
+    for which in ["ssh", "scp", "sftp"] {
+        let mut cmd = embedded(&f, which);
+        cmd.env("AWS_ENDPOINT_URL", &endpoint);
+        let (code, stderr) = stop(&f, &mut silent, cmd, "INT", When::Started);
+        assert_eq!(
+            code,
+            Some(130),
+            "{which}, INT while StartSession answers: {stderr}"
+        );
+    }
 }
 
 /// `forward` opens a listener's session at once: stopped before its data channel is up,
@@ -303,4 +315,12 @@ fn forward_stopped_while_its_session_opens_ends_it() {
             assert_eq!(code, Some(0), "{sig} at {when:?}: {stderr}");
         }
     }
+    // StartSession's answer still on its way.
+    let (_rt, _proxy, endpoint) = slow_api(&f, Duration::from_secs(1));
+    let mut cmd = Command::new(SALLYPORT);
+    cmd.args(["forward", &f.instance, "0:22"]);
+    f.aws_env(&mut cmd);
+    cmd.env("AWS_ENDPOINT_URL", &endpoint);
+    let (code, stderr) = stop(&f, &mut silent, cmd, "INT", When::Started);
+    assert_eq!(code, Some(0), "INT while StartSession answers: {stderr}");
 }
