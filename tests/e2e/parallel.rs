@@ -339,6 +339,56 @@ fn ctrl_c_mid_download_leaves_the_old_file_and_no_temp_file() {
     assert_eq!(terminated, starts(&fx), "every session ended");
 }
 
+/// `sftp -j 1` (unstriped) stopped while its session is up ends that session too, as a
+/// striped one does, and exits 130.
+#[test]
+fn ctrl_c_in_an_unstriped_sftp_ends_its_session() {
+    use std::io::{BufRead, Write};
+    let fx = Fixture::instance_connect();
+    let dest = format!("root@{}", fx.instance);
+    let mut child = fx
+        .sallyport(&["sftp", "-j", "1", &dest])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    writeln!(input, "pwd").unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The session is up once the command was answered; stdin stays open.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("Remote working directory") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no answer to pwd within {LIMIT:?}: {e}");
+            }
+        }
+    }
+    interrupt(&child);
+    let out = wait_exit(&mut child, Duration::from_secs(60));
+    drop(input);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let calls = fx.testbed.calls();
+    let terminated = calls
+        .iter()
+        .filter(|c| c.operation == "TerminateSession")
+        .count();
+    assert_eq!(terminated, starts(&fx), "every session ended");
+}
+
 #[test]
 fn verify_catches_a_file_changed_during_the_copy() {
     // A slow instance (2 MB/s): a 4 MB upload takes about two seconds.
