@@ -1,7 +1,8 @@
-//! `sallyport exec` and `sallyport proxy` stopped (Ctrl-C, SIGTERM, ssh's SIGHUP) while a
-//! session is being set up: StartSession answered or in flight, the data channel not yet
-//! open. Every session StartSession started must be ended with TerminateSession before
-//! the command exits, and the exit is the one for a stop, not a death by signal.
+//! Commands that open Session Manager sessions (`exec`, `proxy`, `shell`, `ssh`, `scp`,
+//! `sftp`, `forward`) stopped (Ctrl-C, SIGTERM, ssh's SIGHUP) while a session is being set
+//! up: StartSession answered or in flight, the data channel not yet open. Every session
+//! StartSession started must be ended with TerminateSession before the command exits, and
+//! the exit is the one for a stop, not a death by signal.
 //!
 //! The StreamUrls name a loopback listener the test holds and never answers, so the data
 //! channel's opening hangs (until its 45 s handshake timeout) for as long as the test
