@@ -15,3 +15,9 @@ pub mod stream;
 pub mod terminal;
 
 pub use error::SessionError;
+
+/// The most the agent sends a second on one session, in bytes: it reads at most 1 KiB
+/// into each message and sleeps 1 ms after each (docs/protocol.md §6.6), so no download
+/// over Session Manager beats this, whatever the link (in practice it runs at 0.5-0.8 of
+/// it).
+pub const AGENT_OUTPUT_CEILING: f64 = 1024.0 * 1000.0;

@@ -183,6 +183,18 @@ impl Connector {
         *self.took.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The most one connection can bring down a second, known before measuring: over
+    /// Session Manager, the agent's pace ([`AGENT_OUTPUT_CEILING`]); an EC2 Instance
+    /// Connect Endpoint tunnel has none.
+    ///
+    /// [`AGENT_OUTPUT_CEILING`]: crate::session::AGENT_OUTPUT_CEILING
+    pub fn download_ceiling(&self) -> Option<f64> {
+        match self.eice {
+            Some(_) => None,
+            None => Some(crate::session::AGENT_OUTPUT_CEILING),
+        }
+    }
+
     /// The byte stream SSH runs over: an EICE tunnel or a Session Manager port session.
     async fn open_stream(&self) -> Result<(DuplexStream, StreamGuard), SessionError> {
         let (target, port) = (self.target.as_str(), self.opts.port);

@@ -158,11 +158,8 @@ pub(crate) async fn copy(
     par: &ParallelOptions,
     report: &mut (dyn FnMut(&SshError) + Send),
 ) -> Result<Outcome, SshError> {
-    let walk = Sftp::open(&first).await;
-    let lane = match &walk {
-        Ok(_) => res.add_lane_on(&first).await,
-        Err(_) => Ok(()),
-    };
+    // The walk's channel and the first lane's, side by side (each costs round trips).
+    let (walk, lane) = tokio::join!(Sftp::open(&first), res.add_lane_on(&first));
     res.add(first).await;
     let sftp = walk?;
     lane?;
@@ -239,6 +236,12 @@ async fn move_pieces<'a>(
             // Until a lane's opening is timed: the first connection's (its SFTP start
             // aside).
             open_cost: connector.connect_cost(),
+            // Downloads through the agent are paced: when even its ceiling leaves the
+            // lanes busy for longer than an opening, they open without waiting to measure.
+            ceiling: match jobs.direction {
+                Direction::Download => connector.download_ceiling(),
+                Direction::Upload => None,
+            },
         },
     )
     .await;

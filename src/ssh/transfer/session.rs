@@ -70,14 +70,20 @@ impl Sftp {
         self.max_entries
     }
 
-    /// Opens both SFTP channels on `conn`.
+    /// Opens both SFTP channels on `conn`, side by side (each start costs round trips).
     pub async fn open(conn: &Connection) -> Result<Sftp, SshError> {
-        let session = parallel::open_session(conn).await?;
-        let lister = parallel::open_lister(conn).await;
-        match lister {
-            Ok(lister) => Ok(Sftp::new(session, lister)),
-            Err(f) => {
+        let (session, lister) =
+            tokio::join!(parallel::open_session(conn), parallel::open_lister(conn));
+        match (session, lister) {
+            (Ok(session), Ok(lister)) => Ok(Sftp::new(session, lister)),
+            (Ok(session), Err(f)) => {
                 let _ = session.close().await;
+                Err(f)
+            }
+            (Err(f), lister) => {
+                if let Ok(lister) = lister {
+                    let _ = lister.close_session();
+                }
                 Err(f)
             }
         }

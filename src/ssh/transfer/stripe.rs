@@ -191,6 +191,9 @@ pub struct RunOptions<'a> {
     /// What opening a lane costs, until an opening is timed (e.g. the first lane's); `None`
     /// opens a lane for every piece waiting, up to `max_lanes`, without measuring first.
     pub open_cost: Option<Duration>,
+    /// The most one lane can move a second, when known in advance ([`Meter::ceiling`]):
+    /// lanes the work would keep busy even at that rate open before anything is measured.
+    pub ceiling: Option<f64>,
 }
 
 /// A lane at work: the lane back, with its piece, span and result.
@@ -292,6 +295,7 @@ impl<L: Lane> Sched<L> {
             active: Vec::new(),
             meter: Meter {
                 open: opts.open_cost,
+                ceiling: opts.ceiling,
                 ..Meter::default()
             },
             paused_until: None,
@@ -462,6 +466,15 @@ impl<L: Lane> Sched<L> {
             len: span.end().saturating_sub(piece.offset),
             ..piece
         };
+        tracing::debug!(
+            file = piece.file,
+            offset = moved.offset,
+            len = moved.len,
+            took = ?span.age(),
+            ok = r.is_ok(),
+            lanes,
+            "piece done"
+        );
         match r {
             Ok(()) => {
                 if let Some(sample) = span.sample() {

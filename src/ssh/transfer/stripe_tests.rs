@@ -196,6 +196,7 @@ async fn go(
             progress: &mut |n, _| moved += n,
             notice: &mut |s| notes.push(s),
             open_cost: None,
+            ceiling: None,
         },
     )
     .await;

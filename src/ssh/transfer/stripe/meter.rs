@@ -26,6 +26,9 @@ pub struct Meter {
     pub open: Option<Duration>,
     /// From handing a piece over to its end, for pieces too small to give a rate.
     pub piece: Option<Duration>,
+    /// The most one lane can move a second, known before anything is measured (a
+    /// download through Session Manager: the agent's pacing, docs/protocol.md §6.6).
+    pub ceiling: Option<f64>,
 }
 
 /// The work not yet handed out, as [`Meter::worth_opening`] weighs it.
@@ -87,7 +90,8 @@ impl Meter {
 
     /// Seconds `lanes` lanes would take over `left`: from one lane's rate (measured on
     /// finished pieces, else `live` on pieces in flight) plus each queued piece's start,
-    /// else from finished pieces' times; `None` before anything is measured.
+    /// else from finished pieces' times, else at the [`ceiling`](Meter::ceiling) (the
+    /// least it can take); `None` before anything is measured or known.
     pub fn time_left(&self, left: &Left, live: Option<f64>, lanes: usize) -> Option<f64> {
         let lanes = lanes.max(1) as f64;
         if let Some(rate) = self.rate.or(live).filter(|r| r.is_finite() && *r > 0.0) {
@@ -95,7 +99,11 @@ impl Meter {
             return Some((left.bytes as f64 / rate + starts) / lanes);
         }
         let pieces = (left.queued + left.active) as f64;
-        Some(self.piece?.as_secs_f64() * pieces / lanes)
+        if let Some(piece) = self.piece {
+            return Some(piece.as_secs_f64() * pieces / lanes);
+        }
+        let ceiling = self.ceiling.filter(|r| r.is_finite() && *r > 0.0)?;
+        Some(left.bytes as f64 / ceiling / lanes)
     }
 
     /// Whether one more lane pays for its opening: the `lanes` there are (open or

@@ -31,6 +31,10 @@ struct Paced {
     open_time: Duration,
     /// One lane's rate (bytes a second).
     rate: u64,
+    /// What the run is told a lane moves at most ([`RunOptions::ceiling`]).
+    ceiling: Option<f64>,
+    /// When each opening began.
+    open_began: Vec<Instant>,
 }
 
 struct PacedLane {
@@ -92,6 +96,7 @@ impl Opener for PacedOpener {
     type Lane = PacedLane;
     async fn open(&self) -> Result<PacedLane, SshError> {
         let took = self.0.borrow().open_time;
+        self.0.borrow_mut().open_began.push(Instant::now());
         tokio::time::sleep(took).await;
         let mut w = self.0.borrow_mut();
         w.opens += 1;
@@ -114,12 +119,14 @@ fn paced(len: usize) -> Rc<RefCell<Paced>> {
         die: None,
         open_time: Duration::from_millis(300),
         rate: RATE,
+        ceiling: None,
+        open_began: Vec::new(),
     }))
 }
 
 async fn go(w: &Rc<RefCell<Paced>>, pieces: Vec<Piece>, max: usize) -> RunReport<PacedLane> {
     let opener = PacedOpener(w.clone());
-    let open_cost = Some(w.borrow().open_time);
+    let (open_cost, ceiling) = (Some(w.borrow().open_time), w.borrow().ceiling);
     let first = vec![opener.open().await.unwrap()];
     run(
         &opener,
@@ -131,6 +138,7 @@ async fn go(w: &Rc<RefCell<Paced>>, pieces: Vec<Piece>, max: usize) -> RunReport
             progress: &mut |_, _| {},
             notice: &mut |_| {},
             open_cost,
+            ceiling,
         },
     )
     .await
@@ -334,4 +342,57 @@ fn openings_follow_the_measured_rate() {
         striped <= alone,
         "-j 8 took {striped:?}, one lane {alone:?}"
     );
+}
+
+/// 12 MiB at -j 8 over lanes paced at [`RATE`], the run told `ceiling`: when each opening
+/// after the first began (from the run's start), and how long the run took.
+fn openings_with(ceiling: Option<f64>) -> (Vec<Duration>, Duration) {
+    rt().block_on(async {
+        let len = 12 * 1024 * 1024;
+        let w = paced(len);
+        w.borrow_mut().ceiling = ceiling;
+        let r = go(&w, split(&[len as u64], 8), 8).await;
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source, "intact");
+        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
+        assert_eq!(r.opened, 8);
+        // The first opening is the test's own (the caller's first lane).
+        let start = w.open_began[0] + w.open_time;
+        let began = w.open_began[1..].iter().map(|t| *t - start).collect();
+        let end = w.finished.iter().flatten().max().copied().unwrap();
+        (began, end - start)
+    })
+}
+
+#[test]
+fn a_known_ceiling_opens_the_lanes_before_anything_is_measured() {
+    // Even at twice the pace a lane keeps, 12 MiB keeps 8 lanes busy for 1.5 s, far
+    // longer than an opening (300 ms): all open at the start.
+    let (began, with) = openings_with(Some(2.0 * RATE as f64));
+    assert_eq!(began, vec![Duration::ZERO; 7], "every lane opened at once");
+    // Unknown: the first lane measures before any other opens, and the copy ends later.
+    let (began, without) = openings_with(None);
+    assert!(began.iter().all(|b| *b >= RTT), "{began:?}");
+    assert!(
+        with < without,
+        "with the ceiling {with:?}, without {without:?}"
+    );
+}
+
+#[test]
+fn a_ceiling_that_leaves_the_work_short_opens_nothing_early() {
+    // At 32 MiB/s, 12 MiB over 2 lanes is done (in theory) in 0.19 s, well before an
+    // opening (1 s) would be: no lane opens before the first has measured, and then none.
+    rt().block_on(async {
+        let len = 12 * 1024 * 1024;
+        let w = paced(len);
+        let fast = 32 * 1024 * 1024;
+        w.borrow_mut().rate = fast;
+        w.borrow_mut().ceiling = Some(fast as f64);
+        w.borrow_mut().open_time = Duration::from_secs(1);
+        let r = go(&w, split(&[len as u64], 8), 8).await;
+        assert_eq!(r.opened, 1, "no lane opened besides the first");
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source, "intact");
+    });
 }
