@@ -337,12 +337,13 @@ impl<L: Lane> Sched<L> {
         Some((lane, piece, span))
     }
 
-    /// The spans an idle lane may take from: a piece of several whose lane has begun
-    /// (a lane that cannot stop early claims all at once), of a file still going.
+    /// The spans an idle lane may take from: a piece of several, of a file still going.
+    /// A piece whose lane has not begun may be cut too (when lanes outnumber the pieces
+    /// left): a lane that cannot stop early claims what is left when it begins.
     fn stealable(&self) -> impl Iterator<Item = &(Piece, Arc<Span>)> {
         self.active
             .iter()
-            .filter(|(p, s)| !p.whole && s.started() && !self.report.failed.contains_key(&p.file))
+            .filter(|(p, _)| !p.whole && !self.report.failed.contains_key(&p.file))
     }
 
     /// The back of the largest piece in flight, when it is worth a new start.
@@ -369,9 +370,11 @@ impl<L: Lane> Sched<L> {
         let paused = self.refusals >= GROWTH_ATTEMPTS
             || self.paused_until.is_some_and(|t| Instant::now() < t);
         let min = self.meter.min_piece();
+        // Only a lane that has begun claiming shows it claims piecemeal (one that cannot
+        // stop early claims all at once): no lane is opened for the others.
         let shareable = if self.idle.is_empty() {
             self.stealable()
-                .filter(|(_, s)| s.unclaimed() >= 2 * min)
+                .filter(|(_, s)| s.started() && s.unclaimed() >= 2 * min)
                 .count()
         } else {
             0

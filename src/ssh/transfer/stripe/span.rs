@@ -127,9 +127,11 @@ impl Span {
             return None;
         }
         // The victim has (cut - start - done) still to receive, the thief needs
-        // (overhead + end - cut): both finish together at the middle of the two.
+        // (overhead + end - cut): both finish together at the middle of the two. A victim
+        // that has received nothing yet has its own start ahead of it too.
         let reached = s.start.saturating_add(s.done);
-        let want = reached.saturating_add(s.end).saturating_add(overhead_bytes) / 2;
+        let ahead = if s.first.is_none() { 0 } else { overhead_bytes };
+        let want = reached.saturating_add(s.end).saturating_add(ahead) / 2;
         let cut = want.max(s.next).div_ceil(ALIGN).saturating_mul(ALIGN);
         if cut >= s.end || s.end - cut < min.max(1) {
             return None;

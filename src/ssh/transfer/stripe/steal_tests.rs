@@ -396,3 +396,31 @@ fn a_ceiling_that_leaves_the_work_short_opens_nothing_early() {
         assert_eq!(w.dest, w.source, "intact");
     });
 }
+
+#[test]
+fn lanes_idle_at_once_split_the_pieces_not_yet_begun() {
+    // With the ceiling, lanes 2-8 open together and finish their first pieces together:
+    // eight lanes go idle with four pieces left, before any of those has begun. They
+    // cut them rather than wait; all end within a small piece of each other.
+    rt().block_on(async {
+        let len = 12 * 1024 * 1024;
+        let w = paced(len);
+        w.borrow_mut().ceiling = Some(2.0 * RATE as f64);
+        let r = go(&w, split(&[len as u64], 8), 8).await;
+        let w = w.borrow();
+        assert_eq!(w.dest, w.source, "intact");
+        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
+        assert_eq!(r.opened, 8);
+        let ends: Vec<Instant> = w.finished.iter().flatten().copied().collect();
+        assert_eq!(ends.len(), 8, "every lane worked");
+        let spread = *ends.iter().max().unwrap() - *ends.iter().min().unwrap();
+        let small = time_of(2 * ALIGN);
+        assert!(
+            spread <= small,
+            "lanes finished {spread:?} apart (> {small:?})"
+        );
+        // Each idle lane cut a piece in two once; waiting for the pieces to begin made
+        // them take slivers of the one piece under way, one after another.
+        assert!(r.stolen <= 8, "{} steals: {:?}", r.stolen, w.log);
+    });
+}
