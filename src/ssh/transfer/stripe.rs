@@ -327,7 +327,7 @@ impl<L: Lane> Sched<L> {
         let piece = match self.queue.pop_front() {
             Some(p) => {
                 self.queued_bytes = self.queued_bytes.saturating_sub(p.len);
-                self.coalesce(p)
+                p
             }
             None => self.steal()?,
         };
@@ -335,29 +335,6 @@ impl<L: Lane> Sched<L> {
         let span = Arc::new(Span::new(&piece));
         self.active.push((piece, span.clone()));
         Some((lane, piece, span))
-    }
-
-    /// `piece` with the queued pieces of its file that follow it, up to
-    /// [`Meter::coalesce_len`]: a lane fast enough that a piece's start (opening the
-    /// file, and closing it) weighs on its time takes them as one. The rest of the piece
-    /// can still be stolen as it goes.
-    fn coalesce(&mut self, mut piece: Piece) -> Piece {
-        let Some(most) = self.meter.coalesce_len() else {
-            return piece;
-        };
-        while let Some(next) = self.queue.front().copied() {
-            let follows = next.file == piece.file
-                && !next.whole
-                && !piece.whole
-                && next.offset == piece.offset.saturating_add(piece.len);
-            if !follows || piece.len.saturating_add(next.len) > most {
-                break;
-            }
-            self.queue.pop_front();
-            self.queued_bytes = self.queued_bytes.saturating_sub(next.len);
-            piece.len += next.len;
-        }
-        piece
     }
 
     /// The spans an idle lane may take from: a piece of several, of a file still going.

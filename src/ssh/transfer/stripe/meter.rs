@@ -15,10 +15,6 @@ use super::span::{ALIGN, Sample};
 /// The smallest piece taken over before anything is measured.
 pub const DEFAULT_MIN_PIECE: u64 = 256 * 1024;
 
-/// Queued pieces are taken together up to this many times the bytes a start costs
-/// ([`Meter::coalesce_len`]): a start then costs at most a tenth of the piece's time.
-const COALESCE: u64 = 10;
-
 /// Running estimates (each new sample weighs half).
 #[derive(Debug, Default, Clone)]
 pub struct Meter {
@@ -84,14 +80,6 @@ impl Meter {
             .max(ALIGN)
             .div_ceil(ALIGN)
             .saturating_mul(ALIGN)
-    }
-
-    /// The longest run of queued pieces a lane takes as one: one whose start costs at
-    /// most a tenth of its time at the measured rate; `None` before measured.
-    pub fn coalesce_len(&self) -> Option<u64> {
-        self.rate?;
-        let len = self.overhead_bytes().saturating_mul(COALESCE);
-        (len > 0).then_some(len)
     }
 
     /// A piece finished `took` after it was handed over.

@@ -424,24 +424,3 @@ fn lanes_idle_at_once_split_the_pieces_not_yet_begun() {
         assert!(r.stolen <= 8, "{} steals: {:?}", r.stolen, w.log);
     });
 }
-
-#[test]
-fn a_fast_lane_takes_the_queued_pieces_of_a_file_together() {
-    // 32 MiB/s: a 1 MiB piece moves in 31 ms, less than its start (a round trip, 40 ms).
-    // Once that is measured, the lane takes the pieces left as one, and pays one start.
-    rt().block_on(async {
-        let len = 12 * 1024 * 1024;
-        let w = paced(len);
-        w.borrow_mut().rate = 32 * 1024 * 1024;
-        let started = Instant::now();
-        let r = go(&w, split(&[len as u64], 8), 1).await;
-        let took = started.elapsed() - w.borrow().open_time;
-        let w = w.borrow();
-        assert_eq!(w.dest, w.source, "intact");
-        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
-        assert_eq!(r.opened, 1);
-        assert!(w.log.len() <= 3, "{} pieces: {:?}", w.log.len(), w.log);
-        // 12 starts would cost 480 ms; the bytes take 375 ms.
-        assert!(took < Duration::from_millis(600), "took {took:?}");
-    });
-}
