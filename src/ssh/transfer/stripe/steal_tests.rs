@@ -158,6 +158,24 @@ fn time_of(bytes: u64) -> Duration {
     Duration::from_secs_f64(bytes as f64 / RATE as f64)
 }
 
+/// The file arrived intact, every byte once, over 8 lanes that all worked and ended
+/// within one small piece of each other.
+fn eight_lanes_ended_together(w: &Paced, r: &RunReport<PacedLane>) {
+    assert_eq!(w.dest, w.source, "intact");
+    assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
+    assert_eq!(r.opened, 8);
+    let ends: Vec<Instant> = w.finished.iter().flatten().copied().collect();
+    assert_eq!(ends.len(), 8, "every lane worked");
+    let spread = *ends.iter().max().unwrap() - *ends.iter().min().unwrap();
+    // The smallest piece here is one request (the rate times the start-up cost is
+    // less); a lane may also be one request ahead in its window.
+    let small = time_of(2 * ALIGN);
+    assert!(
+        spread <= small,
+        "lanes finished {spread:?} apart (> {small:?})"
+    );
+}
+
 #[test]
 fn eight_lanes_finish_within_one_small_piece_of_each_other() {
     rt().block_on(async {
@@ -167,19 +185,7 @@ fn eight_lanes_finish_within_one_small_piece_of_each_other() {
         let r = go(&w, split(&[len as u64], 8), 8).await;
         let took = started.elapsed();
         let w = w.borrow();
-        assert_eq!(w.dest, w.source);
-        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
-        assert_eq!(r.opened, 8);
-        let ends: Vec<Instant> = w.finished.iter().flatten().copied().collect();
-        assert_eq!(ends.len(), 8, "every lane worked");
-        let spread = *ends.iter().max().unwrap() - *ends.iter().min().unwrap();
-        // The smallest piece here is one request (the rate times the start-up cost is
-        // less); a lane may also be one request ahead in its window.
-        let small = time_of(2 * ALIGN);
-        assert!(
-            spread <= small,
-            "lanes finished {spread:?} apart (> {small:?})"
-        );
+        eight_lanes_ended_together(&w, &r);
         assert!(r.stolen > 0);
         // 12 MiB over 8 lanes at 0.5 MiB/s: 3 s of transfer, plus the openings.
         assert!(took < Duration::from_millis(4000), "took {took:?}");
@@ -408,17 +414,7 @@ fn lanes_idle_at_once_split_the_pieces_not_yet_begun() {
         w.borrow_mut().ceiling = Some(2.0 * RATE as f64);
         let r = go(&w, split(&[len as u64], 8), 8).await;
         let w = w.borrow();
-        assert_eq!(w.dest, w.source, "intact");
-        assert!(w.writes.iter().all(|&c| c == 1), "every byte moved once");
-        assert_eq!(r.opened, 8);
-        let ends: Vec<Instant> = w.finished.iter().flatten().copied().collect();
-        assert_eq!(ends.len(), 8, "every lane worked");
-        let spread = *ends.iter().max().unwrap() - *ends.iter().min().unwrap();
-        let small = time_of(2 * ALIGN);
-        assert!(
-            spread <= small,
-            "lanes finished {spread:?} apart (> {small:?})"
-        );
+        eight_lanes_ended_together(&w, &r);
         // Each idle lane cut a piece in two once; waiting for the pieces to begin made
         // them take slivers of the one piece under way, one after another.
         assert!(r.stolen <= 8, "{} steals: {:?}", r.stolen, w.log);
