@@ -176,13 +176,7 @@ async fn open(
             Err(f) => Err(f),
         };
     }
-    found.settle(
-        result
-            .as_ref()
-            .err()
-            .is_some_and(CommandError::target_refused),
-    );
-    result
+    super::settled(found, result)
 }
 
 #[cfg(test)]

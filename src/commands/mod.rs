@@ -34,6 +34,12 @@ async fn on_node<T>(
 ) -> Result<T, CommandError> {
     let (config, found) = target::locate(on).await?;
     let result = work(&config, &found).await;
+    settled(&found, result)
+}
+
+/// `result`, after telling `found` whether the service refused its target (a cached
+/// lookup it came from is then forgotten).
+fn settled<T>(found: &Found, result: Result<T, CommandError>) -> Result<T, CommandError> {
     found.settle(
         result
             .as_ref()
