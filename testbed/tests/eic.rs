@@ -219,6 +219,7 @@ fn instance_connect_only_sshd_takes_a_pushed_key_for_sixty_seconds() {
     let options = SshdOptions {
         instance_connect: Some(eic),
         host_key: None,
+        ..SshdOptions::default()
     };
     let sshd = TestSshd::start_with(dir.path(), &options).expect("start sshd");
     let key = sshd.user_public_key().unwrap();
@@ -251,6 +252,7 @@ fn instance_connect_only_sshd_takes_a_pushed_key_for_sixty_seconds() {
     let same = SshdOptions {
         instance_connect: None,
         host_key: Some(sshd.host_key.clone()),
+        ..SshdOptions::default()
     };
     let sshd2 = TestSshd::start_with(dir2.path(), &same).expect("second sshd");
     assert_eq!(sshd2.host_public_key(), sshd.host_public_key());

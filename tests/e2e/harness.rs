@@ -69,13 +69,27 @@ impl Fixture {
         Fixture::build(true, adjust)
     }
 
+    /// [`Fixture::instance_connect`] with sshd options `adjust` may change.
+    pub fn instance_connect_sshd(adjust: impl FnOnce(&mut SshdOptions)) -> Fixture {
+        Fixture::build_with(true, adjust, |_| {})
+    }
+
     fn build(instance_connect: bool, adjust: impl FnOnce(&mut TestbedConfig)) -> Fixture {
+        Fixture::build_with(instance_connect, |_| {}, adjust)
+    }
+
+    fn build_with(
+        instance_connect: bool,
+        adjust_sshd: impl FnOnce(&mut SshdOptions),
+        adjust: impl FnOnce(&mut TestbedConfig),
+    ) -> Fixture {
         let dir = TempDir::new("sallyport-e2e").expect("temp dir");
         let eic_state = dir.path().join("eic-state");
         let mut options = SshdOptions::default();
         if instance_connect {
             options.instance_connect = Some(InstanceConnect::new(testbed_bin(), &eic_state));
         }
+        adjust_sshd(&mut options);
         let sshd = TestSshd::start_with(dir.path(), &options).expect("start sshd");
         for sub in ["home", "tmp"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("home and tmp dirs");

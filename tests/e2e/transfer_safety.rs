@@ -1,5 +1,6 @@
 //! `sallyport scp` loses nothing: an interrupted striped upload leaves every destination
-//! as it was or complete, and a source that matches nothing is an error.
+//! as it was or complete, a source that matches nothing is an error, and so is a server
+//! that has SFTP turned off (at once, not after a request timeout).
 
 use std::path::Path;
 use std::time::Duration;
@@ -157,4 +158,41 @@ fn a_striped_upload_keeps_the_mode_rules_of_a_copy_in_place() {
         .filter(|e| e.file_name().to_string_lossy().contains("umask"))
         .collect();
     assert!(probes.is_empty(), "the umask probe is removed");
+}
+
+/// A server with no `Subsystem sftp` line refuses the subsystem and keeps the channel open
+/// (OpenSSH): `scp` (one lane or striped, either way) and `sftp` say so at once, with
+/// what to do, instead of waiting out the SFTP request timeout (120 s).
+#[test]
+fn a_server_without_sftp_is_named_at_once() {
+    let fx = Fixture::instance_connect_sshd(|o| o.no_sftp = true);
+    let remote_dir = fx.path("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap();
+    let local = fx.path("local.bin");
+    std::fs::write(&local, random_bytes(10_000, 7)).unwrap();
+    let remote = format!("root@{}:{}/f.bin", fx.instance, remote_dir.display());
+    let down = fx.path("down.bin");
+    let (local, down) = (local.to_str().unwrap(), down.to_str().unwrap());
+    let target = format!("root@{}", fx.instance);
+    // Well under the SFTP request timeout: the old wait would overrun it.
+    let limit = Duration::from_secs(30);
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("upload -j 1", vec!["scp", "-j", "1", local, &remote]),
+        ("upload -j 4", vec!["scp", "-j", "4", local, &remote]),
+        ("download -j 1", vec!["scp", "-j", "1", &remote, down]),
+        ("download -j 4", vec!["scp", "-j", "4", &remote, down]),
+        ("sftp", vec!["sftp", &target]),
+    ];
+    for (what, args) in cases {
+        let out = run(&mut fx.sallyport(&args), Some(b"ls\n"), limit);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{what}: succeeded: {err}");
+        assert!(
+            err.contains("refused the sftp subsystem") && err.contains("Subsystem sftp"),
+            "{what}: names the cause and the fix: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    assert!(!remote_dir.join("f.bin").exists());
+    assert!(!Path::new(down).exists());
 }

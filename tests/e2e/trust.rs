@@ -35,6 +35,7 @@ impl TwoInstances {
             let options = SshdOptions {
                 instance_connect: Some(InstanceConnect::new(testbed_bin(), &eic)),
                 host_key: None,
+                ..SshdOptions::default()
             };
             TestSshd::start_with(&d, &options).expect("start sshd")
         };

@@ -114,7 +114,7 @@ async fn sftp_channel(
 ) -> Result<russh::ChannelStream<russh::client::Msg>, SshError> {
     let failed =
         |what: &str, e: &dyn std::fmt::Display| SshError::Connection(format!("{what}: {e}"));
-    let channel = conn
+    let mut channel = conn
         .handle
         .channel_open_session()
         .await
@@ -122,8 +122,64 @@ async fn sftp_channel(
     channel
         .request_subsystem(true, "sftp")
         .await
-        .map_err(|e| failed("the server refused the sftp subsystem", &e))?;
+        .map_err(|e| failed("cannot ask for the sftp subsystem", &e))?;
+    subsystem_started(&mut channel).await?;
     Ok(channel.into_stream())
+}
+
+/// Longest wait for the server's answer to the subsystem request.
+const SUBSYSTEM_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits for the server's answer to the sftp subsystem request. A refusal leaves the
+/// channel open (OpenSSH's sshd does so, with a window of 0), so a session that started
+/// at once would wait for its first reply until the request timeout. Waiting costs
+/// nothing against OpenSSH: it lets no data through before the answer (the window comes
+/// with it).
+async fn subsystem_started(
+    channel: &mut russh::Channel<russh::client::Msg>,
+) -> Result<(), SshError> {
+    let refused = |why: &str| {
+        SshError::Connection(format!(
+            "the server refused the sftp subsystem ({why}): its sshd_config has no \
+             `Subsystem sftp` line. Ask for one, or copy with OpenSSH's legacy protocol: \
+             `scp -O`, with sallyport as ssh's ProxyCommand (`sallyport config ssh`)"
+        ))
+    };
+    let answer = async {
+        // Bounded: each message is the server's, and a server that never answers is cut
+        // off by the timeout below.
+        loop {
+            match channel.wait().await {
+                Some(russh::ChannelMsg::Success) => return Ok(()),
+                Some(russh::ChannelMsg::Failure) => return Err(refused("it said no")),
+                Some(
+                    russh::ChannelMsg::Eof
+                    | russh::ChannelMsg::Close
+                    | russh::ChannelMsg::ExitStatus { .. }
+                    | russh::ChannelMsg::ExitSignal { .. },
+                )
+                | None => return Err(refused("it closed the channel")),
+                // An SFTP server says nothing before the client's INIT: bytes now would be
+                // lost to the session, so they end it.
+                Some(russh::ChannelMsg::Data { .. } | russh::ChannelMsg::ExtendedData { .. }) => {
+                    return Err(SshError::Connection(
+                        "the server sent data before answering the sftp subsystem request".into(),
+                    ));
+                }
+                // Window adjustments and the like: not the answer.
+                Some(_) => continue,
+            }
+        }
+    };
+    match tokio::time::timeout(SUBSYSTEM_ANSWER_TIMEOUT, answer).await {
+        Ok(r) => r,
+        Err(_) => Err(SshError::Connection(format!(
+            "the server did not answer the sftp subsystem request within {} s; the \
+             connection to the instance is stalled (run with -v to see the data channel's \
+             reconnects)",
+            SUBSYSTEM_ANSWER_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Opens an SFTP channel on `conn` for bounded listings ([`Sftp::list`]).

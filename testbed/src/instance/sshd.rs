@@ -61,6 +61,9 @@ pub struct SshdOptions {
     /// Use this host private key (its `.pub` beside it, or derived with `ssh-keygen -y`)
     /// instead of generating one. It must be readable by its owner only, as sshd demands.
     pub host_key: Option<PathBuf>,
+    /// Leave out `Subsystem sftp`: a server with SFTP turned off (OpenSSH's sshd then
+    /// refuses the subsystem request and keeps the channel open).
+    pub no_sftp: bool,
 }
 
 /// The instance side of EC2 Instance Connect, as the EIC package installs it: sshd asks
@@ -223,9 +226,14 @@ impl TestSshd {
                 "ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\n\
                  {auth}UsePAM no\nStrictModes no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PidFile none\nSubsystem sftp internal-sftp\nMaxStartups 64:30:128\n\
+                 PidFile none\n{sftp}MaxStartups 64:30:128\n\
                  MaxSessions 64\nLogLevel ERROR\n",
                 hk = host_key.display(),
+                sftp = if options.no_sftp {
+                    ""
+                } else {
+                    "Subsystem sftp internal-sftp\n"
+                },
             ),
         )?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
