@@ -28,7 +28,7 @@ use indicatif::ProgressBar;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::SftpSession;
 
-use super::stripe::{self, Piece, RunOptions, Window};
+use super::stripe::{self, Piece, RunOptions};
 use crate::ssh::SshError;
 use crate::ssh::client::{Connection, Connector};
 use crate::ssh::transfer::{
@@ -269,12 +269,7 @@ async fn move_pieces<'a>(
     let first: Vec<SftpLane> = res
         .take_idle()
         .into_iter()
-        .map(|raw| SftpLane {
-            res,
-            raw,
-            jobs: jobs.clone(),
-            window: Window::new(CHUNK, IN_FLIGHT),
-        })
+        .map(|raw| SftpLane::new(res, raw, jobs.clone()))
         .collect();
     let run = stripe::run(
         &opener,
@@ -358,7 +353,8 @@ impl Copier<'_> {
             bar: self.total_bar(total),
         });
         let mut report = move_pieces(connector, res, &jobs, pieces, par.lanes).await?;
-        let lanes: Vec<RawSftpSession> = report.lanes.into_iter().map(|l| l.raw).collect();
+        let lanes: Vec<RawSftpSession> =
+            futures_util::future::join_all(report.lanes.into_iter().map(SftpLane::into_raw)).await;
         let done = self
             .finish_files(
                 &jobs,

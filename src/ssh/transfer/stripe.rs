@@ -484,6 +484,7 @@ impl<L: Lane> Sched<L> {
                     self.meter.add(sample);
                 }
                 self.meter.add_piece(span.age());
+                tracing::debug!(meter = ?self.meter, min_piece = self.meter.min_piece(), "measured");
                 (opts.progress)(moved.len, lanes);
                 self.idle.push(lane);
             }

@@ -25,6 +25,31 @@ pub(super) struct SftpLane<'a> {
     pub(super) jobs: Arc<Jobs>,
     /// Requests in flight, as measured on this lane.
     pub(super) window: Window,
+    /// Download: the remote file this lane read last, still open (file index, handle),
+    /// so that its next piece of the same file skips an open and a close (two round
+    /// trips with the lane's reads stopped). Closed by [`SftpLane::into_raw`].
+    pub(super) reading: Option<(usize, String)>,
+}
+
+impl SftpLane<'_> {
+    /// A lane over `raw`, with nothing measured or open yet.
+    pub(super) fn new(res: &Resources, raw: RawSftpSession, jobs: Arc<Jobs>) -> SftpLane<'_> {
+        SftpLane {
+            res,
+            raw,
+            jobs,
+            window: Window::new(CHUNK, IN_FLIGHT),
+            reading: None,
+        }
+    }
+
+    /// The lane's SFTP session, with the file it kept open closed.
+    pub(super) async fn into_raw(mut self) -> RawSftpSession {
+        if let Some((_, handle)) = self.reading.take() {
+            let _ = self.raw.close(handle).await;
+        }
+        self.raw
+    }
 }
 
 pub(super) struct LaneOpener<'a> {
@@ -39,12 +64,7 @@ impl<'a> Opener for LaneOpener<'a> {
         let conn = self.connector.connect().await?;
         let raw = self.res.open_raw(&conn).await;
         self.res.add(conn).await;
-        Ok(SftpLane {
-            res: self.res,
-            raw: raw?,
-            jobs: self.jobs.clone(),
-            window: Window::new(CHUNK, IN_FLIGHT),
-        })
+        Ok(SftpLane::new(self.res, raw?, self.jobs.clone()))
     }
 }
 
@@ -69,7 +89,8 @@ impl Lane for SftpLane<'_> {
     }
 
     async fn run_span(&mut self, piece: Piece, span: &Span) -> Result<(), PieceError> {
-        let job = &self.jobs.files[piece.file];
+        let jobs = self.jobs.clone();
+        let job = &jobs.files[piece.file];
         let mut moved = 0;
         let mut window = std::mem::replace(&mut self.window, Window::new(CHUNK, IN_FLIGHT));
         window.restart();
@@ -80,13 +101,13 @@ impl Lane for SftpLane<'_> {
             window: &mut window,
             moved: &mut moved,
         };
-        let result = match self.jobs.direction {
+        let result = match jobs.direction {
             Direction::Download => {
-                let temp = self.jobs.temps[piece.file].as_deref().unwrap_or(&job.local);
+                let temp = jobs.temps[piece.file].as_deref().unwrap_or(&job.local);
                 self.download(temp, &mut work).await
             }
             Direction::Upload => {
-                let temp = self.jobs.remote_temps[piece.file].as_deref();
+                let temp = jobs.remote_temps[piece.file].as_deref();
                 let temp = temp.unwrap_or(&job.remote);
                 self.upload(temp, &mut work).await
             }
@@ -120,17 +141,30 @@ impl SftpLane<'_> {
         }
     }
 
-    async fn download(&self, temp: &Path, w: &mut Work<'_>) -> Result<(), PieceError> {
+    /// Reads a piece into `temp` through the handle kept from this file's last piece,
+    /// or a new one. The handle stays open for the next piece unless this one failed.
+    async fn download(&mut self, temp: &Path, w: &mut Work<'_>) -> Result<(), PieceError> {
         let remote = w.job.remote.as_str();
-        let handle = self
-            .raw
-            .open(remote, OpenFlags::READ, FileAttributes::default())
-            .await
-            .map_err(|e| piece_sftp(remote, &e))?
-            .handle;
+        let handle = match self.reading.take() {
+            Some((file, handle)) if file == w.p.file => handle,
+            other => {
+                // Closing a file we only read cannot fail in a way that matters.
+                if let Some((_, handle)) = other {
+                    let _ = self.raw.close(handle).await;
+                }
+                self.raw
+                    .open(remote, OpenFlags::READ, FileAttributes::default())
+                    .await
+                    .map_err(|e| piece_sftp(remote, &e))?
+                    .handle
+            }
+        };
         let result = self.read_into(&handle, temp, w).await;
-        // Closing a file we only read cannot fail in a way that matters.
-        let _ = self.raw.close(handle).await;
+        if result.is_ok() {
+            self.reading = Some((w.p.file, handle));
+        } else {
+            let _ = self.raw.close(handle).await;
+        }
         result
     }
 
@@ -315,3 +349,7 @@ mod open_part_tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod lane_tests;

@@ -1,0 +1,171 @@
+//! A download lane keeps a file open across its pieces of that file and closes it when it
+//! moves to another file, when a piece fails, and when it is handed back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use russh_sftp::protocol::{Data, Handle, OpenFlags, Status, StatusCode};
+
+use super::*;
+use crate::ssh::transfer::sftp_config;
+use crate::ssh::transfer::test_fixture::{self as fx, LIMIT};
+
+/// What the server saw: opens and closes, and the handles still open.
+#[derive(Default)]
+struct Seen {
+    opens: usize,
+    closes: usize,
+    open: Vec<String>,
+}
+
+/// An SFTP server reading from files in memory, counting opens and closes.
+struct Files {
+    files: HashMap<String, Vec<u8>>,
+    handles: HashMap<String, String>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn status(id: u32, code: StatusCode) -> Status {
+    Status {
+        id,
+        status_code: code,
+        error_message: String::new(),
+        language_tag: "en-US".to_owned(),
+    }
+}
+
+impl russh_sftp::server::Handler for Files {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        _flags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, StatusCode> {
+        if !self.files.contains_key(&filename) {
+            return Err(StatusCode::NoSuchFile);
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.opens += 1;
+        let handle = format!("h{}", seen.opens);
+        seen.open.push(handle.clone());
+        self.handles.insert(handle.clone(), filename);
+        Ok(Handle { id, handle })
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, StatusCode> {
+        let name = self.handles.get(&handle).ok_or(StatusCode::Failure)?;
+        let file = &self.files[name];
+        let from = (offset as usize).min(file.len());
+        if from == file.len() {
+            return Err(StatusCode::Eof);
+        }
+        let to = (from + len as usize).min(file.len());
+        Ok(Data {
+            id,
+            data: file[from..to].to_vec(),
+        })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, StatusCode> {
+        self.handles.remove(&handle).ok_or(StatusCode::Failure)?;
+        let mut seen = self.seen.lock().unwrap();
+        seen.closes += 1;
+        seen.open.retain(|h| *h != handle);
+        Ok(status(id, StatusCode::Ok))
+    }
+}
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+#[tokio::test]
+async fn a_lane_opens_a_file_once_for_its_pieces_and_closes_what_it_opened() {
+    const K: u64 = 100 * 1024;
+    let a = bytes(3 * K as usize, 1);
+    let b = bytes(K as usize, 2);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let handler = Files {
+        files: HashMap::from([("/a".to_owned(), a.clone()), ("/b".to_owned(), b.clone())]),
+        handles: HashMap::new(),
+        seen: seen.clone(),
+    };
+    russh_sftp::server::run(server, handler).await;
+    let raw = RawSftpSession::new_with_config(client, sftp_config());
+    raw.init().await.expect("init");
+
+    let dir = fx::TempDir::new("lane-handles");
+    let part = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, b"").unwrap();
+        p
+    };
+    let job = |remote: &str, size: u64| FileJob {
+        remote: remote.to_owned(),
+        local: dir.path().join(&remote[1..]),
+        size,
+        mode: 0o644,
+        times: None,
+    };
+    let jobs = Arc::new(Jobs {
+        files: vec![job("/a", 3 * K), job("/b", K)],
+        temps: vec![Some(part("a.part")), Some(part("b.part"))],
+        remote_temps: Vec::new(),
+        direction: Direction::Download,
+        bar: None,
+    });
+    let res = Resources::default();
+    let mut lane = SftpLane::new(&res, raw, jobs);
+    let piece = |file, offset, len| Piece {
+        file,
+        offset,
+        len,
+        whole: false,
+    };
+    let count = |seen: &Arc<Mutex<Seen>>| {
+        let s = seen.lock().unwrap();
+        (s.opens, s.closes)
+    };
+
+    tokio::time::timeout(LIMIT, async {
+        // Three pieces of /a: one open, nothing closed yet.
+        for i in 0..3 {
+            lane.run(piece(0, i * K, K)).await.expect("piece of /a");
+        }
+        assert_eq!(count(&seen), (1, 0), "one open for three pieces");
+        // A piece past the end of /a (the file got shorter) fails the file, through the
+        // same handle, which is then closed.
+        let short = lane.run(piece(0, 3 * K, K)).await;
+        assert!(matches!(short, Err(PieceError::File(_))), "{short:?}");
+        assert_eq!(count(&seen), (1, 1), "the failed piece's handle is closed");
+        // /a again: opened anew. Then /b: /a is closed, /b opened.
+        lane.run(piece(0, 0, K)).await.expect("/a again");
+        assert_eq!(count(&seen), (2, 1));
+        lane.run(piece(1, 0, K)).await.expect("piece of /b");
+        assert_eq!(count(&seen), (3, 2), "moving to /b closes /a");
+        // Handed back: /b is closed, nothing stays open on the server.
+        let _raw = lane.into_raw().await;
+    })
+    .await
+    .expect("bounded");
+    let s = seen.lock().unwrap();
+    assert_eq!((s.opens, s.closes), (3, 3));
+    assert!(s.open.is_empty(), "still open: {:?}", s.open);
+    drop(s);
+    assert_eq!(std::fs::read(dir.path().join("a.part")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.path().join("b.part")).unwrap(), b);
+}
