@@ -119,6 +119,19 @@ impl SessionGuard {
     }
 }
 
+impl SessionGuard {
+    /// Terminates the session now, dropping what is still in flight either way: for a
+    /// protocol on top whose every request that mattered was answered (SFTP), where
+    /// waiting for the goodbye to cross costs a round trip and delivers nothing.
+    pub async fn end_now(mut self) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        lifecycle::terminate(&self.ssm, &self.session_id).await;
+        self.terminated = true;
+    }
+}
+
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         if let Some(d) = self.driver.take() {
@@ -165,6 +178,14 @@ impl StreamGuard {
                 .failure(grace)
                 .await
                 .map(|e| crate::session::eice::failure(e, target, *port)),
+        }
+    }
+
+    /// A Session Manager session (which [`SessionGuard::end_now`] can end at once).
+    pub fn ssm(self) -> Result<Box<SessionGuard>, StreamGuard> {
+        match self {
+            StreamGuard::Ssm(g) => Ok(g),
+            other => Err(other),
         }
     }
 

@@ -356,6 +356,21 @@ impl Connection {
         guard.finish().await;
     }
 
+    /// Ends a Session Manager session at once, without SSH's goodbye: for SFTP, once
+    /// every request that mattered was answered (a round trip sooner than
+    /// [`Connection::close`]; sshd sees its connection close, as when a network drops).
+    /// A tunnel is closed as [`Connection::close`] does.
+    pub async fn end_now(self) {
+        let Connection { handle, guard } = self;
+        match guard.ssm() {
+            Ok(session) => {
+                session.end_now().await;
+                drop(handle);
+            }
+            Err(guard) => Connection { handle, guard }.close().await,
+        }
+    }
+
     /// The data channel's own failure, if it had one (a better message than SSH's
     /// "disconnected").
     pub async fn link_failure(&mut self) -> Option<SshError> {
@@ -383,6 +398,7 @@ pub async fn with_sftp(
         Err(e) if e.is_link_problem() => Err(conn.link_failure().await.unwrap_or(e)),
         other => other,
     };
-    conn.close().await;
+    // Every request that mattered was answered (or the copy failed anyway).
+    conn.end_now().await;
     result
 }

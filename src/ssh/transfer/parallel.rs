@@ -42,6 +42,7 @@ mod resources;
 mod verify;
 use finish::{UploadFinish, local_umask};
 use lane::{LaneOpener, SftpLane};
+use resources::IdleLane;
 pub use resources::Resources;
 use verify::verify;
 
@@ -269,7 +270,7 @@ async fn move_pieces<'a>(
     let first: Vec<SftpLane> = res
         .take_idle()
         .into_iter()
-        .map(|raw| SftpLane::new(res, raw, jobs.clone()))
+        .map(|idle| SftpLane::new(res, idle, jobs.clone()))
         .collect();
     let run = stripe::run(
         &opener,
@@ -353,8 +354,15 @@ impl Copier<'_> {
             bar: self.total_bar(total),
         });
         let mut report = move_pieces(connector, res, &jobs, pieces, par.lanes).await?;
-        let lanes: Vec<RawSftpSession> =
-            futures_util::future::join_all(report.lanes.into_iter().map(SftpLane::into_raw)).await;
+        // A download's files stay open on their lanes (closed with the connection, or by
+        // the next copy on the lane): nothing waits for a CLOSE here.
+        let (lanes, open): (Vec<RawSftpSession>, Vec<Option<String>>) = (report.lanes)
+            .into_iter()
+            .map(|l| {
+                let idle = l.into_idle();
+                (idle.raw, idle.open)
+            })
+            .unzip();
         let done = self
             .finish_files(
                 &jobs,
@@ -364,7 +372,11 @@ impl Copier<'_> {
                 &lanes,
             )
             .await;
-        res.give_back(lanes);
+        res.give_back(
+            (lanes.into_iter().zip(open))
+                .map(|(raw, open)| IdleLane { raw, open })
+                .collect(),
+        );
         let done = done?;
         for f in local_dirs {
             let step = Self::finish_local_dir(f).await;

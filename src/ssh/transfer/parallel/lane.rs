@@ -15,6 +15,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::ssh::SshError;
 use crate::ssh::client::Connector;
+use crate::ssh::transfer::parallel::resources::IdleLane;
 use crate::ssh::transfer::parallel::{CHUNK, FileJob, IN_FLIGHT, Jobs, Resources};
 use crate::ssh::transfer::stripe::{Lane, Opener, Piece, PieceError, Span, Window};
 use crate::ssh::transfer::{Direction, Problem, local_problem, printable, sftp_problem};
@@ -25,30 +26,32 @@ pub(super) struct SftpLane<'a> {
     pub(super) jobs: Arc<Jobs>,
     /// Requests in flight, as measured on this lane.
     pub(super) window: Window,
-    /// Download: the remote file this lane read last, still open (file index, handle),
-    /// so that its next piece of the same file skips an open and a close (two round
-    /// trips with the lane's reads stopped). Closed by [`SftpLane::into_raw`].
-    pub(super) reading: Option<(usize, String)>,
+    /// Download: the remote file this lane read last, still open (its index in `jobs`,
+    /// `None` for a file of an earlier copy; the handle), so that its next piece of the
+    /// same file skips an open and a close (two round trips with the lane's reads
+    /// stopped). Closed before another file is opened; handed back open
+    /// ([`IdleLane`]).
+    pub(super) reading: Option<(Option<usize>, String)>,
 }
 
 impl SftpLane<'_> {
-    /// A lane over `raw`, with nothing measured or open yet.
-    pub(super) fn new(res: &Resources, raw: RawSftpSession, jobs: Arc<Jobs>) -> SftpLane<'_> {
+    /// A lane over an idle channel, with nothing measured yet.
+    pub(super) fn new(res: &Resources, idle: IdleLane, jobs: Arc<Jobs>) -> SftpLane<'_> {
         SftpLane {
             res,
-            raw,
+            raw: idle.raw,
             jobs,
             window: Window::new(CHUNK, IN_FLIGHT),
-            reading: None,
+            reading: idle.open.map(|h| (None, h)),
         }
     }
 
-    /// The lane's SFTP session, with the file it kept open closed.
-    pub(super) async fn into_raw(mut self) -> RawSftpSession {
-        if let Some((_, handle)) = self.reading.take() {
-            let _ = self.raw.close(handle).await;
+    /// The lane's channel, with the file it kept open still open.
+    pub(super) fn into_idle(self) -> IdleLane {
+        IdleLane {
+            raw: self.raw,
+            open: self.reading.map(|(_, h)| h),
         }
-        self.raw
     }
 }
 
@@ -64,7 +67,11 @@ impl<'a> Opener for LaneOpener<'a> {
         let conn = self.connector.connect().await?;
         let raw = self.res.open_raw(&conn).await;
         self.res.add(conn).await;
-        Ok(SftpLane::new(self.res, raw?, self.jobs.clone()))
+        Ok(SftpLane::new(
+            self.res,
+            IdleLane::new(raw?),
+            self.jobs.clone(),
+        ))
     }
 }
 
@@ -146,7 +153,7 @@ impl SftpLane<'_> {
     async fn download(&mut self, temp: &Path, w: &mut Work<'_>) -> Result<(), PieceError> {
         let remote = w.job.remote.as_str();
         let handle = match self.reading.take() {
-            Some((file, handle)) if file == w.p.file => handle,
+            Some((Some(file), handle)) if file == w.p.file => handle,
             other => {
                 // Closing a file we only read cannot fail in a way that matters.
                 if let Some((_, handle)) = other {
@@ -161,7 +168,7 @@ impl SftpLane<'_> {
         };
         let result = self.read_into(&handle, temp, w).await;
         if result.is_ok() {
-            self.reading = Some((w.p.file, handle));
+            self.reading = Some((Some(w.p.file), handle));
         } else {
             let _ = self.raw.close(handle).await;
         }

@@ -1,5 +1,6 @@
 //! A download lane keeps a file open across its pieces of that file and closes it when it
-//! moves to another file, when a piece fails, and when it is handed back.
+//! moves to another file or a piece fails; handed back, it keeps it open for the next copy
+//! on the lane to close (or the connection's end).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,15 +122,21 @@ async fn a_lane_opens_a_file_once_for_its_pieces_and_closes_what_it_opened() {
         mode: 0o644,
         times: None,
     };
-    let jobs = Arc::new(Jobs {
-        files: vec![job("/a", 3 * K), job("/b", K)],
-        temps: vec![Some(part("a.part")), Some(part("b.part"))],
-        remote_temps: Vec::new(),
-        direction: Direction::Download,
-        bar: None,
-    });
+    let jobs = |files: Vec<FileJob>, temps: Vec<Option<std::path::PathBuf>>| {
+        Arc::new(Jobs {
+            files,
+            temps,
+            remote_temps: Vec::new(),
+            direction: Direction::Download,
+            bar: None,
+        })
+    };
+    let first = jobs(
+        vec![job("/a", 3 * K), job("/b", K)],
+        vec![Some(part("a.part")), Some(part("b.part"))],
+    );
     let res = Resources::default();
-    let mut lane = SftpLane::new(&res, raw, jobs);
+    let mut lane = SftpLane::new(&res, IdleLane::new(raw), first);
     let piece = |file, offset, len| Piece {
         file,
         offset,
@@ -157,15 +164,24 @@ async fn a_lane_opens_a_file_once_for_its_pieces_and_closes_what_it_opened() {
         assert_eq!(count(&seen), (2, 1));
         lane.run(piece(1, 0, K)).await.expect("piece of /b");
         assert_eq!(count(&seen), (3, 2), "moving to /b closes /a");
-        // Handed back: /b is closed, nothing stays open on the server.
-        let _raw = lane.into_raw().await;
+        // Handed back: /b stays open (no CLOSE to wait for at the end of a copy).
+        let idle = lane.into_idle();
+        assert!(idle.open.is_some());
+        assert_eq!(count(&seen), (3, 2));
+        // The next copy on the lane: its file 0 is /b, read through a handle of its own
+        // (the old one is closed first, whatever file it was).
+        let second = jobs(vec![job("/b", K)], vec![Some(part("b2.part"))]);
+        let mut lane = SftpLane::new(&res, idle, second);
+        lane.run(piece(0, 0, K)).await.expect("/b in the next copy");
+        assert_eq!(count(&seen), (4, 3));
+        drop(lane);
     })
     .await
     .expect("bounded");
     let s = seen.lock().unwrap();
-    assert_eq!((s.opens, s.closes), (3, 3));
-    assert!(s.open.is_empty(), "still open: {:?}", s.open);
+    assert_eq!(s.open, ["h4"], "only the last copy's file is open");
     drop(s);
     assert_eq!(std::fs::read(dir.path().join("a.part")).unwrap(), a);
     assert_eq!(std::fs::read(dir.path().join("b.part")).unwrap(), b);
+    assert_eq!(std::fs::read(dir.path().join("b2.part")).unwrap(), b);
 }

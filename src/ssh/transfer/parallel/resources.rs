@@ -11,6 +11,20 @@ use crate::ssh::client::Connection;
 use crate::ssh::transfer::parallel::{finish, sftp_channel};
 use crate::ssh::transfer::{session_failure, sftp_config};
 
+/// An SFTP channel no copy is using, with the file handle its last copy left open: the
+/// next copy closes it before it opens another, and ending the connection closes it
+/// anyway (so that a copy's end waits for no CLOSE).
+pub(super) struct IdleLane {
+    pub(super) raw: RawSftpSession,
+    pub(super) open: Option<String>,
+}
+
+impl IdleLane {
+    pub(super) fn new(raw: RawSftpSession) -> IdleLane {
+        IdleLane { raw, open: None }
+    }
+}
+
 /// What a striped copy must release however it ends.
 #[derive(Default)]
 pub struct Resources {
@@ -19,7 +33,7 @@ pub struct Resources {
     /// Uploads' temporary files on the server.
     pub(super) remote_temps: std::sync::Mutex<Vec<String>>,
     /// Open SFTP channels no copy is using (kept for the next `get`/`put` of `sftp`).
-    pub(super) idle: std::sync::Mutex<Vec<RawSftpSession>>,
+    pub(super) idle: std::sync::Mutex<Vec<IdleLane>>,
     /// The server offers `posix-rename@openssh.com`.
     pub(super) posix_rename: std::sync::atomic::AtomicBool,
 }
@@ -29,19 +43,19 @@ impl Resources {
     pub async fn add_lane_on(&self, conn: &Connection) -> Result<(), SshError> {
         let raw = self.open_raw(conn).await?;
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(raw);
+            idle.push(IdleLane::new(raw));
         }
         Ok(())
     }
 
-    pub(super) fn take_idle(&self) -> Vec<RawSftpSession> {
+    pub(super) fn take_idle(&self) -> Vec<IdleLane> {
         self.idle
             .lock()
             .map(|mut i| std::mem::take(&mut *i))
             .unwrap_or_default()
     }
 
-    pub(super) fn give_back(&self, lanes: Vec<RawSftpSession>) {
+    pub(super) fn give_back(&self, lanes: Vec<IdleLane>) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.extend(lanes);
         }
@@ -115,7 +129,8 @@ impl Resources {
         self.remove_remote_temps().await;
         drop(self.take_idle());
         let conns = std::mem::take(&mut *self.pool.lock().await);
-        futures_util::future::join_all(conns.into_iter().map(Connection::close)).await;
+        // Every request that mattered was answered (or the copy failed anyway).
+        futures_util::future::join_all(conns.into_iter().map(Connection::end_now)).await;
     }
 
     /// Removes the uploads' temporary files still on the server, over an idle lane or a
@@ -131,8 +146,8 @@ impl Resources {
         }
         let work = async {
             let idle = self.take_idle();
-            if let Some(raw) = idle.first() {
-                finish::remove_remote(raw, &temps).await;
+            if let Some(lane) = idle.first() {
+                finish::remove_remote(&lane.raw, &temps).await;
                 self.give_back(idle);
                 return;
             }
