@@ -23,7 +23,7 @@ pub use endpoints::{Endpoints, SSMMESSAGES_ENV, StreamHost, same_origin, stream_
 pub use error::{AwsError, AwsErrorKind, CA_HINT, PROXY_HINT};
 pub use instances::{Instances, NodeFilter, NodeInfo, ago};
 pub use kms::{CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, Kms, KmsDataKeys};
-pub use retry::{StartOptions, advise, retry_throttled, start_session};
+pub use retry::{Abandon, StartOptions, advise, retry_throttled, start_session};
 pub use ssm::{SessionDocument, Ssm, StartedSession};
 pub use tagging::{Tagging, is_denied as tagging_denied};
 pub use upgrade_signer::{SIGNING_NAME, SdkUpgradeSigner, sign_upgrade};

@@ -3,8 +3,11 @@
 //! the agent flaps between online and offline for tens of seconds).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::instances::Instances;
@@ -21,9 +24,59 @@ const WAIT_NOTICE: Duration = Duration::from_secs(15);
 /// Bound on the extra lookup that says when an agent was last seen.
 const LAST_SEEN_BUDGET: Duration = Duration::from_secs(5);
 
+/// Tells a retrying call that nobody awaits it any more (its command was stopped): it
+/// makes no new attempt and ends its pauses at once. An attempt in flight still finishes,
+/// so that a session it starts is known, and ended.
+#[derive(Clone, Debug, Default)]
+pub struct Abandon(Arc<AbandonState>);
+
+#[derive(Debug, Default)]
+struct AbandonState {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Abandon {
+    pub fn set(&self) {
+        self.0.set.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.set.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `d`; `false` (at once) when abandoned before or meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        let notified = self.0.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.is_set(),
+            _ = notified => false,
+        }
+    }
+}
+
 /// Runs `call` until it succeeds, fails with something other than throttling, or
 /// `budget` runs out (then the last throttling error, with advice).
-pub async fn retry_throttled<T, F, Fut>(budget: Duration, mut call: F) -> Result<T, AwsError>
+pub async fn retry_throttled<T, F, Fut>(budget: Duration, call: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    retry_throttled_until(budget, &Abandon::default(), call).await
+}
+
+/// [`retry_throttled`], giving up (with the last error) once `abandon` is set.
+async fn retry_throttled_until<T, F, Fut>(
+    budget: Duration,
+    abandon: &Abandon,
+    mut call: F,
+) -> Result<T, AwsError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
@@ -42,7 +95,9 @@ where
                     )));
                 }
                 tracing::info!("throttled, retrying in {pause:?}: {e}");
-                tokio::time::sleep(pause).await;
+                if !abandon.pause(pause).await {
+                    return Err(e);
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             other => return other,
@@ -68,12 +123,13 @@ pub struct StartOptions {
 }
 
 /// StartSession with throttling retries, `--wait` for a connecting agent, and errors that
-/// say what to do.
+/// say what to do. Once `abandon` is set, no new attempt is made (the last error returns).
 pub async fn start_session(
     ssm: &Ssm,
     target: &str,
     document: &SessionDocument,
     opts: &StartOptions,
+    abandon: &Abandon,
 ) -> Result<StartedSession, AwsError> {
     let wait = opts.wait.unwrap_or_default();
     // `--wait` is how long the user is willing to wait, for a throttling AWS too.
@@ -82,7 +138,8 @@ pub async fn start_session(
     let deadline = started + wait;
     let mut last_notice: Option<Instant> = None;
     loop {
-        let result = retry_throttled(budget, || ssm.start_session(target, document)).await;
+        let result =
+            retry_throttled_until(budget, abandon, || ssm.start_session(target, document)).await;
         match result {
             Err(e) if e.kind == AwsErrorKind::TargetNotConnected && Instant::now() < deadline => {
                 let now = Instant::now();
@@ -97,7 +154,10 @@ pub async fn start_session(
                     }
                     last_notice = Some(now);
                 }
-                tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(now))).await;
+                let poll = WAIT_POLL.min(deadline.saturating_duration_since(now));
+                if !abandon.pause(poll).await {
+                    return Err(e);
+                }
             }
             Err(e) => {
                 let waited = (wait > Duration::ZERO).then(|| started.elapsed());
@@ -271,5 +331,41 @@ mod tests {
         assert!(e.hint.unwrap().contains("kept throttling"));
         assert!(started.elapsed() <= Duration::from_secs(3));
         assert!(started.elapsed() >= Duration::from_millis(700));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_call_makes_no_new_attempt() {
+        use std::sync::atomic::AtomicUsize;
+        let abandon = Abandon::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (abandon, calls) = (abandon.clone(), calls.clone());
+            async move {
+                retry_throttled_until(Duration::from_secs(60), &abandon, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>(AwsError::new(AwsErrorKind::Throttled, "Rate exceeded")) }
+                })
+                .await
+            }
+        });
+        // Wait (virtual time) for the first attempt: the call is in its first pause.
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = Instant::now();
+        abandon.set();
+        let r = task.await.unwrap();
+        assert_eq!(r.unwrap_err().kind, AwsErrorKind::Throttled);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no attempt after abandon");
+        assert!(
+            started.elapsed() < FIRST_BACKOFF / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        // Set before the first pause: no pause at all.
+        let set = Abandon::default();
+        set.set();
+        assert!(!set.pause(Duration::from_secs(5)).await);
+        assert!(started.elapsed() < FIRST_BACKOFF / 2);
     }
 }

@@ -56,14 +56,17 @@ pub async fn start<'a>(
     document: &SessionDocument,
     options: &StartOptions,
 ) -> Result<Started<'a>, crate::aws::AwsError> {
+    let abandon = crate::aws::Abandon::default();
     let call = tokio::spawn({
         let (ssm, target) = (ssm.clone(), target.to_owned());
         let (document, options) = (document.clone(), options.clone());
-        async move { crate::aws::start_session(&ssm, &target, &document, &options).await }
+        let abandon = abandon.clone();
+        async move { crate::aws::start_session(&ssm, &target, &document, &options, &abandon).await }
     });
     let mut starting = Starting {
         ssm,
         call: Some(call),
+        abandon,
     };
     let session = starting.finish().await?;
     tracing::debug!(
@@ -186,11 +189,13 @@ pub async fn attach_ahead(
     })
 }
 
-/// A StartSession call in flight: when dropped before it answered, the session it may
-/// still start is terminated in the background (awaited by [`Ssm::await_background`]).
+/// A StartSession call in flight: when dropped before it answered, it makes no new attempt
+/// (`--wait` and throttling retries stop), and the session the attempt in flight may still
+/// start is terminated in the background (awaited by [`Ssm::await_background`]).
 struct Starting<'a> {
     ssm: &'a Ssm,
     call: Option<tokio::task::JoinHandle<Result<StartedSession, crate::aws::AwsError>>>,
+    abandon: crate::aws::Abandon,
 }
 
 impl Starting<'_> {
@@ -217,6 +222,7 @@ impl Drop for Starting<'_> {
         let (Some(call), Ok(rt)) = (self.call.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
+        self.abandon.set();
         let ssm = self.ssm.clone();
         let task = rt.spawn(async move {
             if let Ok(Ok(started)) = call.await {

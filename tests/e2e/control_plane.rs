@@ -420,6 +420,58 @@ fn wait_rides_out_an_agent_that_is_still_connecting() {
     assert!(bed.count("StartSession") >= 2);
 }
 
+/// Stopped while `--wait` waits for an agent (SIGTERM, as ssh's ProxyCommand gets when a
+/// user gives up): the waiting stops with it. It kept retrying in the background until
+/// the command's 10 s budget for background calls ran out, and StartSession calls went on
+/// meanwhile.
+#[test]
+fn a_stop_ends_the_wait_for_an_agent_at_once() {
+    use std::io::BufRead;
+    let bed = Bed::new(trouble);
+    let mut cmd = bed.proxy("lost", &["--wait", "60s"]);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("is not connected yet; waiting up to") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    if rx.recv_timeout(QUICK).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no waiting notice: {:?}", reader.join().unwrap());
+    }
+    let stopped = Instant::now();
+    crate::parallel::signal(&child, "TERM");
+    let out = crate::parallel::wait_exit(&mut child, Duration::from_secs(30));
+    let took = stopped.elapsed();
+    let err = reader.join().unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "stopped after {took:?}: {err}"
+    );
+    let calls = bed.count("StartSession");
+    assert!(calls >= 1);
+    // The exit was the end: no attempt follows it. The process is gone, so the count can
+    // only have grown by calls it made before exiting.
+    assert_eq!(bed.count("StartSession"), calls);
+}
+
 #[test]
 fn expired_credentials_and_throttling() {
     let bed = Bed::new(trouble);

@@ -273,14 +273,20 @@ pub(crate) fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std
     }
 }
 
-/// Sends SIGINT to the child, with the shell's builtin kill (no procps needed).
+/// Sends SIGINT to the child.
 pub(crate) fn interrupt(child: &std::process::Child) {
+    signal(child, "INT");
+}
+
+/// Sends signal `name` (`INT`, `TERM`…) to the child, with the shell's builtin kill (no
+/// procps needed).
+pub(crate) fn signal(child: &std::process::Child, name: &str) {
     let pid = child.id().to_string();
-    let killed = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -INT {pid}")])
+    let sent = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success(), "kill -{name}");
 }
 
 pub(crate) fn temp_files(dir: &Path) -> Vec<String> {

@@ -11,7 +11,7 @@
 //! the answer reaches the command.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sallyport_testbed::tools::delay_proxy::{self, DelayProxy};
@@ -74,15 +74,6 @@ fn count(f: &Fixture, operation: &str) -> usize {
         .count()
 }
 
-fn signal(child: &Child, name: &str) {
-    let sent = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name}");
-}
-
 /// Runs `cmd`, stops it with `sig` at `when`, and checks every session it started was
 /// terminated; returns the exit code (`None`: killed by the signal) and stderr.
 fn stop(
@@ -113,7 +104,7 @@ fn stop(
         }
         When::Dialled => silent.wait_dial(),
     }
-    signal(&child, sig);
+    crate::parallel::signal(&child, sig);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
