@@ -63,18 +63,23 @@ impl Abandon {
 
 /// Runs `call` until it succeeds, fails with something other than throttling, or
 /// `budget` runs out (then the last throttling error, with advice).
-pub async fn retry_throttled<T, F, Fut>(budget: Duration, call: F) -> Result<T, AwsError>
+/// (Not an `async fn` of its own: one more layer of async nesting overflows the
+/// compiler's layout depth for the commands' futures.)
+pub fn retry_throttled<T, F, Fut>(
+    budget: Duration,
+    call: F,
+) -> impl Future<Output = Result<T, AwsError>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AwsError>>,
 {
-    retry_throttled_until(budget, &Abandon::default(), call).await
+    retry_throttled_until(budget, Abandon::default(), call)
 }
 
 /// [`retry_throttled`], giving up (with the last error) once `abandon` is set.
 async fn retry_throttled_until<T, F, Fut>(
     budget: Duration,
-    abandon: &Abandon,
+    abandon: Abandon,
     mut call: F,
 ) -> Result<T, AwsError>
 where
@@ -138,8 +143,10 @@ pub async fn start_session(
     let deadline = started + wait;
     let mut last_notice: Option<Instant> = None;
     loop {
-        let result =
-            retry_throttled_until(budget, abandon, || ssm.start_session(target, document)).await;
+        let result = retry_throttled_until(budget, abandon.clone(), || {
+            ssm.start_session(target, document)
+        })
+        .await;
         match result {
             Err(e) if e.kind == AwsErrorKind::TargetNotConnected && Instant::now() < deadline => {
                 let now = Instant::now();
@@ -341,7 +348,7 @@ mod tests {
         let task = tokio::spawn({
             let (abandon, calls) = (abandon.clone(), calls.clone());
             async move {
-                retry_throttled_until(Duration::from_secs(60), &abandon, || {
+                retry_throttled_until(Duration::from_secs(60), abandon, || {
                     calls.fetch_add(1, Ordering::SeqCst);
                     async { Err::<(), _>(AwsError::new(AwsErrorKind::Throttled, "Rate exceeded")) }
                 })
