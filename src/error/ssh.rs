@@ -19,7 +19,7 @@ impl From<SshError> for Failure {
                 return Failure::new(f.code, format!("{cmd}: {}", f.message));
             }
             SshError::Usage(_) => ExitCode::Usage,
-            SshError::Connection(_) => ExitCode::Protocol,
+            SshError::Connection(_) | SshError::Refused(_) => ExitCode::Protocol,
             SshError::HostKey(_) => ExitCode::HostKey,
             SshError::AuthRefused(_) => ExitCode::AuthRefused,
             SshError::RemoteFile(_) => ExitCode::RemoteFile,

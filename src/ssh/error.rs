@@ -28,6 +28,10 @@ pub enum SshError {
     /// The instance refused the pushed key (or the OS user).
     #[error("{0}")]
     AuthRefused(String),
+    /// The server refused a request on a working connection: a command, a shell, the
+    /// sftp subsystem (its configuration says no; the link under it is fine).
+    #[error("{0}")]
+    Refused(String),
     /// The SFTP server refused one file or directory (missing, permission denied, disk
     /// full).
     #[error("{0}")]

@@ -43,31 +43,16 @@ async fn session(
     conn: &mut Connection,
     command: Option<String>,
     stdin_null: bool,
-    signals: Signals,
+    mut signals: Signals,
 ) -> Result<u8, SshError> {
-    let lost = |e: russh::Error| SshError::Connection(format!("the SSH connection failed: {e}"));
-    let channel = conn.handle.channel_open_session().await.map_err(lost)?;
     // As OpenSSH: a pty for a shell when stdin is a terminal, none for a command or
     // piped input (`echo ls | sallyport ssh host` runs a shell reading a pipe).
     let tty = command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
-    if tty {
-        let size = window_size().unwrap_or(FALLBACK_SIZE);
-        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
-        channel
-            .request_pty(true, &term, size.cols, size.rows, 0, 0, &[])
-            .await
-            .map_err(lost)?;
-    }
-    // LANG and friends, as OpenSSH sends them by default (sshd accepts what AcceptEnv lists).
-    for var in ["LANG", "LC_ALL", "LC_CTYPE"] {
-        if let Ok(v) = std::env::var(var) {
-            let _ = channel.set_env(false, var, v).await;
-        }
-    }
-    match &command {
-        Some(c) => channel.exec(true, c.as_bytes()).await.map_err(lost)?,
-        None => channel.request_shell(true).await.map_err(lost)?,
-    }
+    // A server that never answers must not make a stop signal wait: the set-up races it.
+    let (channel, early) = tokio::select! {
+        started = start(conn, command.as_deref(), tty) => started?,
+        sig = signals.recv() => return Err(sig.failure().into()),
+    };
     let raw = if tty {
         RawMode::enter()
             .map_err(|e| SshError::LocalIo(format!("cannot put the terminal in raw mode: {e}")))?
@@ -86,7 +71,7 @@ async fn session(
         Some(tokio::spawn(task))
     };
     let status = tokio::select! {
-        s = pump_output(reader, writer.clone(), tty, signals) => s,
+        s = pump_output(reader, writer.clone(), tty, signals, early) => s,
         // `~.`: the connection is dropped at once, with ssh's status for that.
         _ = escaped.notified() => Ok(NO_STATUS),
     };
@@ -95,6 +80,98 @@ async fn session(
     }
     drop(raw);
     status
+}
+
+/// The most output kept while waiting for the server to answer the requests (a server
+/// sends none before it has started the command).
+const MAX_EARLY_OUTPUT: usize = 1024 * 1024;
+
+/// Opens the channel, asks for a pty (`tty`), the locale and the command (or a shell),
+/// and waits for the server's answers: a refused pty is said and the shell runs without
+/// one (as OpenSSH does); a refused command or shell is an error (the server keeps the
+/// channel open, so not waiting would wait for its output forever). What came before the
+/// answers is returned, for the output.
+async fn start(
+    conn: &Connection,
+    command: Option<&str>,
+    tty: bool,
+) -> Result<(russh::Channel<Msg>, Vec<ChannelMsg>), SshError> {
+    let lost = |e: russh::Error| SshError::Connection(format!("the SSH connection failed: {e}"));
+    let mut channel = conn.handle.channel_open_session().await.map_err(lost)?;
+    if tty {
+        let size = window_size().unwrap_or(FALLBACK_SIZE);
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
+        channel
+            .request_pty(true, &term, size.cols, size.rows, 0, 0, &[])
+            .await
+            .map_err(lost)?;
+    }
+    // LANG and friends, as OpenSSH sends them by default (sshd accepts what AcceptEnv lists).
+    for var in ["LANG", "LC_ALL", "LC_CTYPE"] {
+        if let Ok(v) = std::env::var(var) {
+            let _ = channel.set_env(false, var, v).await;
+        }
+    }
+    match command {
+        Some(c) => channel.exec(true, c.as_bytes()).await.map_err(lost)?,
+        None => channel.request_shell(true).await.map_err(lost)?,
+    }
+    let what = if command.is_some() {
+        "run the command"
+    } else {
+        "start a shell"
+    };
+    // The answers come in the order asked: the pty's first, when asked.
+    let mut pty_answer = tty;
+    let mut early = Vec::new();
+    let mut early_bytes = 0usize;
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Success) if pty_answer => pty_answer = false,
+            Some(ChannelMsg::Success) => return Ok((channel, early)),
+            Some(ChannelMsg::Failure) if pty_answer => {
+                pty_answer = false;
+                eprintln!(
+                    "sallyport: the server refused a terminal (pty); the shell runs without one"
+                );
+            }
+            Some(ChannelMsg::Failure) => {
+                return Err(SshError::Refused(format!(
+                    "the server refused to {what} (its sshd_config, a ForceCommand or a \
+                     login restriction may say why)"
+                )));
+            }
+            Some(ChannelMsg::Close) | None => {
+                return Err(SshError::Connection(format!(
+                    "the server closed the channel instead of answering; it did not {what}"
+                )));
+            }
+            Some(msg @ (ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })) => {
+                let n = match &msg {
+                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+                    _ => 0,
+                };
+                early_bytes = early_bytes.saturating_add(n);
+                if early_bytes > MAX_EARLY_OUTPUT {
+                    return Err(SshError::Connection(format!(
+                        "the server sent more than {} KiB before answering whether it would \
+                         {what}",
+                        MAX_EARLY_OUTPUT / 1024
+                    )));
+                }
+                early.push(msg);
+            }
+            Some(
+                msg @ (ChannelMsg::Eof
+                | ChannelMsg::ExitStatus { .. }
+                | ChannelMsg::ExitSignal { .. }),
+            ) => {
+                early.push(msg);
+            }
+            // Window adjustments and the like.
+            Some(_) => {}
+        }
+    }
 }
 
 /// Local input to the channel; in raw mode through the `~` escape filter. Ends the channel
@@ -147,33 +224,22 @@ async fn pump_output(
     writer: Arc<ChannelWriteHalf<Msg>>,
     pty: bool,
     mut signals: Signals,
+    early: Vec<ChannelMsg>,
 ) -> Result<u8, SshError> {
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let mut out = Output {
+        stdout: tokio::io::stdout(),
+        stderr: tokio::io::stderr(),
+        status: None,
+    };
     let mut winch = signal(SignalKind::window_change()).ok();
-    let mut status: Option<u8> = None;
     let mut last_size = window_size();
-    let local = |e: std::io::Error| SshError::LocalIo(format!("writing the output failed: {e}"));
+    for msg in early {
+        out.show(Some(msg)).await?;
+    }
     loop {
         tokio::select! {
-            msg = reader.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    stdout.write_all(&data).await.map_err(local)?;
-                    stdout.flush().await.map_err(local)?;
-                }
-                Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    stderr.write_all(&data).await.map_err(local)?;
-                }
-                Some(ChannelMsg::ExitStatus { exit_status }) => {
-                    status = Some((exit_status & 0xff) as u8);
-                }
-                Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
-                    let detail = if error_message.is_empty() { String::new() } else { format!(": {error_message}") };
-                    eprintln!("sallyport: the remote command was killed by signal {signal_name:?}{detail}");
-                    status = Some(NO_STATUS);
-                }
-                Some(ChannelMsg::Close) | None => break,
-                Some(_) => {}
+            msg = reader.wait() => if out.show(msg).await? {
+                break;
             },
             _ = recv_signal(&mut winch), if pty => {
                 let size = window_size();
@@ -189,13 +255,59 @@ async fn pump_output(
             }
         }
     }
-    let _ = stdout.flush().await;
-    let _ = stderr.flush().await;
-    match status {
+    let _ = out.stdout.flush().await;
+    let _ = out.stderr.flush().await;
+    match out.status {
         Some(s) => Ok(s),
         None => Err(SshError::Connection(
             "the SSH channel closed without an exit status".to_owned(),
         )),
+    }
+}
+
+/// Where the remote output goes, and the exit status once told.
+struct Output {
+    stdout: tokio::io::Stdout,
+    stderr: tokio::io::Stderr,
+    status: Option<u8>,
+}
+
+impl Output {
+    /// Shows one message from the channel; `true` when the channel closed.
+    async fn show(&mut self, msg: Option<ChannelMsg>) -> Result<bool, SshError> {
+        let local =
+            |e: std::io::Error| SshError::LocalIo(format!("writing the output failed: {e}"));
+        match msg {
+            Some(ChannelMsg::Data { data }) => {
+                self.stdout.write_all(&data).await.map_err(local)?;
+                self.stdout.flush().await.map_err(local)?;
+            }
+            Some(ChannelMsg::ExtendedData { data, .. }) => {
+                self.stderr.write_all(&data).await.map_err(local)?;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                self.status = Some((exit_status & 0xff) as u8);
+            }
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                error_message,
+                ..
+            }) => {
+                // The server's words, shown as text (no terminal escapes).
+                let detail = if error_message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", crate::text::shown_max(&error_message, 512))
+                };
+                eprintln!(
+                    "sallyport: the remote command was killed by signal {signal_name:?}{detail}"
+                );
+                self.status = Some(NO_STATUS);
+            }
+            Some(ChannelMsg::Close) | None => return Ok(true),
+            Some(_) => {}
+        }
+        Ok(false)
     }
 }
 

@@ -24,8 +24,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) ssh_target: Option<SocketAddr>,
     /// Every instance's port 22 is a lying SSH/SFTP server run by the testbed: evil-names,
-    /// huge-size, endless-listing, short-read, lying-status, symlink-loop, new-host-key
-    /// (comma-separated). Alone: one instance, as --ssh-target makes.
+    /// huge-size, endless-listing, short-read, lying-status, symlink-loop, new-host-key,
+    /// mute (comma-separated). Alone: one instance, as --ssh-target makes.
     #[arg(long, value_name = "BEHAVIOUR[,..]", value_parser = parse_hostile_ssh)]
     pub(crate) hostile_ssh: Option<HostileList>,
     /// Round-trip time the relay adds, e.g. 40ms (half each way).

@@ -618,3 +618,66 @@ fn a_host_key_that_changes_between_connections_is_refused() {
     });
     checks.finish();
 }
+
+/// `sallyport ssh` to a server that refuses commands and shells (this one runs neither),
+/// which keeps the channel open: said at once, with the exit for a connection problem.
+/// It waited for output that never came.
+#[test]
+fn ssh_says_when_the_server_refuses_the_command_or_the_shell() {
+    // Any lie makes port 22 the testbed's server; this one touches only listings.
+    let fx = Hostile::new(&[HostileSsh::EvilNames]);
+    let dest = format!("root@{}", fx.instance);
+    let quick = Duration::from_secs(30);
+    for (what, args, says) in [
+        (
+            "a command",
+            vec!["ssh", dest.as_str(), "true"],
+            "the server refused to run the command",
+        ),
+        (
+            "a shell",
+            vec!["ssh", "-n", dest.as_str()],
+            "the server refused to start a shell",
+        ),
+    ] {
+        let out = run(&mut fx.sallyport(&args), None, quick);
+        assert_fails_cleanly(&out, ONE_PROBLEM, what);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{what}: {err}");
+    }
+}
+
+/// A server that never answers whether it runs the command: a stop signal still ends
+/// `sallyport ssh` at once (the wait for the answer races the signals).
+#[test]
+fn ssh_stops_while_the_server_says_nothing() {
+    let fx = Hostile::new(&[HostileSsh::Mute]);
+    let dest = format!("root@{}", fx.instance);
+    let mut child = fx
+        .sallyport(&["ssh", &dest, "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the host key was accepted: the client is then authenticating,
+    // opening the channel or waiting for the answer that never comes.
+    let known_hosts = fx.path("home/.ssh/known_hosts");
+    crate::parallel::wait_for("the SSH connection", Duration::from_secs(30), || {
+        std::fs::read_to_string(&known_hosts).is_ok_and(|k| !k.is_empty())
+    });
+    let stopped = std::time::Instant::now();
+    crate::parallel::interrupt(&child);
+    let out = crate::parallel::wait_exit(&mut child, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}: {err}",
+        stopped.elapsed()
+    );
+    let terminated = (fx.testbed.calls().iter())
+        .filter(|c| c.operation == "TerminateSession")
+        .count();
+    assert_eq!(terminated, 1, "the session was ended: {err}");
+}

@@ -140,7 +140,7 @@ async fn subsystem_started(
     channel: &mut russh::Channel<russh::client::Msg>,
 ) -> Result<(), SshError> {
     let refused = |why: &str| {
-        SshError::Connection(format!(
+        SshError::Refused(format!(
             "the server refused the sftp subsystem ({why}): its sshd_config has no \
              `Subsystem sftp` line. Ask for one, or copy with OpenSSH's legacy protocol: \
              `scp -O`, with sallyport as ssh's ProxyCommand (`sallyport config ssh`)"

@@ -78,6 +78,7 @@ pub struct Lies {
     pub lying_status: bool,
     pub symlink_loop: bool,
     pub new_host_key: bool,
+    pub mute: bool,
 }
 
 impl Lies {
@@ -92,6 +93,7 @@ impl Lies {
                 HostileSsh::LyingStatus => l.lying_status = true,
                 HostileSsh::SymlinkLoop => l.symlink_loop = true,
                 HostileSsh::NewHostKey => l.new_host_key = true,
+                HostileSsh::Mute => l.mute = true,
             }
         }
         l

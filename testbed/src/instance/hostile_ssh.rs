@@ -93,13 +93,17 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    // No commands or shells here: refused (as sshd refuses what it cannot start), or
+    // with `mute` never answered, the channel left open.
     async fn exec_request(
         &mut self,
         channel: ChannelId,
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        if !self.lies.mute {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 
@@ -108,7 +112,9 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        if !self.lies.mute {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 }

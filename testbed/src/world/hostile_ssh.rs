@@ -26,11 +26,14 @@ pub enum HostileSsh {
     SymlinkLoop,
     /// A freshly generated host key on every connection.
     NewHostKey,
+    /// A command or shell asked for is never answered (neither started nor refused);
+    /// without this lie both are refused at once.
+    Mute,
 }
 
 impl HostileSsh {
     /// Every behaviour with its name, in the order the help lists them.
-    pub const ALL: [(&'static str, HostileSsh); 7] = [
+    pub const ALL: [(&'static str, HostileSsh); 8] = [
         ("evil-names", HostileSsh::EvilNames),
         ("huge-size", HostileSsh::HugeSize),
         ("endless-listing", HostileSsh::EndlessListing),
@@ -38,6 +41,7 @@ impl HostileSsh {
         ("lying-status", HostileSsh::LyingStatus),
         ("symlink-loop", HostileSsh::SymlinkLoop),
         ("new-host-key", HostileSsh::NewHostKey),
+        ("mute", HostileSsh::Mute),
     ];
 
     /// The behaviour named `s` (as in [`HostileSsh::ALL`]).
