@@ -47,10 +47,14 @@ async fn session(
 ) -> Result<u8, SshError> {
     // As OpenSSH: a pty for a shell when stdin is a terminal, none for a command or
     // piped input (`echo ls | sallyport ssh host` runs a shell reading a pipe).
-    let tty = command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let asked = command.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
     // A server that never answers must not make a stop signal wait: the set-up races it.
-    let (channel, early) = tokio::select! {
-        started = start(conn, command.as_deref(), tty) => started?,
+    let Started {
+        channel,
+        early,
+        tty,
+    } = tokio::select! {
+        started = start(conn, command.as_deref(), asked) => started?,
         sig = signals.recv() => return Err(sig.failure().into()),
     };
     let raw = if tty {
@@ -86,16 +90,21 @@ async fn session(
 /// sends none before it has started the command).
 const MAX_EARLY_OUTPUT: usize = 1024 * 1024;
 
+/// A channel the command or shell started on.
+struct Started {
+    channel: russh::Channel<Msg>,
+    /// What came before the server's answers, for the output.
+    early: Vec<ChannelMsg>,
+    /// A pty was granted (the terminal goes raw).
+    tty: bool,
+}
+
 /// Opens the channel, asks for a pty (`tty`), the locale and the command (or a shell),
 /// and waits for the server's answers: a refused pty is said and the shell runs without
-/// one (as OpenSSH does); a refused command or shell is an error (the server keeps the
-/// channel open, so not waiting would wait for its output forever). What came before the
-/// answers is returned, for the output.
-async fn start(
-    conn: &Connection,
-    command: Option<&str>,
-    tty: bool,
-) -> Result<(russh::Channel<Msg>, Vec<ChannelMsg>), SshError> {
+/// one, the terminal left as it is (as OpenSSH does); a refused command or shell is an
+/// error (the server keeps the channel open, so not waiting would wait for its output
+/// forever).
+async fn start(conn: &Connection, command: Option<&str>, tty: bool) -> Result<Started, SshError> {
     let lost = |e: russh::Error| SshError::Connection(format!("the SSH connection failed: {e}"));
     let mut channel = conn.handle.channel_open_session().await.map_err(lost)?;
     if tty {
@@ -123,14 +132,22 @@ async fn start(
     };
     // The answers come in the order asked: the pty's first, when asked.
     let mut pty_answer = tty;
+    let mut granted = tty;
     let mut early = Vec::new();
     let mut early_bytes = 0usize;
     loop {
         match channel.wait().await {
             Some(ChannelMsg::Success) if pty_answer => pty_answer = false,
-            Some(ChannelMsg::Success) => return Ok((channel, early)),
+            Some(ChannelMsg::Success) => {
+                return Ok(Started {
+                    channel,
+                    early,
+                    tty: granted,
+                });
+            }
             Some(ChannelMsg::Failure) if pty_answer => {
                 pty_answer = false;
+                granted = false;
                 eprintln!(
                     "sallyport: the server refused a terminal (pty); the shell runs without one"
                 );
