@@ -9,7 +9,7 @@
 //! | 4 | access denied by IAM |
 //! | 5 | target not connected, unknown, or not a valid target |
 //! | 6 | AWS endpoint or data channel unreachable / refused, a proxy down or refusing, an unknown TLS issuer |
-//! | 7 | the remote side broke the protocol or stopped answering |
+//! | 7 | the remote side broke the protocol or stopped answering; the server refused a command, a shell or the SFTP subsystem |
 //! | 8 | the instance refused the connection to the destination port |
 //! | 9 | other AWS error (throttling, service error) or missing region |
 //! | 10 | local IO failed (stdin/stdout) |
