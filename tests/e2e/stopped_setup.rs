@@ -105,22 +105,14 @@ fn stop(
         When::Dialled => silent.wait_dial(),
     }
     crate::parallel::signal(&child, sig);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{sig} at {when:?}: sallyport did not exit within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let out = crate::parallel::wait_exit(
+        &mut child,
+        deadline.saturating_duration_since(Instant::now()),
+    );
+    let (status, stderr) = (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     // Connections a stopped command left behind.
     while silent.listener.accept().is_ok() {}
     silent.held.clear();
