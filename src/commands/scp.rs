@@ -59,9 +59,13 @@ pub async fn run(run: ScpRun) -> Result<u8, CommandError> {
         };
     }
     // -j 1: one session, written in place, as before striping existed.
-    let work = with_sftp(conn, async |sftp| {
-        transfer::copy(sftp, &run.plan, &opts).await.map(|_| 0)
-    });
+    let warm = transfer::Warm::for_copy(&run.plan);
+    let work = with_sftp(
+        conn,
+        &warm,
+        async |_| (),
+        async |sftp, ()| transfer::copy(sftp, &run.plan, &opts).await.map(|_| 0),
+    );
     tokio::select! {
         r = work => r.map_err(CommandError::from),
         sig = signals.recv() => Err(interrupted(sig)),

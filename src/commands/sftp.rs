@@ -46,8 +46,6 @@ pub async fn run(run: SftpRun) -> Result<u8, CommandError> {
         res: &res,
         lanes,
     };
-    // A channel on this connection for striped get/put; without one they run unstriped.
-    let striped = lanes > 1 && res.add_lane_on(&conn).await.is_ok();
     let opts = sftp_shell::ShellOptions {
         batch: batch.is_some(),
         interactive: batch.is_none() && std::io::stdin().is_terminal(),
@@ -57,7 +55,11 @@ pub async fn run(run: SftpRun) -> Result<u8, CommandError> {
         Some(b) => b,
         None => Box::new(tokio::io::stdin()),
     };
-    let work = with_sftp(conn, async |sftp| {
+    // A channel on this connection for striped get/put, opened beside the session's own;
+    // without one they run unstriped.
+    let lane = async |conn: &_| lanes > 1 && res.add_lane_on(conn).await.is_ok();
+    let warm = transfer::Warm::start_dir();
+    let work = with_sftp(conn, &warm, lane, async |sftp, striped| {
         let mut out = tokio::io::stdout();
         let mut err = tokio::io::stderr();
         let input = tokio::io::BufReader::new(input);

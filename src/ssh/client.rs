@@ -378,17 +378,20 @@ impl Connection {
     }
 }
 
-/// Opens the SFTP subsystem on `conn`, runs `work` with it, and closes everything. A
-/// failure the data channel explains better replaces SFTP's own.
-pub async fn with_sftp(
+/// Opens the SFTP subsystem on `conn` (asking `warm` ahead) with `beside` running on the
+/// connection at the same time, runs `work` with both, and closes everything. A failure
+/// the data channel explains better replaces SFTP's own.
+pub async fn with_sftp<B>(
     mut conn: Connection,
-    work: impl AsyncFnOnce(&super::transfer::Sftp) -> Result<u8, SshError>,
+    warm: &super::transfer::Warm,
+    beside: impl AsyncFnOnce(&Connection) -> B,
+    work: impl AsyncFnOnce(&super::transfer::Sftp, B) -> Result<u8, SshError>,
 ) -> Result<u8, SshError> {
     // Two channels: the session, and one for bounded directory listings.
-    let opened = super::transfer::Sftp::open(&conn).await;
+    let (opened, b) = tokio::join!(super::transfer::Sftp::open(&conn, warm), beside(&conn));
     let result = match opened {
         Ok(sftp) => {
-            let r = work(&sftp).await;
+            let r = work(&sftp, b).await;
             sftp.close().await;
             r
         }

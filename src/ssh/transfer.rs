@@ -52,7 +52,7 @@ mod upload;
 
 pub use download::MAX_DIR_DEPTH;
 pub(crate) use session::list_problem;
-pub use session::{ListError, MAX_LISTING_ENTRIES, MAX_LISTING_NAME_BYTES, Sftp};
+pub use session::{ListError, MAX_LISTING_ENTRIES, MAX_LISTING_NAME_BYTES, Sftp, Warm};
 
 /// Bytes moved between the local file and the SFTP file per call; russh-sftp splits writes
 /// into packets of [`WRITE_PACKET_LEN`] and reads in the server's maximum read size.

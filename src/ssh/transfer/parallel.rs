@@ -26,14 +26,12 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use russh_sftp::client::RawSftpSession;
-use russh_sftp::client::SftpSession;
 
 use super::stripe::{self, Piece, RunOptions};
 use crate::ssh::SshError;
 use crate::ssh::client::{Connection, Connector};
 use crate::ssh::transfer::{
-    Copier, CopyOptions, CopyPlan, DirFinish, Direction, Outcome, Problem, Sftp, Step,
-    progress_bar, session_failure, sftp_config,
+    Copier, CopyOptions, CopyPlan, DirFinish, Direction, Outcome, Problem, Sftp, Step, progress_bar,
 };
 
 mod finish;
@@ -98,19 +96,9 @@ pub struct ParallelOptions {
     pub verify: bool,
 }
 
-/// Opens an SFTP channel on `conn` for the planning walk.
-pub async fn open_session(conn: &Connection) -> Result<SftpSession, SshError> {
-    let stream = sftp_channel(conn).await?;
-    SftpSession::new_with_config(stream, sftp_config())
-        .await
-        .map_err(|e| {
-            SshError::Connection(format!(
-                "SFTP did not start (is the server's sftp subsystem enabled?): {e}"
-            ))
-        })
-}
-
-async fn sftp_channel(
+/// Opens a channel on `conn` and starts the SFTP subsystem on it (the server's answer
+/// awaited: [`subsystem_started`]).
+pub(crate) async fn sftp_channel(
     conn: &Connection,
 ) -> Result<russh::ChannelStream<russh::client::Msg>, SshError> {
     let failed =
@@ -183,14 +171,6 @@ async fn subsystem_started(
     }
 }
 
-/// Opens an SFTP channel on `conn` for bounded listings ([`Sftp::list`]).
-pub(crate) async fn open_lister(conn: &Connection) -> Result<RawSftpSession, SshError> {
-    let stream = sftp_channel(conn).await?;
-    let raw = RawSftpSession::new_with_config(stream, sftp_config());
-    raw.init().await.map_err(|e| session_failure(&e))?;
-    Ok(raw)
-}
-
 /// The files and which way they go, shared by the lanes.
 struct Jobs {
     files: Vec<FileJob>,
@@ -216,7 +196,8 @@ pub(crate) async fn copy(
     report: &mut (dyn FnMut(&SshError) + Send),
 ) -> Result<Outcome, SshError> {
     // The walk's channel and the first lane's, side by side (each costs round trips).
-    let (walk, lane) = tokio::join!(Sftp::open(&first), res.add_lane_on(&first));
+    let warm = super::Warm::for_copy(plan);
+    let (walk, lane) = tokio::join!(Sftp::open(&first, &warm), res.add_lane_on(&first));
     res.add(first).await;
     let sftp = walk?;
     lane?;

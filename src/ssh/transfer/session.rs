@@ -10,6 +10,13 @@
 //!   more is refused with one line naming the directory (exit 17);
 //! * one pattern's matches ([`crate::ssh::glob`]): at most as many paths;
 //! * each reply is one SFTP packet of at most 256 KiB ([`super::sftp_config`]).
+//!
+//! While the session starts (russh-sftp asks for `limits@openssh.com` after INIT, one more
+//! round trip), the lister is already up: it asks what the command will ask first
+//! ([`Warm`]: the start directory, the operands' stats), and [`Sftp::metadata`] and
+//! [`Sftp::canonicalize`] hand those answers out once instead of asking again. On every
+//! `scp` and `sftp` that is one round trip less before the first byte moves, two with a
+//! relative path.
 
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::SftpSession;
@@ -19,7 +26,11 @@ use russh_sftp::protocol::StatusCode;
 
 use crate::ssh::SshError;
 use crate::ssh::client::Connection;
-use crate::ssh::transfer::{Problem, parallel, printable, sftp_problem};
+use crate::ssh::glob::has_glob;
+use crate::ssh::transfer::{
+    CopyPlan, Direction, Problem, parallel, printable, remote_join, session_failure, sftp_config,
+    sftp_problem,
+};
 
 /// Most entries one directory listing may have.
 pub const MAX_LISTING_ENTRIES: usize = 1_000_000;
@@ -40,6 +51,129 @@ pub struct Sftp {
     session: SftpSession,
     lister: RawSftpSession,
     max_entries: usize,
+    /// Answers asked ahead ([`Warm`]), each handed out once.
+    asked: std::sync::Mutex<Asked>,
+}
+
+/// Most operands whose stat is asked ahead.
+const MAX_WARM_STATS: usize = 8;
+
+/// What a command will ask the server first, asked on the lister while the session is
+/// still starting: the start directory (`realpath .`) and the stat of some operands.
+#[derive(Debug, Default, Clone)]
+pub struct Warm {
+    start_dir: bool,
+    stats: Vec<WarmStat>,
+}
+
+/// One operand to stat ahead.
+#[derive(Debug, Clone)]
+struct WarmStat {
+    /// The path the request names: the operand if absolute, else relative to the server's
+    /// start directory (the server resolves it there, as the walk will after joining).
+    ask: String,
+    /// For a relative operand: the part the walk joins to the start directory.
+    relative: Option<String>,
+}
+
+impl Warm {
+    /// The start directory only (the `sftp` prompt's first question).
+    pub fn start_dir() -> Warm {
+        Warm {
+            start_dir: true,
+            stats: Vec::new(),
+        }
+    }
+
+    /// What [`super::copy`] asks first for `plan`: a download stats each source that is
+    /// not a pattern, an upload its destination; relative ones need the start directory.
+    /// `~user` paths and sources with a backslash are left to the walk (they need the
+    /// server's expand-path, or unescaping).
+    pub fn for_copy(plan: &CopyPlan) -> Warm {
+        let operands = match plan.direction {
+            Direction::Download => plan.sources.as_slice(),
+            Direction::Upload => std::slice::from_ref(&plan.destination),
+        };
+        let mut warm = Warm::default();
+        for op in operands.iter().take(MAX_WARM_STATS) {
+            if plan.direction == Direction::Download && (has_glob(op) || op.contains('\\')) {
+                continue;
+            }
+            let relative = if op.starts_with('/') {
+                None
+            } else if op.is_empty() || op == "~" {
+                Some("")
+            } else if let Some(rest) = op.strip_prefix("~/") {
+                Some(rest)
+            } else if op.starts_with('~') {
+                continue;
+            } else {
+                Some(op.as_str())
+            };
+            let stat = match relative {
+                None => WarmStat {
+                    ask: op.clone(),
+                    relative: None,
+                },
+                Some(rel) => {
+                    warm.start_dir = true;
+                    WarmStat {
+                        ask: if rel.is_empty() { "." } else { rel }.to_owned(),
+                        relative: Some(rel.to_owned()),
+                    }
+                }
+            };
+            warm.stats.push(stat);
+        }
+        warm
+    }
+
+    /// Asks it all on `lister` at once; every answer (refusals and failures too) is kept
+    /// as the walk would have got it.
+    async fn ask(&self, lister: &RawSftpSession) -> Asked {
+        let start = async {
+            if !self.start_dir {
+                return None;
+            }
+            Some(match lister.realpath(".").await {
+                Ok(name) => match name.files.into_iter().next() {
+                    Some(f) => Ok(f.filename),
+                    None => Err(SftpError::UnexpectedBehavior("no file".to_owned())),
+                },
+                Err(e) => Err(e),
+            })
+        };
+        let stats = futures_util::future::join_all(
+            self.stats
+                .iter()
+                .map(|s| async { lister.stat(s.ask.as_str()).await.map(|a| a.attrs) }),
+        );
+        let (start_dir, answers) = tokio::join!(start, stats);
+        let base = match &start_dir {
+            Some(Ok(dir)) => Some(dir.clone()),
+            _ => None,
+        };
+        // A relative operand's answer is kept under the path the walk will name; without
+        // the start directory, the walk asks again.
+        let stats = self
+            .stats
+            .iter()
+            .zip(answers)
+            .filter_map(|(s, answer)| match (&s.relative, &base) {
+                (None, _) => Some((s.ask.clone(), answer)),
+                (Some(rel), Some(dir)) => Some((remote_join(dir, rel), answer)),
+                (Some(_), None) => None,
+            })
+            .collect();
+        Asked { start_dir, stats }
+    }
+}
+
+/// Answers asked ahead, not yet handed out.
+#[derive(Default)]
+struct Asked {
+    start_dir: Option<Result<String, SftpError>>,
+    stats: Vec<(String, Result<FileAttributes, SftpError>)>,
 }
 
 impl std::ops::Deref for Sftp {
@@ -56,6 +190,7 @@ impl Sftp {
             session,
             lister,
             max_entries: MAX_LISTING_ENTRIES,
+            asked: Default::default(),
         }
     }
 
@@ -70,22 +205,87 @@ impl Sftp {
         self.max_entries
     }
 
-    /// Opens both SFTP channels on `conn`, side by side (each start costs round trips).
-    pub async fn open(conn: &Connection) -> Result<Sftp, SshError> {
-        let (session, lister) =
-            tokio::join!(parallel::open_session(conn), parallel::open_lister(conn));
-        match (session, lister) {
-            (Ok(session), Ok(lister)) => Ok(Sftp::new(session, lister)),
+    /// Opens both SFTP channels on `conn`, side by side (each start costs round trips),
+    /// and asks `warm` on the lister while the session finishes starting.
+    pub async fn open(conn: &Connection, warm: &Warm) -> Result<Sftp, SshError> {
+        Sftp::start(
+            parallel::sftp_channel(conn),
+            parallel::sftp_channel(conn),
+            warm,
+        )
+        .await
+    }
+
+    /// [`Sftp::open`] on the streams the two futures give.
+    pub(crate) async fn start<S, L>(
+        session: impl Future<Output = Result<S, SshError>>,
+        lister: impl Future<Output = Result<L, SshError>>,
+        warm: &Warm,
+    ) -> Result<Sftp, SshError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let session = async {
+            SftpSession::new_with_config(session.await?, sftp_config())
+                .await
+                .map_err(|e| {
+                    SshError::Connection(format!(
+                        "SFTP did not start (is the server's sftp subsystem enabled?): {e}"
+                    ))
+                })
+        };
+        let lister = async {
+            let raw = RawSftpSession::new_with_config(lister.await?, sftp_config());
+            raw.init().await.map_err(|e| session_failure(&e))?;
+            let asked = warm.ask(&raw).await;
+            Ok::<_, SshError>((raw, asked))
+        };
+        match tokio::join!(session, lister) {
+            (Ok(session), Ok((lister, asked))) => {
+                let sftp = Sftp::new(session, lister);
+                if let Ok(mut a) = sftp.asked.lock() {
+                    *a = asked;
+                }
+                Ok(sftp)
+            }
             (Ok(session), Err(f)) => {
                 let _ = session.close().await;
                 Err(f)
             }
             (Err(f), lister) => {
-                if let Ok(lister) = lister {
+                if let Ok((lister, _)) = lister {
                     let _ = lister.close_session();
                 }
                 Err(f)
             }
+        }
+    }
+
+    /// The attributes of `path` (following symlinks), as [`SftpSession::metadata`]: the
+    /// answer asked ahead for it if there is one (once), else the server's.
+    pub async fn metadata<P: Into<String>>(&self, path: P) -> Result<FileAttributes, SftpError> {
+        let path = path.into();
+        let ahead = self.asked.lock().ok().and_then(|mut a| {
+            let i = a.stats.iter().position(|(p, _)| *p == path)?;
+            Some(a.stats.swap_remove(i).1)
+        });
+        match ahead {
+            Some(answer) => answer,
+            None => self.session.metadata(path).await,
+        }
+    }
+
+    /// The server's canonical form of `path`, as [`SftpSession::canonicalize`]: for `.`
+    /// the answer asked ahead if there is one (once), else the server's.
+    pub async fn canonicalize<T: Into<String>>(&self, path: T) -> Result<String, SftpError> {
+        let path = path.into();
+        let ahead = (path == ".")
+            .then(|| self.asked.lock().ok().and_then(|mut a| a.start_dir.take()))
+            .flatten();
+        match ahead {
+            Some(answer) => answer,
+            None => self.session.canonicalize(path).await,
         }
     }
 

@@ -178,3 +178,199 @@ async fn a_real_listing_within_the_bound_is_whole_and_the_bound_holds_for_globs(
         "{capped:?}"
     );
 }
+
+/// What one channel's server was asked.
+#[derive(Default)]
+struct Asked {
+    realpaths: AtomicUsize,
+    stats: AtomicUsize,
+}
+
+/// An SFTP server whose start directory is `/home/u`, holding the file `/home/u/file`
+/// (42 bytes) and the directories `/home/u/sub` and `/abs/dir`; it counts what it is
+/// asked.
+struct Home {
+    asked: Arc<Asked>,
+}
+
+impl Home {
+    fn attrs(path: &str) -> Option<FileAttributes> {
+        let (size, permissions) = match path {
+            "/home/u/file" | "file" => (42, 0o100644),
+            "/abs/dir" | "/home/u/sub" | "sub" => (4096, 0o040755),
+            "/home/u" | "." => (4096, 0o040700),
+            _ => return None,
+        };
+        Some(FileAttributes {
+            size: Some(size),
+            permissions: Some(permissions),
+            ..FileAttributes::default()
+        })
+    }
+}
+
+impl russh_sftp::server::Handler for Home {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, StatusCode> {
+        self.asked.realpaths.fetch_add(1, Ordering::Relaxed);
+        let full = match path.as_str() {
+            "." => "/home/u".to_owned(),
+            p if p.starts_with('/') => p.to_owned(),
+            p => format!("/home/u/{p}"),
+        };
+        Ok(Name {
+            id,
+            files: vec![Entry::new(full, FileAttributes::default())],
+        })
+    }
+
+    async fn stat(
+        &mut self,
+        id: u32,
+        path: String,
+    ) -> Result<russh_sftp::protocol::Attrs, StatusCode> {
+        self.asked.stats.fetch_add(1, Ordering::Relaxed);
+        let attrs = Home::attrs(&path).ok_or(StatusCode::NoSuchFile)?;
+        Ok(russh_sftp::protocol::Attrs { id, attrs })
+    }
+}
+
+/// An [`Sftp`] on two [`Home`] servers (the session's, the lister's), started with `warm`.
+async fn home(warm: &Warm) -> (Sftp, Arc<Asked>, Arc<Asked>) {
+    let (session_asked, lister_asked) = (Arc::new(Asked::default()), Arc::new(Asked::default()));
+    let mut ends = Vec::new();
+    for asked in [&session_asked, &lister_asked] {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let handler = Home {
+            asked: asked.clone(),
+        };
+        russh_sftp::server::run(server, handler).await;
+        ends.push(client);
+    }
+    let lister = ends.pop().unwrap();
+    let session = ends.pop().unwrap();
+    let sftp = tokio::time::timeout(
+        LIMIT,
+        Sftp::start(async { Ok(session) }, async { Ok(lister) }, warm),
+    )
+    .await
+    .expect("bounded")
+    .expect("started");
+    (sftp, session_asked, lister_asked)
+}
+
+fn count(a: &AtomicUsize) -> usize {
+    a.load(Ordering::Relaxed)
+}
+
+fn download(sources: &[&str]) -> CopyPlan {
+    CopyPlan {
+        direction: Direction::Download,
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        destination: ".".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_first_questions_are_answered_ahead_on_the_lister_once_each() {
+    // A relative source, an absolute directory, a missing file; a pattern and a `~user`
+    // path are left to the walk.
+    let warm = Warm::for_copy(&download(&[
+        "file", "/abs/dir", "/missing", "*.txt", "~bob/x",
+    ]));
+    let (sftp, session, lister) = home(&warm).await;
+    assert_eq!(count(&lister.realpaths), 1);
+    assert_eq!(count(&lister.stats), 3);
+
+    // The walk's questions, as it names them: no request reaches the session.
+    assert_eq!(sftp.canonicalize(".").await.expect("start dir"), "/home/u");
+    let file = sftp.metadata("/home/u/file").await.expect("file");
+    assert_eq!((file.size, file.is_dir()), (Some(42), false));
+    assert!(sftp.metadata("/abs/dir").await.expect("dir").is_dir());
+    let missing = sftp.metadata("/missing").await;
+    assert!(
+        matches!(&missing, Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile),
+        "{missing:?}"
+    );
+    assert_eq!((count(&session.realpaths), count(&session.stats)), (0, 0));
+
+    // Each answer is handed out once: asked again, the server answers.
+    assert_eq!(
+        sftp.metadata("/home/u/file").await.expect("file").size,
+        Some(42)
+    );
+    assert_eq!(sftp.canonicalize(".").await.expect("start dir"), "/home/u");
+    assert_eq!((count(&session.realpaths), count(&session.stats)), (1, 1));
+    // Nothing more went to the lister.
+    assert_eq!((count(&lister.realpaths), count(&lister.stats)), (1, 3));
+}
+
+#[tokio::test]
+async fn an_upload_asks_its_destination_ahead_and_the_sftp_prompt_its_start() {
+    for (destination, key) in [
+        ("", "/home/u"),
+        ("~", "/home/u"),
+        ("~/file", "/home/u/file"),
+        ("file", "/home/u/file"),
+        ("/abs/dir", "/abs/dir"),
+    ] {
+        let plan = CopyPlan {
+            direction: Direction::Upload,
+            sources: vec!["a".to_owned(), "b".to_owned()],
+            destination: destination.to_owned(),
+        };
+        let (sftp, session, lister) = home(&Warm::for_copy(&plan)).await;
+        assert_eq!(count(&lister.stats), 1, "{destination:?}");
+        sftp.metadata(key).await.expect(key);
+        assert_eq!(count(&session.stats), 0, "{destination:?} -> {key}");
+    }
+    // `~user` needs the server's expand-path: left to the walk.
+    let plan = CopyPlan {
+        direction: Direction::Upload,
+        sources: vec!["a".to_owned()],
+        destination: "~bob/x".to_owned(),
+    };
+    let (_, _, lister) = home(&Warm::for_copy(&plan)).await;
+    assert_eq!((count(&lister.realpaths), count(&lister.stats)), (0, 0));
+
+    let (sftp, session, lister) = home(&Warm::start_dir()).await;
+    assert_eq!((count(&lister.realpaths), count(&lister.stats)), (1, 0));
+    assert_eq!(sftp.canonicalize(".").await.expect("start dir"), "/home/u");
+    assert_eq!(count(&session.realpaths), 0);
+}
+
+#[tokio::test]
+async fn a_copy_walks_with_the_answers_asked_ahead() {
+    // The walk itself (not just the accessors) finds the answers: a download of
+    // directories without -r, one named relative to the start directory, asks the session
+    // nothing to say so.
+    let local = fx::TempDir::new("warm-walk");
+    let plan = CopyPlan {
+        direction: Direction::Download,
+        sources: vec!["sub".to_owned(), "/abs/dir".to_owned()],
+        destination: local.path().to_str().unwrap().to_owned(),
+    };
+    let (sftp, session, _) = home(&Warm::for_copy(&plan)).await;
+    let mut reports = Vec::new();
+    let mut report = |f: &SshError| reports.push(f.to_string());
+    let copied = tokio::time::timeout(
+        LIMIT,
+        copy_reporting(&sftp, &plan, &CopyOptions::default(), &mut report),
+    )
+    .await
+    .expect("bounded");
+    assert!(copied.is_err(), "{copied:?}");
+    assert!(
+        reports.len() == 2
+            && reports
+                .iter()
+                .all(|r| r.contains("is a directory (use -r)")),
+        "{reports:?}"
+    );
+    assert_eq!((count(&session.realpaths), count(&session.stats)), (0, 0));
+}
