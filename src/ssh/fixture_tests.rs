@@ -124,7 +124,11 @@ pub(crate) async fn start(start: &Path, config: Config, delay: Option<Duration>)
 }
 
 /// A stream to the server whose bytes each take `delay` to arrive, either way.
-fn delayed<R, W>(from_server: R, to_server: W, delay: Duration) -> tokio::io::DuplexStream
+pub(crate) fn delayed<R, W>(
+    from_server: R,
+    to_server: W,
+    delay: Duration,
+) -> tokio::io::DuplexStream
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,

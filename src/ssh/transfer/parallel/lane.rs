@@ -155,15 +155,18 @@ impl SftpLane<'_> {
         let handle = match self.reading.take() {
             Some((Some(file), handle)) if file == w.p.file => handle,
             other => {
-                // Closing a file we only read cannot fail in a way that matters.
-                if let Some((_, handle)) = other {
-                    let _ = self.raw.close(handle).await;
-                }
-                self.raw
-                    .open(remote, OpenFlags::READ, FileAttributes::default())
-                    .await
-                    .map_err(|e| piece_sftp(remote, &e))?
-                    .handle
+                // The last file's close goes out with this open, one round trip for both:
+                // closing a file we only read cannot fail in a way that matters.
+                let close = async {
+                    if let Some((_, handle)) = other {
+                        let _ = self.raw.close(handle).await;
+                    }
+                };
+                let open = self
+                    .raw
+                    .open(remote, OpenFlags::READ, FileAttributes::default());
+                let ((), opened) = tokio::join!(close, open);
+                opened.map_err(|e| piece_sftp(remote, &e))?.handle
             }
         };
         let result = self.read_into(&handle, temp, w).await;

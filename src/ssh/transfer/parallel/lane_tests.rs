@@ -1,6 +1,6 @@
 //! A download lane keeps a file open across its pieces of that file and closes it when it
-//! moves to another file or a piece fails; handed back, it keeps it open for the next copy
-//! on the lane to close (or the connection's end).
+//! moves to another file (in the round trip of the next open) or a piece fails; handed
+//! back, it keeps it open for the next copy on the lane to close (or the connection's end).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -184,4 +184,69 @@ async fn a_lane_opens_a_file_once_for_its_pieces_and_closes_what_it_opened() {
     assert_eq!(std::fs::read(dir.path().join("a.part")).unwrap(), a);
     assert_eq!(std::fs::read(dir.path().join("b.part")).unwrap(), b);
     assert_eq!(std::fs::read(dir.path().join("b2.part")).unwrap(), b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn moving_to_another_file_closes_the_last_in_the_same_round_trip_as_the_open() {
+    // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
+    const RTT: std::time::Duration = std::time::Duration::from_millis(100);
+    const K: u64 = 32 * 1024;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let handler = Files {
+        files: HashMap::from([
+            ("/a".to_owned(), bytes(K as usize, 1)),
+            ("/b".to_owned(), bytes(K as usize, 2)),
+        ]),
+        handles: HashMap::new(),
+        seen: seen.clone(),
+    };
+    russh_sftp::server::run(server, handler).await;
+    let (from_server, to_server) = tokio::io::split(client);
+    let link = fx::delayed(from_server, to_server, RTT / 2);
+    let raw = RawSftpSession::new_with_config(link, sftp_config());
+    raw.init().await.expect("init");
+
+    let dir = fx::TempDir::new("lane-close-with-open");
+    let mut temps = Vec::new();
+    let mut files = Vec::new();
+    for name in ["a", "b"] {
+        let part = dir.path().join(format!("{name}.part"));
+        std::fs::write(&part, b"").unwrap();
+        temps.push(Some(part));
+        files.push(FileJob {
+            remote: format!("/{name}"),
+            local: dir.path().join(name),
+            size: K,
+            mode: 0o644,
+            times: None,
+        });
+    }
+    let jobs = Arc::new(Jobs {
+        files,
+        temps,
+        remote_temps: Vec::new(),
+        direction: Direction::Download,
+        bar: None,
+    });
+    let res = Resources::default();
+    let mut lane = SftpLane::new(&res, IdleLane::new(raw), jobs);
+    let piece = |file| Piece {
+        file,
+        offset: 0,
+        len: K,
+        whole: true,
+    };
+    lane.run(piece(0)).await.expect("/a");
+    // /b: /a's CLOSE and /b's OPEN in one round trip, then the read: two, not three.
+    let started = tokio::time::Instant::now();
+    lane.run(piece(1)).await.expect("/b");
+    let took = started.elapsed();
+    assert!(
+        took >= 2 * RTT && took < 2 * RTT + RTT / 2,
+        "{took:?} for the second file (a round trip is {RTT:?})"
+    );
+    let s = seen.lock().unwrap();
+    assert_eq!((s.opens, s.closes), (2, 1));
+    assert_eq!(s.open, ["h2"]);
 }
