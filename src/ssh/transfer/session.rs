@@ -49,7 +49,7 @@ pub enum ListError {
 /// An SFTP session, with a second channel for bounded listings.
 pub struct Sftp {
     session: SftpSession,
-    lister: RawSftpSession,
+    lister: std::sync::Arc<RawSftpSession>,
     max_entries: usize,
     /// Answers asked ahead ([`Warm`]), each handed out once.
     asked: std::sync::Mutex<Asked>,
@@ -188,7 +188,7 @@ impl Sftp {
     pub fn new(session: SftpSession, lister: RawSftpSession) -> Sftp {
         Sftp {
             session,
-            lister,
+            lister: std::sync::Arc::new(lister),
             max_entries: MAX_LISTING_ENTRIES,
             asked: Default::default(),
         }
@@ -297,6 +297,12 @@ impl Sftp {
 
     /// The entries of directory `dir` but `.` and `..`, in the server's order: at most
     /// [`MAX_LISTING_ENTRIES`] and [`MAX_LISTING_NAME_BYTES`] bytes of names.
+    ///
+    /// READDIRs go two at a time, so the end of a listing (EOF) comes in the round trip
+    /// of its last names instead of one after; after an EOF, what is still in flight is
+    /// read too, so an answer overtaken by the EOF is not lost. The handle's CLOSE is not
+    /// waited for. A listing takes two round trips (OPENDIR, a pair), and one more for
+    /// every further pair.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, FileAttributes)>, ListError> {
         let handle = self
             .lister
@@ -304,10 +310,26 @@ impl Sftp {
             .await
             .map_err(ListError::Sftp)?
             .handle;
+        let readdir = || {
+            let (lister, handle) = (self.lister.clone(), handle.clone());
+            async move { lister.readdir(handle).await }
+        };
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut ended = false;
         let result = 'reading: loop {
-            match self.lister.readdir(handle.as_str()).await {
+            // In pairs: a pair's answers come in one round trip, so the EOF's pair ends
+            // the listing (topping up after each answer would leave one more in flight).
+            if !ended && in_flight.is_empty() {
+                for _ in 0..READDIRS_IN_FLIGHT {
+                    in_flight.push_back(readdir());
+                }
+            }
+            let Some(reply) = futures_util::StreamExt::next(&mut in_flight).await else {
+                break Ok(());
+            };
+            match reply {
                 Ok(name) => {
                     for f in name.files {
                         if f.filename == "." || f.filename == ".." {
@@ -322,14 +344,23 @@ impl Sftp {
                         out.push((f.filename, f.attrs));
                     }
                 }
-                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => ended = true,
                 Err(e) => break Err(ListError::Sftp(e)),
             }
         };
-        let _ = self.lister.close(handle).await;
+        drop(in_flight);
+        // Closing a handle we only read cannot fail in a way that matters; the answer
+        // (or the session's end) ends the task.
+        let lister = self.lister.clone();
+        tokio::spawn(async move {
+            let _ = lister.close(handle).await;
+        });
         result.map(|()| out)
     }
 }
+
+/// READDIRs one listing keeps in flight.
+const READDIRS_IN_FLIGHT: usize = 2;
 
 /// The problem for a failed listing of `path` (a directory or a pattern).
 pub(crate) fn list_problem(path: &str, e: &ListError) -> Problem {

@@ -88,8 +88,11 @@ async fn an_endless_listing_stops_at_the_entry_bound() {
         matches!(listed, Err(ListError::TooLong { entries: 5_000 })),
         "{listed:?}"
     );
-    // It stopped reading at the bound: one reply past it at most.
-    assert!(readdirs.load(Ordering::Relaxed) <= 51, "{readdirs:?}");
+    // It stopped reading at the bound: the 50 replies to reach it, and the ones in flight.
+    assert!(
+        readdirs.load(Ordering::Relaxed) <= 50 + READDIRS_IN_FLIGHT,
+        "{readdirs:?}"
+    );
     let p = list_problem("/d", &listed.unwrap_err());
     let Problem::Item(f) = p else {
         panic!("an item problem")
@@ -373,4 +376,89 @@ async fn a_copy_walks_with_the_answers_asked_ahead() {
         "{reports:?}"
     );
     assert_eq!((count(&session.realpaths), count(&session.stats)), (0, 0));
+}
+
+/// A directory of `entries` names (`e0000`, ...), 100 to a READDIR reply, then EOF, as
+/// OpenSSH's sftp-server answers.
+struct Listing {
+    entries: usize,
+    next: usize,
+    readdirs: Arc<AtomicUsize>,
+}
+
+impl russh_sftp::server::Handler for Listing {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn opendir(&mut self, id: u32, _path: String) -> Result<Handle, StatusCode> {
+        self.next = 0;
+        Ok(Handle {
+            id,
+            handle: "d".to_owned(),
+        })
+    }
+
+    async fn readdir(&mut self, id: u32, _handle: String) -> Result<Name, StatusCode> {
+        self.readdirs.fetch_add(1, Ordering::Relaxed);
+        if self.next >= self.entries {
+            return Err(StatusCode::Eof);
+        }
+        let end = (self.next + 100).min(self.entries);
+        let files = (self.next..end)
+            .map(|i| Entry::new(format!("e{i:04}"), FileAttributes::default()))
+            .collect();
+        self.next = end;
+        Ok(Name { id, files })
+    }
+
+    async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
+        Ok(Status {
+            id,
+            status_code: StatusCode::Ok,
+            error_message: "Ok".to_owned(),
+            language_tag: "en-US".to_owned(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_ends_in_the_round_trip_of_its_last_names() {
+    // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
+    const RTT: std::time::Duration = std::time::Duration::from_millis(100);
+    // (entries, round trips): OPENDIR, then the replies two at a time (the EOF with the
+    // last names when they pair up); the CLOSE is not waited for.
+    for (entries, trips) in [(0, 2), (30, 2), (150, 3), (250, 3)] {
+        let readdirs = Arc::new(AtomicUsize::new(0));
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let handler = Listing {
+                entries,
+                next: 0,
+                readdirs: readdirs.clone(),
+            };
+            russh_sftp::server::run(server, handler).await;
+            let (from_server, to_server) = tokio::io::split(client);
+            ends.push(fx::delayed(from_server, to_server, RTT / 2));
+        }
+        let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
+        lister.init().await.expect("init");
+        let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
+            .await
+            .expect("init");
+        let sftp = Sftp::new(session, lister);
+        let started = tokio::time::Instant::now();
+        let listed = sftp.list("/d").await.expect("listing");
+        let took = started.elapsed();
+        let names: Vec<String> = listed.into_iter().map(|(n, _)| n).collect();
+        let expected: Vec<String> = (0..entries).map(|i| format!("e{i:04}")).collect();
+        assert_eq!(names, expected, "{entries} entries, in the server's order");
+        assert!(
+            took >= trips * RTT && took < trips * RTT + RTT / 2,
+            "{entries} entries took {took:?}, not {trips} round trips of {RTT:?}"
+        );
+    }
 }
