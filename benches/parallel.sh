@@ -5,7 +5,7 @@
 # transfer fails or does not verify.
 #
 #   benches/parallel.sh [--size 50MB | --size-mb N] [--jobs "1 2 4 8"] [--runs N] [--rtt 40ms]
-#                       [--compress-mb N] [--no-build] [--keep-tmp]
+#                       [--compress-mb N] [--tree-files N] [--no-build] [--keep-tmp]
 #
 #   --size S          size of the random file: NMB (10^6 bytes) or NMiB (2^20 bytes), e.g.
 #                     3MiB, 12MiB, 50MB (default 50MB)
@@ -15,6 +15,8 @@
 #   --rtt D           round-trip time the testbed's relay adds (default 40ms)
 #   --compress-mb N   size of the text and random files of the compression rows (default 5;
 #                     0 leaves those rows out)
+#   --tree-files N    also time `scp -r` downloads of a tree of N small files (1-4 KB, 40 to
+#                     a directory) at each -j value (default 0: no tree rows)
 #   --no-build        use the existing release binaries ($CARGO_TARGET_DIR or the
 #                     workspace's target dir) instead of running cargo build first
 #   --keep-tmp        keep the temp dir (logs, keys, sshd_config) for inspection
@@ -36,7 +38,9 @@
 #   - compression, one run each, -j 1: download of a text file (a repetitive log) and of a
 #     random file, with `sallyport scp` with and without -C, and with OpenSSH scp through
 #     `sallyport proxy` with -o Compression=no / yes.
-# Every transferred file's SHA-256 is checked against the source.
+#   - with --tree-files N: seconds for `sallyport scp -r -j J` to download the tree of small
+#     files, where round trips per file and per directory count, not the pace.
+# Every transferred file's SHA-256 is checked against the source (the tree: `diff -r`).
 #
 # Requires: bash, cargo (unless --no-build), OpenSSH client and server (/usr/sbin/sshd),
 # ssh-keygen, python3, awk, sha256sum, timeout. Must run as root (it starts sshd).
@@ -49,6 +53,7 @@ JOBS="1 2 4 8"
 RUNS=3
 RTT=40ms
 COMPRESS_MB=5
+TREE_FILES=0
 BUILD=1
 KEEP_TMP=0
 
@@ -75,6 +80,8 @@ while (($# > 0)); do
         --rtt=*) RTT=${1#*=}; shift ;;
         --compress-mb) COMPRESS_MB=${2:?--compress-mb needs a value}; shift 2 ;;
         --compress-mb=*) COMPRESS_MB=${1#*=}; shift ;;
+        --tree-files) TREE_FILES=${2:?--tree-files needs a value}; shift 2 ;;
+        --tree-files=*) TREE_FILES=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
         --keep-tmp) KEEP_TMP=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -93,6 +100,7 @@ fi
 is_size "$SIZE_MB" || die "--size-mb must be a positive number (MB = 10^6 bytes), got '$SIZE_MB'"
 [[ $COMPRESS_MB == 0 ]] || is_size "$COMPRESS_MB" || die "--compress-mb must be a number (0: none)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] && ((RUNS <= 20)) || die "--runs must be an integer from 1 to 20"
+[[ $TREE_FILES =~ ^[0-9]+$ ]] && ((TREE_FILES <= 20000)) || die "--tree-files must be an integer from 0 to 20000"
 read -r -a JOB_LIST <<<"$JOBS"
 ((${#JOB_LIST[@]} > 0)) || die "--jobs needs at least one value"
 for j in "${JOB_LIST[@]}"; do
@@ -265,6 +273,31 @@ EOF
     done
 fi
 
+declare -A TCELL TMEDIAN
+if ((TREE_FILES > 0)); then
+    for ((f = 0; f < TREE_FILES; f++)); do
+        d=$TMP/remote/tree/d$((f / 40))
+        [[ -d $d ]] || mkdir -p "$d"
+        head -c $((1000 + (f * 37) % 3000)) /dev/urandom >"$d/f$f.bin"
+    done
+    TREE_DIRS=$(find "$TMP/remote/tree" -type d | wc -l)
+    TLIMIT=$((60 + TREE_FILES))
+    for j in "${JOB_LIST[@]}"; do
+        secs=()
+        for ((i = 1; i <= RUNS; i++)); do
+            out=$TMP/local/tree-$j-$i
+            mkdir -p "$out"
+            timed "$TLIMIT" "${SP[@]}" -r -j "$j" "root@$INSTANCE:$TMP/remote/tree" "$out/"
+            diff -r -q "$TMP/remote/tree" "$out/tree" >/dev/null || die "tree -j $j run $i differs from the source"
+            rm -rf "$out"
+            secs+=("$ELAPSED")
+            echo "    tree -j $j run $i: $(calc 2 "$ELAPSED") s" >&2
+        done
+        TCELL[$j]=$(stats3 "${secs[@]}")
+        TMEDIAN[$j]=$(median "${secs[@]}")
+    done
+fi
+
 # ---------------------------------------------------------------------------------------
 # Report.
 
@@ -297,6 +330,17 @@ first=${JOB_LIST[0]}
         echo
         echo "- MB/s of file bytes; text.txt is a generated access log (gzip -6 ratio:" \
             "$(calc 1 "$CBYTES / $(gzip -6 -c "$TMP/remote/text.txt" | wc -c)")x)."
+    fi
+    if ((TREE_FILES > 0)); then
+        echo
+        echo "### Tree of $TREE_FILES small files (1-4 KB) in $TREE_DIRS directories: \`scp -r\` download"
+        echo
+        echo "| -j | seconds | ms per file (median) | speed-up over -j $first |"
+        echo "|---:|---:|---:|---:|"
+        for j in "${JOB_LIST[@]}"; do
+            echo "| $j | ${TCELL[$j]} | $(calc 1 "${TMEDIAN[$j]} * 1000 / $TREE_FILES") |" \
+                "$(calc 2 "${TMEDIAN[$first]} / ${TMEDIAN[$j]}") |"
+        done
     fi
     echo "- every transfer verified by SHA-256; benchmark wall time ${WALL} s"
 }

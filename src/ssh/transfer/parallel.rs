@@ -49,6 +49,9 @@ const CHUNK: u64 = 64 * 1024;
 /// Most requests in flight per lane (2 MiB); a lane keeps fewer, as its measured
 /// bandwidth-delay product needs ([`Window`]).
 const IN_FLIGHT: usize = 32;
+/// Files finished at once per lane (an upload's finish is two or three requests in turn:
+/// stat, setstat, rename): enough to keep each lane's server busy across a round trip.
+const FINISHING_PER_LANE: usize = 16;
 /// Lanes that may be opened to replace dead ones once every lane has died.
 const REOPEN_BUDGET: u32 = 3;
 
@@ -443,14 +446,14 @@ impl Copier<'_> {
                             None => Ok(()),
                         },
                         (None, Direction::Upload) => match &jobs.remote_temps[i] {
-                            Some(t) => uploads.finish(job, t).await,
+                            Some(t) => uploads.finish(i, job, t).await,
                             None => Ok(()),
                         },
                     };
                     (i, step)
                 }
             })
-            .buffered(16)
+            .buffered(FINISHING_PER_LANE * lanes.len().max(1))
             .collect()
             .await;
         // The files that failed: their temporary files go (a cut file is worth nothing).

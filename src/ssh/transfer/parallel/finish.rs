@@ -216,10 +216,11 @@ pub(super) struct UploadFinish<'a> {
 }
 
 impl UploadFinish<'_> {
-    /// Finishes one upload on the first lane that is still alive.
-    pub(super) async fn finish(&self, job: &FileJob, temp: &str) -> Step<()> {
+    /// Finishes upload `i` on lane `i` (modulo the lanes), so that finishes spread over
+    /// the lanes' servers, or else on the next lane that is still alive.
+    pub(super) async fn finish(&self, i: usize, job: &FileJob, temp: &str) -> Step<()> {
         let mut last = None;
-        for raw in self.lanes {
+        for raw in from_lane(self.lanes, i) {
             match self.finish_on(raw, job, temp).await {
                 Err(Problem::Fatal(f)) => last = Some(f),
                 done => return done,
@@ -298,6 +299,12 @@ impl UploadFinish<'_> {
     }
 }
 
+/// Every lane once, starting with lane `i` (modulo their number).
+fn from_lane<T>(lanes: &[T], i: usize) -> impl Iterator<Item = &T> {
+    let (head, tail) = lanes.split_at(i % lanes.len().max(1));
+    tail.iter().chain(head)
+}
+
 /// The SFTP extension for an atomic rename over an existing file.
 pub(super) const POSIX_RENAME: &str = "posix-rename@openssh.com";
 
@@ -340,6 +347,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn finishes_start_on_their_own_lane_and_fall_back_on_each_other_once() {
+        let lanes = ["a", "b", "c"];
+        let order = |i| from_lane(&lanes, i).copied().collect::<Vec<_>>();
+        assert_eq!(order(0), ["a", "b", "c"]);
+        assert_eq!(order(1), ["b", "c", "a"]);
+        assert_eq!(order(5), ["c", "a", "b"]);
+        assert!(from_lane::<u8>(&[], 3).next().is_none());
+    }
+
+    #[test]
     fn temporary_names_sit_beside_the_destination() {
         let pid = std::process::id();
         assert_eq!(
@@ -377,7 +394,7 @@ mod tests {
         };
         let temp = remote_temp_name(&job.remote, 0);
         let done = tokio::time::timeout(super::super::super::test_fixture::LIMIT, async {
-            up.finish(job, &temp).await
+            up.finish(0, job, &temp).await
         })
         .await
         .expect("bounded");
