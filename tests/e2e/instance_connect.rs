@@ -505,6 +505,41 @@ fn sallyport_ssh_shell_on_a_pty_resizes_and_returns_the_exit_status() {
 }
 
 #[test]
+fn a_refused_pty_is_said_and_leaves_the_terminal_as_it_is() {
+    use std::io::Write;
+    let fx = Fixture::instance_connect_sshd(|o| o.no_tty = true);
+    let dest = format!("root@{}", fx.instance);
+    let (status, screen, before, after) = on_a_pty(&fx, &["ssh", &dest], |pty, screen, keys| {
+        assert!(
+            screen.wait_for("refused a terminal (pty)", Duration::from_secs(20)),
+            "screen:\n{}",
+            screen.text()
+        );
+        // The shell runs without a pty; the local terminal stays as it was (cooked: the
+        // line is echoed and sent on Enter), as OpenSSH leaves it.
+        assert!(!pty.is_raw(), "raw mode without a remote pty");
+        keys.write_all(b"echo no-'pty'-here; tty; exit 4\r")
+            .unwrap();
+        assert!(
+            screen.wait_for("no-pty-here", Duration::from_secs(20)),
+            "screen:\n{}",
+            screen.text()
+        );
+        assert!(
+            screen.wait_for("not a tty", Duration::from_secs(5)),
+            "screen:\n{}",
+            screen.text()
+        );
+        assert!(
+            !pty.is_raw(),
+            "raw mode during the session without a remote pty"
+        );
+    });
+    assert_eq!(status.code(), Some(4), "screen:\n{screen}");
+    assert_eq!(after, before, "terminal settings untouched");
+}
+
+#[test]
 fn tilde_dot_after_a_newline_disconnects() {
     use std::io::Write;
     let fx = Fixture::instance_connect();

@@ -64,6 +64,9 @@ pub struct SshdOptions {
     /// Leave out `Subsystem sftp`: a server with SFTP turned off (OpenSSH's sshd then
     /// refuses the subsystem request and keeps the channel open).
     pub no_sftp: bool,
+    /// `PermitTTY no`: the server refuses every pty request (the session goes on without
+    /// one).
+    pub no_tty: bool,
 }
 
 /// The instance side of EC2 Instance Connect, as the EIC package installs it: sshd asks
@@ -226,9 +229,10 @@ impl TestSshd {
                 "ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\n\
                  {auth}UsePAM no\nStrictModes no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PidFile none\n{sftp}MaxStartups 64:30:128\n\
+                 PidFile none\n{sftp}{tty}MaxStartups 64:30:128\n\
                  MaxSessions 64\nLogLevel ERROR\n",
                 hk = host_key.display(),
+                tty = if options.no_tty { "PermitTTY no\n" } else { "" },
                 sftp = if options.no_sftp {
                     ""
                 } else {
