@@ -8,16 +8,25 @@ use super::*;
 use crate::error::{ExitCode, Failure};
 use crate::ssh::transfer::{CopyOptions, CopyPlan, Direction, copy_reporting, sftp_config};
 
-/// A lying SFTP server: every directory is endless; each READDIR answers `per_reply`
-/// names of `name_len` bytes, never EOF. Counts the READDIRs it answered.
-struct Endless {
+/// An SFTP server whose every directory lists `entries` names of `name_len` bytes
+/// (`e000000000xxx…`; `usize::MAX` entries: endless, a lying server), `per_reply` to a
+/// READDIR answer, then EOF. Counts the READDIRs it answered.
+struct Listing {
+    entries: usize,
     per_reply: usize,
     name_len: usize,
     next: usize,
     readdirs: Arc<AtomicUsize>,
 }
 
-impl russh_sftp::server::Handler for Endless {
+/// Name `i` of a [`Listing`].
+fn listed_name(i: usize, name_len: usize) -> String {
+    let mut name = format!("e{i:09}");
+    name.extend(std::iter::repeat_n('x', name_len.saturating_sub(10)));
+    name
+}
+
+impl russh_sftp::server::Handler for Listing {
     type Error = StatusCode;
 
     fn unimplemented(&self) -> StatusCode {
@@ -25,6 +34,7 @@ impl russh_sftp::server::Handler for Endless {
     }
 
     async fn opendir(&mut self, id: u32, _path: String) -> Result<Handle, StatusCode> {
+        self.next = 0;
         Ok(Handle {
             id,
             handle: "d".to_owned(),
@@ -33,14 +43,14 @@ impl russh_sftp::server::Handler for Endless {
 
     async fn readdir(&mut self, id: u32, _handle: String) -> Result<Name, StatusCode> {
         self.readdirs.fetch_add(1, Ordering::Relaxed);
-        let files = (0..self.per_reply)
-            .map(|_| {
-                self.next += 1;
-                let mut name = format!("f{:09}", self.next);
-                name.extend(std::iter::repeat_n('x', self.name_len.saturating_sub(10)));
-                Entry::new(name, FileAttributes::default())
-            })
+        if self.next >= self.entries {
+            return Err(StatusCode::Eof);
+        }
+        let end = self.next.saturating_add(self.per_reply).min(self.entries);
+        let files = (self.next..end)
+            .map(|i| Entry::new(listed_name(i, self.name_len), FileAttributes::default()))
             .collect();
+        self.next = end;
         Ok(Name { id, files })
     }
 
@@ -54,20 +64,33 @@ impl russh_sftp::server::Handler for Endless {
     }
 }
 
-/// An [`Sftp`] whose both channels reach an [`Endless`] server.
-async fn endless(per_reply: usize, name_len: usize) -> (Sftp, Arc<AtomicUsize>) {
+/// An [`Sftp`] whose both channels reach a [`Listing`] server of `entries` names,
+/// `per_reply` to an answer; each byte takes `delay` each way, if given.
+async fn listing(
+    entries: usize,
+    per_reply: usize,
+    name_len: usize,
+    delay: Option<std::time::Duration>,
+) -> (Sftp, Arc<AtomicUsize>) {
     let readdirs = Arc::new(AtomicUsize::new(0));
     let mut ends = Vec::new();
     for _ in 0..2 {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let handler = Endless {
+        let handler = Listing {
+            entries,
             per_reply,
             name_len,
             next: 0,
             readdirs: readdirs.clone(),
         };
         russh_sftp::server::run(server, handler).await;
-        ends.push(client);
+        ends.push(match delay {
+            None => client,
+            Some(d) => {
+                let (from_server, to_server) = tokio::io::split(client);
+                fx::delayed(from_server, to_server, d)
+            }
+        });
     }
     let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
     lister.init().await.expect("init");
@@ -75,6 +98,11 @@ async fn endless(per_reply: usize, name_len: usize) -> (Sftp, Arc<AtomicUsize>) 
         .await
         .expect("init");
     (Sftp::new(session, lister), readdirs)
+}
+
+/// An endless [`listing`]: a lying server.
+async fn endless(per_reply: usize, name_len: usize) -> (Sftp, Arc<AtomicUsize>) {
+    listing(usize::MAX, per_reply, name_len, None).await
 }
 
 #[tokio::test]
@@ -378,52 +406,6 @@ async fn a_copy_walks_with_the_answers_asked_ahead() {
     assert_eq!((count(&session.realpaths), count(&session.stats)), (0, 0));
 }
 
-/// A directory of `entries` names (`e0000`, ...), 100 to a READDIR reply, then EOF, as
-/// OpenSSH's sftp-server answers.
-struct Listing {
-    entries: usize,
-    next: usize,
-    readdirs: Arc<AtomicUsize>,
-}
-
-impl russh_sftp::server::Handler for Listing {
-    type Error = StatusCode;
-
-    fn unimplemented(&self) -> StatusCode {
-        StatusCode::OpUnsupported
-    }
-
-    async fn opendir(&mut self, id: u32, _path: String) -> Result<Handle, StatusCode> {
-        self.next = 0;
-        Ok(Handle {
-            id,
-            handle: "d".to_owned(),
-        })
-    }
-
-    async fn readdir(&mut self, id: u32, _handle: String) -> Result<Name, StatusCode> {
-        self.readdirs.fetch_add(1, Ordering::Relaxed);
-        if self.next >= self.entries {
-            return Err(StatusCode::Eof);
-        }
-        let end = (self.next + 100).min(self.entries);
-        let files = (self.next..end)
-            .map(|i| Entry::new(format!("e{i:04}"), FileAttributes::default()))
-            .collect();
-        self.next = end;
-        Ok(Name { id, files })
-    }
-
-    async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
-        Ok(Status {
-            id,
-            status_code: StatusCode::Ok,
-            error_message: "Ok".to_owned(),
-            language_tag: "en-US".to_owned(),
-        })
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_listing_ends_in_the_round_trip_of_its_last_names() {
     // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
@@ -431,30 +413,12 @@ async fn a_listing_ends_in_the_round_trip_of_its_last_names() {
     // (entries, round trips): OPENDIR, then the replies two at a time (the EOF with the
     // last names when they pair up); the CLOSE is not waited for.
     for (entries, trips) in [(0, 2), (30, 2), (150, 3), (250, 3)] {
-        let readdirs = Arc::new(AtomicUsize::new(0));
-        let mut ends = Vec::new();
-        for _ in 0..2 {
-            let (client, server) = tokio::io::duplex(1 << 20);
-            let handler = Listing {
-                entries,
-                next: 0,
-                readdirs: readdirs.clone(),
-            };
-            russh_sftp::server::run(server, handler).await;
-            let (from_server, to_server) = tokio::io::split(client);
-            ends.push(fx::delayed(from_server, to_server, RTT / 2));
-        }
-        let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
-        lister.init().await.expect("init");
-        let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
-            .await
-            .expect("init");
-        let sftp = Sftp::new(session, lister);
+        let (sftp, _) = listing(entries, 100, 10, Some(RTT / 2)).await;
         let started = tokio::time::Instant::now();
         let listed = sftp.list("/d").await.expect("listing");
         let took = started.elapsed();
         let names: Vec<String> = listed.into_iter().map(|(n, _)| n).collect();
-        let expected: Vec<String> = (0..entries).map(|i| format!("e{i:04}")).collect();
+        let expected: Vec<String> = (0..entries).map(|i| listed_name(i, 10)).collect();
         assert_eq!(names, expected, "{entries} entries, in the server's order");
         assert!(
             took >= trips * RTT && took < trips * RTT + RTT / 2,
