@@ -105,6 +105,25 @@ async fn endless(per_reply: usize, name_len: usize) -> (Sftp, Arc<AtomicUsize>) 
     listing(usize::MAX, per_reply, name_len, None).await
 }
 
+/// [`copy_reporting`] with default options, bounded; the per-file reports as text.
+async fn copy_noting(
+    sftp: &Sftp,
+    plan: &CopyPlan,
+) -> (
+    Result<crate::ssh::transfer::CopyStats, SshError>,
+    Vec<String>,
+) {
+    let mut reports = Vec::new();
+    let mut report = |f: &SshError| reports.push(f.to_string());
+    let copied = tokio::time::timeout(
+        LIMIT,
+        copy_reporting(sftp, plan, &CopyOptions::default(), &mut report),
+    )
+    .await
+    .expect("bounded");
+    (copied, reports)
+}
+
 #[tokio::test]
 async fn an_endless_listing_stops_at_the_entry_bound() {
     let (mut sftp, readdirs) = endless(100, 10).await;
@@ -161,14 +180,7 @@ async fn an_endless_tree_fails_the_copy_with_one_line_per_directory() {
         sources: vec!["/d/*".to_owned()],
         destination: local.path().to_str().unwrap().to_owned(),
     };
-    let mut reports = Vec::new();
-    let mut report = |f: &SshError| reports.push(f.to_string());
-    let copied = tokio::time::timeout(
-        LIMIT,
-        copy_reporting(&sftp, &plan, &CopyOptions::default(), &mut report),
-    )
-    .await
-    .expect("bounded");
+    let (copied, reports) = copy_noting(&sftp, &plan).await;
     let err = Failure::from(copied.expect_err("refused"));
     assert_eq!(err.code, ExitCode::RemoteFile);
     assert_eq!(reports.len(), 1, "{reports:?}");
@@ -387,14 +399,7 @@ async fn a_copy_walks_with_the_answers_asked_ahead() {
         destination: local.path().to_str().unwrap().to_owned(),
     };
     let (sftp, session, _) = home(&Warm::for_copy(&plan)).await;
-    let mut reports = Vec::new();
-    let mut report = |f: &SshError| reports.push(f.to_string());
-    let copied = tokio::time::timeout(
-        LIMIT,
-        copy_reporting(&sftp, &plan, &CopyOptions::default(), &mut report),
-    )
-    .await
-    .expect("bounded");
+    let (copied, reports) = copy_noting(&sftp, &plan).await;
     assert!(copied.is_err(), "{copied:?}");
     assert!(
         reports.len() == 2
