@@ -473,6 +473,20 @@ impl Copier<'_> {
                 children.push(work);
             }
         }
+        // The subdirectories the walk will enter, listed ahead in the order it will get
+        // to them: their round trips overlap instead of adding up.
+        self.sftp
+            .list_ahead(children.iter().filter_map(|w| match w {
+                DownWork::Dir {
+                    remote,
+                    canonical,
+                    ancestors,
+                    ..
+                } if ancestors.len() < MAX_DIR_DEPTH && !ancestors.contains(canonical) => {
+                    Some(remote.as_str())
+                }
+                _ => None,
+            }));
         let mut work = vec![DownWork::Finish(finish)];
         work.extend(children.into_iter().rev());
         Ok(work)

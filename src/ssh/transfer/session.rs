@@ -9,7 +9,10 @@
 //!   bytes of names, about 250 MB at worst (an entry is ~130 bytes besides its name);
 //!   more is refused with one line naming the directory (exit 17);
 //! * one pattern's matches ([`crate::ssh::glob`]): at most as many paths;
-//! * each reply is one SFTP packet of at most 256 KiB ([`super::sftp_config`]).
+//! * each reply is one SFTP packet of at most 256 KiB ([`super::sftp_config`]);
+//! * a walk lists up to [`LISTINGS_AHEAD`] subdirectories ahead ([`Sftp::list_ahead`]),
+//!   each held to that share of the bounds above (more is listed again when the walk
+//!   gets there), so together they hold no more than one listing may.
 //!
 //! While the session starts (russh-sftp asks for `limits@openssh.com` after INIT, one more
 //! round trip), the lister is already up: it asks what the command will ask first
@@ -53,7 +56,16 @@ pub struct Sftp {
     max_entries: usize,
     /// Answers asked ahead ([`Warm`]), each handed out once.
     asked: std::sync::Mutex<Asked>,
+    /// Listings asked ahead ([`Sftp::list_ahead`]), by directory, each handed out once.
+    ahead: std::sync::Mutex<Vec<(String, Prefetch)>>,
 }
+
+/// A listing asked ahead: its task.
+type Prefetch = tokio::task::JoinHandle<Result<Vec<(String, FileAttributes)>, ListError>>;
+
+/// Most listings asked ahead at once. Each is held to this share of a listing's bounds, so
+/// that all of them together hold no more than one listing may.
+const LISTINGS_AHEAD: usize = 8;
 
 /// Most operands whose stat is asked ahead.
 const MAX_WARM_STATS: usize = 8;
@@ -191,6 +203,7 @@ impl Sftp {
             lister: std::sync::Arc::new(lister),
             max_entries: MAX_LISTING_ENTRIES,
             asked: Default::default(),
+            ahead: Default::default(),
         }
     }
 
@@ -291,8 +304,36 @@ impl Sftp {
 
     /// Closes both channels.
     pub async fn close(&self) {
+        if let Ok(mut ahead) = self.ahead.lock() {
+            ahead.drain(..).for_each(|(_, task)| task.abort());
+        }
         let _ = self.session.close().await;
         let _ = self.lister.close_session();
+    }
+
+    /// Starts listing `dirs` (in the order given) in the background, as many as there is
+    /// room for ([`LISTINGS_AHEAD`] not yet handed out), so that a walk finds them listed
+    /// when it gets there: [`Sftp::list`] hands each out once. A listing ahead that would
+    /// pass its share of the bounds is dropped, and `list` asks again with the full ones.
+    pub fn list_ahead<'d>(&self, dirs: impl IntoIterator<Item = &'d str>) {
+        let Ok(mut ahead) = self.ahead.lock() else {
+            return;
+        };
+        for dir in dirs {
+            if ahead.len() >= LISTINGS_AHEAD {
+                break;
+            }
+            if ahead.iter().any(|(d, _)| d == dir) {
+                continue;
+            }
+            let (lister, owned) = (self.lister.clone(), dir.to_owned());
+            let bounds = (
+                self.max_entries / LISTINGS_AHEAD,
+                MAX_LISTING_NAME_BYTES / LISTINGS_AHEAD,
+            );
+            let task = tokio::spawn(async move { list_on(&lister, &owned, bounds).await });
+            ahead.push((dir.to_owned(), task));
+        }
     }
 
     /// The entries of directory `dir` but `.` and `..`, in the server's order: at most
@@ -304,59 +345,76 @@ impl Sftp {
     /// waited for. A listing takes two round trips (OPENDIR, a pair), and one more for
     /// every further pair.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, FileAttributes)>, ListError> {
-        let handle = self
-            .lister
-            .opendir(dir)
-            .await
-            .map_err(ListError::Sftp)?
-            .handle;
-        let readdir = || {
-            let (lister, handle) = (self.lister.clone(), handle.clone());
-            async move { lister.readdir(handle).await }
-        };
-        let mut in_flight = futures_util::stream::FuturesOrdered::new();
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut ended = false;
-        let result = 'reading: loop {
-            // In pairs: a pair's answers come in one round trip, so the EOF's pair ends
-            // the listing (topping up after each answer would leave one more in flight).
-            if !ended && in_flight.is_empty() {
-                for _ in 0..READDIRS_IN_FLIGHT {
-                    in_flight.push_back(readdir());
-                }
-            }
-            let Some(reply) = futures_util::StreamExt::next(&mut in_flight).await else {
-                break Ok(());
-            };
-            match reply {
-                Ok(name) => {
-                    for f in name.files {
-                        if f.filename == "." || f.filename == ".." {
-                            continue;
-                        }
-                        bytes = bytes.saturating_add(f.filename.len());
-                        if out.len() >= self.max_entries || bytes > MAX_LISTING_NAME_BYTES {
-                            break 'reading Err(ListError::TooLong {
-                                entries: self.max_entries,
-                            });
-                        }
-                        out.push((f.filename, f.attrs));
-                    }
-                }
-                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => ended = true,
-                Err(e) => break Err(ListError::Sftp(e)),
-            }
-        };
-        drop(in_flight);
-        // Closing a handle we only read cannot fail in a way that matters; the answer
-        // (or the session's end) ends the task.
-        let lister = self.lister.clone();
-        tokio::spawn(async move {
-            let _ = lister.close(handle).await;
+        let ahead = self.ahead.lock().ok().and_then(|mut a| {
+            let i = a.iter().position(|(d, _)| d == dir)?;
+            Some(a.swap_remove(i).1)
         });
-        result.map(|()| out)
+        if let Some(task) = ahead {
+            match task.await {
+                // Past its share of the bounds (or the task was lost): asked again below,
+                // with the full bounds.
+                Ok(Err(ListError::TooLong { .. })) | Err(_) => {}
+                Ok(listed) => return listed,
+            }
+        }
+        let bounds = (self.max_entries, MAX_LISTING_NAME_BYTES);
+        list_on(&self.lister, dir, bounds).await
     }
+}
+
+/// [`Sftp::list`] on `lister`, within `(entries, name bytes)`.
+async fn list_on(
+    lister: &std::sync::Arc<RawSftpSession>,
+    dir: &str,
+    (max_entries, max_bytes): (usize, usize),
+) -> Result<Vec<(String, FileAttributes)>, ListError> {
+    let handle = lister.opendir(dir).await.map_err(ListError::Sftp)?.handle;
+    let readdir = || {
+        let (lister, handle) = (lister.clone(), handle.clone());
+        async move { lister.readdir(handle).await }
+    };
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut ended = false;
+    let result = 'reading: loop {
+        // In pairs: a pair's answers come in one round trip, so the EOF's pair ends the
+        // listing (topping up after each answer would leave one more in flight).
+        if !ended && in_flight.is_empty() {
+            for _ in 0..READDIRS_IN_FLIGHT {
+                in_flight.push_back(readdir());
+            }
+        }
+        let Some(reply) = futures_util::StreamExt::next(&mut in_flight).await else {
+            break Ok(());
+        };
+        match reply {
+            Ok(name) => {
+                for f in name.files {
+                    if f.filename == "." || f.filename == ".." {
+                        continue;
+                    }
+                    bytes = bytes.saturating_add(f.filename.len());
+                    if out.len() >= max_entries || bytes > max_bytes {
+                        break 'reading Err(ListError::TooLong {
+                            entries: max_entries,
+                        });
+                    }
+                    out.push((f.filename, f.attrs));
+                }
+            }
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => ended = true,
+            Err(e) => break Err(ListError::Sftp(e)),
+        }
+    };
+    drop(in_flight);
+    // Closing a handle we only read cannot fail in a way that matters; the answer (or
+    // the session's end) ends the task.
+    let lister = lister.clone();
+    tokio::spawn(async move {
+        let _ = lister.close(handle).await;
+    });
+    result.map(|()| out)
 }
 
 /// READDIRs one listing keeps in flight.

@@ -431,3 +431,141 @@ async fn a_listing_ends_in_the_round_trip_of_its_last_names() {
         );
     }
 }
+
+/// A server holding `/t` with `dirs` empty subdirectories `/t/d0`, …; counts OPENDIRs.
+struct Tree {
+    dirs: usize,
+    read: std::collections::HashSet<String>,
+    opendirs: Arc<AtomicUsize>,
+}
+
+impl russh_sftp::server::Handler for Tree {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn stat(
+        &mut self,
+        id: u32,
+        _path: String,
+    ) -> Result<russh_sftp::protocol::Attrs, StatusCode> {
+        let attrs = FileAttributes {
+            permissions: Some(0o040755),
+            ..FileAttributes::default()
+        };
+        Ok(russh_sftp::protocol::Attrs { id, attrs })
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, StatusCode> {
+        Ok(Name {
+            id,
+            files: vec![Entry::new(path, FileAttributes::default())],
+        })
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, StatusCode> {
+        self.opendirs.fetch_add(1, Ordering::Relaxed);
+        self.read.remove(&path);
+        Ok(Handle { id, handle: path })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, StatusCode> {
+        if handle != "/t" || !self.read.insert(handle) {
+            return Err(StatusCode::Eof);
+        }
+        let dir = FileAttributes {
+            permissions: Some(0o040755),
+            ..FileAttributes::default()
+        };
+        let files = (0..self.dirs)
+            .map(|i| Entry::new(format!("d{i}"), dir.clone()))
+            .collect();
+        Ok(Name { id, files })
+    }
+
+    async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
+        Ok(Status {
+            id,
+            status_code: StatusCode::Ok,
+            error_message: "Ok".to_owned(),
+            language_tag: "en-US".to_owned(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tree_walk_lists_subdirectories_ahead() {
+    // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
+    const RTT: std::time::Duration = std::time::Duration::from_millis(100);
+    let opendirs = Arc::new(AtomicUsize::new(0));
+    let mut ends = Vec::new();
+    for _ in 0..2 {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let handler = Tree {
+            dirs: 8,
+            read: Default::default(),
+            opendirs: opendirs.clone(),
+        };
+        russh_sftp::server::run(server, handler).await;
+        let (from_server, to_server) = tokio::io::split(client);
+        ends.push(fx::delayed(from_server, to_server, RTT / 2));
+    }
+    let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
+    lister.init().await.expect("init");
+    let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
+        .await
+        .expect("init");
+    let sftp = Sftp::new(session, lister);
+    let local = fx::TempDir::new("tree-ahead");
+    let plan = CopyPlan {
+        direction: Direction::Download,
+        sources: vec!["/t".to_owned()],
+        destination: local.path().to_str().unwrap().to_owned(),
+    };
+    let opts = CopyOptions {
+        recursive: true,
+        ..CopyOptions::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut report = |f: &SshError| panic!("{f}");
+    let copied = copy_reporting(&sftp, &plan, &opts, &mut report).await;
+    let took = started.elapsed();
+    assert_eq!(copied.expect("copied").dirs, 9);
+    for i in 0..8 {
+        assert!(local.path().join(format!("t/d{i}")).is_dir());
+    }
+    // Stat and realpath of /t, its listing (2), then its eight subdirectories listed
+    // side by side: about 7 round trips, where one after the other took 20.
+    assert!(
+        took < 8 * RTT,
+        "{took:?} for the walk (a round trip is {RTT:?})"
+    );
+    assert_eq!(
+        opendirs.load(Ordering::Relaxed),
+        9,
+        "each directory listed once"
+    );
+}
+
+#[tokio::test]
+async fn a_listing_ahead_is_held_to_its_share_of_the_bound_and_asked_again_past_it() {
+    // 30 entries, 10 to an answer; a listing may hold 80, one ahead 80 / 8 = 10.
+    let (mut sftp, readdirs) = listing(30, 10, 10, None).await;
+    sftp.set_max_entries(80);
+    sftp.list_ahead(["/d"]);
+    let listed = tokio::time::timeout(LIMIT, sftp.list("/d"))
+        .await
+        .expect("bounded")
+        .expect("listed in full");
+    let names: Vec<String> = listed.into_iter().map(|(n, _)| n).collect();
+    let expected: Vec<String> = (0..30).map(|i| listed_name(i, 10)).collect();
+    assert_eq!(names, expected);
+    // The listing ahead stopped at its share (two answers of 10, the second past it);
+    // the full listing took four (three of names, the EOF) and its pair's partner.
+    assert_eq!(readdirs.load(Ordering::Relaxed), 2 + 4);
+    // Handed out once: another listing of /d asks the server.
+    sftp.list("/d").await.expect("listed again");
+    assert_eq!(readdirs.load(Ordering::Relaxed), 2 + 4 + 4);
+}
