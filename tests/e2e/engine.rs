@@ -17,19 +17,13 @@ use crate::harness::{Fixture, SALLYPORT, peak_rss_kib, random_bytes};
 /// Waits for `child` to exit, killing it after `limit` (and showing its stderr, written
 /// to `stderr`).
 fn wait_exit(child: &mut Child, limit: Duration, stderr: &Path) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
-            panic!("sallyport did not exit within {limit:?}; stderr: {stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if let Some(status) = crate::harness::exit_within(child, limit) {
+        return status;
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
+    panic!("sallyport did not exit within {limit:?}; stderr: {stderr}");
 }
 
 /// Waits until `cond` holds, failing after `limit`.

@@ -268,6 +268,25 @@ pub fn hermetic_env(cmd: &mut Command, testbed: &Testbed, dir: &Path) {
         .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
 }
 
+/// Waits up to `limit` for `child` to exit (looking every 10 ms); `None` while it still
+/// runs. The one wait-with-a-deadline loop of these tests: callers decide what an
+/// overrun means (kill it, say what was seen).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs `cmd` with `stdin` bytes, killing it if it overruns `limit`.
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {
@@ -297,22 +316,15 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
         let _ = err_pipe.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err_t.join().unwrap_or_default();
-            panic!(
-                "{:?} did not finish within {limit:?}; stderr: {}",
-                cmd.get_program(),
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = exit_within(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = err_t.join().unwrap_or_default();
+        panic!(
+            "{:?} did not finish within {limit:?}; stderr: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&stderr)
+        );
     };
     Output {
         status,

@@ -445,18 +445,8 @@ fn on_a_pty(
     let mut keys = pty.master.try_clone().unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         session(&pty, &screen, &mut keys);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sallyport did not exit; screen:\n{}",
-                screen.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = crate::harness::exit_within(&mut child, Duration::from_secs(20));
+        status.unwrap_or_else(|| panic!("sallyport did not exit; screen:\n{}", screen.text()))
     }));
     let _ = child.kill();
     let _ = child.wait();

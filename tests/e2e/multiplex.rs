@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Fixture, ok, run};
 
@@ -29,21 +29,14 @@ fn run_to_files(cmd: &mut Command, dir: &Path, limit: Duration) -> Output {
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap());
     let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{:?} did not finish within {limit:?}; stderr: {}",
-                cmd.get_program(),
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = crate::harness::exit_within(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{:?} did not finish within {limit:?}; stderr: {}",
+            cmd.get_program(),
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
     };
     Output {
         status,

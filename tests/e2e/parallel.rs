@@ -249,17 +249,10 @@ pub(crate) fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bo
 
 /// Waits (bounded) for the child to exit; kills it and fails otherwise.
 pub(crate) fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sallyport did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if crate::harness::exit_within(child, limit).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sallyport did not exit within {limit:?}");
     }
     let mut stderr = Vec::new();
     if let Some(mut e) = child.stderr.take() {

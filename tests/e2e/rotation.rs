@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{Fixture, SALLYPORT, ok, run};
 
@@ -95,16 +95,9 @@ fn expired_static_credentials_end_the_session_with_advice() {
     stdin.write_all(b"SSH-2.0-sallyport_test\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(700));
     f.testbed.expire_credentials(&f.testbed.access_key_id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("proxy did not give up within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = crate::harness::exit_within(&mut child, Duration::from_secs(30)) else {
+        let _ = child.kill();
+        panic!("proxy did not give up within 30 s");
     };
     drop(stdin);
     let mut stderr = String::new();

@@ -268,18 +268,8 @@ fn shell_on_a_real_pty_runs_commands_resizes_passes_ctrl_c_and_restores_the_term
             screen.text()
         );
         keys.write_all(b"exit\r").unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sallyport shell did not exit; screen:\n{}",
-                screen.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = crate::harness::exit_within(&mut child, Duration::from_secs(20));
+        status.unwrap_or_else(|| panic!("sallyport shell did not exit; screen:\n{}", screen.text()))
     }));
     let _ = child.kill();
     let _ = child.wait();
@@ -353,16 +343,9 @@ fn exec_passes_ctrl_c_to_the_remote_command() {
         .arg("-INT")
         .arg(child.id().to_string())
         .status();
-    let deadline = std::time::Instant::now() + QUICK;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sallyport exec did not end after Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = crate::harness::exit_within(&mut child, QUICK) else {
+        let _ = child.kill();
+        panic!("sallyport exec did not end after Ctrl-C");
     };
     let rest = rx.recv_timeout(QUICK).unwrap_or_default();
     assert_eq!(rest, "trapped\n");
