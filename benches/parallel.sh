@@ -15,8 +15,9 @@
 #   --rtt D           round-trip time the testbed's relay adds (default 40ms)
 #   --compress-mb N   size of the text and random files of the compression rows (default 5;
 #                     0 leaves those rows out)
-#   --tree-files N    also time `scp -r` downloads of a tree of N small files (1-4 KB, 40 to
-#                     a directory) at each -j value (default 0: no tree rows)
+#   --tree-files N    also time `scp -r` downloads of a tree of N small files (1-4 KB, 8 to
+#                     a directory, 8 directories to a parent, as in a source tree) at each
+#                     -j value (default 0: no tree rows)
 #   --no-build        use the existing release binaries ($CARGO_TARGET_DIR or the
 #                     workspace's target dir) instead of running cargo build first
 #   --keep-tmp        keep the temp dir (logs, keys, sshd_config) for inspection
@@ -276,7 +277,7 @@ fi
 declare -A TCELL TMEDIAN
 if ((TREE_FILES > 0)); then
     for ((f = 0; f < TREE_FILES; f++)); do
-        d=$TMP/remote/tree/d$((f / 40))
+        d=$TMP/remote/tree/d$((f / 64))/e$((f / 8 % 8))
         [[ -d $d ]] || mkdir -p "$d"
         head -c $((1000 + (f * 37) % 3000)) /dev/urandom >"$d/f$f.bin"
     done

@@ -19,6 +19,16 @@ struct Listing {
     readdirs: Arc<AtomicUsize>,
 }
 
+/// The answer to a request that worked.
+fn ok_status(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".to_owned(),
+        language_tag: "en-US".to_owned(),
+    }
+}
+
 /// Name `i` of a [`Listing`].
 fn listed_name(i: usize, name_len: usize) -> String {
     let mut name = format!("e{i:09}");
@@ -55,12 +65,7 @@ impl russh_sftp::server::Handler for Listing {
     }
 
     async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
-        Ok(Status {
-            id,
-            status_code: StatusCode::Ok,
-            error_message: "Ok".to_owned(),
-            language_tag: "en-US".to_owned(),
-        })
+        Ok(ok_status(id))
     }
 }
 
@@ -486,12 +491,7 @@ impl russh_sftp::server::Handler for Tree {
     }
 
     async fn close(&mut self, id: u32, _handle: String) -> Result<Status, StatusCode> {
-        Ok(Status {
-            id,
-            status_code: StatusCode::Ok,
-            error_message: "Ok".to_owned(),
-            language_tag: "en-US".to_owned(),
-        })
+        Ok(ok_status(id))
     }
 }
 
