@@ -16,16 +16,15 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::client::fs::File;
 use russh_sftp::protocol::FileAttributes;
 use russh_sftp::protocol::FileType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use russh_sftp::protocol::{OpenFlags, StatusCode};
+use tokio::io::AsyncWriteExt;
 
 use crate::ssh::SshError;
 use crate::ssh::transfer::{
     Copier, DirFinish, DownWork, Problem, Step, is_plain_name, list_problem, local_problem,
-    parallel, printable, remote_basename, remote_glob, remote_io_problem, remote_join,
-    set_attributes, sftp_problem,
+    parallel, printable, remote_basename, remote_glob, remote_join, set_attributes, sftp_problem,
 };
 
 /// How many directory levels a remote tree walk descends (`scp -r`, plain or striped, and
@@ -59,6 +58,76 @@ async fn remove_cut(sink: tokio::fs::File, local: &Path) {
     if same {
         let _ = tokio::fs::remove_file(local).await;
     }
+}
+
+/// Bytes a `-j 1` download asks for in one read.
+const READ_LEN: u64 = 64 * 1024;
+/// Most reads a `-j 1` download keeps in flight (2 MiB).
+const READS_IN_FLIGHT: usize = 32;
+
+/// Reads the open file `handle` into `sink`, in order, until the server says end of
+/// file; returns the bytes written. The reads for the `claimed` size go out together (at
+/// most [`READS_IN_FLIGHT`]), the last one ending at the claim, with one more at the claim
+/// to see the end in the same round trip (russh-sftp's `File` learns the server's read
+/// size first, then finds the end a round trip later). Nothing is allocated from the
+/// claim. A short answer (the file changed, or a server that answers less than asked)
+/// drops the reads after it and asks again from where it ended; a file longer than its
+/// claim is read on.
+async fn pump_raw(
+    raw: &std::sync::Arc<russh_sftp::client::RawSftpSession>,
+    handle: &str,
+    claimed: u64,
+    sink: &mut tokio::fs::File,
+    remote: &str,
+    local: &Path,
+    bar: Option<&ProgressBar>,
+) -> Step<u64> {
+    let read = |offset: u64, len: u64| {
+        let raw = raw.clone();
+        let handle = handle.to_owned();
+        async move { (len, raw.read(handle, offset, len as u32).await) }
+    };
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    // The next offset to ask for, and the bytes written (every byte before it).
+    let (mut next, mut written) = (0u64, 0u64);
+    loop {
+        while in_flight.len() < READS_IN_FLIGHT && (next <= claimed || in_flight.is_empty()) {
+            // Up to the claim, cut at it; at and past it, whole reads.
+            let len = if next < claimed {
+                READ_LEN.min(claimed - next)
+            } else {
+                READ_LEN
+            };
+            in_flight.push_back(read(next, len));
+            next += len;
+        }
+        let Some((len, answer)) = futures_util::StreamExt::next(&mut in_flight).await else {
+            break;
+        };
+        let data = match answer {
+            // Answers come in the order asked, and after a short one those behind it were
+            // dropped, so each continues at `written`; an empty answer is an end too.
+            // What was asked past the end says nothing more.
+            Ok(d) if !d.data.is_empty() => d.data,
+            Ok(_) => break,
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break,
+            Err(e) => return Err(sftp_problem(remote, &e)),
+        };
+        let got = (data.len() as u64).min(len);
+        sink.write_all(&data[..got as usize])
+            .await
+            .map_err(|e| local_problem(local, &e))?;
+        written += got;
+        if let Some(bar) = bar {
+            bar.inc(got);
+        }
+        if got < len {
+            in_flight.clear();
+            next = written;
+        }
+    }
+    sink.flush().await.map_err(|e| local_problem(local, &e))?;
+    Ok(written)
 }
 
 /// The failure for a directory [`MAX_DIR_DEPTH`] levels below the top of a walk.
@@ -210,30 +279,53 @@ impl Copier<'_> {
             });
             return Ok(());
         }
-        let mut source = self
-            .sftp
-            .open(remote)
+        let raw = self.sftp.raw();
+        let handle = raw
+            .open(remote, OpenFlags::READ, FileAttributes::default())
             .await
-            .map_err(|e| sftp_problem(remote, &e))?;
-        let mut sink = tokio::fs::OpenOptions::new()
+            .map_err(|e| sftp_problem(remote, &e))?
+            .handle;
+        // Closing a file we only read cannot fail in a way that matters: not waited for.
+        let close = {
+            let (raw, handle) = (raw.clone(), handle.clone());
+            move || {
+                tokio::spawn(async move {
+                    let _ = raw.close(handle).await;
+                });
+            }
+        };
+        let opened = tokio::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode | 0o200)
             .open(local)
-            .await
-            .map_err(|e| local_problem(local, &e))?;
+            .await;
+        let mut sink = match opened {
+            Ok(sink) => sink,
+            Err(e) => {
+                close();
+                return Err(local_problem(local, &e));
+            }
+        };
         let name = remote_basename(remote).unwrap_or(remote).to_owned();
         let bar = self.bar(attrs.len(), &name);
-        let result = self
-            .pump_down(&mut source, &mut sink, remote, local, bar.as_ref())
-            .await
-            .and_then(|n| match attrs.size {
-                Some(claimed) if n < claimed => Err(shorter(remote)),
-                _ => Ok(n),
-            });
-        // Closing a file we only read cannot fail in a way that matters: do not wait.
-        drop(source);
+        let claimed = attrs.size.unwrap_or(0);
+        let result = pump_raw(
+            raw,
+            &handle,
+            claimed,
+            &mut sink,
+            remote,
+            local,
+            bar.as_ref(),
+        )
+        .await
+        .and_then(|n| match attrs.size {
+            Some(claimed) if n < claimed => Err(shorter(remote)),
+            _ => Ok(n),
+        });
+        close();
         let n = match result {
             Ok(n) => n,
             Err(p) => {
@@ -264,35 +356,6 @@ impl Copier<'_> {
         self.stats.files += 1;
         self.stats.bytes += n;
         Ok(())
-    }
-
-    async fn pump_down(
-        &mut self,
-        source: &mut File,
-        sink: &mut tokio::fs::File,
-        remote: &str,
-        local: &Path,
-        bar: Option<&ProgressBar>,
-    ) -> Step<u64> {
-        let mut total = 0u64;
-        loop {
-            let n = source
-                .read(&mut self.buf)
-                .await
-                .map_err(|e| remote_io_problem(remote, &e))?;
-            if n == 0 {
-                break;
-            }
-            sink.write_all(&self.buf[..n])
-                .await
-                .map_err(|e| local_problem(local, &e))?;
-            total += n as u64;
-            if let Some(bar) = bar {
-                bar.inc(n as u64);
-            }
-        }
-        sink.flush().await.map_err(|e| local_problem(local, &e))?;
-        Ok(total)
     }
 
     /// Creates (or reuses) a local directory; returns what it needs once filled.
@@ -582,3 +645,7 @@ mod cut_tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+#[path = "raw_read_tests.rs"]
+mod raw_read_tests;

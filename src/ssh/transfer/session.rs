@@ -207,6 +207,12 @@ impl Sftp {
         }
     }
 
+    /// The second channel, for what needs SFTP's own requests: listings, and `-j 1`
+    /// downloads' positioned reads.
+    pub(crate) fn raw(&self) -> &std::sync::Arc<RawSftpSession> {
+        &self.lister
+    }
+
     /// Lowers the entry bound (tests).
     #[cfg(test)]
     pub(crate) fn set_max_entries(&mut self, n: usize) {
