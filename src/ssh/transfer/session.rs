@@ -1,8 +1,9 @@
 //! The SFTP session copies and the `sftp` prompt work with: russh-sftp's [`SftpSession`]
 //! (it derefs to it) and, on a second channel of the same connection, a
-//! [`RawSftpSession`] for directory listings. russh-sftp's own `read_dir` collects a whole
-//! listing however long the server makes it; [`Sftp::list`] reads one reply at a time and
-//! stops at a bound.
+//! [`RawSftpSession`] for directory listings (and `-j 1` downloads' reads, which ask by
+//! the claimed size: `download.rs`). russh-sftp's own `read_dir` collects a whole
+//! listing however long the server makes it; [`Sftp::list`] reads two replies at a time
+//! and stops at a bound.
 //!
 //! Bounds (a listing is the server's claim, so it is believed only this far):
 //! * one listing: at most [`MAX_LISTING_ENTRIES`] entries and [`MAX_LISTING_NAME_BYTES`]
@@ -49,7 +50,7 @@ pub enum ListError {
     TooLong { entries: usize },
 }
 
-/// An SFTP session, with a second channel for bounded listings.
+/// An SFTP session, with a second, raw channel for bounded listings and `-j 1` reads.
 pub struct Sftp {
     session: SftpSession,
     lister: std::sync::Arc<RawSftpSession>,
