@@ -189,18 +189,24 @@ impl Copier<'_> {
                 unix_time(meta.modified()).unwrap_or(0),
             )
         });
-        match self.sftp.create_dir(remote).await {
+        // The MKDIR and a STAT of what it leaves go out together (one round trip): the
+        // server answers them in order, so the STAT sees the new directory, or what stood
+        // in the way. (Straight to the session: an answer asked ahead predates the MKDIR.)
+        let session: &russh_sftp::client::SftpSession = self.sftp;
+        let (made, seen) = tokio::join!(session.create_dir(remote), session.metadata(remote));
+        match made {
             Ok(()) => {
+                // A server that answered out of order: ask again.
+                let attrs = match seen {
+                    Ok(a) if a.is_dir() => a,
+                    _ => session
+                        .metadata(remote)
+                        .await
+                        .map_err(|e| sftp_problem(remote, &e))?,
+                };
                 // sftp-server created it 0777 minus its umask: keep those of the source's
                 // bits the umask allows, and stay writable until the contents are in.
-                let created = self
-                    .sftp
-                    .metadata(remote)
-                    .await
-                    .map_err(|e| sftp_problem(remote, &e))?
-                    .permissions
-                    .unwrap_or(0o755)
-                    & 0o777;
+                let created = attrs.permissions.unwrap_or(0o755) & 0o777;
                 let wanted = if self.opts.preserve {
                     mode
                 } else {
@@ -216,7 +222,7 @@ impl Copier<'_> {
                     times,
                 })
             }
-            Err(e @ SftpError::Status(_)) => match self.sftp.metadata(remote).await {
+            Err(e @ SftpError::Status(_)) => match seen {
                 Ok(a) if a.is_dir() => Ok(DirFinish {
                     path: remote.to_owned(),
                     mode: self.opts.preserve.then_some(mode),
