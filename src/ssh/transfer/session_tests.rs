@@ -19,6 +19,15 @@ struct Listing {
     readdirs: Arc<AtomicUsize>,
 }
 
+/// The answer to a STAT of a directory (0755).
+fn a_dir(id: u32) -> russh_sftp::protocol::Attrs {
+    let attrs = FileAttributes {
+        permissions: Some(0o040755),
+        ..FileAttributes::default()
+    };
+    russh_sftp::protocol::Attrs { id, attrs }
+}
+
 /// The answer to a request that worked.
 fn ok_status(id: u32) -> Status {
     Status {
@@ -78,17 +87,26 @@ async fn listing(
     delay: Option<std::time::Duration>,
 ) -> (Sftp, Arc<AtomicUsize>) {
     let readdirs = Arc::new(AtomicUsize::new(0));
+    let handler = || Listing {
+        entries,
+        per_reply,
+        name_len,
+        next: 0,
+        readdirs: readdirs.clone(),
+    };
+    (sftp_on(handler, delay).await, readdirs)
+}
+
+/// An [`Sftp`] whose two channels (the session's, the lister's) reach a server each made
+/// by `handler`, each byte taking `delay` each way if given.
+async fn sftp_on<H>(handler: impl Fn() -> H, delay: Option<std::time::Duration>) -> Sftp
+where
+    H: russh_sftp::server::Handler + Send + 'static,
+{
     let mut ends = Vec::new();
     for _ in 0..2 {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let handler = Listing {
-            entries,
-            per_reply,
-            name_len,
-            next: 0,
-            readdirs: readdirs.clone(),
-        };
-        russh_sftp::server::run(server, handler).await;
+        russh_sftp::server::run(server, handler()).await;
         ends.push(match delay {
             None => client,
             Some(d) => {
@@ -102,7 +120,7 @@ async fn listing(
     let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
         .await
         .expect("init");
-    (Sftp::new(session, lister), readdirs)
+    Sftp::new(session, lister)
 }
 
 /// An endless [`listing`]: a lying server.
@@ -456,11 +474,7 @@ impl russh_sftp::server::Handler for Tree {
         id: u32,
         _path: String,
     ) -> Result<russh_sftp::protocol::Attrs, StatusCode> {
-        let attrs = FileAttributes {
-            permissions: Some(0o040755),
-            ..FileAttributes::default()
-        };
-        Ok(russh_sftp::protocol::Attrs { id, attrs })
+        Ok(a_dir(id))
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, StatusCode> {
@@ -500,24 +514,12 @@ async fn a_tree_walk_lists_subdirectories_ahead() {
     // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
     const RTT: std::time::Duration = std::time::Duration::from_millis(100);
     let opendirs = Arc::new(AtomicUsize::new(0));
-    let mut ends = Vec::new();
-    for _ in 0..2 {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let handler = Tree {
-            dirs: 8,
-            read: Default::default(),
-            opendirs: opendirs.clone(),
-        };
-        russh_sftp::server::run(server, handler).await;
-        let (from_server, to_server) = tokio::io::split(client);
-        ends.push(fx::delayed(from_server, to_server, RTT / 2));
-    }
-    let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
-    lister.init().await.expect("init");
-    let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
-        .await
-        .expect("init");
-    let sftp = Sftp::new(session, lister);
+    let handler = || Tree {
+        dirs: 8,
+        read: Default::default(),
+        opendirs: opendirs.clone(),
+    };
+    let sftp = sftp_on(handler, Some(RTT / 2)).await;
     let local = fx::TempDir::new("tree-ahead");
     let plan = CopyPlan {
         direction: Direction::Download,
@@ -592,11 +594,7 @@ impl russh_sftp::server::Handler for Dirs {
         if path != "/h" && !self.made.contains(&path) {
             return Err(StatusCode::NoSuchFile);
         }
-        let attrs = FileAttributes {
-            permissions: Some(0o040755),
-            ..FileAttributes::default()
-        };
-        Ok(russh_sftp::protocol::Attrs { id, attrs })
+        Ok(a_dir(id))
     }
 
     async fn mkdir(
@@ -628,23 +626,11 @@ async fn a_tree_upload_makes_each_directory_in_one_round_trip() {
     // Each way takes 50 ms (a round trip is 100 ms), on tokio's paused clock.
     const RTT: std::time::Duration = std::time::Duration::from_millis(100);
     let mkdirs = Arc::new(AtomicUsize::new(0));
-    let mut ends = Vec::new();
-    for _ in 0..2 {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let handler = Dirs {
-            made: Default::default(),
-            mkdirs: mkdirs.clone(),
-        };
-        russh_sftp::server::run(server, handler).await;
-        let (from_server, to_server) = tokio::io::split(client);
-        ends.push(fx::delayed(from_server, to_server, RTT / 2));
-    }
-    let lister = RawSftpSession::new_with_config(ends.pop().unwrap(), sftp_config());
-    lister.init().await.expect("init");
-    let session = SftpSession::new_with_config(ends.pop().unwrap(), sftp_config())
-        .await
-        .expect("init");
-    let sftp = Sftp::new(session, lister);
+    let handler = || Dirs {
+        made: Default::default(),
+        mkdirs: mkdirs.clone(),
+    };
+    let sftp = sftp_on(handler, Some(RTT / 2)).await;
     let local = fx::TempDir::new("tree-up");
     let top = local.path().join("up");
     for i in 0..8 {
