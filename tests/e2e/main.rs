@@ -14,6 +14,7 @@ mod hostile;
 mod http_proxy;
 mod hygiene;
 mod instance_connect;
+mod instance_connect_pty;
 mod kms;
 mod ls_doctor;
 mod multiplex;
