@@ -1,6 +1,7 @@
 //! Test fixture: OpenSSH's real `sftp-server` as a child process, an [`SftpSession`] on
 //! its stdio (and a second one for the [`Sftp`]'s listings) (optionally through a pipe that delays each direction), and temporary
-//! directories that clean up after themselves.
+//! directories that clean up after themselves. Also [`Files`], an in-memory SFTP server
+//! that reads files and counts opens and closes, and [`delayed`] for any stream.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -268,4 +269,103 @@ pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// What a [`Files`] server saw: opens and closes, and the handles still open.
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub opens: usize,
+    pub closes: usize,
+    pub open: Vec<String>,
+}
+
+/// An SFTP server reading from files in memory, counting opens and closes. It answers a
+/// read with at most `most` bytes, or (`empty`) with none, which no server should.
+pub(crate) struct Files {
+    files: std::collections::HashMap<String, Vec<u8>>,
+    handles: std::collections::HashMap<String, String>,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    pub most: usize,
+    pub empty: bool,
+}
+
+impl Files {
+    /// Serving `files` (by path), reporting to `seen`; whole answers.
+    pub(crate) fn new(
+        files: std::collections::HashMap<String, Vec<u8>>,
+        seen: &std::sync::Arc<std::sync::Mutex<Seen>>,
+    ) -> Files {
+        Files {
+            files,
+            handles: Default::default(),
+            seen: seen.clone(),
+            most: usize::MAX,
+            empty: false,
+        }
+    }
+}
+
+impl russh_sftp::server::Handler for Files {
+    type Error = russh_sftp::protocol::StatusCode;
+
+    fn unimplemented(&self) -> Self::Error {
+        Self::Error::OpUnsupported
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        _flags: russh_sftp::protocol::OpenFlags,
+        _attrs: russh_sftp::protocol::FileAttributes,
+    ) -> Result<russh_sftp::protocol::Handle, Self::Error> {
+        if !self.files.contains_key(&filename) {
+            return Err(Self::Error::NoSuchFile);
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.opens += 1;
+        let handle = format!("h{}", seen.opens);
+        seen.open.push(handle.clone());
+        self.handles.insert(handle.clone(), filename);
+        Ok(russh_sftp::protocol::Handle { id, handle })
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<russh_sftp::protocol::Data, Self::Error> {
+        let name = self.handles.get(&handle).ok_or(Self::Error::Failure)?;
+        let file = &self.files[name];
+        let from = (offset as usize).min(file.len());
+        if from == file.len() {
+            return Err(Self::Error::Eof);
+        }
+        let to = (from + (len as usize).min(self.most)).min(file.len());
+        let data = if self.empty {
+            Vec::new()
+        } else {
+            file[from..to].to_vec()
+        };
+        Ok(russh_sftp::protocol::Data { id, data })
+    }
+
+    async fn close(
+        &mut self,
+        id: u32,
+        handle: String,
+    ) -> Result<russh_sftp::protocol::Status, Self::Error> {
+        self.handles.remove(&handle).ok_or(Self::Error::Failure)?;
+        let mut seen = self.seen.lock().unwrap();
+        seen.closes += 1;
+        seen.open.retain(|h| *h != handle);
+        Ok(russh_sftp::protocol::Status {
+            id,
+            status_code: Self::Error::Ok,
+            error_message: String::new(),
+            language_tag: "en-US".to_owned(),
+        })
+    }
 }

@@ -6,60 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use russh_sftp::client::RawSftpSession;
-use russh_sftp::protocol::{Data, Handle};
 
 use super::*;
 use crate::ssh::transfer::sftp_config;
-use crate::ssh::transfer::test_fixture::{self as fx, LIMIT};
-
-/// An SFTP server with one file, `content`, answering at most `most` bytes a read
-/// (`empty`: every read answers no bytes, which no server should).
-struct Served {
-    content: Vec<u8>,
-    most: usize,
-    empty: bool,
-}
-
-impl russh_sftp::server::Handler for Served {
-    type Error = StatusCode;
-
-    fn unimplemented(&self) -> StatusCode {
-        StatusCode::OpUnsupported
-    }
-
-    async fn open(
-        &mut self,
-        id: u32,
-        _filename: String,
-        _flags: OpenFlags,
-        _attrs: FileAttributes,
-    ) -> Result<Handle, StatusCode> {
-        Ok(Handle {
-            id,
-            handle: "h".to_owned(),
-        })
-    }
-
-    async fn read(
-        &mut self,
-        id: u32,
-        _handle: String,
-        offset: u64,
-        len: u32,
-    ) -> Result<Data, StatusCode> {
-        let from = (offset as usize).min(self.content.len());
-        if from == self.content.len() {
-            return Err(StatusCode::Eof);
-        }
-        let to = (from + (len as usize).min(self.most)).min(self.content.len());
-        let data = if self.empty {
-            Vec::new()
-        } else {
-            self.content[from..to].to_vec()
-        };
-        Ok(Data { id, data })
-    }
-}
+use crate::ssh::transfer::test_fixture::{self as fx, Files, LIMIT};
 
 fn bytes(n: usize) -> Vec<u8> {
     (0..n)
@@ -70,7 +20,7 @@ fn bytes(n: usize) -> Vec<u8> {
 /// Reads `content` (claimed `claimed` bytes) with [`pump_raw`] over a link whose bytes
 /// take `rtt / 2` each way, on tokio's paused clock: what was written, and how long the
 /// reads took.
-async fn read(served: Served, claimed: u64, rtt: Duration) -> (Vec<u8>, u64, Duration) {
+async fn read(served: Files, claimed: u64, rtt: Duration) -> (Vec<u8>, u64, Duration) {
     let (client, server) = tokio::io::duplex(1 << 20);
     russh_sftp::server::run(server, served).await;
     let (from_server, to_server) = tokio::io::split(client);
@@ -103,12 +53,10 @@ async fn read(served: Served, claimed: u64, rtt: Duration) -> (Vec<u8>, u64, Dur
 
 const RTT: Duration = Duration::from_millis(100);
 
-fn served(content: &[u8]) -> Served {
-    Served {
-        content: content.to_vec(),
-        most: usize::MAX,
-        empty: false,
-    }
+/// A [`Files`] server holding `content` at `/f`.
+fn served(content: &[u8]) -> Files {
+    let files = std::collections::HashMap::from([("/f".to_owned(), content.to_vec())]);
+    Files::new(files, &Default::default())
 }
 
 #[tokio::test(start_paused = true)]
@@ -131,10 +79,8 @@ async fn a_file_as_claimed_is_read_with_its_end_in_one_round_trip() {
 async fn short_answers_and_wrong_claims_still_give_the_file() {
     let content = bytes(300_000);
     // A server answering at most 10 000 bytes a read.
-    let short = Served {
-        most: 10_000,
-        ..served(&content)
-    };
+    let mut short = served(&content);
+    short.most = 10_000;
     let (got, n, _) = read(short, 300_000, RTT).await;
     assert_eq!(n, 300_000);
     assert!(got == content, "short answers: content differs");
@@ -150,10 +96,8 @@ async fn short_answers_and_wrong_claims_still_give_the_file() {
 
 #[tokio::test(start_paused = true)]
 async fn empty_answers_end_the_read_instead_of_asking_forever() {
-    let lying = Served {
-        empty: true,
-        ..served(&bytes(50_000))
-    };
+    let mut lying = served(&bytes(50_000));
+    lying.empty = true;
     let (got, n, took) = read(lying, 50_000, RTT).await;
     assert_eq!((n, got.len()), (0, 0));
     assert!(took < 2 * RTT, "{took:?}");

@@ -5,89 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use russh_sftp::protocol::{Data, Handle, OpenFlags, Status, StatusCode};
-
 use super::*;
 use crate::ssh::transfer::sftp_config;
-use crate::ssh::transfer::test_fixture::{self as fx, LIMIT};
-
-/// What the server saw: opens and closes, and the handles still open.
-#[derive(Default)]
-struct Seen {
-    opens: usize,
-    closes: usize,
-    open: Vec<String>,
-}
-
-/// An SFTP server reading from files in memory, counting opens and closes.
-struct Files {
-    files: HashMap<String, Vec<u8>>,
-    handles: HashMap<String, String>,
-    seen: Arc<Mutex<Seen>>,
-}
-
-fn status(id: u32, code: StatusCode) -> Status {
-    Status {
-        id,
-        status_code: code,
-        error_message: String::new(),
-        language_tag: "en-US".to_owned(),
-    }
-}
-
-impl russh_sftp::server::Handler for Files {
-    type Error = StatusCode;
-
-    fn unimplemented(&self) -> StatusCode {
-        StatusCode::OpUnsupported
-    }
-
-    async fn open(
-        &mut self,
-        id: u32,
-        filename: String,
-        _flags: OpenFlags,
-        _attrs: FileAttributes,
-    ) -> Result<Handle, StatusCode> {
-        if !self.files.contains_key(&filename) {
-            return Err(StatusCode::NoSuchFile);
-        }
-        let mut seen = self.seen.lock().unwrap();
-        seen.opens += 1;
-        let handle = format!("h{}", seen.opens);
-        seen.open.push(handle.clone());
-        self.handles.insert(handle.clone(), filename);
-        Ok(Handle { id, handle })
-    }
-
-    async fn read(
-        &mut self,
-        id: u32,
-        handle: String,
-        offset: u64,
-        len: u32,
-    ) -> Result<Data, StatusCode> {
-        let name = self.handles.get(&handle).ok_or(StatusCode::Failure)?;
-        let file = &self.files[name];
-        let from = (offset as usize).min(file.len());
-        if from == file.len() {
-            return Err(StatusCode::Eof);
-        }
-        let to = (from + len as usize).min(file.len());
-        Ok(Data {
-            id,
-            data: file[from..to].to_vec(),
-        })
-    }
-
-    async fn close(&mut self, id: u32, handle: String) -> Result<Status, StatusCode> {
-        self.handles.remove(&handle).ok_or(StatusCode::Failure)?;
-        let mut seen = self.seen.lock().unwrap();
-        seen.closes += 1;
-        seen.open.retain(|h| *h != handle);
-        Ok(status(id, StatusCode::Ok))
-    }
-}
+use crate::ssh::transfer::test_fixture::{self as fx, Files, LIMIT, Seen};
 
 fn bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
@@ -100,11 +20,10 @@ async fn a_lane_opens_a_file_once_for_its_pieces_and_closes_what_it_opened() {
     let b = bytes(K as usize, 2);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (client, server) = tokio::io::duplex(1 << 20);
-    let handler = Files {
-        files: HashMap::from([("/a".to_owned(), a.clone()), ("/b".to_owned(), b.clone())]),
-        handles: HashMap::new(),
-        seen: seen.clone(),
-    };
+    let handler = Files::new(
+        HashMap::from([("/a".to_owned(), a.clone()), ("/b".to_owned(), b.clone())]),
+        &seen,
+    );
     russh_sftp::server::run(server, handler).await;
     let raw = RawSftpSession::new_with_config(client, sftp_config());
     raw.init().await.expect("init");
@@ -193,14 +112,13 @@ async fn moving_to_another_file_closes_the_last_in_the_same_round_trip_as_the_op
     const K: u64 = 32 * 1024;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (client, server) = tokio::io::duplex(1 << 20);
-    let handler = Files {
-        files: HashMap::from([
+    let handler = Files::new(
+        HashMap::from([
             ("/a".to_owned(), bytes(K as usize, 1)),
             ("/b".to_owned(), bytes(K as usize, 2)),
         ]),
-        handles: HashMap::new(),
-        seen: seen.clone(),
-    };
+        &seen,
+    );
     russh_sftp::server::run(server, handler).await;
     let (from_server, to_server) = tokio::io::split(client);
     let link = fx::delayed(from_server, to_server, RTT / 2);
