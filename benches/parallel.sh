@@ -5,7 +5,8 @@
 # transfer fails or does not verify.
 #
 #   benches/parallel.sh [--size 50MB | --size-mb N] [--jobs "1 2 4 8"] [--runs N] [--rtt 40ms]
-#                       [--compress-mb N] [--tree-files N] [--no-build] [--keep-tmp]
+#                       [--compress-mb N] [--tree-files N] [--via ssm|eice] [--no-build]
+#                       [--keep-tmp]
 #
 #   --size S          size of the random file: NMB (10^6 bytes) or NMiB (2^20 bytes), e.g.
 #                     3MiB, 12MiB, 50MB (default 50MB)
@@ -18,6 +19,9 @@
 #   --tree-files N    also time `scp -r` downloads of a tree of N small files (1-4 KB, 8 to
 #                     a directory, 8 directories to a parent, as in a source tree) at each
 #                     -j value (default 0: no tree rows)
+#   --via W           the way to the instance: ssm (Session Manager, agent-paced; the
+#                     default) or eice (an EC2 Instance Connect Endpoint tunnel, the
+#                     testbed's `serve --eice`: no pacing, only --rtt)
 #   --no-build        use the existing release binaries ($CARGO_TARGET_DIR or the
 #                     workspace's target dir) instead of running cargo build first
 #   --keep-tmp        keep the temp dir (logs, keys, sshd_config) for inspection
@@ -55,6 +59,7 @@ RUNS=3
 RTT=40ms
 COMPRESS_MB=5
 TREE_FILES=0
+VIA=ssm
 BUILD=1
 KEEP_TMP=0
 
@@ -83,6 +88,8 @@ while (($# > 0)); do
         --compress-mb=*) COMPRESS_MB=${1#*=}; shift ;;
         --tree-files) TREE_FILES=${2:?--tree-files needs a value}; shift 2 ;;
         --tree-files=*) TREE_FILES=${1#*=}; shift ;;
+        --via) VIA=${2:?--via needs a value}; shift 2 ;;
+        --via=*) VIA=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
         --keep-tmp) KEEP_TMP=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -108,6 +115,9 @@ for j in "${JOB_LIST[@]}"; do
     [[ $j =~ ^[0-9]+$ ]] && ((j >= 1 && j <= 16)) || die "--jobs: '$j' is not 1 to 16"
 done
 [[ $RTT =~ ^(0|[0-9]+(\.[0-9]+)?(ns|us|ms|s))$ ]] || die "--rtt must look like 40ms, 0 or 0.1s"
+[[ $VIA == ssm || $VIA == eice ]] || die "--via must be ssm or eice, got '$VIA'"
+EICE_ARGS=()
+[[ $VIA == eice ]] && EICE_ARGS=(--eice)
 
 BENCH_NAME=parallel.sh
 # shellcheck source=benches/common.sh
@@ -139,7 +149,7 @@ MaxStartups 100
 "
 
 "$TESTBED" serve --listen 127.0.0.1:0 --ssh-target "127.0.0.1:$SSHD_PORT" --rtt "$RTT" \
-    --chunk-size 1024 --eic-state "$TMP/eic-state" \
+    --chunk-size 1024 --eic-state "$TMP/eic-state" "${EICE_ARGS[@]}" \
     >"$TMP/testbed.env" 2>"$TMP/testbed.log" &
 PIDS+=("$!")
 wait_for_line "$TMP/testbed.env" 15 SALLYPORT_TESTBED_EIC_STATE= "$!"
@@ -165,8 +175,8 @@ SSH_OPTS=(
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=30
 )
-PROXY_OPTS=(-o "ProxyCommand=$(printf '%q' "$SALLYPORT") proxy %h --port %p")
-SP=(env "${HERMETIC[@]}" "${ENV_TB[@]}" "$SALLYPORT" scp --known-hosts "$TMP/known_hosts")
+PROXY_OPTS=(-o "ProxyCommand=$(printf '%q' "$SALLYPORT") proxy %h --port %p --via $VIA")
+SP=(env "${HERMETIC[@]}" "${ENV_TB[@]}" "$SALLYPORT" scp --via "$VIA" --known-hosts "$TMP/known_hosts")
 OSSH=(env "${HERMETIC[@]}" "${ENV_TB[@]}" scp "${SSH_OPTS[@]}" "${PROXY_OPTS[@]}")
 
 # timed LIMIT CMD...: runs CMD bounded; sets ELAPSED (seconds).
@@ -306,7 +316,7 @@ WALL=$(calc 1 "$(now) - $RUN_START")
 first=${JOB_LIST[0]}
 {
     echo
-    echo "## Striped sallyport scp: ${SIZE_LABEL} random file (${SIZE_BYTES} bytes), rtt ${RTT}, $RUNS runs per row"
+    echo "## Striped sallyport scp: ${SIZE_LABEL} random file (${SIZE_BYTES} bytes), rtt ${RTT}, via ${VIA}, $RUNS runs per row"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -srm), $(nproc) CPUs," \
         "sallyport $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')"

@@ -145,7 +145,7 @@ fn shell_run(inputs: &Inputs<'_>, args: ShellArgs) -> Result<ShellRun, Failure> 
 fn ssh_run(inputs: &Inputs<'_>, args: SshArgs) -> Result<SshRun, Failure> {
     let (user, target) = login::split_destination(args.destination.as_deref().unwrap_or_default());
     Ok(SshRun {
-        login: login(inputs, user, target, &args.client, false)?,
+        login: login(inputs, user, target, &args.client, Carries::Terminal)?,
         command: (!args.command.is_empty()).then(|| args.command.join(" ")),
         stdin_null: args.stdin_null,
     })
@@ -161,7 +161,7 @@ fn scp_run(inputs: &Inputs<'_>, args: ScpArgs) -> Result<ScpRun, Failure> {
         ops.user.as_deref(),
         &ops.target,
         &args.client,
-        compression,
+        Carries::Copies { compression },
     )?;
     Ok(ScpRun {
         login,
@@ -179,7 +179,13 @@ fn sftp_run(inputs: &Inputs<'_>, args: SftpArgs) -> Result<SftpRun, Failure> {
     let (user, target) = login::split_destination(&args.destination);
     let (lanes, compression) = transfer(inputs.file, &args.transfer);
     Ok(SftpRun {
-        login: login(inputs, user, target, &args.client, compression)?,
+        login: login(
+            inputs,
+            user,
+            target,
+            &args.client,
+            Carries::Copies { compression },
+        )?,
         batch: args.batch,
         lanes,
     })
@@ -289,6 +295,14 @@ fn checked_user(user: String) -> Result<String, Failure> {
     Ok(user)
 }
 
+/// What a login's connections carry.
+enum Carries {
+    /// A shell or a command (`ssh`).
+    Terminal,
+    /// File copies (`scp`, `sftp`), with or without SSH compression.
+    Copies { compression: bool },
+}
+
 /// Who logs in where, for `ssh`, `scp` and `sftp`: the user is `user@` > `-l` > the
 /// config file's (alias > `[profiles.P]` > top level); none left: guessed later from the
 /// platform.
@@ -297,7 +311,7 @@ fn login(
     dest_user: Option<&str>,
     raw_target: &str,
     args: &SshClientArgs,
-    compression: bool,
+    carries: Carries,
 ) -> Result<Login, Failure> {
     let (on, config_user) = inputs.target_and_user(raw_target)?;
     let user = (dest_user.map(str::to_owned))
@@ -312,7 +326,8 @@ fn login(
         known_hosts: args.known_hosts.clone(),
         strictness: args.strict_host_key_checking.into(),
         link: args.connection.link_options(),
-        compression,
+        compression: matches!(carries, Carries::Copies { compression: true }),
+        copies: matches!(carries, Carries::Copies { .. }),
     })
 }
 

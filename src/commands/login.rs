@@ -32,6 +32,9 @@ pub struct Login {
     pub link: LinkOptions,
     /// Offer zlib compression.
     pub compression: bool,
+    /// The connections carry file copies (a wide SSH channel window:
+    /// [`client::COPY_WINDOW`]).
+    pub copies: bool,
 }
 
 /// How long the platform lookup for guessing the OS user may take.
@@ -151,6 +154,7 @@ async fn prepare(login: &Login) -> Result<(AwsConfig, Found, client::Connector),
     let mut connector =
         client::Connector::new(&ssm, &eic, &found.id, s.aws.profile.as_deref(), &opts)?;
     connector.compression = login.compression;
+    connector.copies = login.copies;
     connector.eice = super::way_first(&config, &found, s, login.port).await?;
     Ok((config, found, connector))
 }

@@ -22,6 +22,7 @@ use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use crate::ssh::SshError;
+use crate::ssh::transfer::stripe::Window;
 use crate::ssh::transfer::{
     Copier, DirFinish, DownWork, Problem, Step, is_plain_name, list_problem, local_problem,
     parallel, printable, remote_basename, remote_glob, remote_join, set_attributes, sftp_problem,
@@ -62,17 +63,23 @@ async fn remove_cut(sink: tokio::fs::File, local: &Path) {
 
 /// Bytes a `-j 1` download asks for in one read.
 const READ_LEN: u64 = 64 * 1024;
-/// Most reads a `-j 1` download keeps in flight (2 MiB).
-const READS_IN_FLIGHT: usize = 32;
+/// Reads a `-j 1` download keeps in flight at first, and at least (2 MiB): a file this size
+/// is asked for in one round trip, and at Session Manager's ~0.6 MB/s an answer waits
+/// ~3.5 s behind the others, far from russh-sftp's request timeout.
+const READS_AT_LEAST: usize = 32;
+/// Most reads in flight (8 MiB): more than [`READS_AT_LEAST`] only where the measured
+/// rate and round trip call for it ([`Window`]), as through an EC2 Instance Connect
+/// Endpoint tunnel, whose bandwidth-delay product 2 MiB do not cover.
+const READS_AT_MOST: usize = 128;
 
 /// Reads the open file `handle` into `sink`, in order, until the server says end of
 /// file; returns the bytes written. The reads for the `claimed` size go out together (at
-/// most [`READS_IN_FLIGHT`]), the last one ending at the claim, with one more at the claim
-/// to see the end in the same round trip (russh-sftp's `File` learns the server's read
-/// size first, then finds the end a round trip later). Nothing is allocated from the
-/// claim. A short answer (the file changed, or a server that answers less than asked)
-/// drops the reads after it and asks again from where it ended; a file longer than its
-/// claim is read on.
+/// most [`READS_AT_LEAST`] at first, up to [`READS_AT_MOST`] as the link proves fast), the
+/// last one ending at the claim, with one more at the claim to see the end in the same
+/// round trip (russh-sftp's `File` learns the server's read size first, then finds the
+/// end a round trip later). Nothing is allocated from the claim. A short answer (the file
+/// changed, or a server that answers less than asked) drops the reads after it and asks
+/// again from where it ended; a file longer than its claim is read on.
 async fn pump_raw(
     raw: &std::sync::Arc<russh_sftp::client::RawSftpSession>,
     handle: &str,
@@ -85,13 +92,16 @@ async fn pump_raw(
     let read = |offset: u64, len: u64| {
         let raw = raw.clone();
         let handle = handle.to_owned();
-        async move { (len, raw.read(handle, offset, len as u32).await) }
+        let sent = tokio::time::Instant::now();
+        async move { (len, sent, raw.read(handle, offset, len as u32).await) }
     };
+    let mut window = Window::new(READ_LEN, READS_AT_MOST);
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     // The next offset to ask for, and the bytes written (every byte before it).
     let (mut next, mut written) = (0u64, 0u64);
     loop {
-        while in_flight.len() < READS_IN_FLIGHT && (next <= claimed || in_flight.is_empty()) {
+        let room = window.requests().max(READS_AT_LEAST);
+        while in_flight.len() < room && (next <= claimed || in_flight.is_empty()) {
             // Up to the claim, cut at it; at and past it, whole reads.
             let len = if next < claimed {
                 READ_LEN.min(claimed - next)
@@ -101,7 +111,7 @@ async fn pump_raw(
             in_flight.push_back(read(next, len));
             next += len;
         }
-        let Some((len, answer)) = futures_util::StreamExt::next(&mut in_flight).await else {
+        let Some((len, sent, answer)) = futures_util::StreamExt::next(&mut in_flight).await else {
             break;
         };
         let data = match answer {
@@ -114,6 +124,7 @@ async fn pump_raw(
             Err(e) => return Err(sftp_problem(remote, &e)),
         };
         let got = (data.len() as u64).min(len);
+        window.answered(sent, got);
         sink.write_all(&data[..got as usize])
             .await
             .map_err(|e| local_problem(local, &e))?;

@@ -46,9 +46,10 @@ use verify::verify;
 
 /// Bytes per SFTP read or write request.
 const CHUNK: u64 = 64 * 1024;
-/// Most requests in flight per lane (2 MiB); a lane keeps fewer, as its measured
-/// bandwidth-delay product needs ([`Window`]).
-const IN_FLIGHT: usize = 32;
+/// Most requests in flight per lane (8 MiB); a lane keeps fewer, as its measured
+/// bandwidth-delay product needs ([`Window`]): through Session Manager two or three, through
+/// an EC2 Instance Connect Endpoint tunnel as many as its round trip needs at line rate.
+const IN_FLIGHT: usize = 128;
 /// Files finished at once per lane (an upload's finish is two or three requests in turn:
 /// stat, setstat, rename): enough to keep each lane's server busy across a round trip.
 const FINISHING_PER_LANE: usize = 16;

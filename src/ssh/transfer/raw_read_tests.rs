@@ -102,3 +102,19 @@ async fn empty_answers_end_the_read_instead_of_asking_forever() {
     assert_eq!((n, got.len()), (0, 0));
     assert!(took < 2 * RTT, "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_link_gets_more_reads_in_flight_as_its_answers_show_it() {
+    // 24 MiB over a 100 ms round trip and no rate limit: at the 2 MiB kept in flight at
+    // first, twelve round trips and the end's; the reads in flight grow, up to 8 MiB, once
+    // a round trip's answers show the link carries more.
+    let size = 24 << 20;
+    let content = bytes(size);
+    let (got, n, took) = read(served(&content), size as u64, RTT).await;
+    assert_eq!((n, got.len()), (size as u64, size));
+    assert!(got == content, "content differs");
+    assert!(
+        took <= 7 * RTT,
+        "{took:?}: the reads in flight did not grow past 2 MiB"
+    );
+}
