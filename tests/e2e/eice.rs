@@ -205,6 +205,36 @@ fn embedded_ssh_and_striped_scp_over_eice() {
     );
 }
 
+/// `scp -j 1` both ways over one tunnel, a file large enough that the download's reads in
+/// flight grow past 2 MiB and fill the copy connection's 16 MiB SSH window: intact.
+#[test]
+fn a_one_session_scp_over_eice_at_line_rate_is_intact_both_ways() {
+    let f = Fixture::instance_connect_with(|c| agentless(c, true));
+    let src = f.path("big.bin");
+    std::fs::write(&src, random_bytes(24 << 20, 12)).unwrap();
+    let down = f.path("down.bin");
+    ok(&run(
+        &mut f.sallyport(&[
+            "scp",
+            "-j",
+            "1",
+            &f.remote("big.bin"),
+            down.to_str().unwrap(),
+        ]),
+        None,
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&down), sha256_file(&src));
+    let up = format!("root@{}:{}", f.instance, f.path("up.bin").display());
+    ok(&run(
+        &mut f.sallyport(&["scp", "-j", "1", down.to_str().unwrap(), &up]),
+        None,
+        TRANSFER,
+    ));
+    assert_eq!(sha256_file(&f.path("up.bin")), sha256_file(&src));
+    assert!(f.testbed.data_channel_dials().is_empty(), "no data channel");
+}
+
 /// A tunnel ended at `--max-tunnel-duration`: the one line, exit 11.
 #[test]
 fn a_tunnel_ended_at_its_maximum_duration_says_so() {
